@@ -1,0 +1,150 @@
+//! `Event`: everything the engine reports while it works. The engine only emits events; the
+//! binary's reporters (live display, `--json` lines, logs) consume them.
+
+use crossbeam_channel::Sender;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Outputs present and matching the key: nothing done.
+    UpToDate,
+    /// Outputs put back from the cache without running.
+    Restored,
+    /// The stage ran and succeeded.
+    Ran,
+    Failed,
+    TimedOut,
+    /// Stopped by a failure elsewhere or by an interrupt.
+    Cancelled,
+    /// Never started: an upstream stage failed, or the run stopped first.
+    Skipped,
+}
+
+impl Outcome {
+    pub fn is_success(self) -> bool {
+        matches!(self, Outcome::UpToDate | Outcome::Restored | Outcome::Ran)
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::UpToDate => "up to date",
+            Outcome::Restored => "restored",
+            Outcome::Ran => "ran",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed out",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        run_id: String,
+        pipeline: String,
+        stages: Vec<String>,
+        jobs: usize,
+        gpus: usize,
+    },
+    /// A stage is about to execute (not emitted for up-to-date or restored stages).
+    StageStarted {
+        stage: String,
+        reason: String,
+        gpus: Vec<u32>,
+        log: String,
+    },
+    StageProgress {
+        stage: String,
+        done: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        total: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unit: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    StageLog {
+        stage: String,
+        level: String,
+        message: String,
+    },
+    StageMetric {
+        stage: String,
+        name: String,
+        value: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        step: Option<u64>,
+    },
+    StageFinished {
+        stage: String,
+        outcome: Outcome,
+        duration_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        log_tail: Vec<String>,
+    },
+    Warning {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stage: Option<String>,
+        message: String,
+    },
+    RunFinished {
+        ok: bool,
+        interrupted: bool,
+        duration_ms: u64,
+        ran: usize,
+        up_to_date: usize,
+        restored: usize,
+        failed: usize,
+        skipped: usize,
+    },
+}
+
+/// A stage's handle on the event stream.
+#[derive(Clone)]
+pub struct StageEventSink {
+    stage: String,
+    tx: Sender<Event>,
+}
+
+impl StageEventSink {
+    pub fn new(stage: &str, tx: Sender<Event>) -> Self {
+        StageEventSink {
+            stage: stage.to_string(),
+            tx,
+        }
+    }
+    pub fn progress(&self, done: f64, total: Option<f64>, unit: Option<String>, message: Option<String>) {
+        let _ = self.tx.send(Event::StageProgress {
+            stage: self.stage.clone(),
+            done,
+            total,
+            unit,
+            message,
+        });
+    }
+    pub fn log(&self, level: &str, message: impl Into<String>) {
+        let _ = self.tx.send(Event::StageLog {
+            stage: self.stage.clone(),
+            level: level.to_string(),
+            message: message.into(),
+        });
+    }
+    pub fn metric(&self, name: &str, value: f64, step: Option<u64>) {
+        let _ = self.tx.send(Event::StageMetric {
+            stage: self.stage.clone(),
+            name: name.to_string(),
+            value,
+            step,
+        });
+    }
+    pub fn warn(&self, message: impl Into<String>) {
+        let _ = self.tx.send(Event::Warning {
+            stage: Some(self.stage.clone()),
+            message: message.into(),
+        });
+    }
+}

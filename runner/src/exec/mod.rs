@@ -1,0 +1,69 @@
+//! Executing external stages. The scheduler hands a ready stage's process to an `Executor`; today
+//! that is `LocalExecutor` (child processes in their own process groups), and a cluster executor
+//! can implement the same trait later.
+
+mod logfile;
+mod process;
+pub mod protocol;
+
+pub use logfile::StageLog;
+pub use process::LocalExecutor;
+
+use crate::events::StageEventSink;
+use crate::stage::CancelToken;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// How a process's stdout is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdout {
+    /// Plain output, copied to the log.
+    Log,
+    /// JSON lines of the stage protocol (anything else is logged).
+    Protocol,
+}
+
+/// A process to run for a stage.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    /// The complete environment (nothing is inherited).
+    pub env: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    pub stdin: Option<Vec<u8>>,
+    pub stdout: Stdout,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone)]
+pub struct ExecOutcome {
+    /// Exit code, or `None` when killed by a signal.
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The protocol's final `result` message, if one came.
+    pub result: Option<protocol::ResultMsg>,
+}
+
+/// What an executor may call back into while a process runs.
+pub struct ExecControl<'a> {
+    /// Called with the process group id right after the spawn.
+    pub on_spawn: &'a (dyn Fn(i32) + Sync),
+    pub cancel: &'a CancelToken,
+    pub events: &'a StageEventSink,
+    pub log: &'a StageLog,
+}
+
+pub trait Executor: Send + Sync {
+    fn execute(&self, spec: &ProcessSpec, ctl: &ExecControl<'_>) -> std::io::Result<ExecOutcome>;
+}
+
+/// Sends `signal` to a whole process group. A group that is already gone is fine.
+pub fn signal_group(pgid: i32, signal: i32) {
+    if pgid > 0 {
+        // SAFETY: kill(2) with a negative pid addresses the process group; no memory involved.
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! `LocalExecutor`: runs a stage's process on this machine.
+//!
+//! Signal handling, documented here beside the spawn: each child gets its own process group
+//! (`process_group(0)`), so a terminal's Ctrl-C reaches only sluice, which then decides what to
+//! do: the scheduler sends SIGTERM to the group, waits a grace period, then SIGKILL. When the
+//! child exits on its own, whatever it left behind in its group is killed too, so no stage
+//! outlives its run and no pipe stays open.
+
+use super::protocol::{self, Message};
+use super::{signal_group, ExecControl, ExecOutcome, Executor, ProcessSpec, Stdout};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, Stdio};
+
+#[derive(Default)]
+pub struct LocalExecutor;
+
+impl Executor for LocalExecutor {
+    fn execute(&self, spec: &ProcessSpec, ctl: &ExecControl<'_>) -> io::Result<ExecOutcome> {
+        let mut cmd = Command::new(&spec.program);
+        cmd.args(&spec.args)
+            .env_clear()
+            .envs(&spec.env)
+            .current_dir(&spec.cwd)
+            .process_group(0)
+            .stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let pgid = child.id() as i32;
+        (ctl.on_spawn)(pgid);
+        if ctl.cancel.is_cancelled() {
+            signal_group(pgid, libc::SIGTERM);
+        }
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut result = None;
+        std::thread::scope(|s| {
+            if let (Some(mut w), Some(bytes)) = (stdin, spec.stdin.as_ref()) {
+                s.spawn(move || {
+                    // A plugin that exits without reading its request is not our error here.
+                    let _ = w.write_all(bytes);
+                });
+            }
+            s.spawn(|| pump(stderr, |line| ctl.log.line(line)));
+            let out = s.spawn(|| {
+                let mut result = None;
+                pump(stdout, |line| match (spec.stdout, protocol::parse_line(line)) {
+                    (Stdout::Protocol, Some(Ok(msg))) => match msg {
+                        Message::Progress {
+                            done,
+                            total,
+                            unit,
+                            message,
+                        } => ctl.events.progress(done, total, unit, message),
+                        Message::Log { level, message } => {
+                            ctl.log.line(&format!("[{level}] {message}"));
+                            ctl.events.log(&level, message);
+                        }
+                        Message::Metric { name, value, step } => {
+                            ctl.log.line(&format!("[metric] {name}={value}"));
+                            ctl.events.metric(&name, value, step);
+                        }
+                        Message::Result(r) => result = Some(r),
+                    },
+                    (Stdout::Protocol, Some(Err(e))) => {
+                        ctl.log.line(line);
+                        ctl.events.warn(format!("malformed protocol message ({e}): {line}"));
+                    }
+                    _ => ctl.log.line(line),
+                });
+                result
+            });
+            let status = child.wait();
+            // Reap stragglers the stage left in its group, so the pipes close.
+            signal_group(pgid, libc::SIGKILL);
+            result = Some((status, out.join().unwrap_or(None)));
+        });
+        let (status, msg) = result.expect("the scope sets the result");
+        let status = status?;
+        Ok(ExecOutcome {
+            code: status.code(),
+            signal: status.signal(),
+            result: msg,
+        })
+    }
+}
+
+/// Reads lines (lossily decoded) until end of file.
+fn pump<R: Read>(r: R, mut f: impl FnMut(&str)) {
+    let mut reader = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&buf);
+                f(text.trim_end_matches(['\n', '\r']));
+            }
+        }
+    }
+}

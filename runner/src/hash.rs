@@ -1,0 +1,355 @@
+//! Content hashing of inputs and outputs, and the memo that makes re-checking an unchanged file
+//! cost a `stat`.
+//!
+//! `ContentHash` is BLAKE3 of a file's bytes; a directory's hash is BLAKE3 over an explicit
+//! encoding of its sorted manifest (relative path, kind, content hash). The memo maps a path to
+//! `(device, inode, size, mtime, ctime)` and the hash seen for them; it is persisted under
+//! `.sluice/` except for "racy" entries whose file changed within the last two seconds, where a
+//! coarse clock could hide a second change.
+
+use dashmap::DashMap;
+use std::fmt;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A BLAKE3 digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl ContentHash {
+    pub fn of(bytes: &[u8]) -> Self {
+        ContentHash(*blake3::hash(bytes).as_bytes())
+    }
+    pub fn hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+    pub fn short(&self) -> String {
+        self.hex()[..12].to_string()
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        blake3::Hash::from_hex(s).ok().map(|h| ContentHash(*h.as_bytes()))
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentHash({})", self.short())
+    }
+}
+
+impl serde::Serialize for ContentHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ContentHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ContentHash::parse(&s).ok_or_else(|| serde::de::Error::custom("not a BLAKE3 hex digest"))
+    }
+}
+
+/// One entry of a directory manifest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TreeEntry {
+    /// Relative to the directory, `/`-separated.
+    pub path: String,
+    pub kind: EntryKind,
+    /// The file's content hash, or the hash of a symlink's target text.
+    pub hash: ContentHash,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    File,
+    Exec,
+    Link,
+}
+
+/// The hash of a path, with the manifest when it is a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathHash {
+    pub hash: ContentHash,
+    pub tree: Option<Vec<TreeEntry>>,
+}
+
+/// The hash of a manifest, through an explicit, versioned encoding.
+pub fn tree_hash(entries: &[TreeEntry]) -> ContentHash {
+    let mut h = blake3::Hasher::new();
+    h.update(b"sluice-tree-v1\0");
+    for e in entries {
+        h.update(&[match e.kind {
+            EntryKind::File => b'f',
+            EntryKind::Exec => b'x',
+            EntryKind::Link => b'l',
+        }]);
+        h.update(&(e.path.len() as u64).to_le_bytes());
+        h.update(e.path.as_bytes());
+        h.update(&e.hash.0);
+    }
+    ContentHash(*h.finalize().as_bytes())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Stamp {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct MemoEntry {
+    stamp: Stamp,
+    hash: ContentHash,
+    racy: bool,
+}
+
+/// Files above this size are hashed with memory mapping across all cores.
+const PARALLEL_HASH_BYTES: u64 = 32 * 1024 * 1024;
+const RACY_NS: i128 = 2_000_000_000;
+const MEMO_VERSION: u32 = 1;
+
+/// Hashes paths, remembering what it has seen. Shared by every worker (read-mostly).
+#[derive(Default)]
+pub struct Hasher {
+    memo: DashMap<PathBuf, MemoEntry>,
+    dirty: AtomicBool,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MemoFile {
+    version: u32,
+    entries: Vec<(PathBuf, Stamp, ContentHash)>,
+}
+
+impl Hasher {
+    /// Loads the memo; a missing or unreadable memo just starts empty.
+    pub fn load(path: &Path) -> Hasher {
+        let h = Hasher::default();
+        if let Ok(bytes) = fs::read(path) {
+            if let Ok(file) = serde_json::from_slice::<MemoFile>(&bytes) {
+                if file.version == MEMO_VERSION {
+                    for (p, stamp, hash) in file.entries {
+                        h.memo.insert(p, MemoEntry { stamp, hash, racy: false });
+                    }
+                }
+            }
+        }
+        h
+    }
+
+    /// Writes the memo atomically, dropping racy entries and files that no longer exist.
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        if !self.dirty.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut entries: Vec<(PathBuf, Stamp, ContentHash)> = self
+            .memo
+            .iter()
+            .filter(|e| !e.value().racy)
+            .map(|e| (e.key().clone(), e.value().stamp, e.value().hash))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let bytes = serde_json::to_vec(&MemoFile {
+            version: MEMO_VERSION,
+            entries,
+        })
+        .map_err(io::Error::other)?;
+        crate::atomic::write(path, &bytes)
+    }
+
+    /// Hashes a file or directory; `None` when it does not exist.
+    pub fn hash_path(&self, abs: &Path) -> io::Result<Option<PathHash>> {
+        let meta = match fs::symlink_metadata(abs) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if meta.is_dir() {
+            let mut entries = Vec::new();
+            self.walk(abs, abs, &mut entries)?;
+            entries.sort_by(|a, b| a.path.cmp(&b.path));
+            Ok(Some(PathHash {
+                hash: tree_hash(&entries),
+                tree: Some(entries),
+            }))
+        } else if meta.file_type().is_symlink() {
+            // A symlinked input is hashed through its target.
+            match fs::metadata(abs) {
+                Ok(m) if m.is_dir() => {
+                    let real = fs::canonicalize(abs)?;
+                    self.hash_path(&real)
+                }
+                Ok(m) => Ok(Some(PathHash {
+                    hash: self.hash_file(abs, &m)?,
+                    tree: None,
+                })),
+                Err(_) => Ok(None),
+            }
+        } else {
+            Ok(Some(PathHash {
+                hash: self.hash_file(abs, &meta)?,
+                tree: None,
+            }))
+        }
+    }
+
+    fn walk(&self, base: &Path, dir: &Path, out: &mut Vec<TreeEntry>) -> io::Result<()> {
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if crate::atomic::is_temp_name(&name.to_string_lossy()) {
+                continue;
+            }
+            let path = entry.path();
+            let ft = entry.file_type()?;
+            let rel = path
+                .strip_prefix(base)
+                .map(|r| r.to_string_lossy().replace('\\', "/"))
+                .unwrap_or_default();
+            if ft.is_dir() {
+                self.walk(base, &path, out)?;
+            } else if ft.is_symlink() {
+                let target = fs::read_link(&path)?;
+                out.push(TreeEntry {
+                    path: rel,
+                    kind: EntryKind::Link,
+                    hash: ContentHash::of(target.to_string_lossy().as_bytes()),
+                });
+            } else {
+                let meta = entry.metadata()?;
+                let exec = meta.mode() & 0o111 != 0;
+                out.push(TreeEntry {
+                    path: rel,
+                    kind: if exec { EntryKind::Exec } else { EntryKind::File },
+                    hash: self.hash_file(&path, &meta)?,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Hashes one regular file, through the memo.
+    pub fn hash_file(&self, abs: &Path, meta: &fs::Metadata) -> io::Result<ContentHash> {
+        let stamp = Stamp::of(meta);
+        if let Some(e) = self.memo.get(abs) {
+            if e.stamp == stamp {
+                return Ok(e.hash);
+            }
+        }
+        let hash = hash_file_bytes(abs, stamp.size)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        let racy = now - stamp.mtime_ns.max(stamp.ctime_ns) < RACY_NS;
+        self.memo.insert(abs.to_path_buf(), MemoEntry { stamp, hash, racy });
+        self.dirty.store(true, Ordering::Relaxed);
+        Ok(hash)
+    }
+}
+
+/// Reads and hashes a file's bytes, in parallel for large files.
+pub fn hash_file_bytes(abs: &Path, size: u64) -> io::Result<ContentHash> {
+    let mut h = blake3::Hasher::new();
+    if size >= PARALLEL_HASH_BYTES {
+        h.update_mmap_rayon(abs)?;
+    } else {
+        let mut f = fs::File::open(abs)?;
+        let mut buf = vec![0u8; (size as usize).clamp(4096, 1 << 20)];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(ContentHash(*h.finalize().as_bytes()))
+}
+
+/// A cheap snapshot of a path's metadata (every file under a directory), to notice edits made
+/// while a stage runs.
+pub fn metadata_snapshot(abs: &Path) -> Vec<(PathBuf, u64, i128, u64)> {
+    let mut out = Vec::new();
+    fn go(p: &Path, out: &mut Vec<(PathBuf, u64, i128, u64)>) {
+        let Ok(m) = fs::metadata(p) else {
+            out.push((p.to_path_buf(), u64::MAX, 0, 0));
+            return;
+        };
+        if m.is_dir() {
+            if let Ok(rd) = fs::read_dir(p) {
+                let mut children: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                children.sort();
+                for c in children {
+                    go(&c, out);
+                }
+            }
+        } else {
+            let s = Stamp::of(&m);
+            out.push((p.to_path_buf(), s.size, s.mtime_ns.max(s.ctime_ns), s.ino));
+        }
+    }
+    go(abs, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memo_recognises_unchanged_and_changed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.txt");
+        fs::write(&f, b"hello").unwrap();
+        let h = Hasher::default();
+        let first = h.hash_path(&f).unwrap().unwrap();
+        assert_eq!(first.hash, ContentHash::of(b"hello"));
+        fs::write(&f, b"world!").unwrap();
+        let second = h.hash_path(&f).unwrap().unwrap();
+        assert_eq!(second.hash, ContentHash::of(b"world!"));
+        assert!(h.hash_path(&dir.path().join("missing")).unwrap().is_none());
+    }
+
+    #[test]
+    fn directory_hash_depends_on_names_and_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("d");
+        fs::create_dir_all(d.join("sub")).unwrap();
+        fs::write(d.join("sub/x"), b"1").unwrap();
+        fs::write(d.join("y"), b"2").unwrap();
+        let h = Hasher::default();
+        let a = h.hash_path(&d).unwrap().unwrap();
+        assert_eq!(a.tree.as_ref().unwrap().len(), 2);
+        fs::rename(d.join("y"), d.join("z")).unwrap();
+        let b = h.hash_path(&d).unwrap().unwrap();
+        assert_ne!(a.hash, b.hash);
+    }
+}

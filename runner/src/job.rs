@@ -1,0 +1,388 @@
+//! One stage's turn in a run, on a worker thread: fingerprint, decide, then restore or execute,
+//! check and store. Reports back to the dispatcher, which alone owns the run's state.
+
+use crate::cache::{CacheStore, OutputRecord, RestoreError, StageRecord, RECORD_FORMAT};
+use crate::events::{Event, StageEventSink};
+use crate::exec::protocol::{Devices, Request, PROTOCOL_VERSION};
+use crate::exec::{ExecControl, Executor, ProcessSpec, StageLog, Stdout};
+use crate::fingerprint::{Fingerprint, Overlay};
+use crate::hash::{metadata_snapshot, ContentHash, Hasher};
+use crate::lock::LockFile;
+use crate::paths::resolves_inside;
+use crate::pipeline::{Pipeline, StageDef, StageKind};
+use crate::plan::{decide, Decision, RunReason};
+use crate::stage::{CancelToken, StageContext, StageRegistry};
+use crate::workspace::Workspace;
+use crossbeam_channel::Sender;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Shared, read-only context for every job of a run.
+pub(crate) struct RunCtx {
+    pub pipeline: Arc<Pipeline>,
+    pub ws: Workspace,
+    pub hasher: Arc<Hasher>,
+    pub store: Arc<dyn CacheStore>,
+    pub registry: StageRegistry,
+    pub executor: Arc<dyn Executor>,
+    /// The lock as it was when the run started; a stage's own entry only changes after it ends.
+    pub lock: Arc<LockFile>,
+    pub events: Sender<Event>,
+    pub run_id: String,
+}
+
+/// Sent from a job to the dispatcher.
+pub(crate) enum JobMsg {
+    /// The stage is about to execute; `pgid` once its process exists.
+    Executing { idx: usize, pgid: Option<i32> },
+    Done { idx: usize, result: JobResult },
+}
+
+/// What became of a stage, as the job saw it.
+pub(crate) enum JobResult {
+    UpToDate(Completed),
+    Restored(Completed),
+    /// Ran and succeeded; `cached` is false when its inputs changed while it ran.
+    Ran(Completed, bool),
+    Failed { message: String, log_tail: Vec<String> },
+    Cancelled,
+}
+
+/// A successful stage's fingerprint and outputs, for the lock file.
+pub(crate) struct Completed {
+    pub fp: Fingerprint,
+    pub key: ContentHash,
+    pub outputs: BTreeMap<String, OutputRecord>,
+}
+
+pub(crate) struct Job {
+    pub idx: usize,
+    pub gpus: Vec<u32>,
+    pub forced: bool,
+    pub cancel: CancelToken,
+}
+
+/// The environment variables passed through to external stages unless a stage declares more.
+pub const ENV_ALLOWLIST: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES",
+    "LC_NUMERIC", "TERM", "TZ", "TMPDIR",
+];
+
+pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult {
+    let stage = &ctx.pipeline.stages[job.idx];
+    let root = &ctx.pipeline.root;
+    let fail = |message: String| JobResult::Failed {
+        message,
+        log_tail: Vec::new(),
+    };
+    let fp = match Fingerprint::compute(stage, root, &ctx.hasher, &Overlay::new()) {
+        Ok(fp) => fp,
+        Err(e) => return fail(e.to_string()),
+    };
+    let key = fp.key();
+    let decision = decide(
+        stage,
+        &fp,
+        &key,
+        ctx.lock.stages.get(&stage.id.0),
+        ctx.store.as_ref(),
+        root,
+        &ctx.hasher,
+        job.forced,
+    );
+    let reason = match decision {
+        Decision::UpToDate(outputs) => return JobResult::UpToDate(Completed { fp, key, outputs }),
+        Decision::Restore(record) => match ctx.store.restore(root, &record, &ctx.hasher) {
+            Ok(()) => {
+                return JobResult::Restored(Completed {
+                    fp,
+                    key,
+                    outputs: record.outputs,
+                })
+            }
+            Err(RestoreError::Corrupt(why)) => {
+                ctx.store.forget(&key);
+                let _ = ctx.events.send(Event::Warning {
+                    stage: Some(stage.id.0.clone()),
+                    message: format!("dropped a corrupt cache entry ({why}); running instead"),
+                });
+                RunReason::CacheCorrupt(why)
+            }
+            Err(e) => return fail(e.to_string()),
+        },
+        Decision::Run(reason) => reason,
+    };
+    execute(ctx, job, stage, fp, key, reason, tx)
+}
+
+fn execute(
+    ctx: &RunCtx,
+    job: &Job,
+    stage: &StageDef,
+    fp: Fingerprint,
+    key: ContentHash,
+    reason: RunReason,
+    tx: &Sender<JobMsg>,
+) -> JobResult {
+    let root = &ctx.pipeline.root;
+    let name = &stage.id.0;
+    let fail = |message: String, log: Option<&StageLog>| JobResult::Failed {
+        message,
+        log_tail: log.map(|l| l.tail()).unwrap_or_default(),
+    };
+    for o in &stage.outputs {
+        if !resolves_inside(root, &o.path) {
+            return fail(
+                format!("output `{}` (`{}`) resolves outside the workspace through a symbolic link", o.name, o.path),
+                None,
+            );
+        }
+    }
+    let log_path = ctx.ws.logs_dir(&ctx.run_id).join(format!("{name}.log"));
+    let log = match StageLog::create(&log_path) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("cannot create log `{}`: {e}", log_path.display()), None),
+    };
+    // Stale outputs go first: a stage must never find (or leave) a previous run's files.
+    for o in &stage.outputs {
+        let abs = o.path.to_abs(root);
+        if let Err(e) = crate::atomic::remove_path(&abs) {
+            return fail(format!("cannot remove old output `{}`: {e}", o.path), None);
+        }
+        if let Some(parent) = abs.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+    }
+    let scratch = ctx.ws.scratch_dir(&ctx.run_id, name);
+    let _ = crate::atomic::remove_path(&scratch);
+    if let Err(e) = std::fs::create_dir_all(&scratch) {
+        return fail(format!("cannot create scratch directory `{}`: {e}", scratch.display()), None);
+    }
+    let before: Vec<_> = stage.inputs.iter().map(|i| metadata_snapshot(&i.path.to_abs(root))).collect();
+
+    let _ = ctx.events.send(Event::StageStarted {
+        stage: name.clone(),
+        reason: reason.to_string(),
+        gpus: job.gpus.clone(),
+        log: log_path.display().to_string(),
+    });
+    log.line(&format!("[sluice] running `{name}` ({reason})"));
+    let events = StageEventSink::new(name, ctx.events.clone());
+    let inputs: BTreeMap<String, PathBuf> = stage.inputs.iter().map(|i| (i.name.clone(), i.path.to_abs(root))).collect();
+    let outputs: BTreeMap<String, PathBuf> = stage.outputs.iter().map(|o| (o.name.clone(), o.path.to_abs(root))).collect();
+
+    let outcome: Result<(), String> = match &stage.kind {
+        StageKind::Builtin { name: kind, .. } => {
+            let _ = tx.send(JobMsg::Executing {
+                idx: job.idx,
+                pgid: None,
+            });
+            match ctx.registry.get(kind) {
+                None => Err(format!("built-in stage kind `{kind}` is not in this build")),
+                Some(imp) => imp.run(&StageContext {
+                    stage: name,
+                    workspace: root.clone(),
+                    inputs: inputs.clone(),
+                    outputs: outputs.clone(),
+                    with: &stage.with,
+                    params: &stage.params,
+                    scratch: scratch.clone(),
+                    gpus: job.gpus.clone(),
+                    cancel: job.cancel.clone(),
+                    events: events.clone(),
+                }),
+            }
+        }
+        StageKind::Run { command } => {
+            let spec = ProcessSpec {
+                program: "sh".into(),
+                args: vec!["-c".into(), command.clone()],
+                env: process_env(ctx, stage, job, &scratch),
+                cwd: root.clone(),
+                stdin: None,
+                stdout: Stdout::Log,
+            };
+            run_process(ctx, job, &spec, &events, &log, tx, false)
+        }
+        StageKind::Plugin { name: kind, command, .. } => {
+            let request = Request {
+                protocol: PROTOCOL_VERSION,
+                stage: name,
+                kind,
+                workspace: root.clone(),
+                inputs: inputs.clone(),
+                outputs: outputs.clone(),
+                with: &stage.with,
+                params: &stage.params,
+                scratch: scratch.clone(),
+                devices: Devices { gpus: job.gpus.clone() },
+            };
+            let mut body = serde_json::to_vec(&request).expect("requests always serialize");
+            body.push(b'\n');
+            let spec = ProcessSpec {
+                program: command[0].clone(),
+                args: command[1..].to_vec(),
+                env: process_env(ctx, stage, job, &scratch),
+                cwd: root.clone(),
+                stdin: Some(body),
+                stdout: Stdout::Protocol,
+            };
+            run_process(ctx, job, &spec, &events, &log, tx, true)
+        }
+    };
+
+    let drop_outputs = || {
+        for o in &stage.outputs {
+            let _ = crate::atomic::remove_path(&o.path.to_abs(root));
+        }
+    };
+    if job.cancel.is_cancelled() {
+        drop_outputs();
+        log.line("[sluice] cancelled; partial outputs removed");
+        return JobResult::Cancelled;
+    }
+    if let Err(message) = outcome {
+        drop_outputs();
+        log.line(&format!("[sluice] failed: {message}"));
+        return fail(message, Some(&log));
+    }
+    let mut records = BTreeMap::new();
+    for o in &stage.outputs {
+        match ctx.hasher.hash_path(&o.path.to_abs(root)) {
+            Ok(Some(h)) => {
+                records.insert(
+                    o.name.clone(),
+                    OutputRecord {
+                        path: o.path.clone(),
+                        hash: h.hash,
+                        tree: h.tree,
+                    },
+                );
+            }
+            Ok(None) => {
+                drop_outputs();
+                return fail(
+                    format!("the stage succeeded but did not write its output `{}` (`{}`)", o.name, o.path),
+                    Some(&log),
+                );
+            }
+            Err(e) => {
+                drop_outputs();
+                return fail(format!("cannot read output `{}`: {e}", o.path), Some(&log));
+            }
+        }
+    }
+    let _ = crate::atomic::remove_path(&scratch);
+    let after: Vec<_> = stage.inputs.iter().map(|i| metadata_snapshot(&i.path.to_abs(root))).collect();
+    let completed = Completed {
+        fp,
+        key,
+        outputs: records,
+    };
+    if let Some(changed) = stage.inputs.iter().zip(before.iter().zip(&after)).find(|(_, (b, a))| b != a) {
+        let msg = format!(
+            "input `{}` ({}) changed while the stage ran; its result is not cached and it will run again next time",
+            changed.0.name, changed.0.path
+        );
+        log.line(&format!("[sluice] {msg}"));
+        events.warn(msg);
+        return JobResult::Ran(completed, false);
+    }
+    let record = StageRecord {
+        format: RECORD_FORMAT,
+        stage: name.clone(),
+        key: completed.key,
+        outputs: completed.outputs.clone(),
+    };
+    if let Err(e) = ctx.store.store(root, &record) {
+        events.warn(format!("could not store outputs in the cache: {e}"));
+        return JobResult::Ran(completed, false);
+    }
+    JobResult::Ran(completed, true)
+}
+
+fn process_env(ctx: &RunCtx, stage: &StageDef, job: &Job, scratch: &std::path::Path) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = ENV_ALLOWLIST
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    env.insert("PYTHONUNBUFFERED".into(), "1".into());
+    env.insert("SLUICE_STAGE".into(), stage.id.0.clone());
+    env.insert("SLUICE_WORKSPACE".into(), ctx.pipeline.root.display().to_string());
+    env.insert("SLUICE_SCRATCH".into(), scratch.display().to_string());
+    // Stages without GPUs see none, so undeclared GPU use cannot collide with a GPU stage.
+    env.insert(
+        "CUDA_VISIBLE_DEVICES".into(),
+        job.gpus.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(","),
+    );
+    for (k, v) in &stage.env {
+        env.insert(k.clone(), v.clone());
+    }
+    env
+}
+
+fn run_process(
+    ctx: &RunCtx,
+    job: &Job,
+    spec: &ProcessSpec,
+    events: &StageEventSink,
+    log: &StageLog,
+    tx: &Sender<JobMsg>,
+    protocol: bool,
+) -> Result<(), String> {
+    let idx = job.idx;
+    let on_spawn = |pgid: i32| {
+        let _ = tx.send(JobMsg::Executing { idx, pgid: Some(pgid) });
+    };
+    let ctl = ExecControl {
+        on_spawn: &on_spawn,
+        cancel: &job.cancel,
+        events,
+        log,
+    };
+    let out = ctx.executor.execute(spec, &ctl).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!("cannot start `{}`: command not found", spec.program)
+        } else {
+            format!("cannot start `{}`: {e}", spec.program)
+        }
+    })?;
+    match (out.code, out.signal) {
+        (Some(0), _) => {}
+        (Some(code), _) => {
+            let detail = out
+                .result
+                .as_ref()
+                .and_then(|r| r.message.clone())
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default();
+            return Err(format!("exited with code {code}{detail}"));
+        }
+        (None, Some(sig)) => return Err(format!("killed by signal {sig}")),
+        (None, None) => return Err("ended without an exit status".into()),
+    }
+    if protocol {
+        match out.result {
+            None => {
+                return Err(
+                    "the plugin exited 0 without sending its final `result` message (see docs/plugins.md)".into(),
+                )
+            }
+            Some(r) if !r.is_ok() => {
+                return Err(format!(
+                    "the plugin reported an error: {}",
+                    r.message.unwrap_or_else(|| r.status.clone())
+                ))
+            }
+            Some(r) => {
+                for (k, v) in r.metrics {
+                    if let Some(x) = v.as_f64() {
+                        events.metric(&k, x, None);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

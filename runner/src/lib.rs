@@ -1,0 +1,33 @@
+//! sluice's engine. Data flows one way: pipeline file → `spec` (raw shape) → `validate` →
+//! `Pipeline` with a sealed `StageGraph` → `plan` (decisions) → `scheduler` + `job` (execution)
+//! → `cache` and `lock`. The engine emits `events` and never prints.
+
+pub mod atomic;
+pub mod cache;
+pub mod diag;
+pub mod events;
+pub mod exec;
+pub mod fingerprint;
+pub mod graph;
+pub mod hash;
+mod job;
+pub mod lock;
+pub mod paths;
+pub mod pipeline;
+pub mod plan;
+pub mod render;
+pub mod scheduler;
+pub mod schema;
+pub mod session;
+pub mod spec;
+pub mod stage;
+pub mod validate;
+pub mod workspace;
+
+pub use events::{Event, Outcome};
+pub use job::ENV_ALLOWLIST;
+pub use pipeline::{Pipeline, StageDef, StageId, StageKind};
+pub use session::{Engine, EngineError, RunOptions, RunSummary, Selection};
+pub use stage::{Stage, StageContext, StageRegistry};
+pub use validate::{load, LoadError, LoadOptions};
+pub use workspace::Workspace;

@@ -1,0 +1,157 @@
+//! `WorkPath`: a path relative to the workspace root, normalised once when the pipeline is
+//! validated, and the containment checks that keep every output inside the workspace.
+//!
+//! Containment is checked twice: lexically at validation time, and against the resolved file
+//! system (symlinks followed) both at validation and right before anything is written, because a
+//! symlink can appear between the two.
+
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+/// A normalised, workspace-relative path using `/` separators. Never empty, never `..`-leading.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct WorkPath(String);
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathProblem {
+    Empty,
+    Escapes,
+}
+
+impl WorkPath {
+    /// Lexically normalises `raw` (relative to `root`, or absolute inside it).
+    pub fn parse(raw: &str, root: &Path) -> Result<WorkPath, PathProblem> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(PathProblem::Empty);
+        }
+        let p = Path::new(raw);
+        let rel: PathBuf = if p.is_absolute() {
+            match p.strip_prefix(root) {
+                Ok(r) => r.to_path_buf(),
+                Err(_) => return Err(PathProblem::Escapes),
+            }
+        } else {
+            p.to_path_buf()
+        };
+        let mut parts: Vec<String> = Vec::new();
+        for c in rel.components() {
+            match c {
+                Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    if parts.pop().is_none() {
+                        return Err(PathProblem::Escapes);
+                    }
+                }
+                Component::RootDir | Component::Prefix(_) => return Err(PathProblem::Escapes),
+            }
+        }
+        if parts.is_empty() {
+            return Err(PathProblem::Empty);
+        }
+        Ok(WorkPath(parts.join("/")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn to_abs(&self, root: &Path) -> PathBuf {
+        root.join(&self.0)
+    }
+
+    /// True when `self` is `other` or lies inside it.
+    pub fn is_within(&self, other: &WorkPath) -> bool {
+        self.0 == other.0
+            || (self.0.len() > other.0.len()
+                && self.0.starts_with(&other.0)
+                && self.0.as_bytes()[other.0.len()] == b'/')
+    }
+}
+
+impl fmt::Display for WorkPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks that `path`, with every symlink on its existing prefix resolved, stays inside `root`
+/// (which must already be canonical). A path whose leaf does not exist yet is judged by its
+/// deepest existing ancestor.
+pub fn resolves_inside(root: &Path, path: &WorkPath) -> bool {
+    let mut probe = path.to_abs(root);
+    let mut tail: Vec<std::ffi::OsString> = Vec::new();
+    loop {
+        match std::fs::canonicalize(&probe) {
+            Ok(real) => {
+                let mut full = real;
+                for t in tail.iter().rev() {
+                    full.push(t);
+                }
+                return full.starts_with(root);
+            }
+            Err(_) => {
+                // A dangling symlink as the leaf still points somewhere: follow its text.
+                if let Ok(target) = std::fs::read_link(&probe) {
+                    let base = probe.parent().unwrap_or(root).to_path_buf();
+                    let joined = if target.is_absolute() {
+                        target
+                    } else {
+                        base.join(target)
+                    };
+                    return lexically_inside(root, &joined);
+                }
+                match (probe.file_name(), probe.parent()) {
+                    (Some(name), Some(parent)) => {
+                        tail.push(name.to_os_string());
+                        probe = parent.to_path_buf();
+                    }
+                    _ => return false,
+                }
+            }
+        }
+    }
+}
+
+fn lexically_inside(root: &Path, p: &Path) -> bool {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out.starts_with(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_and_refuses_escapes() {
+        let root = Path::new("/ws");
+        assert_eq!(WorkPath::parse("./a//b/../c", root).unwrap().as_str(), "a/c");
+        assert_eq!(WorkPath::parse("/ws/x/y", root).unwrap().as_str(), "x/y");
+        assert_eq!(WorkPath::parse("../x", root), Err(PathProblem::Escapes));
+        assert_eq!(WorkPath::parse("/etc/passwd", root), Err(PathProblem::Escapes));
+        assert_eq!(WorkPath::parse(".", root), Err(PathProblem::Empty));
+    }
+
+    #[test]
+    fn within() {
+        let root = Path::new("/ws");
+        let a = WorkPath::parse("out/a", root).unwrap();
+        let ab = WorkPath::parse("out/a/b", root).unwrap();
+        let abc = WorkPath::parse("out/abc", root).unwrap();
+        assert!(ab.is_within(&a));
+        assert!(a.is_within(&a));
+        assert!(!abc.is_within(&a));
+    }
+}

@@ -1,0 +1,120 @@
+//! `Pipeline`: a validated pipeline. Every reference is resolved, every template substituted,
+//! every path normalised and checked, and the stage graph is acyclic. Later steps (planning,
+//! scheduling, caching) rely on this and never re-check it.
+
+use crate::graph::StageGraph;
+use crate::paths::WorkPath;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A stage's name, as written under `stages:`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct StageId(pub String);
+
+impl fmt::Display for StageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How a stage is carried out.
+#[derive(Debug, Clone)]
+pub enum StageKind {
+    /// A Rust `Stage` from the registry.
+    Builtin { name: String, version: u32 },
+    /// An external executable speaking the JSON stage protocol.
+    Plugin {
+        name: String,
+        command: Vec<String>,
+        /// Command words that are files in the workspace: their content is part of the key.
+        files: Vec<WorkPath>,
+    },
+    /// A shell command (`sh -c`).
+    Run { command: String },
+}
+
+impl StageKind {
+    /// The kind as it appears in keys, lock files and status output.
+    pub fn label(&self) -> String {
+        match self {
+            StageKind::Builtin { name, version } => format!("builtin:{name}@{version}"),
+            StageKind::Plugin { name, .. } => format!("plugin:{name}"),
+            StageKind::Run { .. } => "run".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub name: String,
+    pub path: WorkPath,
+    /// The stage whose output this input is (or lies inside), if any.
+    pub producer: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub name: String,
+    pub path: WorkPath,
+}
+
+#[derive(Debug, Clone)]
+pub struct StageDef {
+    pub id: StageId,
+    pub idx: usize,
+    pub kind: StageKind,
+    /// Sorted by name. Includes upstream outputs referenced from `with` or `run`.
+    pub inputs: Vec<Input>,
+    /// Sorted by name.
+    pub outputs: Vec<Output>,
+    /// `with:` with every expression substituted.
+    pub with: serde_json::Value,
+    /// `with:` and `run:` as written, before substitution. The key hashes this rather than the
+    /// substituted text: params, input and output paths are keyed on their own, so a changed
+    /// param shows up as that param alone in `status`.
+    pub config_text: String,
+    /// The params this stage references, with their values.
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Declared environment variables, resolved.
+    pub env: BTreeMap<String, String>,
+    pub cpus: u32,
+    pub gpus: u32,
+    pub timeout: Option<Duration>,
+    pub version: Option<String>,
+    /// Environment facts a built-in stage declares as relevant to its results.
+    pub facts: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    /// The pipeline file, absolute.
+    pub file: PathBuf,
+    /// The pipeline file as the user named it, for messages.
+    pub display_file: String,
+    /// The workspace root, canonical.
+    pub root: PathBuf,
+    pub params: BTreeMap<String, serde_json::Value>,
+    pub stages: Vec<StageDef>,
+    pub graph: StageGraph,
+    pub by_name: HashMap<String, usize>,
+}
+
+impl Pipeline {
+    pub fn stage(&self, name: &str) -> Option<&StageDef> {
+        self.by_name.get(name).map(|&i| &self.stages[i])
+    }
+
+    /// The lock file that sits beside the pipeline file.
+    pub fn lock_path(&self) -> PathBuf {
+        let stem = self
+            .file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "sluice".into());
+        self.file.with_file_name(format!("{stem}.lock"))
+    }
+}

@@ -1,0 +1,344 @@
+//! `Decision`: whether a stage is up to date, can be restored from the cache, or must run, and
+//! why. The same logic serves `run` (decided as each stage becomes ready), `run --dry-run` and
+//! `status` (decided ahead for the whole selection).
+
+use crate::cache::{CacheStore, OutputRecord, StageRecord};
+use crate::fingerprint::{Fingerprint, FingerprintError, Overlay};
+use crate::hash::{ContentHash, Hasher};
+use crate::lock::{LockEntry, LockFile};
+use crate::pipeline::{Pipeline, StageDef};
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+
+/// One component of a fingerprint that differs from the last recorded run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Kind { from: String, to: String },
+    Implementation(String),
+    Version,
+    Config,
+    Param { name: String, from: Option<Json>, to: Option<Json> },
+    Input { name: String, path: String },
+    InputAdded(String),
+    InputRemoved(String),
+    Outputs,
+    Env(String),
+    Fact { name: String, from: Option<String>, to: Option<String> },
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |v: &Option<Json>| v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "unset".into());
+        match self {
+            Change::Kind { from, to } => write!(f, "kind changed ({from} → {to})"),
+            Change::Implementation(file) => write!(f, "plugin file `{file}` changed"),
+            Change::Version => write!(f, "`version` changed"),
+            Change::Config => write!(f, "config (`with`/`run`) changed"),
+            Change::Param { name, from, to } => write!(f, "param `{name}` changed ({} → {})", show(from), show(to)),
+            Change::Input { name, path } => match upstream_ref(name) {
+                Some((stage, output)) => write!(f, "output `{output}` of `{stage}` ({path}) changed"),
+                None => write!(f, "input `{name}` ({path}) changed"),
+            },
+            Change::InputAdded(n) => write!(f, "input `{n}` added"),
+            Change::InputRemoved(n) => write!(f, "input `{n}` removed"),
+            Change::Outputs => write!(f, "declared outputs changed"),
+            Change::Env(n) => write!(f, "env `{n}` changed"),
+            Change::Fact { name, from, to } => write!(
+                f,
+                "environment fact `{name}` changed ({} → {})",
+                from.as_deref().unwrap_or("unset"),
+                to.as_deref().unwrap_or("unset")
+            ),
+        }
+    }
+}
+
+/// `stages.S.outputs.N` (an input implied by a reference) as `(S, N)`.
+fn upstream_ref(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix("stages.")?;
+    let (stage, output) = rest.split_once(".outputs.")?;
+    Some((stage, output))
+}
+
+/// Why a stage must run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunReason {
+    NeverRun,
+    Forced,
+    Changed(Vec<Change>),
+    OutputMissing(String),
+    OutputModified(String),
+    /// Only when planning ahead: an upstream stage will run, so this stage's inputs are unknown.
+    UpstreamWillRun(String),
+    CacheCorrupt(String),
+    InputMissing(String),
+}
+
+impl fmt::Display for RunReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunReason::NeverRun => f.write_str("never run"),
+            RunReason::Forced => f.write_str("forced"),
+            RunReason::Changed(changes) => {
+                let parts: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+                if parts.is_empty() {
+                    f.write_str("key changed")
+                } else {
+                    f.write_str(&parts.join(", "))
+                }
+            }
+            RunReason::OutputMissing(n) => write!(f, "output `{n}` missing"),
+            RunReason::OutputModified(n) => write!(f, "output `{n}` was modified"),
+            RunReason::UpstreamWillRun(s) => write!(f, "upstream `{s}` is stale"),
+            RunReason::CacheCorrupt(m) => write!(f, "cache entry dropped ({m})"),
+            RunReason::InputMissing(m) => write!(f, "input {m} is missing"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Outputs on disk match the key; carries their hashes.
+    UpToDate(BTreeMap<String, OutputRecord>),
+    Restore(StageRecord),
+    Run(RunReason),
+}
+
+impl Decision {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decision::UpToDate(_) => "up to date",
+            Decision::Restore(_) => "will restore",
+            Decision::Run(_) => "stale",
+        }
+    }
+}
+
+/// Decides one stage whose fingerprint is known.
+pub fn decide(
+    stage: &StageDef,
+    fp: &Fingerprint,
+    key: &ContentHash,
+    lock: Option<&LockEntry>,
+    store: &dyn CacheStore,
+    root: &Path,
+    hasher: &Hasher,
+    forced: bool,
+) -> Decision {
+    if forced {
+        return Decision::Run(RunReason::Forced);
+    }
+    let current = |out: &OutputRecord| -> Option<OutputRecord> {
+        let h = hasher.hash_path(&out.path.to_abs(root)).ok()??;
+        Some(OutputRecord {
+            path: out.path.clone(),
+            hash: h.hash,
+            tree: h.tree,
+        })
+    };
+    // Fast path: the lock says this key produced these hashes, and they are on disk.
+    if let Some(entry) = lock.filter(|e| &e.key == key) {
+        let mut now = BTreeMap::new();
+        let mut all = entry.output_hashes.len() == stage.outputs.len();
+        for (name, locked) in &entry.output_hashes {
+            let probe = OutputRecord {
+                path: locked.path.clone(),
+                hash: locked.hash,
+                tree: None,
+            };
+            match current(&probe) {
+                Some(c) if c.hash == locked.hash => {
+                    now.insert(name.clone(), c);
+                }
+                _ => {
+                    all = false;
+                    break;
+                }
+            }
+        }
+        if all {
+            return Decision::UpToDate(now);
+        }
+    }
+    if let Some(record) = store.lookup(key) {
+        let mut now = BTreeMap::new();
+        for (name, out) in &record.outputs {
+            match current(out) {
+                Some(c) if c.hash == out.hash => {
+                    now.insert(name.clone(), c);
+                }
+                _ => return Decision::Restore(record),
+            }
+        }
+        return Decision::UpToDate(now);
+    }
+    match lock {
+        None => Decision::Run(RunReason::NeverRun),
+        Some(entry) if &entry.key == key => {
+            // Same key, outputs differ, nothing cached: say which output.
+            for o in &stage.outputs {
+                match hasher.hash_path(&o.path.to_abs(root)).ok().flatten() {
+                    None => return Decision::Run(RunReason::OutputMissing(o.name.clone())),
+                    Some(h) if entry.output_hashes.get(&o.name).map(|l| l.hash) != Some(h.hash) => {
+                        return Decision::Run(RunReason::OutputModified(o.name.clone()))
+                    }
+                    _ => {}
+                }
+            }
+            Decision::Run(RunReason::Changed(Vec::new()))
+        }
+        Some(entry) => Decision::Run(RunReason::Changed(diff(&entry.fingerprint, fp))),
+    }
+}
+
+/// Which components of the fingerprint changed since `old`.
+pub fn diff(old: &Fingerprint, new: &Fingerprint) -> Vec<Change> {
+    let mut out = Vec::new();
+    if old.kind != new.kind {
+        out.push(Change::Kind {
+            from: old.kind.clone(),
+            to: new.kind.clone(),
+        });
+    }
+    for (file, h) in &new.implementation {
+        if old.implementation.get(file) != Some(h) {
+            out.push(Change::Implementation(file.clone()));
+        }
+    }
+    if old.version != new.version {
+        out.push(Change::Version);
+    }
+    if old.config != new.config {
+        out.push(Change::Config);
+    }
+    let names: BTreeSet<&String> = old.params.keys().chain(new.params.keys()).collect();
+    for n in names {
+        let (a, b) = (old.params.get(n), new.params.get(n));
+        if a != b {
+            out.push(Change::Param {
+                name: n.clone(),
+                from: a.cloned(),
+                to: b.cloned(),
+            });
+        }
+    }
+    for (n, stamp) in &new.inputs {
+        match old.inputs.get(n) {
+            None => out.push(Change::InputAdded(n.clone())),
+            Some(o) if o != stamp => out.push(Change::Input {
+                name: n.clone(),
+                path: stamp.path.to_string(),
+            }),
+            _ => {}
+        }
+    }
+    for n in old.inputs.keys() {
+        if !new.inputs.contains_key(n) {
+            out.push(Change::InputRemoved(n.clone()));
+        }
+    }
+    if old.outputs != new.outputs {
+        out.push(Change::Outputs);
+    }
+    let env_names: BTreeSet<&String> = old.env.keys().chain(new.env.keys()).collect();
+    for n in env_names {
+        if old.env.get(n) != new.env.get(n) {
+            out.push(Change::Env(n.clone()));
+        }
+    }
+    let fact_names: BTreeSet<&String> = old.facts.keys().chain(new.facts.keys()).collect();
+    for n in fact_names {
+        if old.facts.get(n) != new.facts.get(n) {
+            out.push(Change::Fact {
+                name: n.clone(),
+                from: old.facts.get(n).cloned(),
+                to: new.facts.get(n).cloned(),
+            });
+        }
+    }
+    out
+}
+
+/// A stage's planned fate, decided ahead of running.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub idx: usize,
+    pub decision: Decision,
+    pub key: Option<ContentHash>,
+}
+
+/// Decides every selected stage in dependency order without running anything. Outputs that an
+/// upstream stage would restore count with their recorded hashes; stages below one that must run
+/// are reported as stale because of it.
+pub fn plan_ahead(
+    pipeline: &Pipeline,
+    selection: &BTreeSet<usize>,
+    forced: &BTreeSet<usize>,
+    lock: &LockFile,
+    store: &dyn CacheStore,
+    hasher: &Hasher,
+) -> Vec<Planned> {
+    let mut overlay = Overlay::new();
+    let mut will_run: BTreeMap<usize, String> = BTreeMap::new();
+    let mut out = Vec::new();
+    for &idx in pipeline.graph.topo_order() {
+        if !selection.contains(&idx) {
+            continue;
+        }
+        let stage = &pipeline.stages[idx];
+        let stale_dep = pipeline
+            .graph
+            .deps(idx)
+            .filter_map(|d| will_run.get(&d).map(|_| pipeline.stages[d].id.0.clone()))
+            .min();
+        if let Some(dep) = stale_dep {
+            let decision = if forced.contains(&idx) {
+                Decision::Run(RunReason::Forced)
+            } else {
+                Decision::Run(RunReason::UpstreamWillRun(dep))
+            };
+            will_run.insert(idx, String::new());
+            out.push(Planned {
+                idx,
+                decision,
+                key: None,
+            });
+            continue;
+        }
+        let (decision, key) = match Fingerprint::compute(stage, &pipeline.root, hasher, &overlay) {
+            Ok(fp) => {
+                let key = fp.key();
+                let d = decide(
+                    stage,
+                    &fp,
+                    &key,
+                    lock.stages.get(&stage.id.0),
+                    store,
+                    &pipeline.root,
+                    hasher,
+                    forced.contains(&idx),
+                );
+                (d, Some(key))
+            }
+            Err(FingerprintError::MissingInput { name, path }) => {
+                (Decision::Run(RunReason::InputMissing(format!("`{name}` ({path})"))), None)
+            }
+            Err(e) => (Decision::Run(RunReason::InputMissing(e.to_string())), None),
+        };
+        match &decision {
+            Decision::Restore(rec) => {
+                for o in rec.outputs.values() {
+                    overlay.insert(o.path.clone(), o.hash);
+                }
+            }
+            Decision::Run(_) => {
+                will_run.insert(idx, String::new());
+            }
+            Decision::UpToDate(_) => {}
+        }
+        out.push(Planned { idx, decision, key });
+    }
+    out
+}

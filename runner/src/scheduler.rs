@@ -1,0 +1,435 @@
+//! The dispatcher: one loop that owns the run's state. Workers (a fixed pool of `--jobs` threads)
+//! take ready stages from it and report back over a channel; signals arrive on another channel;
+//! timeouts and kill escalation are deadlines the loop wakes up for. Nothing else writes run
+//! state, so there are no locks around it.
+
+use crate::events::{Event, Outcome};
+use crate::exec::signal_group;
+use crate::job::{run_job, Completed, Job, JobMsg, JobResult, RunCtx};
+use crate::lock::{LockEntry, LockFile, LockedOutput};
+use crate::stage::CancelToken;
+use crossbeam_channel::{select, Receiver};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why running stages are being stopped, in increasing severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CancelReason {
+    /// A stage failed and `--keep-going` is off.
+    StageFailed,
+    /// First SIGINT/SIGTERM: SIGTERM to every stage, SIGKILL after the grace period.
+    Interrupt,
+    /// Second signal: SIGKILL now.
+    ForceKill,
+}
+
+pub struct DispatchOptions {
+    pub jobs: usize,
+    /// GPU device ids available to hand out.
+    pub gpus: Vec<u32>,
+    pub keep_going: bool,
+    pub selection: BTreeSet<usize>,
+    pub forced: BTreeSet<usize>,
+    pub kill_grace: Duration,
+    /// Where to write the lock file as stages complete.
+    pub lock_path: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct StageReport {
+    pub outcome: Outcome,
+    pub duration: Duration,
+}
+
+#[derive(Debug)]
+pub struct DispatchReport {
+    pub stages: BTreeMap<usize, StageReport>,
+    pub interrupted: bool,
+    pub lock: LockFile,
+    pub lock_error: Option<String>,
+}
+
+struct Running {
+    started: Instant,
+    cancel: CancelToken,
+    pgid: Option<i32>,
+    deadline: Option<Instant>,
+    kill_at: Option<Instant>,
+    cpus: usize,
+    gpus: Vec<u32>,
+    timed_out: bool,
+}
+
+const LOCK_WRITE_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// The run's state machine; only the dispatch loop touches it.
+struct Dispatcher {
+    ctx: Arc<RunCtx>,
+    opts: DispatchOptions,
+    jobs: usize,
+    position: BTreeMap<usize, usize>,
+    waiting: BTreeMap<usize, usize>,
+    ready: BTreeSet<(usize, usize)>,
+    running: BTreeMap<usize, Running>,
+    done: BTreeMap<usize, StageReport>,
+    cpus_free: usize,
+    gpus_free: Vec<u32>,
+    stop: Option<CancelReason>,
+    lock: LockFile,
+    lock_dirty: bool,
+    lock_written: Instant,
+    lock_error: Option<String>,
+}
+
+pub(crate) fn dispatch(ctx: Arc<RunCtx>, opts: DispatchOptions, signals: Receiver<i32>) -> DispatchReport {
+    let jobs = opts.jobs.max(1);
+    let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
+    let (msg_tx, msg_rx) = crossbeam_channel::unbounded::<JobMsg>();
+    let workers: Vec<_> = (0..jobs.min(opts.selection.len().max(1)))
+        .map(|_| {
+            let ctx = ctx.clone();
+            let rx = job_rx.clone();
+            let tx = msg_tx.clone();
+            std::thread::spawn(move || {
+                for job in rx {
+                    let result = run_job(&ctx, &job, &tx);
+                    let _ = tx.send(JobMsg::Done { idx: job.idx, result });
+                }
+            })
+        })
+        .collect();
+    drop(msg_tx);
+
+    let graph = &ctx.pipeline.graph;
+    let position: BTreeMap<usize, usize> = graph.topo_order().iter().enumerate().map(|(p, &i)| (i, p)).collect();
+    let mut waiting = BTreeMap::new();
+    let mut ready = BTreeSet::new();
+    for &i in &opts.selection {
+        let n = graph.deps(i).filter(|d| opts.selection.contains(d)).count();
+        if n == 0 {
+            ready.insert((position[&i], i));
+        } else {
+            waiting.insert(i, n);
+        }
+    }
+    let mut lock = (*ctx.lock).clone();
+    lock.pipeline = ctx.pipeline.name.clone();
+    lock.retain_stages(ctx.pipeline.stages.iter().map(|s| s.id.0.as_str()));
+    let mut d = Dispatcher {
+        gpus_free: opts.gpus.clone(),
+        ctx,
+        jobs,
+        position,
+        waiting,
+        ready,
+        running: BTreeMap::new(),
+        done: BTreeMap::new(),
+        cpus_free: jobs,
+        stop: None,
+        lock,
+        lock_dirty: false,
+        lock_written: Instant::now(),
+        lock_error: None,
+        opts,
+    };
+
+    loop {
+        if d.stop.is_none() {
+            d.start_ready(&job_tx);
+        }
+        if d.running.is_empty() && (d.ready.is_empty() || d.stop.is_some()) {
+            break;
+        }
+        let next_deadline = d.running.values().flat_map(|r| [r.deadline, r.kill_at]).flatten().min();
+        let timeout = next_deadline
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        select! {
+            recv(msg_rx) -> msg => match msg {
+                Ok(JobMsg::Executing { idx, pgid }) => d.executing(idx, pgid),
+                Ok(JobMsg::Done { idx, result }) => d.job_done(idx, result),
+                Err(_) => break,
+            },
+            recv(signals) -> sig => {
+                if sig.is_ok() {
+                    let reason = if d.stop >= Some(CancelReason::Interrupt) {
+                        CancelReason::ForceKill
+                    } else {
+                        CancelReason::Interrupt
+                    };
+                    d.stop = Some(reason);
+                    d.cancel_all(reason);
+                }
+            }
+            default(timeout) => {}
+        }
+        d.check_deadlines();
+        if d.lock_dirty && d.lock_written.elapsed() >= LOCK_WRITE_INTERVAL {
+            d.write_lock();
+        }
+    }
+    drop(job_tx);
+    for w in workers {
+        let _ = w.join();
+    }
+    let interrupted = d.stop >= Some(CancelReason::Interrupt);
+    let left: Vec<usize> = d.opts.selection.iter().copied().filter(|i| !d.done.contains_key(i)).collect();
+    for i in left {
+        let msg = if interrupted {
+            "not started: interrupted"
+        } else {
+            "not started: the run stopped after a failure"
+        };
+        d.finish(i, Outcome::Skipped, Instant::now(), Some(msg.into()), Vec::new());
+    }
+    if d.lock_dirty {
+        d.write_lock();
+    }
+    DispatchReport {
+        stages: d.done,
+        interrupted,
+        lock: d.lock,
+        lock_error: d.lock_error,
+    }
+}
+
+impl Dispatcher {
+    fn start_ready(&mut self, job_tx: &crossbeam_channel::Sender<Job>) {
+        let candidates: Vec<(usize, usize)> = self.ready.iter().copied().collect();
+        for (pos, idx) in candidates {
+            if self.stop.is_some() {
+                break;
+            }
+            let stage = &self.ctx.pipeline.stages[idx];
+            let need_cpus = (stage.cpus as usize).min(self.jobs);
+            let need_gpus = stage.gpus as usize;
+            let have = self.opts.gpus.len();
+            if need_gpus > have {
+                self.ready.remove(&(pos, idx));
+                let msg = format!(
+                    "needs {need_gpus} GPU{} but {have} {} available (see `--gpus`)",
+                    if need_gpus == 1 { "" } else { "s" },
+                    if have == 1 { "is" } else { "are" }
+                );
+                self.finish(idx, Outcome::Failed, Instant::now(), Some(msg), Vec::new());
+                self.on_failure(idx);
+                continue;
+            }
+            if need_cpus > self.cpus_free || need_gpus > self.gpus_free.len() {
+                continue;
+            }
+            self.ready.remove(&(pos, idx));
+            self.cpus_free -= need_cpus;
+            let gpus: Vec<u32> = self.gpus_free.drain(..need_gpus).collect();
+            let cancel = CancelToken::default();
+            self.running.insert(
+                idx,
+                Running {
+                    started: Instant::now(),
+                    cancel: cancel.clone(),
+                    pgid: None,
+                    deadline: None,
+                    kill_at: None,
+                    cpus: need_cpus,
+                    gpus: gpus.clone(),
+                    timed_out: false,
+                },
+            );
+            let _ = job_tx.send(Job {
+                idx,
+                gpus,
+                forced: self.opts.forced.contains(&idx),
+                cancel,
+            });
+        }
+    }
+
+    fn executing(&mut self, idx: usize, pgid: Option<i32>) {
+        let timeout = self.ctx.pipeline.stages[idx].timeout;
+        let force = self.stop == Some(CancelReason::ForceKill);
+        let Some(r) = self.running.get_mut(&idx) else { return };
+        r.pgid = pgid.or(r.pgid);
+        if r.deadline.is_none() && !r.timed_out {
+            r.deadline = timeout.map(|t| Instant::now() + t);
+        }
+        if let (Some(pgid), true) = (pgid, r.cancel.is_cancelled()) {
+            signal_group(pgid, if force { libc::SIGKILL } else { libc::SIGTERM });
+        }
+    }
+
+    fn job_done(&mut self, idx: usize, result: JobResult) {
+        let Some(r) = self.running.remove(&idx) else { return };
+        self.cpus_free += r.cpus;
+        self.gpus_free.extend(r.gpus.iter().copied());
+        self.gpus_free.sort_unstable();
+        let name = self.ctx.pipeline.stages[idx].id.0.clone();
+        let timeout_msg = || {
+            let t = self.ctx.pipeline.stages[idx].timeout.unwrap_or_default();
+            format!("timed out after {}; its process group was killed", humane(t))
+        };
+        let (outcome, message, tail) = match result {
+            JobResult::UpToDate(c) => {
+                self.record(&name, Some(c));
+                (Outcome::UpToDate, None, Vec::new())
+            }
+            JobResult::Restored(c) => {
+                self.record(&name, Some(c));
+                (Outcome::Restored, None, Vec::new())
+            }
+            JobResult::Ran(c, cached) => {
+                self.record(&name, cached.then_some(c));
+                (Outcome::Ran, None, Vec::new())
+            }
+            JobResult::Failed { log_tail, .. } if r.timed_out => (Outcome::TimedOut, Some(timeout_msg()), log_tail),
+            JobResult::Failed { message, log_tail } => (Outcome::Failed, Some(message), log_tail),
+            JobResult::Cancelled if r.timed_out => (Outcome::TimedOut, Some(timeout_msg()), Vec::new()),
+            JobResult::Cancelled => (Outcome::Cancelled, Some("cancelled; partial outputs removed".into()), Vec::new()),
+        };
+        self.finish(idx, outcome, r.started, message, tail);
+        if outcome.is_success() {
+            let dependents: Vec<usize> = self.ctx.pipeline.graph.dependents(idx).collect();
+            for dep in dependents {
+                if let Some(n) = self.waiting.get_mut(&dep) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.waiting.remove(&dep);
+                        self.ready.insert((self.position[&dep], dep));
+                    }
+                }
+            }
+        } else if matches!(outcome, Outcome::Failed | Outcome::TimedOut) {
+            self.on_failure(idx);
+        }
+    }
+
+    /// Updates the lock entry of a finished stage (`None` drops it: the result is not trusted).
+    fn record(&mut self, name: &str, completed: Option<Completed>) {
+        match completed {
+            Some(c) => {
+                let entry = lock_entry(c);
+                if self.lock.stages.get(name) != Some(&entry) {
+                    self.lock.stages.insert(name.to_string(), entry);
+                    self.lock_dirty = true;
+                }
+            }
+            None => {
+                if self.lock.stages.remove(name).is_some() {
+                    self.lock_dirty = true;
+                }
+            }
+        }
+    }
+
+    fn on_failure(&mut self, idx: usize) {
+        if self.opts.keep_going {
+            let below = self.ctx.pipeline.graph.downstream_closure(&[idx].into_iter().collect());
+            let failed = self.ctx.pipeline.stages[idx].id.0.clone();
+            for i in below {
+                if i == idx || !self.opts.selection.contains(&i) || self.done.contains_key(&i) {
+                    continue;
+                }
+                self.waiting.remove(&i);
+                self.ready.retain(|&(_, j)| j != i);
+                self.finish(i, Outcome::Skipped, Instant::now(), Some(format!("upstream `{failed}` failed")), Vec::new());
+            }
+        } else if self.stop.is_none() {
+            self.stop = Some(CancelReason::StageFailed);
+            self.cancel_all(CancelReason::StageFailed);
+        }
+    }
+
+    fn cancel_all(&mut self, reason: CancelReason) {
+        let grace = self.opts.kill_grace;
+        for r in self.running.values_mut() {
+            cancel_one(r, reason, grace);
+        }
+    }
+
+    fn check_deadlines(&mut self) {
+        let now = Instant::now();
+        let grace = self.opts.kill_grace;
+        let mut timed_out = Vec::new();
+        for (idx, r) in self.running.iter_mut() {
+            if r.deadline.is_some_and(|t| t <= now) && !r.timed_out {
+                r.timed_out = true;
+                r.deadline = None;
+                timed_out.push(*idx);
+                cancel_one(r, CancelReason::StageFailed, grace);
+            }
+            if r.kill_at.is_some_and(|k| k <= now) {
+                r.kill_at = None;
+                if let Some(pgid) = r.pgid {
+                    signal_group(pgid, libc::SIGKILL);
+                }
+            }
+        }
+        for idx in timed_out {
+            let _ = self.ctx.events.send(Event::Warning {
+                stage: Some(self.ctx.pipeline.stages[idx].id.0.clone()),
+                message: "timeout reached; stopping the stage".into(),
+            });
+        }
+    }
+
+    fn finish(&mut self, idx: usize, outcome: Outcome, started: Instant, message: Option<String>, log_tail: Vec<String>) {
+        let duration = started.elapsed();
+        let _ = self.ctx.events.send(Event::StageFinished {
+            stage: self.ctx.pipeline.stages[idx].id.0.clone(),
+            outcome,
+            duration_ms: duration.as_millis() as u64,
+            message,
+            log_tail,
+        });
+        self.done.insert(idx, StageReport { outcome, duration });
+    }
+
+    fn write_lock(&mut self) {
+        if let Err(e) = self.lock.save(&self.opts.lock_path) {
+            self.lock_error = Some(format!("cannot write `{}`: {e}", self.opts.lock_path.display()));
+        }
+        self.lock_dirty = false;
+        self.lock_written = Instant::now();
+    }
+}
+
+/// Starts stopping one running stage: the token for in-process stages, SIGTERM (or SIGKILL) for
+/// a process group, with SIGKILL scheduled after the grace period.
+fn cancel_one(r: &mut Running, reason: CancelReason, grace: Duration) {
+    r.cancel.cancel();
+    if let Some(pgid) = r.pgid {
+        if reason == CancelReason::ForceKill {
+            signal_group(pgid, libc::SIGKILL);
+            r.kill_at = None;
+        } else {
+            signal_group(pgid, libc::SIGTERM);
+            if r.kill_at.is_none() {
+                r.kill_at = Some(Instant::now() + grace);
+            }
+        }
+    }
+}
+
+fn lock_entry(c: Completed) -> LockEntry {
+    LockEntry {
+        key: c.key,
+        fingerprint: c.fp,
+        output_hashes: c
+            .outputs
+            .into_iter()
+            .map(|(k, o)| (k, LockedOutput { path: o.path, hash: o.hash }))
+            .collect(),
+    }
+}
+
+fn humane(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1.0 {
+        format!("{}ms", d.as_millis())
+    } else if s < 120.0 {
+        format!("{s:.0}s")
+    } else {
+        format!("{:.0}m", s / 60.0)
+    }
+}

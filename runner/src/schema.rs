@@ -1,0 +1,88 @@
+//! The JSON Schema of the pipeline format, printed by `sluice schema` for editors' YAML language
+//! servers. Kept beside the parser in spirit: when `spec/raw.rs` learns a key, so must this.
+
+use serde_json::{json, Value};
+
+pub fn pipeline_schema(builtin_kinds: &[&str]) -> Value {
+    let path = json!({"type": "string", "description": "A path relative to the workspace, or `${{ stages.S.outputs.NAME }}`."});
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://sluice.dev/schema/pipeline.json",
+        "title": "sluice pipeline",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["stages"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "description": "Pipeline name; default: the file name."},
+            "description": {"type": "string"},
+            "params": {
+                "type": "object",
+                "description": "Values referenced as `${{ params.NAME }}`; override with `sluice run --set NAME=VALUE`."
+            },
+            "plugins": {
+                "type": "object",
+                "description": "External stage kinds speaking the JSON stage protocol.",
+                "additionalProperties": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["command"],
+                    "properties": {
+                        "command": {
+                            "oneOf": [
+                                {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                                {"type": "string"}
+                            ]
+                        },
+                        "description": {"type": "string"}
+                    }
+                }
+            },
+            "stages": {
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": {"pattern": "^[A-Za-z0-9_-]+$"},
+                "additionalProperties": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "oneOf": [{"required": ["uses"]}, {"required": ["run"]}],
+                    "properties": {
+                        "uses": {
+                            "type": "string",
+                            "description": "A built-in kind or a name declared under `plugins:`.",
+                            "examples": builtin_kinds
+                        },
+                        "run": {"type": "string", "description": "A shell command (sh -c). `${{ }}` values are shell-quoted."},
+                        "description": {"type": "string"},
+                        "inputs": {"type": "object", "additionalProperties": path},
+                        "outputs": {
+                            "oneOf": [
+                                {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+                                {"type": "array", "items": {"type": "string"}}
+                            ],
+                            "description": "Output names and paths; a null path or a bare name means out/<pipeline>/<stage>/<name>."
+                        },
+                        "with": {"type": "object", "description": "The stage's configuration."},
+                        "needs": {"type": "array", "items": {"type": "string"}},
+                        "resources": {
+                            "type": "object",
+                            "additionalProperties": false,
+                            "properties": {
+                                "cpus": {"type": "integer", "minimum": 1},
+                                "gpus": {"type": "integer", "minimum": 0}
+                            }
+                        },
+                        "timeout": {"type": ["string", "number"], "description": "e.g. 90s, 10m, 1h30m"},
+                        "env": {
+                            "oneOf": [
+                                {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean", "null"]}},
+                                {"type": "array", "items": {"type": "string"}}
+                            ],
+                            "description": "Extra environment variables; null (or a bare name) passes sluice's own value through. Part of the cache key."
+                        },
+                        "version": {"type": ["string", "number"], "description": "Bump to force a rerun."}
+                    }
+                }
+            }
+        }
+    })
+}

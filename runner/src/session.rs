@@ -1,0 +1,258 @@
+//! `Engine`: the entry points the binary calls (`run`, `plan`, `status`, `gc`), tying a validated
+//! pipeline to a workspace, its cache, its hash memo and its lock file.
+
+use crate::cache::{CacheStore, GcStats, LocalStore};
+use crate::diag::did_you_mean;
+use crate::events::{Event, Outcome};
+use crate::exec::{Executor, LocalExecutor};
+use crate::hash::Hasher;
+use crate::job::RunCtx;
+use crate::lock::{LockFile, LockReadError};
+use crate::pipeline::Pipeline;
+use crate::plan::{plan_ahead, Planned};
+use crate::scheduler::{dispatch, DispatchOptions, StageReport};
+use crate::stage::StageRegistry;
+use crate::workspace::{new_run_id, Workspace};
+use crossbeam_channel::{Receiver, Sender};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("unknown stage `{name}`")]
+    UnknownStage { name: String, help: Option<String> },
+    #[error("another sluice run holds this workspace{}", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Busy { pid: Option<u32> },
+    #[error(transparent)]
+    Lock(#[from] LockReadError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl EngineError {
+    pub fn help(&self) -> Option<String> {
+        match self {
+            EngineError::UnknownStage { help, .. } => help.clone(),
+            EngineError::Busy { .. } => Some("wait for it to finish, or run without `--no-wait` to queue behind it".into()),
+            EngineError::Lock(_) => Some("fix or delete the lock file; the cache still holds every result".into()),
+            EngineError::Io { .. } => None,
+        }
+    }
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError {
+    let context = context.into();
+    move |source| EngineError::Io { context, source }
+}
+
+/// Which stages a command acts on.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub targets: Vec<String>,
+    pub downstream: bool,
+}
+
+pub struct RunOptions {
+    pub selection: Selection,
+    pub force: Vec<String>,
+    pub jobs: usize,
+    pub gpus: Vec<u32>,
+    pub keep_going: bool,
+    /// Wait for another run in the same workspace instead of failing.
+    pub wait: bool,
+    pub kill_grace: Duration,
+}
+
+#[derive(Debug)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub stages: BTreeMap<usize, StageReport>,
+    pub interrupted: bool,
+    pub duration: Duration,
+}
+
+impl RunSummary {
+    pub fn ok(&self) -> bool {
+        !self.interrupted && self.stages.values().all(|s| s.outcome.is_success())
+    }
+    pub fn count(&self, o: Outcome) -> usize {
+        self.stages.values().filter(|s| s.outcome == o).count()
+    }
+}
+
+pub struct Engine {
+    pub ws: Workspace,
+    pub registry: StageRegistry,
+    pub executor: Arc<dyn Executor>,
+    pub store: Arc<dyn CacheStore>,
+}
+
+impl Engine {
+    pub fn new(ws: Workspace, registry: StageRegistry) -> Engine {
+        let store = Arc::new(LocalStore::new(ws.cache_dir()));
+        Engine {
+            ws,
+            registry,
+            executor: Arc::new(LocalExecutor),
+            store,
+        }
+    }
+
+    /// Resolves stage names to indices: the targets and what they need (and, with `downstream`,
+    /// what depends on them). No targets means every stage.
+    pub fn select(&self, pipeline: &Pipeline, sel: &Selection) -> Result<BTreeSet<usize>, EngineError> {
+        if sel.targets.is_empty() {
+            return Ok((0..pipeline.stages.len()).collect());
+        }
+        let targets = self.indices(pipeline, &sel.targets)?;
+        let roots = if sel.downstream {
+            pipeline.graph.downstream_closure(&targets)
+        } else {
+            targets
+        };
+        Ok(pipeline.graph.upstream_closure(&roots))
+    }
+
+    fn indices(&self, pipeline: &Pipeline, names: &[String]) -> Result<BTreeSet<usize>, EngineError> {
+        names
+            .iter()
+            .map(|n| {
+                pipeline.by_name.get(n).copied().ok_or_else(|| EngineError::UnknownStage {
+                    name: n.clone(),
+                    help: did_you_mean(n, pipeline.stages.iter().map(|s| s.id.0.as_str()))
+                        .or_else(|| Some(format!("stages: {}", pipeline.stages.iter().map(|s| s.id.0.as_str()).collect::<Vec<_>>().join(", ")))),
+                })
+            })
+            .collect()
+    }
+
+    fn load_lock(&self, pipeline: &Pipeline) -> Result<LockFile, EngineError> {
+        Ok(LockFile::load(&pipeline.lock_path(), &pipeline.name)?)
+    }
+
+    /// Decides every selected stage without running anything (`status`, `run --dry-run`).
+    pub fn plan(&self, pipeline: &Pipeline, sel: &Selection, force: &[String]) -> Result<Vec<Planned>, EngineError> {
+        let selection = self.select(pipeline, sel)?;
+        let forced = self.indices(pipeline, force)?;
+        let lock = self.load_lock(pipeline)?;
+        let hasher = Hasher::load(&self.ws.memo_path());
+        let planned = plan_ahead(pipeline, &selection, &forced, &lock, self.store.as_ref(), &hasher);
+        if self.ws.dir.exists() {
+            let _ = hasher.save(&self.ws.memo_path());
+        }
+        Ok(planned)
+    }
+
+    /// Runs the selected stages. `signals` carries SIGINT/SIGTERM from the binary.
+    pub fn run(
+        &self,
+        pipeline: Arc<Pipeline>,
+        opts: RunOptions,
+        events: Sender<Event>,
+        signals: Receiver<i32>,
+    ) -> Result<RunSummary, EngineError> {
+        let started = Instant::now();
+        let selection = self.select(&pipeline, &opts.selection)?;
+        let mut forced = self.indices(&pipeline, &opts.force)?;
+        forced.retain(|i| selection.contains(i));
+        let ev = events.clone();
+        let guard = self
+            .ws
+            .lock_run(opts.wait, |pid| {
+                let _ = ev.send(Event::Warning {
+                    stage: None,
+                    message: format!(
+                        "another sluice run{} is using this workspace; {}",
+                        pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                        if opts.wait { "waiting for it to finish…" } else { "not waiting (--no-wait)" }
+                    ),
+                });
+            })
+            .map_err(io("cannot take the workspace lock"))?;
+        let Some(_guard) = guard else {
+            return Err(EngineError::Busy { pid: None });
+        };
+        let lock = self.load_lock(&pipeline)?;
+        let hasher = Arc::new(Hasher::load(&self.ws.memo_path()));
+        let run_id = new_run_id();
+        let _ = events.send(Event::RunStarted {
+            run_id: run_id.clone(),
+            pipeline: pipeline.name.clone(),
+            stages: selection.iter().map(|&i| pipeline.stages[i].id.0.clone()).collect(),
+            jobs: opts.jobs,
+            gpus: opts.gpus.len(),
+        });
+        let ctx = Arc::new(RunCtx {
+            pipeline: pipeline.clone(),
+            ws: self.ws.clone(),
+            hasher: hasher.clone(),
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+            executor: self.executor.clone(),
+            lock: Arc::new(lock),
+            events: events.clone(),
+            run_id: run_id.clone(),
+        });
+        let report = dispatch(
+            ctx,
+            DispatchOptions {
+                jobs: opts.jobs,
+                gpus: opts.gpus,
+                keep_going: opts.keep_going,
+                selection,
+                forced,
+                kill_grace: opts.kill_grace,
+                lock_path: pipeline.lock_path(),
+            },
+            signals,
+        );
+        if let Some(e) = report.lock_error {
+            let _ = events.send(Event::Warning { stage: None, message: e });
+        }
+        if let Err(e) = hasher.save(&self.ws.memo_path()) {
+            let _ = events.send(Event::Warning {
+                stage: None,
+                message: format!("cannot save the hash memo: {e}"),
+            });
+        }
+        let _ = self.ws.register_lock_file(&pipeline.lock_path());
+        let _ = std::fs::remove_dir_all(self.ws.dir.join("tmp").join(&run_id));
+        let summary = RunSummary {
+            run_id,
+            stages: report.stages,
+            interrupted: report.interrupted,
+            duration: started.elapsed(),
+        };
+        let _ = events.send(Event::RunFinished {
+            ok: summary.ok(),
+            interrupted: summary.interrupted,
+            duration_ms: summary.duration.as_millis() as u64,
+            ran: summary.count(Outcome::Ran),
+            up_to_date: summary.count(Outcome::UpToDate),
+            restored: summary.count(Outcome::Restored),
+            failed: summary.count(Outcome::Failed) + summary.count(Outcome::TimedOut),
+            skipped: summary.count(Outcome::Skipped) + summary.count(Outcome::Cancelled),
+        });
+        Ok(summary)
+    }
+
+    /// Removes cache entries that no known lock file refers to.
+    pub fn gc(&self, dry_run: bool) -> Result<GcStats, EngineError> {
+        let _guard = self
+            .ws
+            .lock_run(false, |_| {})
+            .map_err(io("cannot take the workspace lock"))?
+            .ok_or(EngineError::Busy { pid: None })?;
+        let mut keep = HashSet::new();
+        for path in self.ws.lock_files() {
+            let lock = LockFile::load(&path, "")?;
+            keep.extend(lock.stages.values().map(|e| e.key));
+        }
+        self.store.gc(&keep, dry_run).map_err(io("cannot clean the cache"))
+    }
+}

@@ -1,0 +1,425 @@
+//! `RawPipeline`: the pipeline file's shape, checked key by key (unknown keys, wrong types) with
+//! every problem collected rather than stopping at the first one. Nothing here resolves names:
+//! that is `validate`'s job.
+
+use super::locate::YPath;
+use crate::diag::{did_you_mean, Diagnostic};
+use serde_yaml::Value;
+
+/// A diagnostic whose location is still a path into the document; located only when rendered.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub diag: Diagnostic,
+    pub path: Option<YPath>,
+}
+
+#[derive(Debug, Default)]
+pub struct Problems(pub Vec<Pending>);
+
+impl Problems {
+    pub fn push(&mut self, path: &YPath, message: impl Into<String>, help: Option<String>) {
+        self.0.push(Pending {
+            diag: Diagnostic::new(message).help_opt(help),
+            path: Some(path.clone()),
+        });
+    }
+    pub fn push_unlocated(&mut self, message: impl Into<String>, help: Option<String>) {
+        self.0.push(Pending {
+            diag: Diagnostic::new(message).help_opt(help),
+            path: None,
+        });
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RawPlugin {
+    pub name: String,
+    pub path: YPath,
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawStage {
+    pub name: String,
+    pub path: YPath,
+    pub uses: Option<String>,
+    pub run: Option<String>,
+    pub inputs: Vec<(String, String)>,
+    /// Output name and its path, `None` for the default location.
+    pub outputs: Vec<(String, Option<String>)>,
+    pub with: Value,
+    pub needs: Vec<String>,
+    pub cpus: u32,
+    pub gpus: u32,
+    pub timeout: Option<String>,
+    /// Variable name and its value; `None` passes sluice's own value through.
+    pub env: Vec<(String, Option<String>)>,
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RawPipeline {
+    pub name: Option<String>,
+    pub params: Vec<(String, Value)>,
+    pub plugins: Vec<RawPlugin>,
+    pub stages: Vec<RawStage>,
+}
+
+const TOP_KEYS: &[&str] = &["name", "description", "params", "plugins", "stages"];
+const STAGE_KEYS: &[&str] = &[
+    "uses",
+    "run",
+    "inputs",
+    "outputs",
+    "with",
+    "needs",
+    "resources",
+    "timeout",
+    "env",
+    "version",
+    "description",
+];
+const PLUGIN_KEYS: &[&str] = &["command", "description"];
+const RESOURCE_KEYS: &[&str] = &["cpus", "gpus"];
+
+/// Parses YAML text. A syntax error is returned as the only problem.
+pub fn parse_raw(source: &str) -> (RawPipeline, Problems) {
+    let mut problems = Problems::default();
+    let doc: Value = match serde_yaml::from_str(source) {
+        Ok(v) => v,
+        Err(e) => {
+            let loc = e.location().map(|l| crate::diag::Location {
+                line: l.line(),
+                column: l.column(),
+            });
+            let msg = e.to_string();
+            // serde_yaml appends " at line X column Y"; the location is rendered separately.
+            let msg = match msg.find(" at line ") {
+                Some(i) => msg[..i].to_string(),
+                None => msg,
+            };
+            problems.0.push(Pending {
+                diag: Diagnostic::new(format!("invalid YAML: {msg}")).at(loc),
+                path: None,
+            });
+            return (RawPipeline::default(), problems);
+        }
+    };
+    let root = YPath::root();
+    let mut raw = RawPipeline::default();
+    let Some(map) = as_map(&doc, &root, "the pipeline", &mut problems) else {
+        return (raw, problems);
+    };
+    check_keys(map, &root, TOP_KEYS, "pipeline", &mut problems);
+    if let Some(v) = map.get("name") {
+        raw.name = string(v, &root.k("name"), "`name`", &mut problems);
+    }
+    if let Some(v) = map.get("params") {
+        let p = root.k("params");
+        if let Some(m) = as_map(v, &p, "`params`", &mut problems) {
+            for (k, val) in m {
+                if let Some(k) = key_str(k, &p, &mut problems) {
+                    raw.params.push((k, val.clone()));
+                }
+            }
+        }
+    }
+    if let Some(v) = map.get("plugins") {
+        let p = root.k("plugins");
+        if let Some(m) = as_map(v, &p, "`plugins`", &mut problems) {
+            for (k, val) in m {
+                let Some(name) = key_str(k, &p, &mut problems) else {
+                    continue;
+                };
+                if let Some(plugin) = plugin(&name, val, &p.k(&name), &mut problems) {
+                    raw.plugins.push(plugin);
+                }
+            }
+        }
+    }
+    match map.get("stages") {
+        None => problems.push_unlocated(
+            "the pipeline has no `stages`",
+            Some("add a `stages:` mapping with at least one stage".into()),
+        ),
+        Some(v) => {
+            let p = root.k("stages");
+            if let Some(m) = as_map(v, &p, "`stages`", &mut problems) {
+                if m.is_empty() {
+                    problems.push(&p, "`stages` is empty", None);
+                }
+                for (k, val) in m {
+                    let Some(name) = key_str(k, &p, &mut problems) else {
+                        continue;
+                    };
+                    if let Some(stage) = stage(&name, val, &p.k(&name), &mut problems) {
+                        raw.stages.push(stage);
+                    }
+                }
+            }
+        }
+    }
+    (raw, problems)
+}
+
+fn plugin(name: &str, v: &Value, path: &YPath, problems: &mut Problems) -> Option<RawPlugin> {
+    let m = as_map(v, path, &format!("plugin `{name}`"), problems)?;
+    check_keys(m, path, PLUGIN_KEYS, "plugin", problems);
+    let command = match m.get("command") {
+        None => {
+            problems.push(
+                &path.key_of(),
+                format!("plugin `{name}` has no `command`"),
+                Some("e.g. `command: [python3, plugins/featurize.py]`".into()),
+            );
+            return None;
+        }
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+        Some(Value::Sequence(items)) => {
+            let mut out = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                out.push(string(item, &path.k("command").i(i), "a command word", problems)?);
+            }
+            out
+        }
+        Some(_) => {
+            problems.push(
+                &path.k("command"),
+                "`command` must be a list of words or a string",
+                None,
+            );
+            return None;
+        }
+    };
+    if command.is_empty() {
+        problems.push(&path.k("command"), "`command` is empty", None);
+        return None;
+    }
+    Some(RawPlugin {
+        name: name.to_string(),
+        path: path.clone(),
+        command,
+    })
+}
+
+fn stage(name: &str, v: &Value, path: &YPath, problems: &mut Problems) -> Option<RawStage> {
+    let m = as_map(v, path, &format!("stage `{name}`"), problems)?;
+    check_keys(m, path, STAGE_KEYS, "stage", problems);
+    let mut s = RawStage {
+        name: name.to_string(),
+        path: path.clone(),
+        uses: None,
+        run: None,
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        with: Value::Null,
+        needs: Vec::new(),
+        cpus: 1,
+        gpus: 0,
+        timeout: None,
+        env: Vec::new(),
+        version: None,
+    };
+    if let Some(v) = m.get("uses") {
+        s.uses = string(v, &path.k("uses"), "`uses`", problems);
+    }
+    if let Some(v) = m.get("run") {
+        s.run = string(v, &path.k("run"), "`run`", problems);
+    }
+    if let Some(v) = m.get("inputs") {
+        let p = path.k("inputs");
+        if let Some(im) = as_map(v, &p, "`inputs`", problems) {
+            for (k, val) in im {
+                if let Some(k) = key_str(k, &p, problems) {
+                    if let Some(val) = string(val, &p.k(&k), "an input path", problems) {
+                        s.inputs.push((k, val));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(v) = m.get("outputs") {
+        let p = path.k("outputs");
+        match v {
+            Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(n) = string(item, &p.i(i), "an output name", problems) {
+                        s.outputs.push((n, None));
+                    }
+                }
+            }
+            Value::Mapping(om) => {
+                for (k, val) in om {
+                    if let Some(k) = key_str(k, &p, problems) {
+                        let val = match val {
+                            Value::Null => None,
+                            other => string(other, &p.k(&k), "an output path", problems),
+                        };
+                        s.outputs.push((k, val));
+                    }
+                }
+            }
+            _ => problems.push(
+                &p,
+                "`outputs` must be a mapping of names to paths, or a list of names",
+                None,
+            ),
+        }
+    }
+    if let Some(v) = m.get("with") {
+        if !matches!(v, Value::Mapping(_) | Value::Null) {
+            problems.push(&path.k("with"), "`with` must be a mapping", None);
+        } else {
+            s.with = v.clone();
+        }
+    }
+    if let Some(v) = m.get("needs") {
+        let p = path.k("needs");
+        match v {
+            Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(n) = string(item, &p.i(i), "a stage name", problems) {
+                        s.needs.push(n);
+                    }
+                }
+            }
+            Value::String(one) => s.needs.push(one.clone()),
+            _ => problems.push(&p, "`needs` must be a list of stage names", None),
+        }
+    }
+    if let Some(v) = m.get("resources") {
+        let p = path.k("resources");
+        if let Some(rm) = as_map(v, &p, "`resources`", problems) {
+            check_keys(rm, &p, RESOURCE_KEYS, "resource", problems);
+            if let Some(c) = rm.get("cpus") {
+                if let Some(n) = count(c, &p.k("cpus"), problems) {
+                    if n == 0 {
+                        problems.push(&p.k("cpus"), "`cpus` must be at least 1", None);
+                    }
+                    s.cpus = n.max(1);
+                }
+            }
+            if let Some(g) = rm.get("gpus") {
+                if let Some(n) = count(g, &p.k("gpus"), problems) {
+                    s.gpus = n;
+                }
+            }
+        }
+    }
+    if let Some(v) = m.get("timeout") {
+        s.timeout = scalar_string(v, &path.k("timeout"), "`timeout`", problems);
+    }
+    if let Some(v) = m.get("version") {
+        s.version = scalar_string(v, &path.k("version"), "`version`", problems);
+    }
+    if let Some(v) = m.get("env") {
+        let p = path.k("env");
+        match v {
+            Value::Mapping(em) => {
+                for (k, val) in em {
+                    if let Some(k) = key_str(k, &p, problems) {
+                        let val = match val {
+                            Value::Null => None,
+                            other => scalar_string(other, &p.k(&k), "an environment value", problems),
+                        };
+                        s.env.push((k, val));
+                    }
+                }
+            }
+            Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(n) = string(item, &p.i(i), "a variable name", problems) {
+                        s.env.push((n, None));
+                    }
+                }
+            }
+            _ => problems.push(
+                &p,
+                "`env` must be a mapping of variable names to values (or ~ to pass sluice's own value through)",
+                None,
+            ),
+        }
+    }
+    Some(s)
+}
+
+fn check_keys(m: &serde_yaml::Mapping, path: &YPath, allowed: &[&str], what: &str, problems: &mut Problems) {
+    for k in m.keys() {
+        let Value::String(k) = k else { continue };
+        if !allowed.contains(&k.as_str()) {
+            let help = did_you_mean(k, allowed.iter().copied()).unwrap_or_else(|| {
+                format!("a {what} takes: {}", allowed.join(", "))
+            });
+            problems.push(&path.k(k).key_of(), format!("unknown {what} key `{k}`"), Some(help));
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+fn as_map<'a>(v: &'a Value, path: &YPath, what: &str, problems: &mut Problems) -> Option<&'a serde_yaml::Mapping> {
+    match v {
+        Value::Mapping(m) => Some(m),
+        other => {
+            problems.push(path, format!("{what} must be a mapping, found {}", type_name(other)), None);
+            None
+        }
+    }
+}
+
+fn key_str(k: &Value, parent: &YPath, problems: &mut Problems) -> Option<String> {
+    match k {
+        Value::String(s) => Some(s.clone()),
+        other => {
+            let text = serde_yaml::to_string(other).unwrap_or_default();
+            problems.push(parent, format!("keys must be strings, found `{}`", text.trim()), None);
+            None
+        }
+    }
+}
+
+fn string(v: &Value, path: &YPath, what: &str, problems: &mut Problems) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        other => {
+            problems.push(path, format!("{what} must be a string, found {}", type_name(other)), None);
+            None
+        }
+    }
+}
+
+/// Strings, numbers and booleans, as text (for `timeout: 30` and `version: 2`).
+fn scalar_string(v: &Value, path: &YPath, what: &str, problems: &mut Problems) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        other => {
+            problems.push(path, format!("{what} must be a string or number, found {}", type_name(other)), None);
+            None
+        }
+    }
+}
+
+fn count(v: &Value, path: &YPath, problems: &mut Problems) -> Option<u32> {
+    match v.as_u64() {
+        Some(n) if n <= 1024 => Some(n as u32),
+        _ => {
+            problems.push(path, format!("expected a whole number, found {}", type_name(v)), None);
+            None
+        }
+    }
+}

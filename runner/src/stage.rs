@@ -1,0 +1,82 @@
+//! The `Stage` trait that built-in stages implement, the context they run with, and the
+//! `StageRegistry` the binary fills from the `sluice-stages` crate. The runner never names a
+//! built-in stage itself: it only knows the trait.
+
+use crate::events::StageEventSink;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Cooperative cancellation for in-process stages: long loops should check it between items.
+#[derive(Clone, Default, Debug)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Everything a built-in stage gets. Paths are absolute; outputs do not exist yet.
+pub struct StageContext<'a> {
+    pub stage: &'a str,
+    pub workspace: PathBuf,
+    pub inputs: BTreeMap<String, PathBuf>,
+    pub outputs: BTreeMap<String, PathBuf>,
+    pub with: &'a serde_json::Value,
+    pub params: &'a BTreeMap<String, serde_json::Value>,
+    /// A private directory, emptied before the stage starts and removed after it succeeds.
+    pub scratch: PathBuf,
+    pub gpus: Vec<u32>,
+    pub cancel: CancelToken,
+    pub events: StageEventSink,
+}
+
+/// A problem in a stage's `with:` block, at a dotted path inside it.
+#[derive(Debug, Clone)]
+pub struct ConfigProblem {
+    pub path: Vec<String>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+/// A built-in stage kind.
+pub trait Stage: Send + Sync {
+    /// The name used in `uses:`.
+    fn kind(&self) -> &'static str;
+    /// Bumped whenever the stage's output for the same input changes, so caches invalidate.
+    fn version(&self) -> u32;
+    /// The outputs this kind writes; pipelines may override their paths but not their names.
+    fn outputs(&self) -> &'static [&'static str];
+    /// Validates `with:` before anything runs.
+    fn check(&self, _with: &serde_json::Value) -> Vec<ConfigProblem> {
+        Vec::new()
+    }
+    /// Facts about the environment that change results (runtime versions, execution provider).
+    fn env_facts(&self, _with: &serde_json::Value) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), String>;
+}
+
+/// The built-in stage kinds known to this binary.
+#[derive(Default, Clone)]
+pub struct StageRegistry {
+    kinds: BTreeMap<&'static str, Arc<dyn Stage>>,
+}
+
+impl StageRegistry {
+    pub fn register(&mut self, stage: Arc<dyn Stage>) {
+        self.kinds.insert(stage.kind(), stage);
+    }
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn Stage>> {
+        self.kinds.get(kind)
+    }
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+}

@@ -1,0 +1,135 @@
+//! Command-line arguments (clap derive).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Declarative ML pipelines: a DAG of stages, run in parallel, cached by content",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Run as if sluice was started in DIR (the workspace)
+    #[arg(short = 'C', long = "directory", value_name = "DIR", global = true)]
+    pub dir: Option<PathBuf>,
+    /// More log output (-v: debug, -vv: trace); RUST_LOG overrides
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Format of log lines on stderr
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// When to use colour (NO_COLOR is respected under `auto`)
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    pub color: ColorChoice,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a pipeline's stages (all of them, or the named ones and what they need)
+    Run(RunArgs),
+    /// Show each stage as up to date, will restore, or stale, and why
+    Status(StatusArgs),
+    /// Print the stage graph
+    Dag(DagArgs),
+    /// Remove cache entries that no lock file refers to
+    Gc(GcArgs),
+    /// Print the JSON Schema of the pipeline format
+    Schema,
+}
+
+#[derive(Args, Debug)]
+pub struct PipelineArgs {
+    /// Override a param: --set epochs=10 (repeatable; the value is read as YAML)
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The pipeline file (default: sluice.yaml), then stage names
+    #[arg(value_name = "PIPELINE|STAGE")]
+    pub args: Vec<String>,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// How many stages may run at once (default: the number of CPUs)
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// How many GPUs to hand out (default: detected from CUDA_VISIBLE_DEVICES or nvidia-smi)
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<usize>,
+    /// After a failure, still run everything that does not depend on it
+    #[arg(short, long)]
+    pub keep_going: bool,
+    /// Also run the stages that depend on the named ones
+    #[arg(long)]
+    pub downstream: bool,
+    /// Run STAGE even if it is up to date (repeatable)
+    #[arg(long, value_name = "STAGE")]
+    pub force: Vec<String>,
+    /// Print what would run, restore or be skipped, and why; run nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Fail instead of waiting when another run holds the workspace
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Print events as JSON lines on stdout instead of the live display
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds between SIGTERM and SIGKILL when stopping a stage
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub kill_grace: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The pipeline file (default: sluice.yaml), then stage names
+    #[arg(value_name = "PIPELINE|STAGE")]
+    pub args: Vec<String>,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DagArgs {
+    /// The pipeline file (default: sluice.yaml)
+    pub pipeline: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DagFormatArg::Text)]
+    pub format: DagFormatArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DagFormatArg {
+    Text,
+    Dot,
+    Mermaid,
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Say what would be removed; remove nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}

@@ -1,0 +1,333 @@
+//! The `sluice` binary: parses arguments, loads the pipeline, calls the engine, renders its
+//! events, and maps the outcome to an exit code. No engine logic lives here.
+
+mod cli;
+mod gpus;
+mod report;
+
+use anyhow::Context as _;
+use clap::Parser;
+use cli::{Cli, Command, DagFormatArg, LogFormat, PipelineArgs};
+use sluice_runner::plan::{Decision, Planned};
+use sluice_runner::render::{render_dag, DagFormat};
+use sluice_runner::{Engine, EngineError, LoadError, LoadOptions, Pipeline, RunOptions, Selection, Workspace};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Exit codes: one mapping, here.
+const EXIT_FAILED: u8 = 1;
+const EXIT_INVALID: u8 = 2;
+const EXIT_INTERRUPTED: u8 = 130;
+
+const DEFAULT_PIPELINE: &str = "sluice.yaml";
+
+/// Errors classified at the edge.
+enum Failure {
+    /// The pipeline or the command line is wrong: exit 2.
+    Invalid(String),
+    /// Something went wrong while working: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    if let Some(dir) = &cli.dir {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            eprintln!("error: cannot enter `{}`: {e}", dir.display());
+            return ExitCode::from(EXIT_INVALID);
+        }
+    }
+    match dispatch(&cli) {
+        Ok(code) => code,
+        Err(Failure::Invalid(text)) => {
+            eprint!("{text}");
+            if !text.ends_with('\n') {
+                eprintln!();
+            }
+            ExitCode::from(EXIT_INVALID)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("error: {e:#}");
+            if let Some(h) = e.downcast_ref::<EngineError>().and_then(|e| e.help()) {
+                eprintln!("  = help: {h}");
+            }
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let default = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "warn",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(report::color_enabled(cli.color));
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
+    match &cli.command {
+        Command::Schema => {
+            let registry = sluice_stages::registry();
+            let kinds: Vec<&str> = registry.names().collect();
+            let schema = sluice_runner::schema::pipeline_schema(&kinds);
+            println!("{}", serde_json::to_string_pretty(&schema).expect("schemas serialize"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dag(args) => {
+            let file = args.pipeline.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_PIPELINE));
+            let (_, pipeline) = open(&file, &[])?;
+            let format = match args.format {
+                DagFormatArg::Text => DagFormat::Text,
+                DagFormatArg::Dot => DagFormat::Dot,
+                DagFormatArg::Mermaid => DagFormat::Mermaid,
+            };
+            print!("{}", render_dag(&pipeline, format));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc(args) => {
+            let engine = Engine::new(workspace()?, sluice_stages::registry());
+            let stats = engine.gc(args.dry_run).map_err(|e| Failure::Runtime(e.into()))?;
+            let verb = if args.dry_run { "would remove" } else { "removed" };
+            println!(
+                "{verb} {} cache entr{} and {} blob{} ({}); kept {} entr{}",
+                stats.records_removed,
+                if stats.records_removed == 1 { "y" } else { "ies" },
+                stats.blobs_removed,
+                if stats.blobs_removed == 1 { "" } else { "s" },
+                human_bytes(stats.bytes_freed),
+                stats.records_kept,
+                if stats.records_kept == 1 { "y" } else { "ies" },
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(args) => {
+            let (file, stages) = split_args(&args.args);
+            let (engine, pipeline) = open(&file, &overrides(&args.pipeline)?)?;
+            let planned = engine
+                .plan(&pipeline, &Selection { targets: stages, downstream: false }, &[])
+                .map_err(engine_failure)?;
+            print_plan(&pipeline, &planned, args.json, false);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => run(cli, args),
+    }
+}
+
+fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
+    let (file, stages) = split_args(&args.args);
+    let (engine, pipeline) = open(&file, &overrides(&args.pipeline)?)?;
+    let selection = Selection {
+        targets: stages,
+        downstream: args.downstream,
+    };
+    if args.dry_run {
+        let planned = engine.plan(&pipeline, &selection, &args.force).map_err(engine_failure)?;
+        print_plan(&pipeline, &planned, args.json, true);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.jobs == Some(0) {
+        return Err(Failure::Invalid("error: `--jobs` must be at least 1".into()));
+    }
+    if !(args.kill_grace.is_finite() && args.kill_grace >= 0.0) {
+        return Err(Failure::Invalid("error: `--kill-grace` must be a number of seconds".into()));
+    }
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let gpus = gpus::detect(args.gpus);
+
+    let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .context("cannot install signal handlers")?;
+    let sig_handle = signals.handle();
+    let sig_thread = std::thread::spawn(move || {
+        for s in signals.forever() {
+            if sig_tx.send(s).is_err() {
+                break;
+            }
+        }
+    });
+
+    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+    let json = args.json;
+    let style = report::Style {
+        color: report::color_enabled(cli.color),
+        live: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()) && !cli.quiet,
+        verbose: cli.verbose > 0,
+        quiet: cli.quiet,
+    };
+    let reporter = std::thread::spawn(move || {
+        if json {
+            report::json(ev_rx)
+        } else {
+            report::human(ev_rx, style)
+        }
+    });
+    let result = engine.run(
+        Arc::new(pipeline),
+        RunOptions {
+            selection,
+            force: args.force.clone(),
+            jobs,
+            gpus,
+            keep_going: args.keep_going,
+            wait: !args.no_wait,
+            kill_grace: Duration::from_secs_f64(args.kill_grace),
+        },
+        ev_tx,
+        sig_rx,
+    );
+    let _ = reporter.join();
+    sig_handle.close();
+    let _ = sig_thread.join();
+    let summary = result.map_err(engine_failure)?;
+    Ok(if summary.interrupted {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if summary.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
+}
+
+fn engine_failure(e: EngineError) -> Failure {
+    match e {
+        EngineError::UnknownStage { .. } => {
+            let help = e.help().map(|h| format!("\n  = help: {h}")).unwrap_or_default();
+            Failure::Invalid(format!("error: {e}{help}\n"))
+        }
+        other => Failure::Runtime(other.into()),
+    }
+}
+
+/// `[PIPELINE] [STAGE...]`: the first word is the pipeline when it names a YAML file.
+fn split_args(args: &[String]) -> (PathBuf, Vec<String>) {
+    match args.first() {
+        Some(first) if first.ends_with(".yaml") || first.ends_with(".yml") || Path::new(first).is_file() => {
+            (PathBuf::from(first), args[1..].to_vec())
+        }
+        _ => (PathBuf::from(DEFAULT_PIPELINE), args.to_vec()),
+    }
+}
+
+fn overrides(args: &PipelineArgs) -> Result<Vec<(String, String)>, Failure> {
+    args.set
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+            _ => Err(Failure::Invalid(format!(
+                "error: `--set {kv}` is not NAME=VALUE\n  = help: e.g. `--set epochs=10`\n"
+            ))),
+        })
+        .collect()
+}
+
+fn workspace() -> Result<Workspace, Failure> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    Ok(Workspace::open(&cwd).with_context(|| format!("cannot open workspace `{}`", cwd.display()))?)
+}
+
+fn open(file: &Path, overrides: &[(String, String)]) -> Result<(Engine, Pipeline), Failure> {
+    let ws = workspace()?;
+    let registry = sluice_stages::registry();
+    let display = file.display().to_string();
+    if !file.exists() {
+        let hint = if file == Path::new(DEFAULT_PIPELINE) {
+            "\n  = help: name a pipeline file (e.g. `sluice run pipelines/iris.yaml`) or create sluice.yaml"
+        } else {
+            ""
+        };
+        return Err(Failure::Invalid(format!("error: pipeline file `{display}` not found{hint}\n")));
+    }
+    let pipeline = sluice_runner::load(&LoadOptions {
+        root: &ws.root,
+        file,
+        display,
+        overrides,
+        registry: &registry,
+    })
+    .map_err(|e| match e {
+        LoadError::Invalid(d) => Failure::Invalid(d.render()),
+        other => Failure::Invalid(format!("error: {other}\n")),
+    })?;
+    Ok((Engine::new(ws, registry), pipeline))
+}
+
+fn print_plan(pipeline: &Pipeline, planned: &[Planned], json: bool, dry_run: bool) {
+    if json {
+        let rows: Vec<serde_json::Value> = planned
+            .iter()
+            .map(|p| {
+                let (state, reason) = state_of(&p.decision, dry_run);
+                serde_json::json!({
+                    "stage": pipeline.stages[p.idx].id.0,
+                    "state": state,
+                    "reason": reason,
+                    "key": p.key.map(|k| k.hex()),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows).expect("plain JSON"));
+        return;
+    }
+    let width = planned.iter().map(|p| pipeline.stages[p.idx].id.0.len()).max().unwrap_or(5).max(5);
+    println!("{:<width$}  {:<13}  reason", "stage", if dry_run { "plan" } else { "state" });
+    for p in planned {
+        let (state, reason) = state_of(&p.decision, dry_run);
+        let label = match (&p.decision, dry_run) {
+            (Decision::UpToDate(_), _) => "up to date",
+            (Decision::Restore(_), true) => "would restore",
+            (Decision::Restore(_), false) => "will restore",
+            (Decision::Run(_), true) => "would run",
+            (Decision::Run(_), false) => "stale",
+        };
+        let _ = state;
+        println!("{:<width$}  {label:<13}  {}", pipeline.stages[p.idx].id.0, reason.unwrap_or_default());
+    }
+}
+
+fn state_of(d: &Decision, _dry_run: bool) -> (&'static str, Option<String>) {
+    match d {
+        Decision::UpToDate(_) => ("up_to_date", None),
+        Decision::Restore(_) => ("restore", Some("outputs are in the cache".into())),
+        Decision::Run(reason) => ("stale", Some(reason.to_string())),
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,210 @@
+//! Reporters: consumers of the engine's events. `Json` prints one JSON object per line on stdout;
+//! `Human` draws a live display on a terminal (a line per running stage with its elapsed time and
+//! progress) or plain lines otherwise, then a summary table. Meaning is always in words, colour
+//! only underlines it.
+
+use crossbeam_channel::Receiver;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sluice_runner::{Event, Outcome};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+pub struct Style {
+    pub color: bool,
+    pub live: bool,
+    pub verbose: bool,
+    pub quiet: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+}
+
+pub fn color_enabled(choice: crate::cli::ColorChoice) -> bool {
+    match choice {
+        crate::cli::ColorChoice::Always => true,
+        crate::cli::ColorChoice::Never => false,
+        crate::cli::ColorChoice::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+        }
+    }
+}
+
+/// Prints events as JSON lines until the channel closes.
+pub fn json(rx: Receiver<Event>) {
+    let stdout = std::io::stdout();
+    for ev in rx {
+        let mut out = stdout.lock();
+        if let Ok(line) = serde_json::to_string(&ev) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+}
+
+struct Row {
+    outcome: Outcome,
+    duration_ms: u64,
+}
+
+/// Draws the human display until the channel closes.
+pub fn human(rx: Receiver<Event>, style: Style) {
+    let mp = if style.live {
+        MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10))
+    } else {
+        MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
+    };
+    let bar_style = ProgressStyle::with_template("{spinner} {prefix:<20} {elapsed:>4} {wide_bar} {pos}/{len} {msg}")
+        .expect("valid template")
+        .progress_chars("=> ");
+    let spin_style = ProgressStyle::with_template("{spinner} {prefix:<20} {elapsed:>4} {msg}").expect("valid template");
+    let mut bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
+    let mut rows: Vec<(String, Row)> = Vec::new();
+    let say = |mp: &MultiProgress, line: String| {
+        if style.live {
+            let _ = mp.println(line);
+        } else {
+            eprintln!("{line}");
+        }
+    };
+    for ev in rx {
+        match ev {
+            Event::RunStarted { pipeline, stages, jobs, .. } => {
+                if !style.quiet {
+                    say(&mp, format!("sluice: pipeline `{pipeline}`, {} stage(s), {jobs} job(s)", stages.len()));
+                }
+            }
+            Event::StageStarted { stage, reason, gpus, .. } => {
+                if !style.quiet {
+                    let g = if gpus.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [gpu {}]", gpus.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(","))
+                    };
+                    say(&mp, format!("{} {stage}{g} ({reason})", style.paint("36", "start")));
+                }
+                if style.live {
+                    let pb = mp.add(ProgressBar::new_spinner());
+                    pb.set_style(spin_style.clone());
+                    pb.set_prefix(stage.clone());
+                    pb.enable_steady_tick(Duration::from_millis(120));
+                    bars.insert(stage, pb);
+                }
+            }
+            Event::StageProgress { stage, done, total, unit, message } => {
+                if let Some(pb) = bars.get(&stage) {
+                    if let Some(t) = total {
+                        if pb.length().is_none() {
+                            pb.set_style(bar_style.clone());
+                        }
+                        pb.set_length(t as u64);
+                    }
+                    pb.set_position(done as u64);
+                    let msg = [unit, message].into_iter().flatten().collect::<Vec<_>>().join(" ");
+                    pb.set_message(msg);
+                } else if style.verbose {
+                    let of = total.map(|t| format!("/{t}")).unwrap_or_default();
+                    say(&mp, format!("      {stage}: {done}{of} {}", unit.unwrap_or_default()));
+                }
+            }
+            Event::StageLog { stage, level, message } => {
+                if style.verbose || matches!(level.as_str(), "warn" | "warning" | "error") {
+                    say(&mp, format!("      {stage}: [{level}] {message}"));
+                }
+            }
+            Event::StageMetric { stage, name, value, step } => {
+                if let Some(pb) = bars.get(&stage) {
+                    pb.set_message(format!("{name}={value:.4}"));
+                } else if style.verbose {
+                    let at = step.map(|s| format!(" (step {s})")).unwrap_or_default();
+                    say(&mp, format!("      {stage}: {name}={value}{at}"));
+                }
+            }
+            Event::StageFinished { stage, outcome, duration_ms, message, log_tail } => {
+                if let Some(pb) = bars.remove(&stage) {
+                    pb.finish_and_clear();
+                    mp.remove(&pb);
+                }
+                let secs = format!("{:.2}s", duration_ms as f64 / 1000.0);
+                let line = match outcome {
+                    Outcome::Ran => Some(format!("{} {stage} ({secs})", style.paint("32", "done ")),),
+                    Outcome::Restored => Some(format!("{} {stage} (from cache)", style.paint("34", "restored"))),
+                    Outcome::UpToDate => style.verbose.then(|| format!("{} {stage}", style.paint("2", "up to date"))),
+                    Outcome::Failed | Outcome::TimedOut => {
+                        let mut s = format!(
+                            "{} {stage}: {}",
+                            style.paint("31;1", if outcome == Outcome::Failed { "FAILED" } else { "TIMED OUT" }),
+                            message.unwrap_or_default()
+                        );
+                        if !log_tail.is_empty() {
+                            s.push_str("\n  last lines of its log:");
+                            for l in &log_tail {
+                                s.push_str(&format!("\n  | {l}"));
+                            }
+                        }
+                        Some(s)
+                    }
+                    Outcome::Cancelled => Some(format!("{} {stage}", style.paint("33", "cancelled"))),
+                    Outcome::Skipped => (!style.quiet).then(|| {
+                        format!("{} {stage}: {}", style.paint("33", "skipped"), message.unwrap_or_default())
+                    }),
+                };
+                if let Some(line) = line {
+                    if !style.quiet || matches!(outcome, Outcome::Failed | Outcome::TimedOut) {
+                        say(&mp, line);
+                    }
+                }
+                rows.push((stage, Row { outcome, duration_ms }));
+            }
+            Event::Warning { stage, message } => {
+                let who = stage.map(|s| format!("{s}: ")).unwrap_or_default();
+                say(&mp, format!("{} {who}{message}", style.paint("33", "warning:")));
+            }
+            Event::RunFinished { ok, interrupted, duration_ms, ran, up_to_date, restored, failed, skipped } => {
+                let _ = mp.clear();
+                if style.quiet && ok {
+                    continue;
+                }
+                let mut out = String::new();
+                let listed: Vec<&(String, Row)> = if rows.len() <= 40 {
+                    rows.iter().collect()
+                } else {
+                    rows.iter().filter(|(_, r)| r.outcome != Outcome::UpToDate).collect()
+                };
+                if !listed.is_empty() {
+                    let width = listed.iter().map(|(n, _)| n.len()).max().unwrap_or(5).max(5);
+                    out.push_str(&format!("\n{:<width$}  {:<10}  {:>8}\n", "stage", "result", "time"));
+                    for (name, r) in &listed {
+                        let t = if matches!(r.outcome, Outcome::UpToDate | Outcome::Skipped) {
+                            String::new()
+                        } else {
+                            format!("{:.2}s", r.duration_ms as f64 / 1000.0)
+                        };
+                        out.push_str(&format!("{name:<width$}  {:<10}  {t:>8}\n", r.outcome.label()));
+                    }
+                    if listed.len() < rows.len() {
+                        out.push_str(&format!("({} up-to-date stages not listed)\n", rows.len() - listed.len()));
+                    }
+                }
+                let verdict = if interrupted {
+                    style.paint("33;1", "interrupted")
+                } else if ok {
+                    style.paint("32;1", "ok")
+                } else {
+                    style.paint("31;1", "failed")
+                };
+                out.push_str(&format!(
+                    "{verdict}: {ran} ran, {up_to_date} up to date, {restored} restored, {failed} failed, {skipped} skipped in {:.2}s\n",
+                    duration_ms as f64 / 1000.0
+                ));
+                eprint!("{out}");
+            }
+        }
+    }
+}
