@@ -1,0 +1,169 @@
+//! Test environment: a temporary workspace, the real `sluice` binary, and helpers to read what
+//! it left behind. Every integration test runs the binary as a user would.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+pub struct Ws {
+    pub dir: tempfile::TempDir,
+}
+
+/// What a finished `sluice` invocation returned.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The `--json` event stream.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l}: {e}")))
+            .collect()
+    }
+
+    /// Stage name → outcome, from `--json` events.
+    pub fn outcomes(&self) -> std::collections::BTreeMap<String, String> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == "stage_finished")
+            .map(|e| (e["stage"].as_str().unwrap().to_string(), e["outcome"].as_str().unwrap().to_string()))
+            .collect()
+    }
+
+    /// Names of the stages that actually executed, in start order.
+    pub fn started(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == "stage_started")
+            .map(|e| e["stage"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn assert_ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "sluice failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+impl Ws {
+    pub fn new() -> Ws {
+        Ws {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: &str) -> &Ws {
+        let p = self.path(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        // Outputs restored from the cache are read-only: replace, don't write through.
+        let _ = std::fs::remove_file(&p);
+        std::fs::write(&p, content).unwrap();
+        self
+    }
+
+    pub fn pipeline(&self, yaml: &str) -> &Ws {
+        self.write("sluice.yaml", yaml)
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
+    }
+
+    pub fn exists(&self, rel: &str) -> bool {
+        self.path(rel).exists()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.root())
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .env_remove("CUDA_VISIBLE_DEVICES");
+        c
+    }
+
+    pub fn sluice(&self, args: &[&str]) -> Run {
+        Run::from(self.command(args).output().expect("run sluice"))
+    }
+
+    /// `sluice run --json ARGS...`
+    pub fn run(&self, args: &[&str]) -> Run {
+        let mut all = vec!["run", "--json"];
+        all.extend_from_slice(args);
+        self.sluice(&all)
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sluice")
+    }
+}
+
+/// Polls `cond` until it holds or `timeout` passes. Synchronisation, not an assertion on time.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// Waits for a child to exit, killing it after `timeout` (then the test fails on the code).
+pub fn wait_child(mut child: Child, timeout: Duration) -> Run {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(_status) = child.try_wait().unwrap() {
+            break;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Run::from(child.wait_with_output().unwrap())
+}
+
+pub fn send_signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on a pid we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+pub const LONG: Duration = Duration::from_secs(60);
