@@ -17,7 +17,11 @@ fn from_env() -> Option<Vec<u32>> {
     if v.is_empty() || v == "-1" || v == "NoDevFiles" {
         return Some(Vec::new());
     }
-    let parts: Vec<&str> = v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let parts: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     let ids: Vec<u32> = parts.iter().filter_map(|p| p.parse().ok()).collect();
     Some(if ids.len() == parts.len() {
         ids
@@ -33,6 +37,9 @@ fn from_nvidia_smi() -> Vec<u32> {
     if !out.status.success() {
         return Vec::new();
     }
-    let n = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("GPU ")).count();
+    let n = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("GPU "))
+        .count();
     (0..n as u32).collect()
 }

@@ -10,7 +10,9 @@ use clap::Parser;
 use cli::{Cli, Command, DagFormatArg, LogFormat, PipelineArgs};
 use sluice_runner::plan::{Decision, Planned};
 use sluice_runner::render::{render_dag, DagFormat};
-use sluice_runner::{Engine, EngineError, LoadError, LoadOptions, Pipeline, RunOptions, Selection, Workspace};
+use sluice_runner::{
+    Engine, EngineError, LoadError, LoadOptions, Pipeline, RunOptions, Selection, Workspace,
+};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -93,11 +95,17 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
             let registry = sluice_stages::registry();
             let kinds: Vec<&str> = registry.names().collect();
             let schema = sluice_runner::schema::pipeline_schema(&kinds);
-            println!("{}", serde_json::to_string_pretty(&schema).expect("schemas serialize"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).expect("schemas serialize")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Dag(args) => {
-            let file = args.pipeline.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_PIPELINE));
+            let file = args
+                .pipeline
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PIPELINE));
             let (_, pipeline) = open(&file, &[])?;
             let format = match args.format {
                 DagFormatArg::Text => DagFormat::Text,
@@ -109,12 +117,22 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
         }
         Command::Gc(args) => {
             let engine = Engine::new(workspace()?, sluice_stages::registry());
-            let stats = engine.gc(args.dry_run).map_err(|e| Failure::Runtime(e.into()))?;
-            let verb = if args.dry_run { "would remove" } else { "removed" };
+            let stats = engine
+                .gc(args.dry_run)
+                .map_err(|e| Failure::Runtime(e.into()))?;
+            let verb = if args.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            };
             println!(
                 "{verb} {} cache entr{} and {} blob{} ({}); kept {} entr{}",
                 stats.records_removed,
-                if stats.records_removed == 1 { "y" } else { "ies" },
+                if stats.records_removed == 1 {
+                    "y"
+                } else {
+                    "ies"
+                },
                 stats.blobs_removed,
                 if stats.blobs_removed == 1 { "" } else { "s" },
                 human_bytes(stats.bytes_freed),
@@ -127,7 +145,14 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
             let (file, stages) = split_args(&args.args);
             let (engine, pipeline) = open(&file, &overrides(&args.pipeline)?)?;
             let planned = engine
-                .plan(&pipeline, &Selection { targets: stages, downstream: false }, &[])
+                .plan(
+                    &pipeline,
+                    &Selection {
+                        targets: stages,
+                        downstream: false,
+                    },
+                    &[],
+                )
                 .map_err(engine_failure)?;
             print_plan(&pipeline, &planned, args.json, false);
             Ok(ExitCode::SUCCESS)
@@ -144,24 +169,35 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
         downstream: args.downstream,
     };
     if args.dry_run {
-        let planned = engine.plan(&pipeline, &selection, &args.force).map_err(engine_failure)?;
+        let planned = engine
+            .plan(&pipeline, &selection, &args.force)
+            .map_err(engine_failure)?;
         print_plan(&pipeline, &planned, args.json, true);
         return Ok(ExitCode::SUCCESS);
     }
     if args.jobs == Some(0) {
-        return Err(Failure::Invalid("error: `--jobs` must be at least 1".into()));
+        return Err(Failure::Invalid(
+            "error: `--jobs` must be at least 1".into(),
+        ));
     }
     if !(args.kill_grace.is_finite() && args.kill_grace >= 0.0) {
-        return Err(Failure::Invalid("error: `--kill-grace` must be a number of seconds".into()));
+        return Err(Failure::Invalid(
+            "error: `--kill-grace` must be a number of seconds".into(),
+        ));
     }
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let gpus = gpus::detect(args.gpus);
 
     let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .context("cannot install signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("cannot install signal handlers")?;
     let sig_handle = signals.handle();
     let sig_thread = std::thread::spawn(move || {
         for s in signals.forever() {
@@ -216,7 +252,10 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
 fn engine_failure(e: EngineError) -> Failure {
     match e {
         EngineError::UnknownStage { .. } => {
-            let help = e.help().map(|h| format!("\n  = help: {h}")).unwrap_or_default();
+            let help = e
+                .help()
+                .map(|h| format!("\n  = help: {h}"))
+                .unwrap_or_default();
             Failure::Invalid(format!("error: {e}{help}\n"))
         }
         other => Failure::Runtime(other.into()),
@@ -226,7 +265,11 @@ fn engine_failure(e: EngineError) -> Failure {
 /// `[PIPELINE] [STAGE...]`: the first word is the pipeline when it names a YAML file.
 fn split_args(args: &[String]) -> (PathBuf, Vec<String>) {
     match args.first() {
-        Some(first) if first.ends_with(".yaml") || first.ends_with(".yml") || Path::new(first).is_file() => {
+        Some(first)
+            if first.ends_with(".yaml")
+                || first.ends_with(".yml")
+                || Path::new(first).is_file() =>
+        {
             (PathBuf::from(first), args[1..].to_vec())
         }
         _ => (PathBuf::from(DEFAULT_PIPELINE), args.to_vec()),
@@ -247,7 +290,8 @@ fn overrides(args: &PipelineArgs) -> Result<Vec<(String, String)>, Failure> {
 
 fn workspace() -> Result<Workspace, Failure> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    Ok(Workspace::open(&cwd).with_context(|| format!("cannot open workspace `{}`", cwd.display()))?)
+    Ok(Workspace::open(&cwd)
+        .with_context(|| format!("cannot open workspace `{}`", cwd.display()))?)
 }
 
 fn open(file: &Path, overrides: &[(String, String)]) -> Result<(Engine, Pipeline), Failure> {
@@ -260,7 +304,9 @@ fn open(file: &Path, overrides: &[(String, String)]) -> Result<(Engine, Pipeline
         } else {
             ""
         };
-        return Err(Failure::Invalid(format!("error: pipeline file `{display}` not found{hint}\n")));
+        return Err(Failure::Invalid(format!(
+            "error: pipeline file `{display}` not found{hint}\n"
+        )));
     }
     let pipeline = sluice_runner::load(&LoadOptions {
         root: &ws.root,
@@ -290,11 +336,23 @@ fn print_plan(pipeline: &Pipeline, planned: &[Planned], json: bool, dry_run: boo
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows).expect("plain JSON"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("plain JSON")
+        );
         return;
     }
-    let width = planned.iter().map(|p| pipeline.stages[p.idx].id.0.len()).max().unwrap_or(5).max(5);
-    println!("{:<width$}  {:<13}  reason", "stage", if dry_run { "plan" } else { "state" });
+    let width = planned
+        .iter()
+        .map(|p| pipeline.stages[p.idx].id.0.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!(
+        "{:<width$}  {:<13}  reason",
+        "stage",
+        if dry_run { "plan" } else { "state" }
+    );
     for p in planned {
         let (state, reason) = state_of(&p.decision, dry_run);
         let label = match (&p.decision, dry_run) {
@@ -305,7 +363,11 @@ fn print_plan(pipeline: &Pipeline, planned: &[Planned], json: bool, dry_run: boo
             (Decision::Run(_), false) => "stale",
         };
         let _ = state;
-        println!("{:<width$}  {label:<13}  {}", pipeline.stages[p.idx].id.0, reason.unwrap_or_default());
+        println!(
+            "{:<width$}  {label:<13}  {}",
+            pipeline.stages[p.idx].id.0,
+            reason.unwrap_or_default()
+        );
     }
 }
 

@@ -32,7 +32,8 @@ pub fn color_enabled(choice: crate::cli::ColorChoice) -> bool {
         crate::cli::ColorChoice::Always => true,
         crate::cli::ColorChoice::Never => false,
         crate::cli::ColorChoice::Auto => {
-            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::stderr().is_terminal()
         }
     }
 }
@@ -60,10 +61,13 @@ pub fn human(rx: Receiver<Event>, style: Style) {
     } else {
         MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
     };
-    let bar_style = ProgressStyle::with_template("{spinner} {prefix:<20} {elapsed:>4} {wide_bar} {pos}/{len} {msg}")
-        .expect("valid template")
-        .progress_chars("=> ");
-    let spin_style = ProgressStyle::with_template("{spinner} {prefix:<20} {elapsed:>4} {msg}").expect("valid template");
+    let bar_style = ProgressStyle::with_template(
+        "{spinner} {prefix:<20} {elapsed:>4} {wide_bar} {pos}/{len} {msg}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ");
+    let spin_style = ProgressStyle::with_template("{spinner} {prefix:<20} {elapsed:>4} {msg}")
+        .expect("valid template");
     let mut bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
     let mut rows: Vec<(String, Row)> = Vec::new();
     let say = |mp: &MultiProgress, line: String| {
@@ -75,19 +79,44 @@ pub fn human(rx: Receiver<Event>, style: Style) {
     };
     for ev in rx {
         match ev {
-            Event::RunStarted { pipeline, stages, jobs, .. } => {
+            Event::RunStarted {
+                pipeline,
+                stages,
+                jobs,
+                ..
+            } => {
                 if !style.quiet {
-                    say(&mp, format!("sluice: pipeline `{pipeline}`, {} stage(s), {jobs} job(s)", stages.len()));
+                    say(
+                        &mp,
+                        format!(
+                            "sluice: pipeline `{pipeline}`, {} stage(s), {jobs} job(s)",
+                            stages.len()
+                        ),
+                    );
                 }
             }
-            Event::StageStarted { stage, reason, gpus, .. } => {
+            Event::StageStarted {
+                stage,
+                reason,
+                gpus,
+                ..
+            } => {
                 if !style.quiet {
                     let g = if gpus.is_empty() {
                         String::new()
                     } else {
-                        format!(" [gpu {}]", gpus.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(","))
+                        format!(
+                            " [gpu {}]",
+                            gpus.iter()
+                                .map(|g| g.to_string())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        )
                     };
-                    say(&mp, format!("{} {stage}{g} ({reason})", style.paint("36", "start")));
+                    say(
+                        &mp,
+                        format!("{} {stage}{g} ({reason})", style.paint("36", "start")),
+                    );
                 }
                 if style.live {
                     let pb = mp.add(ProgressBar::new_spinner());
@@ -97,7 +126,13 @@ pub fn human(rx: Receiver<Event>, style: Style) {
                     bars.insert(stage, pb);
                 }
             }
-            Event::StageProgress { stage, done, total, unit, message } => {
+            Event::StageProgress {
+                stage,
+                done,
+                total,
+                unit,
+                message,
+            } => {
                 if let Some(pb) = bars.get(&stage) {
                     if let Some(t) = total {
                         if pb.length().is_none() {
@@ -106,19 +141,35 @@ pub fn human(rx: Receiver<Event>, style: Style) {
                         pb.set_length(t as u64);
                     }
                     pb.set_position(done as u64);
-                    let msg = [unit, message].into_iter().flatten().collect::<Vec<_>>().join(" ");
+                    let msg = [unit, message]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(" ");
                     pb.set_message(msg);
                 } else if style.verbose {
                     let of = total.map(|t| format!("/{t}")).unwrap_or_default();
-                    say(&mp, format!("      {stage}: {done}{of} {}", unit.unwrap_or_default()));
+                    say(
+                        &mp,
+                        format!("      {stage}: {done}{of} {}", unit.unwrap_or_default()),
+                    );
                 }
             }
-            Event::StageLog { stage, level, message } => {
+            Event::StageLog {
+                stage,
+                level,
+                message,
+            } => {
                 if style.verbose || matches!(level.as_str(), "warn" | "warning" | "error") {
                     say(&mp, format!("      {stage}: [{level}] {message}"));
                 }
             }
-            Event::StageMetric { stage, name, value, step } => {
+            Event::StageMetric {
+                stage,
+                name,
+                value,
+                step,
+            } => {
                 if let Some(pb) = bars.get(&stage) {
                     pb.set_message(format!("{name}={value:.4}"));
                 } else if style.verbose {
@@ -126,20 +177,40 @@ pub fn human(rx: Receiver<Event>, style: Style) {
                     say(&mp, format!("      {stage}: {name}={value}{at}"));
                 }
             }
-            Event::StageFinished { stage, outcome, duration_ms, message, log_tail } => {
+            Event::StageFinished {
+                stage,
+                outcome,
+                duration_ms,
+                message,
+                log_tail,
+            } => {
                 if let Some(pb) = bars.remove(&stage) {
                     pb.finish_and_clear();
                     mp.remove(&pb);
                 }
                 let secs = format!("{:.2}s", duration_ms as f64 / 1000.0);
                 let line = match outcome {
-                    Outcome::Ran => Some(format!("{} {stage} ({secs})", style.paint("32", "done ")),),
-                    Outcome::Restored => Some(format!("{} {stage} (from cache)", style.paint("34", "restored"))),
-                    Outcome::UpToDate => style.verbose.then(|| format!("{} {stage}", style.paint("2", "up to date"))),
+                    Outcome::Ran => {
+                        Some(format!("{} {stage} ({secs})", style.paint("32", "done ")))
+                    }
+                    Outcome::Restored => Some(format!(
+                        "{} {stage} (from cache)",
+                        style.paint("34", "restored")
+                    )),
+                    Outcome::UpToDate => style
+                        .verbose
+                        .then(|| format!("{} {stage}", style.paint("2", "up to date"))),
                     Outcome::Failed | Outcome::TimedOut => {
                         let mut s = format!(
                             "{} {stage}: {}",
-                            style.paint("31;1", if outcome == Outcome::Failed { "FAILED" } else { "TIMED OUT" }),
+                            style.paint(
+                                "31;1",
+                                if outcome == Outcome::Failed {
+                                    "FAILED"
+                                } else {
+                                    "TIMED OUT"
+                                }
+                            ),
                             message.unwrap_or_default()
                         );
                         if !log_tail.is_empty() {
@@ -150,9 +221,15 @@ pub fn human(rx: Receiver<Event>, style: Style) {
                         }
                         Some(s)
                     }
-                    Outcome::Cancelled => Some(format!("{} {stage}", style.paint("33", "cancelled"))),
+                    Outcome::Cancelled => {
+                        Some(format!("{} {stage}", style.paint("33", "cancelled")))
+                    }
                     Outcome::Skipped => (!style.quiet).then(|| {
-                        format!("{} {stage}: {}", style.paint("33", "skipped"), message.unwrap_or_default())
+                        format!(
+                            "{} {stage}: {}",
+                            style.paint("33", "skipped"),
+                            message.unwrap_or_default()
+                        )
                     }),
                 };
                 if let Some(line) = line {
@@ -160,13 +237,31 @@ pub fn human(rx: Receiver<Event>, style: Style) {
                         say(&mp, line);
                     }
                 }
-                rows.push((stage, Row { outcome, duration_ms }));
+                rows.push((
+                    stage,
+                    Row {
+                        outcome,
+                        duration_ms,
+                    },
+                ));
             }
             Event::Warning { stage, message } => {
                 let who = stage.map(|s| format!("{s}: ")).unwrap_or_default();
-                say(&mp, format!("{} {who}{message}", style.paint("33", "warning:")));
+                say(
+                    &mp,
+                    format!("{} {who}{message}", style.paint("33", "warning:")),
+                );
             }
-            Event::RunFinished { ok, interrupted, duration_ms, ran, up_to_date, restored, failed, skipped } => {
+            Event::RunFinished {
+                ok,
+                interrupted,
+                duration_ms,
+                ran,
+                up_to_date,
+                restored,
+                failed,
+                skipped,
+            } => {
                 let _ = mp.clear();
                 if style.quiet && ok {
                     continue;
@@ -175,21 +270,37 @@ pub fn human(rx: Receiver<Event>, style: Style) {
                 let listed: Vec<&(String, Row)> = if rows.len() <= 40 {
                     rows.iter().collect()
                 } else {
-                    rows.iter().filter(|(_, r)| r.outcome != Outcome::UpToDate).collect()
+                    rows.iter()
+                        .filter(|(_, r)| r.outcome != Outcome::UpToDate)
+                        .collect()
                 };
                 if !listed.is_empty() {
-                    let width = listed.iter().map(|(n, _)| n.len()).max().unwrap_or(5).max(5);
-                    out.push_str(&format!("\n{:<width$}  {:<10}  {:>8}\n", "stage", "result", "time"));
+                    let width = listed
+                        .iter()
+                        .map(|(n, _)| n.len())
+                        .max()
+                        .unwrap_or(5)
+                        .max(5);
+                    out.push_str(&format!(
+                        "\n{:<width$}  {:<10}  {:>8}\n",
+                        "stage", "result", "time"
+                    ));
                     for (name, r) in &listed {
                         let t = if matches!(r.outcome, Outcome::UpToDate | Outcome::Skipped) {
                             String::new()
                         } else {
                             format!("{:.2}s", r.duration_ms as f64 / 1000.0)
                         };
-                        out.push_str(&format!("{name:<width$}  {:<10}  {t:>8}\n", r.outcome.label()));
+                        out.push_str(&format!(
+                            "{name:<width$}  {:<10}  {t:>8}\n",
+                            r.outcome.label()
+                        ));
                     }
                     if listed.len() < rows.len() {
-                        out.push_str(&format!("({} up-to-date stages not listed)\n", rows.len() - listed.len()));
+                        out.push_str(&format!(
+                            "({} up-to-date stages not listed)\n",
+                            rows.len() - listed.len()
+                        ));
                     }
                 }
                 let verdict = if interrupted {

@@ -29,7 +29,10 @@ fn chain() -> Ws {
 }
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
 #[test]
@@ -42,8 +45,19 @@ fn chain_runs_in_order_and_then_is_up_to_date() {
     assert_eq!(ws.read("out/c.txt"), "2\nn=1\n");
     let again = ws.run(&[]);
     again.assert_ok();
-    assert!(again.started().is_empty(), "nothing should run: {:?}", again.started());
-    assert_eq!(again.outcomes(), map(&[("a", "up_to_date"), ("b", "up_to_date"), ("c", "up_to_date")]));
+    assert!(
+        again.started().is_empty(),
+        "nothing should run: {:?}",
+        again.started()
+    );
+    assert_eq!(
+        again.outcomes(),
+        map(&[
+            ("a", "up_to_date"),
+            ("b", "up_to_date"),
+            ("c", "up_to_date")
+        ])
+    );
 }
 
 #[test]
@@ -71,7 +85,8 @@ stages:
 #[test]
 fn wide_fan_out_runs_every_stage() {
     let ws = Ws::new();
-    let mut yaml = String::from("stages:\n  src: {run: 'echo seed > ${{ outputs.o }}', outputs: [o]}\n");
+    let mut yaml =
+        String::from("stages:\n  src: {run: 'echo seed > ${{ outputs.o }}', outputs: [o]}\n");
     for i in 0..30 {
         yaml.push_str(&format!(
             "  w{i}: {{run: 'cat ${{{{ stages.src.outputs.o }}}} > ${{{{ outputs.o }}}}; echo {i} >> ${{{{ outputs.o }}}}', outputs: [o]}}\n"
@@ -110,8 +125,16 @@ fn input_change_reruns_the_stage_and_downstream_with_the_reason() {
     ws.run(&[]).assert_ok();
     ws.write("data.txt", "xyz\n");
     let status = ws.sluice(&["status"]);
-    assert!(status.stdout.contains("input `src` (data.txt) changed"), "{}", status.stdout);
-    assert!(status.stdout.contains("upstream `a` is stale"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("input `src` (data.txt) changed"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("upstream `a` is stale"),
+        "{}",
+        status.stdout
+    );
     let r = ws.run(&[]);
     r.assert_ok();
     assert_eq!(r.started(), ["a", "b", "c"]);
@@ -131,7 +154,12 @@ fn early_cutoff_keeps_downstream_up_to_date_when_outputs_are_identical() {
     ws.write("data.txt", "XYZ\n");
     let r = ws.run(&[]);
     r.assert_ok();
-    assert_eq!(r.started(), ["a", "b"], "c must stay up to date: {:?}", r.outcomes());
+    assert_eq!(
+        r.started(),
+        ["a", "b"],
+        "c must stay up to date: {:?}",
+        r.outcomes()
+    );
     assert_eq!(r.outcomes()["c"], "up_to_date");
 }
 
@@ -143,7 +171,11 @@ fn param_change_reruns_only_the_stages_that_use_it() {
     r.assert_ok();
     assert_eq!(r.started(), ["c"]);
     let status = ws.sluice(&["status", "--set", "n=3"]);
-    assert!(status.stdout.contains("param `n` changed (2 → 3)"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("param `n` changed (2 → 3)"),
+        "{}",
+        status.stdout
+    );
     assert_eq!(ws.read("out/c.txt"), "2\nn=2\n");
 }
 
@@ -154,7 +186,11 @@ fn config_change_reruns_and_reverting_restores_from_cache() {
     let original = ws.read("out/b.txt");
     ws.pipeline(&CHAIN.replace("tr a-z A-Z", "tr a-z a-z"));
     let status = ws.sluice(&["status"]);
-    assert!(status.stdout.contains("config (`with`/`run`) changed"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("config (`with`/`run`) changed"),
+        "{}",
+        status.stdout
+    );
     let r = ws.run(&[]);
     r.assert_ok();
     assert_eq!(r.started(), ["b", "c"]);
@@ -197,14 +233,20 @@ fn a_modified_output_is_put_back() {
 fn version_bump_forces_a_rerun() {
     let ws = chain();
     ws.run(&[]).assert_ok();
-    ws.pipeline(&CHAIN.replace("    outputs: {o: out/a.txt}", "    outputs: {o: out/a.txt}\n    version: 2"));
+    ws.pipeline(&CHAIN.replace(
+        "    outputs: {o: out/a.txt}",
+        "    outputs: {o: out/a.txt}\n    version: 2",
+    ));
     let r = ws.run(&["a"]);
     r.assert_ok();
     assert_eq!(r.started(), ["a"]);
     let s = ws.sluice(&["status", "--json"]);
     let rows: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
     assert_eq!(rows[0]["state"], "up_to_date");
-    assert_eq!(rows[1]["state"], "up_to_date", "b's input did not change: early cutoff");
+    assert_eq!(
+        rows[1]["state"], "up_to_date",
+        "b's input did not change: early cutoff"
+    );
 }
 
 #[test]
@@ -220,7 +262,11 @@ fn targets_run_what_they_need_and_downstream_adds_dependents() {
     assert_eq!(r.started(), ["a", "b", "c"]);
     let bad = ws.run(&["bb"]);
     assert_eq!(bad.code, 2);
-    assert!(bad.stderr.contains("unknown stage `bb`") && bad.stderr.contains("did you mean `b`?"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("unknown stage `bb`") && bad.stderr.contains("did you mean `b`?"),
+        "{}",
+        bad.stderr
+    );
 }
 
 #[test]
@@ -240,7 +286,11 @@ fn dry_run_reports_the_plan_and_runs_nothing() {
     let ws = chain();
     let plan = ws.sluice(&["run", "--dry-run"]);
     plan.assert_ok();
-    assert!(plan.stdout.contains("a      would run      never run"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("a      would run      never run"),
+        "{}",
+        plan.stdout
+    );
     assert!(!ws.exists("out/a.txt"));
     assert!(!ws.exists("sluice.lock"));
     ws.run(&[]).assert_ok();
@@ -272,14 +322,32 @@ fn fail_fast_stops_new_work_and_reports_the_log_tail() {
     assert_eq!(o["bad"], "failed");
     assert_eq!(o["after_bad"], "skipped");
     assert_eq!(o["independent"], "skipped");
-    assert!(!ws.exists("out/sluice/bad/o"), "a failed stage's partial output is removed");
-    let failed = r.events().into_iter().find(|e| e["event"] == "stage_finished" && e["stage"] == "bad").unwrap();
-    assert!(failed["message"].as_str().unwrap().contains("exited with code 3"));
-    assert!(failed["log_tail"].as_array().unwrap().iter().any(|l| l == "boom"));
+    assert!(
+        !ws.exists("out/sluice/bad/o"),
+        "a failed stage's partial output is removed"
+    );
+    let failed = r
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "stage_finished" && e["stage"] == "bad")
+        .unwrap();
+    assert!(failed["message"]
+        .as_str()
+        .unwrap()
+        .contains("exited with code 3"));
+    assert!(failed["log_tail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l == "boom"));
     // The human display shows the same.
     let human = ws.sluice(&["run"]);
     assert_eq!(human.code, 1);
-    assert!(human.stderr.contains("FAILED bad: exited with code 3"), "{}", human.stderr);
+    assert!(
+        human.stderr.contains("FAILED bad: exited with code 3"),
+        "{}",
+        human.stderr
+    );
     assert!(human.stderr.contains("| boom"), "{}", human.stderr);
 }
 
@@ -314,7 +382,10 @@ stages:
     assert_eq!(r.outcomes()["hang"], "timed_out");
     let pid: i32 = ws.read("bg.pid").trim().parse().unwrap();
     // The background grandchild was in the stage's process group: it must be gone.
-    let gone = wait_for(std::time::Duration::from_secs(10), || unsafe { libc::kill(pid, 0) } != 0);
+    let gone = wait_for(
+        std::time::Duration::from_secs(10),
+        || unsafe { libc::kill(pid, 0) } != 0,
+    );
     assert!(gone, "grandchild {pid} survived the timeout");
     assert!(!ws.exists("out/sluice/hang/o"));
 }
@@ -327,7 +398,13 @@ fn missing_declared_output_fails_the_stage() {
     assert_eq!(r.code, 1);
     let ev = r.events();
     let f = ev.iter().find(|e| e["event"] == "stage_finished").unwrap();
-    assert!(f["message"].as_str().unwrap().contains("did not write its output `model` (`out/model.bin`)"), "{f}");
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not write its output `model` (`out/model.bin`)"),
+        "{f}"
+    );
     assert!(!ws.exists("sluice.lock") || !ws.read("sluice.lock").contains("lazy"));
 }
 
@@ -343,20 +420,38 @@ stages:
     env: {MODE: fast, PASSED: ~}
 "#,
     );
-    let out = ws.command(&["run", "--json"]).env("SECRET_TOKEN", "s3cr3t").env("PASSED", "yes").output().unwrap();
+    let out = ws
+        .command(&["run", "--json"])
+        .env("SECRET_TOKEN", "s3cr3t")
+        .env("PASSED", "yes")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let env = ws.read("out/sluice/show/o");
     assert!(env.contains("MODE=fast\n"));
     assert!(env.contains("PASSED=yes\n"));
     assert!(env.contains("SLUICE_STAGE=show\n"));
-    assert!(env.contains("CUDA_VISIBLE_DEVICES=\n"), "stages without GPUs see none");
-    assert!(!env.contains("SECRET_TOKEN"), "undeclared variables must not leak:\n{env}");
+    assert!(
+        env.contains("CUDA_VISIBLE_DEVICES=\n"),
+        "stages without GPUs see none"
+    );
+    assert!(
+        !env.contains("SECRET_TOKEN"),
+        "undeclared variables must not leak:\n{env}"
+    );
     // A different value of a declared variable is a different key.
-    let out = ws.command(&["status"]).env("PASSED", "no").output().unwrap();
+    let out = ws
+        .command(&["status"])
+        .env("PASSED", "no")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("env `PASSED` changed"), "{text}");
     let lock = ws.read("sluice.lock");
-    assert!(!lock.contains("yes"), "env values are hashed in the lock file, not written out");
+    assert!(
+        !lock.contains("yes"),
+        "env values are hashed in the lock file, not written out"
+    );
 }
 
 #[test]
@@ -377,8 +472,18 @@ stages:
     assert_eq!(ws.read("out/sluice/both/o"), "0,1\n");
     let none = ws.run(&["g1", "--gpus", "0", "--force", "g1"]);
     assert_eq!(none.code, 1);
-    let f = none.events().into_iter().find(|e| e["event"] == "stage_finished" && e["stage"] == "g1").unwrap();
-    assert!(f["message"].as_str().unwrap().contains("needs 1 GPU but 0 are available"), "{f}");
+    let f = none
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "stage_finished" && e["stage"] == "g1")
+        .unwrap();
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs 1 GPU but 0 are available"),
+        "{f}"
+    );
 }
 
 #[test]
@@ -401,7 +506,12 @@ stages:
     r.assert_ok();
     assert_eq!(r.outcomes()["many"], "restored");
     assert_eq!(ws.read("out/dir/sub/b"), "2\n");
-    assert_eq!(std::fs::read_link(ws.path("out/dir/link")).unwrap().to_str(), Some("a"));
+    assert_eq!(
+        std::fs::read_link(ws.path("out/dir/link"))
+            .unwrap()
+            .to_str(),
+        Some("a")
+    );
     assert_eq!(r.outcomes()["use"], "up_to_date");
 }
 
@@ -421,8 +531,18 @@ fn a_corrupt_cache_entry_is_dropped_and_the_stage_reruns() {
     let r = ws.run(&["a"]);
     r.assert_ok();
     assert_eq!(r.started(), ["a"]);
-    let warn = r.events().into_iter().find(|e| e["event"] == "warning").expect("a warning about the cache");
-    assert!(warn["message"].as_str().unwrap().contains("corrupt cache entry"), "{warn}");
+    let warn = r
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "warning")
+        .expect("a warning about the cache");
+    assert!(
+        warn["message"]
+            .as_str()
+            .unwrap()
+            .contains("corrupt cache entry"),
+        "{warn}"
+    );
     assert_eq!(ws.read("out/a.txt"), "abc\nhello\n");
 }
 
@@ -444,8 +564,18 @@ stages:
     std::fs::write(ws.path("edited"), "").unwrap();
     let r = wait_child(child, LONG);
     r.assert_ok();
-    let warn = r.events().into_iter().find(|e| e["event"] == "warning").expect("a warning");
-    assert!(warn["message"].as_str().unwrap().contains("changed while the stage ran"), "{warn}");
+    let warn = r
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "warning")
+        .expect("a warning");
+    assert!(
+        warn["message"]
+            .as_str()
+            .unwrap()
+            .contains("changed while the stage ran"),
+        "{warn}"
+    );
     // Nothing recorded: the next run runs it again, with the new content.
     let again = ws.run(&[]);
     again.assert_ok();
@@ -463,7 +593,10 @@ fn lock_file_records_keys_inputs_and_outputs() {
     assert_eq!(a["params"]["greeting"], "hello");
     assert_eq!(a["produced"]["o"]["path"], "out/a.txt");
     let out_hash = a["produced"]["o"]["hash"].as_str().unwrap();
-    assert_eq!(out_hash, blake3_hex(&std::fs::read(ws.path("out/a.txt")).unwrap()));
+    assert_eq!(
+        out_hash,
+        blake3_hex(&std::fs::read(ws.path("out/a.txt")).unwrap())
+    );
     assert_eq!(a["key"].as_str().unwrap().len(), 64);
     // A renamed pipeline file gets its own lock beside it.
     std::fs::copy(ws.path("sluice.yaml"), ws.path("other.yaml")).unwrap();
@@ -489,7 +622,11 @@ fn status_json_lists_every_stage_with_state_and_reason() {
     ws.run(&[]).assert_ok();
     let s = ws.sluice(&["status", "--json"]);
     let rows: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
-    assert!(rows.as_array().unwrap().iter().all(|r| r["state"] == "up_to_date"));
+    assert!(rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["state"] == "up_to_date"));
 }
 
 #[test]
@@ -497,11 +634,19 @@ fn gc_removes_entries_no_lock_file_refers_to() {
     let ws = chain();
     ws.run(&[]).assert_ok();
     ws.run(&["--set", "n=5"]).assert_ok();
-    let count = |ws: &Ws| std::fs::read_dir(ws.path(".sluice/cache/stages")).unwrap().count();
+    let count = |ws: &Ws| {
+        std::fs::read_dir(ws.path(".sluice/cache/stages"))
+            .unwrap()
+            .count()
+    };
     assert_eq!(count(&ws), 4, "a, b, c and the n=5 variant of c");
     let dry = ws.sluice(&["gc", "--dry-run"]);
     dry.assert_ok();
-    assert!(dry.stdout.contains("would remove 1 cache entry"), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains("would remove 1 cache entry"),
+        "{}",
+        dry.stdout
+    );
     assert_eq!(count(&ws), 4);
     let gc = ws.sluice(&["gc"]);
     gc.assert_ok();
@@ -524,14 +669,23 @@ fn a_second_run_in_the_same_workspace_waits_or_refuses() {
     assert!(wait_for(LONG, || ws.exists("running")));
     let refused = ws.run(&["--no-wait"]);
     assert_eq!(refused.code, 1);
-    assert!(refused.stderr.contains("another sluice run holds this workspace"), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("another sluice run holds this workspace"),
+        "{}",
+        refused.stderr
+    );
     let mut waiting = ws.spawn(&["run", "--json"]);
     let stdout = waiting.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
         use std::io::BufRead;
         let mut lines = Vec::new();
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line.clone());
             lines.push(line);
         }
@@ -548,5 +702,10 @@ fn a_second_run_in_the_same_workspace_waits_or_refuses() {
     let r = wait_child(waiting, LONG);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let lines = reader.join().unwrap();
-    assert!(lines.iter().any(|l| l.contains("\"stage_finished\"") && l.contains("up_to_date")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"stage_finished\"") && l.contains("up_to_date")),
+        "{lines:?}"
+    );
 }

@@ -68,10 +68,11 @@ def main():
         new_cols.append(f"{ratio[0]}_over_{ratio[1]}")
     pause = float(cfg.get("sleep", 0))
 
-    # Write to a temporary file beside the output, then rename: never a half-written output.
-    tmp = target + ".tmp"
+    # Write into the scratch directory sluice gives us (same file system), then rename into
+    # place: a killed plugin never leaves a half-written output, and sluice cleans scratch up.
+    tmp = os.path.join(request["scratch"], "table.csv")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header + new_cols)
+        writer = csv.DictWriter(f, fieldnames=header + new_cols, lineterminator="\n")
         writer.writeheader()
         total = len(rows)
         for i, row in enumerate(rows, 1):

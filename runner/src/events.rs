@@ -117,7 +117,13 @@ impl StageEventSink {
             tx,
         }
     }
-    pub fn progress(&self, done: f64, total: Option<f64>, unit: Option<String>, message: Option<String>) {
+    pub fn progress(
+        &self,
+        done: f64,
+        total: Option<f64>,
+        unit: Option<String>,
+        message: Option<String>,
+    ) {
         let _ = self.tx.send(Event::StageProgress {
             stage: self.stage.clone(),
             done,

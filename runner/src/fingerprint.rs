@@ -61,14 +61,21 @@ pub type Overlay = HashMap<WorkPath, ContentHash>;
 
 impl Fingerprint {
     /// Computes a stage's fingerprint, hashing its inputs through the memo.
-    pub fn compute(stage: &StageDef, root: &Path, hasher: &Hasher, overlay: &Overlay) -> Result<Fingerprint, FingerprintError> {
+    pub fn compute(
+        stage: &StageDef,
+        root: &Path,
+        hasher: &Hasher,
+        overlay: &Overlay,
+    ) -> Result<Fingerprint, FingerprintError> {
         let mut implementation = BTreeMap::new();
         let mut config = stage.config_text.clone();
         match &stage.kind {
             StageKind::Run { .. } => {}
             StageKind::Plugin { command, files, .. } => {
                 config.push('\0');
-                config.push_str(&canonical_json(&Json::Array(command.iter().cloned().map(Json::String).collect())));
+                config.push_str(&canonical_json(&Json::Array(
+                    command.iter().cloned().map(Json::String).collect(),
+                )));
                 for f in files {
                     let hash = hash_required(hasher, root, f, f.as_str())?;
                     implementation.insert(f.to_string(), hash);
@@ -97,7 +104,11 @@ impl Fingerprint {
             config: ContentHash::of(config.as_bytes()),
             params: stage.params.clone(),
             inputs,
-            outputs: stage.outputs.iter().map(|o| (o.name.clone(), o.path.clone())).collect(),
+            outputs: stage
+                .outputs
+                .iter()
+                .map(|o| (o.name.clone(), o.path.clone()))
+                .collect(),
             env: stage
                 .env
                 .iter()
@@ -156,7 +167,12 @@ impl Fingerprint {
     }
 }
 
-fn hash_required(hasher: &Hasher, root: &Path, path: &WorkPath, name: &str) -> Result<ContentHash, FingerprintError> {
+fn hash_required(
+    hasher: &Hasher,
+    root: &Path,
+    path: &WorkPath,
+    name: &str,
+) -> Result<ContentHash, FingerprintError> {
     match hasher.hash_path(&path.to_abs(root)) {
         Ok(Some(h)) => Ok(h.hash),
         Ok(None) => Err(FingerprintError::MissingInput {

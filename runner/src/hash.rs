@@ -31,7 +31,9 @@ impl ContentHash {
         self.hex()[..12].to_string()
     }
     pub fn parse(s: &str) -> Option<Self> {
-        blake3::Hash::from_hex(s).ok().map(|h| ContentHash(*h.as_bytes()))
+        blake3::Hash::from_hex(s)
+            .ok()
+            .map(|h| ContentHash(*h.as_bytes()))
     }
 }
 
@@ -156,7 +158,14 @@ impl Hasher {
             if let Ok(file) = serde_json::from_slice::<MemoFile>(&bytes) {
                 if file.version == MEMO_VERSION {
                     for (p, stamp, hash) in file.entries {
-                        h.memo.insert(p, MemoEntry { stamp, hash, racy: false });
+                        h.memo.insert(
+                            p,
+                            MemoEntry {
+                                stamp,
+                                hash,
+                                racy: false,
+                            },
+                        );
                     }
                 }
             }
@@ -247,7 +256,11 @@ impl Hasher {
                 let exec = meta.mode() & 0o111 != 0;
                 out.push(TreeEntry {
                     path: rel,
-                    kind: if exec { EntryKind::Exec } else { EntryKind::File },
+                    kind: if exec {
+                        EntryKind::Exec
+                    } else {
+                        EntryKind::File
+                    },
                     hash: self.hash_file(&path, &meta)?,
                 });
             }
@@ -269,7 +282,8 @@ impl Hasher {
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
         let racy = now - stamp.mtime_ns.max(stamp.ctime_ns) < RACY_NS;
-        self.memo.insert(abs.to_path_buf(), MemoEntry { stamp, hash, racy });
+        self.memo
+            .insert(abs.to_path_buf(), MemoEntry { stamp, hash, racy });
         self.dirty.store(true, Ordering::Relaxed);
         Ok(hash)
     }
@@ -305,7 +319,8 @@ pub fn metadata_snapshot(abs: &Path) -> Vec<(PathBuf, u64, i128, u64)> {
         };
         if m.is_dir() {
             if let Ok(rd) = fs::read_dir(p) {
-                let mut children: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                let mut children: Vec<PathBuf> =
+                    rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
                 children.sort();
                 for c in children {
                     go(&c, out);

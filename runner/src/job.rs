@@ -10,7 +10,7 @@ use crate::hash::{metadata_snapshot, ContentHash, Hasher};
 use crate::lock::LockFile;
 use crate::paths::resolves_inside;
 use crate::pipeline::{Pipeline, StageDef, StageKind};
-use crate::plan::{decide, Decision, RunReason};
+use crate::plan::{Checker, Decision, RunReason};
 use crate::stage::{CancelToken, StageContext, StageRegistry};
 use crate::workspace::Workspace;
 use crossbeam_channel::Sender;
@@ -35,8 +35,14 @@ pub(crate) struct RunCtx {
 /// Sent from a job to the dispatcher.
 pub(crate) enum JobMsg {
     /// The stage is about to execute; `pgid` once its process exists.
-    Executing { idx: usize, pgid: Option<i32> },
-    Done { idx: usize, result: JobResult },
+    Executing {
+        idx: usize,
+        pgid: Option<i32>,
+    },
+    Done {
+        idx: usize,
+        result: Box<JobResult>,
+    },
 }
 
 /// What became of a stage, as the job saw it.
@@ -45,7 +51,10 @@ pub(crate) enum JobResult {
     Restored(Completed),
     /// Ran and succeeded; `cached` is false when its inputs changed while it ran.
     Ran(Completed, bool),
-    Failed { message: String, log_tail: Vec<String> },
+    Failed {
+        message: String,
+        log_tail: Vec<String>,
+    },
     Cancelled,
 }
 
@@ -65,8 +74,20 @@ pub(crate) struct Job {
 
 /// The environment variables passed through to external stages unless a stage declares more.
 pub const ENV_ALLOWLIST: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES",
-    "LC_NUMERIC", "TERM", "TZ", "TMPDIR",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "LC_NUMERIC",
+    "TERM",
+    "TZ",
+    "TMPDIR",
 ];
 
 pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult {
@@ -81,16 +102,18 @@ pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult
         Err(e) => return fail(e.to_string()),
     };
     let key = fp.key();
-    let decision = decide(
-        stage,
-        &fp,
-        &key,
-        ctx.lock.stages.get(&stage.id.0),
-        ctx.store.as_ref(),
-        root,
-        &ctx.hasher,
-        job.forced,
-    );
+    tracing::debug!(stage = %stage.id, key = %key.short(), "fingerprint computed");
+    let decision = if job.forced {
+        Decision::Run(RunReason::Forced)
+    } else {
+        Checker {
+            root,
+            hasher: &ctx.hasher,
+            store: ctx.store.as_ref(),
+        }
+        .decide(stage, &fp, &key, ctx.lock.stages.get(&stage.id.0))
+    };
+    tracing::debug!(stage = %stage.id, decision = decision.label(), "decided");
     let reason = match decision {
         Decision::UpToDate(outputs) => return JobResult::UpToDate(Completed { fp, key, outputs }),
         Decision::Restore(record) => match ctx.store.restore(root, &record, &ctx.hasher) {
@@ -134,7 +157,10 @@ fn execute(
     for o in &stage.outputs {
         if !resolves_inside(root, &o.path) {
             return fail(
-                format!("output `{}` (`{}`) resolves outside the workspace through a symbolic link", o.name, o.path),
+                format!(
+                    "output `{}` (`{}`) resolves outside the workspace through a symbolic link",
+                    o.name, o.path
+                ),
                 None,
             );
         }
@@ -142,7 +168,12 @@ fn execute(
     let log_path = ctx.ws.logs_dir(&ctx.run_id).join(format!("{name}.log"));
     let log = match StageLog::create(&log_path) {
         Ok(l) => l,
-        Err(e) => return fail(format!("cannot create log `{}`: {e}", log_path.display()), None),
+        Err(e) => {
+            return fail(
+                format!("cannot create log `{}`: {e}", log_path.display()),
+                None,
+            )
+        }
     };
     // Stale outputs go first: a stage must never find (or leave) a previous run's files.
     for o in &stage.outputs {
@@ -157,9 +188,19 @@ fn execute(
     let scratch = ctx.ws.scratch_dir(&ctx.run_id, name);
     let _ = crate::atomic::remove_path(&scratch);
     if let Err(e) = std::fs::create_dir_all(&scratch) {
-        return fail(format!("cannot create scratch directory `{}`: {e}", scratch.display()), None);
+        return fail(
+            format!(
+                "cannot create scratch directory `{}`: {e}",
+                scratch.display()
+            ),
+            None,
+        );
     }
-    let before: Vec<_> = stage.inputs.iter().map(|i| metadata_snapshot(&i.path.to_abs(root))).collect();
+    let before: Vec<_> = stage
+        .inputs
+        .iter()
+        .map(|i| metadata_snapshot(&i.path.to_abs(root)))
+        .collect();
 
     let _ = ctx.events.send(Event::StageStarted {
         stage: name.clone(),
@@ -169,8 +210,16 @@ fn execute(
     });
     log.line(&format!("[sluice] running `{name}` ({reason})"));
     let events = StageEventSink::new(name, ctx.events.clone());
-    let inputs: BTreeMap<String, PathBuf> = stage.inputs.iter().map(|i| (i.name.clone(), i.path.to_abs(root))).collect();
-    let outputs: BTreeMap<String, PathBuf> = stage.outputs.iter().map(|o| (o.name.clone(), o.path.to_abs(root))).collect();
+    let inputs: BTreeMap<String, PathBuf> = stage
+        .inputs
+        .iter()
+        .map(|i| (i.name.clone(), i.path.to_abs(root)))
+        .collect();
+    let outputs: BTreeMap<String, PathBuf> = stage
+        .outputs
+        .iter()
+        .map(|o| (o.name.clone(), o.path.to_abs(root)))
+        .collect();
 
     let outcome: Result<(), String> = match &stage.kind {
         StageKind::Builtin { name: kind, .. } => {
@@ -205,7 +254,11 @@ fn execute(
             };
             run_process(ctx, job, &spec, &events, &log, tx, false)
         }
-        StageKind::Plugin { name: kind, command, .. } => {
+        StageKind::Plugin {
+            name: kind,
+            command,
+            ..
+        } => {
             let request = Request {
                 protocol: PROTOCOL_VERSION,
                 stage: name,
@@ -216,7 +269,9 @@ fn execute(
                 with: &stage.with,
                 params: &stage.params,
                 scratch: scratch.clone(),
-                devices: Devices { gpus: job.gpus.clone() },
+                devices: Devices {
+                    gpus: job.gpus.clone(),
+                },
             };
             let mut body = serde_json::to_vec(&request).expect("requests always serialize");
             body.push(b'\n');
@@ -263,7 +318,10 @@ fn execute(
             Ok(None) => {
                 drop_outputs();
                 return fail(
-                    format!("the stage succeeded but did not write its output `{}` (`{}`)", o.name, o.path),
+                    format!(
+                        "the stage succeeded but did not write its output `{}` (`{}`)",
+                        o.name, o.path
+                    ),
                     Some(&log),
                 );
             }
@@ -274,13 +332,22 @@ fn execute(
         }
     }
     let _ = crate::atomic::remove_path(&scratch);
-    let after: Vec<_> = stage.inputs.iter().map(|i| metadata_snapshot(&i.path.to_abs(root))).collect();
+    let after: Vec<_> = stage
+        .inputs
+        .iter()
+        .map(|i| metadata_snapshot(&i.path.to_abs(root)))
+        .collect();
     let completed = Completed {
         fp,
         key,
         outputs: records,
     };
-    if let Some(changed) = stage.inputs.iter().zip(before.iter().zip(&after)).find(|(_, (b, a))| b != a) {
+    if let Some(changed) = stage
+        .inputs
+        .iter()
+        .zip(before.iter().zip(&after))
+        .find(|(_, (b, a))| b != a)
+    {
         let msg = format!(
             "input `{}` ({}) changed while the stage ran; its result is not cached and it will run again next time",
             changed.0.name, changed.0.path
@@ -295,6 +362,7 @@ fn execute(
         key: completed.key,
         outputs: completed.outputs.clone(),
     };
+    tracing::debug!(stage = %name, key = %record.key.short(), "storing outputs in the cache");
     if let Err(e) = ctx.store.store(root, &record) {
         events.warn(format!("could not store outputs in the cache: {e}"));
         return JobResult::Ran(completed, false);
@@ -302,19 +370,31 @@ fn execute(
     JobResult::Ran(completed, true)
 }
 
-fn process_env(ctx: &RunCtx, stage: &StageDef, job: &Job, scratch: &std::path::Path) -> BTreeMap<String, String> {
+fn process_env(
+    ctx: &RunCtx,
+    stage: &StageDef,
+    job: &Job,
+    scratch: &std::path::Path,
+) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = ENV_ALLOWLIST
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
         .collect();
     env.insert("PYTHONUNBUFFERED".into(), "1".into());
     env.insert("SLUICE_STAGE".into(), stage.id.0.clone());
-    env.insert("SLUICE_WORKSPACE".into(), ctx.pipeline.root.display().to_string());
+    env.insert(
+        "SLUICE_WORKSPACE".into(),
+        ctx.pipeline.root.display().to_string(),
+    );
     env.insert("SLUICE_SCRATCH".into(), scratch.display().to_string());
     // Stages without GPUs see none, so undeclared GPU use cannot collide with a GPU stage.
     env.insert(
         "CUDA_VISIBLE_DEVICES".into(),
-        job.gpus.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(","),
+        job.gpus
+            .iter()
+            .map(|g| g.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
     );
     for (k, v) in &stage.env {
         env.insert(k.clone(), v.clone());
@@ -333,7 +413,10 @@ fn run_process(
 ) -> Result<(), String> {
     let idx = job.idx;
     let on_spawn = |pgid: i32| {
-        let _ = tx.send(JobMsg::Executing { idx, pgid: Some(pgid) });
+        let _ = tx.send(JobMsg::Executing {
+            idx,
+            pgid: Some(pgid),
+        });
     };
     let ctl = ExecControl {
         on_spawn: &on_spawn,
@@ -341,6 +424,7 @@ fn run_process(
         events,
         log,
     };
+    tracing::debug!(stage = %ctx.pipeline.stages[idx].id, program = %spec.program, args = ?spec.args, "spawning");
     let out = ctx.executor.execute(spec, &ctl).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             format!("cannot start `{}`: command not found", spec.program)

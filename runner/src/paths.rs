@@ -9,7 +9,9 @@ use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 /// A normalised, workspace-relative path using `/` separators. Never empty, never `..`-leading.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct WorkPath(String);
 
@@ -137,10 +139,16 @@ mod tests {
     #[test]
     fn normalises_and_refuses_escapes() {
         let root = Path::new("/ws");
-        assert_eq!(WorkPath::parse("./a//b/../c", root).unwrap().as_str(), "a/c");
+        assert_eq!(
+            WorkPath::parse("./a//b/../c", root).unwrap().as_str(),
+            "a/c"
+        );
         assert_eq!(WorkPath::parse("/ws/x/y", root).unwrap().as_str(), "x/y");
         assert_eq!(WorkPath::parse("../x", root), Err(PathProblem::Escapes));
-        assert_eq!(WorkPath::parse("/etc/passwd", root), Err(PathProblem::Escapes));
+        assert_eq!(
+            WorkPath::parse("/etc/passwd", root),
+            Err(PathProblem::Escapes)
+        );
         assert_eq!(WorkPath::parse(".", root), Err(PathProblem::Empty));
     }
 

@@ -15,30 +15,52 @@ use std::path::Path;
 /// One component of a fingerprint that differs from the last recorded run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    Kind { from: String, to: String },
+    Kind {
+        from: String,
+        to: String,
+    },
     Implementation(String),
     Version,
     Config,
-    Param { name: String, from: Option<Json>, to: Option<Json> },
-    Input { name: String, path: String },
+    Param {
+        name: String,
+        from: Option<Json>,
+        to: Option<Json>,
+    },
+    Input {
+        name: String,
+        path: String,
+    },
     InputAdded(String),
     InputRemoved(String),
     Outputs,
     Env(String),
-    Fact { name: String, from: Option<String>, to: Option<String> },
+    Fact {
+        name: String,
+        from: Option<String>,
+        to: Option<String>,
+    },
 }
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let show = |v: &Option<Json>| v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "unset".into());
+        let show = |v: &Option<Json>| {
+            v.as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "unset".into())
+        };
         match self {
             Change::Kind { from, to } => write!(f, "kind changed ({from} → {to})"),
             Change::Implementation(file) => write!(f, "plugin file `{file}` changed"),
             Change::Version => write!(f, "`version` changed"),
             Change::Config => write!(f, "config (`with`/`run`) changed"),
-            Change::Param { name, from, to } => write!(f, "param `{name}` changed ({} → {})", show(from), show(to)),
+            Change::Param { name, from, to } => {
+                write!(f, "param `{name}` changed ({} → {})", show(from), show(to))
+            }
             Change::Input { name, path } => match upstream_ref(name) {
-                Some((stage, output)) => write!(f, "output `{output}` of `{stage}` ({path}) changed"),
+                Some((stage, output)) => {
+                    write!(f, "output `{output}` of `{stage}` ({path}) changed")
+                }
                 None => write!(f, "input `{name}` ({path}) changed"),
             },
             Change::InputAdded(n) => write!(f, "input `{n}` added"),
@@ -116,80 +138,86 @@ impl Decision {
     }
 }
 
-/// Decides one stage whose fingerprint is known.
-pub fn decide(
-    stage: &StageDef,
-    fp: &Fingerprint,
-    key: &ContentHash,
-    lock: Option<&LockEntry>,
-    store: &dyn CacheStore,
-    root: &Path,
-    hasher: &Hasher,
-    forced: bool,
-) -> Decision {
-    if forced {
-        return Decision::Run(RunReason::Forced);
-    }
-    let current = |out: &OutputRecord| -> Option<OutputRecord> {
-        let h = hasher.hash_path(&out.path.to_abs(root)).ok()??;
-        Some(OutputRecord {
-            path: out.path.clone(),
-            hash: h.hash,
-            tree: h.tree,
-        })
-    };
-    // Fast path: the lock says this key produced these hashes, and they are on disk.
-    if let Some(entry) = lock.filter(|e| &e.key == key) {
-        let mut now = BTreeMap::new();
-        let mut all = entry.output_hashes.len() == stage.outputs.len();
-        for (name, locked) in &entry.output_hashes {
-            let probe = OutputRecord {
-                path: locked.path.clone(),
-                hash: locked.hash,
-                tree: None,
-            };
-            match current(&probe) {
-                Some(c) if c.hash == locked.hash => {
-                    now.insert(name.clone(), c);
-                }
-                _ => {
-                    all = false;
-                    break;
+/// What deciding needs besides the stage: where outputs live, the hasher, and the cache.
+pub struct Checker<'a> {
+    pub root: &'a Path,
+    pub hasher: &'a Hasher,
+    pub store: &'a dyn CacheStore,
+}
+
+impl Checker<'_> {
+    /// Decides one stage whose fingerprint is known. (`--force` is decided by the caller.)
+    pub fn decide(
+        &self,
+        stage: &StageDef,
+        fp: &Fingerprint,
+        key: &ContentHash,
+        lock: Option<&LockEntry>,
+    ) -> Decision {
+        let (root, hasher, store) = (self.root, self.hasher, self.store);
+        let current = |out: &OutputRecord| -> Option<OutputRecord> {
+            let h = hasher.hash_path(&out.path.to_abs(root)).ok()??;
+            Some(OutputRecord {
+                path: out.path.clone(),
+                hash: h.hash,
+                tree: h.tree,
+            })
+        };
+        // Fast path: the lock says this key produced these hashes, and they are on disk.
+        if let Some(entry) = lock.filter(|e| &e.key == key) {
+            let mut now = BTreeMap::new();
+            let mut all = entry.output_hashes.len() == stage.outputs.len();
+            for (name, locked) in &entry.output_hashes {
+                let probe = OutputRecord {
+                    path: locked.path.clone(),
+                    hash: locked.hash,
+                    tree: None,
+                };
+                match current(&probe) {
+                    Some(c) if c.hash == locked.hash => {
+                        now.insert(name.clone(), c);
+                    }
+                    _ => {
+                        all = false;
+                        break;
+                    }
                 }
             }
+            if all {
+                return Decision::UpToDate(now);
+            }
         }
-        if all {
+        if let Some(record) = store.lookup(key) {
+            let mut now = BTreeMap::new();
+            for (name, out) in &record.outputs {
+                match current(out) {
+                    Some(c) if c.hash == out.hash => {
+                        now.insert(name.clone(), c);
+                    }
+                    _ => return Decision::Restore(record),
+                }
+            }
             return Decision::UpToDate(now);
         }
-    }
-    if let Some(record) = store.lookup(key) {
-        let mut now = BTreeMap::new();
-        for (name, out) in &record.outputs {
-            match current(out) {
-                Some(c) if c.hash == out.hash => {
-                    now.insert(name.clone(), c);
-                }
-                _ => return Decision::Restore(record),
-            }
-        }
-        return Decision::UpToDate(now);
-    }
-    match lock {
-        None => Decision::Run(RunReason::NeverRun),
-        Some(entry) if &entry.key == key => {
-            // Same key, outputs differ, nothing cached: say which output.
-            for o in &stage.outputs {
-                match hasher.hash_path(&o.path.to_abs(root)).ok().flatten() {
-                    None => return Decision::Run(RunReason::OutputMissing(o.name.clone())),
-                    Some(h) if entry.output_hashes.get(&o.name).map(|l| l.hash) != Some(h.hash) => {
-                        return Decision::Run(RunReason::OutputModified(o.name.clone()))
+        match lock {
+            None => Decision::Run(RunReason::NeverRun),
+            Some(entry) if &entry.key == key => {
+                // Same key, outputs differ, nothing cached: say which output.
+                for o in &stage.outputs {
+                    match hasher.hash_path(&o.path.to_abs(root)).ok().flatten() {
+                        None => return Decision::Run(RunReason::OutputMissing(o.name.clone())),
+                        Some(h)
+                            if entry.output_hashes.get(&o.name).map(|l| l.hash) != Some(h.hash) =>
+                        {
+                            return Decision::Run(RunReason::OutputModified(o.name.clone()))
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
+                Decision::Run(RunReason::Changed(Vec::new()))
             }
-            Decision::Run(RunReason::Changed(Vec::new()))
+            Some(entry) => Decision::Run(RunReason::Changed(diff(&entry.fingerprint, fp))),
         }
-        Some(entry) => Decision::Run(RunReason::Changed(diff(&entry.fingerprint, fp))),
     }
 }
 
@@ -280,6 +308,11 @@ pub fn plan_ahead(
     store: &dyn CacheStore,
     hasher: &Hasher,
 ) -> Vec<Planned> {
+    let checker = Checker {
+        root: &pipeline.root,
+        hasher,
+        store,
+    };
     let mut overlay = Overlay::new();
     let mut will_run: BTreeMap<usize, String> = BTreeMap::new();
     let mut out = Vec::new();
@@ -310,21 +343,17 @@ pub fn plan_ahead(
         let (decision, key) = match Fingerprint::compute(stage, &pipeline.root, hasher, &overlay) {
             Ok(fp) => {
                 let key = fp.key();
-                let d = decide(
-                    stage,
-                    &fp,
-                    &key,
-                    lock.stages.get(&stage.id.0),
-                    store,
-                    &pipeline.root,
-                    hasher,
-                    forced.contains(&idx),
-                );
+                let d = if forced.contains(&idx) {
+                    Decision::Run(RunReason::Forced)
+                } else {
+                    checker.decide(stage, &fp, &key, lock.stages.get(&stage.id.0))
+                };
                 (d, Some(key))
             }
-            Err(FingerprintError::MissingInput { name, path }) => {
-                (Decision::Run(RunReason::InputMissing(format!("`{name}` ({path})"))), None)
-            }
+            Err(FingerprintError::MissingInput { name, path }) => (
+                Decision::Run(RunReason::InputMissing(format!("`{name}` ({path})"))),
+                None,
+            ),
             Err(e) => (Decision::Run(RunReason::InputMissing(e.to_string())), None),
         };
         match &decision {

@@ -31,7 +31,13 @@ pub fn render_dag(p: &Pipeline, format: DagFormat) -> String {
             let _ = writeln!(out, "digraph \"{}\" {{", p.name);
             let _ = writeln!(out, "  rankdir=LR;");
             for s in &p.stages {
-                let _ = writeln!(out, "  \"{}\" [label=\"{}\\n{}\"];", s.id, s.id, s.kind.label());
+                let _ = writeln!(
+                    out,
+                    "  \"{}\" [label=\"{}\\n{}\"];",
+                    s.id,
+                    s.id,
+                    s.kind.label()
+                );
             }
             let mut edges: Vec<(usize, usize)> = p.graph.edges().collect();
             edges.sort();

@@ -83,7 +83,11 @@ struct Dispatcher {
     lock_error: Option<String>,
 }
 
-pub(crate) fn dispatch(ctx: Arc<RunCtx>, opts: DispatchOptions, signals: Receiver<i32>) -> DispatchReport {
+pub(crate) fn dispatch(
+    ctx: Arc<RunCtx>,
+    opts: DispatchOptions,
+    signals: Receiver<i32>,
+) -> DispatchReport {
     let jobs = opts.jobs.max(1);
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
     let (msg_tx, msg_rx) = crossbeam_channel::unbounded::<JobMsg>();
@@ -95,7 +99,10 @@ pub(crate) fn dispatch(ctx: Arc<RunCtx>, opts: DispatchOptions, signals: Receive
             std::thread::spawn(move || {
                 for job in rx {
                     let result = run_job(&ctx, &job, &tx);
-                    let _ = tx.send(JobMsg::Done { idx: job.idx, result });
+                    let _ = tx.send(JobMsg::Done {
+                        idx: job.idx,
+                        result: Box::new(result),
+                    });
                 }
             })
         })
@@ -103,7 +110,12 @@ pub(crate) fn dispatch(ctx: Arc<RunCtx>, opts: DispatchOptions, signals: Receive
     drop(msg_tx);
 
     let graph = &ctx.pipeline.graph;
-    let position: BTreeMap<usize, usize> = graph.topo_order().iter().enumerate().map(|(p, &i)| (i, p)).collect();
+    let position: BTreeMap<usize, usize> = graph
+        .topo_order()
+        .iter()
+        .enumerate()
+        .map(|(p, &i)| (i, p))
+        .collect();
     let mut waiting = BTreeMap::new();
     let mut ready = BTreeSet::new();
     for &i in &opts.selection {
@@ -142,14 +154,19 @@ pub(crate) fn dispatch(ctx: Arc<RunCtx>, opts: DispatchOptions, signals: Receive
         if d.running.is_empty() && (d.ready.is_empty() || d.stop.is_some()) {
             break;
         }
-        let next_deadline = d.running.values().flat_map(|r| [r.deadline, r.kill_at]).flatten().min();
+        let next_deadline = d
+            .running
+            .values()
+            .flat_map(|r| [r.deadline, r.kill_at])
+            .flatten()
+            .min();
         let timeout = next_deadline
             .map(|t| t.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
         select! {
             recv(msg_rx) -> msg => match msg {
                 Ok(JobMsg::Executing { idx, pgid }) => d.executing(idx, pgid),
-                Ok(JobMsg::Done { idx, result }) => d.job_done(idx, result),
+                Ok(JobMsg::Done { idx, result }) => d.job_done(idx, *result),
                 Err(_) => break,
             },
             recv(signals) -> sig => {
@@ -175,14 +192,26 @@ pub(crate) fn dispatch(ctx: Arc<RunCtx>, opts: DispatchOptions, signals: Receive
         let _ = w.join();
     }
     let interrupted = d.stop >= Some(CancelReason::Interrupt);
-    let left: Vec<usize> = d.opts.selection.iter().copied().filter(|i| !d.done.contains_key(i)).collect();
+    let left: Vec<usize> = d
+        .opts
+        .selection
+        .iter()
+        .copied()
+        .filter(|i| !d.done.contains_key(i))
+        .collect();
     for i in left {
         let msg = if interrupted {
             "not started: interrupted"
         } else {
             "not started: the run stopped after a failure"
         };
-        d.finish(i, Outcome::Skipped, Instant::now(), Some(msg.into()), Vec::new());
+        d.finish(
+            i,
+            Outcome::Skipped,
+            Instant::now(),
+            Some(msg.into()),
+            Vec::new(),
+        );
     }
     if d.lock_dirty {
         d.write_lock();
@@ -249,7 +278,9 @@ impl Dispatcher {
     fn executing(&mut self, idx: usize, pgid: Option<i32>) {
         let timeout = self.ctx.pipeline.stages[idx].timeout;
         let force = self.stop == Some(CancelReason::ForceKill);
-        let Some(r) = self.running.get_mut(&idx) else { return };
+        let Some(r) = self.running.get_mut(&idx) else {
+            return;
+        };
         r.pgid = pgid.or(r.pgid);
         if r.deadline.is_none() && !r.timed_out {
             r.deadline = timeout.map(|t| Instant::now() + t);
@@ -260,14 +291,19 @@ impl Dispatcher {
     }
 
     fn job_done(&mut self, idx: usize, result: JobResult) {
-        let Some(r) = self.running.remove(&idx) else { return };
+        let Some(r) = self.running.remove(&idx) else {
+            return;
+        };
         self.cpus_free += r.cpus;
         self.gpus_free.extend(r.gpus.iter().copied());
         self.gpus_free.sort_unstable();
         let name = self.ctx.pipeline.stages[idx].id.0.clone();
         let timeout_msg = || {
             let t = self.ctx.pipeline.stages[idx].timeout.unwrap_or_default();
-            format!("timed out after {}; its process group was killed", humane(t))
+            format!(
+                "timed out after {}; its process group was killed",
+                humane(t)
+            )
         };
         let (outcome, message, tail) = match result {
             JobResult::UpToDate(c) => {
@@ -282,10 +318,18 @@ impl Dispatcher {
                 self.record(&name, cached.then_some(c));
                 (Outcome::Ran, None, Vec::new())
             }
-            JobResult::Failed { log_tail, .. } if r.timed_out => (Outcome::TimedOut, Some(timeout_msg()), log_tail),
+            JobResult::Failed { log_tail, .. } if r.timed_out => {
+                (Outcome::TimedOut, Some(timeout_msg()), log_tail)
+            }
             JobResult::Failed { message, log_tail } => (Outcome::Failed, Some(message), log_tail),
-            JobResult::Cancelled if r.timed_out => (Outcome::TimedOut, Some(timeout_msg()), Vec::new()),
-            JobResult::Cancelled => (Outcome::Cancelled, Some("cancelled; partial outputs removed".into()), Vec::new()),
+            JobResult::Cancelled if r.timed_out => {
+                (Outcome::TimedOut, Some(timeout_msg()), Vec::new())
+            }
+            JobResult::Cancelled => (
+                Outcome::Cancelled,
+                Some("cancelled; partial outputs removed".into()),
+                Vec::new(),
+            ),
         };
         self.finish(idx, outcome, r.started, message, tail);
         if outcome.is_success() {
@@ -324,7 +368,11 @@ impl Dispatcher {
 
     fn on_failure(&mut self, idx: usize) {
         if self.opts.keep_going {
-            let below = self.ctx.pipeline.graph.downstream_closure(&[idx].into_iter().collect());
+            let below = self
+                .ctx
+                .pipeline
+                .graph
+                .downstream_closure(&[idx].into_iter().collect());
             let failed = self.ctx.pipeline.stages[idx].id.0.clone();
             for i in below {
                 if i == idx || !self.opts.selection.contains(&i) || self.done.contains_key(&i) {
@@ -332,7 +380,13 @@ impl Dispatcher {
                 }
                 self.waiting.remove(&i);
                 self.ready.retain(|&(_, j)| j != i);
-                self.finish(i, Outcome::Skipped, Instant::now(), Some(format!("upstream `{failed}` failed")), Vec::new());
+                self.finish(
+                    i,
+                    Outcome::Skipped,
+                    Instant::now(),
+                    Some(format!("upstream `{failed}` failed")),
+                    Vec::new(),
+                );
             }
         } else if self.stop.is_none() {
             self.stop = Some(CancelReason::StageFailed);
@@ -373,7 +427,14 @@ impl Dispatcher {
         }
     }
 
-    fn finish(&mut self, idx: usize, outcome: Outcome, started: Instant, message: Option<String>, log_tail: Vec<String>) {
+    fn finish(
+        &mut self,
+        idx: usize,
+        outcome: Outcome,
+        started: Instant,
+        message: Option<String>,
+        log_tail: Vec<String>,
+    ) {
         let duration = started.elapsed();
         let _ = self.ctx.events.send(Event::StageFinished {
             stage: self.ctx.pipeline.stages[idx].id.0.clone(),
@@ -387,7 +448,10 @@ impl Dispatcher {
 
     fn write_lock(&mut self) {
         if let Err(e) = self.lock.save(&self.opts.lock_path) {
-            self.lock_error = Some(format!("cannot write `{}`: {e}", self.opts.lock_path.display()));
+            self.lock_error = Some(format!(
+                "cannot write `{}`: {e}",
+                self.opts.lock_path.display()
+            ));
         }
         self.lock_dirty = false;
         self.lock_written = Instant::now();
@@ -418,7 +482,15 @@ fn lock_entry(c: Completed) -> LockEntry {
         output_hashes: c
             .outputs
             .into_iter()
-            .map(|(k, o)| (k, LockedOutput { path: o.path, hash: o.hash }))
+            .map(|(k, o)| {
+                (
+                    k,
+                    LockedOutput {
+                        path: o.path,
+                        hash: o.hash,
+                    },
+                )
+            })
             .collect(),
     }
 }

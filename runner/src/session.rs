@@ -38,8 +38,12 @@ impl EngineError {
     pub fn help(&self) -> Option<String> {
         match self {
             EngineError::UnknownStage { help, .. } => help.clone(),
-            EngineError::Busy { .. } => Some("wait for it to finish, or run without `--no-wait` to queue behind it".into()),
-            EngineError::Lock(_) => Some("fix or delete the lock file; the cache still holds every result".into()),
+            EngineError::Busy { .. } => {
+                Some("wait for it to finish, or run without `--no-wait` to queue behind it".into())
+            }
+            EngineError::Lock(_) => {
+                Some("fix or delete the lock file; the cache still holds every result".into())
+            }
             EngineError::Io { .. } => None,
         }
     }
@@ -105,7 +109,11 @@ impl Engine {
 
     /// Resolves stage names to indices: the targets and what they need (and, with `downstream`,
     /// what depends on them). No targets means every stage.
-    pub fn select(&self, pipeline: &Pipeline, sel: &Selection) -> Result<BTreeSet<usize>, EngineError> {
+    pub fn select(
+        &self,
+        pipeline: &Pipeline,
+        sel: &Selection,
+    ) -> Result<BTreeSet<usize>, EngineError> {
         if sel.targets.is_empty() {
             return Ok((0..pipeline.stages.len()).collect());
         }
@@ -118,15 +126,33 @@ impl Engine {
         Ok(pipeline.graph.upstream_closure(&roots))
     }
 
-    fn indices(&self, pipeline: &Pipeline, names: &[String]) -> Result<BTreeSet<usize>, EngineError> {
+    fn indices(
+        &self,
+        pipeline: &Pipeline,
+        names: &[String],
+    ) -> Result<BTreeSet<usize>, EngineError> {
         names
             .iter()
             .map(|n| {
-                pipeline.by_name.get(n).copied().ok_or_else(|| EngineError::UnknownStage {
-                    name: n.clone(),
-                    help: did_you_mean(n, pipeline.stages.iter().map(|s| s.id.0.as_str()))
-                        .or_else(|| Some(format!("stages: {}", pipeline.stages.iter().map(|s| s.id.0.as_str()).collect::<Vec<_>>().join(", ")))),
-                })
+                pipeline
+                    .by_name
+                    .get(n)
+                    .copied()
+                    .ok_or_else(|| EngineError::UnknownStage {
+                        name: n.clone(),
+                        help: did_you_mean(n, pipeline.stages.iter().map(|s| s.id.0.as_str()))
+                            .or_else(|| {
+                                Some(format!(
+                                    "stages: {}",
+                                    pipeline
+                                        .stages
+                                        .iter()
+                                        .map(|s| s.id.0.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ))
+                            }),
+                    })
             })
             .collect()
     }
@@ -136,12 +162,24 @@ impl Engine {
     }
 
     /// Decides every selected stage without running anything (`status`, `run --dry-run`).
-    pub fn plan(&self, pipeline: &Pipeline, sel: &Selection, force: &[String]) -> Result<Vec<Planned>, EngineError> {
+    pub fn plan(
+        &self,
+        pipeline: &Pipeline,
+        sel: &Selection,
+        force: &[String],
+    ) -> Result<Vec<Planned>, EngineError> {
         let selection = self.select(pipeline, sel)?;
         let forced = self.indices(pipeline, force)?;
         let lock = self.load_lock(pipeline)?;
         let hasher = Hasher::load(&self.ws.memo_path());
-        let planned = plan_ahead(pipeline, &selection, &forced, &lock, self.store.as_ref(), &hasher);
+        let planned = plan_ahead(
+            pipeline,
+            &selection,
+            &forced,
+            &lock,
+            self.store.as_ref(),
+            &hasher,
+        );
         if self.ws.dir.exists() {
             let _ = hasher.save(&self.ws.memo_path());
         }
@@ -169,7 +207,11 @@ impl Engine {
                     message: format!(
                         "another sluice run{} is using this workspace; {}",
                         pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
-                        if opts.wait { "waiting for it to finish…" } else { "not waiting (--no-wait)" }
+                        if opts.wait {
+                            "waiting for it to finish…"
+                        } else {
+                            "not waiting (--no-wait)"
+                        }
                     ),
                 });
             })
@@ -180,10 +222,14 @@ impl Engine {
         let lock = self.load_lock(&pipeline)?;
         let hasher = Arc::new(Hasher::load(&self.ws.memo_path()));
         let run_id = new_run_id();
+        tracing::info!(run_id = %run_id, pipeline = %pipeline.name, stages = selection.len(), jobs = opts.jobs, "run starting");
         let _ = events.send(Event::RunStarted {
             run_id: run_id.clone(),
             pipeline: pipeline.name.clone(),
-            stages: selection.iter().map(|&i| pipeline.stages[i].id.0.clone()).collect(),
+            stages: selection
+                .iter()
+                .map(|&i| pipeline.stages[i].id.0.clone())
+                .collect(),
             jobs: opts.jobs,
             gpus: opts.gpus.len(),
         });
@@ -212,7 +258,10 @@ impl Engine {
             signals,
         );
         if let Some(e) = report.lock_error {
-            let _ = events.send(Event::Warning { stage: None, message: e });
+            let _ = events.send(Event::Warning {
+                stage: None,
+                message: e,
+            });
         }
         if let Err(e) = hasher.save(&self.ws.memo_path()) {
             let _ = events.send(Event::Warning {
@@ -253,6 +302,8 @@ impl Engine {
             let lock = LockFile::load(&path, "")?;
             keep.extend(lock.stages.values().map(|e| e.key));
         }
-        self.store.gc(&keep, dry_run).map_err(io("cannot clean the cache"))
+        self.store
+            .gc(&keep, dry_run)
+            .map_err(io("cannot clean the cache"))
     }
 }

@@ -49,7 +49,11 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Pipeline, LoadError> {
     })?;
     let file = std::path::absolute(opts.file).unwrap_or_else(|_| opts.file.to_path_buf());
     let (raw, mut problems) = parse_raw(&source);
-    let pipeline = if problems.0.iter().any(|p| p.diag.message.starts_with("invalid YAML")) {
+    let pipeline = if problems
+        .0
+        .iter()
+        .any(|p| p.diag.message.starts_with("invalid YAML"))
+    {
         None
     } else {
         Validator {
@@ -65,11 +69,18 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Pipeline, LoadError> {
                 .0
                 .into_iter()
                 .map(|p| {
-                    let loc = p.diag.location.or_else(|| p.path.as_ref().and_then(|path| locate(&source, path)));
+                    let loc = p
+                        .diag
+                        .location
+                        .or_else(|| p.path.as_ref().and_then(|path| locate(&source, path)));
                     p.diag.at(loc)
                 })
                 .collect();
-            items.sort_by_key(|d| d.location.map(|l| (l.line, l.column)).unwrap_or((usize::MAX, 0)));
+            items.sort_by_key(|d| {
+                d.location
+                    .map(|l| (l.line, l.column))
+                    .unwrap_or((usize::MAX, 0))
+            });
             Err(LoadError::Invalid(Diagnostics {
                 file: opts.display.clone(),
                 source,
@@ -133,17 +144,24 @@ impl Validator<'_, '_> {
                 Ok(j) => {
                     params.insert(k.clone(), j);
                 }
-                Err(e) => self.problems.push(&top.k("params").k(k), format!("param `{k}`: {e}"), None),
+                Err(e) => {
+                    self.problems
+                        .push(&top.k("params").k(k), format!("param `{k}`: {e}"), None)
+                }
             }
         }
         for (k, v) in self.opts.overrides {
             if !params.contains_key(k) {
                 let help = did_you_mean(k, params.keys().map(String::as_str))
                     .unwrap_or_else(|| "declare it under `params:` first".to_string());
-                self.problems.push_unlocated(format!("`--set {k}=...` names an unknown param `{k}`"), Some(help));
+                self.problems.push_unlocated(
+                    format!("`--set {k}=...` names an unknown param `{k}`"),
+                    Some(help),
+                );
                 continue;
             }
-            let parsed: serde_yaml::Value = serde_yaml::from_str(v).unwrap_or(serde_yaml::Value::String(v.clone()));
+            let parsed: serde_yaml::Value =
+                serde_yaml::from_str(v).unwrap_or(serde_yaml::Value::String(v.clone()));
             let j = serde_json::to_value(parsed).unwrap_or(Json::String(v.clone()));
             params.insert(k.clone(), j);
         }
@@ -174,7 +192,10 @@ impl Validator<'_, '_> {
             if !is_ident(&s.name) {
                 self.problems.push(
                     &s.path.key_of(),
-                    format!("stage name `{}` must use only letters, digits, `_` and `-`", s.name),
+                    format!(
+                        "stage name `{}` must use only letters, digits, `_` and `-`",
+                        s.name
+                    ),
                     None,
                 );
             }
@@ -193,7 +214,11 @@ impl Validator<'_, '_> {
         // Pass 2: inputs, config, command, env; edges.
         let mut stages: Vec<StageDef> = Vec::new();
         let mut edges: BTreeSet<(usize, usize)> = BTreeSet::new();
-        let index: HashMap<String, usize> = stage_names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        let index: HashMap<String, usize> = stage_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
         for (idx, s) in raw.stages.iter().enumerate() {
             let own_outputs = outputs_by_stage.get(&s.name).cloned().unwrap_or_default();
             let mut used = Used::default();
@@ -220,25 +245,34 @@ impl Validator<'_, '_> {
             let with_path = s.path.k("with");
             let with = match &s.with {
                 serde_yaml::Value::Null => Json::Object(Default::default()),
-                v => self.splice_value(v, &with_path, &scope, &mut used).unwrap_or(Json::Null),
+                v => self
+                    .splice_value(v, &with_path, &scope, &mut used)
+                    .unwrap_or(Json::Null),
             };
             let config_text = {
                 let raw_with = serde_json::to_value(&s.with).unwrap_or(Json::Null);
                 let mut m = serde_json::Map::new();
                 m.insert("with".into(), raw_with);
-                m.insert("run".into(), s.run.clone().map(Json::String).unwrap_or(Json::Null));
+                m.insert(
+                    "run".into(),
+                    s.run.clone().map(Json::String).unwrap_or(Json::Null),
+                );
                 crate::fingerprint::canonical_json(&Json::Object(m))
             };
             let mut kind = kinds[idx].clone();
             if let Some(StageKind::Run { command }) = &mut kind {
-                if let Some(c) = self.splice_text(command, &s.path.k("run"), &scope, Splice::Shell, &mut used) {
+                if let Some(c) =
+                    self.splice_text(command, &s.path.k("run"), &scope, Splice::Shell, &mut used)
+                {
                     *command = c;
                 }
             }
             let mut env = BTreeMap::new();
             for (k, v) in &s.env {
                 let value = match v {
-                    Some(v) => self.splice_text(v, &s.path.k("env").k(k), &scope, Splice::Text, &mut used),
+                    Some(v) => {
+                        self.splice_text(v, &s.path.k("env").k(k), &scope, Splice::Text, &mut used)
+                    }
                     None => Some(std::env::var(k).unwrap_or_default()),
                 };
                 if let Some(value) = value {
@@ -257,14 +291,21 @@ impl Validator<'_, '_> {
                 }
             });
             let mut facts = Vec::new();
-            if let Some(StageKind::Builtin { name: kind_name, .. }) = &kind {
+            if let Some(StageKind::Builtin {
+                name: kind_name, ..
+            }) = &kind
+            {
                 if let Some(stage) = self.opts.registry.get(kind_name) {
                     for problem in stage.check(&with) {
                         let mut p = with_path.clone();
                         for seg in &problem.path {
                             p = p.k(seg);
                         }
-                        self.problems.push(&p, format!("stage `{}`: {}", s.name, problem.message), problem.help);
+                        self.problems.push(
+                            &p,
+                            format!("stage `{}`: {}", s.name, problem.message),
+                            problem.help,
+                        );
                     }
                     facts = stage.env_facts(&with);
                 }
@@ -322,7 +363,9 @@ impl Validator<'_, '_> {
             stages.push(StageDef {
                 id: StageId(s.name.clone()),
                 idx,
-                kind: kind.unwrap_or(StageKind::Run { command: String::new() }),
+                kind: kind.unwrap_or(StageKind::Run {
+                    command: String::new(),
+                }),
                 inputs: input_list,
                 outputs,
                 with,
@@ -348,7 +391,10 @@ impl Validator<'_, '_> {
                 self.problems.push(
                     &raw.stages[first].path.key_of(),
                     format!("the stages form a cycle: {}", names.join(" → ")),
-                    Some("a stage cannot depend, directly or through others, on its own outputs".into()),
+                    Some(
+                        "a stage cannot depend, directly or through others, on its own outputs"
+                            .into(),
+                    ),
                 );
                 None
             }
@@ -366,7 +412,11 @@ impl Validator<'_, '_> {
         })
     }
 
-    fn kind(&mut self, s: &RawStage, plugins: &BTreeMap<String, (Vec<String>, Vec<WorkPath>)>) -> Option<StageKind> {
+    fn kind(
+        &mut self,
+        s: &RawStage,
+        plugins: &BTreeMap<String, (Vec<String>, Vec<WorkPath>)>,
+    ) -> Option<StageKind> {
         match (&s.uses, &s.run) {
             (Some(_), Some(_)) => {
                 self.problems.push(
@@ -384,7 +434,9 @@ impl Validator<'_, '_> {
                 );
                 None
             }
-            (None, Some(run)) => Some(StageKind::Run { command: run.clone() }),
+            (None, Some(run)) => Some(StageKind::Run {
+                command: run.clone(),
+            }),
             (Some(kind), None) => {
                 if let Some(stage) = self.opts.registry.get(kind) {
                     Some(StageKind::Builtin {
@@ -405,24 +457,42 @@ impl Validator<'_, '_> {
                         .map(str::to_string)
                         .chain(plugins.keys().cloned())
                         .collect();
-                    let help = did_you_mean(kind, known.iter().map(String::as_str)).unwrap_or_else(|| {
-                        if known.is_empty() {
-                            "declare it under `plugins:`".to_string()
-                        } else {
-                            format!("known kinds: {}; or declare it under `plugins:`", known.join(", "))
-                        }
-                    });
-                    self.problems.push(&s.path.k("uses"), format!("unknown stage kind `{kind}`"), Some(help));
+                    let help =
+                        did_you_mean(kind, known.iter().map(String::as_str)).unwrap_or_else(|| {
+                            if known.is_empty() {
+                                "declare it under `plugins:`".to_string()
+                            } else {
+                                format!(
+                                    "known kinds: {}; or declare it under `plugins:`",
+                                    known.join(", ")
+                                )
+                            }
+                        });
+                    self.problems.push(
+                        &s.path.k("uses"),
+                        format!("unknown stage kind `{kind}`"),
+                        Some(help),
+                    );
                     None
                 }
             }
         }
     }
 
-    fn outputs(&mut self, s: &RawStage, kind: Option<&StageKind>, pipeline: &str) -> BTreeMap<String, WorkPath> {
+    fn outputs(
+        &mut self,
+        s: &RawStage,
+        kind: Option<&StageKind>,
+        pipeline: &str,
+    ) -> BTreeMap<String, WorkPath> {
         let mut declared: Vec<(String, Option<String>)> = s.outputs.clone();
         if let Some(StageKind::Builtin { name, .. }) = kind {
-            let allowed = self.opts.registry.get(name).map(|st| st.outputs()).unwrap_or(&[]);
+            let allowed = self
+                .opts
+                .registry
+                .get(name)
+                .map(|st| st.outputs())
+                .unwrap_or(&[]);
             for (n, _) in &declared {
                 if !allowed.contains(&n.as_str()) {
                     let help = did_you_mean(n, allowed.iter().copied())
@@ -454,21 +524,40 @@ impl Validator<'_, '_> {
                     }
                     (p, s.path.k("outputs").k(&n))
                 }
-                None => (format!("out/{pipeline}/{}/{n}", s.name), s.path.k("outputs").k(&n).key_of()),
+                None => (
+                    format!("out/{pipeline}/{}/{n}", s.name),
+                    s.path.k("outputs").k(&n).key_of(),
+                ),
             };
-            if let Some(wp) = self.work_path(&text, &ypath, &format!("output `{n}`")) {
-                if wp.as_str() == ".sluice" || wp.as_str().starts_with(".sluice/") {
-                    self.problems.push(&ypath, format!("output `{n}` is inside `.sluice/`, which sluice owns"), None);
-                    continue;
+            let valid = match self.work_path(&text, &ypath, &format!("output `{n}`")) {
+                Some(wp) if wp.as_str() == ".sluice" || wp.as_str().starts_with(".sluice/") => {
+                    self.problems.push(
+                        &ypath,
+                        format!("output `{n}` is inside `.sluice/`, which sluice owns"),
+                        None,
+                    );
+                    None
                 }
-                if !resolves_inside(self.opts.root, &wp) {
+                Some(wp) if !resolves_inside(self.opts.root, &wp) => {
                     self.problems.push(
                         &ypath,
                         format!("output `{n}` (`{wp}`) resolves outside the workspace through a symbolic link"),
                         Some("outputs must stay inside the workspace; write somewhere else or remove the link".into()),
                     );
-                    continue;
+                    None
                 }
+                other => other,
+            };
+            // An invalid output still gets a (never used) path, so that references to it do not
+            // cascade into more errors.
+            let safe = |t: &str| {
+                t.replace(
+                    |c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                    "_",
+                )
+            };
+            let placeholder = format!(".sluice/invalid/{}/{}", safe(&s.name), safe(&n));
+            if let Some(wp) = valid.or_else(|| WorkPath::parse(&placeholder, self.opts.root).ok()) {
                 out.insert(n, wp);
             }
         }
@@ -479,14 +568,18 @@ impl Validator<'_, '_> {
         match WorkPath::parse(text, self.opts.root) {
             Ok(wp) => Some(wp),
             Err(PathProblem::Empty) => {
-                self.problems.push(path, format!("{what} has an empty path"), None);
+                self.problems
+                    .push(path, format!("{what} has an empty path"), None);
                 None
             }
             Err(PathProblem::Escapes) => {
                 self.problems.push(
                     path,
                     format!("{what} path `{text}` is outside the workspace"),
-                    Some(format!("paths are relative to the workspace `{}`", self.opts.root.display())),
+                    Some(format!(
+                        "paths are relative to the workspace `{}`",
+                        self.opts.root.display()
+                    )),
                 );
                 None
             }
@@ -511,10 +604,17 @@ impl Validator<'_, '_> {
                 let msg = if a.0 == b.0 {
                     format!("stages `{sa}` and `{sb}` both write `{}`", a.0)
                 } else {
-                    format!("output `{}` of stage `{sb}` lies inside output `{}` of stage `{sa}`", b.0, a.0)
+                    format!(
+                        "output `{}` of stage `{sb}` lies inside output `{}` of stage `{sa}`",
+                        b.0, a.0
+                    )
                 };
                 let help = "every output path belongs to exactly one stage".to_string();
-                let p = if raw[b.1].outputs.iter().any(|(n, p)| n == b.2 && p.is_some()) {
+                let p = if raw[b.1]
+                    .outputs
+                    .iter()
+                    .any(|(n, p)| n == b.2 && p.is_some())
+                {
                     raw[b.1].path.k("outputs").k(b.2)
                 } else {
                     raw[b.1].path.key_of()
@@ -525,14 +625,22 @@ impl Validator<'_, '_> {
     }
 
     /// Connects each input to the stage producing it, or checks that it exists.
-    fn link_inputs(&mut self, raw: &[RawStage], stages: &mut [StageDef], edges: &mut BTreeSet<(usize, usize)>) {
+    fn link_inputs(
+        &mut self,
+        raw: &[RawStage],
+        stages: &mut [StageDef],
+        edges: &mut BTreeSet<(usize, usize)>,
+    ) {
         let producers: Vec<(WorkPath, usize)> = stages
             .iter()
             .flat_map(|s| s.outputs.iter().map(move |o| (o.path.clone(), s.idx)))
             .collect();
         for s in stages.iter_mut() {
             for input in &mut s.inputs {
-                let producer = producers.iter().find(|(p, _)| input.path.is_within(p)).map(|(_, i)| *i);
+                let producer = producers
+                    .iter()
+                    .find(|(p, _)| input.path.is_within(p))
+                    .map(|(_, i)| *i);
                 let ypath = if input.name.starts_with("stages.") {
                     raw[s.idx].path.key_of()
                 } else {
@@ -569,7 +677,13 @@ impl Validator<'_, '_> {
     }
 
     /// Substitutes expressions in a YAML value, keeping types where a string is one expression.
-    fn splice_value(&mut self, v: &serde_yaml::Value, path: &YPath, scope: &Scope<'_>, used: &mut Used) -> Option<Json> {
+    fn splice_value(
+        &mut self,
+        v: &serde_yaml::Value,
+        path: &YPath,
+        scope: &Scope<'_>,
+        used: &mut Used,
+    ) -> Option<Json> {
         use serde_yaml::Value as Y;
         Some(match v {
             Y::String(s) => {
@@ -597,7 +711,10 @@ impl Validator<'_, '_> {
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, it)| self.splice_value(it, &path.i(i), scope, used).unwrap_or(Json::Null))
+                    .map(|(i, it)| {
+                        self.splice_value(it, &path.i(i), scope, used)
+                            .unwrap_or(Json::Null)
+                    })
                     .collect(),
             ),
             Y::Mapping(m) => {
@@ -605,9 +722,14 @@ impl Validator<'_, '_> {
                 for (k, val) in m {
                     let key = match k {
                         Y::String(s) => s.clone(),
-                        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+                        other => serde_yaml::to_string(other)
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string(),
                     };
-                    let j = self.splice_value(val, &path.k(&key), scope, used).unwrap_or(Json::Null);
+                    let j = self
+                        .splice_value(val, &path.k(&key), scope, used)
+                        .unwrap_or(Json::Null);
                     out.insert(key, j);
                 }
                 Json::Object(out)
@@ -617,7 +739,14 @@ impl Validator<'_, '_> {
         })
     }
 
-    fn splice_text(&mut self, s: &str, path: &YPath, scope: &Scope<'_>, mode: Splice, used: &mut Used) -> Option<String> {
+    fn splice_text(
+        &mut self,
+        s: &str,
+        path: &YPath,
+        scope: &Scope<'_>,
+        mode: Splice,
+        used: &mut Used,
+    ) -> Option<String> {
         match template::parse(s) {
             Ok(pieces) => self.splice_pieces(&pieces, path, scope, mode, used),
             Err(e) => {
@@ -627,7 +756,14 @@ impl Validator<'_, '_> {
         }
     }
 
-    fn splice_pieces(&mut self, pieces: &[Piece], path: &YPath, scope: &Scope<'_>, mode: Splice, used: &mut Used) -> Option<String> {
+    fn splice_pieces(
+        &mut self,
+        pieces: &[Piece],
+        path: &YPath,
+        scope: &Scope<'_>,
+        mode: Splice,
+        used: &mut Used,
+    ) -> Option<String> {
         let mut out = String::new();
         let mut ok = true;
         for piece in pieces {
@@ -647,7 +783,13 @@ impl Validator<'_, '_> {
         ok.then_some(out)
     }
 
-    fn resolve_ref(&mut self, r: &Ref, path: &YPath, scope: &Scope<'_>, used: &mut Used) -> Option<String> {
+    fn resolve_ref(
+        &mut self,
+        r: &Ref,
+        path: &YPath,
+        scope: &Scope<'_>,
+        used: &mut Used,
+    ) -> Option<String> {
         match r {
             Ref::Param(name) => {
                 used.params.insert(name.clone());
@@ -664,7 +806,8 @@ impl Validator<'_, '_> {
             Ref::StageOutput { stage, output } => {
                 let Some(outs) = scope.outputs_by_stage.get(stage) else {
                     let help = did_you_mean(stage, scope.stage_names.iter().map(String::as_str));
-                    self.problems.push(path, format!("reference to unknown stage `{stage}`"), help);
+                    self.problems
+                        .push(path, format!("reference to unknown stage `{stage}`"), help);
                     return None;
                 };
                 match outs.get(output) {
@@ -673,13 +816,18 @@ impl Validator<'_, '_> {
                         Some(p.to_string())
                     }
                     None => {
-                        let help = did_you_mean(output, outs.keys().map(String::as_str)).or_else(|| {
-                            Some(format!(
-                                "stage `{stage}` has outputs: {}",
-                                outs.keys().cloned().collect::<Vec<_>>().join(", ")
-                            ))
-                        });
-                        self.problems.push(path, format!("stage `{stage}` has no output `{output}`"), help);
+                        let help =
+                            did_you_mean(output, outs.keys().map(String::as_str)).or_else(|| {
+                                Some(format!(
+                                    "stage `{stage}` has outputs: {}",
+                                    outs.keys().cloned().collect::<Vec<_>>().join(", ")
+                                ))
+                            });
+                        self.problems.push(
+                            path,
+                            format!("stage `{stage}` has no output `{output}`"),
+                            help,
+                        );
                         None
                     }
                 }
@@ -689,26 +837,40 @@ impl Validator<'_, '_> {
                 match own.and_then(|m| m.get(name)) {
                     Some(p) if scope.allow_own_outputs => Some(p.to_string()),
                     Some(_) => {
-                        self.problems.push(path, "an input cannot refer to the stage's own outputs", None);
+                        self.problems.push(
+                            path,
+                            "an input cannot refer to the stage's own outputs",
+                            None,
+                        );
                         None
                     }
                     None => {
-                        let help = own.and_then(|m| did_you_mean(name, m.keys().map(String::as_str)));
-                        self.problems.push(path, format!("stage `{}` declares no output `{name}`", scope.own), help);
+                        let help =
+                            own.and_then(|m| did_you_mean(name, m.keys().map(String::as_str)));
+                        self.problems.push(
+                            path,
+                            format!("stage `{}` declares no output `{name}`", scope.own),
+                            help,
+                        );
                         None
                     }
                 }
             }
             Ref::Input(name) => match scope.own_inputs {
                 None => {
-                    self.problems.push(path, "an input cannot refer to other inputs", None);
+                    self.problems
+                        .push(path, "an input cannot refer to other inputs", None);
                     None
                 }
                 Some(inputs) => match inputs.get(name) {
                     Some(p) => Some(p.to_string()),
                     None => {
                         let help = did_you_mean(name, inputs.keys().map(String::as_str));
-                        self.problems.push(path, format!("stage `{}` declares no input `{name}`", scope.own), help);
+                        self.problems.push(
+                            path,
+                            format!("stage `{}` declares no input `{name}`", scope.own),
+                            help,
+                        );
                         None
                     }
                 },
@@ -719,12 +881,18 @@ impl Validator<'_, '_> {
     fn unknown_param(&mut self, name: &str, path: &YPath, scope: &Scope<'_>) {
         let help = did_you_mean(name, scope.params.keys().map(String::as_str))
             .unwrap_or_else(|| "declare it under `params:`".to_string());
-        self.problems.push(path, format!("reference to unknown param `{name}`"), Some(help));
+        self.problems.push(
+            path,
+            format!("reference to unknown param `{name}`"),
+            Some(help),
+        );
     }
 }
 
 fn is_ident(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Quotes a value for `sh` when it contains anything beyond a safe set of characters.

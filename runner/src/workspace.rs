@@ -71,10 +71,19 @@ impl Workspace {
 
     /// Takes the run lock. When another run holds it: `on_busy(pid)` is told, and then we either
     /// wait (`wait == true`) or return `Ok(None)`.
-    pub fn lock_run(&self, wait: bool, on_busy: impl FnOnce(Option<u32>)) -> io::Result<Option<RunLock>> {
+    pub fn lock_run(
+        &self,
+        wait: bool,
+        on_busy: impl FnOnce(Option<u32>),
+    ) -> io::Result<Option<RunLock>> {
         self.ensure()?;
         let path = self.dir.join("run.lock");
-        let mut file = fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
         let fd = file.as_raw_fd();
         // SAFETY: flock on a descriptor we own; released when the file is closed.
         let got = unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0;
@@ -148,7 +157,9 @@ mod tests {
     fn second_lock_is_refused_without_wait() {
         let dir = tempfile::tempdir().unwrap();
         let ws = Workspace::open(dir.path()).unwrap();
-        let first = ws.lock_run(false, |_| panic!("free lock reported busy")).unwrap();
+        let first = ws
+            .lock_run(false, |_| panic!("free lock reported busy"))
+            .unwrap();
         assert!(first.is_some());
         let mut told = None;
         let second = ws.lock_run(false, |pid| told = pid).unwrap();

@@ -44,7 +44,12 @@ impl Run {
         self.events()
             .into_iter()
             .filter(|e| e["event"] == "stage_finished")
-            .map(|e| (e["stage"].as_str().unwrap().to_string(), e["outcome"].as_str().unwrap().to_string()))
+            .map(|e| {
+                (
+                    e["stage"].as_str().unwrap().to_string(),
+                    e["outcome"].as_str().unwrap().to_string(),
+                )
+            })
             .collect()
     }
 
@@ -58,7 +63,11 @@ impl Run {
     }
 
     pub fn assert_ok(&self) -> &Self {
-        assert_eq!(self.code, 0, "sluice failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "sluice failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }

@@ -62,11 +62,14 @@ impl LocalStore {
 
     fn verified_blob(&self, hash: &ContentHash, hasher: &Hasher) -> Result<PathBuf, RestoreError> {
         let blob = self.blob_path(hash);
-        let meta = fs::metadata(&blob).map_err(|_| RestoreError::Corrupt(format!("blob {} is missing", hash.short())))?;
-        let actual = hasher.hash_file(&blob, &meta).map_err(|e| RestoreError::Io {
-            path: blob.display().to_string(),
-            source: e,
-        })?;
+        let meta = fs::metadata(&blob)
+            .map_err(|_| RestoreError::Corrupt(format!("blob {} is missing", hash.short())))?;
+        let actual = hasher
+            .hash_file(&blob, &meta)
+            .map_err(|e| RestoreError::Io {
+                path: blob.display().to_string(),
+                source: e,
+            })?;
         if &actual != hash {
             return Err(RestoreError::Corrupt(format!(
                 "blob {} holds content {}",
@@ -85,7 +88,12 @@ impl LocalStore {
         Ok(())
     }
 
-    fn restore_output(&self, root: &Path, out: &OutputRecord, hasher: &Hasher) -> Result<(), RestoreError> {
+    fn restore_output(
+        &self,
+        root: &Path,
+        out: &OutputRecord,
+        hasher: &Hasher,
+    ) -> Result<(), RestoreError> {
         if !resolves_inside(root, &out.path) {
             return Err(RestoreError::Escapes(out.path.clone()));
         }
@@ -117,7 +125,9 @@ impl LocalStore {
                                 let text = fs::read_to_string(&blob).map_err(io_err)?;
                                 std::os::unix::fs::symlink(text, &target).map_err(io_err)?;
                             }
-                            EntryKind::File | EntryKind::Exec => Self::place(&blob, &target).map_err(io_err)?,
+                            EntryKind::File | EntryKind::Exec => {
+                                Self::place(&blob, &target).map_err(io_err)?
+                            }
                         }
                     }
                 }
@@ -162,7 +172,12 @@ impl CacheStore for LocalStore {
         atomic::write(&self.record_path(&record.key), &bytes)
     }
 
-    fn restore(&self, root: &Path, record: &StageRecord, hasher: &Hasher) -> Result<(), RestoreError> {
+    fn restore(
+        &self,
+        root: &Path,
+        record: &StageRecord,
+        hasher: &Hasher,
+    ) -> Result<(), RestoreError> {
         for out in record.outputs.values() {
             self.restore_output(root, out, hasher)?;
         }
@@ -207,7 +222,9 @@ impl CacheStore for LocalStore {
         let objects = self.dir.join("objects");
         if let Ok(rd) = fs::read_dir(&objects) {
             for prefix in rd.flatten() {
-                let Ok(inner) = fs::read_dir(prefix.path()) else { continue };
+                let Ok(inner) = fs::read_dir(prefix.path()) else {
+                    continue;
+                };
                 for blob in inner.flatten() {
                     let hex = format!(
                         "{}{}",

@@ -60,7 +60,12 @@ pub trait CacheStore: Send + Sync {
     /// Files the outputs' content, then the record, so a record never names a missing blob.
     fn store(&self, root: &Path, record: &StageRecord) -> std::io::Result<()>;
     /// Puts a record's outputs in place, verifying every blob.
-    fn restore(&self, root: &Path, record: &StageRecord, hasher: &Hasher) -> Result<(), RestoreError>;
+    fn restore(
+        &self,
+        root: &Path,
+        record: &StageRecord,
+        hasher: &Hasher,
+    ) -> Result<(), RestoreError>;
     /// Drops a record (after it proved corrupt).
     fn forget(&self, key: &ContentHash);
     /// Removes every record not in `keep` and every blob no kept record names.

@@ -58,7 +58,11 @@ impl StageLog {
         if g.written + n > LOG_CAP_BYTES {
             g.truncated = true;
             if let Some(f) = g.file.as_mut() {
-                let _ = writeln!(f, "[sluice: log truncated at {} MiB; further output dropped]", LOG_CAP_BYTES >> 20);
+                let _ = writeln!(
+                    f,
+                    "[sluice: log truncated at {} MiB; further output dropped]",
+                    LOG_CAP_BYTES >> 20
+                );
             }
             return;
         }

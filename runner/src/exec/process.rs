@@ -23,7 +23,11 @@ impl Executor for LocalExecutor {
             .envs(&spec.env)
             .current_dir(&spec.cwd)
             .process_group(0)
-            .stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if spec.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn()?;
@@ -46,29 +50,32 @@ impl Executor for LocalExecutor {
             s.spawn(|| pump(stderr, |line| ctl.log.line(line)));
             let out = s.spawn(|| {
                 let mut result = None;
-                pump(stdout, |line| match (spec.stdout, protocol::parse_line(line)) {
-                    (Stdout::Protocol, Some(Ok(msg))) => match msg {
-                        Message::Progress {
-                            done,
-                            total,
-                            unit,
-                            message,
-                        } => ctl.events.progress(done, total, unit, message),
-                        Message::Log { level, message } => {
-                            ctl.log.line(&format!("[{level}] {message}"));
-                            ctl.events.log(&level, message);
+                pump(stdout, |line| {
+                    match (spec.stdout, protocol::parse_line(line)) {
+                        (Stdout::Protocol, Some(Ok(msg))) => match msg {
+                            Message::Progress {
+                                done,
+                                total,
+                                unit,
+                                message,
+                            } => ctl.events.progress(done, total, unit, message),
+                            Message::Log { level, message } => {
+                                ctl.log.line(&format!("[{level}] {message}"));
+                                ctl.events.log(&level, message);
+                            }
+                            Message::Metric { name, value, step } => {
+                                ctl.log.line(&format!("[metric] {name}={value}"));
+                                ctl.events.metric(&name, value, step);
+                            }
+                            Message::Result(r) => result = Some(r),
+                        },
+                        (Stdout::Protocol, Some(Err(e))) => {
+                            ctl.log.line(line);
+                            ctl.events
+                                .warn(format!("malformed protocol message ({e}): {line}"));
                         }
-                        Message::Metric { name, value, step } => {
-                            ctl.log.line(&format!("[metric] {name}={value}"));
-                            ctl.events.metric(&name, value, step);
-                        }
-                        Message::Result(r) => result = Some(r),
-                    },
-                    (Stdout::Protocol, Some(Err(e))) => {
-                        ctl.log.line(line);
-                        ctl.events.warn(format!("malformed protocol message ({e}): {line}"));
+                        _ => ctl.log.line(line),
                     }
-                    _ => ctl.log.line(line),
                 });
                 result
             });

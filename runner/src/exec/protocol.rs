@@ -106,7 +106,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse_line("hello").is_none());
-        assert!(matches!(parse_line(r#"{"type":"metric","name":"x"}"#), Some(Err(_))));
+        assert!(matches!(
+            parse_line(r#"{"type":"metric","name":"x"}"#),
+            Some(Err(_))
+        ));
         match parse_line(r#"{"type":"result","status":"error","message":"bad"}"#) {
             Some(Ok(Message::Result(r))) => assert!(!r.is_ok()),
             other => panic!("{other:?}"),

@@ -85,7 +85,11 @@ fn find_key_before(source: &str, key: &str, value: Location) -> Option<Location>
             text.len()
         };
         let hay = &text[..limit];
-        for candidate in [format!("{key}:"), format!("\"{key}\":"), format!("'{key}':")] {
+        for candidate in [
+            format!("{key}:"),
+            format!("\"{key}\":"),
+            format!("'{key}':"),
+        ] {
             if let Some(pos) = hay.rfind(&candidate) {
                 let before_ok = pos == 0
                     || matches!(hay.as_bytes()[pos - 1], b' ' | b'{' | b',' | b'\t' | b'-');

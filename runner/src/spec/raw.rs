@@ -181,7 +181,12 @@ fn plugin(name: &str, v: &Value, path: &YPath, problems: &mut Problems) -> Optio
         Some(Value::Sequence(items)) => {
             let mut out = Vec::new();
             for (i, item) in items.iter().enumerate() {
-                out.push(string(item, &path.k("command").i(i), "a command word", problems)?);
+                out.push(string(
+                    item,
+                    &path.k("command").i(i),
+                    "a command word",
+                    problems,
+                )?);
             }
             out
         }
@@ -346,14 +351,23 @@ fn stage(name: &str, v: &Value, path: &YPath, problems: &mut Problems) -> Option
     Some(s)
 }
 
-fn check_keys(m: &serde_yaml::Mapping, path: &YPath, allowed: &[&str], what: &str, problems: &mut Problems) {
+fn check_keys(
+    m: &serde_yaml::Mapping,
+    path: &YPath,
+    allowed: &[&str],
+    what: &str,
+    problems: &mut Problems,
+) {
     for k in m.keys() {
         let Value::String(k) = k else { continue };
         if !allowed.contains(&k.as_str()) {
-            let help = did_you_mean(k, allowed.iter().copied()).unwrap_or_else(|| {
-                format!("a {what} takes: {}", allowed.join(", "))
-            });
-            problems.push(&path.k(k).key_of(), format!("unknown {what} key `{k}`"), Some(help));
+            let help = did_you_mean(k, allowed.iter().copied())
+                .unwrap_or_else(|| format!("a {what} takes: {}", allowed.join(", ")));
+            problems.push(
+                &path.k(k).key_of(),
+                format!("unknown {what} key `{k}`"),
+                Some(help),
+            );
         }
     }
 }
@@ -370,11 +384,20 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn as_map<'a>(v: &'a Value, path: &YPath, what: &str, problems: &mut Problems) -> Option<&'a serde_yaml::Mapping> {
+fn as_map<'a>(
+    v: &'a Value,
+    path: &YPath,
+    what: &str,
+    problems: &mut Problems,
+) -> Option<&'a serde_yaml::Mapping> {
     match v {
         Value::Mapping(m) => Some(m),
         other => {
-            problems.push(path, format!("{what} must be a mapping, found {}", type_name(other)), None);
+            problems.push(
+                path,
+                format!("{what} must be a mapping, found {}", type_name(other)),
+                None,
+            );
             None
         }
     }
@@ -385,7 +408,11 @@ fn key_str(k: &Value, parent: &YPath, problems: &mut Problems) -> Option<String>
         Value::String(s) => Some(s.clone()),
         other => {
             let text = serde_yaml::to_string(other).unwrap_or_default();
-            problems.push(parent, format!("keys must be strings, found `{}`", text.trim()), None);
+            problems.push(
+                parent,
+                format!("keys must be strings, found `{}`", text.trim()),
+                None,
+            );
             None
         }
     }
@@ -395,7 +422,11 @@ fn string(v: &Value, path: &YPath, what: &str, problems: &mut Problems) -> Optio
     match v {
         Value::String(s) => Some(s.clone()),
         other => {
-            problems.push(path, format!("{what} must be a string, found {}", type_name(other)), None);
+            problems.push(
+                path,
+                format!("{what} must be a string, found {}", type_name(other)),
+                None,
+            );
             None
         }
     }
@@ -408,7 +439,14 @@ fn scalar_string(v: &Value, path: &YPath, what: &str, problems: &mut Problems) -
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         other => {
-            problems.push(path, format!("{what} must be a string or number, found {}", type_name(other)), None);
+            problems.push(
+                path,
+                format!(
+                    "{what} must be a string or number, found {}",
+                    type_name(other)
+                ),
+                None,
+            );
             None
         }
     }
@@ -418,7 +456,11 @@ fn count(v: &Value, path: &YPath, problems: &mut Problems) -> Option<u32> {
     match v.as_u64() {
         Some(n) if n <= 1024 => Some(n as u32),
         _ => {
-            problems.push(path, format!("expected a whole number, found {}", type_name(v)), None);
+            problems.push(
+                path,
+                format!("expected a whole number, found {}", type_name(v)),
+                None,
+            );
             None
         }
     }

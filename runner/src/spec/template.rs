@@ -57,8 +57,7 @@ fn parse_ref(expr: &str) -> Result<Ref, String> {
     let parts: Vec<&str> = expr.split('.').map(str::trim).collect();
     let ok_ident = |p: &str| {
         !p.is_empty()
-            && p
-                .chars()
+            && p.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     };
     if !parts.iter().all(|p| ok_ident(p)) {
@@ -102,7 +101,11 @@ mod tests {
     #[test]
     fn rejects_bad_expressions() {
         assert!(parse("${{ params.x").unwrap_err().contains("unclosed"));
-        assert!(parse("${{ foo.bar }}").unwrap_err().contains("unknown expression"));
-        assert!(parse("${{ params.a b }}").unwrap_err().contains("malformed"));
+        assert!(parse("${{ foo.bar }}")
+            .unwrap_err()
+            .contains("unknown expression"));
+        assert!(parse("${{ params.a b }}")
+            .unwrap_err()
+            .contains("malformed"));
     }
 }

@@ -1,0 +1,198 @@
+//! The command line itself: help, version, schema, dag, every shipped pipeline, and the
+//! quickstart example end to end.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn help_and_version() {
+    let ws = Ws::new();
+    let h = ws.sluice(&["--help"]);
+    h.assert_ok();
+    for cmd in ["run", "status", "dag", "gc", "schema"] {
+        assert!(h.stdout.contains(cmd), "{}", h.stdout);
+    }
+    let h = ws.sluice(&["run", "--help"]);
+    for flag in [
+        "--jobs",
+        "--gpus",
+        "--keep-going",
+        "--downstream",
+        "--force",
+        "--dry-run",
+        "--no-wait",
+        "--set",
+        "--json",
+    ] {
+        assert!(h.stdout.contains(flag), "{flag} missing from run --help");
+    }
+    let v = ws.sluice(&["--version"]);
+    assert_eq!(
+        v.stdout.trim(),
+        format!("sluice {}", env!("CARGO_PKG_VERSION"))
+    );
+    let bad = ws.sluice(&["frobnicate"]);
+    assert_eq!(bad.code, 2);
+}
+
+#[test]
+fn schema_is_json_schema_that_describes_the_stage_keys() {
+    let ws = Ws::new();
+    let s = ws.sluice(&["schema"]);
+    s.assert_ok();
+    let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
+    assert_eq!(v["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    let stage = &v["properties"]["stages"]["additionalProperties"]["properties"];
+    for key in [
+        "uses",
+        "run",
+        "inputs",
+        "outputs",
+        "with",
+        "needs",
+        "resources",
+        "timeout",
+        "env",
+        "version",
+    ] {
+        assert!(stage.get(key).is_some(), "schema lacks stage key {key}");
+    }
+}
+
+#[test]
+fn dag_renders_text_dot_and_mermaid() {
+    let ws = Ws::new();
+    ws.pipeline("stages:\n  a: {run: 'echo > ${{ outputs.o }}', outputs: [o]}\n  b: {run: 'cat ${{ stages.a.outputs.o }} > ${{ outputs.o }}', outputs: [o]}\n");
+    let t = ws.sluice(&["dag"]);
+    t.assert_ok();
+    assert_eq!(t.stdout, "a [run]\nb [run] ← a\n");
+    let d = ws.sluice(&["dag", "--format", "dot"]);
+    assert!(
+        d.stdout.starts_with("digraph \"sluice\" {") && d.stdout.contains("\"a\" -> \"b\";"),
+        "{}",
+        d.stdout
+    );
+    let m = ws.sluice(&["dag", "sluice.yaml", "--format", "mermaid"]);
+    assert!(
+        m.stdout.starts_with("flowchart LR\n") && m.stdout.contains("s_a --> s_b"),
+        "{}",
+        m.stdout
+    );
+}
+
+#[test]
+fn every_shipped_pipeline_validates() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(repo().join("pipelines")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        n += 1;
+        let out = std::process::Command::new(BIN)
+            .args(["-C", repo().to_str().unwrap(), "dag"])
+            .arg(path.strip_prefix(repo()).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} does not validate:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(n > 0);
+}
+
+#[test]
+fn quickstart_runs_end_to_end_and_then_is_up_to_date() {
+    let ws = Ws::new();
+    for dir in ["pipelines", "examples"] {
+        copy_dir(&repo().join(dir), &ws.path(dir));
+    }
+    let r = ws.sluice(&["run", "pipelines/quickstart.yaml"]);
+    r.assert_ok();
+    assert!(r.stderr.contains("ok: 4 ran, 0 up to date"), "{}", r.stderr);
+    let report = ws.read("out/quickstart/report.md");
+    assert!(
+        report.contains("| setosa | 50 | 1.46 ± 0.17 | 0.25 ± 0.10 |"),
+        "{report}"
+    );
+    let again = ws.sluice(&["run", "pipelines/quickstart.yaml"]);
+    again.assert_ok();
+    assert!(
+        again.stderr.contains("ok: 0 ran, 4 up to date"),
+        "{}",
+        again.stderr
+    );
+    assert!(ws.exists("pipelines/quickstart.lock"));
+}
+
+#[test]
+fn logs_go_to_a_file_per_stage_and_run() {
+    let ws = Ws::new();
+    ws.pipeline("stages:\n  talk: {run: 'echo to-stdout; echo to-stderr >&2; echo > ${{ outputs.o }}', outputs: [o]}\n");
+    ws.run(&[]).assert_ok();
+    let runs: Vec<_> = std::fs::read_dir(ws.path(".sluice/logs"))
+        .unwrap()
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let log = std::fs::read_to_string(runs[0].as_ref().unwrap().path().join("talk.log")).unwrap();
+    assert!(
+        log.contains("to-stdout\n") && log.contains("to-stderr\n"),
+        "{log}"
+    );
+}
+
+#[test]
+fn json_log_format_and_quiet() {
+    let ws = Ws::new();
+    ws.pipeline("stages:\n  a: {run: 'echo > ${{ outputs.o }}', outputs: [o]}\n");
+    let q = ws.sluice(&["-q", "run"]);
+    q.assert_ok();
+    assert_eq!(q.stderr, "", "quiet and successful prints nothing");
+    std::fs::remove_dir_all(ws.path("out")).unwrap();
+    let v = ws.sluice(&["-v", "--log-format", "json", "run"]);
+    v.assert_ok();
+    let logs: Vec<serde_json::Value> = v
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l["level"] == "DEBUG" && l["fields"]["message"] == "decided"),
+        "{}",
+        v.stderr
+    );
+    // RUST_LOG overrides -v.
+    let r = ws
+        .command(&["--log-format", "json", "run", "--force", "a"])
+        .env("RUST_LOG", "sluice_runner=info")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        text.contains("run starting") && !text.contains("\"decided\""),
+        "{text}"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Every validation error: its message, its file:line:col, the did-you-mean, exit code 2, and
+//! that nothing runs.
+
+mod common;
+
+use common::*;
+
+/// Runs `sluice run` on an invalid pipeline; returns stderr after checking the exit code and
+/// that nothing was written.
+fn invalid(yaml: &str) -> String {
+    let ws = Ws::new();
+    ws.write("data.csv", "a\n1\n").pipeline(yaml);
+    let r = ws.sluice(&["run"]);
+    assert_eq!(r.code, 2, "expected exit 2\nstderr:\n{}", r.stderr);
+    assert!(
+        !ws.exists("out"),
+        "an invalid pipeline must not run anything"
+    );
+    assert!(!ws.exists("sluice.lock"));
+    r.stderr
+}
+
+fn has(stderr: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(stderr.contains(n), "missing {n:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn yaml_syntax_error_points_at_the_line() {
+    let e = invalid("stages:\n  a:\n    run: [unclosed\n");
+    has(&e, &["error: invalid YAML", "--> sluice.yaml:4:1"]);
+}
+
+#[test]
+fn unknown_keys_get_a_did_you_mean_at_their_location() {
+    let e = invalid("stages:\n  a:\n    run: echo\n    inptus: {x: data.csv}\n");
+    has(
+        &e,
+        &[
+            "error: unknown stage key `inptus`",
+            "--> sluice.yaml:4:5",
+            "4 |     inptus: {x: data.csv}",
+            "  |     ^",
+            "help: did you mean `inputs`?",
+        ],
+    );
+    let e = invalid("stage:\n  a: {run: echo}\n");
+    has(
+        &e,
+        &[
+            "unknown pipeline key `stage`",
+            "sluice.yaml:1:1",
+            "did you mean `stages`?",
+            "the pipeline has no `stages`",
+        ],
+    );
+}
+
+#[test]
+fn wrong_types_are_named() {
+    let e = invalid("stages:\n  a:\n    run: echo\n    needs: 5\n    resources: {cpus: many}\n    timeout: soon\n");
+    has(
+        &e,
+        &[
+            "`needs` must be a list of stage names",
+            "sluice.yaml:4:12",
+            "expected a whole number, found a string",
+            "sluice.yaml:5:23",
+            "cannot read `soon` as a duration",
+            "sluice.yaml:6:14",
+        ],
+    );
+}
+
+#[test]
+fn unknown_stage_kind_suggests_a_plugin() {
+    let e = invalid(
+        "plugins:\n  featurize: {command: [python3, f.py]}\nstages:\n  a: {uses: featurise}\n",
+    );
+    has(
+        &e,
+        &[
+            "unknown stage kind `featurise`",
+            "sluice.yaml:4:13",
+            "did you mean `featurize`?",
+        ],
+    );
+}
+
+#[test]
+fn references_to_unknown_stages_outputs_and_params() {
+    let e = invalid(
+        r#"params: {epochs: 3}
+stages:
+  train: {run: "echo ${{ params.epoch }} > ${{ outputs.model }}", outputs: [model]}
+  evaluate:
+    run: "cat ${{ stages.trian.outputs.model }}; cat ${{ stages.train.outputs.modle }}"
+    outputs: [m]
+"#,
+    );
+    has(
+        &e,
+        &[
+            "reference to unknown param `epoch`",
+            "sluice.yaml:3:16",
+            "did you mean `epochs`?",
+            "reference to unknown stage `trian`",
+            "did you mean `train`?",
+            "stage `train` has no output `modle`",
+            "did you mean `model`?",
+            "sluice.yaml:5:10",
+        ],
+    );
+}
+
+#[test]
+fn needs_an_unknown_stage() {
+    let e = invalid("stages:\n  a: {run: echo, needs: [b, prepare]}\n  prepair: {run: echo}\n");
+    has(
+        &e,
+        &[
+            "stage `a` needs unknown stage `b`",
+            "sluice.yaml:2:26",
+            "needs unknown stage `prepare`",
+            "did you mean `prepair`?",
+        ],
+    );
+}
+
+#[test]
+fn cycles_are_printed_as_a_path() {
+    let e = invalid(
+        r#"stages:
+  split: {run: "cat ${{ stages.train.outputs.m }} > ${{ outputs.s }}", outputs: [s]}
+  train: {run: "cat ${{ stages.split.outputs.s }} > ${{ outputs.m }}", outputs: [m]}
+"#,
+    );
+    has(
+        &e,
+        &[
+            "the stages form a cycle: split → train → split",
+            "sluice.yaml:2:3",
+        ],
+    );
+    let e = invalid("stages:\n  a: {run: echo, needs: [a]}\n");
+    has(&e, &["cycle: a → a"]);
+}
+
+#[test]
+fn two_stages_writing_one_path() {
+    let e = invalid("stages:\n  a: {run: echo, outputs: {o: out/x}}\n  b: {run: echo, outputs: {o: out/x}}\n  c: {run: echo, outputs: {o: out/x/inner}}\n");
+    has(
+        &e,
+        &[
+            "stages `a` and `b` both write `out/x`",
+            "sluice.yaml:3:31",
+            "output `out/x/inner` of stage `c` lies inside output `out/x` of stage `a`",
+        ],
+    );
+}
+
+#[test]
+fn outputs_that_escape_the_workspace() {
+    let e = invalid("stages:\n  a: {run: echo, outputs: {o: ../x, p: /etc/passwd}}\n");
+    has(
+        &e,
+        &[
+            "output `o` path `../x` is outside the workspace",
+            "sluice.yaml:2:31",
+            "output `p` path `/etc/passwd` is outside the workspace",
+        ],
+    );
+}
+
+#[test]
+fn outputs_that_escape_through_a_symlink() {
+    let ws = Ws::new();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), ws.path("link")).unwrap();
+    ws.pipeline("stages:\n  a: {run: 'echo x > ${{ outputs.o }}', outputs: {o: link/file.txt}}\n");
+    let r = ws.sluice(&["run"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    has(
+        &r.stderr,
+        &[
+            "output `o` (`link/file.txt`) resolves outside the workspace through a symbolic link",
+            "sluice.yaml:2:54",
+        ],
+    );
+    assert!(!outside.path().join("file.txt").exists());
+}
+
+#[test]
+fn a_symlink_that_appears_after_validation_is_caught_before_writing() {
+    let ws = Ws::new();
+    let outside = tempfile::tempdir().unwrap();
+    ws.pipeline(
+        r#"
+stages:
+  a: {run: "mkdir -p out && ln -s '{outside}' out/evil && echo > ${{ outputs.o }}", outputs: [o]}
+  b: {run: "echo hacked > ${{ outputs.o }}", outputs: {o: out/evil/file.txt}, needs: [a]}
+"#
+        .replace("{outside}", outside.path().to_str().unwrap())
+        .as_str(),
+    );
+    let r = ws.run(&[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let f = r
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "stage_finished" && e["stage"] == "b")
+        .unwrap();
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .contains("resolves outside the workspace"),
+        "{f}"
+    );
+    assert!(!outside.path().join("file.txt").exists());
+}
+
+#[test]
+fn inputs_that_nothing_provides() {
+    let e = invalid("stages:\n  a: {run: echo, inputs: {table: data/missing.csv}}\n");
+    has(&e, &["input `table` of stage `a` (`data/missing.csv`) does not exist and no stage produces it", "sluice.yaml:2:34"]);
+}
+
+#[test]
+fn uses_and_run_together_or_neither() {
+    let e = invalid("stages:\n  a: {run: echo, uses: x}\n  b: {inputs: {}}\n");
+    has(
+        &e,
+        &[
+            "stage `a` has both `uses` and `run`",
+            "stage `b` has neither `uses` nor `run`",
+            "sluice.yaml:3:3",
+        ],
+    );
+}
+
+#[test]
+fn every_problem_is_reported_not_just_the_first() {
+    let e = invalid(
+        "stages:\n  a: {run: echo, inptus: {}}\n  b: {uses: nope}\n  c: {run: echo, needs: [zz]}\n",
+    );
+    has(
+        &e,
+        &[
+            "unknown stage key `inptus`",
+            "unknown stage kind `nope`",
+            "needs unknown stage `zz`",
+            "sluice.yaml has 3 problems; nothing was run",
+        ],
+    );
+}
+
+#[test]
+fn bad_set_overrides_are_usage_errors() {
+    let ws = Ws::new();
+    ws.pipeline("params: {epochs: 1}\nstages:\n  a: {run: 'echo ${{ params.epochs }} > ${{ outputs.o }}', outputs: [o]}\n");
+    let r = ws.sluice(&["run", "--set", "epoch=3"]);
+    assert_eq!(r.code, 2);
+    has(
+        &r.stderr,
+        &[
+            "`--set epoch=...` names an unknown param `epoch`",
+            "did you mean `epochs`?",
+        ],
+    );
+    let r = ws.sluice(&["run", "--set", "epochs"]);
+    assert_eq!(r.code, 2);
+    has(&r.stderr, &["`--set epochs` is not NAME=VALUE"]);
+    let r = ws.sluice(&["status", "nope.yaml"]);
+    assert_eq!(r.code, 2);
+    has(&r.stderr, &["pipeline file `nope.yaml` not found"]);
+}
