@@ -226,17 +226,31 @@ pub(crate) fn dispatch(
 
 impl Dispatcher {
     fn start_ready(&mut self, job_tx: &crossbeam_channel::Sender<Job>) {
-        let candidates: Vec<(usize, usize)> = self.ready.iter().copied().collect();
-        for (pos, idx) in candidates {
-            if self.stop.is_some() {
+        // Pick in topological order what fits the free slots. Every stage takes at least one
+        // CPU slot, so the scan ends as soon as they are used up: a wide ready set costs
+        // nothing per message.
+        let mut cpus = self.cpus_free;
+        let mut gpus = self.gpus_free.len();
+        let mut chosen = Vec::new();
+        for &(pos, idx) in &self.ready {
+            if cpus == 0 {
                 break;
             }
             let stage = &self.ctx.pipeline.stages[idx];
             let need_cpus = (stage.cpus as usize).min(self.jobs);
             let need_gpus = stage.gpus as usize;
+            if need_gpus > self.opts.gpus.len() || (need_cpus <= cpus && need_gpus <= gpus) {
+                chosen.push((pos, idx, need_cpus, need_gpus));
+                if need_gpus <= self.opts.gpus.len() {
+                    cpus -= need_cpus;
+                    gpus -= need_gpus;
+                }
+            }
+        }
+        for (pos, idx, need_cpus, need_gpus) in chosen {
+            self.ready.remove(&(pos, idx));
             let have = self.opts.gpus.len();
             if need_gpus > have {
-                self.ready.remove(&(pos, idx));
                 let msg = format!(
                     "needs {need_gpus} GPU{} but {have} {} available (see `--gpus`)",
                     if need_gpus == 1 { "" } else { "s" },
@@ -246,10 +260,11 @@ impl Dispatcher {
                 self.on_failure(idx);
                 continue;
             }
-            if need_cpus > self.cpus_free || need_gpus > self.gpus_free.len() {
+            if self.stop.is_some() {
+                // A failure above stopped the run: what was picked goes back, unstarted.
+                self.ready.insert((pos, idx));
                 continue;
             }
-            self.ready.remove(&(pos, idx));
             self.cpus_free -= need_cpus;
             let gpus: Vec<u32> = self.gpus_free.drain(..need_gpus).collect();
             let cancel = CancelToken::default();

@@ -631,37 +631,51 @@ impl Validator<'_, '_> {
         stages: &mut [StageDef],
         edges: &mut BTreeSet<(usize, usize)>,
     ) {
-        let producers: Vec<(WorkPath, usize)> = stages
+        // Output path → producing stage; an input is produced by the stage owning the input's
+        // path or its nearest ancestor (a file inside a directory output).
+        let producers: HashMap<&str, usize> = stages
             .iter()
-            .flat_map(|s| s.outputs.iter().map(move |o| (o.path.clone(), s.idx)))
+            .flat_map(|s| s.outputs.iter().map(move |o| (o.path.as_str(), s.idx)))
             .collect();
-        for s in stages.iter_mut() {
-            for input in &mut s.inputs {
-                let producer = producers
-                    .iter()
-                    .find(|(p, _)| input.path.is_within(p))
-                    .map(|(_, i)| *i);
-                let ypath = if input.name.starts_with("stages.") {
-                    raw[s.idx].path.key_of()
-                } else {
-                    raw[s.idx].path.k("inputs").k(&input.name)
-                };
-                match producer {
-                    Some(p) if p == s.idx => {
+        let producer_of = |p: &WorkPath| -> Option<usize> {
+            let mut cur = p.as_str();
+            loop {
+                if let Some(&i) = producers.get(cur) {
+                    return Some(i);
+                }
+                cur = &cur[..cur.rfind('/')?];
+            }
+        };
+        let mut links: Vec<(usize, usize, Option<usize>)> = Vec::new();
+        for s in stages.iter() {
+            for (k, input) in s.inputs.iter().enumerate() {
+                links.push((s.idx, k, producer_of(&input.path)));
+            }
+        }
+        for (idx, k, producer) in links {
+            let s = &mut stages[idx];
+            let input = &mut s.inputs[k];
+            let ypath = if input.name.starts_with("stages.") {
+                raw[s.idx].path.key_of()
+            } else {
+                raw[s.idx].path.k("inputs").k(&input.name)
+            };
+            match producer {
+                Some(p) if p == s.idx => {
+                    self.problems.push(
+                        &ypath,
+                        format!("stage `{}` reads its own output `{}`", s.id, input.path),
+                        Some("a stage cannot read what it writes".into()),
+                    );
+                }
+                Some(p) => {
+                    input.producer = Some(p);
+                    edges.insert((p, s.idx));
+                }
+                None => {
+                    let abs = input.path.to_abs(self.opts.root);
+                    if std::fs::symlink_metadata(&abs).is_err() {
                         self.problems.push(
-                            &ypath,
-                            format!("stage `{}` reads its own output `{}`", s.id, input.path),
-                            Some("a stage cannot read what it writes".into()),
-                        );
-                    }
-                    Some(p) => {
-                        input.producer = Some(p);
-                        edges.insert((p, s.idx));
-                    }
-                    None => {
-                        let abs = input.path.to_abs(self.opts.root);
-                        if std::fs::symlink_metadata(&abs).is_err() {
-                            self.problems.push(
                                 &ypath,
                                 format!(
                                     "input `{}` of stage `{}` (`{}`) does not exist and no stage produces it",
@@ -669,7 +683,6 @@ impl Validator<'_, '_> {
                                 ),
                                 Some("check the path, or add the stage that writes it".into()),
                             );
-                        }
                     }
                 }
             }
