@@ -251,7 +251,7 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
 
 fn engine_failure(e: EngineError) -> Failure {
     match e {
-        EngineError::UnknownStage { .. } => {
+        EngineError::UnknownStage { .. } | EngineError::ForceOutsideSelection { .. } => {
             let help = e
                 .help()
                 .map(|h| format!("\n  = help: {h}"))
@@ -300,7 +300,7 @@ fn open(file: &Path, overrides: &[(String, String)]) -> Result<(Engine, Pipeline
     let display = file.display().to_string();
     if !file.exists() {
         let hint = if file == Path::new(DEFAULT_PIPELINE) {
-            "\n  = help: name a pipeline file (e.g. `sluice run pipelines/iris.yaml`) or create sluice.yaml"
+            "\n  = help: name a pipeline file (e.g. `sluice run pipelines/quickstart.yaml`) or create sluice.yaml"
         } else {
             ""
         };
@@ -308,6 +308,7 @@ fn open(file: &Path, overrides: &[(String, String)]) -> Result<(Engine, Pipeline
             "error: pipeline file `{display}` not found{hint}\n"
         )));
     }
+    let started = std::time::Instant::now();
     let pipeline = sluice_runner::load(&LoadOptions {
         root: &ws.root,
         file,
@@ -319,6 +320,11 @@ fn open(file: &Path, overrides: &[(String, String)]) -> Result<(Engine, Pipeline
         LoadError::Invalid(d) => Failure::Invalid(d.render()),
         other => Failure::Invalid(format!("error: {other}\n")),
     })?;
+    tracing::debug!(
+        stages = pipeline.stages.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "pipeline loaded and validated"
+    );
     Ok((Engine::new(ws, registry), pipeline))
 }
 

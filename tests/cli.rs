@@ -47,7 +47,7 @@ fn schema_is_json_schema_that_describes_the_stage_keys() {
     let s = ws.sluice(&["schema"]);
     s.assert_ok();
     let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
-    assert_eq!(v["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    assert_eq!(v["$schema"], "http://json-schema.org/draft-07/schema#");
     let stage = &v["properties"]["stages"]["additionalProperties"]["properties"];
     for key in [
         "uses",

@@ -276,6 +276,15 @@ fn force_reruns_an_up_to_date_stage() {
     let r = ws.run(&["--force", "b"]);
     r.assert_ok();
     assert_eq!(r.started(), ["b"]);
+    let outside = ws.run(&["a", "--force", "c"]);
+    assert_eq!(outside.code, 2);
+    assert!(
+        outside
+            .stderr
+            .contains("`--force c` names a stage this run does not include"),
+        "{}",
+        outside.stderr
+    );
     let ev = r.events();
     let started = ev.iter().find(|e| e["event"] == "stage_started").unwrap();
     assert_eq!(started["reason"], "forced");
@@ -470,6 +479,14 @@ stages:
     got.sort();
     assert_eq!(got, ["0\n", "1\n"]);
     assert_eq!(ws.read("out/sluice/both/o"), "0,1\n");
+    // Up to date needs no GPU; only running does.
+    let cached = ws.run(&["--gpus", "0"]);
+    cached.assert_ok();
+    assert_eq!(cached.outcomes()["both"], "up_to_date");
+    std::fs::remove_file(ws.path("out/sluice/g1/o")).unwrap();
+    let restored = ws.run(&["g1", "--gpus", "0"]);
+    restored.assert_ok();
+    assert_eq!(restored.outcomes()["g1"], "restored");
     let none = ws.run(&["g1", "--gpus", "0", "--force", "g1"]);
     assert_eq!(none.code, 1);
     let f = none
@@ -484,6 +501,20 @@ stages:
             .contains("needs 1 GPU but 0 are available"),
         "{f}"
     );
+    // Device identifiers are handed out as CUDA_VISIBLE_DEVICES named them (UUIDs too).
+    let out = ws
+        .command(&[
+            "run", "--json", "--force", "g1", "--force", "g2", "--force", "both",
+        ])
+        .env("CUDA_VISIBLE_DEVICES", "GPU-aaaa,GPU-bbbb")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ws.read("out/sluice/both/o"), "GPU-aaaa,GPU-bbbb\n");
 }
 
 #[test]

@@ -241,6 +241,21 @@ fn uses_and_run_together_or_neither() {
 }
 
 #[test]
+fn reserved_env_and_expressions_in_version() {
+    let e = invalid("params: {v: 1}\nstages:\n  a:\n    run: echo\n    env: {CUDA_VISIBLE_DEVICES: '0', SLUICE_STAGE: x}\n    version: ${{ params.v }}\n");
+    has(
+        &e,
+        &[
+            "`CUDA_VISIBLE_DEVICES` is set by sluice and cannot be declared",
+            "sluice.yaml:5:11",
+            "`SLUICE_STAGE` is set by sluice",
+            "`version` cannot contain `${{ }}` expressions",
+            "sluice.yaml:6:14",
+        ],
+    );
+}
+
+#[test]
 fn every_problem_is_reported_not_just_the_first() {
     let e = invalid(
         "stages:\n  a: {run: echo, inptus: {}}\n  b: {uses: nope}\n  c: {run: echo, needs: [zz]}\n",

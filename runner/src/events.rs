@@ -52,7 +52,7 @@ pub enum Event {
     StageStarted {
         stage: String,
         reason: String,
-        gpus: Vec<u32>,
+        gpus: Vec<String>,
         log: String,
     },
     StageProgress {

@@ -30,6 +30,8 @@ pub(crate) struct RunCtx {
     pub lock: Arc<LockFile>,
     pub events: Sender<Event>,
     pub run_id: String,
+    /// GPU identifiers as `CUDA_VISIBLE_DEVICES` names them; jobs hold positions in this list.
+    pub gpu_names: Vec<String>,
 }
 
 /// Sent from a job to the dispatcher.
@@ -55,7 +57,9 @@ pub(crate) enum JobResult {
         message: String,
         log_tail: Vec<String>,
     },
-    Cancelled,
+    Cancelled {
+        log_tail: Vec<String>,
+    },
 }
 
 /// A successful stage's fingerprint and outputs, for the lock file.
@@ -67,9 +71,22 @@ pub(crate) struct Completed {
 
 pub(crate) struct Job {
     pub idx: usize,
+    /// Positions in `RunCtx::gpu_names`.
     pub gpus: Vec<u32>,
     pub forced: bool,
     pub cancel: CancelToken,
+    /// Set when the stage needs more GPUs than exist: it fails only if it must execute, so an
+    /// up-to-date or cached result is still used.
+    pub gpu_shortfall: Option<String>,
+}
+
+impl RunCtx {
+    fn gpu_names(&self, positions: &[u32]) -> Vec<String> {
+        positions
+            .iter()
+            .filter_map(|&p| self.gpu_names.get(p as usize).cloned())
+            .collect()
+    }
 }
 
 /// The environment variables passed through to external stages unless a stage declares more.
@@ -89,6 +106,24 @@ pub const ENV_ALLOWLIST: &[&str] = &[
     "TZ",
     "TMPDIR",
 ];
+
+/// The cheap check done inline by the dispatcher before any worker is involved: `Some` when the
+/// stage is up to date. Anything else (including errors) is left to a full job, which reports it.
+pub(crate) fn check_up_to_date(ctx: &RunCtx, idx: usize) -> Option<Completed> {
+    let stage = &ctx.pipeline.stages[idx];
+    let root = &ctx.pipeline.root;
+    let fp = Fingerprint::compute(stage, root, &ctx.hasher, &Overlay::new()).ok()?;
+    let key = fp.key();
+    let checker = Checker {
+        root,
+        hasher: &ctx.hasher,
+        store: ctx.store.as_ref(),
+    };
+    match checker.decide(stage, &fp, &key, ctx.lock.stages.get(&stage.id.0)) {
+        Decision::UpToDate(outputs) => Some(Completed { fp, key, outputs }),
+        _ => None,
+    }
+}
 
 pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult {
     let stage = &ctx.pipeline.stages[job.idx];
@@ -136,6 +171,9 @@ pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult
         },
         Decision::Run(reason) => reason,
     };
+    if let Some(why) = &job.gpu_shortfall {
+        return fail(why.clone());
+    }
     execute(ctx, job, stage, fp, key, reason, tx)
 }
 
@@ -205,7 +243,7 @@ fn execute(
     let _ = ctx.events.send(Event::StageStarted {
         stage: name.clone(),
         reason: reason.to_string(),
-        gpus: job.gpus.clone(),
+        gpus: ctx.gpu_names(&job.gpus),
         log: log_path.display().to_string(),
     });
     log.line(&format!("[sluice] running `{name}` ({reason})"));
@@ -237,7 +275,7 @@ fn execute(
                     with: &stage.with,
                     params: &stage.params,
                     scratch: scratch.clone(),
-                    gpus: job.gpus.clone(),
+                    gpus: ctx.gpu_names(&job.gpus),
                     cancel: job.cancel.clone(),
                     events: events.clone(),
                 }),
@@ -270,7 +308,7 @@ fn execute(
                 params: &stage.params,
                 scratch: scratch.clone(),
                 devices: Devices {
-                    gpus: job.gpus.clone(),
+                    gpus: ctx.gpu_names(&job.gpus),
                 },
             };
             let mut body = serde_json::to_vec(&request).expect("requests always serialize");
@@ -295,7 +333,9 @@ fn execute(
     if job.cancel.is_cancelled() {
         drop_outputs();
         log.line("[sluice] cancelled; partial outputs removed");
-        return JobResult::Cancelled;
+        return JobResult::Cancelled {
+            log_tail: log.tail(),
+        };
     }
     if let Err(message) = outcome {
         drop_outputs();
@@ -317,6 +357,10 @@ fn execute(
             }
             Ok(None) => {
                 drop_outputs();
+                log.line(&format!(
+                    "[sluice] failed: output `{}` (`{}`) was not written",
+                    o.name, o.path
+                ));
                 return fail(
                     format!(
                         "the stage succeeded but did not write its output `{}` (`{}`)",
@@ -390,11 +434,7 @@ fn process_env(
     // Stages without GPUs see none, so undeclared GPU use cannot collide with a GPU stage.
     env.insert(
         "CUDA_VISIBLE_DEVICES".into(),
-        job.gpus
-            .iter()
-            .map(|g| g.to_string())
-            .collect::<Vec<_>>()
-            .join(","),
+        ctx.gpu_names(&job.gpus).join(","),
     );
     for (k, v) in &stage.env {
         env.insert(k.clone(), v.clone());

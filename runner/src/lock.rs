@@ -19,12 +19,75 @@ pub struct LockFile {
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "EntryWire", into = "EntryWire")]
 pub struct LockEntry {
     pub key: ContentHash,
-    #[serde(flatten)]
     pub fingerprint: Fingerprint,
-    #[serde(rename = "produced", default)]
     pub output_hashes: BTreeMap<String, LockedOutput>,
+}
+
+/// The entry as written: the fingerprint's fields inline. Spelled out rather than
+/// `#[serde(flatten)]`, which buffers every entry and made large lock files slow to read.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EntryWire {
+    key: ContentHash,
+    kind: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    implementation: BTreeMap<String, ContentHash>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    config: ContentHash,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    params: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    inputs: BTreeMap<String, crate::fingerprint::InputStamp>,
+    #[serde(default)]
+    outputs: BTreeMap<String, WorkPath>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    env: BTreeMap<String, ContentHash>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    facts: BTreeMap<String, String>,
+    #[serde(default)]
+    produced: BTreeMap<String, LockedOutput>,
+}
+
+impl From<EntryWire> for LockEntry {
+    fn from(w: EntryWire) -> Self {
+        LockEntry {
+            key: w.key,
+            fingerprint: Fingerprint {
+                kind: w.kind,
+                implementation: w.implementation,
+                version: w.version,
+                config: w.config,
+                params: w.params,
+                inputs: w.inputs,
+                outputs: w.outputs,
+                env: w.env,
+                facts: w.facts,
+            },
+            output_hashes: w.produced,
+        }
+    }
+}
+
+impl From<LockEntry> for EntryWire {
+    fn from(e: LockEntry) -> Self {
+        let f = e.fingerprint;
+        EntryWire {
+            key: e.key,
+            kind: f.kind,
+            implementation: f.implementation,
+            version: f.version,
+            config: f.config,
+            params: f.params,
+            inputs: f.inputs,
+            outputs: f.outputs,
+            env: f.env,
+            facts: f.facts,
+            produced: e.output_hashes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

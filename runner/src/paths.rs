@@ -118,6 +118,44 @@ pub fn resolves_inside(root: &Path, path: &WorkPath) -> bool {
     }
 }
 
+/// `resolves_inside` for many paths at once, remembering directories already known to be real
+/// (not symlinks) and inside the root, so that a thousand outputs under `out/` cost a couple of
+/// `lstat`s each rather than a full `realpath`.
+pub struct Containment<'a> {
+    root: &'a Path,
+    known_dirs: std::collections::HashSet<PathBuf>,
+}
+
+impl<'a> Containment<'a> {
+    pub fn new(root: &'a Path) -> Self {
+        Containment {
+            root,
+            known_dirs: Default::default(),
+        }
+    }
+
+    pub fn check(&mut self, path: &WorkPath) -> bool {
+        let mut prefix = self.root.to_path_buf();
+        let parts: Vec<&str> = path.as_str().split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            prefix.push(part);
+            if self.known_dirs.contains(&prefix) {
+                continue;
+            }
+            match std::fs::symlink_metadata(&prefix) {
+                // Nothing below a missing component can be a link yet.
+                Err(_) => return true,
+                Ok(m) if m.file_type().is_symlink() => return resolves_inside(self.root, path),
+                Ok(m) if m.is_dir() => {
+                    self.known_dirs.insert(prefix.clone());
+                }
+                Ok(_) => return i + 1 == parts.len(),
+            }
+        }
+        true
+    }
+}
+
 fn lexically_inside(root: &Path, p: &Path) -> bool {
     let mut out = PathBuf::new();
     for c in p.components() {

@@ -5,7 +5,7 @@
 
 use crate::events::{Event, Outcome};
 use crate::exec::signal_group;
-use crate::job::{run_job, Completed, Job, JobMsg, JobResult, RunCtx};
+use crate::job::{check_up_to_date, run_job, Completed, Job, JobMsg, JobResult, RunCtx};
 use crate::lock::{LockEntry, LockFile, LockedOutput};
 use crate::stage::CancelToken;
 use crossbeam_channel::{select, Receiver};
@@ -116,19 +116,42 @@ pub(crate) fn dispatch(
         .enumerate()
         .map(|(p, &i)| (i, p))
         .collect();
+    let mut lock = (*ctx.lock).clone();
+    lock.pipeline = ctx.pipeline.name.clone();
+    lock.retain_stages(ctx.pipeline.stages.iter().map(|s| s.id.0.as_str()));
+
+    // Settle, inline and in dependency order, every stage that is up to date and whose
+    // upstream is too: a no-op rerun then costs no thread hand-offs at all.
+    let mut settled: BTreeMap<usize, Completed> = BTreeMap::new();
+    for &i in graph.topo_order() {
+        if !opts.selection.contains(&i) || opts.forced.contains(&i) {
+            continue;
+        }
+        let deps_settled = graph
+            .deps(i)
+            .all(|d| !opts.selection.contains(&d) || settled.contains_key(&d));
+        if deps_settled {
+            if let Some(c) = check_up_to_date(&ctx, i) {
+                settled.insert(i, c);
+            }
+        }
+    }
     let mut waiting = BTreeMap::new();
     let mut ready = BTreeSet::new();
     for &i in &opts.selection {
-        let n = graph.deps(i).filter(|d| opts.selection.contains(d)).count();
+        if settled.contains_key(&i) {
+            continue;
+        }
+        let n = graph
+            .deps(i)
+            .filter(|d| opts.selection.contains(d) && !settled.contains_key(d))
+            .count();
         if n == 0 {
             ready.insert((position[&i], i));
         } else {
             waiting.insert(i, n);
         }
     }
-    let mut lock = (*ctx.lock).clone();
-    lock.pipeline = ctx.pipeline.name.clone();
-    lock.retain_stages(ctx.pipeline.stages.iter().map(|s| s.id.0.as_str()));
     let mut d = Dispatcher {
         gpus_free: opts.gpus.clone(),
         ctx,
@@ -146,6 +169,12 @@ pub(crate) fn dispatch(
         lock_error: None,
         opts,
     };
+    let now = Instant::now();
+    for (i, c) in settled {
+        let name = d.ctx.pipeline.stages[i].id.0.clone();
+        d.record(&name, Some(c));
+        d.finish(i, Outcome::UpToDate, now, None, Vec::new());
+    }
 
     loop {
         if d.stop.is_none() {
@@ -238,33 +267,29 @@ impl Dispatcher {
             }
             let stage = &self.ctx.pipeline.stages[idx];
             let need_cpus = (stage.cpus as usize).min(self.jobs);
-            let need_gpus = stage.gpus as usize;
-            if need_gpus > self.opts.gpus.len() || (need_cpus <= cpus && need_gpus <= gpus) {
+            // A stage that wants more GPUs than exist takes none; its job fails if it must run.
+            let need_gpus = if stage.gpus as usize > self.opts.gpus.len() {
+                0
+            } else {
+                stage.gpus as usize
+            };
+            if need_cpus <= cpus && need_gpus <= gpus {
                 chosen.push((pos, idx, need_cpus, need_gpus));
-                if need_gpus <= self.opts.gpus.len() {
-                    cpus -= need_cpus;
-                    gpus -= need_gpus;
-                }
+                cpus -= need_cpus;
+                gpus -= need_gpus;
             }
         }
         for (pos, idx, need_cpus, need_gpus) in chosen {
             self.ready.remove(&(pos, idx));
+            let want = self.ctx.pipeline.stages[idx].gpus as usize;
             let have = self.opts.gpus.len();
-            if need_gpus > have {
-                let msg = format!(
-                    "needs {need_gpus} GPU{} but {have} {} available (see `--gpus`)",
-                    if need_gpus == 1 { "" } else { "s" },
+            let gpu_shortfall = (want > have).then(|| {
+                format!(
+                    "needs {want} GPU{} but {have} {} available (see `--gpus`)",
+                    if want == 1 { "" } else { "s" },
                     if have == 1 { "is" } else { "are" }
-                );
-                self.finish(idx, Outcome::Failed, Instant::now(), Some(msg), Vec::new());
-                self.on_failure(idx);
-                continue;
-            }
-            if self.stop.is_some() {
-                // A failure above stopped the run: what was picked goes back, unstarted.
-                self.ready.insert((pos, idx));
-                continue;
-            }
+                )
+            });
             self.cpus_free -= need_cpus;
             let gpus: Vec<u32> = self.gpus_free.drain(..need_gpus).collect();
             let cancel = CancelToken::default();
@@ -286,6 +311,7 @@ impl Dispatcher {
                 gpus,
                 forced: self.opts.forced.contains(&idx),
                 cancel,
+                gpu_shortfall,
             });
         }
     }
@@ -337,10 +363,10 @@ impl Dispatcher {
                 (Outcome::TimedOut, Some(timeout_msg()), log_tail)
             }
             JobResult::Failed { message, log_tail } => (Outcome::Failed, Some(message), log_tail),
-            JobResult::Cancelled if r.timed_out => {
-                (Outcome::TimedOut, Some(timeout_msg()), Vec::new())
+            JobResult::Cancelled { log_tail } if r.timed_out => {
+                (Outcome::TimedOut, Some(timeout_msg()), log_tail)
             }
-            JobResult::Cancelled => (
+            JobResult::Cancelled { .. } => (
                 Outcome::Cancelled,
                 Some("cancelled; partial outputs removed".into()),
                 Vec::new(),
@@ -512,11 +538,15 @@ fn lock_entry(c: Completed) -> LockEntry {
 
 fn humane(d: Duration) -> String {
     let s = d.as_secs_f64();
+    let trim = |x: f64, unit: &str| {
+        let t = format!("{x:.1}");
+        format!("{}{unit}", t.strip_suffix(".0").unwrap_or(&t))
+    };
     if s < 1.0 {
         format!("{}ms", d.as_millis())
     } else if s < 120.0 {
-        format!("{s:.0}s")
+        trim(s, "s")
     } else {
-        format!("{:.0}m", s / 60.0)
+        trim(s / 60.0, "m")
     }
 }

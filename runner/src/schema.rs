@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 pub fn pipeline_schema(builtin_kinds: &[&str]) -> Value {
     let path = json!({"type": "string", "description": "A path relative to the workspace, or `${{ stages.S.outputs.NAME }}`."});
     json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$schema": "http://json-schema.org/draft-07/schema#",
         "$id": "https://sluice.dev/schema/pipeline.json",
         "title": "sluice pipeline",
         "type": "object",
@@ -61,8 +61,11 @@ pub fn pipeline_schema(builtin_kinds: &[&str]) -> Value {
                             ],
                             "description": "Output names and paths; a null path or a bare name means out/<pipeline>/<stage>/<name>."
                         },
-                        "with": {"type": "object", "description": "The stage's configuration."},
-                        "needs": {"type": "array", "items": {"type": "string"}},
+                        "with": {"type": ["object", "null"], "description": "The stage's configuration."},
+                        "needs": {
+                            "oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}],
+                            "description": "Explicit ordering edges, rarely needed."
+                        },
                         "resources": {
                             "type": "object",
                             "additionalProperties": false,

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 pub enum EngineError {
     #[error("unknown stage `{name}`")]
     UnknownStage { name: String, help: Option<String> },
+    #[error("`--force {name}` names a stage this run does not include")]
+    ForceOutsideSelection { name: String },
     #[error("another sluice run holds this workspace{}", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Busy { pid: Option<u32> },
     #[error(transparent)]
@@ -41,6 +43,9 @@ impl EngineError {
             EngineError::Busy { .. } => {
                 Some("wait for it to finish, or run without `--no-wait` to queue behind it".into())
             }
+            EngineError::ForceOutsideSelection { name } => Some(format!(
+                "add `{name}` to the stages to run, or drop `--force {name}`"
+            )),
             EngineError::Lock(_) => {
                 Some("fix or delete the lock file; the cache still holds every result".into())
             }
@@ -65,7 +70,8 @@ pub struct RunOptions {
     pub selection: Selection,
     pub force: Vec<String>,
     pub jobs: usize,
-    pub gpus: Vec<u32>,
+    /// GPU identifiers to hand out (as `CUDA_VISIBLE_DEVICES` would name them).
+    pub gpus: Vec<String>,
     pub keep_going: bool,
     /// Wait for another run in the same workspace instead of failing.
     pub wait: bool,
@@ -157,6 +163,22 @@ impl Engine {
             .collect()
     }
 
+    /// `--force` names, which must be among the selected stages.
+    fn forced(
+        &self,
+        pipeline: &Pipeline,
+        selection: &BTreeSet<usize>,
+        force: &[String],
+    ) -> Result<BTreeSet<usize>, EngineError> {
+        let forced = self.indices(pipeline, force)?;
+        match forced.iter().find(|i| !selection.contains(i)) {
+            Some(&outside) => Err(EngineError::ForceOutsideSelection {
+                name: pipeline.stages[outside].id.0.clone(),
+            }),
+            None => Ok(forced),
+        }
+    }
+
     fn load_lock(&self, pipeline: &Pipeline) -> Result<LockFile, EngineError> {
         Ok(LockFile::load(&pipeline.lock_path(), &pipeline.name)?)
     }
@@ -169,7 +191,7 @@ impl Engine {
         force: &[String],
     ) -> Result<Vec<Planned>, EngineError> {
         let selection = self.select(pipeline, sel)?;
-        let forced = self.indices(pipeline, force)?;
+        let forced = self.forced(pipeline, &selection, force)?;
         let lock = self.load_lock(pipeline)?;
         let hasher = Hasher::load(&self.ws.memo_path());
         let planned = plan_ahead(
@@ -196,12 +218,13 @@ impl Engine {
     ) -> Result<RunSummary, EngineError> {
         let started = Instant::now();
         let selection = self.select(&pipeline, &opts.selection)?;
-        let mut forced = self.indices(&pipeline, &opts.force)?;
-        forced.retain(|i| selection.contains(i));
+        let forced = self.forced(&pipeline, &selection, &opts.force)?;
         let ev = events.clone();
+        let mut busy_pid = None;
         let guard = self
             .ws
             .lock_run(opts.wait, |pid| {
+                busy_pid = pid;
                 let _ = ev.send(Event::Warning {
                     stage: None,
                     message: format!(
@@ -217,10 +240,18 @@ impl Engine {
             })
             .map_err(io("cannot take the workspace lock"))?;
         let Some(_guard) = guard else {
-            return Err(EngineError::Busy { pid: None });
+            return Err(EngineError::Busy { pid: busy_pid });
         };
+        let t = Instant::now();
         let lock = self.load_lock(&pipeline)?;
+        tracing::debug!(
+            stages = lock.stages.len(),
+            ms = t.elapsed().as_millis() as u64,
+            "lock file loaded"
+        );
+        let t = Instant::now();
         let hasher = Arc::new(Hasher::load(&self.ws.memo_path()));
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "hash memo loaded");
         let run_id = new_run_id();
         tracing::info!(run_id = %run_id, pipeline = %pipeline.name, stages = selection.len(), jobs = opts.jobs, "run starting");
         let _ = events.send(Event::RunStarted {
@@ -243,12 +274,14 @@ impl Engine {
             lock: Arc::new(lock),
             events: events.clone(),
             run_id: run_id.clone(),
+            gpu_names: opts.gpus.clone(),
         });
+        let t = Instant::now();
         let report = dispatch(
             ctx,
             DispatchOptions {
                 jobs: opts.jobs,
-                gpus: opts.gpus,
+                gpus: (0..opts.gpus.len() as u32).collect(),
                 keep_going: opts.keep_going,
                 selection,
                 forced,
@@ -257,6 +290,7 @@ impl Engine {
             },
             signals,
         );
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "dispatch finished");
         if let Some(e) = report.lock_error {
             let _ = events.send(Event::Warning {
                 stage: None,

@@ -31,7 +31,8 @@ pub struct StageContext<'a> {
     pub params: &'a BTreeMap<String, serde_json::Value>,
     /// A private directory, emptied before the stage starts and removed after it succeeds.
     pub scratch: PathBuf,
-    pub gpus: Vec<u32>,
+    /// GPU identifiers; `CUDA_VISIBLE_DEVICES` semantics.
+    pub gpus: Vec<String>,
     pub cancel: CancelToken,
     pub events: StageEventSink,
 }

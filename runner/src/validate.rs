@@ -4,7 +4,7 @@
 
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics};
 use crate::graph::StageGraph;
-use crate::paths::{resolves_inside, PathProblem, WorkPath};
+use crate::paths::{Containment, PathProblem, WorkPath};
 use crate::pipeline::{Input, Output, Pipeline, StageDef, StageId, StageKind};
 use crate::spec::locate::locate;
 use crate::spec::raw::{parse_raw, Problems, RawStage};
@@ -204,9 +204,10 @@ impl Validator<'_, '_> {
         // Pass 1: kinds and output paths (references to outputs need them all).
         let mut kinds: Vec<Option<StageKind>> = Vec::new();
         let mut outputs_by_stage: HashMap<String, BTreeMap<String, WorkPath>> = HashMap::new();
+        let mut containment = Containment::new(root);
         for s in &raw.stages {
             let kind = self.kind(s, &plugins);
-            let outs = self.outputs(s, kind.as_ref(), &name);
+            let outs = self.outputs(s, kind.as_ref(), &name, &mut containment);
             kinds.push(kind);
             outputs_by_stage.insert(s.name.clone(), outs);
         }
@@ -269,6 +270,14 @@ impl Validator<'_, '_> {
             }
             let mut env = BTreeMap::new();
             for (k, v) in &s.env {
+                if k == "CUDA_VISIBLE_DEVICES" || k.starts_with("SLUICE_") {
+                    self.problems.push(
+                        &s.path.k("env").k(k).key_of(),
+                        format!("`{k}` is set by sluice and cannot be declared"),
+                        Some("GPUs are assigned through `resources: {gpus: N}`".into()),
+                    );
+                    continue;
+                }
                 let value = match v {
                     Some(v) => {
                         self.splice_text(v, &s.path.k("env").k(k), &scope, Splice::Text, &mut used)
@@ -290,6 +299,13 @@ impl Validator<'_, '_> {
                     None
                 }
             });
+            if s.version.as_deref().is_some_and(|v| v.contains("${{")) {
+                self.problems.push(
+                    &s.path.k("version"),
+                    "`version` cannot contain `${{ }}` expressions",
+                    Some("write a literal version; params are part of the key already".into()),
+                );
+            }
             let mut facts = Vec::new();
             if let Some(StageKind::Builtin {
                 name: kind_name, ..
@@ -484,6 +500,7 @@ impl Validator<'_, '_> {
         s: &RawStage,
         kind: Option<&StageKind>,
         pipeline: &str,
+        containment: &mut Containment<'_>,
     ) -> BTreeMap<String, WorkPath> {
         let mut declared: Vec<(String, Option<String>)> = s.outputs.clone();
         if let Some(StageKind::Builtin { name, .. }) = kind {
@@ -538,7 +555,7 @@ impl Validator<'_, '_> {
                     );
                     None
                 }
-                Some(wp) if !resolves_inside(self.opts.root, &wp) => {
+                Some(wp) if !containment.check(&wp) => {
                     self.problems.push(
                         &ypath,
                         format!("output `{n}` (`{wp}`) resolves outside the workspace through a symbolic link"),

@@ -25,7 +25,8 @@ pub struct Request<'a> {
 
 #[derive(Debug, Serialize)]
 pub struct Devices {
-    pub gpus: Vec<u32>,
+    /// GPU identifiers, as `CUDA_VISIBLE_DEVICES` (also set) names them.
+    pub gpus: Vec<String>,
 }
 
 /// One line on the plugin's stdout.
