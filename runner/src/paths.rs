@@ -80,11 +80,15 @@ impl fmt::Display for WorkPath {
     }
 }
 
-/// Checks that `path`, with every symlink on its existing prefix resolved, stays inside `root`
-/// (which must already be canonical). A path whose leaf does not exist yet is judged by its
-/// deepest existing ancestor.
+/// Checks that the directory `path` will be written into, with every symlink on its existing
+/// prefix resolved, stays inside `root` (which must already be canonical). The leaf itself is
+/// not followed: sluice removes an output (a link, not its target) before writing it.
 pub fn resolves_inside(root: &Path, path: &WorkPath) -> bool {
-    let mut probe = path.to_abs(root);
+    let abs = path.to_abs(root);
+    let Some(parent) = abs.parent() else {
+        return false;
+    };
+    let mut probe = parent.to_path_buf();
     let mut tail: Vec<std::ffi::OsString> = Vec::new();
     loop {
         match std::fs::canonicalize(&probe) {
@@ -134,10 +138,13 @@ impl<'a> Containment<'a> {
         }
     }
 
+    /// Only the directories above the leaf are examined: a leaf that is a symlink is harmless,
+    /// because sluice removes an output (the link itself, not its target) before writing it.
     pub fn check(&mut self, path: &WorkPath) -> bool {
         let mut prefix = self.root.to_path_buf();
-        let parts: Vec<&str> = path.as_str().split('/').collect();
-        for (i, part) in parts.iter().enumerate() {
+        let all: Vec<&str> = path.as_str().split('/').collect();
+        let parts = &all[..all.len() - 1];
+        for part in parts {
             prefix.push(part);
             if self.known_dirs.contains(&prefix) {
                 continue;
@@ -149,7 +156,8 @@ impl<'a> Containment<'a> {
                 Ok(m) if m.is_dir() => {
                     self.known_dirs.insert(prefix.clone());
                 }
-                Ok(_) => return i + 1 == parts.len(),
+                // A file where a directory should be: writing will fail with a clear error.
+                Ok(_) => return true,
             }
         }
         true

@@ -35,6 +35,7 @@ pub struct DispatchOptions {
     pub kill_grace: Duration,
     /// Where to write the lock file as stages complete.
     pub lock_path: PathBuf,
+    pub lock_mirror_dir: PathBuf,
 }
 
 #[derive(Debug)]
@@ -80,6 +81,7 @@ struct Dispatcher {
     lock: LockFile,
     lock_dirty: bool,
     lock_written: Instant,
+    lock_interval: Duration,
     lock_error: Option<String>,
 }
 
@@ -120,21 +122,47 @@ pub(crate) fn dispatch(
     lock.pipeline = ctx.pipeline.name.clone();
     lock.retain_stages(ctx.pipeline.stages.iter().map(|s| s.id.0.as_str()));
 
-    // Settle, inline and in dependency order, every stage that is up to date and whose
-    // upstream is too: a no-op rerun then costs no thread hand-offs at all.
+    // Settle every stage that is up to date and whose upstream is too, wave by wave in
+    // dependency order and in parallel within a wave, before any worker is involved: a no-op
+    // rerun then costs no thread hand-offs and uses every core for its stat calls.
     let mut settled: BTreeMap<usize, Completed> = BTreeMap::new();
-    for &i in graph.topo_order() {
-        if !opts.selection.contains(&i) || opts.forced.contains(&i) {
-            continue;
-        }
-        let deps_settled = graph
-            .deps(i)
-            .all(|d| !opts.selection.contains(&d) || settled.contains_key(&d));
-        if deps_settled {
-            if let Some(c) = check_up_to_date(&ctx, i) {
-                settled.insert(i, c);
+    let mut pending: BTreeMap<usize, usize> = opts
+        .selection
+        .iter()
+        .map(|&i| {
+            (
+                i,
+                graph.deps(i).filter(|d| opts.selection.contains(d)).count(),
+            )
+        })
+        .collect();
+    let mut wave: Vec<usize> = pending
+        .iter()
+        .filter(|(_, &n)| n == 0)
+        .map(|(&i, _)| i)
+        .collect();
+    while !wave.is_empty() {
+        wave.retain(|i| !opts.forced.contains(i));
+        let results: Vec<(usize, Option<Completed>)> = {
+            use rayon::prelude::*;
+            wave.par_iter()
+                .map(|&i| (i, check_up_to_date(&ctx, i)))
+                .collect()
+        };
+        let mut next = Vec::new();
+        for (i, completed) in results {
+            let Some(c) = completed else { continue };
+            settled.insert(i, c);
+            for dep in graph.dependents(i) {
+                if let Some(n) = pending.get_mut(&dep) {
+                    *n -= 1;
+                    if *n == 0 {
+                        next.push(dep);
+                    }
+                }
             }
         }
+        wave = next;
     }
     let mut waiting = BTreeMap::new();
     let mut ready = BTreeSet::new();
@@ -166,6 +194,7 @@ pub(crate) fn dispatch(
         lock,
         lock_dirty: false,
         lock_written: Instant::now(),
+        lock_interval: LOCK_WRITE_INTERVAL,
         lock_error: None,
         opts,
     };
@@ -212,7 +241,7 @@ pub(crate) fn dispatch(
             default(timeout) => {}
         }
         d.check_deadlines();
-        if d.lock_dirty && d.lock_written.elapsed() >= LOCK_WRITE_INTERVAL {
+        if d.lock_dirty && d.lock_written.elapsed() >= d.lock_interval {
             d.write_lock();
         }
     }
@@ -488,7 +517,11 @@ impl Dispatcher {
     }
 
     fn write_lock(&mut self) {
-        if let Err(e) = self.lock.save(&self.opts.lock_path) {
+        let t = Instant::now();
+        if let Err(e) = self
+            .lock
+            .save_mirrored(&self.opts.lock_path, &self.opts.lock_mirror_dir)
+        {
             self.lock_error = Some(format!(
                 "cannot write `{}`: {e}",
                 self.opts.lock_path.display()
@@ -496,6 +529,8 @@ impl Dispatcher {
         }
         self.lock_dirty = false;
         self.lock_written = Instant::now();
+        // Writing a large lock file takes a while; keep it under a tenth of the dispatcher's time.
+        self.lock_interval = LOCK_WRITE_INTERVAL.max(t.elapsed() * 10);
     }
 }
 

@@ -180,7 +180,11 @@ impl Engine {
     }
 
     fn load_lock(&self, pipeline: &Pipeline) -> Result<LockFile, EngineError> {
-        Ok(LockFile::load(&pipeline.lock_path(), &pipeline.name)?)
+        Ok(LockFile::load_mirrored(
+            &pipeline.lock_path(),
+            &pipeline.name,
+            &self.ws.lock_mirror_dir(),
+        )?)
     }
 
     /// Decides every selected stage without running anything (`status`, `run --dry-run`).
@@ -287,6 +291,7 @@ impl Engine {
                 forced,
                 kill_grace: opts.kill_grace,
                 lock_path: pipeline.lock_path(),
+                lock_mirror_dir: self.ws.lock_mirror_dir(),
             },
             signals,
         );

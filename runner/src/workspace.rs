@@ -34,6 +34,10 @@ impl Workspace {
     pub fn cache_dir(&self) -> PathBuf {
         self.dir.join("cache")
     }
+    /// Parsed copies of lock files (see `LockFile::load_mirrored`).
+    pub fn lock_mirror_dir(&self) -> PathBuf {
+        self.dir.join("locks")
+    }
     pub fn memo_path(&self) -> PathBuf {
         self.dir.join("hashes.json")
     }
