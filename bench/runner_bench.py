@@ -367,13 +367,13 @@ def bench_sluice(dag: Dag, base: Path, sluice: str, args, res: Result) -> None:
             raise SystemExit(f"{tag} {what}: expected {expect_ran} stages to run, {fin.get('ran')} ran ({fin})")
         return s
 
+    write_inputs(dag, root)
+    # Inputs older than sluice's 2 s racy window, as they would be in real use.
+    time.sleep(RACY_WAIT_S)
     cold = []
     for r in range(reps["cold"]):
         chmod_w(root)
         rm(root / "out", root / ".sluice", root / "sluice.lock")
-        write_inputs(dag, root)
-        # Inputs older than the racy window, as they would be in real use.
-        time.sleep(RACY_WAIT_S)
         cold.append(one(n, "cold"))
     t_cold_end = time.time()
     first_noop = one(0, "first no-op")
@@ -383,8 +383,6 @@ def bench_sluice(dag: Dag, base: Path, sluice: str, args, res: Result) -> None:
     noop = [one(0, "no-op") for _ in range(reps["noop"])]
     status = [run_timed([sluice, "status", pipe.name, "--color", "never"], root, timeout=args.timeout)
               for _ in range(3)]
-    dry = [run_timed([sluice, "run", pipe.name, "--dry-run", "--color", "never"], root, timeout=args.timeout)
-           for _ in range(3)]
     changes = {"one": dag.change}
     if dag.n <= args.shared_max:
         changes.update(dag.extra_changes)
@@ -401,7 +399,6 @@ def bench_sluice(dag: Dag, base: Path, sluice: str, args, res: Result) -> None:
     res.add(tool="sluice", shape=dag.shape, n=n, scenario="first-noop", **summarize([first_noop]))
     res.add(tool="sluice", shape=dag.shape, n=n, scenario="noop", **summarize(noop))
     res.add(tool="sluice", shape=dag.shape, n=n, scenario="status", **summarize(status))
-    res.add(tool="sluice", shape=dag.shape, n=n, scenario="dry-run", **summarize(dry))
     log(f"{tag} cold {med([s.wall for s in cold]):8.3f} s  first-noop {first_noop.wall * 1e3:8.1f} ms  "
         f"noop {med([s.wall for s in noop]) * 1e3:8.1f} ms  status {med([s.wall for s in status]) * 1e3:8.1f} ms  "
         f"rss {max(s.rss_kb for s in cold) / 1024:.1f} MiB")
@@ -452,7 +449,7 @@ def bench_snakemake(dag: Dag, base: Path, snakemake: str, args, res: Result) -> 
     root = base / "snakemake"
     root.mkdir(parents=True, exist_ok=True)
     write_snakefile(dag, root)
-    reps = {k: min(v, 3) for k, v in reps_for(dag.n, args).items()}
+    reps = {"cold": 1, "noop": 2, "change": 1} if dag.n >= 1000 or args.quick else {"cold": 2, "noop": 3, "change": 2}
     argv = [snakemake, "--cores", "2", "--quiet", "all"]
     tag = f"snakemake {dag.shape:8} N={dag.n:>6}"
 
@@ -500,7 +497,7 @@ def bench_dvc(dag: Dag, base: Path, dvc: str, args, res: Result) -> None:
             raise SystemExit(f"{tag} {what}: dvc failed (rc={s.rc})")
         return s
 
-    reps = {"cold": 1, "noop": 3, "change": 1} if dag.n > 10 or args.quick else {"cold": 3, "noop": 3, "change": 3}
+    reps = {"cold": 1, "noop": 2, "change": 1} if dag.n > 10 or args.quick else {"cold": 2, "noop": 3, "change": 2}
     cold = []
     for _ in range(reps["cold"]):
         chmod_w(root)
@@ -530,8 +527,11 @@ def bench_spawn_baseline(dag: Dag, base: Path, args, res: Result) -> None:
     root.mkdir(parents=True, exist_ok=True)
     write_inputs(dag, root)
     cmds = write_cmds(dag, root)
-    reps = reps_for(dag.n, args)["cold"] + (2 if not args.quick else 0)
-    for p in (1, 2):
+    reps = 1 if args.quick or dag.n >= 10000 else 3
+    # xargs ignores the DAG: -P2 is a lower bound for chain and layered (a stage may start before
+    # its upstream finished; the commands still do the same work). chain uses -P1 as the reference.
+    ps = (1,) if dag.shape == "chain" else (2,) if dag.n >= 10000 else (1, 2)
+    for p in ps:
         samples = []
         for _ in range(reps):
             rm(root / "out")
@@ -696,7 +696,8 @@ def markdown(res: Result, meta: dict) -> str:
     out = []
     m = meta["machine"]
     out.append(f"Machine: {m['nproc']} CPUs, {m['cpu']}, {m['mem']} RAM, Linux {m['kernel']}; {m['date']}; "
-               f"load average at start {m['loadavg'][0]:.2f}.  ")
+               f"load average (1 min) {m['loadavg'][0]:.2f} at start, "
+               f"{meta.get('loadavg_end', [float('nan')])[0]:.2f} at the end; whole run {meta.get('total_s', 0) / 60:.1f} min.  ")
     out.append(f"sluice: `{meta['sluice']}` ({meta['sluice_version']}, commit {meta['git']}); "
                f"make: {meta['make']}; snakemake: {meta['snakemake']}; dvc: {meta['dvc']}.\n")
     shapes = sorted({r["shape"] for r in rows if r["tool"] == "sluice" and not r["shape"].startswith("hash")},
@@ -729,21 +730,22 @@ def markdown(res: Result, meta: dict) -> str:
                            f"({ch['reran']:,}) | {ch['rss_kb_max'] / 1024:.1f} MiB | –/–/{ch['runs']} |")
 
     out.append("\n### Per-stage cost of a cold run vs. spawning the same commands without a runner\n")
-    out.append("| shape | N | sluice cold | xargs -P1 | xargs -P2 | sluice / stage | xargs -P2 / stage | "
-               "sluice overhead / stage (vs -P2) | CPU / stage sluice vs -P2 |")
+    out.append("| shape | N | sluice cold | xargs -P1 | xargs -P2 | sluice / stage | reference / stage | "
+               "sluice overhead / stage | CPU / stage: sluice vs reference |")
     out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for shape in [s for s in shapes if "-" not in s]:
         for n in sizes:
             c = get(tool="sluice", shape=shape, n=n, scenario="cold")
             x1 = get(tool="xargs -P1", shape=shape, n=n, scenario="cold")
             x2 = get(tool="xargs -P2", shape=shape, n=n, scenario="cold")
-            if not (c and x1 and x2):
+            ref = x1 if shape == "chain" else x2
+            if not (c and ref):
                 continue
-            ref = x2 if shape != "chain" else x1
-            out.append(f"| {shape} | {n:,} | {fmt_ms(c['wall_med'])} | {fmt_ms(x1['wall_med'])} | {fmt_ms(x2['wall_med'])} | "
-                       f"{c['wall_med'] / n * 1e3:.2f} ms | {x2['wall_med'] / n * 1e3:.2f} ms | "
-                       f"{(c['wall_med'] - ref['wall_med']) / n * 1e3:.2f} ms{' (vs -P1)' if ref is x1 else ''} | "
-                       f"{c['cpu_med'] / n * 1e3:.2f} vs {x2['cpu_med'] / n * 1e3:.2f} ms |")
+            out.append(f"| {shape} | {n:,} | {fmt_ms(c['wall_med'])} | {fmt_ms(x1['wall_med']) if x1 else '–'} | "
+                       f"{fmt_ms(x2['wall_med']) if x2 else '–'} | "
+                       f"{c['wall_med'] / n * 1e3:.2f} ms | {ref['wall_med'] / n * 1e3:.2f} ms ({ref['tool'][-3:]}) | "
+                       f"**{(c['wall_med'] - ref['wall_med']) / n * 1e3:.2f} ms** | "
+                       f"{c['cpu_med'] / n * 1e3:.2f} vs {ref['cpu_med'] / n * 1e3:.2f} ms |")
 
     tools = [t for t in ("make", "snakemake", "dvc") if any(r["tool"] == t for r in rows)]
     if tools:
@@ -775,12 +777,12 @@ def markdown(res: Result, meta: dict) -> str:
         out.append(f"Input: {size / 2**30:.2f} GiB ({size / 1e9:.3f} GB) of random bytes, in the page cache.\n")
         out.append("| measurement | median wall | runs | derived |")
         out.append("|---|---:|---:|---|")
-        out.append(f"| cold run, 1 GiB input | {fmt_ms(hb['wall_med'])} | {hb['runs']} | "
+        out.append(f"| cold run, {size / 2**30:.2f} GiB input | {fmt_ms(hb['wall_med'])} | {hb['runs']} | "
                    f"first hash ≈ {fmt_ms(hd['hash_s_from_cold'])} → **{hd['gbps_from_cold']:.2f} GB/s**; peak RSS {hb['rss_kb_max'] / 1024:.0f} MiB |")
         out.append(f"| cold run, 5-byte input | {fmt_ms(ht['wall_med'])} | {ht['runs']} | |")
         out.append(f"| lock kept, memo deleted (= hash + no-op) | {fmt_ms(md['wall_med'])} | {md['runs']} | "
                    f"hash ≈ {fmt_ms(hd['hash_s_from_memo_dropped'])} → {hd['gbps_from_memo_dropped']:.2f} GB/s |")
-        out.append(f"| no-op, 1 GiB input unchanged | {fmt_ms(nb['wall_med'])} | {nb['runs']} | "
+        out.append(f"| no-op, {size / 2**30:.2f} GiB input unchanged | {fmt_ms(nb['wall_med'])} | {nb['runs']} | "
                    f"check costs {fmt_ms(hd['unchanged_check_extra_s'])} more than the 5-byte input |")
         out.append(f"| no-op, 5-byte input | {fmt_ms(nt['wall_med'])} | {nt['runs']} | |")
         rw = hd["racy_walls"]
@@ -795,6 +797,13 @@ def markdown(res: Result, meta: dict) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def big(spec: str, n: int, shape: str) -> bool:
+    if not spec:
+        return False
+    size, shapes = spec.split(":")
+    return n == int(size) and shape in shapes.split(",")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10,100,1000,10000")
@@ -805,8 +814,10 @@ def main() -> None:
     ap.add_argument("--only-hash", action="store_true")
     ap.add_argument("--hash-mib", type=int, default=1024)
     ap.add_argument("--make-max", type=int, default=10000, help="largest N for make")
-    ap.add_argument("--snakemake-max", type=int, default=1000, help="largest N for snakemake")
-    ap.add_argument("--dvc-max", type=int, default=100, help="largest N for dvc")
+    ap.add_argument("--snakemake-max", type=int, default=100, help="largest N for snakemake, all shapes")
+    ap.add_argument("--snakemake-big", default="1000:wide", help="also N:shape,shape for snakemake ('' for none)")
+    ap.add_argument("--dvc-max", type=int, default=10, help="largest N for dvc, all shapes")
+    ap.add_argument("--dvc-big", default="100:wide", help="also N:shape,shape for dvc ('' for none)")
     ap.add_argument("--shared-max", type=int, default=1000, help="largest N for the wide shared-input change")
     ap.add_argument("--snakemake", default=os.environ.get("SNAKEMAKE", shutil.which("snakemake") or ""))
     ap.add_argument("--dvc", default=os.environ.get("DVC", shutil.which("dvc") or ""))
@@ -821,6 +832,7 @@ def main() -> None:
     if args.quick:
         args.sizes = "10,100"
         args.hash_mib = min(args.hash_mib, 256)
+        args.snakemake_big = args.dvc_big = ""
 
     sluice = os.environ.get("SLUICE", "target/release/sluice")
     sluice = str((REPO / sluice).resolve()) if not os.path.isabs(sluice) else sluice
@@ -849,9 +861,9 @@ def main() -> None:
                         bench_spawn_baseline(dag, d, args, res)
                         if n <= args.make_max and shutil.which("make"):
                             bench_make(dag, d, args, res)
-                        if args.snakemake and n <= args.snakemake_max:
+                        if args.snakemake and (n <= args.snakemake_max or big(args.snakemake_big, n, shape)):
                             bench_snakemake(dag, d, args.snakemake, args, res)
-                        if args.dvc and n <= args.dvc_max:
+                        if args.dvc and (n <= args.dvc_max or big(args.dvc_big, n, shape)):
                             bench_dvc(dag, d, args.dvc, args, res)
         if not args.no_hash:
             bench_hash(base, sluice, args, res)
@@ -860,6 +872,7 @@ def main() -> None:
             chmod_w(base)
             shutil.rmtree(base, ignore_errors=True)
     meta["total_s"] = time.time() - t0
+    meta["loadavg_end"] = os.getloadavg()
     log(f"total {meta['total_s']:.0f} s")
     md = markdown(res, meta)
     print(md)
