@@ -740,3 +740,24 @@ fn a_second_run_in_the_same_workspace_waits_or_refuses() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn the_hash_memo_is_persisted_and_not_fooled_by_a_preserved_mtime() {
+    let ws = chain();
+    ws.run(&[]).assert_ok();
+    let memo: serde_json::Value = serde_json::from_str(&ws.read(".sluice/hashes.json")).unwrap();
+    assert_eq!(memo["version"], 1);
+    // Same size, same mtime, different bytes: the inode's ctime still moves, so it is seen.
+    std::fs::copy(ws.path("data.txt"), ws.path("ref.txt")).unwrap();
+    std::fs::write(ws.path("data.txt"), "xyz\n").unwrap();
+    let touched = std::process::Command::new("touch")
+        .args(["-r", "ref.txt", "data.txt"])
+        .current_dir(ws.root())
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    let r = ws.run(&[]);
+    r.assert_ok();
+    assert_eq!(r.started().first().map(String::as_str), Some("a"));
+    assert_eq!(ws.read("out/b.txt"), "XYZ\nHELLO\n");
+}

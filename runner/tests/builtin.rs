@@ -1,0 +1,164 @@
+//! The `Stage` trait path, end to end through the engine: a built-in stage registered the way
+//! `sluice-stages` does it, run, cached, validated and cancelled by a timeout.
+
+use sluice_runner::stage::ConfigProblem;
+use sluice_runner::{
+    Engine, Event, LoadOptions, Outcome, RunOptions, Selection, Stage, StageContext, StageRegistry,
+    Workspace,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Upper-cases its `text` input; `with: {spin: true}` loops until cancelled.
+struct Upper;
+
+impl Stage for Upper {
+    fn kind(&self) -> &'static str {
+        "upper"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["text"]
+    }
+    fn check(&self, with: &serde_json::Value) -> Vec<ConfigProblem> {
+        with.as_object()
+            .into_iter()
+            .flat_map(|m| m.keys())
+            .filter(|k| *k != "spin")
+            .map(|k| ConfigProblem {
+                path: vec![k.clone()],
+                message: format!("unknown option `{k}`"),
+                help: Some("`upper` takes: spin".into()),
+            })
+            .collect()
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
+        if ctx.with.get("spin").and_then(|v| v.as_bool()) == Some(true) {
+            while !ctx.cancel.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            return Err("cancelled".into());
+        }
+        let text = std::fs::read_to_string(&ctx.inputs["text"]).map_err(|e| e.to_string())?;
+        ctx.events
+            .progress(1.0, Some(1.0), Some("files".into()), None);
+        std::fs::write(&ctx.outputs["text"], text.to_uppercase()).map_err(|e| e.to_string())
+    }
+}
+
+fn registry() -> StageRegistry {
+    let mut r = StageRegistry::default();
+    r.register(Arc::new(Upper));
+    r
+}
+
+fn run(dir: &std::path::Path, yaml: &str) -> (Vec<Event>, bool) {
+    std::fs::write(dir.join("p.yaml"), yaml).unwrap();
+    let ws = Workspace::open(dir).unwrap();
+    let registry = registry();
+    let pipeline = sluice_runner::load(&LoadOptions {
+        root: &ws.root,
+        file: &dir.join("p.yaml"),
+        display: "p.yaml".into(),
+        overrides: &[],
+        registry: &registry,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let engine = Engine::new(ws, registry);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (_sig_tx, sig_rx) = crossbeam_channel::unbounded();
+    let summary = engine
+        .run(
+            Arc::new(pipeline),
+            RunOptions {
+                selection: Selection::default(),
+                force: Vec::new(),
+                jobs: 2,
+                gpus: Vec::new(),
+                keep_going: false,
+                wait: true,
+                kill_grace: Duration::from_secs(1),
+            },
+            tx,
+            sig_rx,
+        )
+        .unwrap();
+    (rx.try_iter().collect(), summary.ok())
+}
+
+fn outcome(events: &[Event], stage: &str) -> Outcome {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::StageFinished {
+                stage: s, outcome, ..
+            } if s == stage => Some(*outcome),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_builtin_stage_runs_is_cached_and_reports_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "hello\n").unwrap();
+    let yaml = "stages:\n  up: {uses: upper, inputs: {text: in.txt}}\n";
+    let (events, ok) = run(dir.path(), yaml);
+    assert!(ok);
+    assert_eq!(outcome(&events, "up"), Outcome::Ran);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::StageProgress { unit: Some(u), .. } if u == "files")));
+    // The default output path comes from the kind's declared outputs.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/p/up/text")).unwrap(),
+        "HELLO\n"
+    );
+    let (events, ok) = run(dir.path(), yaml);
+    assert!(ok);
+    assert_eq!(outcome(&events, "up"), Outcome::UpToDate);
+}
+
+#[test]
+fn builtin_config_is_checked_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "x").unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "stages:\n  up: {uses: upper, inputs: {text: in.txt}, with: {spni: true}, outputs: {txt: a}}\n",
+    )
+    .unwrap();
+    let ws = Workspace::open(dir.path()).unwrap();
+    let err = sluice_runner::load(&LoadOptions {
+        root: &ws.root,
+        file: &dir.path().join("p.yaml"),
+        display: "p.yaml".into(),
+        overrides: &[],
+        registry: &registry(),
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("stage `up`: unknown option `spni`") && err.contains("p.yaml:2:58"),
+        "{err}"
+    );
+    assert!(
+        err.contains("stage kind `upper` has no output `txt`")
+            && err.contains("did you mean `text`?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_timeout_cancels_a_builtin_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "x").unwrap();
+    let (events, ok) = run(
+        dir.path(),
+        "stages:\n  up: {uses: upper, inputs: {text: in.txt}, with: {spin: true}, timeout: 200ms}\n",
+    );
+    assert!(!ok);
+    assert_eq!(outcome(&events, "up"), Outcome::TimedOut);
+}
