@@ -761,3 +761,26 @@ fn the_hash_memo_is_persisted_and_not_fooled_by_a_preserved_mtime() {
     assert_eq!(r.started().first().map(String::as_str), Some("a"));
     assert_eq!(ws.read("out/b.txt"), "XYZ\nHELLO\n");
 }
+
+#[test]
+fn an_input_directory_waits_for_the_outputs_inside_it() {
+    let ws = Ws::new();
+    ws.pipeline(
+        r#"
+stages:
+  report: {run: "ls ${{ inputs.results }} > ${{ outputs.o }}", inputs: {results: results}, outputs: {o: report.txt}}
+  one: {run: "sleep 0.3; echo 1 > ${{ outputs.o }}", outputs: {o: results/one.txt}}
+  two: {run: "echo 2 > ${{ outputs.o }}", outputs: {o: results/two.txt}}
+"#,
+    );
+    let r = ws.run(&[]);
+    r.assert_ok();
+    assert_eq!(r.started().last().map(String::as_str), Some("report"));
+    assert_eq!(ws.read("report.txt"), "one.txt\ntwo.txt\n");
+    let dag = ws.sluice(&["dag"]);
+    assert!(
+        dag.stdout.contains("report [run] ← one, two"),
+        "{}",
+        dag.stdout
+    );
+}

@@ -291,3 +291,16 @@ fn bad_set_overrides_are_usage_errors() {
     assert_eq!(r.code, 2);
     has(&r.stderr, &["pipeline file `nope.yaml` not found"]);
 }
+
+#[test]
+fn a_stage_reading_a_directory_it_writes_into() {
+    let e =
+        invalid("stages:\n  a: {run: echo, inputs: {d: data}, outputs: {o: data/derived.csv}}\n");
+    has(
+        &e,
+        &[
+            "stage `a` reads its own output through input `d` (`data`)",
+            "sluice.yaml:2:30",
+        ],
+    );
+}

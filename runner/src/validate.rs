@@ -663,13 +663,25 @@ impl Validator<'_, '_> {
                 cur = &cur[..cur.rfind('/')?];
             }
         };
-        let mut links: Vec<(usize, usize, Option<usize>)> = Vec::new();
+        // Outputs that lie inside an input directory: reading the directory needs them first.
+        let mut sorted: Vec<(&str, usize)> = producers.iter().map(|(p, i)| (*p, *i)).collect();
+        sorted.sort();
+        let inside_of = |p: &WorkPath| -> Vec<usize> {
+            let prefix = format!("{}/", p.as_str());
+            let start = sorted.partition_point(|(q, _)| *q < prefix.as_str());
+            sorted[start..]
+                .iter()
+                .take_while(|(q, _)| q.starts_with(&prefix))
+                .map(|(_, i)| *i)
+                .collect()
+        };
+        let mut links: Vec<(usize, usize, Option<usize>, Vec<usize>)> = Vec::new();
         for s in stages.iter() {
             for (k, input) in s.inputs.iter().enumerate() {
-                links.push((s.idx, k, producer_of(&input.path)));
+                links.push((s.idx, k, producer_of(&input.path), inside_of(&input.path)));
             }
         }
-        for (idx, k, producer) in links {
+        for (idx, k, producer, contained) in links {
             let s = &mut stages[idx];
             let input = &mut s.inputs[k];
             let ypath = if input.name.starts_with("stages.") {
@@ -677,29 +689,34 @@ impl Validator<'_, '_> {
             } else {
                 raw[s.idx].path.k("inputs").k(&input.name)
             };
+            if contained.contains(&s.idx) || producer == Some(s.idx) {
+                self.problems.push(
+                    &ypath,
+                    format!("stage `{}` reads its own output through input `{}` (`{}`)", s.id, input.name, input.path),
+                    Some("a stage cannot read what it writes; keep outputs out of its input directories".into()),
+                );
+                continue;
+            }
+            for &c in &contained {
+                edges.insert((c, s.idx));
+            }
             match producer {
-                Some(p) if p == s.idx => {
-                    self.problems.push(
-                        &ypath,
-                        format!("stage `{}` reads its own output `{}`", s.id, input.path),
-                        Some("a stage cannot read what it writes".into()),
-                    );
-                }
                 Some(p) => {
                     input.producer = Some(p);
                     edges.insert((p, s.idx));
                 }
+                None if !contained.is_empty() => {}
                 None => {
                     let abs = input.path.to_abs(self.opts.root);
                     if std::fs::symlink_metadata(&abs).is_err() {
                         self.problems.push(
-                                &ypath,
-                                format!(
-                                    "input `{}` of stage `{}` (`{}`) does not exist and no stage produces it",
-                                    input.name, s.id, input.path
-                                ),
-                                Some("check the path, or add the stage that writes it".into()),
-                            );
+                            &ypath,
+                            format!(
+                                "input `{}` of stage `{}` (`{}`) does not exist and no stage produces it",
+                                input.name, s.id, input.path
+                            ),
+                            Some("check the path, or add the stage that writes it".into()),
+                        );
                     }
                 }
             }
