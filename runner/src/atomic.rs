@@ -25,8 +25,19 @@ pub fn temp_path_for(dest: &Path) -> PathBuf {
     }
 }
 
-/// Writes `bytes` to `dest` atomically, creating parent directories as needed.
+/// Writes `bytes` to `dest` atomically, creating parent directories as needed. Atomic against a
+/// killed process (the rename is all or nothing); not flushed to the disk, see `write_durable`.
 pub fn write(dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_inner(dest, bytes, false)
+}
+
+/// `write`, with the data flushed to the disk before the rename, so that a power loss cannot
+/// leave an empty file under the final name. Used for the lock file, which people commit.
+pub fn write_durable(dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_inner(dest, bytes, true)
+}
+
+fn write_inner(dest: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     if let Some(parent) = dest.parent() {
         if !parent.as_os_str().is_empty() {
             fs::create_dir_all(parent)?;
@@ -36,7 +47,9 @@ pub fn write(dest: &Path, bytes: &[u8]) -> io::Result<()> {
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_data()?;
+        if durable {
+            f.sync_data()?;
+        }
         drop(f);
         fs::rename(&tmp, dest)
     })();

@@ -171,7 +171,7 @@ impl LockFile {
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let body = serde_yaml::to_string(self).map_err(std::io::Error::other)?;
-        crate::atomic::write(path, format!("{HEADER}{body}").as_bytes())
+        crate::atomic::write_durable(path, format!("{HEADER}{body}").as_bytes())
     }
 
     /// `load`, through a JSON copy under `mirror_dir` that is used while the YAML file is
