@@ -784,3 +784,21 @@ stages:
         dag.stdout
     );
 }
+
+/// A stage that takes both CPU slots runs alone: the other may neither start while it runs
+/// nor be running when it starts.
+#[test]
+fn cpu_slots_keep_a_wide_stage_alone() {
+    let ws = Ws::new();
+    ws.pipeline(
+        r#"
+stages:
+  big:
+    run: "[ -f small_running ] && exit 9; touch big_running; sleep 1; rm big_running; echo > ${{ outputs.o }}"
+    outputs: [o]
+    resources: {cpus: 2}
+  small: {run: "[ -f big_running ] && exit 9; touch small_running; sleep 0.2; rm small_running; echo > ${{ outputs.o }}", outputs: [o]}
+"#,
+    );
+    ws.run(&["--jobs", "2"]).assert_ok();
+}
