@@ -785,8 +785,8 @@ stages:
     );
 }
 
-/// A stage that takes both CPU slots runs alone: the other may neither start while it runs
-/// nor be running when it starts.
+/// A stage that takes both CPU slots runs alone. Each stage marks itself running, waits, then
+/// looks for the other's mark: any overlap shorter than the wait is seen by one of them.
 #[test]
 fn cpu_slots_keep_a_wide_stage_alone() {
     let ws = Ws::new();
@@ -794,10 +794,10 @@ fn cpu_slots_keep_a_wide_stage_alone() {
         r#"
 stages:
   big:
-    run: "[ -f small_running ] && exit 9; touch big_running; sleep 1; rm big_running; echo > ${{ outputs.o }}"
+    run: "touch big_running; sleep 0.5; [ -f small_running ] && exit 9; rm big_running; echo > ${{ outputs.o }}"
     outputs: [o]
     resources: {cpus: 2}
-  small: {run: "[ -f big_running ] && exit 9; touch small_running; sleep 0.2; rm small_running; echo > ${{ outputs.o }}", outputs: [o]}
+  small: {run: "touch small_running; sleep 0.5; [ -f big_running ] && exit 9; rm small_running; echo > ${{ outputs.o }}", outputs: [o]}
 "#,
     );
     ws.run(&["--jobs", "2"]).assert_ok();
