@@ -29,7 +29,7 @@ pub struct StageContext<'a> {
     pub outputs: BTreeMap<String, PathBuf>,
     pub with: &'a serde_json::Value,
     pub params: &'a BTreeMap<String, serde_json::Value>,
-    /// A private directory, emptied before the stage starts and removed after it succeeds.
+    /// A private directory, empty when the stage starts, removed at the end of the run.
     pub scratch: PathBuf,
     /// GPU identifiers; `CUDA_VISIBLE_DEVICES` semantics.
     pub gpus: Vec<String>,

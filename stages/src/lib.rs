@@ -1,10 +1,20 @@
 //! sluice's built-in stages. The binary registers them with the engine through [`registry`].
-//! The data stages (clean, split, normalize), train, evaluate and deploy arrive here in later
-//! issues; each implements `sluice_runner::Stage`.
+//! Each kind implements `sluice_runner::Stage`; `table` and `staged` hold what the data stages
+//! share (reading and writing tables, moving finished outputs into place), `rng` the seeded
+//! randomness they use. The other data stages (clean, normalize), train, evaluate and deploy
+//! arrive in later issues.
+
+mod rng;
+mod split;
+mod staged;
+mod table;
 
 use sluice_runner::StageRegistry;
+use std::sync::Arc;
 
 /// Every built-in stage kind of this build.
 pub fn registry() -> StageRegistry {
-    StageRegistry::default()
+    let mut registry = StageRegistry::default();
+    registry.register(Arc::new(split::Split));
+    registry
 }

@@ -1,0 +1,210 @@
+//! The `split` stage: one table in, train/val/test Parquet files and a JSON summary out.
+//!
+//! `config` parses `with:`, `assign` decides which rows go where (pure, seeded), `summary` says
+//! what came out; this file reads the input, writes the outputs through `Staged` so that a
+//! failure leaves none of them, and turns every failure into one message naming the file.
+
+mod assign;
+mod config;
+mod summary;
+
+use crate::staged::{Staged, StagedError};
+use crate::table::{self, TableError};
+use arrow::array::UInt64Array;
+use config::{Method, SplitConfig};
+use sluice_runner::stage::ConfigProblem;
+use sluice_runner::{Stage, StageContext};
+use std::path::Path;
+
+/// One of the three splits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Part {
+    Train = 0,
+    Val = 1,
+    Test = 2,
+}
+
+impl Part {
+    pub(crate) const ALL: [Part; 3] = [Part::Train, Part::Val, Part::Test];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Part::Train => "train",
+            Part::Val => "val",
+            Part::Test => "test",
+        }
+    }
+
+    pub(crate) fn from_name(name: &str) -> Option<Part> {
+        Part::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+const INPUT: &str = "table";
+const SUMMARY: &str = "summary";
+const STEPS: f64 = 6.0;
+
+/// The `split` stage kind.
+pub(crate) struct Split;
+
+#[derive(Debug, thiserror::Error)]
+enum SplitError {
+    #[error("{0}")]
+    Config(String),
+    #[error("`split` needs an input named `table`{}\nhint: write `inputs: {{table: data/rows.csv}}`", .suggestion.as_ref().map(|s| format!("; {s}")).unwrap_or_default())]
+    NoInput { suggestion: Option<String> },
+    #[error("the pipeline gave no path for output `{0}`")]
+    NoOutput(&'static str),
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("`{path}`: {source}")]
+    Assign {
+        path: String,
+        #[source]
+        source: assign::AssignError,
+    },
+    #[error("cannot select the rows of the {part} split: {source}")]
+    Take {
+        part: &'static str,
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+    #[error(transparent)]
+    Staged(#[from] StagedError),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl Stage for Split {
+    fn kind(&self) -> &'static str {
+        "split"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["train", "val", "test", SUMMARY]
+    }
+    fn check(&self, with: &serde_json::Value) -> Vec<ConfigProblem> {
+        SplitConfig::parse(with).err().unwrap_or_default()
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
+        run(ctx).map_err(|e| e.to_string())
+    }
+}
+
+fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
+    let config = SplitConfig::parse(ctx.with).map_err(|problems| {
+        SplitError::Config(
+            problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let input = ctx.inputs.get(INPUT).ok_or_else(|| SplitError::NoInput {
+        suggestion: sluice_runner::diag::did_you_mean(INPUT, ctx.inputs.keys().map(String::as_str)),
+    })?;
+    let source = relative(&ctx.workspace, input);
+    let step = |done: f64, message: String| {
+        ctx.events
+            .progress(done, Some(STEPS), Some("steps".into()), Some(message));
+        if ctx.cancel.is_cancelled() {
+            Err(SplitError::Cancelled)
+        } else {
+            Ok(())
+        }
+    };
+
+    let table = table::io::read(input, &source)?;
+    step(1.0, format!("read {} rows from {source}", table.rows()))?;
+
+    let labels = match &config.label {
+        Some(column) => Some(table.keys(column, "label")?),
+        None => None,
+    };
+    let groups = match &config.group {
+        Some(column) => Some(table.keys(column, "group")?),
+        None => None,
+    };
+    let assigned = match (config.method, &labels, &groups) {
+        (Method::Random, _, _) => assign::random(table.rows(), &config.ratios, config.seed),
+        (Method::Stratified, Some(labels), _) => assign::stratified(
+            labels,
+            config.label.as_deref().unwrap_or_default(),
+            &config.ratios,
+            config.seed,
+        ),
+        (Method::Grouped, _, Some(groups)) => assign::grouped(
+            groups,
+            config.group.as_deref().unwrap_or_default(),
+            &config.ratios,
+            config.seed,
+        ),
+        // `SplitConfig::parse` requires the column each method needs.
+        (method, _, _) => {
+            return Err(SplitError::Config(format!(
+                "`method: {}` is missing its column",
+                method.name()
+            )))
+        }
+    }
+    .map_err(|e| SplitError::Assign {
+        path: source.clone(),
+        source: e,
+    })?;
+    step(2.0, "assigned rows to splits".into())?;
+
+    let mut staged = Staged::new(&ctx.scratch);
+    for (i, part) in Part::ALL.into_iter().enumerate() {
+        let dest = ctx
+            .outputs
+            .get(part.name())
+            .ok_or(SplitError::NoOutput(part.name()))?;
+        let indices =
+            UInt64Array::from_iter_values(assigned.rows(part).iter().map(|&row| row as u64));
+        let batch = arrow::compute::take_record_batch(&table.batch, &indices).map_err(|e| {
+            SplitError::Take {
+                part: part.name(),
+                source: e,
+            }
+        })?;
+        let tmp = staged.path_for(part.name(), dest)?;
+        table::io::write_parquet(&batch, &tmp)?;
+        step(
+            3.0 + i as f64,
+            format!(
+                "wrote {} rows to the {} split",
+                batch.num_rows(),
+                part.name()
+            ),
+        )?;
+    }
+
+    let summary = summary::build(
+        &config,
+        &source,
+        &assigned,
+        labels.as_deref(),
+        groups.as_deref(),
+    );
+    let dest = ctx
+        .outputs
+        .get(SUMMARY)
+        .ok_or(SplitError::NoOutput(SUMMARY))?;
+    let mut text = serde_json::to_string_pretty(&summary).expect("JSON values always serialize");
+    text.push('\n');
+    staged.write(SUMMARY, dest, text.as_bytes())?;
+    step(STEPS, "wrote the summary".into())?;
+    staged.commit()?;
+    Ok(())
+}
+
+/// `path` relative to the workspace when it lies inside it, for messages and the summary.
+fn relative(workspace: &Path, path: &Path) -> String {
+    path.strip_prefix(workspace)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}

@@ -1,0 +1,178 @@
+//! Tables as the data stages see them: one [`Table`] (an Arrow `RecordBatch` plus the
+//! workspace-relative name of the file it came from, for messages), the [`TableError`]s reading
+//! and writing them can raise, and the column lookups the stages share.
+//!
+//! Every error names the file, and where it can the line or row and the column, because the
+//! person reading it has to go and fix that file.
+
+pub(crate) mod io;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+
+/// A whole table in memory.
+#[derive(Debug, Clone)]
+pub(crate) struct Table {
+    pub(crate) batch: RecordBatch,
+    /// The file it was read from, relative to the workspace when it lies inside it.
+    pub(crate) source: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TableError {
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{path}` is neither a CSV nor a Parquet file\nhint: name it `*.csv` or `*.parquet`")]
+    UnknownFormat { path: String },
+    #[error("`{path}` is empty: a CSV file needs at least a header line")]
+    NoHeader { path: String },
+    #[error("`{path}` line 1: column `{column}` appears twice in the header")]
+    DuplicateColumn { path: String, column: String },
+    #[error("`{path}` line {line}: {detail}")]
+    CsvLine {
+        path: String,
+        line: u64,
+        detail: String,
+    },
+    #[error("`{path}`: {detail}")]
+    Csv { path: String, detail: String },
+    #[error("`{path}` is not a readable Parquet file: {source}")]
+    Parquet {
+        path: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("`{path}` has no column `{column}`{}\nhint: its columns are {}", maybe(.suggestion), list(.available))]
+    UnknownColumn {
+        path: String,
+        column: String,
+        available: Vec<String>,
+        suggestion: Option<String>,
+    },
+    #[error("`{path}` row {row}: column `{column}` is empty; every row needs a {role}")]
+    MissingKey {
+        path: String,
+        row: usize,
+        column: String,
+        role: &'static str,
+    },
+    #[error("`{path}`: column `{column}` has type {data_type}, which cannot be used as a {role}")]
+    KeyType {
+        path: String,
+        column: String,
+        data_type: DataType,
+        role: &'static str,
+    },
+    #[error("cannot write `{path}`: {detail}")]
+    Write { path: String, detail: String },
+}
+
+fn maybe(s: &Option<String>) -> String {
+    s.as_ref().map(|s| format!("; {s}")).unwrap_or_default()
+}
+
+fn list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Table {
+    pub(crate) fn rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// The index of column `name`, or an error that lists the columns there are.
+    pub(crate) fn column_index(&self, name: &str) -> Result<usize, TableError> {
+        let schema = self.batch.schema();
+        schema.index_of(name).map_err(|_| {
+            let available: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+            TableError::UnknownColumn {
+                path: self.source.clone(),
+                column: name.to_string(),
+                suggestion: sluice_runner::diag::did_you_mean(
+                    name,
+                    available.iter().map(String::as_str),
+                ),
+                available,
+            }
+        })
+    }
+
+    /// Column `name` as one text key per row (`role` says what the key is for, in messages):
+    /// class labels and group ids are compared by their text, so `1` in a CSV and `1` in a
+    /// Parquet integer column are the same key. Empty values are errors, not a class of their own.
+    pub(crate) fn keys(&self, name: &str, role: &'static str) -> Result<Vec<String>, TableError> {
+        let column = self.batch.column(self.column_index(name)?);
+        let text =
+            arrow::compute::cast(column, &DataType::Utf8).map_err(|_| TableError::KeyType {
+                path: self.source.clone(),
+                column: name.to_string(),
+                data_type: column.data_type().clone(),
+                role,
+            })?;
+        let text = text.as_string::<i32>();
+        (0..text.len())
+            .map(|row| {
+                if text.is_null(row) {
+                    Err(TableError::MissingKey {
+                        path: self.source.clone(),
+                        row: row + 1,
+                        column: name.to_string(),
+                        role,
+                    })
+                } else {
+                    Ok(text.value(row).to_string())
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use std::sync::Arc;
+
+    fn table() -> Table {
+        let batch = RecordBatch::try_from_iter([
+            (
+                "species",
+                Arc::new(StringArray::from(vec![Some("a"), None])) as _,
+            ),
+            ("n", Arc::new(Int64Array::from(vec![1, 2])) as _),
+        ])
+        .unwrap();
+        Table {
+            batch,
+            source: "t.csv".into(),
+        }
+    }
+
+    #[test]
+    fn unknown_columns_are_named_with_the_alternatives() {
+        let e = table().column_index("specis").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "`t.csv` has no column `specis`; did you mean `species`?\nhint: its columns are `species`, `n`"
+        );
+    }
+
+    #[test]
+    fn keys_are_text_and_empty_keys_are_errors() {
+        assert_eq!(table().keys("n", "group").unwrap(), vec!["1", "2"]);
+        let e = table().keys("species", "label").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "`t.csv` row 2: column `species` is empty; every row needs a label"
+        );
+    }
+}
