@@ -422,8 +422,12 @@ fn the_iris_pipeline_runs_and_is_then_up_to_date() {
     ws.run(&["pipelines/iris.yaml"]).assert_ok();
     let s = summary(&ws, "out/iris/split.json");
     assert_eq!(s["seed"], 42);
-    assert_eq!(s["splits"]["train"]["rows"], 105);
+    // clean dropped the one duplicate row: 149 rows, 35 + 35 + 34 in train.
+    let report = summary(&ws, "out/iris/clean.json");
+    assert_eq!(report["rows_out"], 149);
+    assert_eq!(s["splits"]["train"]["rows"], 104);
     let again = ws.run(&["pipelines/iris.yaml"]);
     again.assert_ok();
+    assert_eq!(again.outcomes()["clean"], "up_to_date");
     assert_eq!(again.outcomes()["split"], "up_to_date");
 }

@@ -1,9 +1,10 @@
 //! sluice's built-in stages. The binary registers them with the engine through [`registry`].
 //! Each kind implements `sluice_runner::Stage`; `table` and `staged` hold what the data stages
 //! share (reading and writing tables, moving finished outputs into place), `rng` the seeded
-//! randomness they use. The other data stages (clean, normalize), train, evaluate and deploy
-//! arrive in later issues.
+//! randomness they use. The other data stages (normalize), train, evaluate and deploy arrive in
+//! later issues.
 
+mod clean;
 mod rng;
 mod split;
 mod staged;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 /// Every built-in stage kind of this build.
 pub fn registry() -> StageRegistry {
     let mut registry = StageRegistry::default();
+    registry.register(Arc::new(clean::Clean));
     registry.register(Arc::new(split::Split));
     registry
 }

@@ -1,0 +1,198 @@
+//! The `clean` stage: one table in, a cleaned Parquet table and a JSON report out.
+//!
+//! `config` parses `with:`, `expr` the `filter:` expression, `rules` holds one function per rule;
+//! this file reads the input, checks every column the config names against it, applies the rules
+//! in their fixed order, and writes both outputs through `Staged` so that a failure leaves
+//! neither.
+
+mod config;
+mod expr;
+mod rules;
+
+use crate::staged::{Staged, StagedError};
+use crate::table::{self, TableError};
+use config::CleanConfig;
+use serde_json::{json, Map, Value};
+use sluice_runner::stage::ConfigProblem;
+use sluice_runner::{Stage, StageContext};
+use std::path::Path;
+
+const INPUT: &str = "table";
+const TABLE: &str = "table";
+const REPORT: &str = "report";
+const STEPS: f64 = 8.0;
+
+/// The `clean` stage kind.
+pub(crate) struct Clean;
+
+#[derive(Debug, thiserror::Error)]
+enum CleanError {
+    #[error("{0}")]
+    Config(String),
+    #[error("`clean` needs an input named `table`{}\nhint: write `inputs: {{table: data/rows.csv}}`", .suggestion.as_ref().map(|s| format!("; {s}")).unwrap_or_default())]
+    NoInput { suggestion: Option<String> },
+    #[error("the pipeline gave no path for output `{0}`")]
+    NoOutput(&'static str),
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("`{path}`{}{source}", if matches!(.source, rules::RuleError::Cast { .. }) { " " } else { ": " })]
+    Rule {
+        path: String,
+        #[source]
+        source: rules::RuleError,
+    },
+    #[error(transparent)]
+    Staged(#[from] StagedError),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl Stage for Clean {
+    fn kind(&self) -> &'static str {
+        "clean"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &[TABLE, REPORT]
+    }
+    fn check(&self, with: &serde_json::Value) -> Vec<ConfigProblem> {
+        CleanConfig::parse(with).err().unwrap_or_default()
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
+        run(ctx).map_err(|e| e.to_string())
+    }
+}
+
+/// Every column the config names, so that all are checked against the file before any rule runs.
+fn named_columns(config: &CleanConfig) -> Vec<&str> {
+    let mut names: Vec<&str> = config.drop_columns.iter().map(String::as_str).collect();
+    names.extend(config.cast.iter().map(|(c, _)| c.as_str()));
+    if let Some((_, e)) = &config.filter {
+        names.extend(e.columns());
+    }
+    if let Some(m) = &config.missing {
+        names.extend(m.columns.iter().map(|(c, _)| c.as_str()));
+    }
+    if let Some(o) = &config.outliers {
+        names.extend(o.columns.iter().map(String::as_str));
+    }
+    names
+}
+
+fn run(ctx: &StageContext<'_>) -> Result<(), CleanError> {
+    let config = CleanConfig::parse(ctx.with).map_err(|problems| {
+        CleanError::Config(
+            problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let input = ctx.inputs.get(INPUT).ok_or_else(|| CleanError::NoInput {
+        suggestion: sluice_runner::diag::did_you_mean(INPUT, ctx.inputs.keys().map(String::as_str)),
+    })?;
+    let source = relative(&ctx.workspace, input);
+    let step = |done: f64, message: String| {
+        ctx.events
+            .progress(done, Some(STEPS), Some("steps".into()), Some(message));
+        if ctx.cancel.is_cancelled() {
+            Err(CleanError::Cancelled)
+        } else {
+            Ok(())
+        }
+    };
+    let rule_error = |e| CleanError::Rule {
+        path: source.clone(),
+        source: e,
+    };
+
+    let table = table::io::read(input, &source)?;
+    step(1.0, format!("read {} rows from {source}", table.rows()))?;
+    for name in named_columns(&config) {
+        table.column_index(name)?;
+    }
+
+    let mut report = Map::new();
+    report.insert("input".into(), json!(source));
+    report.insert("rows_in".into(), json!(table.rows()));
+    let mut batch = table.batch;
+    if !config.drop_columns.is_empty() {
+        let (b, r) = rules::drop_columns(&batch, &config.drop_columns);
+        batch = b;
+        report.insert("drop_columns".into(), r);
+    }
+    step(2.0, "dropped columns".into())?;
+    if !config.cast.is_empty() {
+        let (b, r) = rules::cast(batch, &config.cast).map_err(rule_error)?;
+        batch = b;
+        report.insert("cast".into(), r);
+    }
+    step(3.0, "cast columns".into())?;
+    if let Some((text, expr)) = &config.filter {
+        let (b, r) = rules::filter(&batch, text, expr).map_err(rule_error)?;
+        batch = b;
+        report.insert("filter".into(), r);
+    }
+    step(4.0, "filtered rows".into())?;
+    if let Some(missing) = &config.missing {
+        let (b, r) = rules::missing(batch, missing).map_err(rule_error)?;
+        batch = b;
+        report.insert("missing".into(), r);
+    }
+    step(5.0, "handled missing values".into())?;
+    if config.drop_duplicates {
+        let (b, r) = rules::duplicates(&batch).map_err(rule_error)?;
+        batch = b;
+        report.insert("duplicates".into(), r);
+    }
+    step(6.0, "dropped duplicate rows".into())?;
+    if let Some(outliers) = &config.outliers {
+        let (b, r) = rules::outliers(batch, outliers).map_err(rule_error)?;
+        batch = b;
+        report.insert("outliers".into(), r);
+    }
+    report.insert("rows_out".into(), json!(batch.num_rows()));
+
+    let mut staged = Staged::new(&ctx.scratch);
+    let dest = ctx.outputs.get(TABLE).ok_or(CleanError::NoOutput(TABLE))?;
+    let tmp = staged.path_for(TABLE, dest)?;
+    table::io::write_parquet(&batch, &tmp)?;
+    step(7.0, format!("wrote {} rows", batch.num_rows()))?;
+
+    let dest = ctx
+        .outputs
+        .get(REPORT)
+        .ok_or(CleanError::NoOutput(REPORT))?;
+    let mut text = serde_json::to_string_pretty(&sort(Value::Object(report)))
+        .expect("JSON values always serialize");
+    text.push('\n');
+    staged.write(REPORT, dest, text.as_bytes())?;
+    step(STEPS, "wrote the report".into())?;
+    staged.commit()?;
+    Ok(())
+}
+
+/// `value` with every mapping's keys in sorted order, whatever map type serde_json was built
+/// with, so that the same run always gives the same bytes.
+fn sort(value: Value) -> Value {
+    match value {
+        Value::Object(m) => {
+            let sorted: std::collections::BTreeMap<String, Value> =
+                m.into_iter().map(|(k, v)| (k, sort(v))).collect();
+            Value::Object(sorted.into_iter().collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sort).collect()),
+        v => v,
+    }
+}
+
+/// `path` relative to the workspace when it lies inside it, for messages and the report.
+fn relative(workspace: &Path, path: &Path) -> String {
+    path.strip_prefix(workspace)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
