@@ -426,8 +426,18 @@ fn the_iris_pipeline_runs_and_is_then_up_to_date() {
     let report = summary(&ws, "out/iris/clean.json");
     assert_eq!(report["rows_out"], 149);
     assert_eq!(s["splits"]["train"]["rows"], 104);
+    // normalize: four z-scored features, three classes, one `.npy` pair per split.
+    let preprocess = summary(&ws, "out/iris/preprocess.json");
+    assert_eq!(preprocess["features"].as_array().unwrap().len(), 4);
+    assert_eq!(preprocess["label"]["classes"].as_array().unwrap().len(), 3);
+    for split in ["train", "val", "test"] {
+        for file in ["features.npy", "labels.npy"] {
+            assert!(ws.exists(&format!("out/iris/normalized/{split}/{file}")));
+        }
+    }
     let again = ws.run(&["pipelines/iris.yaml"]);
     again.assert_ok();
     assert_eq!(again.outcomes()["clean"], "up_to_date");
     assert_eq!(again.outcomes()["split"], "up_to_date");
+    assert_eq!(again.outcomes()["normalize"], "up_to_date");
 }

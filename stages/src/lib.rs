@@ -1,15 +1,19 @@
 //! sluice's built-in stages. The binary registers them with the engine through [`registry`].
 //! Each kind implements `sluice_runner::Stage`; `table` and `staged` hold what the data stages
 //! share (reading and writing tables, moving finished outputs into place), `rng` the seeded
-//! randomness they use. The other data stages (normalize), train, evaluate and deploy arrive in
-//! later issues.
+//! randomness they use, `npy` the NumPy arrays the trainer reads. [`preprocess`] is public: it is
+//! the artifact `normalize` writes and the code that applies it to raw rows. Train, evaluate and
+//! deploy arrive in later issues.
 
 mod clean;
+mod normalize;
+mod npy;
 mod rng;
 mod split;
 mod staged;
 mod table;
 
+pub use normalize::preprocess;
 use sluice_runner::StageRegistry;
 use std::sync::Arc;
 
@@ -17,6 +21,7 @@ use std::sync::Arc;
 pub fn registry() -> StageRegistry {
     let mut registry = StageRegistry::default();
     registry.register(Arc::new(clean::Clean));
+    registry.register(Arc::new(normalize::Normalize));
     registry.register(Arc::new(split::Split));
     registry
 }

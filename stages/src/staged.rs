@@ -3,7 +3,8 @@
 //!
 //! A stage that fails half-way must leave nothing behind that looks like a result. The engine
 //! removes the outputs of failed stages too, but a stage should not depend on that: only
-//! `commit` touches the real output paths, and it does so with renames.
+//! `commit` touches the real output paths, and it does so with renames. An output may be a file
+//! or a directory of files (`dir_for`); both move the same way.
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +50,17 @@ impl Staged {
         Ok(tmp)
     }
 
+    /// A scratch directory for output `name`, created empty, to be moved to `dest` on commit. The
+    /// caller fills it.
+    pub(crate) fn dir_for(&mut self, name: &str, dest: &Path) -> Result<PathBuf, StagedError> {
+        let tmp = self.path_for(name, dest)?;
+        std::fs::create_dir(&tmp).map_err(|source| StagedError::Write {
+            path: tmp.display().to_string(),
+            source,
+        })?;
+        Ok(tmp)
+    }
+
     /// Stages `bytes` as output `name`.
     pub(crate) fn write(
         &mut self,
@@ -71,13 +83,34 @@ impl Staged {
             let result = move_into_place(tmp, dest);
             if result.is_err() {
                 for (_, done) in &self.pending[..i] {
-                    let _ = std::fs::remove_file(done);
+                    remove(done);
                 }
             }
             result?;
         }
         Ok(())
     }
+}
+
+fn remove(path: &Path) {
+    if path.is_dir() {
+        let _ = std::fs::remove_dir_all(path);
+    } else {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Copies a file, or a directory and everything in it.
+fn copy_all(from: &Path, to: &Path) -> std::io::Result<()> {
+    if !from.is_dir() {
+        return std::fs::copy(from, to).map(|_| ());
+    }
+    std::fs::create_dir(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        copy_all(&entry.path(), &to.join(entry.file_name()))?;
+    }
+    Ok(())
 }
 
 fn move_into_place(tmp: &Path, dest: &Path) -> Result<(), StagedError> {
@@ -92,11 +125,9 @@ fn move_into_place(tmp: &Path, dest: &Path) -> Result<(), StagedError> {
             return Err(e);
         }
         let near = sluice_runner::atomic::temp_path_for(dest);
-        std::fs::copy(tmp, &near)
+        copy_all(tmp, &near)
             .and_then(|_| std::fs::rename(&near, dest))
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(&near);
-            })
+            .inspect_err(|_| remove(&near))
     });
     moved.map_err(|source| StagedError::Move {
         from: tmp.display().to_string(),
@@ -118,5 +149,28 @@ mod tests {
         assert!(!dest.exists());
         staged.commit().unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"{}");
+    }
+
+    #[test]
+    fn directories_move_with_their_files_and_are_removed_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out/train");
+        let mut staged = Staged::new(&dir.path().join("scratch"));
+        let tmp = staged.dir_for("train", &dest).unwrap();
+        std::fs::write(tmp.join("a.npy"), b"x").unwrap();
+        assert!(!dest.exists());
+        staged.commit().unwrap();
+        assert_eq!(std::fs::read(dest.join("a.npy")).unwrap(), b"x");
+
+        // The second move fails (its scratch file was never written): the first is undone.
+        let dest2 = dir.path().join("out2/train");
+        let mut staged = Staged::new(&dir.path().join("scratch2"));
+        let tmp = staged.dir_for("train", &dest2).unwrap();
+        std::fs::write(tmp.join("a.npy"), b"x").unwrap();
+        staged
+            .path_for("never", &dir.path().join("out2/never"))
+            .unwrap();
+        assert!(staged.commit().is_err());
+        assert!(!dest2.exists());
     }
 }

@@ -1,0 +1,223 @@
+//! The `normalize` stage: train/val/test tables in; per split a directory with `features.npy`
+//! (float32 `[N, F]`) and `labels.npy` (int64 or float32 `[N]`), and the `preprocess` JSON
+//! artifact out.
+//!
+//! `config` parses `with:`, `fit` learns the statistics from the train split only, `preprocess`
+//! holds the artifact and applies it, `encode` turns a table into arrays. This file reads the
+//! inputs, writes the outputs through `Staged` so that a failure leaves none of them, and turns
+//! every failure into one message naming the file.
+
+mod config;
+mod encode;
+mod fit;
+pub mod preprocess;
+
+use crate::npy;
+use crate::staged::{Staged, StagedError};
+use crate::table::{self, Table, TableError};
+use arrow::datatypes::DataType;
+use config::NormalizeConfig;
+use preprocess::{Preprocess, Task};
+use sluice_runner::stage::ConfigProblem;
+use sluice_runner::{Stage, StageContext};
+use std::path::Path;
+
+const SPLITS: [&str; 3] = ["train", "val", "test"];
+const PREPROCESS: &str = "preprocess";
+const FEATURES: &str = "features.npy";
+const LABELS: &str = "labels.npy";
+const STEPS: f64 = 5.0;
+
+/// The `normalize` stage kind.
+pub(crate) struct Normalize;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NormalizeError {
+    #[error("{0}")]
+    Config(String),
+    #[error("`normalize` needs an input named `train`{}\nhint: write `inputs: {{train: ..., val: ..., test: ...}}`; only `train` is required", maybe(.suggestion))]
+    NoInput { suggestion: Option<String> },
+    #[error("`normalize` has no input `{name}`{}\nhint: its inputs are `train`, `val` and `test`", maybe(.suggestion))]
+    UnknownInput {
+        name: String,
+        suggestion: Option<String>,
+    },
+    #[error("the pipeline gave no path for output `{0}`")]
+    NoOutput(&'static str),
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("`{path}`: the train split has no rows, so there is nothing to fit")]
+    EmptyTrain { path: String },
+    #[error("`{path}`: column `{column}` has type {data_type}, which `{method}` cannot scale\nhint: encode it instead: `categorical: {{columns: {{{column}: onehot}}}}`")]
+    NotNumeric {
+        path: String,
+        column: String,
+        data_type: DataType,
+        method: &'static str,
+    },
+    #[error("`{path}`: column `{column}` has type {data_type}, which `normalize` cannot encode\nhint: drop it with `drop: [{column}]`, or cast it with `clean`")]
+    Unsupported {
+        path: String,
+        column: String,
+        data_type: DataType,
+    },
+    #[error("`{path}`: the label `{column}` has type {data_type}, and a regression label must be numeric\nhint: use `task: classification`, or cast the column with `clean`")]
+    LabelType {
+        path: String,
+        column: String,
+        data_type: DataType,
+    },
+    #[error("`{path}` row {row}: column `{column}` is empty\nhint: fill or drop missing values first with `clean`'s `missing` rule")]
+    Missing {
+        path: String,
+        row: usize,
+        column: String,
+    },
+    #[error("`{path}` row {row}: label `{value}` of the {split} split does not occur in the train split\nhint: the model can only predict classes it was trained on; split with `method: stratified`")]
+    UnknownLabel {
+        path: String,
+        split: &'static str,
+        row: usize,
+        value: String,
+    },
+    #[error("`{path}` row {row}: column `{column}` has the category `{value}`, which the train split does not have\nhint: `unknown_category: ignore` encodes it as all zeros (one-hot) or -1 (ordinal)")]
+    UnknownCategory {
+        path: String,
+        row: usize,
+        column: String,
+        value: String,
+    },
+    #[error(transparent)]
+    Staged(#[from] StagedError),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+fn maybe(s: &Option<String>) -> String {
+    s.as_ref().map(|s| format!("; {s}")).unwrap_or_default()
+}
+
+impl Stage for Normalize {
+    fn kind(&self) -> &'static str {
+        "normalize"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["train", "val", "test", PREPROCESS]
+    }
+    fn check(&self, with: &serde_json::Value) -> Vec<ConfigProblem> {
+        NormalizeConfig::parse(with).err().unwrap_or_default()
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
+        run(ctx).map_err(|e| e.to_string())
+    }
+}
+
+fn run(ctx: &StageContext<'_>) -> Result<(), NormalizeError> {
+    let config = NormalizeConfig::parse(ctx.with).map_err(|problems| {
+        NormalizeError::Config(
+            problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    for name in ctx.inputs.keys() {
+        if !SPLITS.contains(&name.as_str()) {
+            return Err(NormalizeError::UnknownInput {
+                name: name.clone(),
+                suggestion: sluice_runner::diag::did_you_mean(name, SPLITS),
+            });
+        }
+    }
+    if !ctx.inputs.contains_key("train") {
+        return Err(NormalizeError::NoInput { suggestion: None });
+    }
+    let step = |done: f64, message: String| {
+        ctx.events
+            .progress(done, Some(STEPS), Some("steps".into()), Some(message));
+        if ctx.cancel.is_cancelled() {
+            Err(NormalizeError::Cancelled)
+        } else {
+            Ok(())
+        }
+    };
+
+    let mut tables: Vec<(&'static str, Option<Table>)> = Vec::new();
+    for split in SPLITS {
+        let table = match ctx.inputs.get(split) {
+            Some(path) => Some(table::io::read(path, &relative(&ctx.workspace, path))?),
+            None => None,
+        };
+        tables.push((split, table));
+    }
+    step(1.0, "read the splits".into())?;
+
+    let train = tables[0].1.as_ref().expect("`train` was checked above");
+    let fitted = fit::fit(&config, train)?;
+    // Every split is encoded by the artifact as read back from its own text, exactly as a later
+    // consumer will read it, so that re-applying the file reproduces `features.npy` bit for bit.
+    let text = fitted.to_json();
+    let artifact = Preprocess::from_json(&text).expect("the artifact reads back");
+    step(
+        2.0,
+        format!(
+            "fitted {} features on the train split",
+            artifact.features.len()
+        ),
+    )?;
+
+    let mut staged = Staged::new(&ctx.scratch);
+    for (i, (split, table)) in tables.iter().enumerate() {
+        let dest = ctx
+            .outputs
+            .get(*split)
+            .ok_or(NormalizeError::NoOutput(SPLITS[i]))?;
+        let arrays = match table {
+            Some(table) if table.rows() > 0 => encode::encode(&artifact, table, SPLITS[i])?,
+            _ => encode::Arrays::empty(),
+        };
+        let dir = staged.dir_for(split, dest)?;
+        write(
+            &dir.join(FEATURES),
+            &arrays.features_npy(artifact.features.len()),
+        )?;
+        let labels = match artifact.label.task {
+            Task::Classification => npy::i64_vector(&arrays.classes),
+            Task::Regression => npy::f32_vector(&arrays.values),
+        };
+        write(&dir.join(LABELS), &labels)?;
+        step(
+            3.0 + i as f64 * 0.5,
+            format!("wrote {} rows of the {split} split", arrays.rows),
+        )?;
+    }
+    let dest = ctx
+        .outputs
+        .get(PREPROCESS)
+        .ok_or(NormalizeError::NoOutput(PREPROCESS))?;
+    staged.write(PREPROCESS, dest, text.as_bytes())?;
+    step(STEPS, "wrote the preprocess artifact".into())?;
+    staged.commit()?;
+    Ok(())
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), NormalizeError> {
+    std::fs::write(path, bytes).map_err(|source| {
+        NormalizeError::Staged(StagedError::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    })
+}
+
+/// `path` relative to the workspace when it lies inside it, for messages.
+fn relative(workspace: &Path, path: &Path) -> String {
+    path.strip_prefix(workspace)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}

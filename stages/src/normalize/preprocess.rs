@@ -1,0 +1,431 @@
+//! [`Preprocess`]: what `normalize` learned from the train split (per-column statistics,
+//! category lists, class names, the feature order), saved as the `preprocess` JSON artifact, and
+//! [`Preprocess::apply`], which turns one raw row into the feature vector the model was trained on.
+//!
+//! The stage itself encodes every split through the same [`Preprocess::encode`] after reading
+//! the artifact back from its JSON text, so that any consumer that parses the file and applies it
+//! gets the very same float32 values as `features.npy`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The artifact layout; bumped when a field changes meaning.
+pub const FORMAT: u32 = 1;
+
+/// What the label is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Labels are class names, encoded as their index in `classes` (int64).
+    Classification,
+    /// Labels are numbers, kept as float32.
+    Regression,
+}
+
+impl Task {
+    pub(crate) const NAMES: [&'static str; 2] = ["classification", "regression"];
+
+    pub(crate) fn parse(s: &str) -> Option<Task> {
+        match s {
+            "classification" => Some(Task::Classification),
+            "regression" => Some(Task::Regression),
+            _ => None,
+        }
+    }
+}
+
+/// How a numeric column is scaled: `(x - center) / scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scaling {
+    /// Mean and population standard deviation.
+    Zscore,
+    /// Minimum and range.
+    Minmax,
+    /// Median and interquartile range.
+    Robust,
+    /// Passed through unchanged.
+    None,
+}
+
+impl Scaling {
+    pub(crate) const NAMES: [&'static str; 4] = ["zscore", "minmax", "robust", "none"];
+
+    pub(crate) fn parse(s: &str) -> Option<Scaling> {
+        match s {
+            "zscore" => Some(Scaling::Zscore),
+            "minmax" => Some(Scaling::Minmax),
+            "robust" => Some(Scaling::Robust),
+            "none" => Some(Scaling::None),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+/// How a categorical column becomes numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// One feature per category, 1 for the row's category and 0 elsewhere.
+    Onehot,
+    /// One feature: the category's index.
+    Ordinal,
+}
+
+impl Encoding {
+    pub(crate) const NAMES: [&'static str; 2] = ["onehot", "ordinal"];
+
+    pub(crate) fn parse(s: &str) -> Option<Encoding> {
+        match s {
+            "onehot" => Some(Encoding::Onehot),
+            "ordinal" => Some(Encoding::Ordinal),
+            _ => None,
+        }
+    }
+}
+
+/// What a category not seen in the train split becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unknown {
+    /// An error naming the value.
+    Error,
+    /// All zeros (one-hot) or -1 (ordinal).
+    Ignore,
+}
+
+impl Unknown {
+    pub(crate) const NAMES: [&'static str; 2] = ["error", "ignore"];
+
+    pub(crate) fn parse(s: &str) -> Option<Unknown> {
+        match s {
+            "error" => Some(Unknown::Error),
+            "ignore" => Some(Unknown::Ignore),
+            _ => None,
+        }
+    }
+}
+
+/// A raw column of the train table and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputColumn {
+    pub name: String,
+    /// The Arrow type it was read as (`Float64`, `Int64`, `Utf8`, ...).
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// `numeric`, `categorical`, `label` or `dropped`.
+    pub role: String,
+}
+
+/// A fitted numeric column. `stats` holds what the method was fitted from (`mean`/`std`,
+/// `min`/`max`, `median`/`q1`/`q3`), for people; `center` and `scale` are what `apply` uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NumericColumn {
+    pub name: String,
+    pub method: Scaling,
+    pub center: f64,
+    pub scale: f64,
+    pub stats: std::collections::BTreeMap<String, f64>,
+}
+
+/// A fitted categorical column: its categories, sorted, as text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategoricalColumn {
+    pub name: String,
+    pub method: Encoding,
+    pub categories: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    pub column: String,
+    pub task: Task,
+    /// Classification only: the class names, sorted; a label's code is its index here.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub classes: Option<Vec<String>>,
+}
+
+/// The `preprocess` artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    pub format: u32,
+    pub inputs: Vec<InputColumn>,
+    /// In table order; their features come first, one each.
+    pub numeric: Vec<NumericColumn>,
+    /// In table order; their features follow the numeric ones.
+    pub categorical: Vec<CategoricalColumn>,
+    /// The feature names in column order of `features.npy`: numeric columns, then `col=value`
+    /// per one-hot category and `col` per ordinal column.
+    pub features: Vec<String>,
+    pub label: Label,
+    pub unknown_category: Unknown,
+}
+
+/// Why a raw row could not be encoded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the artifact has format {0}, and this build reads format {FORMAT}")]
+    Format(u32),
+    #[error("the artifact is not valid: {0}")]
+    Invalid(String),
+    #[error("column `{0}` is missing")]
+    Missing(String),
+    #[error("column `{column}` must be {expected}, not {value}")]
+    Type {
+        column: String,
+        expected: &'static str,
+        value: String,
+    },
+    #[error("column `{column}` has the category `{value}`, which the train split does not have")]
+    UnknownCategory { column: String, value: String },
+}
+
+impl Preprocess {
+    /// Reads an artifact from its JSON text.
+    pub fn from_json(text: &str) -> Result<Preprocess, ApplyError> {
+        let p: Preprocess =
+            serde_json::from_str(text).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+        if p.format != FORMAT {
+            return Err(ApplyError::Format(p.format));
+        }
+        Ok(p)
+    }
+
+    /// The JSON text, keys sorted, ending in a newline.
+    pub fn to_json(&self) -> String {
+        // Through `Value`, whose objects are sorted maps, so the key order never depends on the
+        // order of the struct fields.
+        let value = serde_json::to_value(self).expect("the artifact always serializes");
+        let mut text = serde_json::to_string_pretty(&value).expect("JSON values always serialize");
+        text.push('\n');
+        text
+    }
+
+    /// The feature vector for one raw row given as a JSON object of column → value: numbers
+    /// for numeric columns; strings (or numbers and booleans, compared by their text) for
+    /// categorical ones. Other keys (the label, dropped columns) are ignored.
+    pub fn apply(&self, row: &serde_json::Map<String, Value>) -> Result<Vec<f32>, ApplyError> {
+        let mut numbers = Vec::with_capacity(self.numeric.len());
+        for c in &self.numeric {
+            match row.get(&c.name) {
+                None | Some(Value::Null) => return Err(ApplyError::Missing(c.name.clone())),
+                Some(v) => numbers.push(v.as_f64().ok_or_else(|| ApplyError::Type {
+                    column: c.name.clone(),
+                    expected: "a number",
+                    value: v.to_string(),
+                })?),
+            }
+        }
+        let mut texts = Vec::with_capacity(self.categorical.len());
+        for c in &self.categorical {
+            match row.get(&c.name) {
+                None | Some(Value::Null) => return Err(ApplyError::Missing(c.name.clone())),
+                Some(Value::String(s)) => texts.push(s.clone()),
+                Some(v @ (Value::Number(_) | Value::Bool(_))) => texts.push(v.to_string()),
+                Some(v) => {
+                    return Err(ApplyError::Type {
+                        column: c.name.clone(),
+                        expected: "a string",
+                        value: v.to_string(),
+                    })
+                }
+            }
+        }
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let mut out = Vec::with_capacity(self.features.len());
+        self.encode(&numbers, &texts, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the features of one row: `numbers` in the order of `self.numeric`, `texts` in the
+    /// order of `self.categorical`.
+    pub(crate) fn encode(
+        &self,
+        numbers: &[f64],
+        texts: &[&str],
+        out: &mut Vec<f32>,
+    ) -> Result<(), ApplyError> {
+        for (c, x) in self.numeric.iter().zip(numbers) {
+            out.push(((x - c.center) / c.scale) as f32);
+        }
+        for (c, text) in self.categorical.iter().zip(texts) {
+            let found = c.categories.binary_search_by(|k| k.as_str().cmp(text)).ok();
+            if found.is_none() && self.unknown_category == Unknown::Error {
+                return Err(ApplyError::UnknownCategory {
+                    column: c.name.clone(),
+                    value: text.to_string(),
+                });
+            }
+            match c.method {
+                Encoding::Onehot => out
+                    .extend((0..c.categories.len()).map(|i| f32::from(u8::from(found == Some(i))))),
+                Encoding::Ordinal => out.push(found.map_or(-1.0, |i| i as f32)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The statistics of one numeric column for `method`: `(center, scale, stats)`. A scale of 0
+/// (a constant column) becomes 1, so the column maps to 0 (zscore, robust) rather than NaN.
+/// `values` must not be empty.
+pub(crate) fn fit(method: Scaling, values: &[f64]) -> (f64, f64, Vec<(&'static str, f64)>) {
+    let nonzero = |s: f64| if s == 0.0 { 1.0 } else { s };
+    match method {
+        Scaling::Zscore => {
+            let n = values.len() as f64;
+            let mean = values.iter().sum::<f64>() / n;
+            let std = (values.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt();
+            (mean, nonzero(std), vec![("mean", mean), ("std", std)])
+        }
+        Scaling::Minmax => {
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (min, nonzero(max - min), vec![("min", min), ("max", max)])
+        }
+        Scaling::Robust => {
+            let mut sorted = values.to_vec();
+            sorted.sort_by(f64::total_cmp);
+            let (q1, median, q3) = (
+                quantile(&sorted, 0.25),
+                quantile(&sorted, 0.5),
+                quantile(&sorted, 0.75),
+            );
+            (
+                median,
+                nonzero(q3 - q1),
+                vec![("median", median), ("q1", q1), ("q3", q3)],
+            )
+        }
+        Scaling::None => (0.0, 1.0, Vec::new()),
+    }
+}
+
+/// The `q` quantile of sorted, non-empty values, interpolated linearly between the two nearest
+/// ranks (NumPy's default, `method="linear"`).
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn zscore_uses_the_population_std() {
+        let (center, scale, stats) = fit(Scaling::Zscore, &[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(center, 2.5);
+        assert_eq!(scale, 1.25f64.sqrt());
+        assert_eq!(stats, [("mean", 2.5), ("std", 1.25f64.sqrt())]);
+    }
+
+    #[test]
+    fn minmax_and_robust_fit_their_statistics() {
+        assert_eq!(fit(Scaling::Minmax, &[3.0, -1.0, 7.0]).0, -1.0);
+        assert_eq!(fit(Scaling::Minmax, &[3.0, -1.0, 7.0]).1, 8.0);
+        // NumPy: np.percentile([1, 2, 3, 4, 10], [25, 50, 75]) == [2, 3, 4].
+        let (center, scale, stats) = fit(Scaling::Robust, &[10.0, 1.0, 3.0, 2.0, 4.0]);
+        assert_eq!((center, scale), (3.0, 2.0));
+        assert_eq!(stats, [("median", 3.0), ("q1", 2.0), ("q3", 4.0)]);
+        // Interpolated: np.percentile([1, 2, 3, 4], 25) == 1.75.
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.25), 1.75);
+        assert_eq!(quantile(&[5.0], 0.75), 5.0);
+        assert_eq!(fit(Scaling::None, &[5.0, 6.0]).0, 0.0);
+    }
+
+    #[test]
+    fn a_constant_column_gets_scale_1() {
+        assert_eq!(fit(Scaling::Zscore, &[2.0, 2.0]).1, 1.0);
+        assert_eq!(fit(Scaling::Minmax, &[2.0, 2.0]).1, 1.0);
+        assert_eq!(fit(Scaling::Robust, &[2.0, 2.0, 2.0]).1, 1.0);
+    }
+
+    fn artifact(unknown: Unknown) -> Preprocess {
+        Preprocess {
+            format: FORMAT,
+            inputs: Vec::new(),
+            numeric: vec![NumericColumn {
+                name: "x".into(),
+                method: Scaling::Zscore,
+                center: 2.0,
+                scale: 4.0,
+                stats: Default::default(),
+            }],
+            categorical: vec![
+                CategoricalColumn {
+                    name: "c".into(),
+                    method: Encoding::Onehot,
+                    categories: vec!["a".into(), "b".into(), "c".into()],
+                },
+                CategoricalColumn {
+                    name: "d".into(),
+                    method: Encoding::Ordinal,
+                    categories: vec!["1".into(), "2".into()],
+                },
+            ],
+            features: vec![
+                "x".into(),
+                "c=a".into(),
+                "c=b".into(),
+                "c=c".into(),
+                "d".into(),
+            ],
+            label: Label {
+                column: "y".into(),
+                task: Task::Regression,
+                classes: None,
+            },
+            unknown_category: unknown,
+        }
+    }
+
+    fn row(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn apply_scales_and_encodes_a_raw_row() {
+        let p = artifact(Unknown::Ignore);
+        let out = p
+            .apply(&row(json!({"x": 4, "c": "b", "d": 2, "y": 9})))
+            .unwrap();
+        assert_eq!(out, [0.5, 0.0, 1.0, 0.0, 1.0]);
+        let out = p.apply(&row(json!({"x": 0, "c": "z", "d": "7"}))).unwrap();
+        assert_eq!(out, [-0.5, 0.0, 0.0, 0.0, -1.0]);
+    }
+
+    #[test]
+    fn apply_errors_name_the_column() {
+        let p = artifact(Unknown::Error);
+        let e = p
+            .apply(&row(json!({"x": 0, "c": "z", "d": "1"})))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "column `c` has the category `z`, which the train split does not have"
+        );
+        let e = p.apply(&row(json!({"c": "a", "d": "1"}))).unwrap_err();
+        assert_eq!(e.to_string(), "column `x` is missing");
+        let e = p
+            .apply(&row(json!({"x": "1", "c": "a", "d": "1"})))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "column `x` must be a number, not \"1\"");
+    }
+
+    #[test]
+    fn the_artifact_round_trips_through_sorted_json() {
+        let p = artifact(Unknown::Ignore);
+        let text = p.to_json();
+        assert!(text.starts_with("{\n  \"categorical\": ["), "{text}");
+        assert_eq!(Preprocess::from_json(&text).unwrap(), p);
+        let e = Preprocess::from_json(&text.replace("\"format\": 1", "\"format\": 2"));
+        assert_eq!(e.unwrap_err(), ApplyError::Format(2));
+    }
+}

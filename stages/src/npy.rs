@@ -1,0 +1,110 @@
+//! Writing NumPy `.npy` files: the format the trainer reads features and labels in.
+//!
+//! Only what the stages need: format version 1.0, little-endian `<f4` and `<i8`, C order. The
+//! header is padded with spaces so that the data starts at a multiple of 64 bytes, as NumPy
+//! itself writes it, which lets readers memory-map the data aligned.
+
+const MAGIC: &[u8] = b"\x93NUMPY\x01\x00";
+const ALIGN: usize = 64;
+
+/// The element type of an array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dtype {
+    F32,
+    I64,
+}
+
+impl Dtype {
+    fn descr(self) -> &'static str {
+        match self {
+            Dtype::F32 => "<f4",
+            Dtype::I64 => "<i8",
+        }
+    }
+}
+
+/// The header (magic, version, length, dictionary, padding, newline) for an array of `shape`.
+fn header(dtype: Dtype, shape: &[usize]) -> Vec<u8> {
+    let shape = match shape {
+        [n] => format!("({n},)"),
+        dims => format!(
+            "({})",
+            dims.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut dict = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}",
+        dtype.descr()
+    );
+    // magic + version (8 bytes) + the u16 length (2 bytes) + dictionary + padding + '\n'.
+    let unpadded = MAGIC.len() + 2 + dict.len() + 1;
+    dict.push_str(&" ".repeat((ALIGN - unpadded % ALIGN) % ALIGN));
+    dict.push('\n');
+    let mut out = MAGIC.to_vec();
+    let len = u16::try_from(dict.len()).expect("a header for at most two dimensions is short");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out
+}
+
+/// A `[rows, cols]` float32 matrix, `data` in row-major order.
+pub(crate) fn f32_matrix(rows: usize, cols: usize, data: &[f32]) -> Vec<u8> {
+    debug_assert_eq!(rows * cols, data.len());
+    let mut out = header(Dtype::F32, &[rows, cols]);
+    out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
+    out
+}
+
+/// A `[n]` float32 vector.
+pub(crate) fn f32_vector(data: &[f32]) -> Vec<u8> {
+    let mut out = header(Dtype::F32, &[data.len()]);
+    out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
+    out
+}
+
+/// A `[n]` int64 vector.
+pub(crate) fn i64_vector(data: &[i64]) -> Vec<u8> {
+    let mut out = header(Dtype::I64, &[data.len()]);
+    out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_is_numpys_byte_for_byte() {
+        let bytes = f32_matrix(2, 3, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.5]);
+        // What `numpy.save` writes for `np.zeros((2, 3), '<f4')`: 118 header bytes padded to 128.
+        let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
+        let mut expected = b"\x93NUMPY\x01\x00".to_vec();
+        expected.extend_from_slice(&118u16.to_le_bytes());
+        expected.extend_from_slice(dict.as_bytes());
+        expected.extend(std::iter::repeat_n(b' ', 118 - dict.len() - 1));
+        expected.push(b'\n');
+        assert_eq!(expected.len(), 128);
+        assert_eq!(&bytes[..128], expected.as_slice());
+        assert_eq!(bytes.len(), 128 + 6 * 4);
+        assert_eq!(&bytes[128 + 20..], 6.5f32.to_le_bytes());
+    }
+
+    #[test]
+    fn vectors_have_a_one_element_shape_tuple_and_aligned_data() {
+        let bytes = i64_vector(&[1, -2]);
+        let text = String::from_utf8_lossy(&bytes[10..]);
+        assert!(
+            text.starts_with("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }"),
+            "{text}"
+        );
+        assert_eq!((bytes.len() - 16) % ALIGN, 0);
+        assert_eq!(&bytes[bytes.len() - 8..], (-2i64).to_le_bytes());
+        let empty = f32_matrix(0, 4, &[]);
+        assert_eq!(empty.len() % ALIGN, 0);
+        assert!(String::from_utf8_lossy(&empty).contains("'shape': (0, 4), }"));
+        assert_eq!(f32_vector(&[]).len() % ALIGN, 0);
+    }
+}
