@@ -21,15 +21,17 @@ and the rerun after one input changes:
   layered  in/l0.txt changes            -> the cone below l0 reruns (about half the stages)
 Each sluice run's JSON events are parsed to check that exactly the expected stages ran.
 
-Wall time is measured around a fresh child process; peak RSS is that child's own ru_maxrss from
-os.wait4 (per run, the largest of sluice and the processes it waited for; in practice sluice).
+Wall time is measured around a fresh child process per run. Peak RSS is per run too, reported by
+GNU time wrapped around the command (the largest of sluice and the processes it waited for; in
+practice sluice itself); see run_timed for why not os.wait4's own figure.
 
 Also: spawn-cost baselines (the same commands through `xargs -P1` and `xargs -P2`), GNU make and
 Snakemake / DVC (where installed) on the same DAGs, and a 1 GiB input hashing benchmark.
 
-    cargo build --release && python3 bench/runner_bench.py            # full run (~10-15 min)
-    python3 bench/runner_bench.py --quick                              # smoke test (~1 min)
+    cargo build --release && python3 bench/runner_bench.py            # full run (~12 min on 2 cores)
+    python3 bench/runner_bench.py --quick                              # smoke test (~2 min)
     SLUICE=/path/to/sluice python3 bench/runner_bench.py --json out.json --markdown out.md
+    python3 bench/runner_bench.py --render out.json                   # tables of a saved run
 """
 
 from __future__ import annotations
@@ -68,41 +70,83 @@ class Sample:
     rc: int
 
 
+def _gnu_time() -> str | None:
+    """GNU time, which reports its child's own peak RSS (see run_timed)."""
+    t = "/usr/bin/time"
+    if os.access(t, os.X_OK):
+        r = subprocess.run([t, "-f", "%M", "-o", "/dev/stdout", "true"], capture_output=True, text=True)
+        if r.returncode == 0 and r.stdout.strip().isdigit():
+            return t
+    return None
+
+
+GNU_TIME = _gnu_time()
+_SCRATCH: list[str] = []
+
+
+def scratch() -> str:
+    if not _SCRATCH:
+        _SCRATCH.append(tempfile.mkdtemp(prefix="sluice-bench-rusage-"))
+    return _SCRATCH[0]
+
+
 def run_timed(argv: list[str], cwd: Path, stdout_path: Path | None = None, timeout: float | None = None,
               env: dict | None = None, stdin_path: Path | None = None) -> Sample:
-    """Runs one fresh child; wall time around fork..reap, rusage of exactly that child."""
+    """Runs one fresh child; wall time around fork..reap, CPU and peak RSS of that one run.
+
+    Peak RSS comes from GNU time wrapped around the command: the ru_maxrss of a direct child of
+    this Python process would never be below Python's own RSS (Linux carries the pre-exec memory
+    of a forked child into its maxrss), which hides everything under ~20 MiB. The wrapper adds
+    one small fork+exec to the wall time (calibrated in the run's metadata)."""
     out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
     inp = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
+    err_path = os.path.join(scratch(), "stderr")
+    rss_path = os.path.join(scratch(), "rss")
+    err = open(err_path, "wb") if stdout_path is None else out
+    full = [GNU_TIME, "-f", "%M", "-o", rss_path, *argv] if GNU_TIME else argv
     try:
         t0 = time.perf_counter()
-        p = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.PIPE if stdout_path is None else out,
-                             stdin=inp, env=env, start_new_session=True)
+        p = subprocess.Popen(full, cwd=cwd, stdout=out, stderr=err, stdin=inp, env=env, start_new_session=True)
         timer = None
         if timeout:
             timer = threading.Timer(timeout, lambda: _killpg(p.pid))
             timer.start()
-        # stderr is only piped when nothing else captures it; drain it so the child never blocks.
-        err_chunks: list[bytes] = []
-        drain = None
-        if p.stderr is not None:
-            drain = threading.Thread(target=lambda: err_chunks.append(p.stderr.read()))
-            drain.start()
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
         p.returncode = os.waitstatus_to_exitcode(status)
         if timer:
             timer.cancel()
-        if drain:
-            drain.join()
-            p.stderr.close()
-        if p.returncode != 0 and err_chunks and err_chunks[0]:
-            sys.stderr.write(err_chunks[0].decode(errors="replace")[-2000:])
-        return Sample(wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, p.returncode)
+        rss = ru.ru_maxrss
+        if GNU_TIME:
+            try:
+                rss = int(Path(rss_path).read_text().split()[-1])
+            except (OSError, ValueError, IndexError):
+                pass
+        if p.returncode != 0 and stdout_path is None:
+            err.flush()
+            sys.stderr.write(Path(err_path).read_text(errors="replace")[-2000:])
+        return Sample(wall, ru.ru_utime + ru.ru_stime, rss, p.returncode)
     finally:
         if stdout_path:
             out.close()
+        else:
+            err.close()
         if stdin_path:
             inp.close()
+
+
+def calibrate() -> dict:
+    """What the measuring itself costs: `true` bare and under the GNU time wrapper."""
+    global GNU_TIME
+    saved = GNU_TIME
+    GNU_TIME = None
+    bare = [run_timed(["true"], Path("/")) for _ in range(30)]
+    GNU_TIME = saved
+    wrapped = [run_timed(["true"], Path("/")) for _ in range(30)]
+    return {"rss_method": "GNU time %M" if GNU_TIME else "os.wait4 ru_maxrss (floor: this Python's RSS)",
+            "true_wall_ms": med([s.wall for s in bare]) * 1e3,
+            "wrapped_true_wall_ms": med([s.wall for s in wrapped]) * 1e3,
+            "true_rss_kb": int(med([s.rss_kb for s in wrapped]))}
 
 
 def _killpg(pid: int) -> None:
@@ -690,6 +734,30 @@ def fmt_ms(s: float | None) -> str:
     return f"{s * 1e3:.1f} ms" if s >= 0.01 else f"{s * 1e3:.2f} ms"
 
 
+def ratio(x: float) -> str:
+    return f"{x:.0f}" if x >= 10 else f"{x:.1f}" if x >= 1 else f"{x:.2f}"
+
+
+def per_stage_table(out: list, get, shapes: list, sizes: list) -> None:
+    out.append("\n### Per-stage cost of a cold run vs. spawning the same commands without a runner\n")
+    out.append("| shape | N | sluice cold | xargs -P1 | xargs -P2 | sluice / stage | reference / stage | "
+               "sluice overhead / stage | CPU / stage: sluice vs reference |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for shape in [s for s in shapes if "-" not in s]:
+        for n in sizes:
+            c = get(tool="sluice", shape=shape, n=n, scenario="cold")
+            x1 = get(tool="xargs -P1", shape=shape, n=n, scenario="cold")
+            x2 = get(tool="xargs -P2", shape=shape, n=n, scenario="cold")
+            ref = x1 if shape == "chain" else x2
+            if not (c and ref):
+                continue
+            out.append(f"| {shape} | {n:,} | {fmt_ms(c['wall_med'])} | {fmt_ms(x1['wall_med']) if x1 else '–'} | "
+                       f"{fmt_ms(x2['wall_med']) if x2 else '–'} | "
+                       f"{c['wall_med'] / n * 1e3:.2f} ms | {ref['wall_med'] / n * 1e3:.2f} ms ({ref['tool'][-3:]}) | "
+                       f"**{(c['wall_med'] - ref['wall_med']) / n * 1e3:.2f} ms** | "
+                       f"{c['cpu_med'] / n * 1e3:.2f} vs {ref['cpu_med'] / n * 1e3:.2f} ms |")
+
+
 def markdown(res: Result, meta: dict) -> str:
     rows = res.rows
     get = lambda **kw: next((r for r in rows if all(r.get(k) == v for k, v in kw.items())), None)  # noqa: E731
@@ -699,7 +767,14 @@ def markdown(res: Result, meta: dict) -> str:
                f"load average (1 min) {m['loadavg'][0]:.2f} at start, "
                f"{meta.get('loadavg_end', [float('nan')])[0]:.2f} at the end; whole run {meta.get('total_s', 0) / 60:.1f} min.  ")
     out.append(f"sluice: `{meta['sluice']}` ({meta['sluice_version']}, commit {meta['git']}); "
-               f"make: {meta['make']}; snakemake: {meta['snakemake']}; dvc: {meta['dvc']}.\n")
+               f"make: {meta['make']}; snakemake: {meta['snakemake']}; dvc: {meta['dvc']}.  ")
+    cal = meta.get("calibration")
+    if cal:
+        out.append(f"Peak RSS by {cal['rss_method']}; `true` takes {cal['true_wall_ms']:.2f} ms bare and "
+                   f"{cal['wrapped_true_wall_ms']:.2f} ms under the wrapper (RSS {cal['true_rss_kb'] / 1024:.1f} MiB): "
+                   f"every wall time below includes that difference.\n")
+    else:
+        out.append("")
     shapes = sorted({r["shape"] for r in rows if r["tool"] == "sluice" and not r["shape"].startswith("hash")},
                     key=lambda s: ["chain", "wide", "layered"].index(s.split("-")[0]) * 10 + len(s))
     sizes = sorted({r["n"] for r in rows if r["tool"] == "sluice" and not r["shape"].startswith("hash")})
@@ -729,23 +804,8 @@ def markdown(res: Result, meta: dict) -> str:
                 out.append(f"| {shape} (`{ch['changed']}` changed) | {n:,} | | | | | {fmt_ms(ch['wall_med'])} "
                            f"({ch['reran']:,}) | {ch['rss_kb_max'] / 1024:.1f} MiB | –/–/{ch['runs']} |")
 
-    out.append("\n### Per-stage cost of a cold run vs. spawning the same commands without a runner\n")
-    out.append("| shape | N | sluice cold | xargs -P1 | xargs -P2 | sluice / stage | reference / stage | "
-               "sluice overhead / stage | CPU / stage: sluice vs reference |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for shape in [s for s in shapes if "-" not in s]:
-        for n in sizes:
-            c = get(tool="sluice", shape=shape, n=n, scenario="cold")
-            x1 = get(tool="xargs -P1", shape=shape, n=n, scenario="cold")
-            x2 = get(tool="xargs -P2", shape=shape, n=n, scenario="cold")
-            ref = x1 if shape == "chain" else x2
-            if not (c and ref):
-                continue
-            out.append(f"| {shape} | {n:,} | {fmt_ms(c['wall_med'])} | {fmt_ms(x1['wall_med']) if x1 else '–'} | "
-                       f"{fmt_ms(x2['wall_med']) if x2 else '–'} | "
-                       f"{c['wall_med'] / n * 1e3:.2f} ms | {ref['wall_med'] / n * 1e3:.2f} ms ({ref['tool'][-3:]}) | "
-                       f"**{(c['wall_med'] - ref['wall_med']) / n * 1e3:.2f} ms** | "
-                       f"{c['cpu_med'] / n * 1e3:.2f} vs {ref['cpu_med'] / n * 1e3:.2f} ms |")
+    if any(r["tool"].startswith("xargs") for r in rows):
+        per_stage_table(out, get, shapes, sizes)
 
     tools = [t for t in ("make", "snakemake", "dvc") if any(r["tool"] == t for r in rows)]
     if tools:
@@ -761,7 +821,7 @@ def markdown(res: Result, meta: dict) -> str:
                     cells = []
                     for t in tools:
                         r = get(tool=t, shape=shape, n=n, scenario=sc)
-                        cells.append(f"{fmt_ms(r['wall_med'])} (×{r['wall_med'] / sl['wall_med']:.2g}, "
+                        cells.append(f"{fmt_ms(r['wall_med'])} (×{ratio(r['wall_med'] / sl['wall_med'])}, "
                                      f"{r['rss_kb_max'] / 1024:.0f} MiB)" if r else "–")
                     label = {"noop": "no-op", "change": "one input changed"}.get(sc, sc)
                     out.append(f"| {shape} | {n:,} | {label} | {fmt_ms(sl['wall_med'])} ({sl['rss_kb_max'] / 1024:.0f} MiB) | "
@@ -783,7 +843,7 @@ def markdown(res: Result, meta: dict) -> str:
         out.append(f"| lock kept, memo deleted (= hash + no-op) | {fmt_ms(md['wall_med'])} | {md['runs']} | "
                    f"hash ≈ {fmt_ms(hd['hash_s_from_memo_dropped'])} → {hd['gbps_from_memo_dropped']:.2f} GB/s |")
         out.append(f"| no-op, {size / 2**30:.2f} GiB input unchanged | {fmt_ms(nb['wall_med'])} | {nb['runs']} | "
-                   f"check costs {fmt_ms(hd['unchanged_check_extra_s'])} more than the 5-byte input |")
+                   f"{hd['unchanged_check_extra_s'] * 1e3:+.2f} ms vs the 5-byte input |")
         out.append(f"| no-op, 5-byte input | {fmt_ms(nt['wall_med'])} | {nt['runs']} | |")
         rw = hd["racy_walls"]
         out.append(f"| run, then rerun, with the input written < 2 s before | {fmt_ms(rw[0])}, then {fmt_ms(rw[1])} | 1 | "
@@ -815,9 +875,9 @@ def main() -> None:
     ap.add_argument("--hash-mib", type=int, default=1024)
     ap.add_argument("--make-max", type=int, default=10000, help="largest N for make")
     ap.add_argument("--snakemake-max", type=int, default=100, help="largest N for snakemake, all shapes")
-    ap.add_argument("--snakemake-big", default="1000:wide", help="also N:shape,shape for snakemake ('' for none)")
+    ap.add_argument("--snakemake-big", default="", help="also N:shape,... for snakemake, e.g. 1000:wide (+70 s)")
     ap.add_argument("--dvc-max", type=int, default=10, help="largest N for dvc, all shapes")
-    ap.add_argument("--dvc-big", default="100:wide", help="also N:shape,shape for dvc ('' for none)")
+    ap.add_argument("--dvc-big", default="", help="also N:shape,... for dvc, e.g. 100:wide (+40 s)")
     ap.add_argument("--shared-max", type=int, default=1000, help="largest N for the wide shared-input change")
     ap.add_argument("--snakemake", default=os.environ.get("SNAKEMAKE", shutil.which("snakemake") or ""))
     ap.add_argument("--dvc", default=os.environ.get("DVC", shutil.which("dvc") or ""))
@@ -828,7 +888,20 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the generated workspaces")
     ap.add_argument("--json", help="write all samples here")
     ap.add_argument("--markdown", help="write the tables here")
+    ap.add_argument("--no-rss-wrapper", action="store_true",
+                    help="do not wrap runs in GNU time: exact wall times, but peak RSS never reads below this "
+                         "Python's own RSS (~20 MiB)")
+    ap.add_argument("--render", metavar="JSON", help="only print the tables of an earlier --json file")
     args = ap.parse_args()
+    global GNU_TIME
+    if args.no_rss_wrapper:
+        GNU_TIME = None
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        res = Result()
+        res.rows = saved["rows"]
+        print(markdown(res, saved["meta"]))
+        return
     if args.quick:
         args.sizes = "10,100"
         args.hash_mib = min(args.hash_mib, 256)
@@ -840,12 +913,15 @@ def main() -> None:
         raise SystemExit(f"no sluice binary at {sluice}: run `cargo build --release` or set SLUICE")
     sizes = [int(x) for x in args.sizes.split(",")]
     shapes = args.shapes.split(",")
-    git = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    # SLUICE_COMMIT: what the binary was built from, when it is not this checkout's working tree.
+    git = os.environ.get("SLUICE_COMMIT") or subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
     meta = {"machine": machine(), "sluice": sluice, "sluice_version": version_of([sluice, "--version"]), "git": git,
             "make": version_of(["make", "--version"]),
             "snakemake": version_of([args.snakemake, "--version"]) if args.snakemake else "not installed",
             "dvc": version_of([args.dvc, "--version"]) if args.dvc else "not installed",
             "argv": sys.argv}
+    meta["calibration"] = calibrate()
     log(json.dumps(meta))
     res = Result()
     base = Path(tempfile.mkdtemp(prefix="sluice-bench-", dir=args.workdir))
@@ -871,6 +947,8 @@ def main() -> None:
         if not args.keep:
             chmod_w(base)
             shutil.rmtree(base, ignore_errors=True)
+        for d in _SCRATCH:
+            shutil.rmtree(d, ignore_errors=True)
     meta["total_s"] = time.time() - t0
     meta["loadavg_end"] = os.getloadavg()
     log(f"total {meta['total_s']:.0f} s")

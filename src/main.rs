@@ -190,7 +190,12 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let gpus = gpus::detect(args.gpus);
+    // Asking nvidia-smi costs tens of milliseconds on a GPU host: only when a stage wants a GPU.
+    let gpus = if args.gpus.is_some() || pipeline.stages.iter().any(|s| s.gpus > 0) {
+        gpus::detect(args.gpus)
+    } else {
+        Vec::new()
+    };
 
     let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
     let mut signals = signal_hook::iterator::Signals::new([
