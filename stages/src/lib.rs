@@ -6,6 +6,7 @@
 //! deploy arrive in later issues.
 
 mod clean;
+mod image_folder;
 mod normalize;
 mod npy;
 mod rng;

@@ -44,7 +44,7 @@ fn header(dtype: Dtype, shape: &[usize]) -> Vec<u8> {
     dict.push_str(&" ".repeat((ALIGN - unpadded % ALIGN) % ALIGN));
     dict.push('\n');
     let mut out = MAGIC.to_vec();
-    let len = u16::try_from(dict.len()).expect("a header for at most two dimensions is short");
+    let len = u16::try_from(dict.len()).expect("a header for a few dimensions is short");
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(dict.as_bytes());
     out
@@ -54,6 +54,14 @@ fn header(dtype: Dtype, shape: &[usize]) -> Vec<u8> {
 pub(crate) fn f32_matrix(rows: usize, cols: usize, data: &[f32]) -> Vec<u8> {
     debug_assert_eq!(rows * cols, data.len());
     let mut out = header(Dtype::F32, &[rows, cols]);
+    out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
+    out
+}
+
+/// A float32 array of any `shape` (at least two dimensions), `data` in C order.
+pub(crate) fn f32_array(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+    let mut out = header(Dtype::F32, shape);
     out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
     out
 }

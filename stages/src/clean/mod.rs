@@ -1,4 +1,6 @@
-//! The `clean` stage: one table in, a cleaned Parquet table and a JSON report out.
+//! The `clean` stage: one table in, a cleaned Parquet table and a JSON report out; or, given an
+//! input named `images` instead, an ImageFolder in and a cleaned ImageFolder (in the output still
+//! named `table`, the kind's one data output) and a JSON report out (`images`).
 //!
 //! `config` parses `with:`, `expr` the `filter:` expression, `rules` holds one function per rule;
 //! this file reads the input, checks every column the config names against it, applies the rules
@@ -7,8 +9,11 @@
 
 mod config;
 mod expr;
+mod images;
+pub(crate) use images::parse_size;
 mod rules;
 
+use crate::image_folder::FolderError;
 use crate::staged::{Staged, StagedError};
 use crate::table::{self, TableError};
 use config::CleanConfig;
@@ -18,6 +23,7 @@ use sluice_runner::{Stage, StageContext};
 use std::path::Path;
 
 const INPUT: &str = "table";
+const IMAGES: &str = "images";
 const TABLE: &str = "table";
 const REPORT: &str = "report";
 const STEPS: f64 = 8.0;
@@ -29,8 +35,12 @@ pub(crate) struct Clean;
 enum CleanError {
     #[error("{0}")]
     Config(String),
-    #[error("`clean` needs an input named `table`{}\nhint: write `inputs: {{table: data/rows.csv}}`", .suggestion.as_ref().map(|s| format!("; {s}")).unwrap_or_default())]
+    #[error("`clean` needs an input named `table` (or `images`){}\nhint: write `inputs: {{table: data/rows.csv}}`, or `inputs: {{images: data/pictures}}` for an image folder", .suggestion.as_ref().map(|s| format!("; {s}")).unwrap_or_default())]
     NoInput { suggestion: Option<String> },
+    #[error("`clean` takes either a `table` or an `images` input, not both\nhint: use one `clean` stage per input")]
+    BothInputs,
+    #[error(transparent)]
+    Folder(#[from] FolderError),
     #[error("the pipeline gave no path for output `{0}`")]
     NoOutput(&'static str),
     #[error(transparent)]
@@ -57,8 +67,19 @@ impl Stage for Clean {
     fn outputs(&self) -> &'static [&'static str] {
         &[TABLE, REPORT]
     }
+    /// `check` sees `with:` but not the inputs: a `with:` naming an image option is checked
+    /// as the image mode's, any other as the table mode's; `run` parses for its mode again.
     fn check(&self, with: &serde_json::Value) -> Vec<ConfigProblem> {
-        CleanConfig::parse(with).err().unwrap_or_default()
+        let for_images = with
+            .as_object()
+            .is_some_and(|m| m.keys().any(|k| images::ImageCleanConfig::is_image_key(k)));
+        if for_images {
+            images::ImageCleanConfig::parse(with)
+                .err()
+                .unwrap_or_default()
+        } else {
+            CleanConfig::parse(with).err().unwrap_or_default()
+        }
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
         run(ctx).map_err(|e| e.to_string())
@@ -82,6 +103,12 @@ fn named_columns(config: &CleanConfig) -> Vec<&str> {
 }
 
 fn run(ctx: &StageContext<'_>) -> Result<(), CleanError> {
+    if let Some(folder) = ctx.inputs.get(IMAGES) {
+        if ctx.inputs.contains_key(INPUT) {
+            return Err(CleanError::BothInputs);
+        }
+        return images::run(ctx, folder);
+    }
     let config = CleanConfig::parse(ctx.with).map_err(|problems| {
         CleanError::Config(
             problems

@@ -188,7 +188,7 @@ impl NormalizeConfig {
                 problems.push(problem(
                     &[],
                     "`normalize` needs a `label` column",
-                    Some("add `label: COLUMN`, the column the model learns to predict".into()),
+                    Some("add `label: COLUMN`, the column the model learns to predict; for image folders, set at least `size: [W, H]`".into()),
                 ));
                 None
             }

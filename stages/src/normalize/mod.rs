@@ -5,11 +5,13 @@
 //! `config` parses `with:`, `fit` learns the statistics from the train split only, `preprocess`
 //! holds the artifact and applies it, `encode` turns a table into arrays. This file reads the
 //! inputs, writes the outputs through `Staged` so that a failure leaves none of them, and turns
-//! every failure into one message naming the file.
+//! every failure into one message naming the file. When the train input is a directory, the
+//! splits are ImageFolders and `images` does the work: `features.npy` is float32 `[N, C, H, W]`.
 
 mod config;
 mod encode;
 mod fit;
+mod images;
 pub mod preprocess;
 
 use crate::npy;
@@ -88,6 +90,14 @@ pub(crate) enum NormalizeError {
         value: String,
     },
     #[error(transparent)]
+    Folder(#[from] crate::image_folder::FolderError),
+    #[error("`{path}`: {message}\nhint: `clean` drops files that do not decode; run it first")]
+    Image { path: String, message: String },
+    #[error("`{path}`: the class is not in the train split `{train}`\nhint: the model can only predict classes it was trained on; split with `split`, which keeps every class in train")]
+    UnknownClass { path: String, train: String },
+    #[error("the train split is a folder of images, so `{split}` must be one too\nhint: give `normalize` the three outputs of one `split` stage")]
+    MixedInputs { split: String },
+    #[error(transparent)]
     Staged(#[from] StagedError),
     #[error("cancelled")]
     Cancelled,
@@ -107,8 +117,20 @@ impl Stage for Normalize {
     fn outputs(&self) -> &'static [&'static str] {
         &["train", "val", "test", PREPROCESS]
     }
+    /// `check` sees `with:` but not the inputs: a `with:` naming an image option is checked
+    /// as the image mode's, any other as the table mode's; `run` parses for its mode again.
     fn check(&self, with: &serde_json::Value) -> Vec<ConfigProblem> {
-        NormalizeConfig::parse(with).err().unwrap_or_default()
+        let for_images = with.as_object().is_some_and(|m| {
+            m.keys()
+                .any(|k| images::ImageNormalizeConfig::is_image_key(k))
+        });
+        if for_images {
+            images::ImageNormalizeConfig::parse(with)
+                .err()
+                .unwrap_or_default()
+        } else {
+            NormalizeConfig::parse(with).err().unwrap_or_default()
+        }
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
         run(ctx).map_err(|e| e.to_string())
@@ -116,15 +138,6 @@ impl Stage for Normalize {
 }
 
 fn run(ctx: &StageContext<'_>) -> Result<(), NormalizeError> {
-    let config = NormalizeConfig::parse(ctx.with).map_err(|problems| {
-        NormalizeError::Config(
-            problems
-                .iter()
-                .map(|p| p.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
     for name in ctx.inputs.keys() {
         if !SPLITS.contains(&name.as_str()) {
             return Err(NormalizeError::UnknownInput {
@@ -136,6 +149,29 @@ fn run(ctx: &StageContext<'_>) -> Result<(), NormalizeError> {
     if !ctx.inputs.contains_key("train") {
         return Err(NormalizeError::NoInput { suggestion: None });
     }
+    if ctx
+        .inputs
+        .get("train")
+        .is_some_and(|p| images::is_folder(p))
+    {
+        for (split, path) in &ctx.inputs {
+            if !images::is_folder(path) {
+                return Err(NormalizeError::MixedInputs {
+                    split: split.clone(),
+                });
+            }
+        }
+        return images::run(ctx);
+    }
+    let config = NormalizeConfig::parse(ctx.with).map_err(|problems| {
+        NormalizeError::Config(
+            problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
     let step = |done: f64, message: String| {
         ctx.events
             .progress(done, Some(STEPS), Some("steps".into()), Some(message));

@@ -5,6 +5,9 @@
 //! The stage itself encodes every split through the same [`Preprocess::encode`] after reading
 //! the artifact back from its JSON text, so that any consumer that parses the file and applies it
 //! gets the very same float32 values as `features.npy`.
+//!
+//! [`ImagePreprocess`] is the artifact of `normalize` on image folders, with
+//! [`ImagePreprocess::apply`] turning one encoded image into the model's input the same way.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -311,6 +314,179 @@ pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
     let pos = q * (sorted.len() - 1) as f64;
     let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// The image artifact layout; bumped when a field changes meaning. Separate from [`FORMAT`]:
+/// the two artifacts change independently, and `kind` tells them apart.
+pub const IMAGE_FORMAT: u32 = 1;
+
+/// The colour channels an image is converted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Color {
+    /// Three channels, red, green, blue.
+    Rgb,
+    /// One channel of luma (ITU-R BT.709 weights, as the `image` crate converts).
+    Grayscale,
+}
+
+impl Color {
+    pub(crate) const NAMES: [&'static str; 2] = ["rgb", "grayscale"];
+
+    pub(crate) fn parse(s: &str) -> Option<Color> {
+        match s {
+            "rgb" => Some(Color::Rgb),
+            "grayscale" => Some(Color::Grayscale),
+            _ => None,
+        }
+    }
+
+    pub fn channels(self) -> usize {
+        match self {
+            Color::Rgb => 3,
+            Color::Grayscale => 1,
+        }
+    }
+}
+
+/// The resampling filter images are resized with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filter {
+    Nearest,
+    /// Bilinear.
+    Triangle,
+    /// Bicubic (Catmull-Rom).
+    Catmullrom,
+    Lanczos3,
+}
+
+impl Filter {
+    pub(crate) const NAMES: [&'static str; 4] = ["nearest", "triangle", "catmullrom", "lanczos3"];
+
+    pub(crate) fn parse(s: &str) -> Option<Filter> {
+        match s {
+            "nearest" => Some(Filter::Nearest),
+            "triangle" => Some(Filter::Triangle),
+            "catmullrom" => Some(Filter::Catmullrom),
+            "lanczos3" => Some(Filter::Lanczos3),
+            _ => None,
+        }
+    }
+
+    fn image(self) -> image::imageops::FilterType {
+        match self {
+            Filter::Nearest => image::imageops::FilterType::Nearest,
+            Filter::Triangle => image::imageops::FilterType::Triangle,
+            Filter::Catmullrom => image::imageops::FilterType::CatmullRom,
+            Filter::Lanczos3 => image::imageops::FilterType::Lanczos3,
+        }
+    }
+}
+
+/// The `preprocess` artifact of `normalize` on images: decode, convert to `color`, resize to
+/// `size` with `filter` (8-bit, as decoded), scale to `[0, 1]` by `/ 255`, then per channel
+/// `(x - mean) / std`, laid out channel-first (`[C, H, W]` per image).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImagePreprocess {
+    pub format: u32,
+    /// Always `images`: tells this artifact from the table one.
+    pub kind: String,
+    /// Label `i` is `classes[i]`, the train split's class folders in sorted order.
+    pub classes: Vec<String>,
+    /// `[width, height]` in pixels.
+    pub size: [u32; 2],
+    pub color: Color,
+    pub filter: Filter,
+    /// Per channel, on the `[0, 1]` scale.
+    pub mean: Vec<f64>,
+    /// Per channel; a channel that does not vary on the train split gets 1.
+    pub std: Vec<f64>,
+    /// Whether `mean` and `std` were fitted on the train split (or given in `with:`).
+    pub fitted: bool,
+    /// Always `NCHW`.
+    pub layout: String,
+}
+
+impl ImagePreprocess {
+    /// Reads an artifact from its JSON text.
+    pub fn from_json(text: &str) -> Result<ImagePreprocess, ApplyError> {
+        let p: ImagePreprocess =
+            serde_json::from_str(text).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+        if p.format != IMAGE_FORMAT {
+            return Err(ApplyError::Format(p.format));
+        }
+        let c = p.color.channels();
+        if p.kind != "images" || p.mean.len() != c || p.std.len() != c {
+            return Err(ApplyError::Invalid(format!(
+                "an image artifact needs `kind: images` and {c} means and standard deviations"
+            )));
+        }
+        Ok(p)
+    }
+
+    /// The JSON text, keys sorted, ending in a newline.
+    pub fn to_json(&self) -> String {
+        let value = serde_json::to_value(self).expect("the artifact serializes");
+        let mut text = serde_json::to_string_pretty(&value).expect("JSON values serialize");
+        text.push('\n');
+        text
+    }
+
+    /// Floats per image: `C × H × W`.
+    pub fn values(&self) -> usize {
+        self.color.channels() * self.size[0] as usize * self.size[1] as usize
+    }
+
+    /// Decodes an encoded image (PNG or JPEG) into its converted, resized 8-bit pixels, row-major
+    /// with interleaved channels (`[H, W, C]`).
+    pub fn pixels(&self, bytes: &[u8]) -> Result<Vec<u8>, image::ImageError> {
+        let decoded = image::load_from_memory(bytes)?;
+        let [w, h] = self.size;
+        let filter = self.filter.image();
+        Ok(match self.color {
+            Color::Rgb => {
+                let img = decoded.to_rgb8();
+                if img.dimensions() == (w, h) {
+                    img.into_raw()
+                } else {
+                    image::imageops::resize(&img, w, h, filter).into_raw()
+                }
+            }
+            Color::Grayscale => {
+                let img = decoded.to_luma8();
+                if img.dimensions() == (w, h) {
+                    img.into_raw()
+                } else {
+                    image::imageops::resize(&img, w, h, filter).into_raw()
+                }
+            }
+        })
+    }
+
+    /// Scales and normalizes `pixels` (from [`ImagePreprocess::pixels`]) into `out`, channel
+    /// first. Computed in f64 and rounded once to f32.
+    pub fn normalize(&self, pixels: &[u8], out: &mut [f32]) {
+        let c = self.color.channels();
+        let plane = self.size[0] as usize * self.size[1] as usize;
+        debug_assert_eq!(pixels.len(), c * plane);
+        debug_assert_eq!(out.len(), c * plane);
+        for ch in 0..c {
+            let (mean, std) = (self.mean[ch], self.std[ch]);
+            let dest = &mut out[ch * plane..(ch + 1) * plane];
+            for (i, d) in dest.iter_mut().enumerate() {
+                *d = ((f64::from(pixels[i * c + ch]) / 255.0 - mean) / std) as f32;
+            }
+        }
+    }
+
+    /// One encoded image → the `C × H × W` floats the model was trained on.
+    pub fn apply(&self, bytes: &[u8]) -> Result<Vec<f32>, image::ImageError> {
+        let pixels = self.pixels(bytes)?;
+        let mut out = vec![0.0; self.values()];
+        self.normalize(&pixels, &mut out);
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

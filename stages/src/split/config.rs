@@ -159,7 +159,7 @@ impl SplitConfig {
                 problems.push(problem(
                     &["method"],
                     "`method: stratified` needs a `label` column",
-                    Some("add `label: COLUMN`, the column whose classes each split keeps in proportion".into()),
+                    Some("add `label: COLUMN`, the column whose classes each split keeps in proportion; for an `images` input, leave `method` out: images are stratified by class folder".into()),
                 ))
             }
             Some(Method::Grouped) if group.is_none() && !map.contains_key("group") => {

@@ -1,4 +1,6 @@
-//! The `split` stage: one table in, train/val/test Parquet files and a JSON summary out.
+//! The `split` stage: one table in, train/val/test Parquet files and a JSON summary out; or, given
+//! an input named `images` instead, an ImageFolder in and one ImageFolder per split out
+//! (`images`).
 //!
 //! `config` parses `with:`, `assign` decides which rows go where (pure, seeded), `summary` says
 //! what came out; this file reads the input, writes the outputs through `Staged` so that a
@@ -6,8 +8,10 @@
 
 mod assign;
 mod config;
+mod images;
 mod summary;
 
+use crate::image_folder::FolderError;
 use crate::staged::{Staged, StagedError};
 use crate::table::{self, TableError};
 use arrow::array::UInt64Array;
@@ -41,6 +45,7 @@ impl Part {
 }
 
 const INPUT: &str = "table";
+const IMAGES: &str = "images";
 const SUMMARY: &str = "summary";
 const STEPS: f64 = 6.0;
 
@@ -51,8 +56,12 @@ pub(crate) struct Split;
 enum SplitError {
     #[error("{0}")]
     Config(String),
-    #[error("`split` needs an input named `table`{}\nhint: write `inputs: {{table: data/rows.csv}}`", .suggestion.as_ref().map(|s| format!("; {s}")).unwrap_or_default())]
+    #[error("`split` needs an input named `table` (or `images`){}\nhint: write `inputs: {{table: data/rows.csv}}`, or `inputs: {{images: data/pictures}}` for an image folder", .suggestion.as_ref().map(|s| format!("; {s}")).unwrap_or_default())]
     NoInput { suggestion: Option<String> },
+    #[error("`split` takes either a `table` or an `images` input, not both\nhint: use one `split` stage per input")]
+    BothInputs,
+    #[error(transparent)]
+    Folder(#[from] FolderError),
     #[error("the pipeline gave no path for output `{0}`")]
     NoOutput(&'static str),
     #[error(transparent)]
@@ -85,6 +94,8 @@ impl Stage for Split {
     fn outputs(&self) -> &'static [&'static str] {
         &["train", "val", "test", SUMMARY]
     }
+    /// `check` sees `with:` but not the inputs. Every image `with:` is a valid table one except
+    /// for a `label` (which image mode refuses when it runs), so the table rules apply.
     fn check(&self, with: &serde_json::Value) -> Vec<ConfigProblem> {
         SplitConfig::parse(with).err().unwrap_or_default()
     }
@@ -94,6 +105,12 @@ impl Stage for Split {
 }
 
 fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
+    if let Some(folder) = ctx.inputs.get(IMAGES) {
+        if ctx.inputs.contains_key(INPUT) {
+            return Err(SplitError::BothInputs);
+        }
+        return images::run(ctx, folder);
+    }
     let config = SplitConfig::parse(ctx.with).map_err(|problems| {
         SplitError::Config(
             problems

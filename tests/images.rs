@@ -1,0 +1,323 @@
+//! The image mode of the built-in `clean`, `split` and `normalize` stages, run through the real
+//! binary on a tiny hand-made ImageFolder with one corrupt and one duplicate file: what `clean`
+//! drops and reports, stratified split counts, `[N, C, H, W]` arrays whose fitted statistics are
+//! the train split's own, labels, determinism, a folder without classes, and the digits pipeline.
+
+mod common;
+use common::*;
+
+use serde_json::Value;
+use sluice_stages::preprocess::ImagePreprocess;
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+/// An 8-bit RGB PNG, deliberately written by hand (stored deflate blocks) rather than by the
+/// crate the stages decode with.
+fn png(width: u32, height: u32, rgb: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
+    let mut raw = Vec::new();
+    for y in 0..height {
+        raw.push(0);
+        for x in 0..width {
+            raw.extend_from_slice(&rgb(x, y));
+        }
+    }
+    let mut z = vec![0x78, 0x01, 0x01];
+    let len = raw.len() as u16;
+    z.extend_from_slice(&len.to_le_bytes());
+    z.extend_from_slice(&(!len).to_le_bytes());
+    z.extend_from_slice(&raw);
+    let (mut a, mut b) = (1u32, 0u32);
+    for &x in &raw {
+        a = (a + u32::from(x)) % 65521;
+        b = (b + a) % 65521;
+    }
+    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let body = [kind, data].concat();
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+    };
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &z);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+fn put(ws: &Ws, rel: &str, bytes: &[u8]) {
+    let p = ws.path(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, bytes).unwrap();
+}
+
+/// Classes `cat` and `dog`, 8 distinct 6×6 images each, plus `cat/x_corrupt.png` (not a PNG),
+/// `dog/x_dup.png` (the bytes of `dog/00.png`) and `dog/x_tiny.png` (1×1).
+fn folder(ws: &Ws) {
+    for (c, class) in ["cat", "dog"].into_iter().enumerate() {
+        for i in 0..8u32 {
+            let bytes = png(6, 6, |x, y| {
+                [
+                    (x * 40 + i * 3) as u8,
+                    (y * 40 + c as u32 * 90) as u8,
+                    (i * 30) as u8,
+                ]
+            });
+            put(ws, &format!("data/pets/{class}/{i:02}.png"), &bytes);
+        }
+    }
+    put(
+        ws,
+        "data/pets/cat/x_corrupt.png",
+        b"\x89PNG\r\n\x1a\nnot really",
+    );
+    let first = std::fs::read(ws.path("data/pets/dog/00.png")).unwrap();
+    put(ws, "data/pets/dog/x_dup.png", &first);
+    put(ws, "data/pets/dog/x_tiny.png", &png(1, 1, |_, _| [1, 2, 3]));
+}
+
+const PETS: &str = r#"
+stages:
+  c:
+    uses: clean
+    inputs: {images: data/pets}
+    with: {min_size: [2, 2]}
+  s:
+    uses: split
+    inputs: {images: "${{ stages.c.outputs.table }}"}
+    with: {ratios: {train: 0.5, val: 0.25, test: 0.25}, seed: 7}
+  n:
+    uses: normalize
+    inputs:
+      train: ${{ stages.s.outputs.train }}
+      val: ${{ stages.s.outputs.val }}
+      test: ${{ stages.s.outputs.test }}
+    with: {size: [4, 4]}
+"#;
+
+fn pets_ws() -> Ws {
+    let ws = Ws::new();
+    folder(&ws);
+    ws.pipeline(PETS);
+    ws.run(&[]).assert_ok();
+    ws
+}
+
+fn json(ws: &Ws, rel: &str) -> Value {
+    serde_json::from_str(&ws.read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// `class/file` of every file under `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for class in std::fs::read_dir(dir).unwrap() {
+        let class = class.unwrap();
+        for file in std::fs::read_dir(class.path()).unwrap() {
+            out.push(format!(
+                "{}/{}",
+                class.file_name().to_string_lossy(),
+                file.unwrap().file_name().to_string_lossy()
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A `.npy` file's shape and data, read by a separate reader from the stage's writer.
+fn npy(ws: &Ws, rel: &str) -> (String, Vec<usize>, Vec<u8>) {
+    let bytes = std::fs::read(ws.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00", "{rel}: not .npy 1.0");
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!((10 + len) % 64, 0, "{rel}: data not aligned");
+    let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
+    let descr = header.split("'descr': '").nth(1).unwrap()[..3].to_string();
+    let shape = header.split("'shape': (").nth(1).unwrap();
+    let shape = shape[..shape.find(')').unwrap()]
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    (descr, shape, bytes[10 + len..].to_vec())
+}
+
+fn f32s(data: &[u8]) -> Vec<f32> {
+    data.chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn i64s(data: &[u8]) -> Vec<i64> {
+    data.chunks(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn clean_drops_the_corrupt_the_duplicate_and_the_too_small_file_and_says_why() {
+    let ws = pets_ws();
+    let report = json(&ws, "out/sluice/c/report");
+    let dropped: Vec<(&str, &str)> = report["dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["file"].as_str().unwrap(), d["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        dropped,
+        [
+            ("cat/x_corrupt.png", "unreadable"),
+            ("dog/x_dup.png", "duplicate"),
+            ("dog/x_tiny.png", "too_small"),
+        ]
+    );
+    assert_eq!(report["dropped"][1]["detail"], "same bytes as `dog/00.png`");
+    assert_eq!(
+        (report["images_in"].as_u64(), report["images_out"].as_u64()),
+        (Some(19), Some(16))
+    );
+    let kept = listing(&ws.path("out/sluice/c/table"));
+    assert_eq!(kept.len(), 16);
+    assert!(kept.iter().all(|f| !f.contains("x_")), "{kept:?}");
+}
+
+#[test]
+fn split_keeps_every_class_in_proportion_and_normalize_fits_on_train_only() {
+    let ws = pets_ws();
+    let summary = json(&ws, "out/sluice/s/summary");
+    assert_eq!(summary["method"], "stratified");
+    for (part, n) in [("train", 4), ("val", 2), ("test", 2)] {
+        assert_eq!(summary["splits"][part]["classes"]["cat"], n);
+        assert_eq!(summary["splits"][part]["classes"]["dog"], n);
+        let files = listing(&ws.path(&format!("out/sluice/s/{part}")));
+        assert_eq!(files.iter().filter(|f| f.starts_with("cat/")).count(), n);
+        assert_eq!(files.len(), 2 * n);
+    }
+
+    let artifact = ImagePreprocess::from_json(&ws.read("out/sluice/n/preprocess")).unwrap();
+    assert_eq!(artifact.classes, ["cat", "dog"]);
+    assert_eq!(artifact.size, [4, 4]);
+    assert!(artifact.fitted);
+    for (part, n) in [("train", 8), ("val", 4), ("test", 4)] {
+        let (descr, shape, _) = npy(&ws, &format!("out/sluice/n/{part}/features.npy"));
+        assert_eq!((descr.as_str(), shape), ("<f4", vec![n, 3, 4, 4]));
+        let (descr, shape, data) = npy(&ws, &format!("out/sluice/n/{part}/labels.npy"));
+        assert_eq!((descr.as_str(), shape), ("<i8", vec![n]));
+        // Sorted by class, then file: the cats first.
+        let expected: Vec<i64> = (0..n as i64).map(|i| i / (n as i64 / 2)).collect();
+        assert_eq!(i64s(&data), expected);
+    }
+
+    // Normalized by statistics fitted on train, the train split has mean 0 and std 1 per channel.
+    let (_, _, data) = npy(&ws, "out/sluice/n/train/features.npy");
+    let x = f32s(&data);
+    for c in 0..3 {
+        let values: Vec<f64> = x
+            .chunks(48)
+            .flat_map(|img| img[c * 16..(c + 1) * 16].iter().map(|&v| f64::from(v)))
+            .collect();
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+        assert!(mean.abs() < 1e-5, "channel {c}: mean {mean}");
+        assert!((std - 1.0).abs() < 1e-4, "channel {c}: std {std}");
+    }
+
+    // The artifact turns the first train image's file into exactly its row of features.npy.
+    let first = listing(&ws.path("out/sluice/s/train"))[0].clone();
+    let bytes = std::fs::read(ws.path(&format!("out/sluice/s/train/{first}"))).unwrap();
+    assert_eq!(artifact.apply(&bytes).unwrap(), x[..48]);
+}
+
+#[test]
+fn the_same_folder_and_seed_give_the_same_bytes() {
+    let (a, b) = (pets_ws(), pets_ws());
+    for rel in [
+        "out/sluice/s/summary",
+        "out/sluice/n/preprocess",
+        "out/sluice/n/train/features.npy",
+        "out/sluice/n/test/labels.npy",
+    ] {
+        assert_eq!(
+            std::fs::read(a.path(rel)).unwrap(),
+            std::fs::read(b.path(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    assert_eq!(
+        listing(&a.path("out/sluice/s/val")),
+        listing(&b.path("out/sluice/s/val"))
+    );
+}
+
+#[test]
+fn a_folder_without_class_subfolders_is_an_error() {
+    let ws = Ws::new();
+    put(&ws, "data/flat/1.png", &png(2, 2, |_, _| [0, 0, 0]));
+    ws.pipeline("stages:\n  c:\n    uses: clean\n    inputs: {images: data/flat}\n");
+    let r = ws.run(&[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let message = r
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "stage_finished" && e["stage"] == "c")
+        .and_then(|e| e["message"].as_str().map(String::from))
+        .unwrap();
+    assert!(
+        message.starts_with("`data/flat` has no class subfolders"),
+        "{message}"
+    );
+    assert!(!ws.exists("out/sluice/c/table"));
+}
+
+#[test]
+fn the_digits_pipeline_runs_end_to_end() {
+    let ws = Ws::new();
+    let yaml = std::fs::read_to_string(repo().join("pipelines/digits.yaml")).unwrap();
+    ws.write("pipelines/digits.yaml", &yaml);
+    let digits = repo().join("examples/data/digits");
+    for class in std::fs::read_dir(&digits).unwrap() {
+        let class = class.unwrap();
+        for file in std::fs::read_dir(class.path()).unwrap() {
+            let file = file.unwrap();
+            let rel = format!(
+                "examples/data/digits/{}/{}",
+                class.file_name().to_string_lossy(),
+                file.file_name().to_string_lossy()
+            );
+            put(&ws, &rel, &std::fs::read(file.path()).unwrap());
+        }
+    }
+    ws.run(&["pipelines/digits.yaml"]).assert_ok();
+    let report = json(&ws, "out/digits/clean.json");
+    assert_eq!(report["images_out"], 1797);
+    let artifact = ImagePreprocess::from_json(&ws.read("out/digits/preprocess.json")).unwrap();
+    assert_eq!(artifact.classes.len(), 10);
+    let mut total = 0;
+    for part in ["train", "val", "test"] {
+        let (_, shape, _) = npy(&ws, &format!("out/digits/normalized/{part}/features.npy"));
+        assert_eq!(shape[1..], [1, 32, 32]);
+        total += shape[0];
+    }
+    assert_eq!(total, 1797);
+    let again = ws.run(&["pipelines/digits.yaml"]);
+    again.assert_ok();
+    assert_eq!(again.outcomes()["normalize"], "up_to_date");
+}
