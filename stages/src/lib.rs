@@ -9,6 +9,7 @@ mod clean;
 mod image_folder;
 mod normalize;
 mod npy;
+mod problems;
 mod rng;
 mod split;
 mod staged;

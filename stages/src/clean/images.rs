@@ -123,15 +123,8 @@ fn look(entry: &Entry) -> Look {
 }
 
 pub(super) fn run(ctx: &StageContext<'_>, input: &Path) -> Result<(), CleanError> {
-    let config = ImageCleanConfig::parse(ctx.with).map_err(|problems| {
-        CleanError::Config(
-            problems
-                .iter()
-                .map(|p| p.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    let config = ImageCleanConfig::parse(ctx.with)
+        .map_err(|problems| CleanError::Config(crate::problems::one_line(&problems)))?;
     let source = relative(&ctx.workspace, input);
     let step = |done: f64, message: String| {
         ctx.events

@@ -109,15 +109,8 @@ fn run(ctx: &StageContext<'_>) -> Result<(), CleanError> {
         }
         return images::run(ctx, folder);
     }
-    let config = CleanConfig::parse(ctx.with).map_err(|problems| {
-        CleanError::Config(
-            problems
-                .iter()
-                .map(|p| p.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    let config = CleanConfig::parse(ctx.with)
+        .map_err(|problems| CleanError::Config(crate::problems::one_line(&problems)))?;
     let input = ctx.inputs.get(INPUT).ok_or_else(|| CleanError::NoInput {
         suggestion: sluice_runner::diag::did_you_mean(INPUT, ctx.inputs.keys().map(String::as_str)),
     })?;

@@ -240,15 +240,8 @@ fn fit(images: &[Vec<u8>], channels: usize) -> (Vec<f64>, Vec<f64>) {
 }
 
 pub(super) fn run(ctx: &StageContext<'_>) -> Result<(), NormalizeError> {
-    let config = ImageNormalizeConfig::parse(ctx.with).map_err(|problems| {
-        NormalizeError::Config(
-            problems
-                .iter()
-                .map(|p| p.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    let config = ImageNormalizeConfig::parse(ctx.with)
+        .map_err(|problems| NormalizeError::Config(crate::problems::one_line(&problems)))?;
     let step = |done: f64, message: String| {
         ctx.events
             .progress(done, Some(STEPS), Some("steps".into()), Some(message));

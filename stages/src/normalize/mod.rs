@@ -163,15 +163,8 @@ fn run(ctx: &StageContext<'_>) -> Result<(), NormalizeError> {
         }
         return images::run(ctx);
     }
-    let config = NormalizeConfig::parse(ctx.with).map_err(|problems| {
-        NormalizeError::Config(
-            problems
-                .iter()
-                .map(|p| p.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    let config = NormalizeConfig::parse(ctx.with)
+        .map_err(|problems| NormalizeError::Config(crate::problems::one_line(&problems)))?;
     let step = |done: f64, message: String| {
         ctx.events
             .progress(done, Some(STEPS), Some("steps".into()), Some(message));

@@ -108,15 +108,8 @@ fn summary(config: &SplitConfig, source: &str, folder: &Folder, parts: &[Vec<usi
 }
 
 pub(super) fn run(ctx: &StageContext<'_>, input: &Path) -> Result<(), SplitError> {
-    let config = parse(ctx.with).map_err(|problems| {
-        SplitError::Config(
-            problems
-                .iter()
-                .map(|p| p.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    let config = parse(ctx.with)
+        .map_err(|problems| SplitError::Config(crate::problems::one_line(&problems)))?;
     let source = relative(&ctx.workspace, input);
     let step = |done: f64, message: String| {
         ctx.events

@@ -111,15 +111,8 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
         }
         return images::run(ctx, folder);
     }
-    let config = SplitConfig::parse(ctx.with).map_err(|problems| {
-        SplitError::Config(
-            problems
-                .iter()
-                .map(|p| p.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    let config = SplitConfig::parse(ctx.with)
+        .map_err(|problems| SplitError::Config(crate::problems::one_line(&problems)))?;
     let input = ctx.inputs.get(INPUT).ok_or_else(|| SplitError::NoInput {
         suggestion: sluice_runner::diag::did_you_mean(INPUT, ctx.inputs.keys().map(String::as_str)),
     })?;
