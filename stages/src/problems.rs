@@ -1,7 +1,40 @@
-//! Config problems found again at run time (a stage re-parses `with:` when it runs, in case the
-//! engine was driven without validation) become one line of its failure message.
+//! Shared pieces of config checking: building a `ConfigProblem`, reading `with:` as a mapping,
+//! and turning problems found again at run time (a stage re-parses `with:` when it runs, in
+//! case the engine was driven without validation) into one line of its failure message.
 
+use serde_json::{Map, Value};
 use sluice_runner::stage::ConfigProblem;
+use std::sync::OnceLock;
+
+/// A problem at `path` inside `with:`.
+pub(crate) fn problem(
+    path: &[&str],
+    message: impl Into<String>,
+    help: Option<String>,
+) -> ConfigProblem {
+    ConfigProblem {
+        path: path.iter().map(|s| s.to_string()).collect(),
+        message: message.into(),
+        help,
+    }
+}
+
+/// `with:` as a mapping; an absent `with:` is an empty one. `example` shows a valid `with:`.
+pub(crate) fn with_map<'a>(
+    with: &'a Value,
+    example: &str,
+) -> Result<&'a Map<String, Value>, Vec<ConfigProblem>> {
+    static EMPTY: OnceLock<Map<String, Value>> = OnceLock::new();
+    match with {
+        Value::Object(m) => Ok(m),
+        Value::Null => Ok(EMPTY.get_or_init(Map::new)),
+        _ => Err(vec![problem(
+            &[],
+            "`with` must be a mapping",
+            Some(format!("write e.g. `{example}`")),
+        )]),
+    }
+}
 
 /// The problems' messages, joined into one line.
 pub(crate) fn one_line(problems: &[ConfigProblem]) -> String {

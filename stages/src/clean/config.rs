@@ -6,6 +6,7 @@
 //! used by a later rule).
 
 use super::expr::Expr;
+use crate::problems::problem;
 use serde_json::Value;
 use sluice_runner::diag::did_you_mean;
 use sluice_runner::stage::ConfigProblem;
@@ -107,14 +108,6 @@ const KEYS: [&str; 6] = [
     "duplicates",
     "outliers",
 ];
-
-fn problem(path: &[&str], message: impl Into<String>, help: Option<String>) -> ConfigProblem {
-    ConfigProblem {
-        path: path.iter().map(|s| s.to_string()).collect(),
-        message: message.into(),
-        help,
-    }
-}
 
 /// `value` as a mapping, or a problem at `path`.
 fn mapping<'a>(
@@ -245,18 +238,7 @@ impl CleanConfig {
     /// Parses `with`, collecting every problem rather than stopping at the first.
     pub(crate) fn parse(with: &Value) -> Result<CleanConfig, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
-        let empty = serde_json::Map::new();
-        let map = match with {
-            Value::Object(m) => m,
-            Value::Null => &empty,
-            _ => {
-                return Err(vec![problem(
-                    &[],
-                    "`with` must be a mapping",
-                    Some("write e.g. `with: {duplicates: drop}`".into()),
-                )])
-            }
-        };
+        let map = crate::problems::with_map(with, "with: {duplicates: drop}")?;
         unknown_keys(map, &[], &KEYS, &mut problems);
 
         let drop_columns = map

@@ -5,9 +5,10 @@
 
 use super::{relative, sort, CleanError};
 use crate::image_folder::{self, Entry};
+use crate::problems::problem;
 use crate::staged::Staged;
 use rayon::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sluice_runner::diag::did_you_mean;
 use sluice_runner::stage::ConfigProblem;
 use sluice_runner::StageContext;
@@ -22,14 +23,6 @@ const STEPS: f64 = 4.0;
 pub(super) struct ImageCleanConfig {
     /// Smallest width and height kept, in pixels.
     pub(super) min_size: [u32; 2],
-}
-
-fn problem(path: &[&str], message: impl Into<String>, help: Option<String>) -> ConfigProblem {
-    ConfigProblem {
-        path: path.iter().map(|s| s.to_string()).collect(),
-        message: message.into(),
-        help,
-    }
 }
 
 /// `[w, h]` of positive whole numbers, for `key`.
@@ -62,18 +55,7 @@ impl ImageCleanConfig {
 
     /// Parses `with`, collecting every problem rather than stopping at the first.
     pub(super) fn parse(with: &Value) -> Result<ImageCleanConfig, Vec<ConfigProblem>> {
-        let empty = Map::new();
-        let map = match with {
-            Value::Object(m) => m,
-            Value::Null => &empty,
-            _ => {
-                return Err(vec![problem(
-                    &[],
-                    "`with` must be a mapping",
-                    Some("write e.g. `with: {min_size: [8, 8]}`".into()),
-                )])
-            }
-        };
+        let map = crate::problems::with_map(with, "with: {min_size: [8, 8]}")?;
         let mut problems = Vec::new();
         for key in map.keys() {
             if !KEYS.contains(&key.as_str()) {

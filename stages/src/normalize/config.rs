@@ -6,6 +6,7 @@
 //! feature, a column cannot have two methods, a dropped column cannot have one).
 
 use super::preprocess::{Encoding, Scaling, Task, Unknown};
+use crate::problems::problem;
 use serde_json::Value;
 use sluice_runner::diag::did_you_mean;
 use sluice_runner::stage::ConfigProblem;
@@ -45,14 +46,6 @@ const KEYS: [&str; 6] = [
     "unknown_category",
 ];
 const SECTION_KEYS: [&str; 2] = ["default", "columns"];
-
-fn problem(path: &[&str], message: impl Into<String>, help: Option<String>) -> ConfigProblem {
-    ConfigProblem {
-        path: path.iter().map(|s| s.to_string()).collect(),
-        message: message.into(),
-        help,
-    }
-}
 
 /// A keyword value at `path` among `names`.
 fn word<T>(
@@ -151,18 +144,7 @@ impl NormalizeConfig {
     /// Parses `with`, collecting every problem rather than stopping at the first.
     pub(crate) fn parse(with: &Value) -> Result<NormalizeConfig, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
-        let empty = serde_json::Map::new();
-        let map = match with {
-            Value::Object(m) => m,
-            Value::Null => &empty,
-            _ => {
-                return Err(vec![problem(
-                    &[],
-                    "`with` must be a mapping",
-                    Some("write e.g. `with: {label: species}`".into()),
-                )])
-            }
-        };
+        let map = crate::problems::with_map(with, "with: {label: species}")?;
         for key in map.keys() {
             if !KEYS.contains(&key.as_str()) {
                 let help = did_you_mean(key, KEYS)

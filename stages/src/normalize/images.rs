@@ -9,6 +9,7 @@ use super::{relative, write, NormalizeError, FEATURES, LABELS, PREPROCESS, SPLIT
 use crate::clean::parse_size;
 use crate::image_folder::{self, Folder};
 use crate::npy;
+use crate::problems::problem;
 use crate::staged::Staged;
 use rayon::prelude::*;
 use serde_json::{Map, Value};
@@ -28,14 +29,6 @@ pub(super) struct ImageNormalizeConfig {
     pub(super) color: Color,
     /// Given `mean` and `std`; fitted on train when absent.
     pub(super) stats: Option<(Vec<f64>, Vec<f64>)>,
-}
-
-fn problem(path: &[&str], message: impl Into<String>, help: Option<String>) -> ConfigProblem {
-    ConfigProblem {
-        path: path.iter().map(|s| s.to_string()).collect(),
-        message: message.into(),
-        help,
-    }
 }
 
 fn choice<T>(
@@ -76,18 +69,7 @@ impl ImageNormalizeConfig {
 
     /// Parses `with`, collecting every problem rather than stopping at the first.
     pub(super) fn parse(with: &Value) -> Result<ImageNormalizeConfig, Vec<ConfigProblem>> {
-        let empty = Map::new();
-        let map = match with {
-            Value::Object(m) => m,
-            Value::Null => &empty,
-            _ => {
-                return Err(vec![problem(
-                    &[],
-                    "`with` must be a mapping",
-                    Some("write e.g. `with: {size: [32, 32], color: grayscale}`".into()),
-                )])
-            }
-        };
+        let map = crate::problems::with_map(with, "with: {size: [32, 32], color: grayscale}")?;
         let mut problems = Vec::new();
         for key in map.keys() {
             if !KEYS.contains(&key.as_str()) {

@@ -4,6 +4,7 @@
 //! that the engine can point at the YAML, and `run()`, which can then trust the values.
 
 use super::Part;
+use crate::problems::problem;
 use sluice_runner::diag::did_you_mean;
 use sluice_runner::stage::ConfigProblem;
 
@@ -68,30 +69,12 @@ pub(crate) struct SplitConfig {
 const KEYS: [&str; 5] = ["ratios", "seed", "method", "label", "group"];
 const TOLERANCE: f64 = 1e-6;
 
-fn problem(path: &[&str], message: impl Into<String>, help: Option<String>) -> ConfigProblem {
-    ConfigProblem {
-        path: path.iter().map(|s| s.to_string()).collect(),
-        message: message.into(),
-        help,
-    }
-}
-
 impl SplitConfig {
     /// Parses `with`, collecting every problem rather than stopping at the first.
     pub(crate) fn parse(with: &serde_json::Value) -> Result<SplitConfig, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
-        let empty = serde_json::Map::new();
-        let map = match with {
-            serde_json::Value::Object(m) => m,
-            serde_json::Value::Null => &empty,
-            _ => {
-                return Err(vec![problem(
-                    &[],
-                    "`with` must be a mapping",
-                    Some("write e.g. `with: {ratios: {train: 0.8, val: 0.1, test: 0.1}}`".into()),
-                )])
-            }
-        };
+        let map =
+            crate::problems::with_map(with, "with: {ratios: {train: 0.8, val: 0.1, test: 0.1}}")?;
         for key in map.keys() {
             if !KEYS.contains(&key.as_str()) {
                 let help = did_you_mean(key, KEYS)
