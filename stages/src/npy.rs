@@ -4,6 +4,8 @@
 //! header is padded with spaces so that the data starts at a multiple of 64 bytes, as NumPy
 //! itself writes it, which lets readers memory-map the data aligned.
 
+use rayon::prelude::*;
+
 const MAGIC: &[u8] = b"\x93NUMPY\x01\x00";
 const ALIGN: usize = 64;
 
@@ -50,34 +52,64 @@ fn header(dtype: Dtype, shape: &[usize]) -> Vec<u8> {
     out
 }
 
+/// `header` followed by `data`, each value little-endian.
+fn with_data<const N: usize, T: Copy + Sync>(
+    mut out: Vec<u8>,
+    data: &[T],
+    bytes: impl Fn(T) -> [u8; N] + Sync,
+) -> Vec<u8> {
+    let start = out.len();
+    out.resize(start + data.len() * N, 0);
+    out[start..]
+        .par_chunks_mut(N << 16)
+        .zip(data.par_chunks(1 << 16))
+        .for_each(|(o, d)| {
+            for (o, &x) in o.chunks_exact_mut(N).zip(d) {
+                o.copy_from_slice(&bytes(x));
+            }
+        });
+    out
+}
+
 /// A `[rows, cols]` float32 matrix, `data` in row-major order.
+#[cfg(test)]
 pub(crate) fn f32_matrix(rows: usize, cols: usize, data: &[f32]) -> Vec<u8> {
     debug_assert_eq!(rows * cols, data.len());
-    let mut out = header(Dtype::F32, &[rows, cols]);
-    out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
-    out
+    with_data(header(Dtype::F32, &[rows, cols]), data, f32::to_le_bytes)
+}
+
+/// [`f32_matrix`] written to `out` a piece at a time, never whole in memory twice.
+pub(crate) fn write_f32_matrix(
+    out: &mut impl std::io::Write,
+    rows: usize,
+    cols: usize,
+    data: &[f32],
+) -> std::io::Result<()> {
+    debug_assert_eq!(rows * cols, data.len());
+    out.write_all(&header(Dtype::F32, &[rows, cols]))?;
+    let mut piece = Vec::with_capacity(4 << 16);
+    for values in data.chunks(1 << 16) {
+        piece.clear();
+        piece.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+        out.write_all(&piece)?;
+    }
+    Ok(())
 }
 
 /// A float32 array of any `shape` (at least two dimensions), `data` in C order.
 pub(crate) fn f32_array(shape: &[usize], data: &[f32]) -> Vec<u8> {
     debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-    let mut out = header(Dtype::F32, shape);
-    out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
-    out
+    with_data(header(Dtype::F32, shape), data, f32::to_le_bytes)
 }
 
 /// A `[n]` float32 vector.
 pub(crate) fn f32_vector(data: &[f32]) -> Vec<u8> {
-    let mut out = header(Dtype::F32, &[data.len()]);
-    out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
-    out
+    with_data(header(Dtype::F32, &[data.len()]), data, f32::to_le_bytes)
 }
 
 /// A `[n]` int64 vector.
 pub(crate) fn i64_vector(data: &[i64]) -> Vec<u8> {
-    let mut out = header(Dtype::I64, &[data.len()]);
-    out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
-    out
+    with_data(header(Dtype::I64, &[data.len()]), data, i64::to_le_bytes)
 }
 
 #[cfg(test)]
@@ -87,6 +119,9 @@ mod tests {
     #[test]
     fn the_header_is_numpys_byte_for_byte() {
         let bytes = f32_matrix(2, 3, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.5]);
+        let mut written = Vec::new();
+        write_f32_matrix(&mut written, 2, 3, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.5]).unwrap();
+        assert_eq!(written, bytes);
         // What `numpy.save` writes for `np.zeros((2, 3), '<f4')`: 118 header bytes padded to 128.
         let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
         let mut expected = b"\x93NUMPY\x01\x00".to_vec();

@@ -61,8 +61,9 @@ impl Stage for Clean {
     fn kind(&self) -> &'static str {
         "clean"
     }
+    /// 2: Parquet written in parallel, floats without a dictionary (the same data).
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn outputs(&self) -> &'static [&'static str] {
         &[TABLE, REPORT]
@@ -109,6 +110,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), CleanError> {
         }
         return images::run(ctx, folder);
     }
+    let _memory = table::MemoryScope::enter();
     let config = CleanConfig::parse(ctx.with)
         .map_err(|problems| CleanError::Config(crate::problems::one_line(&problems)))?;
     let input = ctx.inputs.get(INPUT).ok_or_else(|| CleanError::NoInput {
@@ -157,30 +159,54 @@ fn run(ctx: &StageContext<'_>) -> Result<(), CleanError> {
         report.insert("filter".into(), r);
     }
     step(4.0, "filtered rows".into())?;
+    // From here on rules narrow `keep`, the rows still in; one filter drops the others at the end.
+    let mut keep = None;
     if let Some(missing) = &config.missing {
-        let (b, r) = rules::missing(batch, missing).map_err(rule_error)?;
-        batch = b;
+        let (b, k, r) = rules::missing(batch, missing).map_err(rule_error)?;
+        (batch, keep) = (b, k);
         report.insert("missing".into(), r);
     }
     step(5.0, "handled missing values".into())?;
     if config.drop_duplicates {
-        let (b, r) = rules::duplicates(&batch).map_err(rule_error)?;
-        batch = b;
+        let (k, r) = rules::duplicates(&batch, keep.as_ref()).map_err(rule_error)?;
+        keep = Some(k);
         report.insert("duplicates".into(), r);
     }
     step(6.0, "dropped duplicate rows".into())?;
     if let Some(outliers) = &config.outliers {
-        let (b, r) = rules::outliers(batch, outliers).map_err(rule_error)?;
-        batch = b;
+        let (b, k, r) = rules::outliers(batch, keep, outliers).map_err(rule_error)?;
+        (batch, keep) = (b, k);
         report.insert("outliers".into(), r);
     }
-    report.insert("rows_out".into(), json!(batch.num_rows()));
+    let keep = keep.filter(|k| k.false_count() > 0);
+    let rows_out = keep.as_ref().map_or(batch.num_rows(), |k| k.true_count());
+    report.insert("rows_out".into(), json!(rows_out));
 
     let mut staged = Staged::new(&ctx.scratch);
     let dest = ctx.outputs.get(TABLE).ok_or(CleanError::NoOutput(TABLE))?;
     let tmp = staged.path_for(TABLE, dest)?;
-    table::io::write_parquet(&batch, &tmp)?;
-    step(7.0, format!("wrote {} rows", batch.num_rows()))?;
+    let mut out = table::io::ParquetOut::create(&tmp, batch.schema())?;
+    match &keep {
+        // The rows still in, a row group's worth at a time: never a second copy of the table.
+        Some(keep) => {
+            let rows = batch.num_rows();
+            for start in (0..rows).step_by(table::io::ROW_GROUP) {
+                let len = table::io::ROW_GROUP.min(rows - start);
+                let part = arrow::compute::filter_record_batch(
+                    &batch.slice(start, len),
+                    &keep.slice(start, len),
+                )
+                .map_err(|e| rule_error(rules::RuleError::Arrow(e)))?;
+                if part.num_rows() > 0 {
+                    out.write(&part)?;
+                }
+            }
+        }
+        None => out.write(&batch)?,
+    }
+    out.finish()?;
+    drop(batch);
+    step(7.0, format!("wrote {rows_out} rows"))?;
 
     let dest = ctx
         .outputs

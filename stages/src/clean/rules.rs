@@ -1,9 +1,11 @@
 //! The cleaning rules, one function each, applied to a whole table in memory in the order
-//! `drop_columns`, `cast`, `filter`, `missing`, `duplicates`, `outliers`. Each takes the batch the
-//! previous rule left and returns the new batch and its part of the report.
+//! `drop_columns`, `cast`, `filter`, `missing`, `duplicates`, `outliers`. Each takes what the
+//! previous rule left and returns the new batch (or mask) and its part of the report.
 //!
-//! Rows are selected with Arrow's `filter` kernel and values replaced with `zip`, so no rule
-//! touches a cell as text; duplicate rows are found by hashing Arrow's row format.
+//! Values are replaced with `zip`, so no rule touches a cell as text. The rules that drop rows
+//! (`missing`, `duplicates`, `outliers`) only narrow a mask of the rows still in, each looking at
+//! those rows alone; the caller drops them all with one `filter` at the end. Duplicate rows are
+//! found by hashing each row a column at a time.
 
 use super::config::{Action, CastType, Fill, Method, Missing, Outliers};
 use super::expr::{EvalError, Expr};
@@ -12,8 +14,10 @@ use arrow::compute::CastOptions;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
+use rayon::prelude::*;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +178,20 @@ fn quantile(sorted: &[f64], p: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
 }
 
+/// [`quantile`] without sorting: the one or two ranks it needs, selected in linear time.
+/// `values` is reordered.
+fn select_quantile(values: &mut [f64], p: f64) -> f64 {
+    let rank = (values.len() - 1) as f64 * p;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    let (_, &mut low, right) = values.select_nth_unstable_by(lo, f64::total_cmp);
+    let high = if hi > lo {
+        right.iter().copied().min_by(f64::total_cmp).unwrap_or(low)
+    } else {
+        low
+    };
+    low + (high - low) * (rank - lo as f64)
+}
+
 fn sorted(mut values: Vec<f64>) -> Vec<f64> {
     values.sort_unstable_by(f64::total_cmp);
     values
@@ -225,10 +243,12 @@ fn constant(column: &str, value: &Value, data_type: &DataType) -> Result<ArrayRe
     )
 }
 
+/// Fills, then marks the rows still missing a value in a `drop` column: the returned mask (when
+/// any row goes) says which rows stay. The rows are dropped later, together with the later rules'.
 pub(crate) fn missing(
     mut batch: RecordBatch,
     missing: &Missing,
-) -> Result<(RecordBatch, Value), RuleError> {
+) -> Result<(RecordBatch, Option<BooleanArray>, Value), RuleError> {
     let schema = batch.schema();
     let mut report = BTreeMap::new();
     // Fills first, on every row, then one pass drops the rows still missing a `drop` column:
@@ -285,19 +305,90 @@ pub(crate) fn missing(
         report.insert(name.clone(), json!({"dropped": 0, "filled": nulls}));
         batch = replace(&batch, index, filled)?;
     }
-    if let Some(first) = drop_masks.pop() {
-        let mut keep = first;
+    let mut keep = drop_masks.pop();
+    if let Some(first) = &mut keep {
         for mask in &drop_masks {
-            keep = arrow::compute::and(&keep, mask)?;
+            *first = arrow::compute::and(first, mask)?;
         }
-        batch = arrow::compute::filter_record_batch(&batch, &keep)?;
     }
-    Ok((batch, json!(report)))
+    Ok((batch, keep, json!(report)))
 }
 
-/// Keeps the first of every set of identical rows. Rows are compared through Arrow's row
-/// format, one byte string per row, so no value is turned into text.
-pub(crate) fn duplicates(batch: &RecordBatch) -> Result<(RecordBatch, Value), RuleError> {
+/// Whether row `row` is still in, under `keep` (no mask: every row is).
+fn kept(keep: Option<&BooleanArray>, row: usize) -> bool {
+    keep.is_none_or(|k| k.value(row))
+}
+
+/// Keeps the first of every set of identical rows among those `keep` leaves in, and returns the
+/// new mask. Each row is hashed a column at a time into a `u64`; rows with equal hashes are
+/// compared value by value, so a collision cannot drop a row. Equal means what Arrow's row format
+/// says: nulls equal nulls, floats are equal when their bits are.
+pub(crate) fn duplicates(
+    batch: &RecordBatch,
+    keep: Option<&BooleanArray>,
+) -> Result<(BooleanArray, Value), RuleError> {
+    let n = batch.num_rows();
+    if u32::try_from(n).is_err() {
+        return duplicates_by_row_format(batch, keep);
+    }
+    let hashes = row_hashes(batch)?;
+    let comparators = batch
+        .columns()
+        .iter()
+        .map(|c| arrow::array::make_comparator(c.as_ref(), c.as_ref(), Default::default()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let same = |a: usize, b: usize| comparators.iter().all(|c| c(a, b).is_eq());
+    // Rows still in, by the top bits of their hash: equal rows land in the same part, in row
+    // order, so each part finds its own duplicates (keeping the first) on its own core.
+    const PARTS: usize = 256;
+    let mut parts: Vec<Vec<u32>> = vec![Vec::new(); PARTS];
+    for (row, &h) in hashes.iter().enumerate() {
+        if kept(keep, row) {
+            parts[(h >> 56) as usize].push(row as u32);
+        }
+    }
+    let repeated: Vec<Vec<u32>> = parts
+        .into_par_iter()
+        .map(|rows| {
+            // The first row of each hash, and any later distinct rows with the same hash.
+            let mut first: HashMap<u64, u32, BuildHasherDefault<Prehashed>> =
+                HashMap::with_capacity_and_hasher(rows.len(), Default::default());
+            let mut more: HashMap<u64, Vec<u32>> = HashMap::new();
+            let mut repeated = Vec::new();
+            for row in rows {
+                let h = hashes[row as usize];
+                match first.entry(h) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(row);
+                    }
+                    std::collections::hash_map::Entry::Occupied(o) => {
+                        let others = more.entry(h).or_default();
+                        let seen = |r: u32| same(r as usize, row as usize);
+                        if seen(*o.get()) || others.iter().any(|&r| seen(r)) {
+                            repeated.push(row);
+                        } else {
+                            others.push(row);
+                        }
+                    }
+                }
+            }
+            repeated
+        })
+        .collect();
+    let mut out: Vec<bool> = (0..n).map(|row| kept(keep, row)).collect();
+    let mut dropped = 0;
+    for row in repeated.into_iter().flatten() {
+        out[row as usize] = false;
+        dropped += 1;
+    }
+    Ok((BooleanArray::from(out), json!({"dropped": dropped})))
+}
+
+/// [`duplicates`] for tables too long for `u32` row numbers: Arrow's row format in one set.
+fn duplicates_by_row_format(
+    batch: &RecordBatch,
+    keep: Option<&BooleanArray>,
+) -> Result<(BooleanArray, Value), RuleError> {
     let fields = batch
         .schema()
         .fields()
@@ -306,17 +397,156 @@ pub(crate) fn duplicates(batch: &RecordBatch) -> Result<(RecordBatch, Value), Ru
         .collect();
     let converter = RowConverter::new(fields)?;
     let rows = converter.convert_columns(batch.columns())?;
-    let mut seen = HashSet::with_capacity(batch.num_rows());
-    let keep: BooleanArray = (0..batch.num_rows())
-        .map(|i| Some(seen.insert(rows.row(i))))
+    let mut seen = std::collections::HashSet::with_capacity(batch.num_rows());
+    let mut dropped = 0;
+    let out: BooleanArray = (0..batch.num_rows())
+        .map(|i| {
+            let unique = kept(keep, i) && seen.insert(rows.row(i));
+            dropped += usize::from(kept(keep, i) && !unique);
+            Some(unique)
+        })
         .collect();
-    let dropped = batch.num_rows() - seen.len();
-    let out = if dropped == 0 {
-        batch.clone()
-    } else {
-        arrow::compute::filter_record_batch(batch, &keep)?
-    };
     Ok((out, json!({"dropped": dropped})))
+}
+
+/// A `Hasher` for keys that are hashes already.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = x;
+    }
+}
+
+const K: u64 = 0x9E37_79B9_7F4A_7C15;
+
+fn mix(h: u64, x: u64) -> u64 {
+    let m = u128::from(h ^ x) * u128::from(K);
+    ((m >> 64) as u64) ^ (m as u64)
+}
+
+fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        h = mix(h, u64::from_le_bytes(c.try_into().expect("8 bytes")));
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    mix(h, u64::from_le_bytes(tail))
+}
+
+/// One hash per row over every column; equal rows (in the sense of `duplicates`) hash equal.
+/// Blocks of rows are hashed on every core.
+fn row_hashes(batch: &RecordBatch) -> Result<Vec<u64>, RuleError> {
+    const BLOCK: usize = 1 << 16;
+    // Types hashed through Arrow's row format, converted a block at a time.
+    let converters = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Boolean | DataType::Utf8 | DataType::LargeUtf8 => Ok(None),
+            t if t.is_primitive() && c.to_data().buffers().len() == 1 => Ok(None),
+            t => RowConverter::new(vec![SortField::new(t.clone())]).map(Some),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut hashes = vec![0u64; batch.num_rows()];
+    hashes
+        .par_chunks_mut(BLOCK)
+        .enumerate()
+        .try_for_each(|(block, hashes)| {
+            let first = block * BLOCK;
+            for (column, converter) in batch.columns().iter().zip(&converters) {
+                let column = column.slice(first, hashes.len());
+                hash_column(&column, converter.as_ref(), hashes)?;
+            }
+            Ok::<(), RuleError>(())
+        })?;
+    Ok(hashes)
+}
+
+/// Mixes each value of `column` into the hash of its row.
+fn hash_column(
+    column: &ArrayRef,
+    converter: Option<&RowConverter>,
+    hashes: &mut [u64],
+) -> Result<(), RuleError> {
+    const NULL: u64 = 0x6E75_6C6C_6E75_6C6C;
+    let valid = |i: usize| column.is_valid(i);
+    if let Some(converter) = converter {
+        let rows = converter.convert_columns(std::slice::from_ref(column))?;
+        for (i, h) in hashes.iter_mut().enumerate() {
+            *h = mix(*h, hash_bytes(rows.row(i).as_ref()));
+        }
+        return Ok(());
+    }
+    match column.data_type() {
+        DataType::Boolean => {
+            let b = column.as_boolean();
+            for (i, h) in hashes.iter_mut().enumerate() {
+                *h = mix(
+                    *h,
+                    if valid(i) {
+                        u64::from(b.value(i))
+                    } else {
+                        NULL
+                    },
+                );
+            }
+        }
+        DataType::Utf8 => {
+            let t = column.as_string::<i32>();
+            for (i, h) in hashes.iter_mut().enumerate() {
+                let x = if valid(i) {
+                    hash_bytes(t.value(i).as_bytes())
+                } else {
+                    NULL
+                };
+                *h = mix(*h, x);
+            }
+        }
+        DataType::LargeUtf8 => {
+            let t = column.as_string::<i64>();
+            for (i, h) in hashes.iter_mut().enumerate() {
+                let x = if valid(i) {
+                    hash_bytes(t.value(i).as_bytes())
+                } else {
+                    NULL
+                };
+                *h = mix(*h, x);
+            }
+        }
+        t => {
+            let data = column.to_data();
+            let width = t.primitive_width().expect("primitive types have a width");
+            let bytes = &data.buffers()[0].as_slice()[data.offset() * width..];
+            for (i, h) in hashes.iter_mut().enumerate() {
+                let x = if valid(i) {
+                    let v = &bytes[i * width..(i + 1) * width];
+                    if width <= 8 {
+                        let mut w = [0u8; 8];
+                        w[..width].copy_from_slice(v);
+                        u64::from_le_bytes(w)
+                    } else {
+                        hash_bytes(v)
+                    }
+                } else {
+                    NULL
+                };
+                *h = mix(*h, x);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The fences outside which a value is an outlier, from the column's non-missing values.
@@ -326,8 +556,11 @@ fn fences(method: Method, values: Vec<f64>) -> Option<(f64, f64)> {
     }
     match method {
         Method::Iqr { k } => {
-            let values = sorted(values);
-            let (q1, q3) = (quantile(&values, 0.25), quantile(&values, 0.75));
+            let mut values = values;
+            let (q1, q3) = (
+                select_quantile(&mut values, 0.25),
+                select_quantile(&mut values, 0.75),
+            );
             Some((q1 - k * (q3 - q1), q3 + k * (q3 - q1)))
         }
         Method::Zscore { threshold } => {
@@ -339,28 +572,48 @@ fn fences(method: Method, values: Vec<f64>) -> Option<(f64, f64)> {
     }
 }
 
+/// Marks the rows outside any column's fences (`drop`, in the returned mask) or clips them.
+/// Fences and counts come from the rows `keep` leaves in, the table the earlier rules left.
 pub(crate) fn outliers(
     mut batch: RecordBatch,
+    keep: Option<BooleanArray>,
     rule: &Outliers,
-) -> Result<(RecordBatch, Value), RuleError> {
+) -> Result<(RecordBatch, Option<BooleanArray>, Value), RuleError> {
     let mut report = BTreeMap::new();
-    // Every column's fences come from the same table, the one the earlier rules left.
-    let mut keep: Option<BooleanArray> = None;
+    let mut keep = keep;
     let mut clipped = Vec::new();
-    for column in &rule.columns {
-        let index = batch.schema().index_of(column)?;
-        let array = batch.column(index).clone();
-        let Some((low, high)) = fences(rule.method, numbers("outliers", column, &array)?) else {
+    let columns = rule
+        .columns
+        .iter()
+        .map(|column| Ok((column, batch.schema().index_of(column)?)))
+        .collect::<Result<Vec<_>, RuleError>>()?;
+    let before = keep.clone();
+    // Every column's fences and counts, on every core.
+    let found = columns
+        .par_iter()
+        .map(|&(column, index)| {
+            let array = batch.column(index).clone();
+            let values = kept_numbers("outliers", column, &array, before.as_ref())?;
+            let Some((low, high)) = fences(rule.method, values) else {
+                return Ok((column, index, array, None));
+            };
+            let floats = arrow::compute::cast(&array, &DataType::Float64)?;
+            let floats = floats.as_primitive::<Float64Type>();
+            let inside: BooleanArray = floats
+                .iter()
+                .map(|x| Some(x.is_none_or(|x| x.is_nan() || (low..=high).contains(&x))))
+                .collect();
+            let outside = (0..inside.len())
+                .filter(|&i| kept(before.as_ref(), i) && !inside.value(i))
+                .count();
+            Ok((column, index, array, Some((low, high, inside, outside))))
+        })
+        .collect::<Result<Vec<_>, RuleError>>()?;
+    for (column, index, array, fenced) in found {
+        let Some((low, high, inside, outside)) = fenced else {
             report.insert(column.clone(), json!({"dropped": 0, "clipped": 0}));
             continue;
         };
-        let floats = arrow::compute::cast(&array, &DataType::Float64)?;
-        let floats = floats.as_primitive::<Float64Type>();
-        let inside: BooleanArray = floats
-            .iter()
-            .map(|x| Some(x.is_none_or(|x| x.is_nan() || (low..=high).contains(&x))))
-            .collect();
-        let outside = inside.len() - inside.true_count();
         let mut entry = json!({"low": low, "high": high, "dropped": 0, "clipped": 0});
         match rule.action {
             Action::Drop => {
@@ -382,10 +635,34 @@ pub(crate) fn outliers(
     for (index, array) in clipped {
         batch = replace(&batch, index, array)?;
     }
-    if let Some(keep) = keep {
-        batch = arrow::compute::filter_record_batch(&batch, &keep)?;
+    Ok((batch, keep, json!(report)))
+}
+
+/// [`numbers`] of the rows `keep` leaves in.
+fn kept_numbers(
+    rule: &'static str,
+    column: &str,
+    array: &ArrayRef,
+    keep: Option<&BooleanArray>,
+) -> Result<Vec<f64>, RuleError> {
+    let Some(keep) = keep else {
+        return numbers(rule, column, array);
+    };
+    if !array.data_type().is_numeric() {
+        return Err(RuleError::NotNumeric {
+            rule,
+            column: column.to_string(),
+            data_type: array.data_type().clone(),
+        });
     }
-    Ok((batch, json!(report)))
+    let floats = arrow::compute::cast(array, &DataType::Float64)?;
+    Ok(floats
+        .as_primitive::<Float64Type>()
+        .iter()
+        .zip(keep.values().iter())
+        .filter_map(|(x, k)| if k { x } else { None })
+        .filter(|x| !x.is_nan())
+        .collect())
 }
 
 /// `array` with values below `low` set to `low` and above `high` to `high`; whole-number columns
@@ -428,6 +705,24 @@ mod tests {
 
     fn texts(v: Vec<Option<&str>>) -> ArrayRef {
         Arc::new(StringArray::from(v))
+    }
+
+    /// A rule's batch with the rows its mask drops dropped.
+    fn apply(b: RecordBatch, keep: Option<BooleanArray>) -> RecordBatch {
+        match keep {
+            Some(k) => arrow::compute::filter_record_batch(&b, &k).unwrap(),
+            None => b,
+        }
+    }
+
+    fn missing(b: RecordBatch, m: &Missing) -> Result<(RecordBatch, Value), RuleError> {
+        let (b, keep, r) = super::missing(b, m)?;
+        Ok((apply(b, keep), r))
+    }
+
+    fn outliers(b: RecordBatch, o: &Outliers) -> Result<(RecordBatch, Value), RuleError> {
+        let (b, keep, r) = super::outliers(b, None, o)?;
+        Ok((apply(b, keep), r))
     }
 
     fn col(b: &RecordBatch, name: &str) -> Vec<String> {
@@ -495,9 +790,15 @@ mod tests {
                 texts(vec![Some("x"), Some("y"), None, None, Some("x")]),
             ),
         ]);
-        let (out, r) = duplicates(&b).unwrap();
+        let (keep, r) = duplicates(&b, None).unwrap();
+        let out = apply(b.clone(), Some(keep));
         assert_eq!(col(&out, "b"), ["x", "y", "-"]);
         assert_eq!(r, json!({"dropped": 2}));
+        // Only the rows still in count: the first `x` is gone, so the last one stays.
+        let mask = BooleanArray::from(vec![false, true, true, true, true]);
+        let (keep, r) = duplicates(&b, Some(&mask)).unwrap();
+        assert_eq!(col(&apply(b, Some(keep)), "b"), ["y", "-", "x"]);
+        assert_eq!(r, json!({"dropped": 1}));
     }
 
     #[test]
@@ -526,8 +827,16 @@ mod tests {
             method: Method::Zscore { threshold: 1.0 },
             action: Action::Drop,
         };
-        let (out, _) = outliers(b, &z).unwrap();
+        let (out, _) = outliers(b.clone(), &z).unwrap();
         assert_eq!(col(&out, "x"), ["1", "2", "3", "4", "-"]);
+        // Fences and counts come from the rows still in.
+        let mask = BooleanArray::from(vec![true, true, true, true, false, true]);
+        let (_, keep, r) = super::outliers(b, Some(mask), &iqr(Action::Drop)).unwrap();
+        assert_eq!(
+            r,
+            json!({"x": {"low": -0.5, "high": 5.5, "dropped": 0, "clipped": 0}})
+        );
+        assert_eq!(keep.unwrap().true_count(), 5);
     }
 
     #[test]
@@ -551,5 +860,26 @@ mod tests {
         let (out, r) = cast(batch(vec![("f", f)]), &[("f".into(), CastType::Text)]).unwrap();
         assert_eq!(col(&out, "f"), ["1.0", "2.5"]);
         assert_eq!(r, json!({"f": {"from": "Float64", "to": "string"}}));
+    }
+}
+
+#[cfg(test)]
+mod selection_tests {
+    use super::*;
+
+    #[test]
+    fn selected_quantiles_are_the_sorted_ones() {
+        let mut x: Vec<f64> = (0..101)
+            .map(|i| ((i * 37) % 101) as f64 * 0.5 - 7.0)
+            .collect();
+        x.extend([-0.0, 0.0, 1e300, -1e300]);
+        let s = sorted(x.clone());
+        for p in [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0] {
+            assert_eq!(
+                select_quantile(&mut x, p).to_bits(),
+                quantile(&s, p).to_bits(),
+                "{p}"
+            );
+        }
     }
 }

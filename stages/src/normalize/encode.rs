@@ -6,8 +6,9 @@ use super::preprocess::{ApplyError, Preprocess, Task};
 use super::NormalizeError;
 use crate::npy;
 use crate::table::Table;
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use arrow::datatypes::{DataType, Float64Type};
+use rayon::prelude::*;
 
 /// The arrays of one split.
 pub(super) struct Arrays {
@@ -31,8 +32,13 @@ impl Arrays {
         }
     }
 
-    pub(super) fn features_npy(&self, width: usize) -> Vec<u8> {
-        npy::f32_matrix(self.rows, width, &self.features)
+    /// Writes `features.npy` to `out`.
+    pub(super) fn write_features(
+        &self,
+        out: &mut impl std::io::Write,
+        width: usize,
+    ) -> std::io::Result<()> {
+        npy::write_f32_matrix(out, self.rows, width, &self.features)
     }
 }
 
@@ -72,9 +78,9 @@ pub(super) fn numbers(
         .collect()
 }
 
-/// Column `name` as text, for categories: `1` in a CSV and `1` in a Parquet integer column are
-/// the same category.
-pub(super) fn texts(table: &Table, name: &str) -> Result<Vec<String>, NormalizeError> {
+/// Column `name` as a `Utf8` array without nulls, for categories: `1` in a CSV and `1` in a
+/// Parquet integer column are the same category.
+pub(super) fn texts(table: &Table, name: &str) -> Result<ArrayRef, NormalizeError> {
     let column = table.batch.column(table.column_index(name)?);
     let cast =
         arrow::compute::cast(column, &DataType::Utf8).map_err(|_| NormalizeError::Unsupported {
@@ -82,16 +88,10 @@ pub(super) fn texts(table: &Table, name: &str) -> Result<Vec<String>, NormalizeE
             column: name.to_string(),
             data_type: column.data_type().clone(),
         })?;
-    let text = cast.as_string::<i32>();
-    (0..text.len())
-        .map(|row| {
-            if text.is_null(row) {
-                Err(missing(table, row, name))
-            } else {
-                Ok(text.value(row).to_string())
-            }
-        })
-        .collect()
+    match cast.logical_nulls().and_then(|n| n.iter().position(|v| !v)) {
+        Some(row) => Err(missing(table, row, name)),
+        None => Ok(cast),
+    }
 }
 
 fn missing(table: &Table, row: usize, column: &str) -> NormalizeError {
@@ -108,51 +108,69 @@ pub(super) fn encode(
     table: &Table,
     split: &'static str,
 ) -> Result<Arrays, NormalizeError> {
+    // On every core; the first error in column order is the one reported.
     let numeric = artifact
         .numeric
-        .iter()
+        .par_iter()
         .map(|c| numbers(table, &c.name, c.method.name()))
+        .collect::<Vec<_>>()
+        .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
     let categorical = artifact
         .categorical
         .iter()
         .map(|c| texts(table, &c.name))
         .collect::<Result<Vec<_>, _>>()?;
+    let categorical: Vec<&StringArray> = categorical.iter().map(|a| a.as_string()).collect();
     let rows = table.rows();
-    let mut features = Vec::with_capacity(rows * artifact.features.len());
-    let (mut row_numbers, mut row_texts) = (Vec::new(), Vec::new());
-    for row in 0..rows {
-        row_numbers.clear();
-        row_numbers.extend(numeric.iter().map(|c| c[row]));
-        row_texts.clear();
-        row_texts.extend(categorical.iter().map(|c| c[row].as_str()));
-        artifact
-            .encode(&row_numbers, &row_texts, &mut features)
-            .map_err(|e| match e {
-                ApplyError::UnknownCategory { column, value } => NormalizeError::UnknownCategory {
-                    path: table.source.clone(),
-                    row: row + 1,
-                    column,
-                    value,
-                },
-                other => NormalizeError::Config(other.to_string()),
-            })?;
-    }
+    let width = artifact.features.len();
+    let mut features = vec![0f32; rows * width];
+    // Blocks of rows on every core; the first failing block holds the first failing row.
+    const BLOCK: usize = 1 << 14;
+    features
+        .par_chunks_mut((BLOCK * width).max(1))
+        .enumerate()
+        .try_for_each(|(block, out)| {
+            let (mut row_numbers, mut row_texts) = (Vec::new(), Vec::new());
+            let mut encoded = Vec::with_capacity(out.len());
+            let first = block * BLOCK;
+            for row in first..(first + BLOCK).min(rows) {
+                row_numbers.clear();
+                row_numbers.extend(numeric.iter().map(|c| c[row]));
+                row_texts.clear();
+                row_texts.extend(categorical.iter().map(|c| c.value(row)));
+                artifact
+                    .encode(&row_numbers, &row_texts, &mut encoded)
+                    .map_err(|e| match e {
+                        ApplyError::UnknownCategory { column, value } => {
+                            NormalizeError::UnknownCategory {
+                                path: table.source.clone(),
+                                row: row + 1,
+                                column,
+                                value,
+                            }
+                        }
+                        other => NormalizeError::Config(other.to_string()),
+                    })?;
+            }
+            out.copy_from_slice(&encoded);
+            Ok::<(), NormalizeError>(())
+        })?;
 
     let label = &artifact.label;
     let (mut classes, mut values) = (Vec::new(), Vec::new());
     match (&label.task, &label.classes) {
         (Task::Classification, Some(names)) => {
-            for (row, value) in table.keys(&label.column, "label")?.into_iter().enumerate() {
-                let code =
-                    names
-                        .binary_search(&value)
-                        .map_err(|_| NormalizeError::UnknownLabel {
-                            path: table.source.clone(),
-                            split,
-                            row: row + 1,
-                            value,
-                        })?;
+            let keys = table.keys(&label.column, "label")?;
+            for (row, value) in crate::table::texts(&keys).into_iter().enumerate() {
+                let code = names
+                    .binary_search_by(|k| k.as_str().cmp(value))
+                    .map_err(|_| NormalizeError::UnknownLabel {
+                        path: table.source.clone(),
+                        split,
+                        row: row + 1,
+                        value: value.to_string(),
+                    })?;
                 classes.push(code as i64);
             }
         }

@@ -8,8 +8,10 @@ use super::preprocess::{
 };
 use super::NormalizeError;
 use crate::table::Table;
+use arrow::array::ArrayRef;
 use arrow::datatypes::DataType;
-use std::collections::BTreeSet;
+use rayon::prelude::*;
+use std::collections::{BTreeSet, HashSet};
 
 /// Text-like columns, encoded as categories unless the config says otherwise.
 fn is_text(data_type: &DataType) -> bool {
@@ -17,6 +19,13 @@ fn is_text(data_type: &DataType) -> bool {
         data_type,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean
     )
+}
+
+/// The distinct values of a `Utf8` array without nulls, sorted.
+fn distinct(text: &ArrayRef) -> Vec<String> {
+    let seen: HashSet<&str> = crate::table::texts(text).into_iter().collect();
+    let sorted: BTreeSet<&str> = seen.into_iter().collect();
+    sorted.into_iter().map(String::from).collect()
 }
 
 pub(super) fn fit(config: &NormalizeConfig, train: &Table) -> Result<Preprocess, NormalizeError> {
@@ -34,52 +43,21 @@ pub(super) fn fit(config: &NormalizeConfig, train: &Table) -> Result<Preprocess,
     }
 
     let schema = train.batch.schema();
+    // Each column is fitted on its own, all on every core; results (and the first error) are
+    // taken in column order.
+    let fitted = schema
+        .fields()
+        .par_iter()
+        .map(|field| fit_column(config, train, field))
+        .collect::<Vec<_>>();
     let mut inputs = Vec::new();
     let mut numeric = Vec::new();
     let mut categorical = Vec::new();
-    for field in schema.fields() {
-        let (name, data_type) = (field.name(), field.data_type());
-        let scaling = config.numeric.get(name);
-        let encoding = config.categorical.get(name);
-        let role = if *name == config.label {
-            "label"
-        } else if config.drop.contains(name) {
-            "dropped"
-        } else if let Some(method) = scaling
-            .or((data_type.is_numeric() && encoding.is_none()).then_some(config.numeric.default))
-        {
-            let values = numbers(train, name, method.name())?;
-            let (center, scale, stats) = preprocess::fit(method, &values);
-            numeric.push(NumericColumn {
-                name: name.clone(),
-                method,
-                center,
-                scale,
-                stats: stats.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-            });
-            "numeric"
-        } else if let Some(method) =
-            encoding.or(is_text(data_type).then_some(config.categorical.default))
-        {
-            let categories: BTreeSet<String> = texts(train, name)?.into_iter().collect();
-            categorical.push(CategoricalColumn {
-                name: name.clone(),
-                method,
-                categories: categories.into_iter().collect(),
-            });
-            "categorical"
-        } else {
-            return Err(NormalizeError::Unsupported {
-                path: train.source.clone(),
-                column: name.clone(),
-                data_type: data_type.clone(),
-            });
-        };
-        inputs.push(InputColumn {
-            name: name.clone(),
-            data_type: data_type.to_string(),
-            role: role.to_string(),
-        });
+    for column in fitted {
+        let (input, n, c) = column?;
+        inputs.push(input);
+        numeric.extend(n);
+        categorical.extend(c);
     }
 
     let mut features: Vec<String> = numeric.iter().map(|c| c.name.clone()).collect();
@@ -94,11 +72,7 @@ pub(super) fn fit(config: &NormalizeConfig, train: &Table) -> Result<Preprocess,
         }
     }
     let classes = match config.task {
-        Task::Classification => {
-            let classes: BTreeSet<String> =
-                train.keys(&config.label, "label")?.into_iter().collect();
-            Some(classes.into_iter().collect())
-        }
+        Task::Classification => Some(distinct(&train.keys(&config.label, "label")?)),
         Task::Regression => None,
     };
     Ok(Preprocess {
@@ -114,4 +88,66 @@ pub(super) fn fit(config: &NormalizeConfig, train: &Table) -> Result<Preprocess,
         },
         unknown_category: config.unknown_category,
     })
+}
+
+/// One column's role, and its statistics or categories when it is a feature.
+fn fit_column(
+    config: &NormalizeConfig,
+    train: &Table,
+    field: &arrow::datatypes::FieldRef,
+) -> Result<
+    (
+        InputColumn,
+        Option<NumericColumn>,
+        Option<CategoricalColumn>,
+    ),
+    NormalizeError,
+> {
+    let (mut numeric, mut categorical) = (None, None);
+    let (name, data_type) = (field.name(), field.data_type());
+    let scaling = config.numeric.get(name);
+    let encoding = config.categorical.get(name);
+    let role = if *name == config.label {
+        "label"
+    } else if config.drop.contains(name) {
+        "dropped"
+    } else if let Some(method) =
+        scaling.or((data_type.is_numeric() && encoding.is_none()).then_some(config.numeric.default))
+    {
+        let values = numbers(train, name, method.name())?;
+        let (center, scale, stats) = preprocess::fit(method, &values);
+        numeric = Some(NumericColumn {
+            name: name.clone(),
+            method,
+            center,
+            scale,
+            stats: stats.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        });
+        "numeric"
+    } else if let Some(method) =
+        encoding.or(is_text(data_type).then_some(config.categorical.default))
+    {
+        let text = texts(train, name)?;
+        categorical = Some(CategoricalColumn {
+            name: name.clone(),
+            method,
+            categories: distinct(&text),
+        });
+        "categorical"
+    } else {
+        return Err(NormalizeError::Unsupported {
+            path: train.source.clone(),
+            column: name.clone(),
+            data_type: data_type.clone(),
+        });
+    };
+    Ok((
+        InputColumn {
+            name: name.clone(),
+            data_type: data_type.to_string(),
+            role: role.to_string(),
+        },
+        numeric,
+        categorical,
+    ))
 }

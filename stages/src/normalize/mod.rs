@@ -163,6 +163,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), NormalizeError> {
         }
         return images::run(ctx);
     }
+    let _memory = table::MemoryScope::enter();
     let config = NormalizeConfig::parse(ctx.with)
         .map_err(|problems| NormalizeError::Config(crate::problems::one_line(&problems)))?;
     let step = |done: f64, message: String| {
@@ -210,10 +211,19 @@ fn run(ctx: &StageContext<'_>) -> Result<(), NormalizeError> {
             _ => encode::Arrays::empty(),
         };
         let dir = staged.dir_for(split, dest)?;
-        write(
-            &dir.join(FEATURES),
-            &arrays.features_npy(artifact.features.len()),
-        )?;
+        let features = dir.join(FEATURES);
+        std::fs::File::create(&features)
+            .and_then(|file| {
+                let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+                arrays.write_features(&mut out, artifact.features.len())?;
+                std::io::Write::flush(&mut out)
+            })
+            .map_err(|source| {
+                NormalizeError::Staged(StagedError::Write {
+                    path: features.display().to_string(),
+                    source,
+                })
+            })?;
         let labels = match artifact.label.task {
             Task::Classification => npy::i64_vector(&arrays.classes),
             Task::Regression => npy::f32_vector(&arrays.values),

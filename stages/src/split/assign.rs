@@ -22,9 +22,8 @@ impl Assignment {
     }
 
     fn sorted(mut parts: [Vec<usize>; 3]) -> Assignment {
-        for p in &mut parts {
-            p.sort_unstable();
-        }
+        use rayon::prelude::*;
+        parts.par_iter_mut().for_each(|p| p.par_sort_unstable());
         Assignment(parts)
     }
 }
@@ -123,10 +122,20 @@ pub(crate) fn random(n: usize, ratios: &Ratios, seed: u64) -> Result<Assignment,
 }
 
 /// Rows grouped by key, keys in sorted order, each key's rows ascending.
-fn by_key(keys: &[String]) -> BTreeMap<&str, Vec<usize>> {
-    let mut map: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+fn by_key<S: AsRef<str>>(keys: &[S]) -> BTreeMap<&str, Vec<usize>> {
+    // Each key's index by hash first: a tree lookup per row costs string comparisons.
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut rows: Vec<Vec<usize>> = Vec::new();
     for (row, key) in keys.iter().enumerate() {
-        map.entry(key.as_str()).or_default().push(row);
+        let i = *index.entry(key.as_ref()).or_insert_with(|| {
+            rows.push(Vec::new());
+            rows.len() - 1
+        });
+        rows[i].push(row);
+    }
+    let mut map = BTreeMap::new();
+    for (key, i) in index {
+        map.insert(key, std::mem::take(&mut rows[i]));
     }
     map
 }
@@ -135,7 +144,7 @@ fn by_key(keys: &[String]) -> BTreeMap<&str, Vec<usize>> {
 /// drawing from one generator. A class is guaranteed a row in every split with a ratio above 0:
 /// when rounding leaves such a split without one, it takes a row from the class's largest split.
 pub(crate) fn stratified(
-    labels: &[String],
+    labels: &[impl AsRef<str>],
     column: &str,
     ratios: &Ratios,
     seed: u64,
@@ -179,7 +188,7 @@ pub(crate) fn stratified(
 /// they go to those splits. Row fractions therefore approach the ratios as well as group sizes
 /// allow; no group is ever divided.
 pub(crate) fn grouped(
-    groups: &[String],
+    groups: &[impl AsRef<str>],
     column: &str,
     ratios: &Ratios,
     seed: u64,

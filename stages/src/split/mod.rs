@@ -88,8 +88,9 @@ impl Stage for Split {
     fn kind(&self) -> &'static str {
         "split"
     }
+    /// 2: Parquet written in parallel, floats without a dictionary (the same data).
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn outputs(&self) -> &'static [&'static str] {
         &["train", "val", "test", SUMMARY]
@@ -111,6 +112,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
         }
         return images::run(ctx, folder);
     }
+    let _memory = table::MemoryScope::enter();
     let config = SplitConfig::parse(ctx.with)
         .map_err(|problems| SplitError::Config(crate::problems::one_line(&problems)))?;
     let input = ctx.inputs.get(INPUT).ok_or_else(|| SplitError::NoInput {
@@ -130,14 +132,16 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
     let table = table::io::read(input, &source)?;
     step(1.0, format!("read {} rows from {source}", table.rows()))?;
 
-    let labels = match &config.label {
+    let label_keys = match &config.label {
         Some(column) => Some(table.keys(column, "label")?),
         None => None,
     };
-    let groups = match &config.group {
+    let group_keys = match &config.group {
         Some(column) => Some(table.keys(column, "group")?),
         None => None,
     };
+    let labels = label_keys.as_ref().map(table::texts);
+    let groups = group_keys.as_ref().map(table::texts);
     let assigned = match (config.method, &labels, &groups) {
         (Method::Random, _, _) => assign::random(table.rows(), &config.ratios, config.seed),
         (Method::Stratified, Some(labels), _) => assign::stratified(
@@ -172,21 +176,25 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
             .outputs
             .get(part.name())
             .ok_or(SplitError::NoOutput(part.name()))?;
-        let indices =
-            UInt64Array::from_iter_values(assigned.rows(part).iter().map(|&row| row as u64));
-        let batch = arrow::compute::take_record_batch(&table.batch, &indices).map_err(|e| {
-            SplitError::Take {
-                part: part.name(),
-                source: e,
-            }
-        })?;
         let tmp = staged.path_for(part.name(), dest)?;
-        table::io::write_parquet(&batch, &tmp)?;
+        let mut out = table::io::ParquetOut::create(&tmp, table.batch.schema())?;
+        // A row group's worth of the split's rows at a time: never a copy of the whole split.
+        for rows in assigned.rows(part).chunks(table::io::ROW_GROUP) {
+            let indices = UInt64Array::from_iter_values(rows.iter().map(|&row| row as u64));
+            let batch = arrow::compute::take_record_batch(&table.batch, &indices).map_err(|e| {
+                SplitError::Take {
+                    part: part.name(),
+                    source: e,
+                }
+            })?;
+            out.write(&batch)?;
+        }
+        out.finish()?;
         step(
             3.0 + i as f64,
             format!(
                 "wrote {} rows to the {} split",
-                batch.num_rows(),
+                assigned.rows(part).len(),
                 part.name()
             ),
         )?;

@@ -19,8 +19,8 @@ pub(crate) fn build(
     config: &SplitConfig,
     input: &str,
     assigned: &Assignment,
-    labels: Option<&[String]>,
-    groups: Option<&[String]>,
+    labels: Option<&[&str]>,
+    groups: Option<&[&str]>,
 ) -> Value {
     let total: usize = Part::ALL.iter().map(|&p| assigned.rows(p).len()).sum();
     let mut splits = Map::new();
@@ -35,12 +35,12 @@ pub(crate) fn build(
         if let Some(labels) = labels {
             let mut classes: BTreeMap<&str, usize> = BTreeMap::new();
             for &row in rows {
-                *classes.entry(labels[row].as_str()).or_default() += 1;
+                *classes.entry(labels[row]).or_default() += 1;
             }
             s.insert("classes".into(), json!(classes));
         }
         if let Some(groups) = groups {
-            let distinct: BTreeSet<&str> = rows.iter().map(|&r| groups[r].as_str()).collect();
+            let distinct: BTreeSet<&str> = rows.iter().map(|&r| groups[r]).collect();
             s.insert("groups".into(), json!(distinct.len()));
         }
         if rows.is_empty() {

@@ -1,17 +1,24 @@
 //! Reading a [`Table`] from CSV or Parquet and writing one as Parquet.
 //!
-//! CSV files are read whole: a first pass with the `csv` crate checks the shape of every record,
-//! so that a malformed row is reported by its line in the file; then arrow-csv infers the schema
-//! from all rows (not a sample, so a late `3.5` in an integer-looking column cannot fail the
-//! decode) and decodes. Parquet files keep the schema they were written with. Outputs are always
-//! Parquet with Snappy compression, the format every Arrow and pandas reader opens.
+//! CSV files are read in chunks on every core (`chunked`): a first pass checks the shape of every
+//! record and infers the schema from all rows (not a sample, so a late `3.5` in an
+//! integer-looking column cannot fail the decode), a second decodes. When anything is wrong, the
+//! file is read again in order: a pass with the `csv` crate checks the shape of every record, so
+//! that a malformed row is reported by its line in the file; then arrow-csv infers and decodes. Parquet files keep the schema they were written with. Outputs are always
+//! Parquet with Snappy compression, the format every Arrow and pandas reader opens; both Parquet
+//! reading and writing spread the work over every core.
 
 use super::{Table, TableError};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowRowGroupWriterFactory};
+use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::ColumnPath;
+use rayon::prelude::*;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -60,7 +67,28 @@ pub(crate) fn read(path: &Path, display: &str) -> Result<Table, TableError> {
     })
 }
 
+/// Reads a CSV file a chunk at a time on every core (`chunked`), or, when that finds anything
+/// unusual, in one pass in order, which reports the problem by its line.
 fn read_csv(path: &Path, display: &str) -> Result<RecordBatch, TableError> {
+    let file = std::fs::File::open(path).map_err(|source| TableError::Read {
+        path: display.to_string(),
+        source,
+    })?;
+    let size = file
+        .metadata()
+        .map_err(|source| TableError::Read {
+            path: display.to_string(),
+            source,
+        })?
+        .len();
+    match super::chunked::read(&file, size, super::chunked::CHUNK) {
+        super::chunked::Outcome::Table(batch) => Ok(batch),
+        super::chunked::Outcome::Fallback => read_csv_sequential(path, display),
+    }
+}
+
+/// The whole file in memory, its shape checked record by record, then inferred and decoded.
+pub(super) fn read_csv_sequential(path: &Path, display: &str) -> Result<RecordBatch, TableError> {
     let bytes = std::fs::read(path).map_err(|source| TableError::Read {
         path: display.to_string(),
         source,
@@ -129,45 +157,158 @@ fn check_csv_shape(bytes: &[u8], display: &str) -> Result<(), TableError> {
     Ok(())
 }
 
+/// Reads the row groups on every core, each into one batch, and joins them a column at a time.
 fn read_parquet(path: &Path, display: &str) -> Result<RecordBatch, TableError> {
-    let file = std::fs::File::open(path).map_err(|source| TableError::Read {
-        path: display.to_string(),
-        source,
-    })?;
+    let open = || {
+        std::fs::File::open(path).map_err(|source| TableError::Read {
+            path: display.to_string(),
+            source,
+        })
+    };
     let parquet_error = |source| TableError::Parquet {
         path: display.to_string(),
         source,
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?;
-    let schema = builder.schema().clone();
-    let batches = builder
-        .build()
-        .map_err(parquet_error)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| parquet_error(e.into()))?;
-    arrow::compute::concat_batches(&schema, &batches).map_err(|e| parquet_error(e.into()))
+    let metadata =
+        ArrowReaderMetadata::load(&open()?, Default::default()).map_err(parquet_error)?;
+    let schema = metadata.schema().clone();
+    let groups = metadata.metadata().num_row_groups();
+    let batches = (0..groups)
+        .into_par_iter()
+        .map(|group| {
+            let rows = metadata.metadata().row_group(group).num_rows().max(1) as usize;
+            let batches =
+                ParquetRecordBatchReaderBuilder::new_with_metadata(open()?, metadata.clone())
+                    .with_row_groups(vec![group])
+                    .with_batch_size(rows)
+                    .build()
+                    .map_err(parquet_error)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| parquet_error(e.into()))?;
+            arrow::compute::concat_batches(&schema, &batches).map_err(|e| parquet_error(e.into()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(super::chunked::join(schema, batches))
 }
+
+/// Rows per Parquet row group at most: arrow-rs's default.
+pub(crate) const ROW_GROUP: usize = 1024 * 1024;
 
 /// Writes `batch` to `path` as Parquet. A batch with no rows still gives a valid file that
 /// carries the schema. Not atomic by itself: write into scratch space, see `staged`.
+#[cfg(test)]
 pub(crate) fn write_parquet(batch: &RecordBatch, path: &Path) -> Result<(), TableError> {
-    let write_error = |detail: String| TableError::Write {
-        path: path.display().to_string(),
-        detail,
-    };
-    let file = std::fs::File::create(path).map_err(|e| write_error(e.to_string()))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))
-        .map_err(|e| write_error(e.to_string()))?;
-    if batch.num_rows() > 0 {
-        writer
-            .write(batch)
+    let mut out = ParquetOut::create(path, batch.schema())?;
+    out.write(batch)?;
+    out.finish()
+}
+
+/// A Parquet file being written a batch at a time, each batch as row groups of at most
+/// [`ROW_GROUP`] rows whose columns are encoded on every core. Callers that select rows (a
+/// filter, a split's share) pass them a row group's worth at a time, so the selection is never
+/// copied whole.
+///
+/// Float columns are written without dictionary encoding: their values rarely repeat, and
+/// trying a dictionary first was most of the time spent writing them.
+pub(crate) struct ParquetOut {
+    writer: SerializedFileWriter<std::io::BufWriter<std::fs::File>>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    groups: usize,
+    path: String,
+}
+
+impl ParquetOut {
+    pub(crate) fn create(path: &Path, schema: SchemaRef) -> Result<ParquetOut, TableError> {
+        let display = path.display().to_string();
+        let write_error = |detail: String| TableError::Write {
+            path: display.clone(),
+            detail,
+        };
+        let file = std::fs::File::create(path).map_err(|e| write_error(e.to_string()))?;
+        let mut props = WriterProperties::builder().set_compression(Compression::SNAPPY);
+        for field in schema.fields() {
+            if field.data_type().is_floating() {
+                props = props
+                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+            }
+        }
+        let mut props = props.build();
+        add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+        let props = Arc::new(props);
+        let parquet_schema = ArrowSchemaConverter::new()
+            .with_coerce_types(props.coerce_types())
+            .convert(&schema)
             .map_err(|e| write_error(e.to_string()))?;
+        let writer = SerializedFileWriter::new(
+            std::io::BufWriter::with_capacity(1 << 20, file),
+            parquet_schema.root_schema_ptr(),
+            props,
+        )
+        .map_err(|e| write_error(e.to_string()))?;
+        let factory = ArrowRowGroupWriterFactory::new(&writer, schema.clone());
+        Ok(ParquetOut {
+            writer,
+            factory,
+            schema,
+            groups: 0,
+            path: display,
+        })
     }
-    writer.close().map_err(|e| write_error(e.to_string()))?;
-    Ok(())
+
+    fn error(&self, e: impl std::fmt::Display) -> TableError {
+        TableError::Write {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// Appends the rows of `batch`, which has the file's schema.
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), TableError> {
+        let rows = batch.num_rows();
+        for start in (0..rows).step_by(ROW_GROUP) {
+            let slice = batch.slice(start, ROW_GROUP.min(rows - start));
+            let mut leaves = Vec::new();
+            for (field, column) in self.schema.fields().iter().zip(slice.columns()) {
+                leaves.extend(compute_leaves(field, column).map_err(|e| self.error(e))?);
+            }
+            let writers = self
+                .factory
+                .create_column_writers(self.groups)
+                .map_err(|e| self.error(e))?;
+            let chunks = writers
+                .into_par_iter()
+                .zip(leaves)
+                .map(|(mut writer, leaf)| {
+                    writer.write(&leaf)?;
+                    writer.close()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.error(e))?;
+            let path = &self.path;
+            let error = |e: parquet::errors::ParquetError| TableError::Write {
+                path: path.clone(),
+                detail: e.to_string(),
+            };
+            let mut row_group = self.writer.next_row_group().map_err(error)?;
+            for chunk in chunks {
+                chunk.append_to_row_group(&mut row_group).map_err(error)?;
+            }
+            row_group.close().map_err(error)?;
+            self.groups += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes the footer and closes the file.
+    pub(crate) fn finish(self) -> Result<(), TableError> {
+        let path = self.path;
+        self.writer.close().map_err(|e| TableError::Write {
+            path,
+            detail: e.to_string(),
+        })?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

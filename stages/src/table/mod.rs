@@ -5,9 +5,10 @@
 //! Every error names the file, and where it can the line or row and the column, because the
 //! person reading it has to go and fix that file.
 
+mod chunked;
 pub(crate) mod io;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 
@@ -106,10 +107,11 @@ impl Table {
         })
     }
 
-    /// Column `name` as one text key per row (`role` says what the key is for, in messages):
+    /// Column `name` as text, one key per row (`role` says what the key is for, in messages):
     /// class labels and group ids are compared by their text, so `1` in a CSV and `1` in a
-    /// Parquet integer column are the same key. Empty values are errors, not a class of their own.
-    pub(crate) fn keys(&self, name: &str, role: &'static str) -> Result<Vec<String>, TableError> {
+    /// Parquet integer column are the same key. Empty values are errors, not a class of their
+    /// own. [`texts`] lists the keys.
+    pub(crate) fn keys(&self, name: &str, role: &'static str) -> Result<ArrayRef, TableError> {
         let column = self.batch.column(self.column_index(name)?);
         let text =
             arrow::compute::cast(column, &DataType::Utf8).map_err(|_| TableError::KeyType {
@@ -118,22 +120,55 @@ impl Table {
                 data_type: column.data_type().clone(),
                 role,
             })?;
-        let text = text.as_string::<i32>();
-        (0..text.len())
-            .map(|row| {
-                if text.is_null(row) {
-                    Err(TableError::MissingKey {
-                        path: self.source.clone(),
-                        row: row + 1,
-                        column: name.to_string(),
-                        role,
-                    })
-                } else {
-                    Ok(text.value(row).to_string())
-                }
-            })
-            .collect()
+        if let Some(row) = text.logical_nulls().and_then(|n| n.iter().position(|v| !v)) {
+            return Err(TableError::MissingKey {
+                path: self.source.clone(),
+                row: row + 1,
+                column: name.to_string(),
+                role,
+            });
+        }
+        Ok(text)
     }
+}
+
+/// While alive, large allocations come straight from the operating system and go straight
+/// back; dropped, it hands back the memory freed meanwhile. Stages run inside sluice, one after
+/// another: glibc would otherwise keep a stage's freed gigabytes (its threshold for mapping
+/// allocations rises as they are freed) and the next stage would add its own on top.
+pub(crate) struct MemoryScope(());
+
+impl MemoryScope {
+    pub(crate) fn enter() -> MemoryScope {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            // SAFETY: `mallopt` only changes a malloc tuning parameter; any value is valid.
+            ONCE.call_once(|| unsafe {
+                libc::mallopt(libc::M_MMAP_MAX, 0);
+            });
+        }
+        MemoryScope(())
+    }
+}
+
+impl Drop for MemoryScope {
+    fn drop(&mut self) {
+        // SAFETY: `malloc_trim` only returns free heap memory to the operating system.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
+/// The values of a `Utf8` array without nulls (as [`Table::keys`] gives), borrowed.
+pub(crate) fn texts(array: &ArrayRef) -> Vec<&str> {
+    array
+        .as_string::<i32>()
+        .iter()
+        .map(Option::unwrap_or_default)
+        .collect()
 }
 
 #[cfg(test)]
@@ -168,7 +203,7 @@ mod tests {
 
     #[test]
     fn keys_are_text_and_empty_keys_are_errors() {
-        assert_eq!(table().keys("n", "group").unwrap(), vec!["1", "2"]);
+        assert_eq!(texts(&table().keys("n", "group").unwrap()), vec!["1", "2"]);
         let e = table().keys("species", "label").unwrap_err().to_string();
         assert_eq!(
             e,
