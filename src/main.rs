@@ -4,6 +4,7 @@
 mod cli;
 mod gpus;
 mod report;
+mod setup;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -91,6 +92,10 @@ fn init_logging(cli: &Cli) {
 
 fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
     match &cli.command {
+        Command::Setup(args) => {
+            setup::run(args.cuda)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema => {
             let registry = sluice_stages::registry();
             let kinds: Vec<&str> = registry.names().collect();

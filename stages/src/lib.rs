@@ -2,18 +2,21 @@
 //! Each kind implements `sluice_runner::Stage`; `table` and `staged` hold what the data stages
 //! share (reading and writing tables, moving finished outputs into place), `rng` the seeded
 //! randomness they use, `npy` the NumPy arrays the trainer reads. [`preprocess`] is public: it is
-//! the artifact `normalize` writes and the code that applies it to raw rows. Train, evaluate and
-//! deploy arrive in later issues.
+//! the artifact `normalize` writes and the code that applies it to raw rows. `train` runs ONNX
+//! Runtime training in a Python worker whose environment [`pyenv`] manages; evaluate and deploy
+//! arrive in a later issue.
 
 mod clean;
 mod image_folder;
 mod normalize;
 mod npy;
 mod problems;
+pub mod pyenv;
 mod rng;
 mod split;
 mod staged;
 mod table;
+mod train;
 
 pub use normalize::preprocess;
 use sluice_runner::StageRegistry;
@@ -25,5 +28,6 @@ pub fn registry() -> StageRegistry {
     registry.register(Arc::new(clean::Clean));
     registry.register(Arc::new(normalize::Normalize));
     registry.register(Arc::new(split::Split));
+    registry.register(Arc::new(train::Train));
     registry
 }
