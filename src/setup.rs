@@ -1,5 +1,6 @@
-//! `sluice setup [--cuda]`: installs the training environment ahead of time (the first train
-//! run does the same by itself), and with `--cuda` proves that the CUDA provider loads.
+//! `sluice setup [--cuda]`: installs the training environment and fetches the ONNX Runtime
+//! library for inference ahead of time (the first train or evaluate run does the same by
+//! itself), and with `--cuda` proves that the CUDA provider loads.
 
 use crate::gpus;
 use anyhow::{bail, Context as _};
@@ -45,6 +46,16 @@ pub fn run(cuda: bool) -> anyhow::Result<()> {
             }
         })?;
         eprintln!("installed: {}", env.dir.display());
+    }
+    if let Some(lib) = pyenv::find_runtime() {
+        eprintln!("ONNX Runtime for inference is ready: {}", lib.display());
+    } else {
+        let lib = pyenv::ensure_runtime(&CancelToken::default(), &mut |step| {
+            if let Step::Phase(text) = step {
+                eprintln!("{text}");
+            }
+        })?;
+        eprintln!("installed: {}", lib.display());
     }
     if cuda {
         let env = pyenv::find(flavor).context("the environment vanished after installing it")?;

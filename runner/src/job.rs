@@ -277,6 +277,7 @@ fn execute(
                         log: &log,
                         tx,
                     },
+                    pipeline: &ctx.pipeline.name,
                     stage: name,
                     workspace: root.clone(),
                     inputs: inputs.clone(),

@@ -24,6 +24,8 @@ impl CancelToken {
 
 /// Everything a built-in stage gets. Paths are absolute; outputs do not exist yet.
 pub struct StageContext<'a> {
+    /// The pipeline's `name:`.
+    pub pipeline: &'a str,
     pub stage: &'a str,
     pub workspace: PathBuf,
     pub inputs: BTreeMap<String, PathBuf>,

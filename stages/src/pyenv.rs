@@ -247,7 +247,12 @@ pub fn ensure(
     progress(Step::Phase(&format!(
         "installing {total} pinned packages from PyPI with pip"
     )));
-    let ok = pip_install(&env.python, &req, &log_path, total, cancel, progress)?;
+    let args = [
+        "install".to_string(),
+        "-r".into(),
+        req.display().to_string(),
+    ];
+    let ok = pip(&env.python, &args, &log_path, total, cancel, progress)?;
     if !ok {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         let _ = std::fs::remove_dir_all(&dir);
@@ -264,11 +269,11 @@ pub fn ensure(
     Ok(env)
 }
 
-/// Runs pip, streaming its output to `log` and counting `Collecting` lines for progress.
-/// `Ok(false)` when pip failed.
-fn pip_install(
+/// Runs `python -m pip ARGS`, streaming its output to `log` and counting `Collecting` lines for
+/// progress. `Ok(false)` when pip failed.
+fn pip(
     python: &Path,
-    req: &Path,
+    args: &[String],
     log: &Path,
     total: usize,
     cancel: &CancelToken,
@@ -277,17 +282,14 @@ fn pip_install(
     use std::io::Write;
     let mut log_file = std::fs::File::create(log).map_err(io("create", log))?;
     let mut child = Command::new(python)
+        .args(["-m", "pip"])
+        .args(args)
         .args([
-            "-m",
-            "pip",
-            "install",
             "--disable-pip-version-check",
             "--no-input",
             "--progress-bar",
             "off",
-            "-r",
         ])
-        .arg(req)
         .env("PYTHONUNBUFFERED", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -441,4 +443,91 @@ pub fn worker_env(env: &PythonEnv, worker: &Path) -> BTreeMap<String, String> {
         }
     }
     vars
+}
+
+/// The ONNX Runtime release whose C library evaluate and serve load (the `ort` crate's API
+/// level); taken from PyPI's `onnxruntime` wheel, which ships `libonnxruntime.so` in
+/// `onnxruntime/capi/`.
+pub const ORT_VERSION: &str = "1.31.1";
+
+/// The ONNX Runtime library for inference: `ORT_DYLIB_PATH` when set, else the one `sluice
+/// setup` (or the first evaluate run) put in the user cache. Never installs.
+pub fn find_runtime() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let dir = runtime_dir().ok()?;
+    dir.join(READY).is_file().then(|| runtime_library(&dir))
+}
+
+fn runtime_dir() -> Result<PathBuf, EnvError> {
+    Ok(cache_root()?.join("onnxruntime").join(ORT_VERSION))
+}
+
+fn runtime_library(dir: &Path) -> PathBuf {
+    dir.join("onnxruntime")
+        .join("capi")
+        .join(format!("libonnxruntime.so.{ORT_VERSION}"))
+}
+
+/// The ONNX Runtime library, fetched first when needed: `pip install --no-deps --target` of the
+/// `onnxruntime` wheel (no virtual environment: only the shared library is used).
+pub fn ensure_runtime(
+    cancel: &CancelToken,
+    progress: &mut dyn FnMut(Step<'_>),
+) -> Result<PathBuf, EnvError> {
+    if let Some(p) = find_runtime() {
+        return Ok(p);
+    }
+    let dir = runtime_dir()?;
+    let parent = dir.parent().expect("runtime_dir has a parent");
+    std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+    let lock_path = dir.with_extension("lock");
+    let lock = std::fs::File::create(&lock_path).map_err(io("create", &lock_path))?;
+    if lock.try_lock().is_err() {
+        progress(Step::Phase(
+            "waiting for another sluice to finish fetching ONNX Runtime",
+        ));
+        lock.lock().map_err(io("lock", &lock_path))?;
+    }
+    if dir.join(READY).is_file() {
+        return Ok(runtime_library(&dir));
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io("remove the incomplete", &dir))?;
+    }
+    let base = base_python()?;
+    progress(Step::Phase(&format!(
+        "fetching ONNX Runtime {ORT_VERSION} for inference from PyPI into {} (once)",
+        dir.display()
+    )));
+    let log_path = parent.join(format!("{ORT_VERSION}.pip.log"));
+    let args = [
+        "install".to_string(),
+        "--no-deps".into(),
+        "--target".into(),
+        dir.display().to_string(),
+        format!("onnxruntime=={ORT_VERSION}"),
+    ];
+    if !pip(&base, &args, &log_path, 1, cancel, progress)? {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(EnvError::Pip {
+            flavor: "onnxruntime",
+            dir: dir.display().to_string(),
+            output: tail(&log),
+            log: log_path.display().to_string(),
+        });
+    }
+    let lib = runtime_library(&dir);
+    if !lib.is_file() {
+        return Err(EnvError::Io {
+            what: "find the library in the onnxruntime wheel at",
+            path: lib.display().to_string(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    }
+    let ready = dir.join(READY);
+    std::fs::write(&ready, ORT_VERSION).map_err(io("write", &ready))?;
+    Ok(lib)
 }

@@ -12,6 +12,7 @@
 mod config;
 mod device;
 
+use crate::arrays;
 use crate::pyenv::{self, Flavor, Step};
 use config::{DataFacts, Device, Model, Task, TrainConfig};
 use serde_json::{json, Value};
@@ -193,8 +194,8 @@ fn data_facts(
 ) -> Result<DataFacts, String> {
     let features = train.join("features.npy");
     let labels = train.join("labels.npy");
-    let shape = npy_header(&features, &ctx.workspace)?;
-    let (label_dtype, _) = npy_header_dtype(&labels, &ctx.workspace)?;
+    let shape = arrays::header(&features, &rel(&ctx.workspace, &features))?.shape;
+    let label_dtype = arrays::header(&labels, &rel(&ctx.workspace, &labels))?.dtype;
     let images = shape.len() == 4;
     if !(shape.len() == 2 || images) {
         return Err(format!(
@@ -202,7 +203,7 @@ fn data_facts(
             rel(&ctx.workspace, &features)
         ));
     }
-    let from_labels = if label_dtype.contains('i') {
+    let from_labels = if label_dtype == arrays::Dtype::I64 {
         Task::Classification
     } else {
         Task::Regression
@@ -252,7 +253,7 @@ fn data_facts(
     }
     if task != from_labels {
         return Err(format!(
-            "`{}` holds {label_dtype} labels, which does not fit the {} task of `{}`\nhint: give the split and the preprocess artifact of the same `normalize` stage",
+            "`{}` holds {label_dtype:?} labels, which does not fit the {} task of `{}`\nhint: give the split and the preprocess artifact of the same `normalize` stage",
             rel(&ctx.workspace, &labels),
             json!(task).as_str().unwrap_or_default(),
             rel(&ctx.workspace, pre)
@@ -282,60 +283,4 @@ fn user_model(ctx: &StageContext<'_>, path: &str) -> Result<PathBuf, String> {
 
 fn rel(workspace: &Path, p: &Path) -> String {
     p.strip_prefix(workspace).unwrap_or(p).display().to_string()
-}
-
-/// The shape in a `.npy` header.
-fn npy_header(path: &Path, workspace: &Path) -> Result<Vec<usize>, String> {
-    npy_header_dtype(path, workspace).map(|(_, shape)| shape)
-}
-
-/// `descr` and `shape` from a `.npy` version 1/2 header; enough to choose defaults and to fail
-/// early on inputs that are not `normalize`'s.
-fn npy_header_dtype(path: &Path, workspace: &Path) -> Result<(String, Vec<usize>), String> {
-    use std::io::Read;
-    let bad = |why: &str| {
-        format!(
-            "`{}`: {why}\nhint: `train` reads the split directories that `normalize` writes (features.npy, labels.npy)",
-            rel(workspace, path)
-        )
-    };
-    let mut f = std::fs::File::open(path).map_err(|e| bad(&format!("cannot open: {e}")))?;
-    let mut head = vec![0u8; 12];
-    f.read_exact(&mut head)
-        .map_err(|_| bad("not a NumPy .npy file"))?;
-    if &head[..6] != b"\x93NUMPY" {
-        return Err(bad("not a NumPy .npy file"));
-    }
-    let (len, start) = match head[6] {
-        1 => (u16::from_le_bytes([head[8], head[9]]) as usize, 10),
-        _ => (
-            u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize,
-            12,
-        ),
-    };
-    let mut text = head[start..].to_vec();
-    let mut rest = vec![0u8; len.saturating_sub(text.len())];
-    f.read_exact(&mut rest)
-        .map_err(|_| bad("truncated header"))?;
-    text.extend(rest);
-    let text = String::from_utf8_lossy(&text);
-    let field = |key: &str| {
-        let at = text.find(&format!("'{key}'"))? + key.len() + 2;
-        Some(text[at..].trim_start_matches([':', ' ']).to_string())
-    };
-    let descr = field("descr")
-        .and_then(|s| s.split('\'').nth(1).map(str::to_string))
-        .ok_or_else(|| bad("no dtype in the header"))?;
-    let shape = field("shape")
-        .and_then(|s| {
-            let inner = s.strip_prefix('(')?.split(')').next()?.to_string();
-            inner
-                .split(',')
-                .map(str::trim)
-                .filter(|x| !x.is_empty())
-                .map(|x| x.parse::<usize>().ok())
-                .collect::<Option<Vec<_>>>()
-        })
-        .ok_or_else(|| bad("no shape in the header"))?;
-    Ok((descr, shape))
 }
