@@ -459,13 +459,16 @@ class Training:
             order = data.epoch_order(len(self.train_x), self.seed, epoch, bool(cfg["shuffle"]))
             aug_rng = np.random.default_rng([self.seed, epoch, 1]) if augment else None
             loss_sum = 0.0
+            current_lr = None
             for b, part in enumerate(batches):
                 idx = order[part]
                 x, y = self.train_x[idx], self.train_y[idx]
                 if augment:
                     x = augment(x, aug_rng)
                 lr = self.lr_at(step)
-                optimizer.set_learning_rate(lr)
+                if lr != current_lr:  # a constant schedule sets it once
+                    optimizer.set_learning_rate(lr)
+                    current_lr = lr
                 loss = float(module(x, y)[0])
                 if not math.isfinite(loss):
                     raise Fail(
