@@ -70,6 +70,15 @@ fn iris_runs_to_a_deployed_bundle_and_redeploys_only_on_change() {
         .sum();
     assert_eq!(total as usize, rows.len());
 
+    // The plots are PNG files.
+    for f in ["confusion_matrix.png", "training_curves.png"] {
+        let bytes = std::fs::read(ws.path(&format!("out/iris/plots/{f}"))).unwrap();
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 2000,
+            "{f}"
+        );
+    }
+
     // The bundle: everything serving needs, and lineage.
     for f in [
         "model.onnx",
@@ -164,4 +173,77 @@ fn a_model_whose_output_does_not_match_the_classes_is_named() {
         run.stderr
     );
     assert!(!ws.exists("out/m.json") && !ws.exists("out/p.csv"));
+}
+
+/// `.npy` writers, by hand, for a split the test makes itself.
+fn npy(shape: &[usize], descr: &str, data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn split(ws: &Ws, dir: &str, rows: usize, offset: usize) {
+    // Two separable classes: x0 below or above 0.
+    let mut f = Vec::new();
+    let mut l = Vec::new();
+    for i in 0..rows {
+        let class = (i + offset) % 2;
+        let x0 = if class == 1 {
+            1.0f32 + (i % 5) as f32 * 0.1
+        } else {
+            -1.0 - (i % 5) as f32 * 0.1
+        };
+        f.extend_from_slice(&x0.to_le_bytes());
+        f.extend_from_slice(&((i % 3) as f32 * 0.2).to_le_bytes());
+        l.extend_from_slice(&(class as i64).to_le_bytes());
+    }
+    std::fs::create_dir_all(ws.path(dir)).unwrap();
+    std::fs::write(
+        ws.path(&format!("{dir}/features.npy")),
+        npy(&[rows, 2], "<f4", &f),
+    )
+    .unwrap();
+    std::fs::write(
+        ws.path(&format!("{dir}/labels.npy")),
+        npy(&[rows], "<i8", &l),
+    )
+    .unwrap();
+}
+
+#[test]
+fn two_classes_get_roc_auc_and_a_roc_plot() {
+    let ws = Ws::new();
+    split(&ws, "data/train", 40, 0);
+    split(&ws, "data/test", 20, 1);
+    ws.pipeline(
+        "name: binary\nstages:\n  train:\n    uses: train\n    inputs: {train: data/train}\n    outputs: {model: out/m.onnx, history: out/h.json, artifacts: out/a}\n    with: {model: logistic, epochs: 30, batch_size: 8, device: cpu}\n  evaluate:\n    uses: evaluate\n    inputs: {model: \"${{ stages.train.outputs.model }}\", test: data/test}\n    outputs: {metrics: out/metrics.json, predictions: out/p.csv, plots: out/plots}\n    with: {require: {roc_auc: \">= 0.99\"}}\n",
+    );
+    ws.run(&[]).assert_ok();
+    let m = json(&ws, "out/metrics.json");
+    assert_eq!(m["metrics"]["roc_auc"], 1.0, "{m}");
+    assert_eq!(m["metrics"]["accuracy"], 1.0, "{m}");
+    assert_eq!(
+        m["confusion_matrix"]["labels"],
+        serde_json::json!(["0", "1"])
+    );
+    let roc = std::fs::read(ws.path("out/plots/roc_curve.png")).unwrap();
+    assert!(roc.starts_with(b"\x89PNG"));
+    assert!(ws.exists("out/plots/confusion_matrix.png"));
+    assert!(
+        !ws.exists("out/plots/training_curves.png"),
+        "no history was given"
+    );
 }

@@ -1,11 +1,13 @@
 //! The `evaluate` stage: runs the trained model on the test split in Rust (ONNX Runtime through
-//! `ort`, batched) and writes `metrics.json` and the per-row predictions; `require:` gates fail
+//! `ort`, batched) and writes `metrics.json`, the per-row predictions and PNG plots (confusion
+//! matrix, training curves from `history`, ROC for two classes); `require:` gates fail
 //! the stage — and so block whatever depends on it, such as deploy — when a metric misses its bar.
 //!
-//! `metrics` computes the figures; this file reads the inputs, runs the model, checks gates and
+//! `metrics` computes the figures, `plots` draws them; this file reads the inputs, runs the model, checks gates and
 //! writes the outputs together through `Staged`.
 
 pub mod metrics;
+mod plots;
 
 use crate::arrays::{self, Array};
 use crate::problems::problem;
@@ -142,7 +144,7 @@ impl Stage for Evaluate {
         1
     }
     fn outputs(&self) -> &'static [&'static str] {
-        &["metrics", "predictions"]
+        &["metrics", "plots", "predictions"]
     }
     fn check(&self, with: &Value) -> Vec<ConfigProblem> {
         EvaluateConfig::parse(with).err().unwrap_or_default()
@@ -355,6 +357,32 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
     staged
         .write("predictions", out("predictions")?, predictions.as_bytes())
         .map_err(|e| e.to_string())?;
+    let dir = staged
+        .dir_for("plots", out("plots")?)
+        .map_err(|e| e.to_string())?;
+    if let Some(m) = report.get("confusion_matrix") {
+        let labels: Vec<String> = serde_json::from_value(m["labels"].clone()).unwrap_or_default();
+        let matrix: Vec<Vec<u64>> = serde_json::from_value(m["matrix"].clone()).unwrap_or_default();
+        plots::confusion(&dir.join("confusion_matrix.png"), &labels, &matrix)?;
+    }
+    if let Some(points) = report["roc_curve"]["points"].as_array() {
+        let points: Vec<(f64, f64)> = points
+            .iter()
+            .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?)))
+            .collect();
+        plots::roc(
+            &dir.join("roc_curve.png"),
+            &points,
+            report["metrics"]["roc_auc"].as_f64(),
+        )?;
+    }
+    if let Some(h) = ctx.inputs.get("history") {
+        let history: Value = std::fs::read_to_string(h)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .ok_or_else(|| format!("`{}` is not a history.json written by `train`", rel(ws, h)))?;
+        plots::curves(&dir.join("training_curves.png"), &history)?;
+    }
     staged.commit().map_err(|e| e.to_string())
 }
 
