@@ -57,6 +57,20 @@ pub enum Command {
     Schema,
     /// Install the Python environment the train stage uses (the first train run does it too)
     Setup(SetupArgs),
+    /// Print the latest metrics of every evaluate stage
+    Metrics(MetricsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MetricsArgs {
+    /// The pipeline file (default: sluice.yaml)
+    pub pipeline: Option<PathBuf>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Compare with the previous different evaluation
+    #[arg(long)]
+    pub diff: bool,
 }
 
 #[derive(Args, Debug)]

@@ -112,6 +112,19 @@ fn iris_runs_to_a_deployed_bundle_and_redeploys_only_on_change() {
         .assert_ok();
     assert_eq!(versions(&ws), vec!["1", "2"]);
     assert_eq!(ws.read("models/iris/latest").trim(), "2");
+
+    // `sluice metrics --diff` shows the new figures next to the previous evaluation's.
+    let first = m["metrics"].clone();
+    let now = json(&ws, "out/iris/metrics.json")["metrics"].clone();
+    let out = ws.sluice(&["metrics", "pipelines/iris.yaml", "--json", "--diff"]);
+    out.assert_ok();
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["evaluate"]["metrics"], now);
+    if now != first {
+        assert_eq!(doc["evaluate"]["previous"], first);
+        let text = ws.sluice(&["metrics", "pipelines/iris.yaml", "--diff"]);
+        assert!(text.stdout.contains("was "), "{}", text.stdout);
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@
 mod arrays;
 mod clean;
 pub mod deploy;
-mod evaluate;
+pub mod evaluate;
 mod image_folder;
 pub mod infer;
 mod normalize;

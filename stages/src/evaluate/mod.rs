@@ -383,7 +383,35 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
             .ok_or_else(|| format!("`{}` is not a history.json written by `train`", rel(ws, h)))?;
         plots::curves(&dir.join("training_curves.png"), &history)?;
     }
-    staged.commit().map_err(|e| e.to_string())
+    staged.commit().map_err(|e| e.to_string())?;
+    remember(ctx, &report["metrics"]);
+    Ok(())
+}
+
+/// Where `sluice metrics --diff` finds earlier results: one JSON line per evaluation that ran,
+/// under `.sluice/metrics/<pipeline>/<stage>.jsonl`.
+pub fn history_path(workspace: &Path, pipeline: &str, stage: &str) -> std::path::PathBuf {
+    workspace
+        .join(".sluice")
+        .join("metrics")
+        .join(pipeline)
+        .join(format!("{stage}.jsonl"))
+}
+
+/// Appends this evaluation to the history. Best effort: losing a line only loses a comparison.
+fn remember(ctx: &StageContext<'_>, metrics: &Value) {
+    use std::io::Write;
+    let path = history_path(&ctx.workspace, ctx.pipeline, ctx.stage);
+    let line = json!({"key": ctx.key, "metrics": metrics}).to_string() + "\n";
+    let _ = std::fs::create_dir_all(path.parent().expect("has a parent"));
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        // One write of one line: appends from concurrent runs do not interleave.
+        let _ = f.write_all(line.as_bytes());
+    }
 }
 
 fn with_task(mut report: Value, task: &str, rows: usize, output: &str) -> Value {
