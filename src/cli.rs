@@ -55,6 +55,30 @@ pub enum Command {
     Gc(GcArgs),
     /// Print the JSON Schema of the pipeline format
     Schema,
+    /// Install the Python environment the train stage uses (the first train run does it too)
+    Setup(SetupArgs),
+    /// Print the latest metrics of every evaluate stage
+    Metrics(MetricsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MetricsArgs {
+    /// The pipeline file (default: sluice.yaml)
+    pub pipeline: Option<PathBuf>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Compare with the previous different evaluation
+    #[arg(long)]
+    pub diff: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SetupArgs {
+    /// The CUDA build of ONNX Runtime training with NVIDIA's CUDA 12 and cuDNN 9 wheels (needs
+    /// only the NVIDIA driver), checked by loading the CUDA provider
+    #[arg(long)]
+    pub cuda: bool,
 }
 
 #[derive(Args, Debug)]

@@ -3,7 +3,9 @@
 
 mod cli;
 mod gpus;
+mod metrics;
 mod report;
+mod setup;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -91,6 +93,24 @@ fn init_logging(cli: &Cli) {
 
 fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
     match &cli.command {
+        Command::Metrics(args) => {
+            let file = args
+                .pipeline
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PIPELINE));
+            let (_, pipeline) = open(&file, &[])?;
+            if !metrics::print(&pipeline, args.json, args.diff) {
+                return Err(Failure::Invalid(format!(
+                    "error: `{}` has no evaluate stage\n",
+                    pipeline.display_file
+                )));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Setup(args) => {
+            setup::run(args.cuda)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema => {
             let registry = sluice_stages::registry();
             let kinds: Vec<&str> = registry.names().collect();

@@ -160,7 +160,12 @@ pub fn human(rx: Receiver<Event>, style: Style) {
                 level,
                 message,
             } => {
-                if style.verbose || matches!(level.as_str(), "warn" | "warning" | "error") {
+                if level == "notice" {
+                    // Worth a line even without -v: e.g. a training environment being installed.
+                    if !style.quiet {
+                        say(&mp, format!("      {stage}: {message}"));
+                    }
+                } else if style.verbose || matches!(level.as_str(), "warn" | "warning" | "error") {
                     say(&mp, format!("      {stage}: [{level}] {message}"));
                 }
             }

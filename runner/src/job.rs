@@ -4,14 +4,14 @@
 use crate::cache::{CacheStore, OutputRecord, RestoreError, StageRecord, RECORD_FORMAT};
 use crate::events::{Event, StageEventSink};
 use crate::exec::protocol::{Devices, Request, PROTOCOL_VERSION};
-use crate::exec::{ExecControl, Executor, ProcessSpec, StageLog, Stdout};
+use crate::exec::{ExecControl, ExecOutcome, Executor, ProcessSpec, StageLog, Stdout};
 use crate::fingerprint::{Fingerprint, Overlay};
 use crate::hash::{metadata_snapshot, ContentHash, Hasher};
 use crate::lock::LockFile;
 use crate::paths::resolves_inside;
 use crate::pipeline::{Pipeline, StageDef, StageKind};
 use crate::plan::{Checker, Decision, RunReason};
-use crate::stage::{CancelToken, StageContext, StageRegistry};
+use crate::stage::{CancelToken, ProcessHost, StageContext, StageRegistry};
 use crate::workspace::Workspace;
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
@@ -268,6 +268,16 @@ fn execute(
             match ctx.registry.get(kind) {
                 None => Err(format!("built-in stage kind `{kind}` is not in this build")),
                 Some(imp) => imp.run(&StageContext {
+                    key: key.to_string(),
+                    env: process_env(ctx, stage, job, &scratch),
+                    processes: &JobProcesses {
+                        ctx,
+                        job,
+                        events: &events,
+                        log: &log,
+                        tx,
+                    },
+                    pipeline: &ctx.pipeline.name,
                     stage: name,
                     workspace: root.clone(),
                     inputs: inputs.clone(),
@@ -413,6 +423,34 @@ fn execute(
         return JobResult::Ran(completed, false);
     }
     JobResult::Ran(completed, true)
+}
+
+/// Child processes of a built-in stage, registered with the dispatcher like a plugin's.
+struct JobProcesses<'a> {
+    ctx: &'a RunCtx,
+    job: &'a Job,
+    events: &'a StageEventSink,
+    log: &'a StageLog,
+    tx: &'a Sender<JobMsg>,
+}
+
+impl ProcessHost for JobProcesses<'_> {
+    fn run(&self, spec: &ProcessSpec) -> std::io::Result<ExecOutcome> {
+        let idx = self.job.idx;
+        let on_spawn = |pgid: i32| {
+            let _ = self.tx.send(JobMsg::Executing {
+                idx,
+                pgid: Some(pgid),
+            });
+        };
+        let ctl = ExecControl {
+            on_spawn: &on_spawn,
+            cancel: &self.job.cancel,
+            events: self.events,
+            log: self.log,
+        };
+        self.ctx.executor.execute(spec, &ctl)
+    }
 }
 
 fn process_env(

@@ -82,6 +82,9 @@ pub struct StageDef {
     pub env: BTreeMap<String, String>,
     pub cpus: u32,
     pub gpus: u32,
+    /// The stage's kind can do without GPUs (a trainer with `device: auto`): where fewer exist
+    /// than it asks for, it gets what there is instead of failing.
+    pub gpus_optional: bool,
     pub timeout: Option<Duration>,
     pub version: Option<String>,
     /// Environment facts a built-in stage declares as relevant to its results.

@@ -297,10 +297,12 @@ impl Dispatcher {
             let stage = &self.ctx.pipeline.stages[idx];
             let need_cpus = (stage.cpus as usize).min(self.jobs);
             // A stage that wants more GPUs than exist takes none; its job fails if it must run.
-            let need_gpus = if stage.gpus as usize > self.opts.gpus.len() {
-                0
-            } else {
+            let need_gpus = if stage.gpus as usize <= self.opts.gpus.len() {
                 stage.gpus as usize
+            } else if stage.gpus_optional {
+                self.opts.gpus.len()
+            } else {
+                0
             };
             if need_cpus <= cpus && need_gpus <= gpus {
                 chosen.push((pos, idx, need_cpus, need_gpus));
@@ -310,9 +312,10 @@ impl Dispatcher {
         }
         for (pos, idx, need_cpus, need_gpus) in chosen {
             self.ready.remove(&(pos, idx));
-            let want = self.ctx.pipeline.stages[idx].gpus as usize;
+            let stage = &self.ctx.pipeline.stages[idx];
+            let want = stage.gpus as usize;
             let have = self.opts.gpus.len();
-            let gpu_shortfall = (want > have).then(|| {
+            let gpu_shortfall = (want > have && !stage.gpus_optional).then(|| {
                 format!(
                     "needs {want} GPU{} but {have} {} available (see `--gpus`)",
                     if want == 1 { "" } else { "s" },

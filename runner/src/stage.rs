@@ -3,6 +3,7 @@
 //! built-in stage itself: it only knows the trait.
 
 use crate::events::StageEventSink;
+use crate::exec::{ExecOutcome, ProcessSpec};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,8 @@ impl CancelToken {
 
 /// Everything a built-in stage gets. Paths are absolute; outputs do not exist yet.
 pub struct StageContext<'a> {
+    /// The pipeline's `name:`.
+    pub pipeline: &'a str,
     pub stage: &'a str,
     pub workspace: PathBuf,
     pub inputs: BTreeMap<String, PathBuf>,
@@ -35,6 +38,23 @@ pub struct StageContext<'a> {
     pub gpus: Vec<String>,
     pub cancel: CancelToken,
     pub events: StageEventSink,
+    /// The stage's cache key (hex). Stable across runs while inputs, config and environment
+    /// facts stay the same, so state kept under it (a trainer's checkpoints) belongs to exactly
+    /// this computation.
+    pub key: String,
+    /// The clean environment an external stage would get: the allowlist, the stage's declared
+    /// `env`, `SLUICE_*` and `CUDA_VISIBLE_DEVICES` for the GPUs above.
+    pub env: BTreeMap<String, String>,
+    /// Starts child processes on the stage's behalf.
+    pub processes: &'a dyn ProcessHost,
+}
+
+/// How a built-in stage runs a child process (the training worker, pip): exactly as plugin
+/// stages run, in its own process group with stdout read as the JSON stage protocol and stderr
+/// in the stage's log, and known to the scheduler, so that cancellation, timeouts and Ctrl-C
+/// reach it.
+pub trait ProcessHost: Sync {
+    fn run(&self, spec: &ProcessSpec) -> std::io::Result<ExecOutcome>;
 }
 
 /// A problem in a stage's `with:` block, at a dotted path inside it.
@@ -60,6 +80,12 @@ pub trait Stage: Send + Sync {
     /// Facts about the environment that change results (runtime versions, execution provider).
     fn env_facts(&self, _with: &serde_json::Value) -> Vec<(String, String)> {
         Vec::new()
+    }
+    /// True when the stage can run without the GPUs its `resources` ask for (it falls back to
+    /// the CPU itself, and says so): on a machine with fewer GPUs it gets what there is instead
+    /// of failing.
+    fn gpus_optional(&self, _with: &serde_json::Value) -> bool {
+        false
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), String>;
 }

@@ -307,6 +307,7 @@ impl Validator<'_, '_> {
                 );
             }
             let mut facts = Vec::new();
+            let mut gpus_optional = false;
             if let Some(StageKind::Builtin {
                 name: kind_name, ..
             }) = &kind
@@ -324,6 +325,7 @@ impl Validator<'_, '_> {
                         );
                     }
                     facts = stage.env_facts(&with);
+                    gpus_optional = stage.gpus_optional(&with);
                 }
             }
 
@@ -390,6 +392,7 @@ impl Validator<'_, '_> {
                 env,
                 cpus: s.cpus,
                 gpus: s.gpus,
+                gpus_optional,
                 timeout,
                 version: s.version.clone(),
                 facts,

@@ -2,18 +2,26 @@
 //! Each kind implements `sluice_runner::Stage`; `table` and `staged` hold what the data stages
 //! share (reading and writing tables, moving finished outputs into place), `rng` the seeded
 //! randomness they use, `npy` the NumPy arrays the trainer reads. [`preprocess`] is public: it is
-//! the artifact `normalize` writes and the code that applies it to raw rows. Train, evaluate and
-//! deploy arrive in later issues.
+//! the artifact `normalize` writes and the code that applies it to raw rows. `train` runs ONNX
+//! Runtime training in a Python worker whose environment [`pyenv`] manages; `evaluate` runs the
+//! model in Rust ([`infer`], ONNX Runtime through `ort`) and `deploy` publishes bundles that
+//! `sluice serve` reads.
 
+mod arrays;
 mod clean;
+pub mod deploy;
+pub mod evaluate;
 mod image_folder;
+pub mod infer;
 mod normalize;
 mod npy;
 mod problems;
+pub mod pyenv;
 mod rng;
 mod split;
 mod staged;
 mod table;
+mod train;
 
 pub use normalize::preprocess;
 use sluice_runner::StageRegistry;
@@ -23,7 +31,10 @@ use std::sync::Arc;
 pub fn registry() -> StageRegistry {
     let mut registry = StageRegistry::default();
     registry.register(Arc::new(clean::Clean));
+    registry.register(Arc::new(deploy::Deploy));
+    registry.register(Arc::new(evaluate::Evaluate));
     registry.register(Arc::new(normalize::Normalize));
     registry.register(Arc::new(split::Split));
+    registry.register(Arc::new(train::Train));
     registry
 }

@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Training benchmark: throughput of sluice's train worker (`python -m sluice_train`) against a
+bare onnxruntime-training loop over the same artifacts and batches, and against a PyTorch eager
+loop of the same network.
+
+Python 3.11 standard library only for the driver. The worker and the bare loop run under
+`--python` (the worker's venv: stages/python/requirements.txt); the PyTorch loop under
+`--torch-python` (a Python with torch and numpy), skipped when not given.
+
+    python3 bench/train_bench.py --python /tmp/ortt-venv/bin/python \
+        --torch-python /tmp/torch-venv/bin/python --runs 3
+
+Workloads: `digits-cnn` (the normalize stage's digits arrays, 1×32×32, conv 16-32, FC 64,
+batch 32) and `iris-mlp` (iris, MLP [64], batch 16), both AdamW, no augmentation, shuffled.
+Throughput is samples per second of the training phase of each epoch (forward, backward,
+optimizer step; not validation or checkpoints), median over epochs 2.. of a run, then median
+over runs. The worker's figure is the `samples_per_sec` of its history.json; its overhead is
+(bare - worker) / bare. Wall is each process end to end (start-up, artifact reuse, validation
+and checkpoints for the worker). Tools alternate within each round so that load from other work
+on the machine hits them alike.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WORKLOADS = {
+    "digits-cnn": {
+        "data": "out/digits/normalized",
+        "model": {"type": "cnn", "channels": [16, 32], "hidden": 64, "kernel": 3, "dropout": 0.0},
+        "batch_size": 32,
+        "lr": 0.003,
+        "epochs": 4,
+    },
+    "iris-mlp": {
+        "data": "out/iris/normalized",
+        "model": {"type": "mlp", "hidden": [64], "activation": "relu", "dropout": 0.0},
+        "batch_size": 16,
+        "lr": 0.01,
+        "epochs": 60,
+    },
+}
+
+# The bare loop: what the worker does per batch, minus the protocol, checks and bookkeeping.
+BARE_LOOP = r"""
+import json, os, sys, time, types
+import numpy as np
+import onnxruntime as ort
+pkg = types.ModuleType("onnxruntime.training")
+pkg.__path__ = [os.path.join(os.path.dirname(ort.__file__), "training")]
+sys.modules["onnxruntime.training"] = pkg
+from onnxruntime.training import api
+
+art, data, batch, epochs, lr, seed = sys.argv[1:7]
+batch, epochs, lr, seed = int(batch), int(epochs), float(lr), int(seed)
+x = np.load(os.path.join(data, "train", "features.npy"))
+y = np.load(os.path.join(data, "train", "labels.npy")).astype(np.int64)
+state = api.CheckpointState.load_checkpoint(os.path.join(art, "checkpoint"))
+module = api.Module(os.path.join(art, "training_model.onnx"), state, os.path.join(art, "eval_model.onnx"))
+optimizer = api.Optimizer(os.path.join(art, "optimizer_model.onnx"), module)
+module.train()
+rates = []
+for epoch in range(1, epochs + 1):
+    started = time.monotonic()
+    order = np.random.default_rng([seed, epoch]).permutation(len(x))
+    for start in range(0, len(x), batch):
+        idx = order[start:start + batch]
+        optimizer.set_learning_rate(lr)
+        module(x[idx], y[idx])
+        optimizer.step()
+        module.lazy_reset_grad()
+    rates.append(len(x) / (time.monotonic() - started))
+print(json.dumps(rates))
+"""
+
+# The same networks in PyTorch eager mode, same initial scheme, optimizer and batches.
+TORCH_LOOP = r"""
+import json, os, sys, time
+import numpy as np
+import torch
+from torch import nn
+
+kind, data, batch, epochs, lr, seed = sys.argv[1:7]
+batch, epochs, lr, seed = int(batch), int(epochs), float(lr), int(seed)
+torch.manual_seed(seed)
+x = torch.from_numpy(np.load(os.path.join(data, "train", "features.npy")))
+y = torch.from_numpy(np.load(os.path.join(data, "train", "labels.npy")).astype(np.int64))
+k = int(y.max()) + 1
+if kind == "digits-cnn":
+    c, h, w = x.shape[1:]
+    model = nn.Sequential(
+        nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * (h // 4) * (w // 4), 64), nn.ReLU(), nn.Linear(64, k))
+else:
+    model = nn.Sequential(nn.Linear(x.shape[1], 64), nn.ReLU(), nn.Linear(64, k))
+optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+loss_fn = nn.CrossEntropyLoss()
+model.train()
+rates = []
+for epoch in range(1, epochs + 1):
+    started = time.monotonic()
+    order = torch.from_numpy(np.random.default_rng([seed, epoch]).permutation(len(x)))
+    for start in range(0, len(x), batch):
+        idx = order[start:start + batch]
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x[idx]), y[idx])
+        loss.backward()
+        optimizer.step()
+    rates.append(len(x) / (time.monotonic() - started))
+print(json.dumps(rates))
+"""
+
+
+def request(work: Path, name: str, spec: dict, data: Path, cache: Path, run: int) -> dict:
+    out = work / f"{name}-{run}"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    return {
+        "protocol": 1, "stage": "train", "kind": "train", "workspace": str(work), "scratch": str(out),
+        "inputs": {"train": str(data / "train"), "val": str(data / "val")},
+        "outputs": {"model": str(out / "model.onnx"), "history": str(out / "history.json"), "artifacts": str(out / "artifacts")},
+        "params": {}, "devices": {"gpus": []},
+        "with": {
+            "task": "classification", "classes": None, "model": spec["model"], "loss": "cross_entropy",
+            "optimizer": {"type": "adamw", "lr": spec["lr"], "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01},
+            "schedule": {"warmup_epochs": 0.0, "decay": "constant"},
+            "epochs": spec["epochs"], "batch_size": spec["batch_size"], "shuffle": True, "seed": 0,
+            "augment": {"hflip": False, "crop_padding": 0, "rotate_degrees": 0.0}, "early_stopping": None,
+        },
+        "train": {"device": "cpu", "auto": False, "resume_dir": str(out / "resume"), "artifacts_cache": str(cache)},
+    }
+
+
+def run_worker(python: str, req: dict) -> tuple[float, float, str]:
+    """Runs the worker; returns (median samples/s over epochs 2.., wall seconds, artifact key prefix)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "stages" / "python"), "PYTHONUNBUFFERED": "1"}
+    started = time.monotonic()
+    proc = subprocess.run([python, "-m", "sluice_train"], input=json.dumps(req), capture_output=True, text=True,
+                          cwd=req["workspace"], env=env)
+    wall = time.monotonic() - started
+    messages = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    result = messages[-1] if messages else {}
+    if proc.returncode != 0 or result.get("status") != "ok":
+        sys.exit(f"the worker failed ({proc.returncode}): {result.get('message')}\n{proc.stderr[-3000:]}")
+    key = next(m["message"].split()[3] for m in messages if m["type"] == "log" and "training artifacts" in m["message"])
+    with open(req["outputs"]["history"]) as f:
+        rates = [e["samples_per_sec"] for e in json.load(f)["epochs"]]
+    return statistics.median(rates[1:]), wall, key
+
+
+def run_script(python: str, script: str, args: list) -> tuple[float, float]:
+    started = time.monotonic()
+    proc = subprocess.run([python, "-c", script, *map(str, args)], capture_output=True, text=True)
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        sys.exit(f"{python} loop failed:\n{proc.stderr[-3000:]}")
+    rates = json.loads(proc.stdout.strip().splitlines()[-1])
+    return statistics.median(rates[1:]), wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--python", required=True, help="the worker's Python (onnxruntime-training, onnx, numpy)")
+    parser.add_argument("--torch-python", help="a Python with torch and numpy; the PyTorch loop is skipped without it")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: " + ", ".join(WORKLOADS))
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="sluice-train-bench-"))
+    cache = work / "artifacts-cache"
+    try:
+        for name in args.workloads.split(","):
+            spec = WORKLOADS[name]
+            data = ROOT / spec["data"]
+            if not (data / "train" / "features.npy").exists():
+                print(f"{name}: skipped, {data} is missing (run the data pipeline first)")
+                continue
+            loop_args = [spec["batch_size"], spec["epochs"], spec["lr"], 0]
+            # Warm-up: generates the artifacts once, so every timed run reuses them.
+            _, _, key = run_worker(args.python, request(work, name, spec, data, cache, 0))
+            artifacts = next(p for p in cache.iterdir() if p.name.startswith(key))
+            results: dict[str, list] = {"sluice worker": [], "bare ORT loop": [], "PyTorch eager": []}
+            for run in range(1, args.runs + 1):
+                rate, wall, _ = run_worker(args.python, request(work, name, spec, data, cache, run))
+                results["sluice worker"].append((rate, wall))
+                results["bare ORT loop"].append(run_script(args.python, BARE_LOOP, [artifacts, data, *loop_args]))
+                if args.torch_python:
+                    results["PyTorch eager"].append(run_script(args.torch_python, TORCH_LOOP, [name, data, *loop_args]))
+            print(f"\n{name}: batch {spec['batch_size']}, {spec['epochs']} epochs, {args.runs} runs, medians")
+            print(f"  {'tool':<15} {'samples/s':>10} {'wall s':>8}")
+            medians = {}
+            for tool, rows in results.items():
+                if rows:
+                    medians[tool] = statistics.median(r[0] for r in rows)
+                    print(f"  {tool:<15} {medians[tool]:>10.0f} {statistics.median(r[1] for r in rows):>8.2f}")
+            bare, worker = medians["bare ORT loop"], medians["sluice worker"]
+            print(f"  worker overhead vs the bare loop: {100 * (bare - worker) / bare:+.1f}%")
+            if "PyTorch eager" in medians:
+                print(f"  worker vs PyTorch eager: {worker / medians['PyTorch eager']:.2f}x the throughput")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+//! The `deploy` stage: publishes a self-contained, versioned model bundle into a registry
+//! directory — `models/<name>/<version>/` with `model.onnx`, the `preprocess.json` serving
+//! applies, `metrics.json` and `bundle.json` (lineage) — and moves `models/<name>/latest` to it.
+//!
+//! Versions are integers, as KServe and Triton number them. A version is identified by the
+//! content of its model and preprocessing: deploying the same pair again reuses its version
+//! instead of adding one. Bundles are assembled in a temporary directory and renamed into
+//! place, and `latest` is replaced atomically, so a server watching the registry never sees half
+//! a bundle. The stage's own output is a small JSON record of what it published; the registry
+//! itself lives outside the cache.
+
+use crate::problems::problem;
+use serde_json::{json, Value};
+use sluice_runner::diag::did_you_mean;
+use sluice_runner::stage::ConfigProblem;
+use sluice_runner::{Stage, StageContext};
+use std::path::{Path, PathBuf};
+
+/// Marks a directory as a sluice model registry (for `sluice serve`).
+pub const REGISTRY_MARKER: &str = ".sluice-registry";
+pub const LATEST: &str = "latest";
+pub const BUNDLE: &str = "bundle.json";
+
+pub(crate) struct Deploy;
+
+#[derive(Debug, Clone, PartialEq)]
+struct DeployConfig {
+    registry: String,
+    name: String,
+}
+
+impl DeployConfig {
+    fn parse(with: &Value) -> Result<DeployConfig, Vec<ConfigProblem>> {
+        let map = crate::problems::with_map(with, "with: {registry: models, name: iris}")?;
+        let mut problems = Vec::new();
+        for key in map.keys() {
+            if !["registry", "name"].contains(&key.as_str()) {
+                let help = did_you_mean(key, ["registry", "name"])
+                    .unwrap_or_else(|| "`deploy` takes: registry, name".into());
+                problems.push(problem(
+                    &[key],
+                    format!("unknown option `{key}`"),
+                    Some(help),
+                ));
+            }
+        }
+        let mut text = |key: &str, default: &str| match map.get(key) {
+            None => default.to_string(),
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(v) => {
+                problems.push(problem(
+                    &[key],
+                    format!("`{key}` must be a non-empty string, not {v}"),
+                    None,
+                ));
+                default.to_string()
+            }
+        };
+        let registry = text("registry", "models");
+        let name = text("name", "");
+        if name.is_empty() {
+            problems.push(problem(
+                &["name"],
+                "`deploy` needs the model's `name`".to_string(),
+                Some("write e.g. `with: {registry: models, name: iris}`".into()),
+            ));
+        } else if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || name.starts_with('.')
+        {
+            problems.push(problem(
+                &["name"],
+                format!("`name` `{name}` must be letters, digits, `-`, `_` and `.` (it is a URL path segment)"),
+                None,
+            ));
+        }
+        if problems.is_empty() {
+            Ok(DeployConfig { registry, name })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+impl Stage for Deploy {
+    fn kind(&self) -> &'static str {
+        "deploy"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["record"]
+    }
+    fn check(&self, with: &Value) -> Vec<ConfigProblem> {
+        DeployConfig::parse(with).err().unwrap_or_default()
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
+        run(ctx)
+    }
+}
+
+fn io_err<'a>(what: &str, p: &'a Path) -> impl FnOnce(std::io::Error) -> String + 'a {
+    let what = what.to_string();
+    move |e| format!("cannot {what} `{}`: {e}", p.display())
+}
+
+fn run(ctx: &StageContext<'_>) -> Result<(), String> {
+    let config = DeployConfig::parse(ctx.with).map_err(|p| crate::problems::one_line(&p))?;
+    let ws = &ctx.workspace;
+    let input = |name: &str| {
+        ctx.inputs.get(name).ok_or_else(|| {
+            format!("`deploy` needs an input named `{name}`\nhint: write `inputs: {{model: ${{{{ stages.train.outputs.model }}}}, preprocess: ${{{{ stages.normalize.outputs.preprocess }}}}, metrics: ${{{{ stages.evaluate.outputs.metrics }}}}}}`")
+        })
+    };
+    let model = std::fs::read(input("model")?).map_err(io_err("read", input("model")?))?;
+    let preprocess =
+        std::fs::read(input("preprocess")?).map_err(io_err("read", input("preprocess")?))?;
+    let metrics = match ctx.inputs.get("metrics") {
+        Some(p) => Some(std::fs::read(p).map_err(io_err("read", p))?),
+        None => None,
+    };
+    for name in ctx.inputs.keys() {
+        if !["model", "preprocess", "metrics"].contains(&name.as_str())
+            && !name.starts_with("stages.")
+        {
+            return Err(format!("`deploy` has no input `{name}`\nhint: its inputs are `model`, `preprocess` and `metrics`"));
+        }
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(&(model.len() as u64).to_le_bytes());
+    h.update(&model);
+    h.update(&preprocess);
+    let content = h.finalize().to_hex().to_string();
+
+    let registry = ws.join(&config.registry);
+    std::fs::create_dir_all(&registry).map_err(io_err("create", &registry))?;
+    let marker = registry.join(REGISTRY_MARKER);
+    if !marker.exists() {
+        std::fs::write(&marker, "a sluice model registry: <name>/<version>/{model.onnx, preprocess.json, bundle.json}\n")
+            .map_err(io_err("write", &marker))?;
+    }
+    let dir = registry.join(&config.name);
+    std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+    let versions = versions(&dir);
+    let existing = versions.iter().find(|(_, v)| {
+        std::fs::read_to_string(v.join(BUNDLE))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .is_some_and(|b| b["content"] == content.as_str())
+    });
+    let (version, created) = match existing {
+        Some((n, _)) => (*n, false),
+        None => {
+            let n = versions.last().map_or(1, |(n, _)| n + 1);
+            let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), n));
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
+            let write = |name: &str, bytes: &[u8]| {
+                std::fs::write(tmp.join(name), bytes).map_err(io_err("write", &tmp))
+            };
+            write("model.onnx", &model)?;
+            write("preprocess.json", &preprocess)?;
+            if let Some(m) = &metrics {
+                write("metrics.json", m)?;
+            }
+            let lineage = json!({
+                "format": 1,
+                "name": config.name,
+                "version": n,
+                "content": content,
+                "created": now_rfc3339(),
+                "sluice": env!("CARGO_PKG_VERSION"),
+                "pipeline": ctx.pipeline,
+                "stage": ctx.stage,
+                "stage_key": ctx.key,
+                "inputs": ctx.inputs.iter().map(|(k, p)| (k.clone(), json!({
+                    "path": p.strip_prefix(ws).unwrap_or(p).display().to_string(),
+                    "blake3": hash_file(p),
+                }))).collect::<serde_json::Map<_, _>>(),
+                "git_commit": git_commit(ws),
+            });
+            write(
+                BUNDLE,
+                (serde_json::to_string_pretty(&lineage).expect("json") + "\n").as_bytes(),
+            )?;
+            let dest = dir.join(n.to_string());
+            std::fs::rename(&tmp, &dest).map_err(|e| {
+                let _ = std::fs::remove_dir_all(&tmp);
+                format!("cannot publish `{}`: {e}", dest.display())
+            })?;
+            (n, true)
+        }
+    };
+    // `latest` is replaced in one rename, so readers see the old or the new version.
+    let latest = dir.join(LATEST);
+    let tmp = dir.join(format!(".latest-{}", std::process::id()));
+    std::fs::write(&tmp, format!("{version}\n")).map_err(io_err("write", &tmp))?;
+    std::fs::rename(&tmp, &latest).map_err(io_err("update", &latest))?;
+    let shown = format!("{}/{}/{version}", config.registry, config.name);
+    ctx.events.log(
+        "notice",
+        if created {
+            format!("published {shown}")
+        } else {
+            format!("{shown} already holds this model and preprocessing; `latest` points to it")
+        },
+    );
+    let record = json!({"registry": config.registry, "name": config.name, "version": version, "content": content, "new": created});
+    let out = ctx
+        .outputs
+        .get("record")
+        .ok_or("the pipeline gave no path for output `record`")?;
+    let mut staged = crate::staged::Staged::new(&ctx.scratch);
+    staged
+        .write(
+            "record",
+            out,
+            (serde_json::to_string_pretty(&record).expect("json") + "\n").as_bytes(),
+        )
+        .map_err(|e| e.to_string())?;
+    staged.commit().map_err(|e| e.to_string())
+}
+
+/// The numbered version directories of a model, ascending.
+pub fn versions(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.parse::<u64>().ok()?;
+            e.path().is_dir().then(|| (n, e.path()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn hash_file(p: &Path) -> Option<String> {
+    std::fs::read(p)
+        .ok()
+        .map(|b| blake3::hash(&b).to_hex().to_string())
+}
+
+fn git_commit(ws: &Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(ws)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

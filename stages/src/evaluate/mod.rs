@@ -1,0 +1,494 @@
+//! The `evaluate` stage: runs the trained model on the test split in Rust (ONNX Runtime through
+//! `ort`, batched) and writes `metrics.json`, the per-row predictions and PNG plots (confusion
+//! matrix, training curves from `history`, ROC for two classes); `require:` gates fail
+//! the stage — and so block whatever depends on it, such as deploy — when a metric misses its bar.
+//!
+//! `metrics` computes the figures, `plots` draws them; this file reads the inputs, runs the model, checks gates and
+//! writes the outputs together through `Staged`.
+
+pub mod metrics;
+mod plots;
+
+use crate::arrays::{self, Array};
+use crate::problems::problem;
+use crate::pyenv::{self, Step};
+use crate::staged::Staged;
+use serde_json::{json, Value};
+use sluice_runner::diag::did_you_mean;
+use sluice_runner::stage::ConfigProblem;
+use sluice_runner::{Stage, StageContext};
+use std::path::Path;
+
+const INPUTS: [&str; 4] = ["model", "test", "preprocess", "history"];
+
+/// The `evaluate` stage kind.
+pub(crate) struct Evaluate;
+
+/// A bar a metric must clear: `accuracy: ">= 0.9"`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Gate {
+    pub metric: String,
+    pub op: &'static str,
+    pub bar: f64,
+}
+
+impl Gate {
+    fn passes(&self, value: f64) -> bool {
+        match self.op {
+            ">=" => value >= self.bar,
+            ">" => value > self.bar,
+            "<=" => value <= self.bar,
+            "<" => value < self.bar,
+            _ => value == self.bar,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct EvaluateConfig {
+    pub batch_size: usize,
+    pub gates: Vec<Gate>,
+}
+
+impl EvaluateConfig {
+    pub(crate) fn parse(with: &Value) -> Result<EvaluateConfig, Vec<ConfigProblem>> {
+        let map = crate::problems::with_map(with, "with: {require: {accuracy: \">= 0.9\"}}")?;
+        let mut problems = Vec::new();
+        for key in map.keys() {
+            if !["batch_size", "require"].contains(&key.as_str()) {
+                let help = did_you_mean(key, ["batch_size", "require"])
+                    .unwrap_or_else(|| "`evaluate` takes: batch_size, require".into());
+                problems.push(problem(
+                    &[key],
+                    format!("unknown option `{key}`"),
+                    Some(help),
+                ));
+            }
+        }
+        let batch_size = match map.get("batch_size") {
+            None => 1024,
+            Some(v) => match v.as_u64() {
+                Some(n) if n > 0 => n as usize,
+                _ => {
+                    problems.push(problem(
+                        &["batch_size"],
+                        format!("`batch_size` must be a whole number of at least 1, not {v}"),
+                        None,
+                    ));
+                    1024
+                }
+            },
+        };
+        let mut gates = Vec::new();
+        match map.get("require") {
+            None => {}
+            Some(Value::Object(m)) => {
+                for (metric, bar) in m {
+                    if !metrics::NAMES.contains(&metric.as_str()) {
+                        let help = did_you_mean(metric, metrics::NAMES.iter().copied())
+                            .unwrap_or_else(|| format!("metrics: {}", metrics::NAMES.join(", ")));
+                        problems.push(problem(
+                            &["require", metric],
+                            format!("unknown metric `{metric}`"),
+                            Some(help),
+                        ));
+                        continue;
+                    }
+                    match parse_bar(bar) {
+                        Some((op, bar)) => gates.push(Gate {
+                            metric: metric.clone(),
+                            op,
+                            bar,
+                        }),
+                        None => problems.push(problem(
+                            &["require", metric],
+                            format!("`require.{metric}` must be a comparison such as \">= 0.9\", not {bar}"),
+                            Some("operators: >=, >, <=, <, ==; a bare number means >=".into()),
+                        )),
+                    }
+                }
+            }
+            Some(v) => problems.push(problem(
+                &["require"],
+                format!("`require` must be a mapping of metric to bar, not {v}"),
+                Some("write e.g. `require: {accuracy: \">= 0.9\", log_loss: \"< 0.5\"}`".into()),
+            )),
+        }
+        if problems.is_empty() {
+            Ok(EvaluateConfig { batch_size, gates })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn parse_bar(v: &Value) -> Option<(&'static str, f64)> {
+    if let Some(x) = v.as_f64() {
+        return Some((">=", x));
+    }
+    let s = v.as_str()?.trim();
+    for op in [">=", "<=", "==", ">", "<"] {
+        if let Some(rest) = s.strip_prefix(op) {
+            let x: f64 = rest.trim().parse().ok()?;
+            return x.is_finite().then_some((op, x));
+        }
+    }
+    None
+}
+
+impl Stage for Evaluate {
+    fn kind(&self) -> &'static str {
+        "evaluate"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["metrics", "plots", "predictions"]
+    }
+    fn check(&self, with: &Value) -> Vec<ConfigProblem> {
+        EvaluateConfig::parse(with).err().unwrap_or_default()
+    }
+    /// The ONNX Runtime release that computes the figures.
+    fn env_facts(&self, _with: &Value) -> Vec<(String, String)> {
+        vec![("onnxruntime".into(), pyenv::ORT_VERSION.into())]
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
+        run(ctx)
+    }
+}
+
+fn rel(ws: &Path, p: &Path) -> String {
+    p.strip_prefix(ws).unwrap_or(p).display().to_string()
+}
+
+/// Loads the inference runtime, fetching it first when needed (with notices).
+pub(crate) fn runtime(ctx: &StageContext<'_>) -> Result<(), String> {
+    let lib = pyenv::ensure_runtime(&ctx.cancel, &mut |step| match step {
+        Step::Phase(text) => ctx.events.log("notice", text.to_string()),
+        Step::Packages { line, .. } => ctx.events.progress(
+            0.0,
+            None,
+            Some("download".into()),
+            Some(format!("pip: {line}")),
+        ),
+    })
+    .map_err(|e| e.to_string())?;
+    crate::infer::init(&lib)
+}
+
+fn run(ctx: &StageContext<'_>) -> Result<(), String> {
+    let config = EvaluateConfig::parse(ctx.with).map_err(|p| crate::problems::one_line(&p))?;
+    for name in ctx.inputs.keys() {
+        if !INPUTS.contains(&name.as_str()) && !name.starts_with("stages.") {
+            let hint = did_you_mean(name, INPUTS)
+                .map(|s| format!("; {s}"))
+                .unwrap_or_default();
+            return Err(format!(
+                "`evaluate` has no input `{name}`{hint}\nhint: its inputs are `model` and `test` (required), `preprocess` and `history`"
+            ));
+        }
+    }
+    let need = |name: &str, what: &str| {
+        ctx.inputs.get(name).ok_or_else(|| {
+            format!("`evaluate` needs an input named `{name}`: {what}\nhint: write `inputs: {{model: ${{{{ stages.train.outputs.model }}}}, test: ${{{{ stages.normalize.outputs.test }}}}, preprocess: ...}}`")
+        })
+    };
+    let model_path = need("model", "the model.onnx that `train` writes")?;
+    let test = need("test", "the test split directory that `normalize` writes")?;
+    let ws = &ctx.workspace;
+    let features_path = test.join("features.npy");
+    let labels_path = test.join("labels.npy");
+    let Array::F32 {
+        shape,
+        data: features,
+    } = arrays::read(&features_path, &rel(ws, &features_path))?
+    else {
+        return Err(format!(
+            "`{}` must hold float32 features",
+            rel(ws, &features_path)
+        ));
+    };
+    let labels = arrays::read(&labels_path, &rel(ws, &labels_path))?;
+    let n = shape.first().copied().unwrap_or(0);
+    if n == 0 {
+        return Err(format!("`{}`: the test split has no rows, so there is nothing to evaluate\nhint: give `split` a test ratio above 0", rel(ws, test)));
+    }
+    if labels.shape() != [n] {
+        return Err(format!(
+            "`{}` has shape {:?}, but the features have {n} rows",
+            rel(ws, &labels_path),
+            labels.shape()
+        ));
+    }
+    let preprocess = match ctx.inputs.get("preprocess") {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read `{}`: {e}", rel(ws, p)))
+                .and_then(|t| {
+                    serde_json::from_str::<Value>(&t)
+                        .map_err(|e| format!("`{}` is not a preprocess artifact: {e}", rel(ws, p)))
+                })?,
+        ),
+        None => None,
+    };
+
+    runtime(ctx)?;
+    let model = crate::infer::Model::load(model_path, 0)
+        .map_err(|e| e.replace(&format!("{}/", ws.display()), ""))?;
+    let row: usize = shape[1..].iter().product();
+    let mut outputs: Vec<f32> = Vec::new();
+    let mut width = 0;
+    let mut done = 0;
+    while done < n {
+        if ctx.cancel.is_cancelled() {
+            return Err("cancelled".into());
+        }
+        let take = config.batch_size.min(n - done);
+        let mut batch_shape = shape.clone();
+        batch_shape[0] = take;
+        let out = model.run(
+            &batch_shape,
+            features[done * row..(done + take) * row].to_vec(),
+        )?;
+        let first = &out[0];
+        width = first.shape.iter().skip(1).product::<usize>().max(1);
+        outputs.extend_from_slice(&first.values);
+        done += take;
+        ctx.events
+            .progress(done as f64, Some(n as f64), Some("rows".into()), None);
+    }
+    let output_name = &model.outputs[0].0;
+
+    let (report, predictions) = match labels {
+        Array::I64 { data, .. } => {
+            let classes = class_names(preprocess.as_ref(), &data, width);
+            let k = classes.len();
+            let probs = if width == k {
+                metrics::softmax(&outputs, k)
+            } else if width == 1 && k == 2 {
+                metrics::sigmoid_pairs(&outputs)
+            } else {
+                return Err(format!(
+                    "the model's output `{output_name}` has {width} values per row, but there are {k} classes ({})\nhint: evaluate the model `train` wrote from the same normalize outputs",
+                    classes.join(", ")
+                ));
+            };
+            let mut ids = Vec::with_capacity(n);
+            for (i, &l) in data.iter().enumerate() {
+                if l < 0 || l as usize >= k {
+                    return Err(format!(
+                        "`{}` row {i}: class id {l} is outside 0..{}",
+                        rel(ws, &labels_path),
+                        k - 1
+                    ));
+                }
+                ids.push(l as usize);
+            }
+            let report = metrics::classification(&ids, &probs, &classes);
+            let pred = metrics::argmax(&probs, k);
+            let mut csv = String::from("row,label,predicted");
+            for c in &classes {
+                csv.push_str(&format!(",p_{}", csv_field(c)));
+            }
+            csv.push('\n');
+            for i in 0..n {
+                csv.push_str(&format!(
+                    "{i},{},{}",
+                    csv_field(&classes[ids[i]]),
+                    csv_field(&classes[pred[i]])
+                ));
+                for p in &probs[i * k..(i + 1) * k] {
+                    csv.push_str(&format!(",{p}"));
+                }
+                csv.push('\n');
+            }
+            (with_task(report, "classification", n, output_name), csv)
+        }
+        Array::F32 { data, .. } => {
+            if width != 1 {
+                return Err(format!("the model's output `{output_name}` has {width} values per row; a regression model predicts one"));
+            }
+            let report = metrics::regression(&data, &outputs);
+            let mut csv = String::from("row,target,prediction\n");
+            for i in 0..n {
+                csv.push_str(&format!("{i},{},{}\n", data[i], outputs[i]));
+            }
+            (with_task(report, "regression", n, output_name), csv)
+        }
+    };
+
+    let mut failed = Vec::new();
+    for gate in &config.gates {
+        let Some(value) = report["metrics"][&gate.metric].as_f64() else {
+            return Err(format!(
+                "`require` names `{}`, which this {} evaluation does not compute\nhint: it reports {}",
+                gate.metric,
+                report["task"].as_str().unwrap_or_default(),
+                report["metrics"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default()
+            ));
+        };
+        ctx.events.metric(&gate.metric, value, None);
+        if !gate.passes(value) {
+            failed.push(format!(
+                "{} is {value:.4}, and `require` asks for {} {}",
+                gate.metric, gate.op, gate.bar
+            ));
+        }
+    }
+    if !failed.is_empty() {
+        return Err(format!("the model misses its bar: {}\nhint: the metrics are logged above; improve the model or relax `require`", failed.join("; ")));
+    }
+    for (k, v) in report["metrics"].as_object().into_iter().flatten() {
+        if let Some(x) = v.as_f64() {
+            ctx.events.metric(k, x, None);
+        }
+    }
+    let out = |name: &str| {
+        ctx.outputs
+            .get(name)
+            .ok_or_else(|| format!("the pipeline gave no path for output `{name}`"))
+    };
+    let mut staged = Staged::new(&ctx.scratch);
+    let text = serde_json::to_string_pretty(&report).expect("metrics serialize") + "\n";
+    staged
+        .write("metrics", out("metrics")?, text.as_bytes())
+        .map_err(|e| e.to_string())?;
+    staged
+        .write("predictions", out("predictions")?, predictions.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let dir = staged
+        .dir_for("plots", out("plots")?)
+        .map_err(|e| e.to_string())?;
+    if let Some(m) = report.get("confusion_matrix") {
+        let labels: Vec<String> = serde_json::from_value(m["labels"].clone()).unwrap_or_default();
+        let matrix: Vec<Vec<u64>> = serde_json::from_value(m["matrix"].clone()).unwrap_or_default();
+        plots::confusion(&dir.join("confusion_matrix.png"), &labels, &matrix)?;
+    }
+    if let Some(points) = report["roc_curve"]["points"].as_array() {
+        let points: Vec<(f64, f64)> = points
+            .iter()
+            .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?)))
+            .collect();
+        plots::roc(
+            &dir.join("roc_curve.png"),
+            &points,
+            report["metrics"]["roc_auc"].as_f64(),
+        )?;
+    }
+    if let Some(h) = ctx.inputs.get("history") {
+        let history: Value = std::fs::read_to_string(h)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .ok_or_else(|| format!("`{}` is not a history.json written by `train`", rel(ws, h)))?;
+        plots::curves(&dir.join("training_curves.png"), &history)?;
+    }
+    staged.commit().map_err(|e| e.to_string())?;
+    remember(ctx, &report["metrics"]);
+    Ok(())
+}
+
+/// Where `sluice metrics --diff` finds earlier results: one JSON line per evaluation that ran,
+/// under `.sluice/metrics/<pipeline>/<stage>.jsonl`.
+pub fn history_path(workspace: &Path, pipeline: &str, stage: &str) -> std::path::PathBuf {
+    workspace
+        .join(".sluice")
+        .join("metrics")
+        .join(pipeline)
+        .join(format!("{stage}.jsonl"))
+}
+
+/// Appends this evaluation to the history. Best effort: losing a line only loses a comparison.
+fn remember(ctx: &StageContext<'_>, metrics: &Value) {
+    use std::io::Write;
+    let path = history_path(&ctx.workspace, ctx.pipeline, ctx.stage);
+    let line = json!({"key": ctx.key, "metrics": metrics}).to_string() + "\n";
+    let _ = std::fs::create_dir_all(path.parent().expect("has a parent"));
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        // One write of one line: appends from concurrent runs do not interleave.
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+fn with_task(mut report: Value, task: &str, rows: usize, output: &str) -> Value {
+    report["format"] = json!(1);
+    report["task"] = json!(task);
+    report["rows"] = json!(rows);
+    report["output"] = json!(output);
+    report
+}
+
+/// Class names from the preprocess artifact (tables: `label.classes`; images: `classes`), else
+/// the ids themselves.
+fn class_names(preprocess: Option<&Value>, labels: &[i64], width: usize) -> Vec<String> {
+    let from = |v: Option<&Value>| {
+        v.and_then(Value::as_array).map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+    };
+    if let Some(p) = preprocess {
+        if let Some(c) =
+            from(p.get("classes")).or_else(|| from(p.get("label").and_then(|l| l.get("classes"))))
+        {
+            return c;
+        }
+    }
+    let k = (labels.iter().copied().max().unwrap_or(0) + 1)
+        .max(width as i64)
+        .max(2) as usize;
+    (0..k).map(|i| i.to_string()).collect()
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gates_parse_and_compare() {
+        let c = EvaluateConfig::parse(
+            &json!({"require": {"accuracy": ">= 0.9", "log_loss": "< 0.5", "f1_macro": 0.8}}),
+        )
+        .unwrap();
+        assert_eq!(c.gates.len(), 3);
+        let acc = c.gates.iter().find(|g| g.metric == "accuracy").unwrap();
+        assert!(acc.passes(0.9) && !acc.passes(0.89));
+        let ll = c.gates.iter().find(|g| g.metric == "log_loss").unwrap();
+        assert!(ll.passes(0.49) && !ll.passes(0.5));
+        let f1 = c.gates.iter().find(|g| g.metric == "f1_macro").unwrap();
+        assert_eq!(f1.op, ">=");
+    }
+
+    #[test]
+    fn unknown_metrics_and_bad_bars_are_named() {
+        let p = EvaluateConfig::parse(&json!({"require": {"acuracy": ">= 0.9", "r2": "about 1"}}))
+            .unwrap_err();
+        let text: Vec<String> = p
+            .iter()
+            .map(|p| format!("{}: {} ({:?})", p.path.join("."), p.message, p.help))
+            .collect();
+        let text = text.join("\n");
+        assert!(
+            text.contains("require.acuracy: unknown metric `acuracy`"),
+            "{text}"
+        );
+        assert!(text.contains("accuracy"), "{text}");
+        assert!(
+            text.contains("require.r2: `require.r2` must be a comparison"),
+            "{text}"
+        );
+    }
+}

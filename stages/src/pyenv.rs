@@ -1,0 +1,533 @@
+//! The Python environment the training worker runs in.
+//!
+//! ONNX Runtime's training API ships only as Python wheels (`onnxruntime-training[-cpu]`), so
+//! training runs in a worker process (`stages/python/sluice_train`) inside a virtual environment
+//! that sluice creates itself: in the user cache directory, keyed by the pinned requirements
+//! and the interpreter, so a second run (or a second workspace) reuses it at once. Creation is
+//! serialised by a file lock (parallel test processes, two pipelines) and published by a marker
+//! written last: a killed `pip install` leaves a directory without a marker, which the next
+//! attempt wipes and rebuilds.
+
+use sluice_runner::stage::CancelToken;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const REQUIREMENTS_CPU: &str = include_str!("../python/requirements.txt");
+const REQUIREMENTS_CUDA: &str = include_str!("../python/requirements-cuda.txt");
+
+/// The worker's source, embedded so that an installed binary needs no checkout. Materialised
+/// once per content hash next to the environment.
+const WORKER: &[(&str, &str)] = &[
+    (
+        "sluice_train/__main__.py",
+        include_str!("../python/sluice_train/__main__.py"),
+    ),
+    (
+        "sluice_train/models.py",
+        include_str!("../python/sluice_train/models.py"),
+    ),
+    (
+        "sluice_train/data.py",
+        include_str!("../python/sluice_train/data.py"),
+    ),
+];
+
+/// Which ONNX Runtime training build an environment holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `onnxruntime-training-cpu`.
+    Cpu,
+    /// `onnxruntime-training` (CUDA 12) with NVIDIA's runtime wheels.
+    Cuda,
+}
+
+impl Flavor {
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Cpu => "cpu",
+            Flavor::Cuda => "cuda",
+        }
+    }
+    pub fn requirements(self) -> &'static str {
+        match self {
+            Flavor::Cpu => REQUIREMENTS_CPU,
+            Flavor::Cuda => REQUIREMENTS_CUDA,
+        }
+    }
+}
+
+/// A ready environment.
+#[derive(Debug, Clone)]
+pub struct PythonEnv {
+    pub flavor: Flavor,
+    pub dir: PathBuf,
+    pub python: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error("training needs Python 3 (3.11 or newer): `{program}` was not found\nhint: install Python 3, or set SLUICE_PYTHON to an interpreter")]
+    NoPython { program: String },
+    #[error("`{python} -m venv` failed, so sluice cannot create the training environment:\n{output}\nhint: install Python's venv module (Debian/Ubuntu: `apt install python3-venv`), or set SLUICE_PYTHON to an interpreter that has it")]
+    NoVenv { python: String, output: String },
+    #[error("pip could not install the training environment ({flavor}) into `{dir}`:\n{output}\nhint: pip needs to reach PyPI; the full log is `{log}`")]
+    Pip {
+        flavor: &'static str,
+        dir: String,
+        output: String,
+        log: String,
+    },
+    #[error(
+        "there is no cache directory: neither SLUICE_CACHE_DIR, XDG_CACHE_HOME nor HOME is set"
+    )]
+    NoCacheDir,
+    #[error("cannot {what} `{path}`: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> EnvError + 'a {
+    move |source| EnvError::Io {
+        what,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Where sluice keeps per-user state: `SLUICE_CACHE_DIR`, else `$XDG_CACHE_HOME/sluice`, else
+/// `~/.cache/sluice`.
+pub fn cache_root() -> Result<PathBuf, EnvError> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = var("SLUICE_CACHE_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    if let Some(d) = var("XDG_CACHE_HOME") {
+        return Ok(PathBuf::from(d).join("sluice"));
+    }
+    var("HOME")
+        .map(|h| PathBuf::from(h).join(".cache").join("sluice"))
+        .ok_or(EnvError::NoCacheDir)
+}
+
+/// The interpreter environments are built from: `SLUICE_PYTHON`, else `python3` on `PATH`.
+pub fn base_python() -> Result<PathBuf, EnvError> {
+    let program = std::env::var("SLUICE_PYTHON")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "python3".into());
+    let found = if program.contains('/') {
+        Some(PathBuf::from(&program)).filter(|p| p.is_file())
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(&program))
+                .find(|p| p.is_file())
+        })
+    };
+    // Canonical, so that the key changes when `python3` starts meaning another interpreter.
+    found
+        .map(|p| p.canonicalize().unwrap_or(p))
+        .ok_or(EnvError::NoPython { program })
+}
+
+/// The environment's directory for this flavor and interpreter.
+pub fn env_dir(flavor: Flavor, python: &Path) -> Result<PathBuf, EnvError> {
+    let mut h = blake3::Hasher::new();
+    h.update(flavor.requirements().as_bytes());
+    h.update(b"\0");
+    h.update(python.as_os_str().as_encoded_bytes());
+    let hex = h.finalize().to_hex();
+    Ok(cache_root()?
+        .join("python")
+        .join(format!("{}-{}", flavor.name(), &hex[..16])))
+}
+
+const READY: &str = ".sluice-ready";
+
+/// The environment when it is already installed; never installs.
+pub fn find(flavor: Flavor) -> Option<PythonEnv> {
+    let python = base_python().ok()?;
+    let dir = env_dir(flavor, &python).ok()?;
+    dir.join(READY).is_file().then(|| PythonEnv {
+        flavor,
+        python: dir.join("bin").join("python"),
+        dir,
+    })
+}
+
+/// What `ensure` reports while it works.
+pub enum Step<'a> {
+    /// A phase starts (a line for humans).
+    Phase(&'a str),
+    /// Packages processed so far, of about `total`, and pip's current line.
+    Packages {
+        done: usize,
+        total: usize,
+        line: &'a str,
+    },
+}
+
+/// The environment, installed first when needed (with `progress` reports).
+pub fn ensure(
+    flavor: Flavor,
+    cancel: &CancelToken,
+    progress: &mut dyn FnMut(Step<'_>),
+) -> Result<PythonEnv, EnvError> {
+    let base = base_python()?;
+    let dir = env_dir(flavor, &base)?;
+    let env = PythonEnv {
+        flavor,
+        python: dir.join("bin").join("python"),
+        dir: dir.clone(),
+    };
+    if dir.join(READY).is_file() {
+        return Ok(env);
+    }
+    let parent = dir.parent().expect("env_dir has a parent");
+    std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+    let lock_path = dir.with_extension("lock");
+    let lock = std::fs::File::create(&lock_path).map_err(io("create", &lock_path))?;
+    if lock.try_lock().is_err() {
+        progress(Step::Phase(
+            "waiting for another sluice to finish the training environment",
+        ));
+        lock.lock().map_err(io("lock", &lock_path))?;
+    }
+    if dir.join(READY).is_file() {
+        return Ok(env);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io("remove the incomplete", &dir))?;
+    }
+    progress(Step::Phase(&format!(
+        "creating the {} training environment in {} (once; later runs reuse it)",
+        flavor.name(),
+        dir.display()
+    )));
+    let venv = Command::new(&base)
+        .args(["-m", "venv"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|_| EnvError::NoPython {
+            program: base.display().to_string(),
+        })?;
+    if !venv.status.success() {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(EnvError::NoVenv {
+            python: base.display().to_string(),
+            output: tail(&String::from_utf8_lossy(
+                &[venv.stdout, venv.stderr].concat(),
+            )),
+        });
+    }
+    let req = dir.join("requirements.txt");
+    std::fs::write(&req, flavor.requirements()).map_err(io("write", &req))?;
+    let total = flavor
+        .requirements()
+        .lines()
+        .filter(|l| {
+            let l = l.trim();
+            !l.is_empty() && !l.starts_with('#') && !l.starts_with('-')
+        })
+        .count();
+    let log_path = parent.join(format!(
+        "{}.pip.log",
+        dir.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    progress(Step::Phase(&format!(
+        "installing {total} pinned packages from PyPI with pip"
+    )));
+    let args = [
+        "install".to_string(),
+        "-r".into(),
+        req.display().to_string(),
+    ];
+    let ok = pip(&env.python, &args, &log_path, total, cancel, progress)?;
+    if !ok {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(EnvError::Pip {
+            flavor: flavor.name(),
+            dir: dir.display().to_string(),
+            output: tail(&log),
+            log: log_path.display().to_string(),
+        });
+    }
+    let ready = dir.join(READY);
+    std::fs::write(&ready, flavor.requirements()).map_err(io("write", &ready))?;
+    progress(Step::Phase("the training environment is ready"));
+    Ok(env)
+}
+
+/// Runs `python -m pip ARGS`, streaming its output to `log` and counting `Collecting` lines for
+/// progress. `Ok(false)` when pip failed.
+fn pip(
+    python: &Path,
+    args: &[String],
+    log: &Path,
+    total: usize,
+    cancel: &CancelToken,
+    progress: &mut dyn FnMut(Step<'_>),
+) -> Result<bool, EnvError> {
+    use std::io::Write;
+    let mut log_file = std::fs::File::create(log).map_err(io("create", log))?;
+    let mut child = Command::new(python)
+        .args(["-m", "pip"])
+        .args(args)
+        .args([
+            "--disable-pip-version-check",
+            "--no-input",
+            "--progress-bar",
+            "off",
+        ])
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(io("start", python))?;
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let readers: Vec<_> = [
+        Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("piped")),
+    ]
+    .into_iter()
+    .map(|r| {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        })
+    })
+    .collect();
+    drop(tx);
+    let mut done = 0;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                let _ = writeln!(log_file, "{line}");
+                if line.starts_with("Collecting ") {
+                    done += 1;
+                }
+                // "Collecting numpy==2.4.6 (from -r /long/path/requirements.txt (line 7))"
+                let shown = line.split(" (from ").next().unwrap_or("").trim();
+                if !shown.is_empty() {
+                    progress(Step::Packages {
+                        done: done.min(total),
+                        total,
+                        line: shown,
+                    });
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if cancel.is_cancelled() {
+            // SAFETY: kill(2) on the process group pip leads; no memory involved.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            let _ = child.wait();
+            return Err(EnvError::Cancelled);
+        }
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    let status = child.wait().map_err(io("wait for", python))?;
+    Ok(status.success())
+}
+
+/// The last lines of a tool's output, enough to see why it failed.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(15);
+    lines[start..]
+        .iter()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The worker's package directory for this build (for `PYTHONPATH`), written on first use.
+pub fn worker_dir(env: &PythonEnv) -> Result<PathBuf, EnvError> {
+    let mut h = blake3::Hasher::new();
+    for (name, text) in WORKER {
+        h.update(name.as_bytes());
+        h.update(text.as_bytes());
+    }
+    let dir = env
+        .dir
+        .join(format!("worker-{}", &h.finalize().to_hex()[..16]));
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let tmp = env.dir.join(format!(".worker-tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    for (name, text) in WORKER {
+        let path = tmp.join(name);
+        std::fs::create_dir_all(path.parent().expect("has a parent"))
+            .map_err(io("create", &tmp))?;
+        std::fs::write(&path, text).map_err(io("write", &path))?;
+    }
+    // Another process may have won the race; its copy is identical.
+    if std::fs::rename(&tmp, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Ok(dir)
+}
+
+/// A fingerprint of the worker's code and the pinned requirements: part of the train stage's
+/// key, so a new worker or runtime retrains.
+pub fn code_fact() -> String {
+    let mut h = blake3::Hasher::new();
+    for (name, text) in WORKER {
+        h.update(name.as_bytes());
+        h.update(text.as_bytes());
+    }
+    h.update(REQUIREMENTS_CPU.as_bytes());
+    h.update(REQUIREMENTS_CUDA.as_bytes());
+    h.finalize().to_hex()[..16].to_string()
+}
+
+/// The NVIDIA runtime wheels' library folders (`site-packages/nvidia/*/lib`), which the CUDA
+/// provider loads with `dlopen`: they go on the worker's `LD_LIBRARY_PATH`, so that only the
+/// driver has to come from the system.
+pub fn cuda_library_dirs(env: &PythonEnv) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let Ok(libs) = std::fs::read_dir(env.dir.join("lib")) else {
+        return dirs;
+    };
+    for py in libs.flatten() {
+        let nvidia = py.path().join("site-packages").join("nvidia");
+        if let Ok(pkgs) = std::fs::read_dir(&nvidia) {
+            for p in pkgs.flatten() {
+                let lib = p.path().join("lib");
+                if lib.is_dir() {
+                    dirs.push(lib);
+                }
+            }
+        }
+    }
+    dirs.sort();
+    dirs
+}
+
+/// The environment variables the worker needs on top of the stage's clean environment.
+pub fn worker_env(env: &PythonEnv, worker: &Path) -> BTreeMap<String, String> {
+    let mut vars = BTreeMap::new();
+    vars.insert("PYTHONPATH".into(), worker.display().to_string());
+    vars.insert("PYTHONHASHSEED".into(), "0".into());
+    vars.insert("PYTHONDONTWRITEBYTECODE".into(), "1".into());
+    if env.flavor == Flavor::Cuda {
+        let mut paths: Vec<String> = cuda_library_dirs(env)
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        if let Ok(existing) = std::env::var("LD_LIBRARY_PATH") {
+            paths.push(existing);
+        }
+        if !paths.is_empty() {
+            vars.insert("LD_LIBRARY_PATH".into(), paths.join(":"));
+        }
+    }
+    vars
+}
+
+/// The ONNX Runtime release whose C library evaluate and serve load (the `ort` crate's API
+/// level); taken from PyPI's `onnxruntime` wheel, which ships `libonnxruntime.so` in
+/// `onnxruntime/capi/`.
+pub const ORT_VERSION: &str = "1.31.1";
+
+/// The ONNX Runtime library for inference: `ORT_DYLIB_PATH` when set, else the one `sluice
+/// setup` (or the first evaluate run) put in the user cache. Never installs.
+pub fn find_runtime() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let dir = runtime_dir().ok()?;
+    dir.join(READY).is_file().then(|| runtime_library(&dir))
+}
+
+fn runtime_dir() -> Result<PathBuf, EnvError> {
+    Ok(cache_root()?.join("onnxruntime").join(ORT_VERSION))
+}
+
+fn runtime_library(dir: &Path) -> PathBuf {
+    dir.join("onnxruntime")
+        .join("capi")
+        .join(format!("libonnxruntime.so.{ORT_VERSION}"))
+}
+
+/// The ONNX Runtime library, fetched first when needed: `pip install --no-deps --target` of the
+/// `onnxruntime` wheel (no virtual environment: only the shared library is used).
+pub fn ensure_runtime(
+    cancel: &CancelToken,
+    progress: &mut dyn FnMut(Step<'_>),
+) -> Result<PathBuf, EnvError> {
+    if let Some(p) = find_runtime() {
+        return Ok(p);
+    }
+    let dir = runtime_dir()?;
+    let parent = dir.parent().expect("runtime_dir has a parent");
+    std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+    let lock_path = dir.with_extension("lock");
+    let lock = std::fs::File::create(&lock_path).map_err(io("create", &lock_path))?;
+    if lock.try_lock().is_err() {
+        progress(Step::Phase(
+            "waiting for another sluice to finish fetching ONNX Runtime",
+        ));
+        lock.lock().map_err(io("lock", &lock_path))?;
+    }
+    if dir.join(READY).is_file() {
+        return Ok(runtime_library(&dir));
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io("remove the incomplete", &dir))?;
+    }
+    let base = base_python()?;
+    progress(Step::Phase(&format!(
+        "fetching ONNX Runtime {ORT_VERSION} for inference from PyPI into {} (once)",
+        dir.display()
+    )));
+    let log_path = parent.join(format!("{ORT_VERSION}.pip.log"));
+    let args = [
+        "install".to_string(),
+        "--no-deps".into(),
+        "--target".into(),
+        dir.display().to_string(),
+        format!("onnxruntime=={ORT_VERSION}"),
+    ];
+    if !pip(&base, &args, &log_path, 1, cancel, progress)? {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(EnvError::Pip {
+            flavor: "onnxruntime",
+            dir: dir.display().to_string(),
+            output: tail(&log),
+            log: log_path.display().to_string(),
+        });
+    }
+    let lib = runtime_library(&dir);
+    if !lib.is_file() {
+        return Err(EnvError::Io {
+            what: "find the library in the onnxruntime wheel at",
+            path: lib.display().to_string(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    }
+    let ready = dir.join(READY);
+    std::fs::write(&ready, ORT_VERSION).map_err(io("write", &ready))?;
+    Ok(lib)
+}

@@ -1,0 +1,262 @@
+//! `evaluate` and `deploy` through the real binary, with the real ONNX Runtime library (fetched
+//! into the user cache on first use): the iris pipeline end to end, metrics that agree with the
+//! predictions written beside them, gates that fail the stage and block deploy, registry
+//! versions that change only with the model, and the bad inputs' messages.
+
+mod common;
+use common::*;
+
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn json(ws: &Ws, rel: &str) -> Value {
+    serde_json::from_str(&ws.read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn iris_ws(edit: impl Fn(String) -> String) -> Ws {
+    let ws = Ws::new();
+    ws.write(
+        "examples/data/iris.csv",
+        &std::fs::read_to_string(repo().join("examples/data/iris.csv")).unwrap(),
+    );
+    let yaml = std::fs::read_to_string(repo().join("pipelines/iris.yaml")).unwrap();
+    ws.write("pipelines/iris.yaml", &edit(yaml));
+    ws
+}
+
+fn versions(ws: &Ws) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(ws.path("models/iris"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<u64>().is_ok())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn iris_runs_to_a_deployed_bundle_and_redeploys_only_on_change() {
+    let ws = iris_ws(|y| y);
+    ws.run(&["pipelines/iris.yaml"]).assert_ok();
+
+    // Metrics agree with the per-row predictions written beside them.
+    let m = json(&ws, "out/iris/metrics.json");
+    assert_eq!(m["task"], "classification");
+    let csv = ws.read("out/iris/predictions.csv");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "row,label,predicted,p_setosa,p_versicolor,p_virginica"
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len() as u64, m["rows"].as_u64().unwrap());
+    let right = rows.iter().filter(|r| r[1] == r[2]).count();
+    let accuracy = m["metrics"]["accuracy"].as_f64().unwrap();
+    assert!((accuracy - right as f64 / rows.len() as f64).abs() < 1e-12);
+    for r in &rows {
+        let sum: f64 = r[3..].iter().map(|p| p.parse::<f64>().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-5, "{r:?}");
+    }
+    let matrix = &m["confusion_matrix"]["matrix"];
+    let total: u64 = matrix
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()))
+        .sum();
+    assert_eq!(total as usize, rows.len());
+
+    // The plots are PNG files.
+    for f in ["confusion_matrix.png", "training_curves.png"] {
+        let bytes = std::fs::read(ws.path(&format!("out/iris/plots/{f}"))).unwrap();
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 2000,
+            "{f}"
+        );
+    }
+
+    // The bundle: everything serving needs, and lineage.
+    for f in [
+        "model.onnx",
+        "preprocess.json",
+        "metrics.json",
+        "bundle.json",
+    ] {
+        assert!(ws.exists(&format!("models/iris/1/{f}")), "{f}");
+    }
+    assert!(ws.exists("models/.sluice-registry"));
+    assert_eq!(ws.read("models/iris/latest").trim(), "1");
+    let bundle = json(&ws, "models/iris/1/bundle.json");
+    assert_eq!(bundle["pipeline"], "iris");
+    assert_eq!(bundle["version"], 1);
+    assert_eq!(
+        bundle["inputs"]["model"]["path"], "out/iris/model.onnx",
+        "{bundle}"
+    );
+    assert_eq!(
+        std::fs::read(ws.path("models/iris/1/model.onnx")).unwrap(),
+        std::fs::read(ws.path("out/iris/model.onnx")).unwrap()
+    );
+
+    // Deploying the same model again adds no version.
+    ws.run(&["pipelines/iris.yaml", "--force", "deploy"])
+        .assert_ok();
+    assert_eq!(versions(&ws), vec!["1"]);
+
+    // Another seed, another split and model: version 2 becomes latest.
+    ws.run(&["pipelines/iris.yaml", "--set", "seed=7"])
+        .assert_ok();
+    assert_eq!(versions(&ws), vec!["1", "2"]);
+    assert_eq!(ws.read("models/iris/latest").trim(), "2");
+
+    // `sluice metrics --diff` shows the new figures next to the previous evaluation's.
+    let first = m["metrics"].clone();
+    let now = json(&ws, "out/iris/metrics.json")["metrics"].clone();
+    let out = ws.sluice(&["metrics", "pipelines/iris.yaml", "--json", "--diff"]);
+    out.assert_ok();
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["evaluate"]["metrics"], now);
+    if now != first {
+        assert_eq!(doc["evaluate"]["previous"], first);
+        let text = ws.sluice(&["metrics", "pipelines/iris.yaml", "--diff"]);
+        assert!(text.stdout.contains("was "), "{}", text.stdout);
+    }
+}
+
+#[test]
+fn a_missed_gate_fails_evaluate_and_blocks_deploy() {
+    let ws = iris_ws(|y| {
+        y.replace(
+            r#"require: {accuracy: ">= 0.8"}"#,
+            r#"require: {log_loss: "< 0.000001"}"#,
+        )
+    });
+    let run = ws.sluice(&["run", "pipelines/iris.yaml"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the model misses its bar: log_loss is")
+            && run.stderr.contains("and `require` asks for < 0.000001"),
+        "{}",
+        run.stderr
+    );
+    assert!(!ws.exists("out/iris/metrics.json"));
+    assert!(!ws.exists("models/iris"), "deploy ran after a failed gate");
+}
+
+#[test]
+fn a_gate_on_an_unknown_metric_is_caught_when_the_pipeline_loads() {
+    let ws = iris_ws(|y| {
+        y.replace(
+            r#"require: {accuracy: ">= 0.8"}"#,
+            r#"require: {acuracy: ">= 0.8"}"#,
+        )
+    });
+    let run = ws.sluice(&["run", "pipelines/iris.yaml"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown metric `acuracy`"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("accuracy"), "{}", run.stderr);
+    assert!(!ws.exists("out/iris/clean.parquet"));
+}
+
+#[test]
+fn a_model_whose_output_does_not_match_the_classes_is_named() {
+    let ws = iris_ws(|y| y);
+    ws.run(&["pipelines/iris.yaml", "train"]).assert_ok();
+    // The same model evaluated against an artifact that claims four classes.
+    let mut pre = json(&ws, "out/iris/preprocess.json");
+    pre["label"]["classes"] = serde_json::json!(["a", "b", "c", "d"]);
+    ws.write("other/preprocess.json", &pre.to_string());
+    ws.pipeline(
+        "name: wrong\nstages:\n  evaluate:\n    uses: evaluate\n    inputs: {model: out/iris/model.onnx, test: out/iris/normalized/test, preprocess: other/preprocess.json}\n    outputs: {metrics: out/m.json, predictions: out/p.csv}\n",
+    );
+    let run = ws.sluice(&["run"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the model's output `logits` has 3 values per row, but there are 4 classes (a, b, c, d)"),
+        "{}",
+        run.stderr
+    );
+    assert!(!ws.exists("out/m.json") && !ws.exists("out/p.csv"));
+}
+
+/// `.npy` writers, by hand, for a split the test makes itself.
+fn npy(shape: &[usize], descr: &str, data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn split(ws: &Ws, dir: &str, rows: usize, offset: usize) {
+    // Two separable classes: x0 below or above 0.
+    let mut f = Vec::new();
+    let mut l = Vec::new();
+    for i in 0..rows {
+        let class = (i + offset) % 2;
+        let x0 = if class == 1 {
+            1.0f32 + (i % 5) as f32 * 0.1
+        } else {
+            -1.0 - (i % 5) as f32 * 0.1
+        };
+        f.extend_from_slice(&x0.to_le_bytes());
+        f.extend_from_slice(&((i % 3) as f32 * 0.2).to_le_bytes());
+        l.extend_from_slice(&(class as i64).to_le_bytes());
+    }
+    std::fs::create_dir_all(ws.path(dir)).unwrap();
+    std::fs::write(
+        ws.path(&format!("{dir}/features.npy")),
+        npy(&[rows, 2], "<f4", &f),
+    )
+    .unwrap();
+    std::fs::write(
+        ws.path(&format!("{dir}/labels.npy")),
+        npy(&[rows], "<i8", &l),
+    )
+    .unwrap();
+}
+
+#[test]
+fn two_classes_get_roc_auc_and_a_roc_plot() {
+    let ws = Ws::new();
+    split(&ws, "data/train", 40, 0);
+    split(&ws, "data/test", 20, 1);
+    ws.pipeline(
+        "name: binary\nstages:\n  train:\n    uses: train\n    inputs: {train: data/train}\n    outputs: {model: out/m.onnx, history: out/h.json, artifacts: out/a}\n    with: {model: logistic, epochs: 30, batch_size: 8, device: cpu}\n  evaluate:\n    uses: evaluate\n    inputs: {model: \"${{ stages.train.outputs.model }}\", test: data/test}\n    outputs: {metrics: out/metrics.json, predictions: out/p.csv, plots: out/plots}\n    with: {require: {roc_auc: \">= 0.99\"}}\n",
+    );
+    ws.run(&[]).assert_ok();
+    let m = json(&ws, "out/metrics.json");
+    assert_eq!(m["metrics"]["roc_auc"], 1.0, "{m}");
+    assert_eq!(m["metrics"]["accuracy"], 1.0, "{m}");
+    assert_eq!(
+        m["confusion_matrix"]["labels"],
+        serde_json::json!(["0", "1"])
+    );
+    let roc = std::fs::read(ws.path("out/plots/roc_curve.png")).unwrap();
+    assert!(roc.starts_with(b"\x89PNG"));
+    assert!(ws.exists("out/plots/confusion_matrix.png"));
+    assert!(
+        !ws.exists("out/plots/training_curves.png"),
+        "no history was given"
+    );
+}

@@ -1,0 +1,455 @@
+//! The `train` stage through the real binary and the real ONNX Runtime training runtime (the
+//! Python environment is installed on first use into the user cache, as for a user; concurrent
+//! tests wait on its lock). Covers: the iris MLP and the digits CNN reaching their accuracy,
+//! seeded repeatability, resuming a killed training from its checkpoint, a user's ONNX model,
+//! and each bad input's message. The CUDA path runs only where a GPU is present and says
+//! visibly that it was skipped elsewhere.
+
+mod common;
+use common::*;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn json(ws: &Ws, rel: &str) -> Value {
+    serde_json::from_str(&ws.read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// A workspace holding the iris CSV and the repo's iris pipeline.
+fn iris_ws() -> Ws {
+    let ws = Ws::new();
+    ws.write(
+        "examples/data/iris.csv",
+        &std::fs::read_to_string(repo().join("examples/data/iris.csv")).unwrap(),
+    );
+    ws.write(
+        "pipelines/iris.yaml",
+        &std::fs::read_to_string(repo().join("pipelines/iris.yaml")).unwrap(),
+    );
+    ws
+}
+
+/// The iris data stages plus a `train` stage with the given `with:` lines (and extra stage keys).
+fn iris_with(ws: &Ws, train: &str) {
+    let base = std::fs::read_to_string(repo().join("pipelines/iris.yaml")).unwrap();
+    let upto = base.split("\n  train:").next().unwrap().to_string();
+    ws.write(
+        "sluice.yaml",
+        &format!(
+            "{upto}
+  train:
+    uses: train
+    inputs:
+      train: \"${{{{ stages.normalize.outputs.train }}}}\"
+      val: \"${{{{ stages.normalize.outputs.val }}}}\"
+      preprocess: \"${{{{ stages.normalize.outputs.preprocess }}}}\"
+    outputs: {{model: out/model.onnx, history: out/history.json, artifacts: out/artifacts}}
+{train}
+"
+        ),
+    );
+}
+
+fn epochs(h: &Value) -> &Vec<Value> {
+    h["epochs"].as_array().expect("history has epochs")
+}
+
+fn column(h: &Value, key: &str) -> Vec<f64> {
+    epochs(h).iter().map(|e| e[key].as_f64().unwrap()).collect()
+}
+
+fn best_accuracy(h: &Value) -> f64 {
+    column(h, "val_accuracy").into_iter().fold(0.0, f64::max)
+}
+
+fn gpu_present() -> bool {
+    std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
+}
+
+#[test]
+fn the_iris_mlp_trains_to_093_and_is_then_up_to_date() {
+    let ws = iris_ws();
+    let run = ws.run(&["pipelines/iris.yaml"]);
+    run.assert_ok();
+    let h = json(&ws, "out/iris/history.json");
+    assert_eq!(h["provider"], "CPUExecutionProvider");
+    assert_eq!(h["task"], "classification");
+    let acc = best_accuracy(&h);
+    assert!(acc >= 0.93, "val accuracy {acc} < 0.93: {h}");
+    // The exported model and the training artifacts are there.
+    let model = std::fs::read(ws.path("out/iris/model.onnx")).unwrap();
+    assert!(model.len() > 100);
+    for f in [
+        "training_model.onnx",
+        "eval_model.onnx",
+        "optimizer_model.onnx",
+        "checkpoint",
+    ] {
+        assert!(ws.exists(&format!("out/iris/artifacts/{f}")), "{f} missing");
+    }
+    // The live metrics reached the event stream, one per epoch.
+    let metrics = run
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e["event"] == "stage_metric" && e["name"] == "val_accuracy" && e["step"].is_u64()
+        })
+        .count();
+    assert_eq!(metrics, epochs(&h).len());
+    // The checkpoints of a finished training are gone.
+    let resume = ws.path(".sluice/resume");
+    assert!(!resume.exists() || std::fs::read_dir(&resume).unwrap().next().is_none());
+
+    let again = ws.run(&["pipelines/iris.yaml"]);
+    again.assert_ok();
+    assert_eq!(again.outcomes()["train"], "up_to_date");
+}
+
+#[test]
+fn seeded_cpu_training_repeats_its_loss_curve() {
+    let ws = iris_ws();
+    iris_with(
+        &ws,
+        "    with: {model: {type: mlp, hidden: [16, 16], dropout: 0.1}, epochs: 8, batch_size: 8, seed: 7, device: cpu,\n           optimizer: {type: adamw, lr: 0.01}, schedule: {warmup_epochs: 1, decay: linear}}",
+    );
+    ws.run(&[]).assert_ok();
+    let first = json(&ws, "out/history.json");
+    ws.run(&["--force", "train"]).assert_ok();
+    let second = json(&ws, "out/history.json");
+    for key in ["train_loss", "val_loss", "val_accuracy", "lr"] {
+        assert_eq!(column(&first, key), column(&second, key), "{key} differs");
+    }
+    // The schedule did warm up and decay.
+    let lr = column(&first, "lr");
+    assert!(lr[0] < lr[1] || lr[1] > *lr.last().unwrap(), "{lr:?}");
+}
+
+#[test]
+fn a_killed_training_resumes_from_its_checkpoint() {
+    let ws = iris_ws();
+    // Small batches make each epoch long enough to interrupt in the middle of the run.
+    iris_with(
+        &ws,
+        "    with: {model: {type: mlp, hidden: [32]}, epochs: 150, batch_size: 1, seed: 3, device: cpu}",
+    );
+    let mut child = ws
+        .command(&["run", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let seen = Arc::new(Mutex::new(0u64));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(e) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if e["event"] == "stage_metric" && e["name"] == "train_loss" {
+                    if let Some(step) = e["step"].as_u64() {
+                        *seen.lock().unwrap() = step;
+                    }
+                }
+            }
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(300), || *seen.lock().unwrap() >= 3),
+        "training never reached epoch 3"
+    );
+    send_signal(&child, libc::SIGINT);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        !ws.exists("out/history.json"),
+        "an interrupted training left its output"
+    );
+    let stopped_at = *seen.lock().unwrap();
+
+    let run = ws.run(&[]);
+    run.assert_ok();
+    let h = json(&ws, "out/history.json");
+    let resumed = h["resumed_from_epoch"]
+        .as_u64()
+        .expect("resumed_from_epoch");
+    assert!(
+        resumed >= 3 && resumed <= stopped_at,
+        "resumed from {resumed}, stopped at {stopped_at}"
+    );
+    // The history is whole: the epochs before the interruption come from the checkpoint.
+    let numbers: Vec<u64> = epochs(&h)
+        .iter()
+        .map(|e| e["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (1..=numbers.len() as u64).collect::<Vec<_>>());
+    assert!(run.events().iter().any(|e| e["event"] == "stage_log"
+        && e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("resuming from the checkpoint of epoch {resumed}"))));
+}
+
+/// A tiny ONNX model made by the worker's test helper with the environment's own Python.
+fn user_model(ws: &Ws, inputs: usize, outputs: usize) {
+    ws.sluice(&["setup"]).assert_ok();
+    let python = sluice_stages::pyenv::find(sluice_stages::pyenv::Flavor::Cpu)
+        .expect("the environment is installed")
+        .python;
+    let out = std::process::Command::new(python)
+        .arg(repo().join("stages/python/tests/make_user_model.py"))
+        .arg(ws.path("models/net.onnx"))
+        .args([
+            "--inputs",
+            &inputs.to_string(),
+            "--outputs",
+            &outputs.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const USER_MODEL: &str = "    inputs:\n      train: \"${{ stages.normalize.outputs.train }}\"\n      val: \"${{ stages.normalize.outputs.val }}\"\n      preprocess: \"${{ stages.normalize.outputs.preprocess }}\"\n      model: models/net.onnx\n    with: {model: {onnx: \"${{ inputs.model }}\"}, epochs: 40, batch_size: 8, optimizer: {lr: 0.01}, device: cpu}";
+
+fn with_user_model(ws: &Ws) {
+    // `iris_with` declares inputs itself; this stage declares its own with the model.
+    iris_with(ws, "");
+    let yaml = ws.read("sluice.yaml");
+    let start = yaml
+        .find("    inputs:\n      train: \"${{ stages.normalize.outputs.train }}\"")
+        .unwrap();
+    let end = yaml[start..].find("    outputs:").unwrap() + start;
+    let yaml = format!("{}{}\n{}", &yaml[..start], USER_MODEL, &yaml[end..]);
+    ws.write("sluice.yaml", &yaml);
+}
+
+#[test]
+fn a_user_onnx_model_trains() {
+    let ws = iris_ws();
+    std::fs::create_dir_all(ws.path("models")).unwrap();
+    user_model(&ws, 4, 3);
+    with_user_model(&ws);
+    ws.run(&[]).assert_ok();
+    let h = json(&ws, "out/history.json");
+    assert!(best_accuracy(&h) >= 0.8, "{h}");
+    assert!(ws.exists("out/model.onnx"));
+}
+
+#[test]
+fn a_user_model_that_does_not_fit_the_data_is_named() {
+    let ws = iris_ws();
+    std::fs::create_dir_all(ws.path("models")).unwrap();
+    user_model(&ws, 4, 5);
+    with_user_model(&ws);
+    let run = ws.sluice(&["run"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("has 5 values per sample, but it must have 3: there are 3 classes"),
+        "{}",
+        run.stderr
+    );
+
+    user_model(&ws, 6, 3);
+    let run = ws.sluice(&["run"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    // Paths are the workspace-relative ones the user wrote.
+    assert!(
+        run.stderr.contains("has shape [N, 6], but the features have per-sample width 4 (out/iris/normalized/train/features.npy has shape [N, 4])"),
+        "{}",
+        run.stderr
+    );
+    assert!(!ws.exists("out/model.onnx"));
+}
+
+/// `.npy` writers, by hand, for split directories a test makes itself.
+fn npy(shape: &[usize], descr: &str, data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn write_split(dir: &Path, features: &[[f32; 2]], labels: &[i64]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let f: Vec<u8> = features
+        .iter()
+        .flatten()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    std::fs::write(
+        dir.join("features.npy"),
+        npy(&[features.len(), 2], "<f4", &f),
+    )
+    .unwrap();
+    let l: Vec<u8> = labels.iter().flat_map(|x| x.to_le_bytes()).collect();
+    std::fs::write(dir.join("labels.npy"), npy(&[labels.len()], "<i8", &l)).unwrap();
+}
+
+#[test]
+fn a_nan_loss_stops_naming_the_epoch_and_batch() {
+    let ws = Ws::new();
+    let mut rows: Vec<[f32; 2]> = (0..16)
+        .map(|i| [i as f32 / 16.0, 1.0 - i as f32 / 16.0])
+        .collect();
+    rows[5][1] = f32::NAN; // batch 2 of 4 rows, unshuffled
+    let labels: Vec<i64> = (0..16).map(|i| i % 2).collect();
+    write_split(&ws.path("data/train"), &rows, &labels);
+    ws.pipeline(
+        "name: nan\nstages:\n  train:\n    uses: train\n    inputs: {train: data/train}\n    outputs: {model: out/m.onnx, history: out/h.json, artifacts: out/a}\n    with: {model: logistic, epochs: 2, batch_size: 4, shuffle: false, device: cpu}\n",
+    );
+    let run = ws.sluice(&["run"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("NaN at epoch 1, batch 2"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("lower the learning rate"),
+        "{}",
+        run.stderr
+    );
+    assert!(!ws.exists("out/m.onnx") && !ws.exists("out/h.json"));
+}
+
+#[test]
+fn cuda_without_a_gpu_is_an_error_and_auto_says_it_uses_the_cpu() {
+    if gpu_present() {
+        eprintln!("SKIPPED: this machine has a GPU; the no-GPU paths cannot be observed here");
+        return;
+    }
+    let ws = iris_ws();
+    iris_with(&ws, "    with: {model: logistic, epochs: 2, device: cuda}");
+    let run = ws.sluice(&["run"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("`device: cuda` but this stage has no GPU"),
+        "{}",
+        run.stderr
+    );
+
+    iris_with(
+        &ws,
+        "    resources: {gpus: 1}\n    with: {model: logistic, epochs: 2, device: auto}",
+    );
+    let run = ws.sluice(&["run"]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("no GPU is available to this stage"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        json(&ws, "out/history.json")["provider"],
+        "CPUExecutionProvider"
+    );
+}
+
+#[test]
+fn cuda_training_when_a_gpu_is_present() {
+    if !gpu_present() {
+        eprintln!(
+            "SKIPPED: no GPU (nvidia-smi -L found none); the CUDA training path was not tested"
+        );
+        return;
+    }
+    let ws = iris_ws();
+    iris_with(&ws, "    resources: {gpus: 1}\n    with: {model: {type: mlp, hidden: [32]}, epochs: 30, batch_size: 16, optimizer: {lr: 0.01}, device: cuda}");
+    ws.sluice(&["setup", "--cuda"]).assert_ok();
+    ws.run(&[]).assert_ok();
+    let h = json(&ws, "out/history.json");
+    assert_eq!(h["provider"], "CUDAExecutionProvider");
+    assert!(best_accuracy(&h) >= 0.9, "{h}");
+}
+
+#[test]
+fn no_python_is_a_clear_error() {
+    let ws = iris_ws();
+    iris_with(&ws, "    with: {model: logistic, epochs: 2, device: cpu}");
+    let cache = tempfile::tempdir().unwrap();
+    let out = ws
+        .command(&["run"])
+        .env("SLUICE_PYTHON", "/nonexistent/python3")
+        .env("SLUICE_CACHE_DIR", cache.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("training needs Python 3"), "{stderr}");
+    assert!(stderr.contains("SLUICE_PYTHON"), "{stderr}");
+}
+
+#[test]
+fn bad_train_config_is_reported_before_anything_runs() {
+    let ws = iris_ws();
+    iris_with(
+        &ws,
+        "    with: {epochs: 0, optimizer: {type: adam}, modle: mlp}",
+    );
+    let run = ws.sluice(&["run"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    for text in [
+        "`epochs` must be a whole number of at least 1",
+        "unknown type `adam`",
+        "unknown option `modle`",
+    ] {
+        assert!(run.stderr.contains(text), "{text}\n{}", run.stderr);
+    }
+    assert!(!ws.exists("out/iris/clean.parquet"));
+}
+
+#[test]
+fn the_digits_cnn_trains_to_095() {
+    let ws = Ws::new();
+    ws.write(
+        "pipelines/digits.yaml",
+        &std::fs::read_to_string(repo().join("pipelines/digits.yaml")).unwrap(),
+    );
+    let digits = repo().join("examples/data/digits");
+    for class in std::fs::read_dir(&digits).unwrap() {
+        let class = class.unwrap().path();
+        let dest = ws
+            .path("examples/data/digits")
+            .join(class.file_name().unwrap());
+        std::fs::create_dir_all(&dest).unwrap();
+        for file in std::fs::read_dir(&class).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, dest.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    ws.run(&["pipelines/digits.yaml"]).assert_ok();
+    let h = json(&ws, "out/digits/history.json");
+    let acc = best_accuracy(&h);
+    assert!(acc >= 0.95, "val accuracy {acc} < 0.95: {h}");
+}
