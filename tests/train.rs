@@ -453,3 +453,75 @@ fn the_digits_cnn_trains_to_095() {
     let acc = best_accuracy(&h);
     assert!(acc >= 0.95, "val accuracy {acc} < 0.95: {h}");
 }
+
+fn logs(run: &Run) -> Vec<String> {
+    run.events()
+        .into_iter()
+        .filter(|e| e["event"] == "stage_log")
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn training_artifacts_are_generated_once_per_model_and_reused() {
+    let ws = iris_ws();
+    iris_with(
+        &ws,
+        "    with: {model: {type: mlp, hidden: [8]}, epochs: 2, device: cpu}",
+    );
+    let first = ws.run(&[]);
+    first.assert_ok();
+    assert!(
+        logs(&first)
+            .iter()
+            .any(|l| l.starts_with("generated training artifacts")),
+        "{:?}",
+        logs(&first)
+    );
+    // Other epochs and learning rate: the same model, loss and optimizer graph.
+    iris_with(&ws, "    with: {model: {type: mlp, hidden: [8]}, epochs: 3, optimizer: {lr: 0.02}, device: cpu}");
+    let second = ws.run(&[]);
+    second.assert_ok();
+    assert_eq!(second.started(), vec!["train"]);
+    assert!(
+        logs(&second)
+            .iter()
+            .any(|l| l.starts_with("reusing training artifacts")),
+        "{:?}",
+        logs(&second)
+    );
+    // Another model: new artifacts.
+    iris_with(
+        &ws,
+        "    with: {model: {type: mlp, hidden: [9]}, epochs: 2, device: cpu}",
+    );
+    let third = ws.run(&[]);
+    third.assert_ok();
+    assert!(logs(&third)
+        .iter()
+        .any(|l| l.starts_with("generated training artifacts")));
+}
+
+#[test]
+fn early_stopping_stops_and_exports_the_best_epoch() {
+    let ws = iris_ws();
+    // A learning rate this small barely moves val_accuracy, so patience runs out early.
+    iris_with(
+        &ws,
+        "    with: {model: logistic, epochs: 200, optimizer: {lr: 0.0001}, device: cpu,\n           early_stopping: {patience: 2, metric: val_accuracy}}",
+    );
+    let run = ws.run(&[]);
+    run.assert_ok();
+    let h = json(&ws, "out/history.json");
+    assert_eq!(h["stopped_early"], true, "{h}");
+    let n = epochs(&h).len();
+    assert!(n < 200, "ran all {n} epochs");
+    let best = h["best_epoch"].as_u64().unwrap() as usize;
+    let acc = column(&h, "val_accuracy");
+    assert_eq!(acc[best - 1], acc.iter().copied().fold(0.0, f64::max));
+    // Patience 2: the run ends two epochs after the last improvement.
+    assert_eq!(n, best + 2, "{h}");
+    assert!(logs(&run)
+        .iter()
+        .any(|l| l.starts_with("early stopping after epoch")));
+}
