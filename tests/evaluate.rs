@@ -188,26 +188,6 @@ fn a_model_whose_output_does_not_match_the_classes_is_named() {
     assert!(!ws.exists("out/m.json") && !ws.exists("out/p.csv"));
 }
 
-/// `.npy` writers, by hand, for a split the test makes itself.
-fn npy(shape: &[usize], descr: &str, data: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
-}
-
 fn split(ws: &Ws, dir: &str, rows: usize, offset: usize) {
     // Two separable classes: x0 below or above 0.
     let mut f = Vec::new();

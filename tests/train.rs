@@ -279,26 +279,6 @@ fn a_user_model_that_does_not_fit_the_data_is_named() {
     assert!(!ws.exists("out/model.onnx"));
 }
 
-/// `.npy` writers, by hand, for split directories a test makes itself.
-fn npy(shape: &[usize], descr: &str, data: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
-}
-
 fn write_split(dir: &Path, features: &[[f32; 2]], labels: &[i64]) {
     std::fs::create_dir_all(dir).unwrap();
     let f: Vec<u8> = features

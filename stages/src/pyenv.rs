@@ -193,21 +193,9 @@ pub fn ensure(
         return Ok(env);
     }
     let parent = dir.parent().expect("env_dir has a parent");
-    std::fs::create_dir_all(parent).map_err(io("create", parent))?;
-    let lock_path = dir.with_extension("lock");
-    let lock = std::fs::File::create(&lock_path).map_err(io("create", &lock_path))?;
-    if lock.try_lock().is_err() {
-        progress(Step::Phase(
-            "waiting for another sluice to finish the training environment",
-        ));
-        lock.lock().map_err(io("lock", &lock_path))?;
-    }
-    if dir.join(READY).is_file() {
+    let Some(_lock) = claim(&dir, "the training environment", progress)? else {
         return Ok(env);
-    }
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(io("remove the incomplete", &dir))?;
-    }
+    };
     progress(Step::Phase(&format!(
         "creating the {} training environment in {} (once; later runs reuse it)",
         flavor.name(),
@@ -267,6 +255,33 @@ pub fn ensure(
     std::fs::write(&ready, flavor.requirements()).map_err(io("write", &ready))?;
     progress(Step::Phase("the training environment is ready"));
     Ok(env)
+}
+
+/// Takes the right to build `dir`: its lock (`<dir>.lock`, waited for with a notice) and a clean
+/// slate (an incomplete earlier attempt is removed). `None` when another process finished it
+/// meanwhile. The lock is held until the returned file is dropped.
+fn claim(
+    dir: &Path,
+    what: &str,
+    progress: &mut dyn FnMut(Step<'_>),
+) -> Result<Option<std::fs::File>, EnvError> {
+    let parent = dir.parent().expect("cache paths have a parent");
+    std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+    let lock_path = dir.with_extension("lock");
+    let lock = std::fs::File::create(&lock_path).map_err(io("create", &lock_path))?;
+    if lock.try_lock().is_err() {
+        progress(Step::Phase(&format!(
+            "waiting for another sluice to finish installing {what}"
+        )));
+        lock.lock().map_err(io("lock", &lock_path))?;
+    }
+    if dir.join(READY).is_file() {
+        return Ok(None);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io("remove the incomplete", dir))?;
+    }
+    Ok(Some(lock))
 }
 
 /// Runs `python -m pip ARGS`, streaming its output to `log` and counting `Collecting` lines for
@@ -481,21 +496,9 @@ pub fn ensure_runtime(
     }
     let dir = runtime_dir()?;
     let parent = dir.parent().expect("runtime_dir has a parent");
-    std::fs::create_dir_all(parent).map_err(io("create", parent))?;
-    let lock_path = dir.with_extension("lock");
-    let lock = std::fs::File::create(&lock_path).map_err(io("create", &lock_path))?;
-    if lock.try_lock().is_err() {
-        progress(Step::Phase(
-            "waiting for another sluice to finish fetching ONNX Runtime",
-        ));
-        lock.lock().map_err(io("lock", &lock_path))?;
-    }
-    if dir.join(READY).is_file() {
+    let Some(_lock) = claim(&dir, "ONNX Runtime", progress)? else {
         return Ok(runtime_library(&dir));
-    }
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(io("remove the incomplete", &dir))?;
-    }
+    };
     let base = base_python()?;
     progress(Step::Phase(&format!(
         "fetching ONNX Runtime {ORT_VERSION} for inference from PyPI into {} (once)",
