@@ -482,3 +482,28 @@ fn a_new_image_in_a_class_folder_reruns_the_image_pipeline_from_clean() {
     assert_eq!(finished[0]["restored"], 3);
     assert_eq!(w.interrupt(), 130);
 }
+
+#[test]
+fn ctrl_c_during_a_round_kills_the_running_stage_and_exits_130() {
+    let ws = Ws::new();
+    ws.write("data/in.txt", "v1\n");
+    ws.pipeline(
+        r#"
+stages:
+  slow:
+    run: "echo $$ > pid; cat ${{ inputs.i }} > ${{ outputs.o }}; touch started; while true; do sleep 0.05; done"
+    inputs: {i: data/in.txt}
+    outputs: {o: out/slow.txt}
+"#,
+    );
+    let w = Watcher::start(&ws, &["--kill-grace", "5"]);
+    assert!(wait_for(LONG, || ws.exists("started")));
+    let pid: i32 = ws.read("pid").trim().parse().unwrap();
+    assert_eq!(w.interrupt(), 130);
+    // SAFETY: signal 0 only checks for existence.
+    assert!(
+        wait_for(LONG, || unsafe { libc::kill(pid, 0) } != 0),
+        "the stage's process survived Ctrl-C"
+    );
+    assert!(!ws.exists("out/slow.txt"), "partial output must be removed");
+}

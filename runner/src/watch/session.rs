@@ -194,8 +194,13 @@ impl Watch {
         match batch {
             Ok(events) => {
                 let rescan = events.iter().any(|e| e.need_rescan());
-                let mut paths: BTreeSet<PathBuf> =
-                    events.into_iter().flat_map(|e| e.event.paths).collect();
+                // Opening or reading a file changes nothing, and the loop's own hashing opens
+                // sources: counting those would feed back into itself.
+                let mut paths: BTreeSet<PathBuf> = events
+                    .into_iter()
+                    .filter(|e| may_change(&e.event.kind))
+                    .flat_map(|e| e.event.paths)
+                    .collect();
                 if rescan {
                     // The kernel's event queue overflowed: anything may have changed.
                     paths.extend(self.sources.abs_paths());
@@ -482,5 +487,15 @@ impl Watch {
                 self.emit(Notice::Waiting);
             }
         }
+    }
+}
+
+/// Whether an event kind can mean different content: everything but opening and reading.
+fn may_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
     }
 }
