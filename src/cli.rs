@@ -126,7 +126,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "N")]
     pub gpus: Option<usize>,
     /// Milliseconds of quiet after a file event before its changes are handled
-    #[arg(long, value_name = "MS", default_value_t = 50)]
+    #[arg(long, value_name = "MS", default_value_t = sluice_runner::watch::DEFAULT_DEBOUNCE.as_millis() as u64)]
     pub debounce: u64,
     /// Print events as JSON lines on stdout instead of the live display
     #[arg(long)]

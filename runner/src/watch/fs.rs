@@ -45,33 +45,44 @@ pub(crate) struct Fallback {
 }
 
 pub(crate) struct FsWatch {
-    debouncer: Debouncer<RecommendedWatcher, NoCache>,
+    /// `None` when no native watcher could be started (the inotify instance limit): everything
+    /// is polled, and `native_failure` says why.
+    debouncer: Option<Debouncer<RecommendedWatcher, NoCache>>,
+    native_failure: Option<String>,
     roots: BTreeMap<PathBuf, Root>,
-    /// Poll everything (`SLUICE_WATCH_POLL=1`: file systems without native events, such as NFS).
-    poll_only: bool,
     next_poll: Instant,
 }
 
 impl FsWatch {
-    /// Starts the native watcher; debounced batches arrive on `tx`.
+    /// Starts the native watcher (unless `poll_only`); debounced batches arrive on `tx`.
     pub fn new(
         debounce: Duration,
         tx: crossbeam_channel::Sender<DebounceEventResult>,
         poll_only: bool,
-    ) -> notify::Result<FsWatch> {
-        let debouncer = new_debouncer_opt::<_, RecommendedWatcher, NoCache>(
-            debounce,
-            None,
-            tx,
-            NoCache,
-            notify::Config::default(),
-        )?;
-        Ok(FsWatch {
+    ) -> FsWatch {
+        let (debouncer, native_failure) = if poll_only {
+            (None, None)
+        } else {
+            match new_debouncer_opt::<_, RecommendedWatcher, NoCache>(
+                debounce,
+                None,
+                tx,
+                NoCache,
+                notify::Config::default(),
+            ) {
+                Ok(d) => (Some(d), None),
+                Err(e) => (
+                    None,
+                    Some(format!("cannot start the watcher: {}", describe(&e))),
+                ),
+            }
+        };
+        FsWatch {
             debouncer,
+            native_failure,
             roots: BTreeMap::new(),
-            poll_only,
             next_poll: Instant::now() + POLL_EVERY,
-        })
+        }
     }
 
     /// Counts of natively watched and polled roots.
@@ -102,28 +113,37 @@ impl FsWatch {
             if self.roots.contains_key(&path) {
                 continue;
             }
-            let how = if self.poll_only {
-                How::Polled {
-                    signature: signature(&path, mode),
-                }
-            } else {
-                let rm = match mode {
-                    Mode::Flat => RecursiveMode::NonRecursive,
-                    Mode::Tree => RecursiveMode::Recursive,
-                };
-                match self.debouncer.watch(&path, rm) {
-                    Ok(()) => How::Native,
-                    // Gone between the check and the watch: the next sync sees what is there.
-                    Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => continue,
-                    Err(e) => {
-                        // A recursive watch that failed part way leaves the watches it made.
-                        let _ = self.debouncer.unwatch(&path);
+            let polled = How::Polled {
+                signature: signature(&path, mode),
+            };
+            let how = match self.debouncer.as_mut() {
+                // Polling by choice (`SLUICE_WATCH_POLL=1`) is not worth a warning per path.
+                None => {
+                    if let Some(reason) = &self.native_failure {
                         fallbacks.push(Fallback {
                             path: path.clone(),
-                            reason: describe(&e),
+                            reason: reason.clone(),
                         });
-                        How::Polled {
-                            signature: signature(&path, mode),
+                    }
+                    polled
+                }
+                Some(d) => {
+                    let rm = match mode {
+                        Mode::Flat => RecursiveMode::NonRecursive,
+                        Mode::Tree => RecursiveMode::Recursive,
+                    };
+                    match d.watch(&path, rm) {
+                        Ok(()) => How::Native,
+                        // Gone between the check and the watch: the next sync sees what is there.
+                        Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => continue,
+                        Err(e) => {
+                            // A recursive watch that failed part way leaves the watches it made.
+                            let _ = d.unwatch(&path);
+                            fallbacks.push(Fallback {
+                                path: path.clone(),
+                                reason: describe(&e),
+                            });
+                            polled
                         }
                     }
                 }
@@ -156,7 +176,9 @@ impl FsWatch {
             .filter(|(p, r)| path.starts_with(p) && matches!(r.how, How::Native))
             .map(|(p, _)| p.clone())
             .max_by_key(|p| p.as_os_str().len())?;
-        let _ = self.debouncer.unwatch(&root);
+        if let Some(d) = self.debouncer.as_mut() {
+            let _ = d.unwatch(&root);
+        }
         let r = self.roots.get_mut(&root)?;
         r.how = How::Polled {
             signature: signature(&root, r.mode),
@@ -196,7 +218,9 @@ impl FsWatch {
             how: How::Native, ..
         }) = self.roots.remove(path)
         {
-            let _ = self.debouncer.unwatch(path);
+            if let Some(d) = self.debouncer.as_mut() {
+                let _ = d.unwatch(path);
+            }
         }
     }
 }

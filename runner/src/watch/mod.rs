@@ -16,4 +16,4 @@ mod session;
 mod sources;
 
 pub use notice::{Notice, WatchEvent};
-pub use session::{watch, WatchEnd, WatchError, WatchOptions, DEFAULT_DEBOUNCE};
+pub use session::{watch, WatchEnd, WatchOptions, DEFAULT_DEBOUNCE};

@@ -52,12 +52,6 @@ pub enum WatchEnd {
     Interrupted,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum WatchError {
-    #[error("cannot start the file watcher: {0}")]
-    Start(#[source] notify::Error),
-}
-
 /// What a round runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scope {
@@ -96,16 +90,18 @@ struct Watch {
     interrupted: bool,
 }
 
-/// Runs `pipeline`, then reruns what its changes affect until a signal arrives.
+/// Runs `pipeline`, then reruns what its changes affect until a signal arrives. Nothing makes
+/// watching fail: a path that cannot be watched is polled, and a round that cannot start is
+/// reported as a warning.
 pub fn watch(
     engine: Arc<Engine>,
     pipeline: Pipeline,
     opts: WatchOptions,
     out: Sender<WatchEvent>,
     signals: Receiver<i32>,
-) -> Result<WatchEnd, WatchError> {
+) -> WatchEnd {
     let (fs_tx, fs_rx) = crossbeam_channel::unbounded::<DebounceEventResult>();
-    let fs = FsWatch::new(opts.debounce, fs_tx, opts.poll_only).map_err(WatchError::Start)?;
+    let fs = FsWatch::new(opts.debounce, fs_tx, opts.poll_only);
     let hasher = Hasher::load(&engine.ws.memo_path());
     let sources = Sources::new(&pipeline, &engine.ws.dir, &hasher, None);
     let pipeline_seen = content(&hasher, &pipeline.file);
@@ -132,9 +128,9 @@ pub fn watch(
 impl Watch {
     fn run(
         &mut self,
-        fs_rx: Receiver<DebounceEventResult>,
-        signals: Receiver<i32>,
-    ) -> Result<WatchEnd, WatchError> {
+        mut fs_rx: Receiver<DebounceEventResult>,
+        mut signals: Receiver<i32>,
+    ) -> WatchEnd {
         loop {
             let (events, done) = match &self.round {
                 Some(r) => (r.events.clone(), r.done.clone()),
@@ -142,11 +138,12 @@ impl Watch {
             };
             let tick = self.fs.poll_timeout().unwrap_or(Duration::from_secs(3600));
             select! {
-                recv(fs_rx) -> batch => {
-                    if let Ok(batch) = batch {
-                        self.on_batch(batch);
-                    }
-                }
+                recv(fs_rx) -> batch => match batch {
+                    Ok(batch) => self.on_batch(batch),
+                    // No native watcher (everything is polled): a closed channel would be
+                    // ready forever.
+                    Err(_) => fs_rx = never(),
+                },
                 recv(events) -> ev => {
                     if let Ok(ev) = ev {
                         self.emit_engine(ev);
@@ -157,11 +154,14 @@ impl Watch {
                         self.round_done(result);
                     }
                     if self.interrupted {
-                        return Ok(WatchEnd::Interrupted);
+                        return WatchEnd::Interrupted;
                     }
                 }
                 recv(signals) -> sig => {
-                    let Ok(sig) = sig else { continue };
+                    let Ok(sig) = sig else {
+                        signals = never();
+                        continue;
+                    };
                     self.interrupted = true;
                     match &self.round {
                         // The dispatcher stops its stages (a second signal kills them at once);
@@ -169,7 +169,7 @@ impl Watch {
                         Some(r) => {
                             let _ = r.signals.send(sig);
                         }
-                        None => return Ok(WatchEnd::Interrupted),
+                        None => return WatchEnd::Interrupted,
                     }
                 }
                 default(tick) => {
