@@ -54,3 +54,54 @@ fn definition(s: &StageDef) -> String {
         s.facts
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::StageRegistry;
+    use crate::validate::{load, LoadOptions};
+
+    fn pipeline(dir: &std::path::Path, yaml: &str) -> Pipeline {
+        let file = dir.join("sluice.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        load(&LoadOptions {
+            root: &std::fs::canonicalize(dir).unwrap(),
+            file: &file,
+            display: "sluice.yaml".into(),
+            overrides: &[],
+            registry: &StageRegistry::default(),
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn only_changed_and_new_stages_count_and_reordering_is_no_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = pipeline(
+            dir.path(),
+            r#"
+params: {n: 1, m: 2}
+stages:
+  a: {run: "echo ${{ params.n }} > ${{ outputs.o }}", outputs: [o]}
+  b: {run: "cat ${{ stages.a.outputs.o }} > ${{ outputs.o }}", outputs: [o]}
+  c: {run: "echo ${{ params.m }} > ${{ outputs.o }}", outputs: [o]}
+  gone: {run: "true > ${{ outputs.o }}", outputs: [o]}
+"#,
+        );
+        let new = pipeline(
+            dir.path(),
+            r#"
+params: {n: 1, m: 3}
+stages:
+  b: {run: "cat ${{ stages.a.outputs.o }} > ${{ outputs.o }}", outputs: [o]}
+  a: {run: "echo ${{ params.n }} > ${{ outputs.o }}", outputs: [o]}
+  c: {run: "echo ${{ params.m }} > ${{ outputs.o }}", outputs: [o]}
+  d: {run: "true > ${{ outputs.o }}", outputs: [o]}
+"#,
+        );
+        let changed: Vec<String> = changed_stages(&old, &new).into_iter().collect();
+        assert_eq!(changed, ["c", "d"]);
+        let removed: Vec<String> = removed_stages(&old, &new).into_iter().collect();
+        assert_eq!(removed, ["gone"]);
+    }
+}
