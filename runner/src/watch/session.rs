@@ -27,7 +27,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The default quiet time before a batch of file events is handled.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
@@ -50,6 +50,17 @@ pub struct WatchOptions {
 pub enum WatchEnd {
     /// SIGINT/SIGTERM; running stages were stopped.
     Interrupted,
+}
+
+/// A burst of changes is handled after at most this many debounce periods even if it goes on,
+/// so a file that is written continuously still gets its stages run.
+const MAX_GATHER: u32 = 20;
+
+/// Paths from debounced batches, held until the batches pause.
+struct Gathering {
+    paths: BTreeSet<PathBuf>,
+    since: Instant,
+    until: Instant,
 }
 
 /// What a round runs.
@@ -83,6 +94,7 @@ struct Watch {
     hasher: Hasher,
     fs: FsWatch,
     round: Option<Round>,
+    gathering: Option<Gathering>,
     /// Stages owed a run in the next round, by name (the pipeline may change before then).
     pending: BTreeSet<String>,
     /// Stages whose last verdict was not a success; rerun when something below them is.
@@ -115,6 +127,7 @@ pub fn watch(
         hasher,
         fs,
         round: None,
+        gathering: None,
         pending: BTreeSet::new(),
         unsettled: BTreeSet::new(),
         interrupted: false,
@@ -136,7 +149,15 @@ impl Watch {
                 Some(r) => (r.events.clone(), r.done.clone()),
                 None => (never(), never()),
             };
-            let tick = self.fs.poll_timeout().unwrap_or(Duration::from_secs(3600));
+            let settle = self
+                .gathering
+                .as_ref()
+                .map(|g| g.until.saturating_duration_since(Instant::now()));
+            let tick = [self.fs.poll_timeout(), settle]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(Duration::from_secs(3600));
             select! {
                 recv(fs_rx) -> batch => match batch {
                     Ok(batch) => self.on_batch(batch),
@@ -172,12 +193,19 @@ impl Watch {
                         None => return WatchEnd::Interrupted,
                     }
                 }
-                default(tick) => {
-                    let changed = self.fs.poll();
-                    if !changed.is_empty() {
-                        self.on_paths(changed);
-                    }
-                }
+                default(tick) => {}
+            }
+            if self
+                .gathering
+                .as_ref()
+                .is_some_and(|g| g.until <= Instant::now())
+            {
+                let g = self.gathering.take().expect("checked above");
+                self.on_paths(g.paths);
+            }
+            let changed = self.fs.poll();
+            if !changed.is_empty() {
+                self.on_paths(changed);
             }
         }
     }
@@ -206,7 +234,27 @@ impl Watch {
                     paths.extend(self.sources.abs_paths());
                     paths.insert(self.pipeline.file.clone());
                 }
-                self.on_paths(paths);
+                if paths.is_empty() {
+                    return;
+                }
+                // The debouncer settles each path on its own, so a burst of writes (a folder of
+                // images being copied in) arrives as a stream of batches. They are gathered until
+                // the stream pauses, so the burst reruns its stages once rather than per batch.
+                let now = Instant::now();
+                let settle = (self.opts.debounce / 2).max(Duration::from_millis(5));
+                match &mut self.gathering {
+                    Some(g) => {
+                        g.paths.extend(paths);
+                        g.until = (now + settle).min(g.since + self.opts.debounce * MAX_GATHER);
+                    }
+                    None => {
+                        self.gathering = Some(Gathering {
+                            paths,
+                            since: now,
+                            until: now + settle,
+                        })
+                    }
+                }
             }
             Err(errors) => {
                 let mut fallbacks = Vec::new();
