@@ -49,6 +49,8 @@ pub enum Command {
     Run(RunArgs),
     /// Show each stage as up to date, will restore, or stale, and why
     Status(StatusArgs),
+    /// Run a pipeline, then rerun what each change to its inputs or its file affects
+    Watch(WatchArgs),
     /// Print the stage graph
     Dag(DagArgs),
     /// Remove cache entries that no lock file refers to
@@ -116,6 +118,30 @@ pub struct RunArgs {
     /// Fail instead of waiting when another run holds the workspace
     #[arg(long)]
     pub no_wait: bool,
+    /// Print events as JSON lines on stdout instead of the live display
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds between SIGTERM and SIGKILL when stopping a stage
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub kill_grace: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// The pipeline file (default: sluice.yaml)
+    #[arg(value_name = "PIPELINE")]
+    pub pipeline_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// How many stages may run at once (default: the number of CPUs)
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// How many GPUs to hand out (default: detected from CUDA_VISIBLE_DEVICES or nvidia-smi)
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<usize>,
+    /// Milliseconds of quiet after a file event before its changes are handled
+    #[arg(long, value_name = "MS", default_value_t = sluice_runner::watch::DEFAULT_DEBOUNCE.as_millis() as u64)]
+    pub debounce: u64,
     /// Print events as JSON lines on stdout instead of the live display
     #[arg(long)]
     pub json: bool,

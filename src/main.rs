@@ -6,6 +6,7 @@ mod gpus;
 mod metrics;
 mod report;
 mod setup;
+mod watch;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -178,6 +179,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run(cli, args),
+        Command::Watch(args) => watch::watch(cli, args),
     }
 }
 
@@ -195,42 +197,11 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
         print_plan(&pipeline, &planned, args.json, true);
         return Ok(ExitCode::SUCCESS);
     }
-    if args.jobs == Some(0) {
-        return Err(Failure::Invalid(
-            "error: `--jobs` must be at least 1".into(),
-        ));
-    }
-    if !(args.kill_grace.is_finite() && args.kill_grace >= 0.0) {
-        return Err(Failure::Invalid(
-            "error: `--kill-grace` must be a number of seconds".into(),
-        ));
-    }
-    let jobs = args.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    // Asking nvidia-smi costs tens of milliseconds on a GPU host: only when a stage wants a GPU.
-    let gpus = if args.gpus.is_some() || pipeline.stages.iter().any(|s| s.gpus > 0) {
-        gpus::detect(args.gpus)
-    } else {
-        Vec::new()
-    };
-
-    let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .context("cannot install signal handlers")?;
-    let sig_handle = signals.handle();
-    let sig_thread = std::thread::spawn(move || {
-        for s in signals.forever() {
-            if sig_tx.send(s).is_err() {
-                break;
-            }
-        }
-    });
+    let jobs = jobs(args.jobs)?;
+    let kill_grace = kill_grace(args.kill_grace)?;
+    let gpus = gpus_for(&pipeline, args.gpus);
+    let signals = SignalChannel::install()?;
+    let sig_rx = signals.rx.clone();
 
     let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
     let json = args.json;
@@ -256,14 +227,13 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
             gpus,
             keep_going: args.keep_going,
             wait: !args.no_wait,
-            kill_grace: Duration::from_secs_f64(args.kill_grace),
+            kill_grace,
         },
         ev_tx,
         sig_rx,
     );
     let _ = reporter.join();
-    sig_handle.close();
-    let _ = sig_thread.join();
+    signals.close();
     let summary = result.map_err(engine_failure)?;
     Ok(if summary.interrupted {
         ExitCode::from(EXIT_INTERRUPTED)
@@ -272,6 +242,71 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::from(EXIT_FAILED)
     })
+}
+
+/// `--jobs`, defaulting to the number of CPUs.
+fn jobs(arg: Option<usize>) -> Result<usize, Failure> {
+    if arg == Some(0) {
+        return Err(Failure::Invalid(
+            "error: `--jobs` must be at least 1".into(),
+        ));
+    }
+    Ok(arg.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }))
+}
+
+fn kill_grace(secs: f64) -> Result<Duration, Failure> {
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(Failure::Invalid(
+            "error: `--kill-grace` must be a number of seconds".into(),
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The GPUs to hand out. Asking nvidia-smi costs tens of milliseconds on a GPU host: only when a
+/// stage wants a GPU.
+fn gpus_for(pipeline: &Pipeline, arg: Option<usize>) -> Vec<String> {
+    if arg.is_some() || pipeline.stages.iter().any(|s| s.gpus > 0) {
+        gpus::detect(arg)
+    } else {
+        Vec::new()
+    }
+}
+
+/// SIGINT and SIGTERM as messages, for the engine's dispatcher (or the watch loop).
+struct SignalChannel {
+    rx: crossbeam_channel::Receiver<i32>,
+    handle: signal_hook::iterator::Handle,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl SignalChannel {
+    fn install() -> Result<SignalChannel, Failure> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])
+        .context("cannot install signal handlers")?;
+        let handle = signals.handle();
+        let thread = std::thread::spawn(move || {
+            for s in signals.forever() {
+                if tx.send(s).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(SignalChannel { rx, handle, thread })
+    }
+
+    fn close(self) {
+        self.handle.close();
+        let _ = self.thread.join();
+    }
 }
 
 fn engine_failure(e: EngineError) -> Failure {

@@ -18,7 +18,7 @@ pub struct Style {
 }
 
 impl Style {
-    fn paint(&self, code: &str, s: &str) -> String {
+    pub fn paint(&self, code: &str, s: &str) -> String {
         if self.color {
             format!("\x1b[{code}m{s}\x1b[0m")
         } else {
@@ -56,28 +56,67 @@ struct Row {
 
 /// Draws the human display until the channel closes.
 pub fn human(rx: Receiver<Event>, style: Style) {
-    let mp = if style.live {
-        MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10))
-    } else {
-        MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
-    };
-    let bar_style = ProgressStyle::with_template(
-        "{spinner} {prefix:<20} {elapsed:>4} {wide_bar} {pos}/{len} {msg}",
-    )
-    .expect("valid template")
-    .progress_chars("=> ");
-    let spin_style = ProgressStyle::with_template("{spinner} {prefix:<20} {elapsed:>4} {msg}")
-        .expect("valid template");
-    let mut bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
-    let mut rows: Vec<(String, Row)> = Vec::new();
-    let say = |mp: &MultiProgress, line: String| {
-        if style.live {
-            let _ = mp.println(line);
+    let mut h = Human::new(style);
+    for ev in rx {
+        h.event(ev);
+    }
+}
+
+/// The human display's state: live bars of running stages and the rows of the current run's
+/// summary (reset when a run starts, so `sluice watch` gets one summary per round).
+pub struct Human {
+    pub style: Style,
+    mp: MultiProgress,
+    bar_style: ProgressStyle,
+    spin_style: ProgressStyle,
+    bars: BTreeMap<String, ProgressBar>,
+    rows: Vec<(String, Row)>,
+}
+
+impl Human {
+    pub fn new(style: Style) -> Human {
+        let mp = if style.live {
+            MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10))
+        } else {
+            MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
+        };
+        let bar_style = ProgressStyle::with_template(
+            "{spinner} {prefix:<20} {elapsed:>4} {wide_bar} {pos}/{len} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> ");
+        let spin_style = ProgressStyle::with_template("{spinner} {prefix:<20} {elapsed:>4} {msg}")
+            .expect("valid template");
+        Human {
+            style,
+            mp,
+            bar_style,
+            spin_style,
+            bars: BTreeMap::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Prints a line above the live bars (or plainly, without them).
+    pub fn say(&self, line: String) {
+        if self.style.live {
+            let _ = self.mp.println(line);
         } else {
             eprintln!("{line}");
         }
-    };
-    for ev in rx {
+    }
+
+    pub fn event(&mut self, ev: Event) {
+        let style = &self.style;
+        let (mp, bars, rows) = (&self.mp, &mut self.bars, &mut self.rows);
+        let (bar_style, spin_style) = (&self.bar_style, &self.spin_style);
+        let say = |line: String| {
+            if style.live {
+                let _ = mp.println(line);
+            } else {
+                eprintln!("{line}");
+            }
+        };
         match ev {
             Event::RunStarted {
                 pipeline,
@@ -86,13 +125,11 @@ pub fn human(rx: Receiver<Event>, style: Style) {
                 ..
             } => {
                 if !style.quiet {
-                    say(
-                        &mp,
-                        format!(
-                            "sluice: pipeline `{pipeline}`, {} stage(s), {jobs} job(s)",
-                            stages.len()
-                        ),
-                    );
+                    rows.clear();
+                    say(format!(
+                        "sluice: pipeline `{pipeline}`, {} stage(s), {jobs} job(s)",
+                        stages.len()
+                    ));
                 }
             }
             Event::StageStarted {
@@ -113,10 +150,10 @@ pub fn human(rx: Receiver<Event>, style: Style) {
                                 .join(",")
                         )
                     };
-                    say(
-                        &mp,
-                        format!("{} {stage}{g} ({reason})", style.paint("36", "start")),
-                    );
+                    say(format!(
+                        "{} {stage}{g} ({reason})",
+                        style.paint("36", "start")
+                    ));
                 }
                 if style.live {
                     let pb = mp.add(ProgressBar::new_spinner());
@@ -149,10 +186,10 @@ pub fn human(rx: Receiver<Event>, style: Style) {
                     pb.set_message(msg);
                 } else if style.verbose {
                     let of = total.map(|t| format!("/{t}")).unwrap_or_default();
-                    say(
-                        &mp,
-                        format!("      {stage}: {done}{of} {}", unit.unwrap_or_default()),
-                    );
+                    say(format!(
+                        "      {stage}: {done}{of} {}",
+                        unit.unwrap_or_default()
+                    ));
                 }
             }
             Event::StageLog {
@@ -163,10 +200,10 @@ pub fn human(rx: Receiver<Event>, style: Style) {
                 if level == "notice" {
                     // Worth a line even without -v: e.g. a training environment being installed.
                     if !style.quiet {
-                        say(&mp, format!("      {stage}: {message}"));
+                        say(format!("      {stage}: {message}"));
                     }
                 } else if style.verbose || matches!(level.as_str(), "warn" | "warning" | "error") {
-                    say(&mp, format!("      {stage}: [{level}] {message}"));
+                    say(format!("      {stage}: [{level}] {message}"));
                 }
             }
             Event::StageMetric {
@@ -179,7 +216,7 @@ pub fn human(rx: Receiver<Event>, style: Style) {
                     pb.set_message(format!("{name}={value:.4}"));
                 } else if style.verbose {
                     let at = step.map(|s| format!(" (step {s})")).unwrap_or_default();
-                    say(&mp, format!("      {stage}: {name}={value}{at}"));
+                    say(format!("      {stage}: {name}={value}{at}"));
                 }
             }
             Event::StageFinished {
@@ -239,7 +276,7 @@ pub fn human(rx: Receiver<Event>, style: Style) {
                 };
                 if let Some(line) = line {
                     if !style.quiet || matches!(outcome, Outcome::Failed | Outcome::TimedOut) {
-                        say(&mp, line);
+                        say(line);
                     }
                 }
                 rows.push((
@@ -252,10 +289,7 @@ pub fn human(rx: Receiver<Event>, style: Style) {
             }
             Event::Warning { stage, message } => {
                 let who = stage.map(|s| format!("{s}: ")).unwrap_or_default();
-                say(
-                    &mp,
-                    format!("{} {who}{message}", style.paint("33", "warning:")),
-                );
+                say(format!("{} {who}{message}", style.paint("33", "warning:")));
             }
             Event::RunFinished {
                 ok,
@@ -269,7 +303,7 @@ pub fn human(rx: Receiver<Event>, style: Style) {
             } => {
                 let _ = mp.clear();
                 if style.quiet && ok {
-                    continue;
+                    return;
                 }
                 let mut out = String::new();
                 let listed: Vec<&(String, Row)> = if rows.len() <= 40 {

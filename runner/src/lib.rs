@@ -22,6 +22,7 @@ pub mod session;
 pub mod spec;
 pub mod stage;
 pub mod validate;
+pub mod watch;
 pub mod workspace;
 
 pub use events::{Event, Outcome};

@@ -17,12 +17,28 @@ use std::time::{Duration, Instant};
 /// Why running stages are being stopped, in increasing severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CancelReason {
+    /// `sluice watch`: the stage's inputs or definition changed while it ran (see `Control`).
+    Superseded,
     /// A stage failed and `--keep-going` is off.
     StageFailed,
     /// First SIGINT/SIGTERM: SIGTERM to every stage, SIGKILL after the grace period.
     Interrupt,
     /// Second signal: SIGKILL now.
     ForceKill,
+}
+
+/// Requests from outside a run while it is going (`sluice watch`), delivered to the dispatch loop
+/// like signals and completions. Sets are stage indices of the run's pipeline; the dispatcher
+/// takes their downstream closure itself, so a request never leaves a dependent behind.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// The stages' inputs changed: stop the running ones (process groups killed, partial outputs
+    /// dropped) and run them all again in this run, after their upstream. Stages outside the
+    /// selection join it. Unaffected running stages carry on.
+    Rerun(BTreeSet<usize>),
+    /// Stop the stages and drop them from this run without a verdict (their definitions changed,
+    /// so the caller runs them in a later run with the new pipeline).
+    Withdraw(BTreeSet<usize>),
 }
 
 pub struct DispatchOptions {
@@ -50,6 +66,9 @@ pub struct DispatchReport {
     pub interrupted: bool,
     pub lock: LockFile,
     pub lock_error: Option<String>,
+    /// `Control::Rerun` requests that arrived after the run had been told to stop: the caller
+    /// owes them a later run.
+    pub deferred: BTreeSet<usize>,
 }
 
 struct Running {
@@ -83,17 +102,29 @@ struct Dispatcher {
     lock_written: Instant,
     lock_interval: Duration,
     lock_error: Option<String>,
+    /// Running stages being stopped by a `Control`: to run again, or to be dropped.
+    superseded: BTreeMap<usize, Supersede>,
+    deferred: BTreeSet<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Supersede {
+    Rerun,
+    Withdraw,
 }
 
 pub(crate) fn dispatch(
     ctx: Arc<RunCtx>,
     opts: DispatchOptions,
     signals: Receiver<i32>,
+    control: Receiver<Control>,
 ) -> DispatchReport {
     let jobs = opts.jobs.max(1);
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
     let (msg_tx, msg_rx) = crossbeam_channel::unbounded::<JobMsg>();
-    let workers: Vec<_> = (0..jobs.min(opts.selection.len().max(1)))
+    // Enough workers for every stage that could join the run: a `Control::Rerun` can grow the
+    // selection, so it is the pipeline, not the selection, that bounds the pool.
+    let workers: Vec<_> = (0..jobs.min(ctx.pipeline.stages.len().max(1)))
         .map(|_| {
             let ctx = ctx.clone();
             let rx = job_rx.clone();
@@ -196,8 +227,12 @@ pub(crate) fn dispatch(
         lock_written: Instant::now(),
         lock_interval: LOCK_WRITE_INTERVAL,
         lock_error: None,
+        superseded: BTreeMap::new(),
+        deferred: BTreeSet::new(),
         opts,
     };
+    // A closed control channel would be ready forever; `never` keeps `select!` quiet instead.
+    let mut control = control;
     let now = Instant::now();
     for (i, c) in settled {
         let name = d.ctx.pipeline.stages[i].id.0.clone();
@@ -226,6 +261,10 @@ pub(crate) fn dispatch(
                 Ok(JobMsg::Executing { idx, pgid }) => d.executing(idx, pgid),
                 Ok(JobMsg::Done { idx, result }) => d.job_done(idx, *result),
                 Err(_) => break,
+            },
+            recv(control) -> msg => match msg {
+                Ok(c) => d.control(c),
+                Err(_) => control = crossbeam_channel::never(),
             },
             recv(signals) -> sig => {
                 if sig.is_ok() {
@@ -279,6 +318,7 @@ pub(crate) fn dispatch(
         interrupted,
         lock: d.lock,
         lock_error: d.lock_error,
+        deferred: d.deferred,
     }
 }
 
@@ -363,6 +403,84 @@ impl Dispatcher {
         }
     }
 
+    /// Applies a `Control` request. Only the dispatch loop calls this, so run state still has
+    /// one writer.
+    fn control(&mut self, c: Control) {
+        let graph = &self.ctx.pipeline.graph;
+        let (set, how) = match c {
+            Control::Rerun(s) => (graph.downstream_closure(&s), Supersede::Rerun),
+            Control::Withdraw(s) => (graph.downstream_closure(&s), Supersede::Withdraw),
+        };
+        if self.stop.is_some() {
+            // The run is winding down and starts nothing new; the caller reruns these later.
+            if how == Supersede::Rerun {
+                self.deferred.extend(set);
+            }
+            return;
+        }
+        let grace = self.opts.kill_grace;
+        for &i in &set {
+            self.waiting.remove(&i);
+            self.ready.retain(|&(_, j)| j != i);
+            self.done.remove(&i);
+            if let Some(r) = self.running.get_mut(&i) {
+                cancel_one(r, CancelReason::Superseded, grace);
+                self.superseded.insert(i, how);
+            }
+            match how {
+                Supersede::Rerun => {
+                    self.opts.selection.insert(i);
+                }
+                Supersede::Withdraw => {
+                    self.opts.selection.remove(&i);
+                }
+            }
+        }
+        if how == Supersede::Rerun {
+            let order: Vec<usize> = graph
+                .topo_order()
+                .iter()
+                .copied()
+                .filter(|i| set.contains(i) && !self.running.contains_key(i))
+                .collect();
+            for i in order {
+                self.enqueue(i);
+            }
+        }
+    }
+
+    /// Puts a stage back into the run: ready, waiting for its upstream, or skipped when an
+    /// upstream stage of this run has already failed.
+    fn enqueue(&mut self, i: usize) {
+        let deps: Vec<usize> = self
+            .ctx
+            .pipeline
+            .graph
+            .deps(i)
+            .filter(|d| self.opts.selection.contains(d))
+            .collect();
+        if let Some(&failed) = deps
+            .iter()
+            .find(|d| self.done.get(d).is_some_and(|r| !r.outcome.is_success()))
+        {
+            let failed = self.ctx.pipeline.stages[failed].id.0.clone();
+            self.finish(
+                i,
+                Outcome::Skipped,
+                Instant::now(),
+                Some(format!("upstream `{failed}` did not succeed")),
+                Vec::new(),
+            );
+            return;
+        }
+        let n = deps.iter().filter(|d| !self.done.contains_key(d)).count();
+        if n == 0 {
+            self.ready.insert((self.position[&i], i));
+        } else {
+            self.waiting.insert(i, n);
+        }
+    }
+
     fn job_done(&mut self, idx: usize, result: JobResult) {
         let Some(r) = self.running.remove(&idx) else {
             return;
@@ -370,6 +488,10 @@ impl Dispatcher {
         self.cpus_free += r.cpus;
         self.gpus_free.extend(r.gpus.iter().copied());
         self.gpus_free.sort_unstable();
+        if let Some(how) = self.superseded.remove(&idx) {
+            self.superseded_done(idx, how, r.started, result);
+            return;
+        }
         let name = self.ctx.pipeline.stages[idx].id.0.clone();
         let timeout_msg = || {
             let t = self.ctx.pipeline.stages[idx].timeout.unwrap_or_default();
@@ -418,6 +540,50 @@ impl Dispatcher {
             }
         } else if matches!(outcome, Outcome::Failed | Outcome::TimedOut) {
             self.on_failure(idx);
+        }
+    }
+
+    /// A stage stopped by a `Control` has ended. Its verdict is reported (a result that made it
+    /// out before the stop is still valid for its own key, so it is recorded), but it does not
+    /// count for this run: it is run again, or dropped. Its dependents were taken back by the
+    /// same request, so nothing waits on it.
+    fn superseded_done(&mut self, idx: usize, how: Supersede, started: Instant, result: JobResult) {
+        let name = self.ctx.pipeline.stages[idx].id.0.clone();
+        let (outcome, message) = match result {
+            JobResult::UpToDate(c) => {
+                self.record(&name, Some(c));
+                (Outcome::UpToDate, None)
+            }
+            JobResult::Restored(c) => {
+                self.record(&name, Some(c));
+                (Outcome::Restored, None)
+            }
+            JobResult::Ran(c, cached) => {
+                self.record(&name, cached.then_some(c));
+                (Outcome::Ran, None)
+            }
+            JobResult::Failed { message, .. } => (Outcome::Failed, Some(message)),
+            JobResult::Cancelled { .. } => (
+                Outcome::Cancelled,
+                Some(
+                    match how {
+                        Supersede::Rerun => {
+                            "inputs changed; partial outputs removed, starting again"
+                        }
+                        Supersede::Withdraw => "definition changed; partial outputs removed",
+                    }
+                    .to_string(),
+                ),
+            ),
+        };
+        self.finish(idx, outcome, started, message, Vec::new());
+        self.done.remove(&idx);
+        match (how, self.stop) {
+            (Supersede::Rerun, None) => self.enqueue(idx),
+            (Supersede::Rerun, Some(_)) => {
+                self.deferred.insert(idx);
+            }
+            (Supersede::Withdraw, _) => {}
         }
     }
 

@@ -10,7 +10,7 @@ use crate::job::RunCtx;
 use crate::lock::{LockFile, LockReadError};
 use crate::pipeline::Pipeline;
 use crate::plan::{plan_ahead, Planned};
-use crate::scheduler::{dispatch, DispatchOptions, StageReport};
+use crate::scheduler::{dispatch, Control, DispatchOptions, StageReport};
 use crate::stage::StageRegistry;
 use crate::workspace::{new_run_id, Workspace};
 use crossbeam_channel::{Receiver, Sender};
@@ -84,6 +84,9 @@ pub struct RunSummary {
     pub stages: BTreeMap<usize, StageReport>,
     pub interrupted: bool,
     pub duration: Duration,
+    /// Stages a `Control::Rerun` asked for after the run had stopped starting stages (see
+    /// `Engine::run_controlled`): still owed a run.
+    pub deferred: BTreeSet<usize>,
 }
 
 impl RunSummary {
@@ -220,8 +223,35 @@ impl Engine {
         events: Sender<Event>,
         signals: Receiver<i32>,
     ) -> Result<RunSummary, EngineError> {
+        self.run_controlled(
+            pipeline,
+            opts,
+            None,
+            events,
+            signals,
+            crossbeam_channel::never(),
+        )
+    }
+
+    /// `run` as `sluice watch` drives it. `exact`, when given, is the selection itself, without
+    /// the upstream closure `opts.selection` would add: the watcher knows which stages a change
+    /// affects and that the others are settled. `control` carries `Control` requests into the
+    /// dispatch loop while the run is going (rerun or withdraw stages whose inputs or definitions
+    /// changed); requests still queued when the run ends are left in the channel for the caller.
+    pub fn run_controlled(
+        &self,
+        pipeline: Arc<Pipeline>,
+        opts: RunOptions,
+        exact: Option<BTreeSet<usize>>,
+        events: Sender<Event>,
+        signals: Receiver<i32>,
+        control: Receiver<Control>,
+    ) -> Result<RunSummary, EngineError> {
         let started = Instant::now();
-        let selection = self.select(&pipeline, &opts.selection)?;
+        let selection = match exact {
+            Some(stages) => stages,
+            None => self.select(&pipeline, &opts.selection)?,
+        };
         let forced = self.forced(&pipeline, &selection, &opts.force)?;
         let ev = events.clone();
         let mut busy_pid = None;
@@ -294,6 +324,7 @@ impl Engine {
                 lock_mirror_dir: self.ws.lock_mirror_dir(),
             },
             signals,
+            control,
         );
         tracing::debug!(ms = t.elapsed().as_millis() as u64, "dispatch finished");
         if let Some(e) = report.lock_error {
@@ -315,6 +346,7 @@ impl Engine {
             stages: report.stages,
             interrupted: report.interrupted,
             duration: started.elapsed(),
+            deferred: report.deferred,
         };
         let _ = events.send(Event::RunFinished {
             ok: summary.ok(),
