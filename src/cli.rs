@@ -61,6 +61,8 @@ pub enum Command {
     Setup(SetupArgs),
     /// Print the latest metrics of every evaluate stage
     Metrics(MetricsArgs),
+    /// Serve a model registry (or one bundle) over the Open Inference Protocol v2 (KServe, Triton)
+    Serve(ServeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -73,6 +75,25 @@ pub struct MetricsArgs {
     /// Compare with the previous different evaluation
     #[arg(long)]
     pub diff: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// A model registry (the `registry` of a `deploy` stage) or one bundle directory in it
+    #[arg(value_name = "REGISTRY_OR_BUNDLE")]
+    pub target: PathBuf,
+    /// Address to listen on (port 0: any free port, printed at start)
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// Largest request body accepted, in bytes (larger ones get 413)
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_body: usize,
+    /// Worker threads, and inference sessions per model (default: the number of cores)
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Seconds between checks of the registry for new versions
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub poll: f64,
 }
 
 #[derive(Args, Debug)]

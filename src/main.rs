@@ -5,6 +5,7 @@ mod cli;
 mod gpus;
 mod metrics;
 mod report;
+mod serve;
 mod setup;
 mod watch;
 
@@ -76,6 +77,8 @@ fn init_logging(cli: &Cli) {
         "error"
     } else {
         match cli.verbose {
+            // `serve` logs each request at info.
+            0 if matches!(cli.command, Command::Serve(_)) => "warn,sluice=info",
             0 => "warn",
             1 => "debug",
             _ => "trace",
@@ -180,7 +183,38 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
         }
         Command::Run(args) => run(cli, args),
         Command::Watch(args) => watch::watch(cli, args),
+        Command::Serve(args) => serve(args),
     }
+}
+
+fn serve(args: &cli::ServeArgs) -> Result<ExitCode, Failure> {
+    if !(args.poll.is_finite() && args.poll > 0.0) {
+        return Err(Failure::Invalid(
+            "error: `--poll` must be a positive number of seconds".into(),
+        ));
+    }
+    if args.threads == Some(0) {
+        return Err(Failure::Invalid(
+            "error: `--threads` must be at least 1".into(),
+        ));
+    }
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    serve::run(serve::Options {
+        target: args.target.clone(),
+        addr: args.addr,
+        max_body: args.max_body,
+        threads,
+        poll: Duration::from_secs_f64(args.poll),
+    })
+    .map_err(|e| match e {
+        serve::ServeFailure::Invalid(text) => Failure::Invalid(text),
+        serve::ServeFailure::Runtime(e) => Failure::Runtime(e),
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {

@@ -1,0 +1,459 @@
+//! [`Bundle`]: one loaded model version — its preprocessing artifact, a pool of ONNX Runtime
+//! sessions, and what its inputs and outputs look like on the wire — and [`Bundle::infer`],
+//! which turns raw request tensors into features, runs them as one batch, and turns the
+//! model's output into probabilities and class names.
+//!
+//! Tables take one input per raw column the artifact uses (numbers as FP64/FP32/integers, shape
+//! `[N]` or `[N, 1]`; categories as BYTES); images take one UINT8 input `image`, `[N, H, W, C]`.
+//! Classifiers answer `probabilities` (FP64 `[N, K]`: the softmax is computed in f64, as
+//! `evaluate` computes it, so both give the same numbers) and `class` (BYTES `[N]`); regressors
+//! answer `prediction` (FP32 `[N]`).
+
+use super::error::ServeError;
+use super::protocol::{DataType, Elements, InferRequest, OutTensor, OutValues, Tensor};
+use serde_json::{json, Map, Value};
+use sluice_stages::infer::Model;
+use sluice_stages::preprocess::{ImagePreprocess, Preprocess, Task};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// What a raw table column is on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColumnKind {
+    Numeric,
+    Categorical,
+}
+
+/// How requests become features.
+enum Features {
+    Table {
+        pre: Preprocess,
+        columns: Vec<(String, ColumnKind)>,
+    },
+    Image {
+        pre: ImagePreprocess,
+    },
+}
+
+/// What the model's first output means.
+enum Head {
+    /// `K` logits per row (or one, for two classes with a sigmoid).
+    Classes(Vec<String>),
+    Regression,
+}
+
+/// A loaded model version.
+pub(crate) struct Bundle {
+    pub name: String,
+    pub version: u64,
+    features: Features,
+    head: Head,
+    /// The model's input shape (batch first) for one row.
+    row_shape: Vec<usize>,
+    /// Sessions, each behind a lock taken with `try_lock` first, so concurrent requests spread
+    /// over idle sessions instead of queueing on one.
+    pool: Vec<(Mutex<()>, Model)>,
+    next: AtomicUsize,
+}
+
+fn read(dir: &Path, file: &str) -> Result<String, String> {
+    std::fs::read_to_string(dir.join(file))
+        .map_err(|e| format!("cannot read `{}`: {e}", dir.join(file).display()))
+}
+
+impl Bundle {
+    /// Loads the bundle in `dir` with `sessions` single-threaded sessions, and checks with one
+    /// probe row that the model's input and output fit the preprocessing artifact.
+    pub(crate) fn load(
+        dir: &Path,
+        name: &str,
+        version: u64,
+        sessions: usize,
+    ) -> Result<Bundle, String> {
+        let text = read(dir, "preprocess.json")?;
+        let artifact = dir.join("preprocess.json");
+        let kind: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("`{}` is not JSON: {e}", artifact.display()))?;
+        let bad = |e: &dyn std::fmt::Display| {
+            format!("`{}` is not a preprocess artifact: {e}", artifact.display())
+        };
+        let (features, head, row_shape) =
+            if kind.get("kind").and_then(Value::as_str) == Some("images") {
+                let pre = ImagePreprocess::from_json(&text).map_err(|e| bad(&e))?;
+                let [w, h] = pre.size;
+                let shape = vec![pre.color.channels(), h as usize, w as usize];
+                let head = Head::Classes(pre.classes.clone());
+                (Features::Image { pre }, head, shape)
+            } else {
+                let pre = Preprocess::from_json(&text).map_err(|e| bad(&e))?;
+                let mut columns: Vec<(String, ColumnKind)> = pre
+                    .numeric
+                    .iter()
+                    .map(|c| (c.name.clone(), ColumnKind::Numeric))
+                    .collect();
+                columns.extend(
+                    pre.categorical
+                        .iter()
+                        .map(|c| (c.name.clone(), ColumnKind::Categorical)),
+                );
+                let head = match (pre.label.task, &pre.label.classes) {
+                    (Task::Classification, Some(classes)) => Head::Classes(classes.clone()),
+                    (Task::Classification, None) => {
+                        return Err(bad(&"a classification label without `classes`"))
+                    }
+                    (Task::Regression, _) => Head::Regression,
+                };
+                let shape = vec![pre.features.len()];
+                (Features::Table { pre, columns }, head, shape)
+            };
+
+        let model_path = dir.join("model.onnx");
+        let mut pool = Vec::with_capacity(sessions.max(1));
+        for _ in 0..sessions.max(1) {
+            pool.push((Mutex::new(()), Model::load(&model_path, 1)?));
+        }
+        let bundle = Bundle {
+            name: name.to_string(),
+            version,
+            features,
+            head,
+            row_shape,
+            pool,
+            next: AtomicUsize::new(0),
+        };
+        bundle.check(&model_path)?;
+        Ok(bundle)
+    }
+
+    /// Runs one row of zeros: the model must take the artifact's features and answer one value
+    /// per class (or one for regression).
+    fn check(&self, model_path: &Path) -> Result<(), String> {
+        let model = &self.pool[0].1;
+        let declared = &model.input_shape;
+        let expected: Vec<i64> = self.row_shape.iter().map(|&d| d as i64).collect();
+        let fits = declared.len() == expected.len() + 1
+            && declared[1..]
+                .iter()
+                .zip(&expected)
+                .all(|(&d, &e)| d < 0 || d == e);
+        if !fits {
+            return Err(format!(
+                "the model `{}` takes `{}` with shape {declared:?}, but its preprocess artifact makes rows of shape {expected:?}\nhint: deploy the model together with the preprocess.json of the normalize run that trained it",
+                model_path.display(),
+                model.input,
+            ));
+        }
+        let mut shape = vec![1];
+        shape.extend(&self.row_shape);
+        let zeros = vec![0.0; self.row_shape.iter().product()];
+        let out = model.run(&shape, zeros)?;
+        let first = out.first().ok_or("the model has no outputs")?;
+        let width: usize = first.shape.iter().skip(1).product();
+        let (ok, wanted) = match &self.head {
+            Head::Classes(c) => (
+                width == c.len() || (width == 1 && c.len() == 2),
+                format!("{} (one per class: {})", c.len(), c.join(", ")),
+            ),
+            Head::Regression => (width == 1, "1 (a regression target)".to_string()),
+        };
+        if !ok {
+            return Err(format!(
+                "the model `{}` answers {width} values per row in `{}`, but its preprocess artifact expects {wanted}\nhint: deploy the model together with the preprocess.json of the normalize run that trained it",
+                model_path.display(),
+                first.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// The inputs as the metadata route lists them: `(name, datatype, shape)`.
+    fn input_specs(&self) -> Vec<(String, &'static str, Vec<i64>)> {
+        match &self.features {
+            Features::Table { columns, .. } => columns
+                .iter()
+                .map(|(name, kind)| {
+                    let t = match kind {
+                        ColumnKind::Numeric => "FP64",
+                        ColumnKind::Categorical => "BYTES",
+                    };
+                    (name.clone(), t, vec![-1])
+                })
+                .collect(),
+            Features::Image { pre } => {
+                let [w, h] = pre.size;
+                vec![(
+                    "image".into(),
+                    "UINT8",
+                    vec![-1, h.into(), w.into(), pre.color.channels() as i64],
+                )]
+            }
+        }
+    }
+
+    /// `GET /v2/models/{name}[/versions/{v}]`.
+    pub(crate) fn metadata(&self, versions: &[u64]) -> Value {
+        let inputs: Vec<Value> = self
+            .input_specs()
+            .into_iter()
+            .map(|(name, datatype, shape)| json!({"name": name, "datatype": datatype, "shape": shape}))
+            .collect();
+        let outputs = match &self.head {
+            Head::Classes(c) => json!([
+                {"name": "probabilities", "datatype": "FP64", "shape": [-1, c.len()]},
+                {"name": "class", "datatype": "BYTES", "shape": [-1]},
+            ]),
+            Head::Regression => json!([{"name": "prediction", "datatype": "FP32", "shape": [-1]}]),
+        };
+        let mut meta = json!({
+            "name": self.name,
+            "versions": versions.iter().map(u64::to_string).collect::<Vec<_>>(),
+            "platform": "onnxruntime_onnx",
+            "inputs": inputs,
+            "outputs": outputs,
+        });
+        if let Head::Classes(c) = &self.head {
+            meta["parameters"] = json!({ "classes": c });
+        }
+        meta
+    }
+
+    /// Preprocesses, runs and postprocesses one request (one batch).
+    pub(crate) fn infer(&self, request: &InferRequest) -> Result<Vec<OutTensor>, ServeError> {
+        let (rows, features) = match &self.features {
+            Features::Table { pre, columns } => table_features(pre, columns, &request.inputs)?,
+            Features::Image { pre } => image_features(pre, &request.inputs)?,
+        };
+        let mut shape = vec![rows];
+        shape.extend(&self.row_shape);
+        let out = if rows == 0 {
+            Vec::new()
+        } else {
+            let model = self.session();
+            let _turn = model.0.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out = model
+                .1
+                .run(&shape, features)
+                .map_err(ServeError::internal)?;
+            out.swap_remove(0).values
+        };
+        Ok(match &self.head {
+            Head::Regression => vec![OutTensor {
+                name: "prediction",
+                shape: vec![rows],
+                values: OutValues::F32(out),
+            }],
+            Head::Classes(classes) => {
+                let k = classes.len();
+                let probs = if out.len() == rows * k {
+                    softmax(&out, k)
+                } else {
+                    sigmoid_pairs(&out)
+                };
+                let names = probs
+                    .chunks_exact(k)
+                    .map(|row| classes[argmax(row)].clone())
+                    .collect();
+                vec![
+                    OutTensor {
+                        name: "probabilities",
+                        shape: vec![rows, k],
+                        values: OutValues::F64(probs),
+                    },
+                    OutTensor {
+                        name: "class",
+                        shape: vec![rows],
+                        values: OutValues::Bytes(names),
+                    },
+                ]
+            }
+        })
+    }
+
+    /// An idle session if there is one, else the next in turn.
+    fn session(&self) -> &(Mutex<()>, Model) {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.pool.len();
+        for i in 0..n {
+            let s = &self.pool[(start + i) % n];
+            if s.0.try_lock().is_ok() {
+                return s;
+            }
+        }
+        &self.pool[start % n]
+    }
+}
+
+/// The batch size of an input: its first dimension, with `[N]` and `[N, 1]` both allowed.
+fn rows_of(t: &Tensor) -> Result<usize, ServeError> {
+    match t.shape.as_slice() {
+        [n] | [n, 1] => Ok(*n),
+        other => Err(ServeError::bad_request(format!(
+            "input `{}` has shape {other:?}; a column takes [N] or [N, 1]",
+            t.name
+        ))),
+    }
+}
+
+fn table_features(
+    pre: &Preprocess,
+    columns: &[(String, ColumnKind)],
+    inputs: &[Tensor],
+) -> Result<(usize, Vec<f32>), ServeError> {
+    for t in inputs {
+        if !columns.iter().any(|(c, _)| *c == t.name) {
+            let names: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
+            return Err(ServeError::bad_request(format!(
+                "the model has no input `{}`; it takes: {}",
+                t.name,
+                names.join(", ")
+            )));
+        }
+    }
+    let mut found = Vec::with_capacity(columns.len());
+    let mut rows = None;
+    for (name, kind) in columns {
+        let t = inputs
+            .iter()
+            .find(|t| t.name == *name)
+            .ok_or_else(|| ServeError::bad_request(format!("input `{name}` is missing")))?;
+        let n = rows_of(t)?;
+        match rows {
+            None => rows = Some(n),
+            Some(r) if r != n => {
+                return Err(ServeError::bad_request(format!(
+                    "input `{name}` has {n} rows, but `{}` has {r}",
+                    columns[0].0
+                )))
+            }
+            Some(_) => {}
+        }
+        let ok = match (kind, &t.data) {
+            (ColumnKind::Numeric, Elements::Numbers(_)) => t.datatype != DataType::Bool,
+            (ColumnKind::Numeric, Elements::U8(_)) => true,
+            (ColumnKind::Categorical, Elements::Bytes(_)) => true,
+            _ => false,
+        };
+        if !ok {
+            let wanted = match kind {
+                ColumnKind::Numeric => "a number type (FP64, FP32 or an integer type)",
+                ColumnKind::Categorical => "BYTES (category names)",
+            };
+            return Err(ServeError::bad_request(format!(
+                "input `{name}` is {}, but the column takes {wanted}",
+                t.datatype.name()
+            )));
+        }
+        found.push(t);
+    }
+    let rows = rows.unwrap_or(0);
+    let mut row = Map::new();
+    let mut features = Vec::with_capacity(rows * pre.features.len());
+    for i in 0..rows {
+        for t in &found {
+            let value = match &t.data {
+                Elements::Numbers(v) => serde_json::Number::from_f64(v[i])
+                    .map(Value::Number)
+                    .ok_or_else(|| {
+                        ServeError::bad_request(format!(
+                            "input `{}` row {i}: {} is not a finite number",
+                            t.name, v[i]
+                        ))
+                    })?,
+                Elements::U8(v) => Value::from(v[i]),
+                Elements::Bytes(v) => {
+                    Value::String(String::from_utf8(v[i].clone()).map_err(|_| {
+                        ServeError::bad_request(format!(
+                            "input `{}` row {i} is not UTF-8 text",
+                            t.name
+                        ))
+                    })?)
+                }
+            };
+            row.insert(t.name.clone(), value);
+        }
+        let x = pre
+            .apply(&row)
+            .map_err(|e| ServeError::bad_request(format!("row {i}: {e}")))?;
+        features.extend(x);
+    }
+    Ok((rows, features))
+}
+
+fn image_features(
+    pre: &ImagePreprocess,
+    inputs: &[Tensor],
+) -> Result<(usize, Vec<f32>), ServeError> {
+    let [t] = inputs else {
+        return Err(ServeError::bad_request(format!(
+            "an image model takes one input, `image`, not {}",
+            inputs.len()
+        )));
+    };
+    if t.name != "image" {
+        return Err(ServeError::bad_request(format!(
+            "the model has no input `{}`; it takes: image",
+            t.name
+        )));
+    }
+    let [w, h] = pre.size;
+    let c = pre.color.channels();
+    let want = [h as usize, w as usize, c];
+    let rows = match t.shape.as_slice() {
+        [n, rest @ ..] if rest == want => *n,
+        other => {
+            return Err(ServeError::bad_request(format!(
+                "input `image` has shape {other:?}, but the model takes [N, {h}, {w}, {c}] (height, width, channels)"
+            )))
+        }
+    };
+    let Elements::U8(pixels) = &t.data else {
+        return Err(ServeError::bad_request(format!(
+            "input `image` is {}, but the model takes UINT8 pixels",
+            t.datatype.name()
+        )));
+    };
+    let per = pre.values();
+    let mut out = vec![0.0f32; rows * per];
+    for (src, dst) in pixels.chunks_exact(per).zip(out.chunks_exact_mut(per)) {
+        pre.normalize(src, dst);
+    }
+    Ok((rows, out))
+}
+
+/// Softmax per row of `k` logits, in f64 (as `evaluate` computes it).
+fn softmax(logits: &[f32], k: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(logits.len());
+    for row in logits.chunks_exact(k) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let exps: Vec<f64> = row.iter().map(|&x| (x as f64 - max).exp()).collect();
+        let sum: f64 = exps.iter().sum();
+        out.extend(exps.iter().map(|e| e / sum));
+    }
+    out
+}
+
+/// `[1 - p, p]` per row from one logit (a two-class model trained with a sigmoid).
+fn sigmoid_pairs(logits: &[f32]) -> Vec<f64> {
+    logits
+        .iter()
+        .flat_map(|&x| {
+            let p = 1.0 / (1.0 + (-(x as f64)).exp());
+            [1.0 - p, p]
+        })
+        .collect()
+}
+
+/// The first index of the largest value (as `evaluate` breaks ties).
+fn argmax(row: &[f64]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |best, (i, &p)| {
+            if p > best.1 {
+                (i, p)
+            } else {
+                best
+            }
+        })
+        .0
+}

@@ -1,0 +1,588 @@
+//! `sluice serve` through the real binary, on an iris bundle trained by the repo's pipeline (once
+//! per test binary), with a real third-party client: Triton's `tritonclient[http]` from PyPI,
+//! installed once into a virtual environment under the target directory (concurrent tests wait
+//! on its lock). Covers: predictions equal to what `evaluate` computed for the same raw rows,
+//! over binary tensors (the client's default) and plain JSON; malformed requests answered with
+//! 4xx while the server keeps serving; health, metadata and version routes; a new version picked
+//! up without a restart; graceful shutdown; and each bad start's message.
+
+mod common;
+use common::*;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Float64Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex, OnceLock};
+
+const COLUMNS: [&str; 4] = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A workspace where the iris pipeline ran through `deploy`: `models/iris/1`.
+fn trained() -> &'static Ws {
+    static WS: OnceLock<Ws> = OnceLock::new();
+    WS.get_or_init(|| {
+        let ws = Ws::new();
+        for rel in ["examples/data/iris.csv", "pipelines/iris.yaml"] {
+            ws.write(rel, &std::fs::read_to_string(repo().join(rel)).unwrap());
+        }
+        ws.run(&["pipelines/iris.yaml"]).assert_ok();
+        assert!(ws.exists("models/iris/1/model.onnx"));
+        ws
+    })
+}
+
+/// A copy of the trained registry that a test may change.
+fn registry_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&trained().path("models"), &dir.path().join("models"));
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// The Python of a virtual environment holding `tritonclient[http]`, created once.
+fn client_python() -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-client");
+    std::fs::create_dir_all(&root).unwrap();
+    let venv = root.join("venv");
+    let python = venv.join("bin/python");
+    let ready = root.join("ready");
+    if ready.exists() {
+        return python;
+    }
+    let lock = std::fs::File::create(root.join("lock")).unwrap();
+    // SAFETY: flock(2) on a descriptor we own; released when `lock` is dropped.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
+        0
+    );
+    if !ready.exists() {
+        let _ = std::fs::remove_dir_all(&venv);
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "python3 -m venv failed");
+        let out = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "tritonclient[http]"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pip install tritonclient[http] failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&ready, "").unwrap();
+    }
+    python
+}
+
+/// A running `sluice serve`, killed when dropped.
+struct Server {
+    child: Option<Child>,
+    addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(dir: &Path, args: &[&str]) -> Server {
+        let mut all = vec!["serve", "--addr", "127.0.0.1:0", "--poll", "0.2"];
+        all.extend_from_slice(args);
+        let mut child = Command::new(BIN)
+            .args(&all)
+            .current_dir(dir)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on http://") {
+                    let _ = tx.send(addr.to_string());
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(LONG)
+            .unwrap_or_else(|_| panic!("the server did not start:\n{}", log.lock().unwrap()));
+        Server {
+            child: Some(child),
+            addr,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection: `(status, headers, body)`.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head, raw[split + 4..].to_vec())
+}
+
+fn post_json(addr: &str, path: &str, body: &Value) -> (u16, Value) {
+    let (status, _, body) = http(addr, "POST", path, &[], body.to_string().as_bytes());
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// The raw test rows (`out/iris/test.parquet`), column → values.
+fn test_rows(ws: &Ws) -> serde_json::Map<String, Value> {
+    let file = std::fs::File::open(ws.path("out/iris/test.parquet")).unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let schema = builder.schema().clone();
+    let batches: Vec<_> = builder.build().unwrap().map(Result::unwrap).collect();
+    let batch = arrow::compute::concat_batches(&schema, &batches).unwrap();
+    let mut out = serde_json::Map::new();
+    for name in COLUMNS {
+        let col = batch.column(schema.index_of(name).unwrap());
+        let c = arrow::compute::cast(col, &DataType::Float64).unwrap();
+        let values: Vec<Value> = (0..c.len())
+            .map(|r| json!(c.as_primitive::<Float64Type>().value(r)))
+            .collect();
+        out.insert(name.into(), values.into());
+    }
+    out
+}
+
+/// `predictions.csv`: per row, the predicted class and the probabilities.
+fn evaluated(ws: &Ws) -> Vec<(String, Vec<f64>)> {
+    ws.read("out/iris/predictions.csv")
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[2].to_string(),
+                f[3..].iter().map(|p| p.parse().unwrap()).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Sends `rows` with tritonclient (`binary` tensors or JSON) and returns its view of the answer.
+const CLIENT: &str = r#"
+import json, sys
+import numpy as np
+import tritonclient.http as httpclient
+
+url, mode, rows = sys.argv[1], sys.argv[2], json.loads(sys.stdin.read())
+client = httpclient.InferenceServerClient(url=url)
+assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("iris")
+meta = client.get_model_metadata("iris")
+binary = mode == "binary"
+inputs = []
+for spec in meta["inputs"]:
+    values = np.array(rows[spec["name"]], dtype=np.float64)
+    t = httpclient.InferInput(spec["name"], list(values.shape), spec["datatype"])
+    t.set_data_from_numpy(values, binary_data=binary)
+    inputs.append(t)
+outputs = None if binary else [
+    httpclient.InferRequestedOutput("probabilities", binary_data=False),
+    httpclient.InferRequestedOutput("class", binary_data=False),
+]
+result = client.infer("iris", inputs, outputs=outputs)
+classes = [c.decode() if isinstance(c, bytes) else c for c in result.as_numpy("class").tolist()]
+print(json.dumps({
+    "meta": meta,
+    # As repr() text: exact, and parsed exactly on the Rust side.
+    "probabilities": [[repr(p) for p in row] for row in result.as_numpy("probabilities").tolist()],
+    "class": classes,
+    "binary_response": result.get_output("class").get("parameters", {}).get("binary_data_size") is not None,
+}))
+"#;
+
+fn tritonclient(addr: &str, mode: &str, rows: &serde_json::Map<String, Value>) -> Value {
+    let mut child = Command::new(client_python())
+        .args(["-c", CLIENT, addr, mode])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(Value::Object(rows.clone()).to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn tritonclient_gets_the_predictions_evaluate_computed() {
+    let ws = trained();
+    let server = Server::start(ws.root(), &["models"]);
+    let rows = test_rows(ws);
+    let expected = evaluated(ws);
+    assert_eq!(
+        rows["sepal_length"].as_array().unwrap().len(),
+        expected.len()
+    );
+    for mode in ["binary", "json"] {
+        let got = tritonclient(&server.addr, mode, &rows);
+        assert_eq!(got["binary_response"], mode == "binary", "{mode}");
+        let meta = &got["meta"];
+        assert_eq!(meta["name"], "iris");
+        assert_eq!(meta["versions"], json!(["1"]));
+        let names: Vec<&str> = meta["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, COLUMNS);
+        for (i, (class, probs)) in expected.iter().enumerate() {
+            assert_eq!(got["class"][i], *class, "{mode} row {i}");
+            let served: Vec<f64> = got["probabilities"][i]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap().parse().unwrap())
+                .collect();
+            // The same float32 features and the same f64 softmax as `evaluate`: equal values.
+            assert_eq!(served, *probs, "{mode} row {i}");
+        }
+    }
+    assert!(
+        server
+            .log()
+            .contains("path=/v2/models/iris/infer model=\"iris\" status=200"),
+        "{}",
+        server.log()
+    );
+}
+
+/// One valid JSON request body for `n` rows of iris.
+fn good_request(n: usize) -> Value {
+    let inputs: Vec<Value> = COLUMNS
+        .iter()
+        .map(|c| json!({"name": c, "shape": [n], "datatype": "FP64", "data": vec![5.0; n]}))
+        .collect();
+    json!({"inputs": inputs})
+}
+
+#[test]
+fn malformed_requests_get_4xx_and_the_server_keeps_serving() {
+    let ws = trained();
+    let server = Server::start(ws.root(), &["models", "--max-body", "4096"]);
+    let addr = server.addr.as_str();
+    let infer = "/v2/models/iris/infer";
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut v = good_request(2);
+        f(&mut v);
+        v
+    };
+    let cases: Vec<(&str, &str, Value, u16, &str)> = vec![
+        (
+            "wrong datatype",
+            infer,
+            with(&|v| {
+                v["inputs"][0]["datatype"] = json!("BYTES");
+                v["inputs"][0]["data"] = json!(["5", "5"]);
+            }),
+            400,
+            "input `sepal_length` is BYTES",
+        ),
+        (
+            "strings as FP64",
+            infer,
+            with(&|v| v["inputs"][0]["data"] = json!(["a", "b"])),
+            400,
+            "\"a\" is not a FP64 value",
+        ),
+        (
+            "wrong shape",
+            infer,
+            with(&|v| v["inputs"][1]["shape"] = json!([1, 2])),
+            400,
+            "has shape [1, 2]",
+        ),
+        (
+            "shape and data disagree",
+            infer,
+            with(&|v| v["inputs"][1]["shape"] = json!([3])),
+            400,
+            "the shape says 3 elements",
+        ),
+        (
+            "rows disagree",
+            infer,
+            with(&|v| {
+                v["inputs"][1]["shape"] = json!([1]);
+                v["inputs"][1]["data"] = json!([1.0]);
+            }),
+            400,
+            "has 1 rows",
+        ),
+        (
+            "unknown input",
+            infer,
+            with(&|v| v["inputs"][0]["name"] = json!("sepal")),
+            400,
+            "the model has no input `sepal`",
+        ),
+        (
+            "missing input",
+            infer,
+            with(&|v| {
+                v["inputs"].as_array_mut().unwrap().pop();
+            }),
+            400,
+            "input `petal_width` is missing",
+        ),
+        (
+            "unknown output",
+            infer,
+            with(&|v| v["outputs"] = json!([{"name": "logits"}])),
+            400,
+            "no output `logits`",
+        ),
+        (
+            "unknown model",
+            "/v2/models/tulip/infer",
+            good_request(1),
+            404,
+            "unknown model `tulip`; this server has: iris",
+        ),
+        (
+            "unknown version",
+            "/v2/models/iris/versions/9/infer",
+            good_request(1),
+            404,
+            "has no version 9",
+        ),
+    ];
+    for (what, path, body, status, message) in cases {
+        let (got, answer) = post_json(addr, path, &body);
+        assert_eq!(got, status, "{what}: {answer}");
+        let error = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: {answer}"));
+        assert!(error.contains(message), "{what}: {error}");
+    }
+
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        infer,
+        &[],
+        br#"{"inputs": [{"name": "sepal_length", "shape": [1], "dat"#,
+    );
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("not valid JSON"));
+    let big = vec![b' '; 8192];
+    let (status, _, body) = http(addr, "POST", infer, &[], &big);
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("limit of 4096 bytes"));
+    let (status, _, _) = http(
+        addr,
+        "POST",
+        infer,
+        &[("Inference-Header-Content-Length", "999".into())],
+        b"{}",
+    );
+    assert_eq!(status, 400);
+    let (status, _, _) = http(addr, "GET", infer, &[], b"");
+    assert_eq!(status, 405);
+    let (status, _, _) = http(addr, "GET", "/v1/models", &[], b"");
+    assert_eq!(status, 404);
+
+    // Still serving.
+    let (status, answer) = post_json(addr, infer, &good_request(3));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outputs"][1]["name"], "class");
+    assert_eq!(answer["outputs"][1]["data"].as_array().unwrap().len(), 3);
+    assert_eq!(answer["outputs"][0]["shape"], json!([3, 3]));
+}
+
+#[test]
+fn routes_answer_and_a_new_version_is_picked_up_without_a_restart() {
+    let _ = trained();
+    let dir = registry_copy();
+    let server = Server::start(dir.path(), &["models"]);
+    let addr = server.addr.as_str();
+    for path in [
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/iris/ready",
+        "/v2/models/iris/versions/1/ready",
+    ] {
+        assert_eq!(http(addr, "GET", path, &[], b"").0, 200, "{path}");
+    }
+    assert_eq!(http(addr, "GET", "/v2/models/tulip/ready", &[], b"").0, 404);
+    let (_, _, body) = http(addr, "GET", "/v2", &[], b"");
+    let meta: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(meta["extensions"], json!(["binary_tensor_data"]));
+    let metadata = |path: &str| -> Value {
+        serde_json::from_slice(&http(addr, "GET", path, &[], b"").2).unwrap()
+    };
+    let m = metadata("/v2/models/iris");
+    assert_eq!(
+        m["outputs"][0],
+        json!({"name": "probabilities", "datatype": "FP64", "shape": [-1, 3]})
+    );
+    assert_eq!(
+        m["parameters"]["classes"],
+        json!(["setosa", "versicolor", "virginica"])
+    );
+
+    // A deploy publishes a version by renaming a complete directory, then moves `latest`.
+    let models = dir.path().join("models/iris");
+    copy_dir(&models.join("1"), &dir.path().join("models/.tmp-2"));
+    std::fs::rename(dir.path().join("models/.tmp-2"), models.join("2")).unwrap();
+    std::fs::write(models.join("latest.tmp"), "2\n").unwrap();
+    std::fs::rename(models.join("latest.tmp"), models.join("latest")).unwrap();
+    assert!(
+        wait_for(LONG, || metadata("/v2/models/iris")["versions"]
+            == json!(["1", "2"])),
+        "{}",
+        server.log()
+    );
+    let (status, answer) = post_json(addr, "/v2/models/iris/infer", &good_request(1));
+    assert_eq!((status, &answer["model_version"]), (200, &json!("2")));
+    let (status, answer) = post_json(addr, "/v2/models/iris/versions/1/infer", &good_request(1));
+    assert_eq!((status, &answer["model_version"]), (200, &json!("1")));
+}
+
+#[test]
+fn sigterm_stops_the_server_gracefully() {
+    let ws = trained();
+    let mut server = Server::start(ws.root(), &["models"]);
+    let (status, _) = post_json(&server.addr, "/v2/models/iris/infer", &good_request(1));
+    assert_eq!(status, 200);
+    let child = server.child.take().unwrap();
+    send_signal(&child, libc::SIGTERM);
+    let run = wait_child(child, LONG);
+    assert_eq!(run.code, 0, "{}", server.log());
+    assert!(
+        wait_for(LONG, || server.log().contains("shutting down")),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn bad_starts_are_named() {
+    let ws = trained();
+    let run = ws.sluice(&["serve", "out/iris/normalized"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "`out/iris/normalized` is neither a model registry (no `.sluice-registry`) nor a bundle"
+        ),
+        "{}",
+        run.stderr
+    );
+    let run = ws.sluice(&["serve", "nowhere"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("`nowhere` is not a directory"),
+        "{}",
+        run.stderr
+    );
+
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().to_string();
+    let run = ws.sluice(&["serve", "models", "--addr", &port]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains(&format!("cannot listen on {port}: the address is in use")),
+        "{}",
+        run.stderr
+    );
+
+    // A bundle whose artifact names four classes for a three-class model.
+    let dir = registry_copy();
+    let bundle = dir.path().join("models/iris/1");
+    let pre = bundle.join("preprocess.json");
+    let mut p: Value = serde_json::from_str(&std::fs::read_to_string(&pre).unwrap()).unwrap();
+    p["label"]["classes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("tulip"));
+    std::fs::write(&pre, p.to_string()).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "models/iris/1"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("answers 3 values per row in `logits`, but its preprocess artifact expects 4 (one per class: setosa, versicolor, virginica, tulip)"), "{stderr}");
+}
