@@ -111,7 +111,7 @@ fn notice_line(style: &report::Style, n: Notice) -> Option<String> {
             } else {
                 stages.join(", ")
             };
-            format!("{} {path} changed → {what}", style.paint("36", "change"))
+            format!("{path} changed {} {what}", style.paint("36", "→"))
         }),
         Notice::PipelineInvalid { errors } => Some(format!(
             "{}\n{} the edit is not valid; still watching with the last good pipeline",

@@ -507,3 +507,37 @@ stages:
     );
     assert!(!ws.exists("out/slow.txt"), "partial output must be removed");
 }
+
+#[test]
+fn a_pipeline_edit_during_a_round_stops_the_changed_stage_and_runs_its_new_definition() {
+    let ws = Ws::new();
+    let slow = |n: u32| {
+        format!(
+            r#"
+stages:
+  slow:
+    run: "touch started-{n}; while [ ! -f release ]; do sleep 0.05; done; echo {n} > ${{{{ outputs.o }}}}"
+    outputs: {{o: out/slow.txt}}
+"#
+        )
+    };
+    ws.pipeline(&slow(1));
+    let w = Watcher::start(&ws, &["--kill-grace", "5"]);
+    assert!(wait_for(LONG, || ws.exists("started-1")));
+    ws.pipeline(&slow(2));
+    let at = w.changed(0, "sluice.yaml");
+    assert_eq!(names(&w.events()[at]), ["slow"]);
+    let stopped = w.wait(at, "slow stopped", |e| {
+        e["event"] == "stage_finished" && e["stage"] == "slow"
+    });
+    assert_eq!(w.events()[stopped]["outcome"], "cancelled");
+    assert!(
+        wait_for(LONG, || ws.exists("started-2")),
+        "the new definition never started"
+    );
+    ws.write("release", "");
+    let end = w.idle(stopped);
+    assert_eq!(w.started(stopped, end), ["slow"]);
+    assert_eq!(ws.read("out/slow.txt"), "2\n");
+    assert_eq!(w.interrupt(), 130);
+}
