@@ -457,3 +457,58 @@ fn argmax(row: &[f64]) -> usize {
         })
         .0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(name: &str, datatype: DataType, shape: &[usize], data: Elements) -> Tensor {
+        Tensor {
+            name: name.into(),
+            datatype,
+            shape: shape.to_vec(),
+            data,
+        }
+    }
+
+    #[test]
+    fn images_are_normalized_channel_first() {
+        let pre = ImagePreprocess::from_json(
+            r#"{"format": 1, "kind": "images", "classes": ["a", "b"], "size": [2, 1],
+                "color": "rgb", "filter": "triangle", "mean": [0, 0, 0], "std": [1, 1, 0.5],
+                "fitted": true, "layout": "NCHW"}"#,
+        )
+        .unwrap();
+        // One image, 1 × 2 pixels, RGB interleaved.
+        let pixels = vec![255, 0, 51, 0, 255, 102];
+        let input = tensor("image", DataType::U8, &[1, 1, 2, 3], Elements::U8(pixels));
+        let (rows, x) = image_features(&pre, &[input]).unwrap();
+        assert_eq!(rows, 1);
+        assert_eq!(x, vec![1.0, 0.0, 0.0, 1.0, 0.4, 0.8]);
+        let wrong = tensor(
+            "image",
+            DataType::U8,
+            &[1, 2, 1, 3],
+            Elements::U8(vec![0; 6]),
+        );
+        let e = image_features(&pre, &[wrong]).unwrap_err();
+        assert!(e.message.contains("takes [N, 1, 2, 3]"), "{}", e.message);
+        let floats = tensor(
+            "image",
+            DataType::F32,
+            &[1, 1, 2, 3],
+            Elements::Numbers(vec![0.0; 6]),
+        );
+        assert!(image_features(&pre, &[floats])
+            .unwrap_err()
+            .message
+            .contains("UINT8"));
+    }
+
+    #[test]
+    fn softmax_and_ties_follow_evaluate() {
+        assert_eq!(softmax(&[0.0, 0.0], 2), vec![0.5, 0.5]);
+        assert_eq!(argmax(&[0.5, 0.5]), 0);
+        assert_eq!(sigmoid_pairs(&[0.0]), vec![0.5, 0.5]);
+    }
+}
