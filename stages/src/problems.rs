@@ -1,9 +1,11 @@
-//! Shared pieces of config checking: building a `ConfigProblem`, reading `with:` as a mapping,
-//! and turning problems found again at run time (a stage re-parses `with:` when it runs, in
-//! case the engine was driven without validation) into one line of its failure message.
+//! Shared pieces of config checking and messages: building a `ConfigProblem`, reading `with:` as
+//! a mapping, naming files workspace-relative, and turning problems found again at run time (a
+//! stage re-parses `with:` when it runs, in case the engine was driven without validation) into
+//! one line of its failure message.
 
 use serde_json::{Map, Value};
 use sluice_runner::stage::ConfigProblem;
+use std::path::Path;
 use std::sync::OnceLock;
 
 /// A problem at `path` inside `with:`.
@@ -43,4 +45,13 @@ pub(crate) fn one_line(problems: &[ConfigProblem]) -> String {
         .map(|p| p.message.as_str())
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// `path` relative to the workspace when it lies inside it: how messages and reports name files
+/// (as the user wrote them in the pipeline).
+pub(crate) fn relative(workspace: &Path, path: &Path) -> String {
+    path.strip_prefix(workspace)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }

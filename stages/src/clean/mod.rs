@@ -14,13 +14,13 @@ pub(crate) use images::parse_size;
 mod rules;
 
 use crate::image_folder::FolderError;
+use crate::problems::relative;
 use crate::staged::{Staged, StagedError};
 use crate::table::{self, TableError};
 use config::CleanConfig;
 use serde_json::{json, Map, Value};
 use sluice_runner::stage::ConfigProblem;
 use sluice_runner::{Stage, StageContext};
-use std::path::Path;
 
 const INPUT: &str = "table";
 const IMAGES: &str = "images";
@@ -233,12 +233,4 @@ fn sort(value: Value) -> Value {
         Value::Array(items) => Value::Array(items.into_iter().map(sort).collect()),
         v => v,
     }
-}
-
-/// `path` relative to the workspace when it lies inside it, for messages and the report.
-fn relative(workspace: &Path, path: &Path) -> String {
-    path.strip_prefix(workspace)
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }

@@ -11,6 +11,7 @@ mod plots;
 
 use crate::arrays::{self, Array};
 use crate::problems::problem;
+use crate::problems::relative;
 use crate::pyenv::{self, Step};
 use crate::staged::Staged;
 use serde_json::{json, Value};
@@ -158,10 +159,6 @@ impl Stage for Evaluate {
     }
 }
 
-fn rel(ws: &Path, p: &Path) -> String {
-    p.strip_prefix(ws).unwrap_or(p).display().to_string()
-}
-
 /// Loads the inference runtime, fetching it first when needed (with notices).
 pub(crate) fn runtime(ctx: &StageContext<'_>) -> Result<(), String> {
     let lib = pyenv::ensure_runtime(&ctx.cancel, &mut |step| match step {
@@ -202,32 +199,33 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
     let Array::F32 {
         shape,
         data: features,
-    } = arrays::read(&features_path, &rel(ws, &features_path))?
+    } = arrays::read(&features_path, &relative(ws, &features_path))?
     else {
         return Err(format!(
             "`{}` must hold float32 features",
-            rel(ws, &features_path)
+            relative(ws, &features_path)
         ));
     };
-    let labels = arrays::read(&labels_path, &rel(ws, &labels_path))?;
+    let labels = arrays::read(&labels_path, &relative(ws, &labels_path))?;
     let n = shape.first().copied().unwrap_or(0);
     if n == 0 {
-        return Err(format!("`{}`: the test split has no rows, so there is nothing to evaluate\nhint: give `split` a test ratio above 0", rel(ws, test)));
+        return Err(format!("`{}`: the test split has no rows, so there is nothing to evaluate\nhint: give `split` a test ratio above 0", relative(ws, test)));
     }
     if labels.shape() != [n] {
         return Err(format!(
             "`{}` has shape {:?}, but the features have {n} rows",
-            rel(ws, &labels_path),
+            relative(ws, &labels_path),
             labels.shape()
         ));
     }
     let preprocess = match ctx.inputs.get("preprocess") {
         Some(p) => Some(
             std::fs::read_to_string(p)
-                .map_err(|e| format!("cannot read `{}`: {e}", rel(ws, p)))
+                .map_err(|e| format!("cannot read `{}`: {e}", relative(ws, p)))
                 .and_then(|t| {
-                    serde_json::from_str::<Value>(&t)
-                        .map_err(|e| format!("`{}` is not a preprocess artifact: {e}", rel(ws, p)))
+                    serde_json::from_str::<Value>(&t).map_err(|e| {
+                        format!("`{}` is not a preprocess artifact: {e}", relative(ws, p))
+                    })
                 })?,
         ),
         None => None,
@@ -279,7 +277,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
                 if l < 0 || l as usize >= k {
                     return Err(format!(
                         "`{}` row {i}: class id {l} is outside 0..{}",
-                        rel(ws, &labels_path),
+                        relative(ws, &labels_path),
                         k - 1
                     ));
                 }
@@ -380,7 +378,12 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
         let history: Value = std::fs::read_to_string(h)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
-            .ok_or_else(|| format!("`{}` is not a history.json written by `train`", rel(ws, h)))?;
+            .ok_or_else(|| {
+                format!(
+                    "`{}` is not a history.json written by `train`",
+                    relative(ws, h)
+                )
+            })?;
         plots::curves(&dir.join("training_curves.png"), &history)?;
     }
     staged.commit().map_err(|e| e.to_string())?;

@@ -15,6 +15,7 @@ mod images;
 pub mod preprocess;
 
 use crate::npy;
+use crate::problems::relative;
 use crate::staged::{Staged, StagedError};
 use crate::table::{self, Table, TableError};
 use arrow::datatypes::DataType;
@@ -251,12 +252,4 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), NormalizeError> {
             source,
         })
     })
-}
-
-/// `path` relative to the workspace when it lies inside it, for messages.
-fn relative(workspace: &Path, path: &Path) -> String {
-    path.strip_prefix(workspace)
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }

@@ -12,13 +12,13 @@ mod images;
 mod summary;
 
 use crate::image_folder::FolderError;
+use crate::problems::relative;
 use crate::staged::{Staged, StagedError};
 use crate::table::{self, TableError};
 use arrow::array::UInt64Array;
 use config::{Method, SplitConfig};
 use sluice_runner::stage::ConfigProblem;
 use sluice_runner::{Stage, StageContext};
-use std::path::Path;
 
 /// One of the three splits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -217,12 +217,4 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
     step(STEPS, "wrote the summary".into())?;
     staged.commit()?;
     Ok(())
-}
-
-/// `path` relative to the workspace when it lies inside it, for messages and the summary.
-fn relative(workspace: &Path, path: &Path) -> String {
-    path.strip_prefix(workspace)
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }

@@ -13,6 +13,7 @@ mod config;
 mod device;
 
 use crate::arrays;
+use crate::problems::relative;
 use crate::pyenv::{self, Flavor, Step};
 use config::{DataFacts, Device, Model, Task, TrainConfig};
 use serde_json::{json, Value};
@@ -194,13 +195,13 @@ fn data_facts(
 ) -> Result<DataFacts, String> {
     let features = train.join("features.npy");
     let labels = train.join("labels.npy");
-    let shape = arrays::header(&features, &rel(&ctx.workspace, &features))?.shape;
-    let label_dtype = arrays::header(&labels, &rel(&ctx.workspace, &labels))?.dtype;
+    let shape = arrays::header(&features, &relative(&ctx.workspace, &features))?.shape;
+    let label_dtype = arrays::header(&labels, &relative(&ctx.workspace, &labels))?.dtype;
     let images = shape.len() == 4;
     if !(shape.len() == 2 || images) {
         return Err(format!(
             "`{}` has shape {shape:?}; `train` reads [N, F] tables or [N, C, H, W] images, as `normalize` writes them",
-            rel(&ctx.workspace, &features)
+            relative(&ctx.workspace, &features)
         ));
     }
     let from_labels = if label_dtype == arrays::Dtype::I64 {
@@ -216,9 +217,9 @@ fn data_facts(
         });
     };
     let text = std::fs::read_to_string(pre)
-        .map_err(|e| format!("cannot read `{}`: {e}", rel(&ctx.workspace, pre)))?;
+        .map_err(|e| format!("cannot read `{}`: {e}", relative(&ctx.workspace, pre)))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| {
-        format!("`{}` is not a preprocess artifact: {e}\nhint: give the `preprocess` output of `normalize`", rel(&ctx.workspace, pre))
+        format!("`{}` is not a preprocess artifact: {e}\nhint: give the `preprocess` output of `normalize`", relative(&ctx.workspace, pre))
     })?;
     let strings = |v: Option<&Value>| {
         v.and_then(Value::as_array).map(|a| {
@@ -237,7 +238,7 @@ fn data_facts(
             _ => {
                 return Err(format!(
                     "`{}` names no label task\nhint: give the `preprocess` output of `normalize`",
-                    rel(&ctx.workspace, pre)
+                    relative(&ctx.workspace, pre)
                 ))
             }
         };
@@ -247,16 +248,16 @@ fn data_facts(
         return Err(format!(
             "`task: {}` contradicts `{}`, which says the label is for {}\nhint: drop `task:`; it is read from the preprocess artifact",
             json!(t).as_str().unwrap_or_default(),
-            rel(&ctx.workspace, pre),
+            relative(&ctx.workspace, pre),
             json!(task).as_str().unwrap_or_default()
         ));
     }
     if task != from_labels {
         return Err(format!(
             "`{}` holds {label_dtype:?} labels, which does not fit the {} task of `{}`\nhint: give the split and the preprocess artifact of the same `normalize` stage",
-            rel(&ctx.workspace, &labels),
+            relative(&ctx.workspace, &labels),
             json!(task).as_str().unwrap_or_default(),
-            rel(&ctx.workspace, pre)
+            relative(&ctx.workspace, pre)
         ));
     }
     Ok(DataFacts {
@@ -279,8 +280,4 @@ fn user_model(ctx: &StageContext<'_>, path: &str) -> Result<PathBuf, String> {
         ));
     }
     Ok(abs)
-}
-
-fn rel(workspace: &Path, p: &Path) -> String {
-    p.strip_prefix(workspace).unwrap_or(p).display().to_string()
 }
