@@ -289,7 +289,8 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--workdir", default=None, help="where the CSV and outputs go (default: a temp dir, removed)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    ap.add_argument("--tools", default="sluice,pandas,polars")
+    ap.add_argument("--tools", default="sluice,pandas,pandas_c,polars",
+                    help="pandas: read_csv(engine='pyarrow'); pandas_c: read_csv() with its default C engine")
     ap.add_argument("--json", default=None)
     ap.add_argument("--images", type=int, default=0, help="also time normalize on N generated PNGs (0: skip)")
     ap.add_argument("--image-size", type=int, default=96)
@@ -305,6 +306,9 @@ def main():
         subprocess.run([args.ref_python, "-c", GEN, str(args.rows), str(args.seed), str(csv)], check=True)
         print(f"generated {csv} ({csv.stat().st_size / 1e6:.0f} MB, {args.rows:,} rows) in {time.perf_counter() - t0:.0f} s", flush=True)
     (work / "pandas_ref.py").write_text(PANDAS)
+    # pandas as most users write it: read_csv with its default C engine (the line above uses the
+    # faster, multi-threaded pyarrow engine).
+    (work / "pandas_c_ref.py").write_text(PANDAS.replace('pd.read_csv(src, engine="pyarrow")', "pd.read_csv(src)"))
     (work / "polars_ref.py").write_text(POLARS)
 
     if args.images:
@@ -352,7 +356,7 @@ def main():
         med[t] = w
         print(f"| {t} | {w:.1f} s | {m:.0f} MiB | {m / size_mib:.2f}× |")
     if "sluice" in med:
-        for t in ("pandas", "polars"):
+        for t in ("pandas", "pandas_c", "polars"):
             if t in med:
                 print(f"{t} / sluice wall: {med[t] / med['sluice']:.2f}×")
     if args.json:
