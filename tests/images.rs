@@ -274,3 +274,117 @@ fn the_digits_pipeline_runs_end_to_end() {
     again.assert_ok();
     assert_eq!(again.outcomes()["normalize"], "up_to_date");
 }
+
+/// The message of `stage`'s `stage_finished` event.
+fn failure(r: &Run, stage: &str) -> String {
+    r.events()
+        .into_iter()
+        .find(|e| e["event"] == "stage_finished" && e["stage"] == stage)
+        .and_then(|e| e["message"].as_str().map(String::from))
+        .unwrap_or_else(|| panic!("no failure message for `{stage}`: {}", r.stderr))
+}
+
+/// Two classes of `n` distinct 4×4 PNGs each under `dir`.
+fn small_folder(ws: &Ws, dir: &str, classes: &[&str], n: u32) {
+    for (c, class) in classes.iter().enumerate() {
+        for i in 0..n {
+            let bytes = png(4, 4, |x, y| {
+                [(x * 50 + i) as u8, (y * 50) as u8, (c * 100) as u8]
+            });
+            put(ws, &format!("{dir}/{class}/{i}.png"), &bytes);
+        }
+    }
+}
+
+#[test]
+fn normalize_names_an_image_it_cannot_decode() {
+    // Without a clean stage in front, a broken file reaches normalize: it must say which.
+    let ws = Ws::new();
+    small_folder(&ws, "data/tr", &["cat", "dog"], 3);
+    put(
+        &ws,
+        "data/tr/dog/9_broken.png",
+        b"\x89PNG\r\n\x1a\ntruncated",
+    );
+    ws.pipeline("stages:\n  n:\n    uses: normalize\n    inputs: {train: data/tr}\n    with: {size: [2, 2]}\n");
+    let r = ws.run(&[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let message = failure(&r, "n");
+    assert!(message.contains("data/tr/dog/9_broken.png"), "{message}");
+    assert!(
+        message.contains("clean"),
+        "the hint names the clean stage: {message}"
+    );
+    assert!(!ws.exists("out/sluice/n/train"), "nothing half-written");
+    assert!(!ws.exists("out/sluice/n/preprocess"));
+}
+
+#[test]
+fn a_class_only_in_val_is_an_error() {
+    // A model cannot learn a class it never sees; its label would have no index.
+    let ws = Ws::new();
+    small_folder(&ws, "data/tr", &["cat", "dog"], 3);
+    small_folder(&ws, "data/va", &["bird", "cat"], 2);
+    ws.pipeline("stages:\n  n:\n    uses: normalize\n    inputs: {train: data/tr, val: data/va}\n    with: {size: [2, 2]}\n");
+    let r = ws.run(&[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let message = failure(&r, "n");
+    assert!(message.contains("data/va/bird"), "{message}");
+    assert!(message.contains("data/tr"), "{message}");
+    assert!(!ws.exists("out/sluice/n/val"));
+}
+
+#[test]
+fn clean_refuses_both_a_table_and_an_image_folder() {
+    let ws = Ws::new();
+    small_folder(&ws, "data/imgs", &["a", "b"], 1);
+    ws.write("data/t.csv", "x,y\n1,2\n");
+    ws.pipeline(
+        "stages:\n  c:\n    uses: clean\n    inputs: {table: data/t.csv, images: data/imgs}\n",
+    );
+    let r = ws.run(&[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let message = failure(&r, "c");
+    assert!(
+        message.starts_with("`clean` takes either a `table` or an `images` input, not both"),
+        "{message}"
+    );
+    assert!(!ws.exists("out/sluice/c/table"));
+}
+
+#[test]
+fn jpeg_files_are_decoded_like_png() {
+    // A solid colour survives JPEG within a step or two; fixed mean 0 / std 1 leaves the
+    // pixels' [0, 1] values in the arrays.
+    let ws = Ws::new();
+    let colours = [("red", [200u8, 30, 40]), ("blue", [20u8, 60, 220])];
+    for (class, rgb) in colours {
+        for i in 0..2u8 {
+            let img = image::RgbImage::from_pixel(8, 8, image::Rgb([rgb[0], rgb[1] + i, rgb[2]]));
+            let mut bytes = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95)
+                .encode_image(&img)
+                .unwrap();
+            put(&ws, &format!("data/j/{class}/{i}.jpg"), &bytes);
+        }
+    }
+    ws.pipeline("stages:\n  n:\n    uses: normalize\n    inputs: {train: data/j}\n    with: {size: [4, 4], mean: [0, 0, 0], std: [1, 1, 1]}\n");
+    ws.run(&[]).assert_ok();
+    let (descr, shape, data) = npy(&ws, "out/sluice/n/train/features.npy");
+    assert_eq!((descr.as_str(), shape.clone()), ("<f4", vec![4, 3, 4, 4]));
+    let (_, _, labels) = npy(&ws, "out/sluice/n/train/labels.npy");
+    let values = f32s(&data);
+    for (row, label) in i64s(&labels).into_iter().enumerate() {
+        // Classes are sorted: blue = 0, red = 1.
+        let rgb = colours[1 - label as usize].1;
+        for (c, &want) in rgb.iter().enumerate() {
+            for px in 0..16 {
+                let got = values[row * 48 + c * 16 + px] * 255.0;
+                assert!(
+                    (got - want as f32).abs() <= 4.0,
+                    "row {row} channel {c}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
