@@ -367,6 +367,47 @@ fn a_gpu_without_the_cuda_build_falls_back_with_a_warning_or_names_setup_cuda() 
 }
 
 #[test]
+fn a_cuda_provider_that_does_not_load_fails_cuda_and_warns_with_auto() {
+    let ws = Ws::new();
+    device_ws(&ws, "");
+    ws.run(&[]).assert_ok();
+    // `ORT_DYLIB_PATH` at the CPU build: sluice tries the CUDA provider from it, for real.
+    let cpu_build =
+        cache_root().join("onnxruntime/1.31.1/onnxruntime/capi/libonnxruntime.so.1.31.1");
+    assert!(cpu_build.is_file(), "{}", cpu_build.display());
+    let run_with_a_gpu = || {
+        let out = ws
+            .command(&["run", "--gpus", "1"])
+            .env("ORT_DYLIB_PATH", &cpu_build)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    device_ws(&ws, "    resources: {gpus: 1}\n    with: {device: cuda}\n");
+    let (code, stderr) = run_with_a_gpu();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the CUDA execution provider does not load (CUDA device 0): CUDA execution provider is not enabled in this build\nhint: `sluice setup --cuda` checks that the CUDA provider loads; `device: auto` falls back to the CPU"),
+        "{stderr}"
+    );
+
+    device_ws(&ws, "    resources: {gpus: 1}\n    with: {device: auto}\n");
+    let (code, stderr) = run_with_a_gpu();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: evaluate: the CUDA execution provider does not load (CUDA device 0): CUDA execution provider is not enabled in this build; evaluating on the CPU"),
+        "{stderr}"
+    );
+    assert_eq!(
+        json(&ws, "out/metrics.json")["provider"],
+        "CPUExecutionProvider"
+    );
+}
+
+#[test]
 fn evaluate_on_cuda_when_a_gpu_is_present() {
     if !gpu_present() {
         eprintln!("SKIPPED: no GPU (nvidia-smi -L found none); evaluate on the CUDA provider was not tested");

@@ -120,8 +120,11 @@ fn preload_cuda(loaded: &Loaded) -> Result<(), String> {
         .get_or_init(|| {
             for lib in &loaded.cuda_libraries {
                 ort::util::preload_dylib(lib).map_err(|e| {
+                    // libloading's own text is only "dlopen failed"; the reason is its source.
+                    let why = std::error::Error::source(&e)
+                        .map_or_else(|| e.to_string(), |s| s.to_string());
                     format!(
-                        "cannot load the CUDA library `{}`: {e}\nhint: the NVIDIA driver (libcuda.so.1) must be installed and support CUDA 13 (driver 580 or newer; `nvidia-smi` shows it)",
+                        "cannot load the CUDA library `{}`: {why}\nhint: the NVIDIA driver (libcuda.so.1) must be installed and support CUDA 13 (driver 580 or newer; `nvidia-smi` shows it)",
                         lib.display()
                     )
                 })?;
@@ -173,7 +176,11 @@ impl Model {
                 .build()
                 .error_on_failure();
             builder = builder.with_execution_providers([cuda]).map_err(|e| {
-                format!("the CUDA execution provider does not load (CUDA device {device}): {e}")
+                let e = e.to_string();
+                format!(
+                    "the CUDA execution provider does not load (CUDA device {device}): {}",
+                    e.trim_end_matches('.')
+                )
             })?;
         }
         let session = builder.commit_from_file(path).map_err(|e| what(&e))?;

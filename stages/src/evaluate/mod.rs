@@ -268,17 +268,22 @@ fn load_model(
     let provider = Provider::Cuda { device };
     match Model::load_on(path, 0, provider) {
         Ok(model) => Ok((model, provider)),
-        Err(e) if choice.auto => {
-            ctx.events.warn(format!(
-                "{}; evaluating on the CPU\nhint: `sluice setup --cuda` checks the CUDA provider",
-                shown(e)
+        Err(e) => {
+            let e = shown(e);
+            // The message, then its hint (the provider's own, or how to check the provider).
+            let (what, hint) = e.split_once("\nhint: ").unwrap_or((
+                &e,
+                "`sluice setup --cuda` checks that the CUDA provider loads",
             ));
+            if !choice.auto {
+                return Err(format!(
+                    "{what}\nhint: {hint}; `device: auto` falls back to the CPU"
+                ));
+            }
+            ctx.events
+                .warn(format!("{what}; evaluating on the CPU\nhint: {hint}"));
             Ok((Model::load(path, 0).map_err(shown)?, Provider::Cpu))
         }
-        Err(e) => Err(format!(
-            "{}\nhint: `sluice setup --cuda` checks the CUDA provider; `device: auto` falls back to the CPU",
-            shown(e)
-        )),
     }
 }
 
