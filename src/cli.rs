@@ -98,8 +98,9 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct SetupArgs {
-    /// The CUDA build of ONNX Runtime training with NVIDIA's CUDA 12 and cuDNN 9 wheels (needs
-    /// only the NVIDIA driver), checked by loading the CUDA provider
+    /// Also the CUDA builds: ONNX Runtime training with NVIDIA's CUDA 11.8 and cuDNN 8 wheels, and
+    /// onnxruntime-gpu for evaluate with CUDA 13 and cuDNN 9 (needs only the NVIDIA driver),
+    /// each checked by loading its CUDA provider
     #[arg(long)]
     pub cuda: bool,
 }

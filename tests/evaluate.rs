@@ -240,3 +240,221 @@ fn two_classes_get_roc_auc_and_a_roc_plot() {
         "no history was given"
     );
 }
+
+/// A logistic model on two separable classes (trained once per workspace, then cached), and an
+/// evaluate stage with `evaluate` appended to its definition (`with:`, `resources:`).
+fn device_ws(ws: &Ws, evaluate: &str) {
+    if !ws.exists("data/train") {
+        split(ws, "data/train", 40, 0);
+        split(ws, "data/test", 20, 1);
+    }
+    ws.pipeline(&format!(
+        "name: device\nstages:\n  train:\n    uses: train\n    inputs: {{train: data/train}}\n    outputs: {{model: out/m.onnx, history: out/h.json, artifacts: out/a}}\n    with: {{model: logistic, epochs: 30, batch_size: 8, device: cpu}}\n  evaluate:\n    uses: evaluate\n    inputs: {{model: \"${{{{ stages.train.outputs.model }}}}\", test: data/test}}\n    outputs: {{metrics: out/metrics.json, predictions: out/p.csv, plots: out/plots}}\n{evaluate}"
+    ));
+}
+
+/// The user cache sluice uses (as `pyenv::cache_root` finds it).
+fn cache_root() -> PathBuf {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    var("SLUICE_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("sluice")))
+        .unwrap_or_else(|| PathBuf::from(var("HOME").unwrap()).join(".cache/sluice"))
+}
+
+#[test]
+fn evaluate_without_a_gpu_runs_on_the_cpu_and_says_so_and_cuda_is_an_error() {
+    if gpu_present() {
+        eprintln!("SKIPPED: this machine has a GPU; the no-GPU paths cannot be observed here");
+        return;
+    }
+    let ws = Ws::new();
+    device_ws(&ws, "    resources: {gpus: 1}\n");
+    let run = ws.sluice(&["run"]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("evaluate: no GPU is available to this stage (it asks for one with `resources: {gpus: 1}`); evaluating on the CPU"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        json(&ws, "out/metrics.json")["provider"],
+        "CPUExecutionProvider"
+    );
+
+    // `device: cuda` makes the GPU a requirement: the scheduler refuses the stage...
+    device_ws(&ws, "    resources: {gpus: 1}\n    with: {device: cuda}\n");
+    let run = ws.sluice(&["run"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("evaluate: needs 1 GPU but 0 are available"),
+        "{}",
+        run.stderr
+    );
+    // ... and the stage itself, when it asks for no GPU.
+    device_ws(&ws, "    with: {device: cuda}\n");
+    let run = ws.sluice(&["run"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("`device: cuda` but this stage has no GPU"),
+        "{}",
+        run.stderr
+    );
+    assert!(!ws.exists("out/metrics.json"));
+
+    device_ws(&ws, "    with: {device: gpu}\n");
+    let run = ws.sluice(&["run"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown device `gpu`"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_gpu_without_the_cuda_build_falls_back_with_a_warning_or_names_setup_cuda() {
+    let ws = Ws::new();
+    device_ws(&ws, "");
+    ws.run(&[]).assert_ok();
+    // A cache that has the CPU library but not the CUDA build; `--gpus 1` hands the stage GPU
+    // 0 whether or not the machine has one.
+    let cache = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        cache_root().join("onnxruntime"),
+        cache.path().join("onnxruntime"),
+    )
+    .unwrap();
+    let run_with_a_gpu = || {
+        let out = ws
+            .command(&["run", "--gpus", "1"])
+            .env("SLUICE_CACHE_DIR", cache.path())
+            .env_remove("ORT_DYLIB_PATH")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    device_ws(&ws, "    resources: {gpus: 1}\n    with: {device: auto}\n");
+    let (code, stderr) = run_with_a_gpu();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("GPU 0 is assigned, but ONNX Runtime's CUDA build is not installed; evaluating on the CPU"),
+        "{stderr}"
+    );
+    assert_eq!(
+        json(&ws, "out/metrics.json")["provider"],
+        "CPUExecutionProvider"
+    );
+
+    device_ws(&ws, "    resources: {gpus: 1}\n    with: {device: cuda}\n");
+    let (code, stderr) = run_with_a_gpu();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`device: cuda` needs ONNX Runtime's CUDA build, which is not installed")
+            && stderr.contains("run `sluice setup --cuda` once"),
+        "{stderr}"
+    );
+    assert!(
+        !cache.path().join("onnxruntime-gpu").exists(),
+        "evaluate must not fetch the CUDA build itself"
+    );
+}
+
+#[test]
+fn a_cuda_provider_that_does_not_load_fails_cuda_and_warns_with_auto() {
+    let ws = Ws::new();
+    device_ws(&ws, "");
+    ws.run(&[]).assert_ok();
+    // `ORT_DYLIB_PATH` at the CPU build: sluice tries the CUDA provider from it, for real.
+    let cpu_build =
+        cache_root().join("onnxruntime/1.31.1/onnxruntime/capi/libonnxruntime.so.1.31.1");
+    assert!(cpu_build.is_file(), "{}", cpu_build.display());
+    let run_with_a_gpu = || {
+        let out = ws
+            .command(&["run", "--gpus", "1"])
+            .env("ORT_DYLIB_PATH", &cpu_build)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    device_ws(&ws, "    resources: {gpus: 1}\n    with: {device: cuda}\n");
+    let (code, stderr) = run_with_a_gpu();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the CUDA execution provider does not load (CUDA device 0): CUDA execution provider is not enabled in this build\nhint: `sluice setup --cuda` checks that the CUDA provider loads; `device: auto` falls back to the CPU"),
+        "{stderr}"
+    );
+
+    device_ws(&ws, "    resources: {gpus: 1}\n    with: {device: auto}\n");
+    let (code, stderr) = run_with_a_gpu();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: evaluate: the CUDA execution provider does not load (CUDA device 0): CUDA execution provider is not enabled in this build; evaluating on the CPU"),
+        "{stderr}"
+    );
+    assert_eq!(
+        json(&ws, "out/metrics.json")["provider"],
+        "CPUExecutionProvider"
+    );
+}
+
+#[test]
+fn evaluate_on_cuda_when_a_gpu_is_present() {
+    if !gpu_present() {
+        eprintln!("SKIPPED: no GPU (nvidia-smi -L found none); evaluate on the CUDA provider was not tested");
+        return;
+    }
+    let ws = Ws::new();
+    device_ws(&ws, "    with: {device: cpu}\n");
+    ws.run(&[]).assert_ok();
+    let on_cpu = ws.read("out/p.csv");
+    let setup = ws.sluice(&["setup", "--cuda"]);
+    setup.assert_ok();
+    assert!(
+        setup
+            .stderr
+            .contains("the CUDA execution provider loads for inference"),
+        "{}",
+        setup.stderr
+    );
+    device_ws(&ws, "    resources: {gpus: 1}\n    with: {device: cuda}\n");
+    let run = ws.sluice(&["run", "-v"]);
+    run.assert_ok();
+    assert!(
+        run.stderr
+            .contains("running the model on CUDAExecutionProvider"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        json(&ws, "out/metrics.json")["provider"],
+        "CUDAExecutionProvider"
+    );
+    // The same predictions as on the CPU, up to float rounding.
+    let on_gpu = ws.read("out/p.csv");
+    for (a, b) in on_cpu.lines().zip(on_gpu.lines()).skip(1) {
+        let (a, b): (Vec<&str>, Vec<&str>) = (a.split(',').collect(), b.split(',').collect());
+        assert_eq!(a[..3], b[..3], "{a:?} {b:?}");
+        for (x, y) in a[3..].iter().zip(&b[3..]) {
+            let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+            assert!((x - y).abs() < 1e-4, "{a:?} {b:?}");
+        }
+    }
+
+    // `auto` picks CUDA too.
+    device_ws(&ws, "    resources: {gpus: 1}\n");
+    ws.run(&[]).assert_ok();
+    assert_eq!(
+        json(&ws, "out/metrics.json")["provider"],
+        "CUDAExecutionProvider"
+    );
+}

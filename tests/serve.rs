@@ -214,8 +214,8 @@ fn test_rows(ws: &Ws) -> serde_json::Map<String, Value> {
 }
 
 /// `predictions.csv`: per row, the predicted class and the probabilities.
-fn evaluated(ws: &Ws) -> Vec<(String, Vec<f64>)> {
-    ws.read("out/iris/predictions.csv")
+fn evaluated(ws: &Ws, predictions: &str) -> Vec<(String, Vec<f64>)> {
+    ws.read(predictions)
         .lines()
         .skip(1)
         .map(|l| {
@@ -261,8 +261,14 @@ print(json.dumps({
 "#;
 
 fn tritonclient(addr: &str, mode: &str, rows: &serde_json::Map<String, Value>) -> Value {
+    python_client(CLIENT, addr, mode, &Value::Object(rows.clone()))
+}
+
+/// Runs a client `script` with `addr` and `mode` as arguments and `input` as JSON on stdin;
+/// returns what it printed, as JSON.
+fn python_client(script: &str, addr: &str, mode: &str, input: &Value) -> Value {
     let mut child = Command::new(client_python())
-        .args(["-c", CLIENT, addr, mode])
+        .args(["-c", script, addr, mode])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -272,7 +278,7 @@ fn tritonclient(addr: &str, mode: &str, rows: &serde_json::Map<String, Value>) -
         .stdin
         .take()
         .unwrap()
-        .write_all(Value::Object(rows.clone()).to_string().as_bytes())
+        .write_all(input.to_string().as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -288,7 +294,7 @@ fn tritonclient_gets_the_predictions_evaluate_computed() {
     let ws = trained();
     let server = Server::start(ws.root(), &["models"]);
     let rows = test_rows(ws);
-    let expected = evaluated(ws);
+    let expected = evaluated(ws, "out/iris/predictions.csv");
     assert_eq!(
         rows["sepal_length"].as_array().unwrap().len(),
         expected.len()
@@ -585,4 +591,245 @@ fn bad_starts_are_named() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("answers 3 values per row in `logits`, but its preprocess artifact expects 4 (one per class: setosa, versicolor, virginica, tulip)"), "{stderr}");
+}
+
+// Images: a generated ImageFolder through the image modes of the data stages, a small CNN, and
+// the raw pixels of the test split's files sent as UINT8 [N, H, W, C].
+
+/// The classes of the generated image folder and the size of its images (deliberately not
+/// square, so that a height/width mix-up anywhere shows).
+const SHAPES: [&str; 3] = ["bars", "columns", "plain"];
+const IMAGE_W: u32 = 8;
+const IMAGE_H: u32 = 6;
+
+/// The RGB pixel at `(x, y)` of image `i` of class `c`: a class pattern plus per-image noise (so
+/// that `clean` finds no duplicates).
+fn shape_pixel(c: usize, i: u32, x: u32, y: u32) -> [u8; 3] {
+    let base = match c {
+        0 => (y % 2) * 200,
+        1 => (x % 2) * 200,
+        _ => 100,
+    };
+    let noise = |k: u32| (i.wrapping_mul(2_654_435_761) ^ (x * 31 + y * 17 + k * 7)) % 40;
+    [
+        (base + noise(0)) as u8,
+        (base / 2 + noise(1)) as u8,
+        (255 - base - noise(2)) as u8,
+    ]
+}
+
+const SHAPES_PIPELINE: &str = r#"
+name: shapes
+stages:
+  clean:
+    uses: clean
+    inputs: {images: data/shapes}
+    outputs: {table: out/shapes/clean, report: out/shapes/clean.json}
+  split:
+    uses: split
+    inputs: {images: "${{ stages.clean.outputs.table }}"}
+    outputs:
+      train: out/shapes/train
+      val: out/shapes/val
+      test: out/shapes/test
+      summary: out/shapes/split.json
+    with: {ratios: {train: 0.5, val: 0.25, test: 0.25}, seed: 7}
+  normalize:
+    uses: normalize
+    inputs:
+      train: "${{ stages.split.outputs.train }}"
+      val: "${{ stages.split.outputs.val }}"
+      test: "${{ stages.split.outputs.test }}"
+    outputs:
+      train: out/shapes/normalized/train
+      val: out/shapes/normalized/val
+      test: out/shapes/normalized/test
+      preprocess: out/shapes/preprocess.json
+    with: {size: [8, 6], color: rgb}
+  train:
+    uses: train
+    inputs:
+      train: "${{ stages.normalize.outputs.train }}"
+      val: "${{ stages.normalize.outputs.val }}"
+      preprocess: "${{ stages.normalize.outputs.preprocess }}"
+    outputs:
+      model: out/shapes/model.onnx
+      history: out/shapes/history.json
+      artifacts: out/shapes/artifacts
+    with:
+      model: {type: cnn, channels: [4], hidden: 8}
+      epochs: 3
+      batch_size: 8
+      seed: 7
+      device: cpu
+  evaluate:
+    uses: evaluate
+    inputs:
+      model: "${{ stages.train.outputs.model }}"
+      test: "${{ stages.normalize.outputs.test }}"
+      preprocess: "${{ stages.normalize.outputs.preprocess }}"
+    outputs:
+      metrics: out/shapes/metrics.json
+      predictions: out/shapes/predictions.csv
+      plots: out/shapes/plots
+  deploy:
+    uses: deploy
+    inputs:
+      model: "${{ stages.train.outputs.model }}"
+      preprocess: "${{ stages.normalize.outputs.preprocess }}"
+      metrics: "${{ stages.evaluate.outputs.metrics }}"
+    outputs: {record: out/shapes/deployed.json}
+    with: {registry: models, name: shapes}
+"#;
+
+/// A workspace where the image pipeline ran through `deploy`: `models/shapes/1`.
+fn trained_images() -> &'static Ws {
+    static WS: OnceLock<Ws> = OnceLock::new();
+    WS.get_or_init(|| {
+        let ws = Ws::new();
+        for (c, class) in SHAPES.iter().enumerate() {
+            for i in 0..12 {
+                let path = ws.path(&format!("data/shapes/{class}/{i:02}.png"));
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                let bytes = png(IMAGE_W, IMAGE_H, |x, y| shape_pixel(c, i, x, y));
+                std::fs::write(path, bytes).unwrap();
+            }
+        }
+        ws.pipeline(SHAPES_PIPELINE);
+        ws.run(&[]).assert_ok();
+        assert!(ws.exists("models/shapes/1/model.onnx"));
+        ws
+    })
+}
+
+/// The test split's images in the order `normalize` wrote their rows (class folders sorted, then
+/// file names sorted), each as its raw `[H, W, C]` pixels, regenerated from the file's name.
+fn test_images(ws: &Ws) -> Vec<Vec<u8>> {
+    let mut images = Vec::new();
+    let sorted = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let test = ws.path("out/shapes/test");
+    for class in sorted(&test) {
+        let c = SHAPES.iter().position(|s| *s == class).unwrap();
+        for file in sorted(&test.join(&class)) {
+            let i: u32 = file.trim_end_matches(".png").parse().unwrap();
+            let mut pixels = Vec::new();
+            for y in 0..IMAGE_H {
+                for x in 0..IMAGE_W {
+                    pixels.extend(shape_pixel(c, i, x, y));
+                }
+            }
+            images.push(pixels);
+        }
+    }
+    images
+}
+
+/// Sends images (`{"images": [[pixels]], "shape": [N, H, W, C]}` on stdin) as one UINT8 input
+/// with tritonclient, binary or JSON.
+const IMAGE_CLIENT: &str = r#"
+import json, sys
+import numpy as np
+import tritonclient.http as httpclient
+
+url, mode = sys.argv[1], sys.argv[2]
+request = json.loads(sys.stdin.read())
+client = httpclient.InferenceServerClient(url=url)
+meta = client.get_model_metadata("shapes")
+binary = mode == "binary"
+pixels = np.array(request["images"], dtype=np.uint8).reshape(request["shape"])
+image = httpclient.InferInput("image", list(pixels.shape), "UINT8")
+image.set_data_from_numpy(pixels, binary_data=binary)
+outputs = [
+    httpclient.InferRequestedOutput("probabilities", binary_data=binary),
+    httpclient.InferRequestedOutput("class", binary_data=binary),
+]
+result = client.infer("shapes", [image], outputs=outputs)
+classes = [c.decode() if isinstance(c, bytes) else c for c in result.as_numpy("class").tolist()]
+print(json.dumps({
+    "meta": meta,
+    "probabilities": [[repr(p) for p in row] for row in result.as_numpy("probabilities").tolist()],
+    "class": classes,
+    "binary_response": result.get_output("class").get("parameters", {}).get("binary_data_size") is not None,
+}))
+"#;
+
+#[test]
+fn tritonclient_gets_the_image_predictions_evaluate_computed() {
+    let ws = trained_images();
+    let server = Server::start(ws.root(), &["models"]);
+    let images = test_images(ws);
+    let expected = evaluated(ws, "out/shapes/predictions.csv");
+    assert_eq!(images.len(), expected.len());
+    let (h, w) = (IMAGE_H as usize, IMAGE_W as usize);
+    // The model tells the images apart: the test compares real predictions, not a constant.
+    let distinct: std::collections::BTreeSet<String> =
+        expected.iter().map(|(c, _)| c.clone()).collect();
+    assert!(distinct.len() > 1, "{expected:?}");
+    let request = json!({"images": images, "shape": [images.len(), h, w, 3]});
+    for mode in ["binary", "json"] {
+        let got = python_client(IMAGE_CLIENT, &server.addr, mode, &request);
+        assert_eq!(got["binary_response"], mode == "binary", "{mode}");
+        assert_eq!(
+            got["meta"]["inputs"],
+            json!([{"name": "image", "datatype": "UINT8", "shape": [-1, h, w, 3]}])
+        );
+        assert_eq!(got["meta"]["parameters"]["classes"], json!(SHAPES));
+        for (i, (class, probs)) in expected.iter().enumerate() {
+            assert_eq!(got["class"][i], *class, "{mode} image {i}");
+            let served: Vec<f64> = got["probabilities"][i]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap().parse().unwrap())
+                .collect();
+            // The same pixels normalized by the same function, the same model and softmax.
+            assert_eq!(served, *probs, "{mode} image {i}");
+        }
+    }
+}
+
+#[test]
+fn an_image_of_the_wrong_size_or_channels_is_a_400_naming_the_shape() {
+    let ws = trained_images();
+    let server = Server::start(ws.root(), &["models"]);
+    let infer = "/v2/models/shapes/infer";
+    let image = |shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        json!({"inputs": [{"name": "image", "shape": shape, "datatype": "UINT8", "data": vec![7; n]}]})
+    };
+    for (what, shape) in [
+        ("height and width swapped", [1, 8, 6, 3]),
+        ("larger", [2, 12, 16, 3]),
+        ("grayscale", [1, 6, 8, 1]),
+        ("RGBA", [1, 6, 8, 4]),
+    ] {
+        let (status, answer) = post_json(&server.addr, infer, &image(&shape));
+        assert_eq!(status, 400, "{what}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("input `image` has shape {shape:?}"))
+                && error.contains("takes [N, 6, 8, 3] (height, width, channels)"),
+            "{what}: {error}"
+        );
+    }
+    let (status, answer) = post_json(
+        &server.addr,
+        infer,
+        &json!({"inputs": [{"name": "image", "shape": [1, 6, 8, 3], "datatype": "FP32", "data": vec![0.5; 144]}]}),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("UINT8"),
+        "{answer}"
+    );
+    let (status, answer) = post_json(&server.addr, infer, &image(&[2, 6, 8, 3]));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outputs"][0]["shape"], json!([2, 3]));
 }

@@ -69,13 +69,6 @@ fn best_accuracy(h: &Value) -> f64 {
     column(h, "val_accuracy").into_iter().fold(0.0, f64::max)
 }
 
-fn gpu_present() -> bool {
-    std::process::Command::new("nvidia-smi")
-        .arg("-L")
-        .output()
-        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
-}
-
 #[test]
 fn the_iris_mlp_trains_to_093_and_is_then_up_to_date() {
     let ws = iris_ws();

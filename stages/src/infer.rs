@@ -1,41 +1,137 @@
 //! Inference with ONNX Runtime through the `ort` crate, shared by `evaluate` and `sluice serve`.
 //!
 //! The runtime library is loaded at run time (`load-dynamic`) from the `onnxruntime` wheel that
-//! `pyenv::ensure_runtime` fetched, or from `ORT_DYLIB_PATH`: the crate's own download comes from
-//! a CDN that users behind a proxy (and these build machines) cannot reach. The library can be
-//! loaded once per process; the first path wins.
+//! `pyenv::ensure_runtime` fetched (or the `onnxruntime-gpu` one `sluice setup --cuda` fetched),
+//! or from `ORT_DYLIB_PATH`: the crate's own download comes from a CDN that users behind a proxy
+//! (and these build machines) cannot reach.
+//!
+//! ONNX Runtime can be loaded once per process, and the CPU and CUDA builds are different files,
+//! so the first [`init`] decides for the whole process ([`loaded`] tells which build won). The
+//! CUDA build also runs CPU sessions, so it is the one to load wherever CUDA may be wanted;
+//! `evaluate` loads it when it is installed and the stage has a GPU. The CUDA and cuDNN
+//! libraries are loaded by absolute path just before the first CUDA session, so that the CUDA
+//! provider finds them by name without `LD_LIBRARY_PATH`.
 
 use ort::session::Session;
 use ort::value::{Tensor, TensorElementType};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-static ENV: OnceLock<Result<(PathBuf, ort::environment::Environment), String>> = OnceLock::new();
+/// Which ONNX Runtime build a library is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// PyPI's `onnxruntime`: the CPU provider only.
+    Cpu,
+    /// PyPI's `onnxruntime-gpu`: the CPU and CUDA providers.
+    Cuda,
+    /// `ORT_DYLIB_PATH`: whatever it was built with; the CUDA provider is tried when asked for.
+    Custom,
+}
 
-/// Loads the ONNX Runtime library at `lib` (once per process).
+/// A library to load, with what the CUDA provider will need.
+#[derive(Debug, Clone)]
+pub struct Library {
+    pub path: PathBuf,
+    pub build: Build,
+    /// Loaded by absolute path, in order, before the first CUDA session (empty: none).
+    pub cuda_libraries: Vec<PathBuf>,
+}
+
+struct Loaded {
+    build: Build,
+    cuda_libraries: Vec<PathBuf>,
+    env: ort::environment::Environment,
+}
+
+static ENV: OnceLock<Result<Loaded, String>> = OnceLock::new();
+static CUDA_PRELOAD: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Loads the ONNX Runtime library at `lib` (once per process; the first library wins).
 pub fn init(lib: &Path) -> Result<(), String> {
+    init_library(&Library {
+        path: lib.to_path_buf(),
+        build: Build::Cpu,
+        cuda_libraries: Vec::new(),
+    })
+    .map(|_| ())
+}
+
+/// Loads `lib` unless the process has loaded a library already; returns the build in use.
+pub fn init_library(lib: &Library) -> Result<Build, String> {
     let got = ENV.get_or_init(|| {
-        let builder = ort::init_from(lib).map_err(|e| {
+        let builder = ort::init_from(&lib.path).map_err(|e| {
             format!(
                 "cannot load ONNX Runtime from `{}`: {e}\nhint: run `sluice setup`, or point ORT_DYLIB_PATH at a libonnxruntime.so of version 1.31",
-                lib.display()
+                lib.path.display()
             )
         })?;
         let env = builder
             .with_name("sluice")
             .build()
             .map_err(|e| format!("cannot start ONNX Runtime: {e}"))?;
-        Ok((lib.to_path_buf(), env))
+        Ok(Loaded {
+            build: lib.build,
+            cuda_libraries: lib.cuda_libraries.clone(),
+            env,
+        })
     });
-    got.as_ref().map(|_| ()).map_err(Clone::clone)
+    got.as_ref().map(|l| l.build).map_err(Clone::clone)
 }
 
-fn env() -> Result<&'static ort::environment::Environment, String> {
+/// The build this process loaded, if it loaded one.
+pub fn loaded() -> Option<Build> {
     match ENV.get() {
-        Some(Ok((_, env))) => Ok(env),
+        Some(Ok(l)) => Some(l.build),
+        _ => None,
+    }
+}
+
+fn loaded_env() -> Result<&'static Loaded, String> {
+    match ENV.get() {
+        Some(Ok(l)) => Ok(l),
         Some(Err(e)) => Err(e.clone()),
         None => Err("ONNX Runtime was not loaded (infer::init)".into()),
     }
+}
+
+/// Where a session runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Cpu,
+    /// CUDA device `device` (an ordinal among the devices this process sees).
+    Cuda {
+        device: i32,
+    },
+}
+
+impl Provider {
+    /// ONNX Runtime's name for it, as metrics.json and the train stage's history record it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Cpu => "CPUExecutionProvider",
+            Provider::Cuda { .. } => "CUDAExecutionProvider",
+        }
+    }
+}
+
+/// Loads the CUDA and cuDNN libraries of the loaded build by absolute path (once per process).
+fn preload_cuda(loaded: &Loaded) -> Result<(), String> {
+    CUDA_PRELOAD
+        .get_or_init(|| {
+            for lib in &loaded.cuda_libraries {
+                ort::util::preload_dylib(lib).map_err(|e| {
+                    // libloading's own text is only "dlopen failed"; the reason is its source.
+                    let why = std::error::Error::source(&e)
+                        .map_or_else(|| e.to_string(), |s| s.to_string());
+                    format!(
+                        "cannot load the CUDA library `{}`: {why}\nhint: the NVIDIA driver (libcuda.so.1) must be installed and support CUDA 13 (driver 580 or newer; `nvidia-smi` shows it)",
+                        lib.display()
+                    )
+                })?;
+            }
+            Ok(())
+        })
+        .clone()
 }
 
 /// A loaded model with one float input. `ort` sessions run through `&mut`, so concurrent callers
@@ -58,13 +154,34 @@ pub struct Output {
 }
 
 impl Model {
-    /// Loads `path` with `threads` intra-op threads (0: ONNX Runtime's default).
+    /// Loads `path` with `threads` intra-op threads (0: ONNX Runtime's default) on the CPU.
     pub fn load(path: &Path, threads: usize) -> Result<Model, String> {
+        Model::load_on(path, threads, Provider::Cpu)
+    }
+
+    /// Loads `path` for `provider`. A CUDA provider that cannot be registered (a CPU build, a
+    /// missing library, no device) is an error, never a silent fall-back to the CPU.
+    pub fn load_on(path: &Path, threads: usize, provider: Provider) -> Result<Model, String> {
         let what =
             |e: &dyn std::fmt::Display| format!("cannot load the model `{}`: {e}", path.display());
-        let mut builder = Session::builder(env()?).map_err(|e| what(&e))?;
+        let loaded = loaded_env()?;
+        let mut builder = Session::builder(&loaded.env).map_err(|e| what(&e))?;
         if threads > 0 {
             builder = builder.with_intra_threads(threads).map_err(|e| what(&e))?;
+        }
+        if let Provider::Cuda { device } = provider {
+            preload_cuda(loaded)?;
+            let cuda = ort::ep::CUDA::default()
+                .with_device_id(device)
+                .build()
+                .error_on_failure();
+            builder = builder.with_execution_providers([cuda]).map_err(|e| {
+                let e = e.to_string();
+                format!(
+                    "the CUDA execution provider does not load (CUDA device {device}): {}",
+                    e.trim_end_matches('.')
+                )
+            })?;
         }
         let session = builder.commit_from_file(path).map_err(|e| what(&e))?;
         let [input] = session.inputs() else {

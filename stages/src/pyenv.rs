@@ -18,6 +18,7 @@ use std::time::Duration;
 
 const REQUIREMENTS_CPU: &str = include_str!("../python/requirements.txt");
 const REQUIREMENTS_CUDA: &str = include_str!("../python/requirements-cuda.txt");
+const REQUIREMENTS_ORT_CUDA: &str = include_str!("../python/requirements-ort-cuda.txt");
 
 /// The worker's source, embedded so that an installed binary needs no checkout. Materialised
 /// once per content hash next to the environment.
@@ -533,4 +534,185 @@ pub fn ensure_runtime(
     let ready = dir.join(READY);
     std::fs::write(&ready, ORT_VERSION).map_err(io("write", &ready))?;
     Ok(lib)
+}
+
+/// ONNX Runtime's CUDA build for inference: `onnxruntime-gpu` (the same release as
+/// [`ORT_VERSION`]) and NVIDIA's CUDA 13 and cuDNN 9 runtime wheels, pinned in
+/// `stages/python/requirements-ort-cuda.txt` and installed with `pip --no-deps --target` into
+/// `onnxruntime-gpu/<version>/` of the user cache by `sluice setup --cuda`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuRuntime {
+    /// `libonnxruntime.so` of the CUDA build; its CUDA provider library lies beside it.
+    pub library: PathBuf,
+    /// The CUDA and cuDNN libraries, by absolute path, in the order they must be loaded (each
+    /// after those it links): the CUDA provider finds them by name once they are loaded.
+    pub cuda_libraries: Vec<PathBuf>,
+}
+
+/// The NVIDIA libraries the CUDA provider needs, relative to `site-packages/nvidia`, in load
+/// order; `false`: loaded when present (not every release of the wheel ships it).
+const CUDA_LIBRARIES: &[(&str, bool)] = &[
+    ("cu13/lib/libcudart.so.13", true),
+    ("cu13/lib/libcublasLt.so.13", true),
+    ("cu13/lib/libcublas.so.13", true),
+    ("cu13/lib/libnvrtc.so.13", true),
+    ("cu13/lib/libcurand.so.10", true),
+    ("cu13/lib/libnvJitLink.so.13", false),
+    ("cu13/lib/libcufft.so.12", true),
+    ("cudnn/lib/libcudnn_graph.so.9", true),
+    ("cudnn/lib/libcudnn_ops.so.9", true),
+    ("cudnn/lib/libcudnn_heuristic.so.9", true),
+    ("cudnn/lib/libcudnn_cnn.so.9", true),
+    ("cudnn/lib/libcudnn_adv.so.9", true),
+    ("cudnn/lib/libcudnn_engines_precompiled.so.9", true),
+    ("cudnn/lib/libcudnn_engines_runtime_compiled.so.9", true),
+    ("cudnn/lib/libcudnn_engines_tensor_ir.so.9", false),
+    ("cudnn/lib/libcudnn_ext.so.9", false),
+    ("cudnn/lib/libcudnn.so.9", true),
+];
+
+/// The pinned CUDA build, as `pip -r` reads it.
+pub fn gpu_requirements() -> &'static str {
+    REQUIREMENTS_ORT_CUDA
+}
+
+fn gpu_runtime_dir() -> Result<PathBuf, EnvError> {
+    Ok(cache_root()?.join("onnxruntime-gpu").join(ORT_VERSION))
+}
+
+/// The runtime in `dir`, with every required library present.
+fn gpu_runtime_in(dir: &Path) -> Result<GpuRuntime, PathBuf> {
+    let library = runtime_library(dir);
+    if !library.is_file() {
+        return Err(library);
+    }
+    let mut cuda_libraries = Vec::new();
+    for (rel, required) in CUDA_LIBRARIES {
+        let path = dir.join("nvidia").join(rel);
+        if path.is_file() {
+            cuda_libraries.push(path);
+        } else if *required {
+            return Err(path);
+        }
+    }
+    Ok(GpuRuntime {
+        library,
+        cuda_libraries,
+    })
+}
+
+/// The CUDA build when `sluice setup --cuda` installed it; never installs.
+pub fn find_gpu_runtime() -> Option<GpuRuntime> {
+    let dir = gpu_runtime_dir().ok()?;
+    if !dir.join(READY).is_file() {
+        return None;
+    }
+    gpu_runtime_in(&dir).ok()
+}
+
+/// The CUDA build, fetched first when needed (about 1.6 GB from PyPI).
+pub fn ensure_gpu_runtime(
+    cancel: &CancelToken,
+    progress: &mut dyn FnMut(Step<'_>),
+) -> Result<GpuRuntime, EnvError> {
+    if let Some(r) = find_gpu_runtime() {
+        return Ok(r);
+    }
+    let dir = gpu_runtime_dir()?;
+    let parent = dir.parent().expect("gpu_runtime_dir has a parent");
+    let Some(_lock) = claim(&dir, "ONNX Runtime's CUDA build", progress)? else {
+        return find_gpu_runtime().ok_or(EnvError::Io {
+            what: "find the CUDA build that another sluice installed in",
+            path: dir.display().to_string(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    };
+    let base = base_python()?;
+    let total = REQUIREMENTS_ORT_CUDA
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .count();
+    progress(Step::Phase(&format!(
+        "fetching ONNX Runtime {ORT_VERSION} with CUDA 13 and cuDNN 9 ({total} wheels, about 1.6 GB) from PyPI into {} (once)",
+        dir.display()
+    )));
+    let req = parent.join(format!("{ORT_VERSION}.requirements.txt"));
+    std::fs::write(&req, REQUIREMENTS_ORT_CUDA).map_err(io("write", &req))?;
+    let log_path = parent.join(format!("{ORT_VERSION}.pip.log"));
+    let args = [
+        "install".to_string(),
+        "--no-deps".into(),
+        "--target".into(),
+        dir.display().to_string(),
+        "-r".into(),
+        req.display().to_string(),
+    ];
+    if !pip(&base, &args, &log_path, total, cancel, progress)? {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(EnvError::Pip {
+            flavor: "onnxruntime-gpu",
+            dir: dir.display().to_string(),
+            output: tail(&log),
+            log: log_path.display().to_string(),
+        });
+    }
+    let runtime = gpu_runtime_in(&dir).map_err(|missing| EnvError::Io {
+        what: "find a library of the CUDA build at",
+        path: missing.display().to_string(),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })?;
+    let ready = dir.join(READY);
+    std::fs::write(&ready, REQUIREMENTS_ORT_CUDA).map_err(io("write", &ready))?;
+    Ok(runtime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cuda_build_is_the_release_the_cpu_library_is() {
+        let pins: Vec<&str> = REQUIREMENTS_ORT_CUDA
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        assert!(
+            pins.contains(&format!("onnxruntime-gpu=={ORT_VERSION}").as_str()),
+            "{pins:?}"
+        );
+        assert!(pins.iter().all(|p| p.contains("==")), "{pins:?}");
+    }
+
+    #[test]
+    fn a_gpu_runtime_needs_every_required_library_and_lists_them_in_load_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let touch = |rel: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"").unwrap();
+        };
+        touch(&format!("onnxruntime/capi/libonnxruntime.so.{ORT_VERSION}"));
+        for (rel, required) in CUDA_LIBRARIES {
+            if *required {
+                touch(&format!("nvidia/{rel}"));
+            }
+        }
+        let r = gpu_runtime_in(dir.path()).unwrap();
+        let names: Vec<String> = r
+            .cuda_libraries
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.first().map(String::as_str), Some("libcudart.so.13"));
+        assert_eq!(names.last().map(String::as_str), Some("libcudnn.so.9"));
+        let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
+        assert!(pos("libcublasLt.so.13") < pos("libcublas.so.13"));
+        assert!(pos("libcudnn_graph.so.9") < pos("libcudnn_ops.so.9"));
+
+        std::fs::remove_file(dir.path().join("nvidia/cudnn/lib/libcudnn_ops.so.9")).unwrap();
+        let missing = gpu_runtime_in(dir.path()).unwrap_err();
+        assert!(missing.ends_with("libcudnn_ops.so.9"), "{missing:?}");
+    }
 }

@@ -177,6 +177,15 @@ pub fn send_signal(child: &Child, sig: i32) {
 
 pub const LONG: Duration = Duration::from_secs(60);
 
+/// Whether this machine has an NVIDIA GPU (`nvidia-smi -L` lists one): the CUDA tests run only
+/// then, and say `SKIPPED` otherwise.
+pub fn gpu_present() -> bool {
+    std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
+}
+
 /// A `.npy` file, written by hand (not by the code under test): `descr` is `<f4` or `<i8`.
 pub fn npy(shape: &[usize], descr: &str, data: &[u8]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();

@@ -6,14 +6,18 @@
 //! `metrics` computes the figures, `plots` draws them; this file reads the inputs, runs the model, checks gates and
 //! writes the outputs together through `Staged`.
 
+mod device;
 pub mod metrics;
 mod plots;
 
 use crate::arrays::{self, Array};
+use crate::infer::{self, Build, Library, Model, Provider};
 use crate::problems::problem;
 use crate::problems::relative;
 use crate::pyenv::{self, Step};
 use crate::staged::Staged;
+use crate::train::Device;
+use device::{CudaRuntime, Target};
 use serde_json::{json, Value};
 use sluice_runner::diag::did_you_mean;
 use sluice_runner::stage::ConfigProblem;
@@ -21,6 +25,7 @@ use sluice_runner::{Stage, StageContext};
 use std::path::Path;
 
 const INPUTS: [&str; 4] = ["model", "test", "preprocess", "history"];
+const KEYS: [&str; 3] = ["batch_size", "device", "require"];
 
 /// The `evaluate` stage kind.
 pub(crate) struct Evaluate;
@@ -48,6 +53,7 @@ impl Gate {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct EvaluateConfig {
     pub batch_size: usize,
+    pub device: Device,
     pub gates: Vec<Gate>,
 }
 
@@ -56,9 +62,9 @@ impl EvaluateConfig {
         let map = crate::problems::with_map(with, "with: {require: {accuracy: \">= 0.9\"}}")?;
         let mut problems = Vec::new();
         for key in map.keys() {
-            if !["batch_size", "require"].contains(&key.as_str()) {
-                let help = did_you_mean(key, ["batch_size", "require"])
-                    .unwrap_or_else(|| "`evaluate` takes: batch_size, require".into());
+            if !KEYS.contains(&key.as_str()) {
+                let help = did_you_mean(key, KEYS)
+                    .unwrap_or_else(|| format!("`evaluate` takes: {}", KEYS.join(", ")));
                 problems.push(problem(
                     &[key],
                     format!("unknown option `{key}`"),
@@ -79,6 +85,28 @@ impl EvaluateConfig {
                     1024
                 }
             },
+        };
+        let device = match map.get("device") {
+            None => Device::Auto,
+            Some(Value::String(s)) if s == "auto" => Device::Auto,
+            Some(Value::String(s)) if s == "cpu" => Device::Cpu,
+            Some(Value::String(s)) if s == "cuda" => Device::Cuda,
+            Some(v) => {
+                let names = ["auto", "cpu", "cuda"];
+                let (message, help) = match v.as_str() {
+                    Some(s) => (
+                        format!("unknown device `{s}`"),
+                        did_you_mean(s, names)
+                            .unwrap_or_else(|| format!("choose one of: {}", names.join(", "))),
+                    ),
+                    None => (
+                        format!("`device` must be one of auto, cpu, cuda, not {v}"),
+                        "choose one of: auto, cpu, cuda".into(),
+                    ),
+                };
+                problems.push(problem(&["device"], message, Some(help)));
+                Device::Auto
+            }
         };
         let mut gates = Vec::new();
         match map.get("require") {
@@ -116,7 +144,11 @@ impl EvaluateConfig {
             )),
         }
         if problems.is_empty() {
-            Ok(EvaluateConfig { batch_size, gates })
+            Ok(EvaluateConfig {
+                batch_size,
+                device,
+                gates,
+            })
         } else {
             Err(problems)
         }
@@ -154,14 +186,18 @@ impl Stage for Evaluate {
     fn env_facts(&self, _with: &Value) -> Vec<(String, String)> {
         vec![("onnxruntime".into(), pyenv::ORT_VERSION.into())]
     }
+    /// `device: auto` evaluates on the CPU where there is no GPU; only `device: cuda` insists.
+    fn gpus_optional(&self, with: &Value) -> bool {
+        EvaluateConfig::parse(with).map_or(true, |c| c.device != Device::Cuda)
+    }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
         run(ctx)
     }
 }
 
-/// Loads the inference runtime, fetching it first when needed (with notices).
-pub(crate) fn runtime(ctx: &StageContext<'_>) -> Result<(), String> {
-    let lib = pyenv::ensure_runtime(&ctx.cancel, &mut |step| match step {
+/// The CPU library, fetched first when needed (with notices).
+fn cpu_library(ctx: &StageContext<'_>) -> Result<Library, String> {
+    let path = pyenv::ensure_runtime(&ctx.cancel, &mut |step| match step {
         Step::Phase(text) => ctx.events.log("notice", text.to_string()),
         Step::Packages { line, .. } => ctx.events.progress(
             0.0,
@@ -171,7 +207,84 @@ pub(crate) fn runtime(ctx: &StageContext<'_>) -> Result<(), String> {
         ),
     })
     .map_err(|e| e.to_string())?;
-    crate::infer::init(&lib)
+    Ok(Library {
+        path,
+        build: Build::Cpu,
+        cuda_libraries: Vec::new(),
+    })
+}
+
+/// Chooses the provider (`device`, the stage's GPUs, what is installed and loaded), loads ONNX
+/// Runtime if this process has not yet, and loads the model there. A CUDA provider that does
+/// not load is an error with `device: cuda` and a warning and the CPU with `device: auto`.
+fn load_model(
+    ctx: &StageContext<'_>,
+    config: &EvaluateConfig,
+    path: &Path,
+) -> Result<(Model, Provider), String> {
+    let custom = std::env::var_os("ORT_DYLIB_PATH")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from);
+    let installed = pyenv::find_gpu_runtime();
+    let runtime = match (infer::loaded(), &custom, &installed) {
+        (Some(Build::Cpu), _, _) => CudaRuntime::CpuBuildLoaded,
+        (Some(_), _, _) | (None, Some(_), _) | (None, None, Some(_)) => CudaRuntime::Ready,
+        (None, None, None) => CudaRuntime::NotInstalled,
+    };
+    let choice = device::choose(config.device, &ctx.gpus, runtime)?;
+    if let Some(note) = &choice.note {
+        if ctx.gpus.is_empty() {
+            ctx.events.log("notice", note.clone());
+        } else {
+            ctx.events.warn(note.clone());
+        }
+    }
+    if infer::loaded().is_none() {
+        // The CUDA build runs CPU sessions too: with a GPU on the stage it is the one to load,
+        // whatever this stage chose, so that a later stage of the run can still use CUDA.
+        let library = match (custom, installed) {
+            (Some(path), _) => Library {
+                path,
+                build: Build::Custom,
+                cuda_libraries: Vec::new(),
+            },
+            (None, Some(gpu)) if !ctx.gpus.is_empty() => Library {
+                path: gpu.library,
+                build: Build::Cuda,
+                cuda_libraries: gpu.cuda_libraries,
+            },
+            _ => cpu_library(ctx)?,
+        };
+        infer::init_library(&library)?;
+    }
+    let shown = |e: String| e.replace(&format!("{}/", ctx.workspace.display()), "");
+    let Target::Cuda { gpu } = choice.target else {
+        return Ok((Model::load(path, 0).map_err(shown)?, Provider::Cpu));
+    };
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let device = device::cuda_ordinal(&gpu, visible.as_deref()).ok_or_else(|| {
+        format!("GPU `{gpu}` is not among this process's CUDA_VISIBLE_DEVICES ({})\nhint: name GPUs by index or by the identifiers CUDA_VISIBLE_DEVICES lists", visible.as_deref().unwrap_or("unset"))
+    })?;
+    let provider = Provider::Cuda { device };
+    match Model::load_on(path, 0, provider) {
+        Ok(model) => Ok((model, provider)),
+        Err(e) => {
+            let e = shown(e);
+            // The message, then its hint (the provider's own, or how to check the provider).
+            let (what, hint) = e.split_once("\nhint: ").unwrap_or((
+                &e,
+                "`sluice setup --cuda` checks that the CUDA provider loads",
+            ));
+            if !choice.auto {
+                return Err(format!(
+                    "{what}\nhint: {hint}; `device: auto` falls back to the CPU"
+                ));
+            }
+            ctx.events
+                .warn(format!("{what}; evaluating on the CPU\nhint: {hint}"));
+            Ok((Model::load(path, 0).map_err(shown)?, Provider::Cpu))
+        }
+    }
 }
 
 fn run(ctx: &StageContext<'_>) -> Result<(), String> {
@@ -231,9 +344,19 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
         None => None,
     };
 
-    runtime(ctx)?;
-    let model = crate::infer::Model::load(model_path, 0)
-        .map_err(|e| e.replace(&format!("{}/", ws.display()), ""))?;
+    let (model, provider) = load_model(ctx, &config, model_path)?;
+    ctx.events.log(
+        "info",
+        match provider {
+            Provider::Cpu => format!("running the model on {}", provider.name()),
+            Provider::Cuda { device } => {
+                format!(
+                    "running the model on {} (CUDA device {device})",
+                    provider.name()
+                )
+            }
+        },
+    );
     let row: usize = shape[1..].iter().product();
     let mut outputs: Vec<f32> = Vec::new();
     let mut width = 0;
@@ -301,7 +424,10 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
                 }
                 csv.push('\n');
             }
-            (with_task(report, "classification", n, output_name), csv)
+            (
+                with_task(report, "classification", n, output_name, provider),
+                csv,
+            )
         }
         Array::F32 { data, .. } => {
             if width != 1 {
@@ -312,7 +438,10 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
             for i in 0..n {
                 csv.push_str(&format!("{i},{},{}\n", data[i], outputs[i]));
             }
-            (with_task(report, "regression", n, output_name), csv)
+            (
+                with_task(report, "regression", n, output_name, provider),
+                csv,
+            )
         }
     };
 
@@ -417,11 +546,18 @@ fn remember(ctx: &StageContext<'_>, metrics: &Value) {
     }
 }
 
-fn with_task(mut report: Value, task: &str, rows: usize, output: &str) -> Value {
+fn with_task(
+    mut report: Value,
+    task: &str,
+    rows: usize,
+    output: &str,
+    provider: Provider,
+) -> Value {
     report["format"] = json!(1);
     report["task"] = json!(task);
     report["rows"] = json!(rows);
     report["output"] = json!(output);
+    report["provider"] = json!(provider.name());
     report
 }
 
@@ -473,6 +609,26 @@ mod tests {
         assert!(ll.passes(0.49) && !ll.passes(0.5));
         let f1 = c.gates.iter().find(|g| g.metric == "f1_macro").unwrap();
         assert_eq!(f1.op, ">=");
+    }
+
+    #[test]
+    fn device_defaults_to_auto_and_unknown_ones_are_named() {
+        assert_eq!(
+            EvaluateConfig::parse(&json!({})).unwrap().device,
+            Device::Auto
+        );
+        let c = EvaluateConfig::parse(&json!({"device": "cuda", "batch_size": 8})).unwrap();
+        assert_eq!((c.device, c.batch_size), (Device::Cuda, 8));
+        let p = EvaluateConfig::parse(&json!({"device": "cdua"})).unwrap_err();
+        assert_eq!(p[0].path, ["device"]);
+        assert_eq!(p[0].message, "unknown device `cdua`");
+        assert!(p[0].help.as_deref().unwrap().contains("cuda"), "{:?}", p[0]);
+        let p = EvaluateConfig::parse(&json!({"device": 0})).unwrap_err();
+        assert!(
+            p[0].message.contains("must be one of auto, cpu, cuda"),
+            "{:?}",
+            p[0]
+        );
     }
 
     #[test]
