@@ -158,9 +158,11 @@ fn a_killed_training_resumes_from_its_checkpoint() {
             }
         })
     };
+    // An epoch's metrics are reported just before its checkpoint is saved, so epoch 3's
+    // checkpoint is certain to exist only once epoch 4 has been reported.
     assert!(
-        wait_for(Duration::from_secs(300), || *seen.lock().unwrap() >= 3),
-        "training never reached epoch 3"
+        wait_for(Duration::from_secs(300), || *seen.lock().unwrap() >= 4),
+        "training never reached epoch 4"
     );
     send_signal(&child, libc::SIGINT);
     let status = child.wait().unwrap();
