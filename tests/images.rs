@@ -335,24 +335,6 @@ fn a_class_only_in_val_is_an_error() {
 }
 
 #[test]
-fn clean_refuses_both_a_table_and_an_image_folder() {
-    let ws = Ws::new();
-    small_folder(&ws, "data/imgs", &["a", "b"], 1);
-    ws.write("data/t.csv", "x,y\n1,2\n");
-    ws.pipeline(
-        "stages:\n  c:\n    uses: clean\n    inputs: {table: data/t.csv, images: data/imgs}\n",
-    );
-    let r = ws.run(&[]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    let message = failure(&r, "c");
-    assert!(
-        message.starts_with("`clean` takes either a `table` or an `images` input, not both"),
-        "{message}"
-    );
-    assert!(!ws.exists("out/sluice/c/table"));
-}
-
-#[test]
 fn jpeg_files_are_decoded_like_png() {
     // A solid colour survives JPEG within a step or two; fixed mean 0 / std 1 leaves the
     // pixels' [0, 1] values in the arrays.

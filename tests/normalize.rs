@@ -423,11 +423,16 @@ fn inputs_other_than_the_splits_and_an_empty_train_table_are_errors() {
     ws.write("data/train.csv", TRAIN).pipeline(
         "stages:\n  n: {uses: normalize, inputs: {train: data/train.csv, tset: data/train.csv}, with: {label: y}}\n",
     );
-    let m = failure(&ws, &ws.run(&[]));
-    assert_eq!(
-        m,
-        "`normalize` has no input `tset`; did you mean `test`?\nhint: its inputs are `train`, `val` and `test`"
-    );
+    // Found when the pipeline loads, at the input's line.
+    let r = ws.run(&[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    for needle in [
+        "stage `n`: `normalize` has no input `tset`",
+        "did you mean `test`? Its inputs are `train`, `val` and `test`",
+        "sluice.yaml:2:",
+    ] {
+        assert!(r.stderr.contains(needle), "{needle:?} in {}", r.stderr);
+    }
     ws.write("data/train.csv", "x,y\n").pipeline(
         "stages:\n  n: {uses: normalize, inputs: {train: data/train.csv}, with: {label: y}}\n",
     );

@@ -304,3 +304,40 @@ fn a_stage_reading_a_directory_it_writes_into() {
         ],
     );
 }
+
+#[test]
+fn built_in_stages_name_a_misspelt_missing_or_conflicting_input() {
+    // A typo, with the kind's inputs listed, at the input's own line.
+    let e = invalid("stages:\n  c:\n    uses: clean\n    inputs: {tabel: data.csv}\n");
+    has(
+        &e,
+        &[
+            "stage `c`: `clean` has no input `tabel`",
+            "did you mean `table`? Its inputs are `table` and `images`",
+            "sluice.yaml:4:",
+            "stage `c`: `clean` needs a `table` or an `images` input",
+        ],
+    );
+    // Both modes at once.
+    let e = invalid(
+        "stages:\n  s:\n    uses: split\n    inputs: {table: data.csv, images: data.csv}\n",
+    );
+    has(
+        &e,
+        &[
+            "stage `s`: `split` takes a `table` or an `images` input, not several",
+            "use one `split` stage per input",
+        ],
+    );
+    // A required input left out, with no `inputs:` at all: reported at the stage.
+    let e = invalid("stages:\n  e:\n    uses: evaluate\n");
+    has(
+        &e,
+        &[
+            "stage `e`: `evaluate` needs a `model` input",
+            "stage `e`: `evaluate` needs a `test` input",
+            "its inputs are `model`, `test`, `preprocess` and `history`",
+            "sluice.yaml:3:",
+        ],
+    );
+}

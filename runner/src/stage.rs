@@ -65,6 +65,101 @@ pub struct ConfigProblem {
     pub help: Option<String>,
 }
 
+/// The inputs a built-in kind reads, declared so that a misspelt, missing or conflicting input
+/// is reported when the pipeline loads, with its line, instead of when the stage runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs {
+    /// Each group needs exactly one of its names: `&[&["table", "images"]]` is one or the other,
+    /// `&[&["model"], &["test"]]` is both.
+    pub required: &'static [&'static [&'static str]],
+    pub optional: &'static [&'static str],
+}
+
+impl Inputs {
+    /// Every name the kind reads.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self
+            .required
+            .iter()
+            .flat_map(|g| g.iter().copied())
+            .collect();
+        names.extend(self.optional);
+        names
+    }
+
+    /// The problems with `given` (the names of a stage's `inputs:`), for a kind called `kind`:
+    /// `(name, message, help)`, the name being the input a problem is about, if one.
+    pub fn check(
+        &self,
+        kind: &str,
+        given: &[&str],
+    ) -> Vec<(Option<String>, String, Option<String>)> {
+        let names = self.names();
+        let list = Self::listing(&names);
+        let mut problems = Vec::new();
+        for name in given {
+            if !names.contains(name) {
+                let help = crate::diag::did_you_mean(name, names.iter().copied()).map_or_else(
+                    || format!("its inputs are {list}"),
+                    |d| format!("{d} Its inputs are {list}"),
+                );
+                problems.push((
+                    Some(name.to_string()),
+                    format!("`{kind}` has no input `{name}`"),
+                    Some(help),
+                ));
+            }
+        }
+        for group in self.required {
+            let present: Vec<&str> = group
+                .iter()
+                .copied()
+                .filter(|n| given.contains(n))
+                .collect();
+            let either = Self::alternatives(group);
+            match present.len() {
+                1 => {}
+                0 => problems.push((
+                    None,
+                    format!("`{kind}` needs {either} input"),
+                    Some(format!("its inputs are {list}")),
+                )),
+                _ => problems.push((
+                    Some(present[1].to_string()),
+                    format!("`{kind}` takes {either} input, not several"),
+                    Some(format!("use one `{kind}` stage per input")),
+                )),
+            }
+        }
+        problems
+    }
+
+    /// "`a`, `b` and `c`".
+    fn listing(names: &[&str]) -> String {
+        let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+        match quoted.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+            _ => quoted.join(""),
+        }
+    }
+
+    /// "a `model`", "a `table` or an `images`".
+    fn alternatives(group: &[&str]) -> String {
+        let article = |n: &str| {
+            if n.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            }
+        };
+        group
+            .iter()
+            .map(|n| format!("{} `{n}`", article(n)))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
+}
+
 /// A built-in stage kind.
 pub trait Stage: Send + Sync {
     /// The name used in `uses:`.
@@ -73,6 +168,10 @@ pub trait Stage: Send + Sync {
     fn version(&self) -> u32;
     /// The outputs this kind writes; pipelines may override their paths but not their names.
     fn outputs(&self) -> &'static [&'static str];
+    /// The inputs it reads, checked when the pipeline loads; `None` accepts any names.
+    fn inputs(&self) -> Option<Inputs> {
+        None
+    }
     /// Validates `with:` before anything runs.
     fn check(&self, _with: &serde_json::Value) -> Vec<ConfigProblem> {
         Vec::new()

@@ -313,6 +313,18 @@ impl Validator<'_, '_> {
             }) = &kind
             {
                 if let Some(stage) = self.opts.registry.get(kind_name) {
+                    if let Some(declared) = stage.inputs() {
+                        let given: Vec<&str> = s.inputs.iter().map(|(k, _)| k.as_str()).collect();
+                        for (name, message, help) in declared.check(kind_name, &given) {
+                            let at = match name {
+                                Some(n) => s.path.k("inputs").k(&n),
+                                None if s.inputs.is_empty() => s.path.clone(),
+                                None => s.path.k("inputs"),
+                            };
+                            self.problems
+                                .push(&at, format!("stage `{}`: {message}", s.name), help);
+                        }
+                    }
                     for problem in stage.check(&with) {
                         let mut p = with_path.clone();
                         for seg in &problem.path {

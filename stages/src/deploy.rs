@@ -12,7 +12,7 @@
 use crate::problems::problem;
 use serde_json::{json, Value};
 use sluice_runner::diag::did_you_mean;
-use sluice_runner::stage::ConfigProblem;
+use sluice_runner::stage::{ConfigProblem, Inputs};
 use sluice_runner::{Stage, StageContext};
 use std::path::{Path, PathBuf};
 
@@ -93,6 +93,12 @@ impl Stage for Deploy {
     fn outputs(&self) -> &'static [&'static str] {
         &["record"]
     }
+    fn inputs(&self) -> Option<Inputs> {
+        Some(Inputs {
+            required: &[&["model"], &["preprocess"]],
+            optional: &["metrics"],
+        })
+    }
     fn check(&self, with: &Value) -> Vec<ConfigProblem> {
         DeployConfig::parse(with).err().unwrap_or_default()
     }
@@ -121,13 +127,6 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
         Some(p) => Some(std::fs::read(p).map_err(io_err("read", p))?),
         None => None,
     };
-    for name in ctx.inputs.keys() {
-        if !["model", "preprocess", "metrics"].contains(&name.as_str())
-            && !name.starts_with("stages.")
-        {
-            return Err(format!("`deploy` has no input `{name}`\nhint: its inputs are `model`, `preprocess` and `metrics`"));
-        }
-    }
     let mut h = blake3::Hasher::new();
     h.update(&(model.len() as u64).to_le_bytes());
     h.update(&model);

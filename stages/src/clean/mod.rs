@@ -19,7 +19,7 @@ use crate::staged::{Staged, StagedError};
 use crate::table::{self, TableError};
 use config::CleanConfig;
 use serde_json::{json, Map, Value};
-use sluice_runner::stage::ConfigProblem;
+use sluice_runner::stage::{ConfigProblem, Inputs};
 use sluice_runner::{Stage, StageContext};
 
 const INPUT: &str = "table";
@@ -37,8 +37,6 @@ enum CleanError {
     Config(String),
     #[error("`clean` needs an input named `table` (or `images`){}\nhint: write `inputs: {{table: data/rows.csv}}`, or `inputs: {{images: data/pictures}}` for an image folder", .suggestion.as_ref().map(|s| format!("; {s}")).unwrap_or_default())]
     NoInput { suggestion: Option<String> },
-    #[error("`clean` takes either a `table` or an `images` input, not both\nhint: use one `clean` stage per input")]
-    BothInputs,
     #[error(transparent)]
     Folder(#[from] FolderError),
     #[error("the pipeline gave no path for output `{0}`")]
@@ -67,6 +65,13 @@ impl Stage for Clean {
     }
     fn outputs(&self) -> &'static [&'static str] {
         &[TABLE, REPORT]
+    }
+    /// One table or one image folder: which one decides the mode.
+    fn inputs(&self) -> Option<Inputs> {
+        Some(Inputs {
+            required: &[&[INPUT, IMAGES]],
+            optional: &[],
+        })
     }
     /// `check` sees `with:` but not the inputs: a `with:` naming an image option is checked
     /// as the image mode's, any other as the table mode's; `run` parses for its mode again.
@@ -105,9 +110,6 @@ fn named_columns(config: &CleanConfig) -> Vec<&str> {
 
 fn run(ctx: &StageContext<'_>) -> Result<(), CleanError> {
     if let Some(folder) = ctx.inputs.get(IMAGES) {
-        if ctx.inputs.contains_key(INPUT) {
-            return Err(CleanError::BothInputs);
-        }
         return images::run(ctx, folder);
     }
     let _memory = table::MemoryScope::enter();

@@ -20,11 +20,10 @@ use crate::train::Device;
 use device::{CudaRuntime, Target};
 use serde_json::{json, Value};
 use sluice_runner::diag::did_you_mean;
-use sluice_runner::stage::ConfigProblem;
+use sluice_runner::stage::{ConfigProblem, Inputs};
 use sluice_runner::{Stage, StageContext};
 use std::path::Path;
 
-const INPUTS: [&str; 4] = ["model", "test", "preprocess", "history"];
 const KEYS: [&str; 3] = ["batch_size", "device", "require"];
 
 /// The `evaluate` stage kind.
@@ -179,6 +178,12 @@ impl Stage for Evaluate {
     fn outputs(&self) -> &'static [&'static str] {
         &["metrics", "plots", "predictions"]
     }
+    fn inputs(&self) -> Option<Inputs> {
+        Some(Inputs {
+            required: &[&["model"], &["test"]],
+            optional: &["preprocess", "history"],
+        })
+    }
     fn check(&self, with: &Value) -> Vec<ConfigProblem> {
         EvaluateConfig::parse(with).err().unwrap_or_default()
     }
@@ -289,16 +294,6 @@ fn load_model(
 
 fn run(ctx: &StageContext<'_>) -> Result<(), String> {
     let config = EvaluateConfig::parse(ctx.with).map_err(|p| crate::problems::one_line(&p))?;
-    for name in ctx.inputs.keys() {
-        if !INPUTS.contains(&name.as_str()) && !name.starts_with("stages.") {
-            let hint = did_you_mean(name, INPUTS)
-                .map(|s| format!("; {s}"))
-                .unwrap_or_default();
-            return Err(format!(
-                "`evaluate` has no input `{name}`{hint}\nhint: its inputs are `model` and `test` (required), `preprocess` and `history`"
-            ));
-        }
-    }
     let need = |name: &str, what: &str| {
         ctx.inputs.get(name).ok_or_else(|| {
             format!("`evaluate` needs an input named `{name}`: {what}\nhint: write `inputs: {{model: ${{{{ stages.train.outputs.model }}}}, test: ${{{{ stages.normalize.outputs.test }}}}, preprocess: ...}}`")

@@ -21,7 +21,7 @@ use crate::table::{self, Table, TableError};
 use arrow::datatypes::DataType;
 use config::NormalizeConfig;
 use preprocess::{Preprocess, Task};
-use sluice_runner::stage::ConfigProblem;
+use sluice_runner::stage::{ConfigProblem, Inputs};
 use sluice_runner::{Stage, StageContext};
 use std::path::Path;
 
@@ -40,11 +40,6 @@ pub(crate) enum NormalizeError {
     Config(String),
     #[error("`normalize` needs an input named `train`{}\nhint: write `inputs: {{train: ..., val: ..., test: ...}}`; only `train` is required", maybe(.suggestion))]
     NoInput { suggestion: Option<String> },
-    #[error("`normalize` has no input `{name}`{}\nhint: its inputs are `train`, `val` and `test`", maybe(.suggestion))]
-    UnknownInput {
-        name: String,
-        suggestion: Option<String>,
-    },
     #[error("the pipeline gave no path for output `{0}`")]
     NoOutput(&'static str),
     #[error(transparent)]
@@ -120,6 +115,12 @@ impl Stage for Normalize {
     }
     /// `check` sees `with:` but not the inputs: a `with:` naming an image option is checked
     /// as the image mode's, any other as the table mode's; `run` parses for its mode again.
+    fn inputs(&self) -> Option<Inputs> {
+        Some(Inputs {
+            required: &[&["train"]],
+            optional: &["val", "test"],
+        })
+    }
     fn check(&self, with: &serde_json::Value) -> Vec<ConfigProblem> {
         let for_images = with.as_object().is_some_and(|m| {
             m.keys()
@@ -139,14 +140,6 @@ impl Stage for Normalize {
 }
 
 fn run(ctx: &StageContext<'_>) -> Result<(), NormalizeError> {
-    for name in ctx.inputs.keys() {
-        if !SPLITS.contains(&name.as_str()) {
-            return Err(NormalizeError::UnknownInput {
-                name: name.clone(),
-                suggestion: sluice_runner::diag::did_you_mean(name, SPLITS),
-            });
-        }
-    }
     if !ctx.inputs.contains_key("train") {
         return Err(NormalizeError::NoInput { suggestion: None });
     }

@@ -17,7 +17,7 @@ use crate::staged::{Staged, StagedError};
 use crate::table::{self, TableError};
 use arrow::array::UInt64Array;
 use config::{Method, SplitConfig};
-use sluice_runner::stage::ConfigProblem;
+use sluice_runner::stage::{ConfigProblem, Inputs};
 use sluice_runner::{Stage, StageContext};
 
 /// One of the three splits.
@@ -58,8 +58,6 @@ enum SplitError {
     Config(String),
     #[error("`split` needs an input named `table` (or `images`){}\nhint: write `inputs: {{table: data/rows.csv}}`, or `inputs: {{images: data/pictures}}` for an image folder", .suggestion.as_ref().map(|s| format!("; {s}")).unwrap_or_default())]
     NoInput { suggestion: Option<String> },
-    #[error("`split` takes either a `table` or an `images` input, not both\nhint: use one `split` stage per input")]
-    BothInputs,
     #[error(transparent)]
     Folder(#[from] FolderError),
     #[error("the pipeline gave no path for output `{0}`")]
@@ -97,6 +95,12 @@ impl Stage for Split {
     }
     /// `check` sees `with:` but not the inputs. Every image `with:` is a valid table one except
     /// for a `label` (which image mode refuses when it runs), so the table rules apply.
+    fn inputs(&self) -> Option<Inputs> {
+        Some(Inputs {
+            required: &[&[INPUT, IMAGES]],
+            optional: &[],
+        })
+    }
     fn check(&self, with: &serde_json::Value) -> Vec<ConfigProblem> {
         SplitConfig::parse(with).err().unwrap_or_default()
     }
@@ -107,9 +111,6 @@ impl Stage for Split {
 
 fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
     if let Some(folder) = ctx.inputs.get(IMAGES) {
-        if ctx.inputs.contains_key(INPUT) {
-            return Err(SplitError::BothInputs);
-        }
         return images::run(ctx, folder);
     }
     let _memory = table::MemoryScope::enter();

@@ -19,11 +19,9 @@ pub(crate) use config::Device;
 use config::{DataFacts, Model, Task, TrainConfig};
 use serde_json::{json, Value};
 use sluice_runner::exec::{ProcessSpec, Stdout};
-use sluice_runner::stage::ConfigProblem;
+use sluice_runner::stage::{ConfigProblem, Inputs};
 use sluice_runner::{Stage, StageContext};
 use std::path::{Path, PathBuf};
-
-const INPUTS: [&str; 4] = ["train", "val", "preprocess", "model"];
 
 /// The `train` stage kind.
 pub(crate) struct Train;
@@ -37,6 +35,14 @@ impl Stage for Train {
     }
     fn outputs(&self) -> &'static [&'static str] {
         &["artifacts", "history", "model"]
+    }
+    /// `model` is a user's own ONNX model (`model: {onnx: ...}`), as an input so that editing
+    /// it retrains.
+    fn inputs(&self) -> Option<Inputs> {
+        Some(Inputs {
+            required: &[&["train"]],
+            optional: &["val", "preprocess", "model"],
+        })
     }
     fn check(&self, with: &Value) -> Vec<ConfigProblem> {
         TrainConfig::parse(with).err().unwrap_or_default()
@@ -57,16 +63,6 @@ impl Stage for Train {
 fn run(ctx: &StageContext<'_>) -> Result<(), String> {
     let config =
         TrainConfig::parse(ctx.with).map_err(|problems| crate::problems::one_line(&problems))?;
-    for name in ctx.inputs.keys() {
-        if !INPUTS.contains(&name.as_str()) && !name.starts_with("stages.") {
-            let hint = sluice_runner::diag::did_you_mean(name, INPUTS)
-                .map(|s| format!("; {s}"))
-                .unwrap_or_default();
-            return Err(format!(
-                "`train` has no input `{name}`{hint}\nhint: its inputs are `train` (required), `val`, `preprocess` and `model` (your own ONNX model)"
-            ));
-        }
-    }
     let train = ctx.inputs.get("train").ok_or(
         "`train` needs an input named `train`: a split directory written by `normalize`\nhint: write `inputs: {train: ${{ stages.normalize.outputs.train }}, val: ..., preprocess: ...}`",
     )?;
