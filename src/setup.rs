@@ -46,16 +46,7 @@ pub fn run(cuda: bool) -> anyhow::Result<()> {
             env.dir.display()
         );
     } else {
-        let mut last = 0;
-        let env = pyenv::ensure(flavor, &CancelToken::default(), &mut |step| match step {
-            Step::Phase(text) => eprintln!("{text}"),
-            Step::Packages { done, total, line } => {
-                if done != last && line.starts_with("Collecting") {
-                    last = done;
-                    eprintln!("  [{done}/{total}] {line}");
-                }
-            }
-        })?;
+        let env = pyenv::ensure(flavor, &CancelToken::default(), &mut printer())?;
         eprintln!("installed: {}", env.dir.display());
     }
     if let Some(lib) = pyenv::find_runtime() {
@@ -116,16 +107,7 @@ fn gpu_runtime() -> anyhow::Result<pyenv::GpuRuntime> {
             r
         }
         None => {
-            let mut last = 0;
-            let r = pyenv::ensure_gpu_runtime(&CancelToken::default(), &mut |step| match step {
-                Step::Phase(text) => eprintln!("{text}"),
-                Step::Packages { done, total, line } => {
-                    if done != last && line.starts_with("Collecting") {
-                        last = done;
-                        eprintln!("  [{done}/{total}] {line}");
-                    }
-                }
-            })?;
+            let r = pyenv::ensure_gpu_runtime(&CancelToken::default(), &mut printer())?;
             eprintln!("installed: {}", r.library.display());
             r
         }
@@ -155,6 +137,20 @@ fn inference_cuda(runtime: pyenv::GpuRuntime) -> anyhow::Result<()> {
         .context("the CUDA execution provider loads for inference, but cannot run a model")?;
     eprintln!("the CUDA execution provider loads for inference: CUDAExecutionProvider");
     Ok(())
+}
+
+/// Prints installation steps on stderr: each phase, and each package as pip starts on it.
+fn printer() -> impl FnMut(Step<'_>) {
+    let mut last = 0;
+    move |step| match step {
+        Step::Phase(text) => eprintln!("{text}"),
+        Step::Packages { done, total, line } => {
+            if done != last && line.starts_with("Collecting") {
+                last = done;
+                eprintln!("  [{done}/{total}] {line}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -506,23 +506,17 @@ pub fn ensure_runtime(
         dir.display()
     )));
     let log_path = parent.join(format!("{ORT_VERSION}.pip.log"));
-    let args = [
-        "install".to_string(),
-        "--no-deps".into(),
-        "--target".into(),
-        dir.display().to_string(),
-        format!("onnxruntime=={ORT_VERSION}"),
-    ];
-    if !pip(&base, &args, &log_path, 1, cancel, progress)? {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let _ = std::fs::remove_dir_all(&dir);
-        return Err(EnvError::Pip {
-            flavor: "onnxruntime",
-            dir: dir.display().to_string(),
-            output: tail(&log),
-            log: log_path.display().to_string(),
-        });
-    }
+    let wanted = [format!("onnxruntime=={ORT_VERSION}")];
+    pip_target(
+        &base,
+        &dir,
+        &wanted,
+        1,
+        "onnxruntime",
+        &log_path,
+        cancel,
+        progress,
+    )?;
     let lib = runtime_library(&dir);
     if !lib.is_file() {
         return Err(EnvError::Io {
@@ -534,6 +528,40 @@ pub fn ensure_runtime(
     let ready = dir.join(READY);
     std::fs::write(&ready, ORT_VERSION).map_err(io("write", &ready))?;
     Ok(lib)
+}
+
+/// `pip install --no-deps --target dir` of `wanted` (`total` packages): wheels whose shared
+/// libraries sluice loads itself, so no virtual environment. On failure `dir` is removed and the
+/// error carries the end of pip's output.
+#[allow(clippy::too_many_arguments)]
+fn pip_target(
+    base: &Path,
+    dir: &Path,
+    wanted: &[String],
+    total: usize,
+    flavor: &'static str,
+    log_path: &Path,
+    cancel: &CancelToken,
+    progress: &mut dyn FnMut(Step<'_>),
+) -> Result<(), EnvError> {
+    let mut args = vec![
+        "install".to_string(),
+        "--no-deps".into(),
+        "--target".into(),
+        dir.display().to_string(),
+    ];
+    args.extend_from_slice(wanted);
+    if pip(base, &args, log_path, total, cancel, progress)? {
+        return Ok(());
+    }
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(dir);
+    Err(EnvError::Pip {
+        flavor,
+        dir: dir.display().to_string(),
+        output: tail(&log),
+        log: log_path.display().to_string(),
+    })
 }
 
 /// ONNX Runtime's CUDA build for inference: `onnxruntime-gpu` (the same release as
@@ -639,24 +667,17 @@ pub fn ensure_gpu_runtime(
     let req = parent.join(format!("{ORT_VERSION}.requirements.txt"));
     std::fs::write(&req, REQUIREMENTS_ORT_CUDA).map_err(io("write", &req))?;
     let log_path = parent.join(format!("{ORT_VERSION}.pip.log"));
-    let args = [
-        "install".to_string(),
-        "--no-deps".into(),
-        "--target".into(),
-        dir.display().to_string(),
-        "-r".into(),
-        req.display().to_string(),
-    ];
-    if !pip(&base, &args, &log_path, total, cancel, progress)? {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let _ = std::fs::remove_dir_all(&dir);
-        return Err(EnvError::Pip {
-            flavor: "onnxruntime-gpu",
-            dir: dir.display().to_string(),
-            output: tail(&log),
-            log: log_path.display().to_string(),
-        });
-    }
+    let wanted = ["-r".to_string(), req.display().to_string()];
+    pip_target(
+        &base,
+        &dir,
+        &wanted,
+        total,
+        "onnxruntime-gpu",
+        &log_path,
+        cancel,
+        progress,
+    )?;
     let runtime = gpu_runtime_in(&dir).map_err(|missing| EnvError::Io {
         what: "find a library of the CUDA build at",
         path: missing.display().to_string(),
