@@ -289,6 +289,21 @@ fn python_client(script: &str, addr: &str, mode: &str, input: &Value) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The client's classes and probabilities (printed with `repr`, so exact) equal `expected`, the
+/// rows of evaluate's predictions.csv.
+fn assert_served(got: &Value, expected: &[(String, Vec<f64>)], what: &str) {
+    for (i, (class, probs)) in expected.iter().enumerate() {
+        assert_eq!(got["class"][i], *class, "{what} {i}");
+        let served: Vec<f64> = got["probabilities"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(served, *probs, "{what} {i}");
+    }
+}
+
 #[test]
 fn tritonclient_gets_the_predictions_evaluate_computed() {
     let ws = trained();
@@ -312,17 +327,8 @@ fn tritonclient_gets_the_predictions_evaluate_computed() {
             .map(|i| i["name"].as_str().unwrap())
             .collect();
         assert_eq!(names, COLUMNS);
-        for (i, (class, probs)) in expected.iter().enumerate() {
-            assert_eq!(got["class"][i], *class, "{mode} row {i}");
-            let served: Vec<f64> = got["probabilities"][i]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p.as_str().unwrap().parse().unwrap())
-                .collect();
-            // The same float32 features and the same f64 softmax as `evaluate`: equal values.
-            assert_eq!(served, *probs, "{mode} row {i}");
-        }
+        // The same float32 features and the same f64 softmax as `evaluate`: equal values.
+        assert_served(&got, &expected, &format!("{mode} row"));
     }
     assert!(
         server
@@ -781,17 +787,8 @@ fn tritonclient_gets_the_image_predictions_evaluate_computed() {
             json!([{"name": "image", "datatype": "UINT8", "shape": [-1, h, w, 3]}])
         );
         assert_eq!(got["meta"]["parameters"]["classes"], json!(SHAPES));
-        for (i, (class, probs)) in expected.iter().enumerate() {
-            assert_eq!(got["class"][i], *class, "{mode} image {i}");
-            let served: Vec<f64> = got["probabilities"][i]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p.as_str().unwrap().parse().unwrap())
-                .collect();
-            // The same pixels normalized by the same function, the same model and softmax.
-            assert_eq!(served, *probs, "{mode} image {i}");
-        }
+        // The same pixels normalized by the same function, the same model and softmax.
+        assert_served(&got, &expected, &format!("{mode} image"));
     }
 }
 
