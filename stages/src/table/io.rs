@@ -5,8 +5,9 @@
 //! integer-looking column cannot fail the decode), a second decodes. When anything is wrong, the
 //! file is read again in order: a pass with the `csv` crate checks the shape of every record, so
 //! that a malformed row is reported by its line in the file; then arrow-csv infers and decodes. Parquet files keep the schema they were written with. Outputs are always
-//! Parquet with Snappy compression, the format every Arrow and pandas reader opens; both Parquet
-//! reading and writing spread the work over every core.
+//! Parquet, Snappy-compressed except for float columns (random-looking bytes that Snappy shrinks
+//! only to about 77 %, at about 15 % of the table stages' time); both Parquet reading and
+//! writing spread the work over every core.
 
 use super::{Table, TableError};
 use arrow::datatypes::SchemaRef;
@@ -229,8 +230,10 @@ impl ParquetOut {
         let mut props = WriterProperties::builder().set_compression(Compression::SNAPPY);
         for field in schema.fields() {
             if field.data_type().is_floating() {
+                let column = ColumnPath::from(field.name().as_str());
                 props = props
-                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+                    .set_column_dictionary_enabled(column.clone(), false)
+                    .set_column_compression(column, Compression::UNCOMPRESSED);
             }
         }
         let mut props = props.build();
@@ -368,6 +371,33 @@ mod tests {
         let bare = dir.path().join("train");
         std::fs::rename(&p, &bare).unwrap();
         assert_eq!(Format::of(&bare), Some(Format::Parquet));
+    }
+
+    #[test]
+    fn floats_are_stored_plain_and_uncompressed_other_columns_snappy() {
+        let t = csv("f,s,i\n1.5,x,1\n2.5,y,2\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.parquet");
+        write_parquet(&t.batch, &p).unwrap();
+        let reader =
+            parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&p).unwrap())
+                .unwrap();
+        let group = parquet::file::reader::FileReader::metadata(&reader)
+            .row_group(0)
+            .clone();
+        let codecs: Vec<Compression> = group.columns().iter().map(|c| c.compression()).collect();
+        assert_eq!(
+            codecs,
+            [
+                Compression::UNCOMPRESSED,
+                Compression::SNAPPY,
+                Compression::SNAPPY
+            ]
+        );
+        assert!(!group
+            .column(0)
+            .encodings()
+            .any(|e| e == parquet::basic::Encoding::RLE_DICTIONARY));
     }
 
     #[test]
