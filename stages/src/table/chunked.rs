@@ -193,6 +193,35 @@ struct Scan {
     decoded: Vec<Spec>,
 }
 
+/// What [`data_type`] of a packed set of types is, for the types decoded during the first pass;
+/// looked up per value, so without building a `DataType` each time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Int,
+    Float,
+    Text,
+    Other,
+}
+
+impl Kind {
+    fn of(packed: u16) -> Kind {
+        static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
+            (0..=(UTF8 | (UTF8 - 1)))
+                .map(|p| match data_type(p) {
+                    DataType::Int64 => Kind::Int,
+                    DataType::Float64 => Kind::Float,
+                    DataType::Utf8 => Kind::Text,
+                    _ => Kind::Other,
+                })
+                .collect()
+        });
+        KINDS
+            .get(usize::from(packed))
+            .copied()
+            .unwrap_or(Kind::Text)
+    }
+}
+
 /// A column decoded during the first pass, under the type its values in the chunk have
 /// looked like so far. It stands if the file's type turns out to be that type; a column whose
 /// type changed after values were decoded gives up (`Gone`) and the chunk is decoded again.
@@ -239,19 +268,17 @@ impl Spec {
             v
         }
         let text = field_str(value);
-        match (data_type(packed), &mut *self) {
-            (DataType::Int64, Spec::Empty(n)) => {
-                *self = Spec::Int(filled(*n, 0, rows), nulls_for(*n))
-            }
-            (DataType::Float64, Spec::Empty(n)) => {
+        match (Kind::of(packed), &mut *self) {
+            (Kind::Int, Spec::Empty(n)) => *self = Spec::Int(filled(*n, 0, rows), nulls_for(*n)),
+            (Kind::Float, Spec::Empty(n)) => {
                 *self = Spec::Float(filled(*n, 0.0, rows), nulls_for(*n))
             }
-            (DataType::Utf8, Spec::Empty(n)) => {
+            (Kind::Text, Spec::Empty(n)) => {
                 *self = Spec::Text(filled(*n + 1, 0, rows), Vec::new(), nulls_for(*n))
             }
-            (DataType::Int64, Spec::Int(..))
-            | (DataType::Float64, Spec::Float(..))
-            | (DataType::Utf8, Spec::Text(..)) => {}
+            (Kind::Int, Spec::Int(..))
+            | (Kind::Float, Spec::Float(..))
+            | (Kind::Text, Spec::Text(..)) => {}
             _ => {
                 *self = Spec::Gone;
                 return;
@@ -803,6 +830,21 @@ pub(super) fn join(schema: Arc<Schema>, batches: Vec<RecordBatch>) -> RecordBatc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_agree_with_data_types() {
+        for packed in 0..=(UTF8 | (UTF8 - 1)) {
+            let want = match data_type(packed) {
+                DataType::Int64 => Kind::Int,
+                DataType::Float64 => Kind::Float,
+                DataType::Utf8 => Kind::Text,
+                _ => Kind::Other,
+            };
+            assert_eq!(Kind::of(packed), want, "{packed:#b}");
+        }
+        assert_eq!(Kind::of(UTF8 | INTEGER), Kind::Text);
+        assert_eq!(Kind::of(INTEGER | FLOAT), Kind::Float);
+    }
 
     #[test]
     fn fast_checks_agree_with_the_patterns() {
