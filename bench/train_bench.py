@@ -240,15 +240,28 @@ def main() -> None:
                 if rows:
                     medians[tool] = statistics.median(r[0] for r in rows)
                     print(f"  {tool:<17} {medians[tool]:>10.0f} {statistics.median(r[1] for r in rows):>8.2f}")
-            bare, full = medians["bare ORT loop"], medians["bare + val/ckpt"]
+            # Two figures per comparison: the ratio of the medians, and the median of the ratios
+            # within each round. The machine's speed drifts between rounds when other work runs on
+            # it; tools of one round ran minutes apart at most, so the paired figure is the steadier.
+            def compare(a: str, b: str) -> tuple[float, float]:
+                paired = statistics.median(x[0] / y[0] for x, y in zip(results[a], results[b]))
+                return medians[a] / medians[b], paired
+
+            def overhead(worker: str, loop: str, words: str) -> None:
+                of_medians, paired = compare(worker, loop)
+                print(f"  worker overhead vs {words}: {100 * (1 - of_medians):+.1f}% (medians), {100 * (1 - paired):+.1f}% (paired)")
+
+            def speed(a: str, b: str) -> None:
+                of_medians, paired = compare(a, b)
+                print(f"  {a} vs {b}: {of_medians:.2f}x the throughput (medians), {paired:.2f}x (paired)")
+
             if "PyTorch eager" in medians:
-                print(f"  bare ORT loop vs PyTorch eager: {bare / medians['PyTorch eager']:.2f}x the throughput")
+                speed("bare ORT loop", "PyTorch eager")
             if "sluice worker" in medians:
-                worker = medians["sluice worker"]
-                print(f"  worker overhead vs the bare loop: {100 * (bare - worker) / bare:+.1f}%")
-                print(f"  worker overhead vs the bare loop with validation and checkpoints: {100 * (full - worker) / full:+.1f}%")
+                overhead("sluice worker", "bare ORT loop", "the bare loop")
+                overhead("sluice worker", "bare + val/ckpt", "the bare loop with validation and checkpoints")
                 if "PyTorch eager" in medians:
-                    print(f"  worker vs PyTorch eager: {worker / medians['PyTorch eager']:.2f}x the throughput")
+                    speed("sluice worker", "PyTorch eager")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
