@@ -495,9 +495,9 @@ class Training:
                     msg.progress(
                         (epoch - 1) * n_batches + b + 1, self.total_steps, f"epoch {epoch}/{epochs} · loss {loss_sum / part.stop:.4f}"
                     )
-            # The training phase ends with the last optimizer step: samples/s measures forward,
-            # backward and update only, like bench/train_bench.py's bare loop. The epoch's final
-            # progress, validation and the checkpoint count in `seconds`.
+            # The training phase ends with the last optimizer step: samples/s measures the shuffle,
+            # forward, backward and update only, like bench/train_bench.py's bare loop. `seconds`
+            # adds the epoch's final progress message and validation.
             train_seconds = monotonic() - started
             msg.progress(epoch * n_batches, self.total_steps, f"epoch {epoch}/{epochs} · loss {loss_sum / n:.4f}")
             row = {"epoch": epoch, "train_loss": loss_sum / n}
