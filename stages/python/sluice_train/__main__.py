@@ -418,6 +418,7 @@ class Training:
         return base * max(0.0, (self.total_steps - step) / max(1, self.total_steps - self.warmup_steps))
 
     def loss_failure(self, loss: float, epoch: int, b: int) -> Fail:
+        """The error for a NaN or infinite loss at batch index `b` (named from 1) of `epoch`."""
         return Fail(
             f"the loss became {'NaN' if math.isnan(loss) else 'infinite'} at epoch {epoch}, batch {b + 1}"
             f"\nhint: lower the learning rate (optimizer.lr is {self.cfg['optimizer']['lr']})"
@@ -462,8 +463,8 @@ class Training:
         scheduled = self.warmup_steps > 0 or cfg["schedule"]["decay"] != "constant"
         lr = self.lr_at(step)
         optimizer.set_learning_rate(lr)
-        # The hot loop reads locals only: on small models (iris: ~70 µs a batch) attribute and
-        # method lookups are a measurable share of a step.
+        # The hot loop reads locals only: on small models (iris: ~70 µs a batch) the loop's own
+        # Python is a visible share of a step.
         train_x, train_y, msg, lr_at = self.train_x, self.train_y, self.msg, self.lr_at
         set_lr, optimizer_step, reset_grad = optimizer.set_learning_rate, optimizer.step, module.lazy_reset_grad
         isfinite, monotonic = math.isfinite, time.monotonic
