@@ -7,17 +7,21 @@ Python 3.11 standard library only for the driver. The worker and the bare loop r
 `--python` (the worker's venv: stages/python/requirements.txt); the PyTorch loop under
 `--torch-python` (a Python with torch and numpy), skipped when not given.
 
-    python3 bench/train_bench.py --python /tmp/ortt-venv/bin/python \
+    python3 bench/train_bench.py --python ~/.cache/sluice/python/cpu-<hash>/bin/python \
         --torch-python /tmp/torch-venv/bin/python --runs 3
 
 Workloads: `digits-cnn` (the normalize stage's digits arrays, 1×32×32, conv 16-32, FC 64,
 batch 32) and `iris-mlp` (iris, MLP [64], batch 16), both AdamW, no augmentation, shuffled.
 Throughput is samples per second of the training phase of each epoch (forward, backward,
 optimizer step; not validation or checkpoints), median over epochs 2.. of a run, then median
-over runs. The worker's figure is the `samples_per_sec` of its history.json; its overhead is
-(bare - worker) / bare. Wall is each process end to end (start-up, artifact reuse, validation
-and checkpoints for the worker). Tools alternate within each round so that load from other work
-on the machine hits them alike.
+over runs. The worker's figure is the `samples_per_sec` of its history.json, timed from the
+epoch's shuffle to its last optimizer step like the bare loop's; its overhead is
+(bare - worker) / bare. The bare loop runs twice: training steps only, and with the worker's
+per-epoch validation pass and checkpoint between epochs (untimed, but it leaves the next epoch
+starting with cold caches), which separates sluice's own cost from that of the work it is asked
+to do. Wall is each process end to end (start-up, artifact reuse, validation and checkpoints for
+the worker). Tools alternate within each round so that load from other work on the machine hits
+them alike. PyTorch uses one intra-op thread per available core, as ONNX Runtime does.
 """
 from __future__ import annotations
 
@@ -51,9 +55,13 @@ WORKLOADS = {
     },
 }
 
-# The bare loop: what the worker does per batch, minus the protocol, checks and bookkeeping.
+# The bare loop: what the worker does per batch, minus the protocol, checks and bookkeeping. With
+# `full` it also does the worker's per-epoch work between epochs, outside the timed training
+# phase: a validation pass (module.eval(), batches of 1024, module.train()) and a checkpoint with
+# the optimizer state, each to a new file. That work leaves the caches cold for the next epoch's
+# first batches, which on ~1 ms epochs (iris) is a visible share of the training phase itself.
 BARE_LOOP = r"""
-import json, os, sys, time, types
+import json, os, sys, tempfile, time, types
 import numpy as np
 import onnxruntime as ort
 pkg = types.ModuleType("onnxruntime.training")
@@ -61,25 +69,43 @@ pkg.__path__ = [os.path.join(os.path.dirname(ort.__file__), "training")]
 sys.modules["onnxruntime.training"] = pkg
 from onnxruntime.training import api
 
-art, data, batch, epochs, lr, seed = sys.argv[1:7]
-batch, epochs, lr, seed = int(batch), int(epochs), float(lr), int(seed)
+art, data, batch, epochs, lr, seed, threads, mode = sys.argv[1:9]
+batch, epochs, lr, seed, full = int(batch), int(epochs), float(lr), int(seed), mode == "full"
+options = ort.SessionOptions()
+options.intra_op_num_threads = int(threads)  # 0: ONNX Runtime's default, one per core (the worker's)
 x = np.load(os.path.join(data, "train", "features.npy"))
 y = np.load(os.path.join(data, "train", "labels.npy")).astype(np.int64)
+vx = np.load(os.path.join(data, "val", "features.npy"))
+vy = np.load(os.path.join(data, "val", "labels.npy")).astype(np.int64)
 state = api.CheckpointState.load_checkpoint(os.path.join(art, "checkpoint"))
-module = api.Module(os.path.join(art, "training_model.onnx"), state, os.path.join(art, "eval_model.onnx"))
+module = api.Module(os.path.join(art, "training_model.onnx"), state, os.path.join(art, "eval_model.onnx"),
+                    session_options=options)
 optimizer = api.Optimizer(os.path.join(art, "optimizer_model.onnx"), module)
+optimizer.set_learning_rate(lr)
 module.train()
+scratch = tempfile.mkdtemp()
 rates = []
 for epoch in range(1, epochs + 1):
     started = time.monotonic()
     order = np.random.default_rng([seed, epoch]).permutation(len(x))
     for start in range(0, len(x), batch):
         idx = order[start:start + batch]
-        optimizer.set_learning_rate(lr)
         module(x[idx], y[idx])
         optimizer.step()
         module.lazy_reset_grad()
     rates.append(len(x) / (time.monotonic() - started))
+    if full:
+        module.eval()
+        for start in range(0, len(vx), 1024):
+            module(vx[start:start + 1024], vy[start:start + 1024])
+        module.train()
+        path = os.path.join(scratch, f"epoch-{epoch}.ckpt")
+        api.CheckpointState.save_checkpoint(state, path, include_optimizer_state=True)
+        if epoch > 1:
+            os.remove(os.path.join(scratch, f"epoch-{epoch - 1}.ckpt"))
+for name in os.listdir(scratch):
+    os.remove(os.path.join(scratch, name))
+os.rmdir(scratch)
 print(json.dumps(rates))
 """
 
@@ -90,8 +116,10 @@ import numpy as np
 import torch
 from torch import nn
 
-kind, data, batch, epochs, lr, seed = sys.argv[1:7]
+kind, data, batch, epochs, lr, seed, threads = sys.argv[1:8]
 batch, epochs, lr, seed = int(batch), int(epochs), float(lr), int(seed)
+# By default one intra-op thread per core available, as ONNX Runtime's default pool has.
+torch.set_num_threads(int(threads) or len(os.sched_getaffinity(0)))
 torch.manual_seed(seed)
 x = torch.from_numpy(np.load(os.path.join(data, "train", "features.npy")))
 y = torch.from_numpy(np.load(os.path.join(data, "train", "labels.npy")).astype(np.int64))
@@ -175,6 +203,9 @@ def main() -> None:
     parser.add_argument("--python", required=True, help="the worker's Python (onnxruntime-training, onnx, numpy)")
     parser.add_argument("--torch-python", help="a Python with torch and numpy; the PyTorch loop is skipped without it")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="intra-op threads of the bare loops and PyTorch (default: one per core, ONNX Runtime's "
+                             "default and the worker's); other counts leave the worker out, as it always uses the default")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: " + ", ".join(WORKLOADS))
     args = parser.parse_args()
 
@@ -187,28 +218,50 @@ def main() -> None:
             if not (data / "train" / "features.npy").exists():
                 print(f"{name}: skipped, {data} is missing (run the data pipeline first)")
                 continue
-            loop_args = [spec["batch_size"], spec["epochs"], spec["lr"], 0]
+            loop_args = [spec["batch_size"], spec["epochs"], spec["lr"], 0, args.threads]
             # Warm-up: generates the artifacts once, so every timed run reuses them.
             _, _, key = run_worker(args.python, request(work, name, spec, data, cache, 0))
             artifacts = next(p for p in cache.iterdir() if p.name.startswith(key))
-            results: dict[str, list] = {"sluice worker": [], "bare ORT loop": [], "PyTorch eager": []}
+            results: dict[str, list] = {"sluice worker": [], "bare ORT loop": [], "bare + val/ckpt": [], "PyTorch eager": []}
             for run in range(1, args.runs + 1):
-                rate, wall, _ = run_worker(args.python, request(work, name, spec, data, cache, run))
-                results["sluice worker"].append((rate, wall))
-                results["bare ORT loop"].append(run_script(args.python, BARE_LOOP, [artifacts, data, *loop_args]))
+                if not args.threads:
+                    rate, wall, _ = run_worker(args.python, request(work, name, spec, data, cache, run))
+                    results["sluice worker"].append((rate, wall))
+                results["bare ORT loop"].append(run_script(args.python, BARE_LOOP, [artifacts, data, *loop_args, "steps"]))
+                results["bare + val/ckpt"].append(run_script(args.python, BARE_LOOP, [artifacts, data, *loop_args, "full"]))
                 if args.torch_python:
                     results["PyTorch eager"].append(run_script(args.torch_python, TORCH_LOOP, [name, data, *loop_args]))
-            print(f"\n{name}: batch {spec['batch_size']}, {spec['epochs']} epochs, {args.runs} runs, medians")
-            print(f"  {'tool':<15} {'samples/s':>10} {'wall s':>8}")
+            threads = args.threads or f"{len(os.sched_getaffinity(0))} (one per core)"
+            print(f"\n{name}: batch {spec['batch_size']}, {spec['epochs']} epochs, {args.runs} runs, medians; "
+                  f"intra-op threads {threads}")
+            print(f"  {'tool':<17} {'samples/s':>10} {'wall s':>8}")
             medians = {}
             for tool, rows in results.items():
                 if rows:
                     medians[tool] = statistics.median(r[0] for r in rows)
-                    print(f"  {tool:<15} {medians[tool]:>10.0f} {statistics.median(r[1] for r in rows):>8.2f}")
-            bare, worker = medians["bare ORT loop"], medians["sluice worker"]
-            print(f"  worker overhead vs the bare loop: {100 * (bare - worker) / bare:+.1f}%")
+                    print(f"  {tool:<17} {medians[tool]:>10.0f} {statistics.median(r[1] for r in rows):>8.2f}")
+            # Two figures per comparison: the ratio of the medians, and the median of the ratios
+            # within each round. The machine's speed drifts between rounds when other work runs on
+            # it; tools of one round ran minutes apart at most, so the paired figure is the steadier.
+            def compare(a: str, b: str) -> tuple[float, float]:
+                paired = statistics.median(x[0] / y[0] for x, y in zip(results[a], results[b]))
+                return medians[a] / medians[b], paired
+
+            def overhead(worker: str, loop: str, words: str) -> None:
+                of_medians, paired = compare(worker, loop)
+                print(f"  worker overhead vs {words}: {100 * (1 - of_medians):+.1f}% (medians), {100 * (1 - paired):+.1f}% (paired)")
+
+            def speed(a: str, b: str) -> None:
+                of_medians, paired = compare(a, b)
+                print(f"  {a} vs {b}: {of_medians:.2f}x the throughput (medians), {paired:.2f}x (paired)")
+
             if "PyTorch eager" in medians:
-                print(f"  worker vs PyTorch eager: {worker / medians['PyTorch eager']:.2f}x the throughput")
+                speed("bare ORT loop", "PyTorch eager")
+            if "sluice worker" in medians:
+                overhead("sluice worker", "bare ORT loop", "the bare loop")
+                overhead("sluice worker", "bare + val/ckpt", "the bare loop with validation and checkpoints")
+                if "PyTorch eager" in medians:
+                    speed("sluice worker", "PyTorch eager")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
