@@ -273,7 +273,7 @@ fn evaluate_without_a_gpu_runs_on_the_cpu_and_says_so_and_cuda_is_an_error() {
     let run = ws.sluice(&["run"]);
     run.assert_ok();
     assert!(
-        run.stderr.contains("evaluate: no GPU is available to this stage (it asks for one with `resources: {gpus: 1}`); evaluating on the CPU"),
+        run.stderr.contains("evaluate: no GPU is available to this stage; evaluating on the CPU (a stage gets one with `resources: {gpus: 1}` on a machine that has one)"),
         "{}",
         run.stderr
     );

@@ -67,7 +67,7 @@ pub(crate) fn choose(
         ),
         (Device::Cuda, Some(g), CudaRuntime::Ready) => Ok(cuda(g)),
         (Device::Auto, None, _) => Ok(cpu(Some(
-            "no GPU is available to this stage (it asks for one with `resources: {gpus: 1}`); evaluating on the CPU".into(),
+            "no GPU is available to this stage; evaluating on the CPU (a stage gets one with `resources: {gpus: 1}` on a machine that has one)".into(),
         ))),
         (Device::Auto, Some(_), CudaRuntime::NotInstalled) => Ok(cpu(Some(format!(
             "GPU {} is assigned, but ONNX Runtime's CUDA build is not installed; evaluating on the CPU\nhint: run `sluice setup --cuda` once",

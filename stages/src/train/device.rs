@@ -40,7 +40,7 @@ pub(crate) fn choose(
             note: None,
         }),
         Device::Auto if gpus.is_empty() => Ok(cpu(Some(
-            "no GPU is available to this stage (it asks for one with `resources: {gpus: 1}`); training on the CPU".into(),
+            "no GPU is available to this stage; training on the CPU (a stage gets one with `resources: {gpus: 1}` on a machine that has one)".into(),
         ))),
         Device::Auto if !cuda_env_ready => Ok(cpu(Some(format!(
             "GPU {} is assigned, but the CUDA training environment is not installed; training on the CPU\nhint: run `sluice setup --cuda` once, or write `device: cuda` to install it on the next run",
