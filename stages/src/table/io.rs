@@ -125,12 +125,12 @@ fn check_csv_shape(bytes: &[u8], display: &str) -> Result<(), TableError> {
             len,
         } => TableError::CsvLine {
             path: display.to_string(),
-            line: pos.as_ref().map_or(0, |p| p.line()),
+            line: pos.as_ref().map_or(0, |p| line_of(bytes, p)),
             detail: format!("expected {expected_len} fields, found {len}"),
         },
         csv::ErrorKind::Utf8 { pos, err } => TableError::CsvLine {
             path: display.to_string(),
-            line: pos.as_ref().map_or(0, |p| p.line()),
+            line: pos.as_ref().map_or(0, |p| line_of(bytes, p)),
             detail: format!("field {} is not valid UTF-8", err.field() + 1),
         },
         _ => TableError::Csv {
@@ -156,6 +156,20 @@ fn check_csv_shape(bytes: &[u8], display: &str) -> Result<(), TableError> {
     let mut record = csv::StringRecord::new();
     while reader.read_record(&mut record).map_err(line_error)? {}
     Ok(())
+}
+
+/// The line in the file where the record at `pos` starts, counted from the bytes: the `csv`
+/// crate's own line count lags one behind on every CRLF line ending (it ends the record at the
+/// `\r` and counts the `\n` only when the next record is read).
+fn line_of(bytes: &[u8], pos: &csv::Position) -> u64 {
+    let mut at = (pos.byte() as usize).min(bytes.len());
+    let mut line = 1 + memchr::memchr_iter(b'\n', &bytes[..at]).count() as u64;
+    // A record the reader sees as starting on the rest of the previous line's terminator.
+    while let Some(&b @ (b'\r' | b'\n')) = bytes.get(at) {
+        line += u64::from(b == b'\n');
+        at += 1;
+    }
+    line
 }
 
 /// Reads the row groups on every core, each into one batch, and joins them a column at a time.
@@ -342,6 +356,16 @@ mod tests {
     fn a_malformed_row_is_named_by_its_line() {
         let e = csv("a,b,c\n1,2,3\n4,5\n").unwrap_err().to_string();
         assert_eq!(e, "`data/t.csv` line 3: expected 3 fields, found 2");
+    }
+
+    #[test]
+    fn crlf_files_name_the_same_lines() {
+        let e = csv("a,b,c\r\n1,2,3\r\n4,5\r\n6,7,8\r\n").unwrap_err().to_string();
+        assert_eq!(e, "`data/t.csv` line 3: expected 3 fields, found 2");
+        let e = csv("a,b,c\r\n4,5\r\n").unwrap_err().to_string();
+        assert_eq!(e, "`data/t.csv` line 2: expected 3 fields, found 2");
+        let e = csv("a,b,c\n\n1,2,3\n4,5\n").unwrap_err().to_string();
+        assert_eq!(e, "`data/t.csv` line 4: expected 3 fields, found 2");
     }
 
     #[test]
