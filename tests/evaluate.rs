@@ -125,6 +125,33 @@ fn iris_runs_to_a_deployed_bundle_and_redeploys_only_on_change() {
         let text = ws.sluice(&["metrics", "pipelines/iris.yaml", "--diff"]);
         assert!(text.stdout.contains("was "), "{}", text.stdout);
     }
+
+    // Going back to the first seed restores every stage from the cache, deploy included, and
+    // `latest` follows the restored deploy back to version 1.
+    let back = ws.run(&["pipelines/iris.yaml"]);
+    back.assert_ok();
+    assert_eq!(back.outcomes()["deploy"], "restored", "{}", back.stderr);
+    assert_eq!(ws.read("models/iris/latest").trim(), "1");
+    assert!(back.events().iter().any(|e| e["event"] == "stage_log"
+        && e["message"].as_str().unwrap_or("")
+            == "restored the deploy of models/iris/1; `latest` points to it again"));
+    // A registry that lost the recorded version makes deploy run instead of restoring.
+    ws.run(&["pipelines/iris.yaml", "--set", "seed=7"])
+        .assert_ok();
+    std::fs::remove_dir_all(ws.path("models/iris/1")).unwrap();
+    let rebuilt = ws.run(&["pipelines/iris.yaml"]);
+    rebuilt.assert_ok();
+    assert_eq!(rebuilt.outcomes()["deploy"], "ran", "{}", rebuilt.stderr);
+    assert!(rebuilt
+        .events()
+        .iter()
+        .any(|e| {
+            e["event"] == "stage_started"
+        && e["reason"].as_str().unwrap_or("")
+            == "cached result not usable: the registry no longer holds models/iris/1 as recorded"
+        }));
+    assert_eq!(versions(&ws), vec!["2", "3"]);
+    assert_eq!(ws.read("models/iris/latest").trim(), "3");
 }
 
 #[test]

@@ -152,13 +152,16 @@ pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult
     let reason = match decision {
         Decision::UpToDate(outputs) => return JobResult::UpToDate(Completed { fp, key, outputs }),
         Decision::Restore(record) => match ctx.store.restore(root, &record, &ctx.hasher) {
-            Ok(()) => {
-                return JobResult::Restored(Completed {
-                    fp,
-                    key,
-                    outputs: record.outputs,
-                })
-            }
+            Ok(()) => match after_restore(ctx, stage) {
+                Ok(()) => {
+                    return JobResult::Restored(Completed {
+                        fp,
+                        key,
+                        outputs: record.outputs,
+                    })
+                }
+                Err(why) => RunReason::RestoreRefused(why),
+            },
             Err(RestoreError::Corrupt(why)) => {
                 ctx.store.forget(&key);
                 let _ = ctx.events.send(Event::Warning {
@@ -175,6 +178,31 @@ pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult
         return fail(why.clone());
     }
     execute(ctx, job, stage, fp, key, reason, tx)
+}
+
+/// A built-in stage's `after_restore`: effects beyond its outputs brought in line with them.
+fn after_restore(ctx: &RunCtx, stage: &StageDef) -> Result<(), String> {
+    let StageKind::Builtin { name: kind, .. } = &stage.kind else {
+        return Ok(());
+    };
+    let Some(imp) = ctx.registry.get(kind) else {
+        return Ok(());
+    };
+    let root = &ctx.pipeline.root;
+    let outputs: BTreeMap<String, PathBuf> = stage
+        .outputs
+        .iter()
+        .map(|o| (o.name.clone(), o.path.to_abs(root)))
+        .collect();
+    let restored = crate::stage::Restored {
+        workspace: root,
+        outputs: &outputs,
+        with: &stage.with,
+    };
+    if let Some(line) = imp.after_restore(&restored)? {
+        StageEventSink::new(&stage.id.0, ctx.events.clone()).log("notice", line);
+    }
+    Ok(())
 }
 
 fn execute(

@@ -96,6 +96,8 @@ pub enum RunReason {
     UpstreamWillRun(String),
     CacheCorrupt(String),
     InputMissing(String),
+    /// The stage refused its restored outputs (`Stage::after_restore`), saying why.
+    RestoreRefused(String),
 }
 
 impl fmt::Display for RunReason {
@@ -116,6 +118,7 @@ impl fmt::Display for RunReason {
             RunReason::UpstreamWillRun(s) => write!(f, "upstream `{s}` is stale"),
             RunReason::CacheCorrupt(m) => write!(f, "cache entry dropped ({m})"),
             RunReason::InputMissing(m) => write!(f, "input {m} is missing"),
+            RunReason::RestoreRefused(m) => write!(f, "cached result not usable: {m}"),
         }
     }
 }

@@ -160,6 +160,13 @@ impl Inputs {
     }
 }
 
+/// What a built-in stage sees after its outputs were restored from the cache instead of run.
+pub struct Restored<'a> {
+    pub workspace: &'a std::path::Path,
+    pub outputs: &'a BTreeMap<String, PathBuf>,
+    pub with: &'a serde_json::Value,
+}
+
 /// A built-in stage kind.
 pub trait Stage: Send + Sync {
     /// The name used in `uses:`.
@@ -187,6 +194,13 @@ pub trait Stage: Send + Sync {
         false
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), String>;
+    /// Called when the stage's outputs were restored from the cache, for a stage whose effects
+    /// reach past its outputs (deploy moves a registry's `latest` pointer) to bring them in line
+    /// with the restored result. `Ok(Some(line))` is logged as a notice; `Err(why)` makes the
+    /// runner run the stage after all, with `why` as the reason.
+    fn after_restore(&self, _restored: &Restored<'_>) -> Result<Option<String>, String> {
+        Ok(None)
+    }
 }
 
 /// The built-in stage kinds known to this binary.

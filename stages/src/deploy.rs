@@ -12,7 +12,7 @@
 use crate::problems::problem;
 use serde_json::{json, Value};
 use sluice_runner::diag::did_you_mean;
-use sluice_runner::stage::{ConfigProblem, Inputs};
+use sluice_runner::stage::{ConfigProblem, Inputs, Restored};
 use sluice_runner::{Stage, StageContext};
 use std::path::{Path, PathBuf};
 
@@ -105,6 +105,50 @@ impl Stage for Deploy {
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
         run(ctx)
     }
+    /// A deploy restored from the cache (say, after going back to an earlier config) points
+    /// `latest` at the version its record names, as deploying that model again would; if the
+    /// registry no longer holds that version as recorded, the stage runs instead.
+    fn after_restore(&self, restored: &Restored<'_>) -> Result<Option<String>, String> {
+        let record_path = restored.outputs.get("record").ok_or("no `record` output")?;
+        let record: Value = std::fs::read_to_string(record_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .ok_or("its record is unreadable")?;
+        let (Some(registry), Some(name), Some(version), Some(content)) = (
+            record["registry"].as_str(),
+            record["name"].as_str(),
+            record["version"].as_u64(),
+            record["content"].as_str(),
+        ) else {
+            return Err("its record is incomplete".into());
+        };
+        let dir = restored.workspace.join(registry).join(name);
+        let shown = format!("{registry}/{name}/{version}");
+        let holds = std::fs::read_to_string(dir.join(version.to_string()).join(BUNDLE))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .is_some_and(|b| b["content"] == content);
+        if !holds {
+            return Err(format!("the registry no longer holds {shown} as recorded"));
+        }
+        let current = std::fs::read_to_string(dir.join(LATEST)).ok();
+        if current.as_deref().map(str::trim) == Some(version.to_string().as_str()) {
+            return Ok(None);
+        }
+        point_latest(&dir, version)?;
+        Ok(Some(format!(
+            "restored the deploy of {shown}; `latest` points to it again"
+        )))
+    }
+}
+
+/// Points `dir/latest` at `version`, replaced in one rename so that readers (a running
+/// `sluice serve`) see the old or the new version.
+fn point_latest(dir: &Path, version: u64) -> Result<(), String> {
+    let latest = dir.join(LATEST);
+    let tmp = dir.join(format!(".latest-{}", std::process::id()));
+    std::fs::write(&tmp, format!("{version}\n")).map_err(io_err("write", &tmp))?;
+    std::fs::rename(&tmp, &latest).map_err(io_err("update", &latest))
 }
 
 fn io_err<'a>(what: &str, p: &'a Path) -> impl FnOnce(std::io::Error) -> String + 'a {
@@ -192,11 +236,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
             (n, true)
         }
     };
-    // `latest` is replaced in one rename, so readers see the old or the new version.
-    let latest = dir.join(LATEST);
-    let tmp = dir.join(format!(".latest-{}", std::process::id()));
-    std::fs::write(&tmp, format!("{version}\n")).map_err(io_err("write", &tmp))?;
-    std::fs::rename(&tmp, &latest).map_err(io_err("update", &latest))?;
+    point_latest(&dir, version)?;
     let shown = format!("{}/{}/{version}", config.registry, config.name);
     ctx.events.log(
         "notice",

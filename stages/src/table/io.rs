@@ -360,7 +360,9 @@ mod tests {
 
     #[test]
     fn crlf_files_name_the_same_lines() {
-        let e = csv("a,b,c\r\n1,2,3\r\n4,5\r\n6,7,8\r\n").unwrap_err().to_string();
+        let e = csv("a,b,c\r\n1,2,3\r\n4,5\r\n6,7,8\r\n")
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "`data/t.csv` line 3: expected 3 fields, found 2");
         let e = csv("a,b,c\r\n4,5\r\n").unwrap_err().to_string();
         assert_eq!(e, "`data/t.csv` line 2: expected 3 fields, found 2");
