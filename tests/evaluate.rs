@@ -142,14 +142,11 @@ fn iris_runs_to_a_deployed_bundle_and_redeploys_only_on_change() {
     let rebuilt = ws.run(&["pipelines/iris.yaml"]);
     rebuilt.assert_ok();
     assert_eq!(rebuilt.outcomes()["deploy"], "ran", "{}", rebuilt.stderr);
-    assert!(rebuilt
-        .events()
-        .iter()
-        .any(|e| {
-            e["event"] == "stage_started"
+    assert!(rebuilt.events().iter().any(|e| {
+        e["event"] == "stage_started"
         && e["reason"].as_str().unwrap_or("")
             == "cached result not usable: the registry no longer holds models/iris/1 as recorded"
-        }));
+    }));
     assert_eq!(versions(&ws), vec!["2", "3"]);
     assert_eq!(ws.read("models/iris/latest").trim(), "3");
 }
@@ -166,7 +163,11 @@ fn a_missed_gate_fails_evaluate_and_blocks_deploy() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
         run.stderr.contains("the model misses its bar: log_loss is")
-            && run.stderr.contains("and `require` asks for < 0.000001"),
+            && run.stderr.contains("and `require` asks for < 0.000001")
+            && run
+                .stderr
+                .contains("its metrics on the test split: accuracy 0.")
+            && run.stderr.contains(" · log_loss 0."),
         "{}",
         run.stderr
     );

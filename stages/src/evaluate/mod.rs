@@ -459,7 +459,18 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
         }
     }
     if !failed.is_empty() {
-        return Err(format!("the model misses its bar: {}\nhint: the metrics are logged above; improve the model or relax `require`", failed.join("; ")));
+        // A failed stage keeps no outputs, so the figures go into the message itself.
+        let figures: Vec<String> = report["metrics"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, v)| v.as_f64().map(|x| format!("{name} {x:.4}")))
+            .collect();
+        return Err(format!(
+            "the model misses its bar: {}\n  its metrics on the test split: {}\nhint: improve the model or relax `require`",
+            failed.join("; "),
+            figures.join(" · ")
+        ));
     }
     for (k, v) in report["metrics"].as_object().into_iter().flatten() {
         if let Some(x) = v.as_f64() {
