@@ -110,6 +110,10 @@ impl Inputs {
                 ));
             }
         }
+        // A misspelt name already explains the required input it was meant to be.
+        if !problems.is_empty() {
+            return problems;
+        }
         for group in self.required {
             let present: Vec<&str> = group
                 .iter()
