@@ -55,14 +55,20 @@ def main():
     header = list(rows[0].keys())
     numeric = [c for c in header if all(is_number(r[c]) for r in rows)]
     columns = cfg.get("columns") or numeric
-    unknown = [c for c in columns if c not in header]
+    ratio = cfg.get("ratio")
+    # Every column the config names is checked before any work: a typo is an error that names
+    # it, not a traceback halfway through.
+    unknown = [c for c in columns + list(ratio or []) if c not in header]
     if unknown:
-        emit("result", status="error", message=f"unknown column(s) {unknown}; the table has {header}")
+        shown = os.path.relpath(source, request.get("workspace", "."))
+        emit("result", status="error", message=f"{shown}: unknown column(s) {unknown}; the table has {header}")
+        return 1
+    if ratio and (len(ratio) != 2 or not all(c in numeric for c in ratio)):
+        emit("result", status="error", message=f"`ratio` needs two numeric columns, not {ratio}")
         return 1
     emit("log", level="info", message=f"{len(rows)} rows, deriving from {columns}")
 
     square = cfg.get("square", True)
-    ratio = cfg.get("ratio")
     new_cols = [f"{c}_sq" for c in columns] if square else []
     if ratio:
         new_cols.append(f"{ratio[0]}_over_{ratio[1]}")
