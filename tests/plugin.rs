@@ -245,3 +245,22 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn the_example_plugin_names_a_misspelt_column() {
+    let ws = ws_with_plugin("{ratio: [petal_length, petal_widht]}", "");
+    let r = ws.run(&[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let message = r
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "stage_finished" && e["stage"] == "features")
+        .and_then(|e| e["message"].as_str().map(String::from))
+        .unwrap();
+    assert!(
+        message.contains("iris.csv: unknown column(s) ['petal_widht']"),
+        "{message}"
+    );
+    assert!(!message.contains("Traceback"), "{message}");
+    assert!(!ws.exists("out/features.csv"));
+}

@@ -317,9 +317,15 @@ fn built_in_stages_name_a_misspelt_missing_or_conflicting_input() {
             "sluice.yaml:4:",
         ],
     );
-    assert!(!e.contains("needs a `table`"), "no second error for the same typo: {e}");
+    assert!(
+        !e.contains("needs a `table`"),
+        "no second error for the same typo: {e}"
+    );
     let e = invalid("stages:\n  c:\n    uses: clean\n    inputs: {}\n");
-    has(&e, &["stage `c`: `clean` needs a `table` or an `images` input"]);
+    has(
+        &e,
+        &["stage `c`: `clean` needs a `table` or an `images` input"],
+    );
     // Both modes at once.
     let e = invalid(
         "stages:\n  s:\n    uses: split\n    inputs: {table: data.csv, images: data.csv}\n",
