@@ -349,3 +349,17 @@ fn built_in_stages_name_a_misspelt_missing_or_conflicting_input() {
         ],
     );
 }
+
+#[test]
+fn an_unquoted_expression_in_a_flow_mapping_gets_a_hint() {
+    let e =
+        invalid("params: {n: 3}\nstages:\n  a:\n    run: echo\n    with: {n: ${{ params.n }}}\n");
+    has(
+        &e,
+        &[
+            "invalid YAML",
+            "sluice.yaml:5:",
+            "an unquoted `${{ ... }}` inside `{ ... }` ends the mapping early; quote it",
+        ],
+    );
+}

@@ -101,8 +101,19 @@ pub fn parse_raw(source: &str) -> (RawPipeline, Problems) {
                 Some(i) => msg[..i].to_string(),
                 None => msg,
             };
+            // `{a: ${{ x }}}`: in YAML's flow style the braces of an unquoted expression end
+            // the mapping early, the commonest way to meet this error.
+            let on_line = loc
+                .as_ref()
+                .and_then(|l| source.lines().nth(l.line.saturating_sub(1)))
+                .unwrap_or("");
+            let help = (on_line.contains("${{") && on_line.contains('{')).then(|| {
+                "an unquoted `${{ ... }}` inside `{ ... }` ends the mapping early; quote it: `\"${{ params.x }}\"`, or write the mapping one key per line".to_string()
+            });
             problems.0.push(Pending {
-                diag: Diagnostic::new(format!("invalid YAML: {msg}")).at(loc),
+                diag: Diagnostic::new(format!("invalid YAML: {msg}"))
+                    .at(loc)
+                    .help_opt(help),
                 path: None,
             });
             return (RawPipeline::default(), problems);
