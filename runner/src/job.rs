@@ -370,7 +370,7 @@ fn execute(
     };
     if job.cancel.is_cancelled() {
         drop_outputs();
-        log.line("[sluice] cancelled; partial outputs removed");
+        log.line("[sluice] stopped (cancelled or timed out); partial outputs removed");
         return JobResult::Cancelled {
             log_tail: log.tail(),
         };
