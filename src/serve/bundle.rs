@@ -12,6 +12,7 @@
 use super::error::ServeError;
 use super::protocol::{DataType, Elements, InferRequest, OutTensor, OutValues, Tensor};
 use serde_json::{json, Map, Value};
+use sluice_stages::evaluate::metrics;
 use sluice_stages::infer::Model;
 use sluice_stages::preprocess::{ImagePreprocess, Preprocess, Task};
 use std::path::Path;
@@ -246,9 +247,9 @@ impl Bundle {
             Head::Classes(classes) => {
                 let k = classes.len();
                 let probs = if out.len() == rows * k {
-                    softmax(&out, k)
+                    metrics::softmax(&out, k)
                 } else {
-                    sigmoid_pairs(&out)
+                    metrics::sigmoid_pairs(&out)
                 };
                 let names = probs
                     .chunks_exact(k)
@@ -421,29 +422,6 @@ fn image_features(
     Ok((rows, out))
 }
 
-/// Softmax per row of `k` logits, in f64 (as `evaluate` computes it).
-fn softmax(logits: &[f32], k: usize) -> Vec<f64> {
-    let mut out = Vec::with_capacity(logits.len());
-    for row in logits.chunks_exact(k) {
-        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-        let exps: Vec<f64> = row.iter().map(|&x| (x as f64 - max).exp()).collect();
-        let sum: f64 = exps.iter().sum();
-        out.extend(exps.iter().map(|e| e / sum));
-    }
-    out
-}
-
-/// `[1 - p, p]` per row from one logit (a two-class model trained with a sigmoid).
-fn sigmoid_pairs(logits: &[f32]) -> Vec<f64> {
-    logits
-        .iter()
-        .flat_map(|&x| {
-            let p = 1.0 / (1.0 + (-(x as f64)).exp());
-            [1.0 - p, p]
-        })
-        .collect()
-}
-
 /// The first index of the largest value (as `evaluate` breaks ties).
 fn argmax(row: &[f64]) -> usize {
     row.iter()
@@ -507,8 +485,8 @@ mod tests {
 
     #[test]
     fn softmax_and_ties_follow_evaluate() {
-        assert_eq!(softmax(&[0.0, 0.0], 2), vec![0.5, 0.5]);
+        assert_eq!(metrics::softmax(&[0.0, 0.0], 2), vec![0.5, 0.5]);
         assert_eq!(argmax(&[0.5, 0.5]), 0);
-        assert_eq!(sigmoid_pairs(&[0.0]), vec![0.5, 0.5]);
+        assert_eq!(metrics::sigmoid_pairs(&[0.0]), vec![0.5, 0.5]);
     }
 }

@@ -505,28 +505,8 @@ fn hash_column(
                 );
             }
         }
-        DataType::Utf8 => {
-            let t = column.as_string::<i32>();
-            for (i, h) in hashes.iter_mut().enumerate() {
-                let x = if valid(i) {
-                    hash_bytes(t.value(i).as_bytes())
-                } else {
-                    NULL
-                };
-                *h = mix(*h, x);
-            }
-        }
-        DataType::LargeUtf8 => {
-            let t = column.as_string::<i64>();
-            for (i, h) in hashes.iter_mut().enumerate() {
-                let x = if valid(i) {
-                    hash_bytes(t.value(i).as_bytes())
-                } else {
-                    NULL
-                };
-                *h = mix(*h, x);
-            }
-        }
+        DataType::Utf8 => hash_texts(column.as_string::<i32>(), valid, NULL, hashes),
+        DataType::LargeUtf8 => hash_texts(column.as_string::<i64>(), valid, NULL, hashes),
         t => {
             let data = column.to_data();
             let width = t.primitive_width().expect("primitive types have a width");
@@ -555,6 +535,23 @@ fn hash_column(
         }
     }
     Ok(())
+}
+
+/// Mixes each text of `t` (or `null` where it has none) into the hash of its row.
+fn hash_texts<O: arrow::array::OffsetSizeTrait>(
+    t: &arrow::array::GenericStringArray<O>,
+    valid: impl Fn(usize) -> bool,
+    null: u64,
+    hashes: &mut [u64],
+) {
+    for (i, h) in hashes.iter_mut().enumerate() {
+        let x = if valid(i) {
+            hash_bytes(t.value(i).as_bytes())
+        } else {
+            null
+        };
+        *h = mix(*h, x);
+    }
 }
 
 /// The fences outside which a value is an outlier, from the column's non-missing values.
