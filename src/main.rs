@@ -239,12 +239,7 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
 
     let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
     let json = args.json;
-    let style = report::Style {
-        color: report::color_enabled(cli.color),
-        live: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()) && !cli.quiet,
-        verbose: cli.verbose > 0,
-        quiet: cli.quiet,
-    };
+    let style = report::Style::for_cli(cli, json);
     let reporter = std::thread::spawn(move || {
         if json {
             report::json(ev_rx)

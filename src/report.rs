@@ -18,6 +18,17 @@ pub struct Style {
 }
 
 impl Style {
+    /// The style the global options ask for: live rows only for a terminal, never with `--json`
+    /// (machine output on stdout) or `--quiet`.
+    pub fn for_cli(cli: &crate::cli::Cli, json: bool) -> Style {
+        Style {
+            color: color_enabled(cli.color),
+            live: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()) && !cli.quiet,
+            verbose: cli.verbose > 0,
+            quiet: cli.quiet,
+        }
+    }
+
     pub fn paint(&self, code: &str, s: &str) -> String {
         if self.color {
             format!("\x1b[{code}m{s}\x1b[0m")

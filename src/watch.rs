@@ -29,12 +29,7 @@ pub fn watch(cli: &Cli, args: &WatchArgs) -> Result<ExitCode, Failure> {
     let signals = SignalChannel::install()?;
     let (tx, rx) = crossbeam_channel::unbounded();
     let json = args.json;
-    let style = report::Style {
-        color: report::color_enabled(cli.color),
-        live: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()) && !cli.quiet,
-        verbose: cli.verbose > 0,
-        quiet: cli.quiet,
-    };
+    let style = report::Style::for_cli(cli, json);
     let reporter = std::thread::spawn(move || {
         if json {
             print_json(rx)

@@ -153,25 +153,6 @@ pub(crate) fn filter(
     Ok((out, json!({"expression": expression, "dropped": dropped})))
 }
 
-/// The non-missing values of a numeric column as `f64`.
-fn numbers(rule: &'static str, column: &str, array: &ArrayRef) -> Result<Vec<f64>, RuleError> {
-    if !array.data_type().is_numeric() {
-        return Err(RuleError::NotNumeric {
-            rule,
-            column: column.to_string(),
-            data_type: array.data_type().clone(),
-        });
-    }
-    let floats = arrow::compute::cast(array, &DataType::Float64)?;
-    Ok(floats
-        .as_primitive::<Float64Type>()
-        .iter()
-        .flatten()
-        .filter(|x| !x.is_nan())
-        .collect())
-}
-
-/// The `p` quantile of sorted `values`, interpolating linearly between ranks (numpy's default).
 fn quantile(sorted: &[f64], p: f64) -> f64 {
     let rank = (sorted.len() - 1) as f64 * p;
     let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
@@ -277,7 +258,7 @@ pub(crate) fn missing(
                 continue;
             }
             Fill::Mean => {
-                let values = numbers("mean", name, &array)?;
+                let values = numbers("mean", name, &array, None)?;
                 if values.is_empty() {
                     return Err(RuleError::NoValues {
                         rule: "mean",
@@ -288,7 +269,7 @@ pub(crate) fn missing(
                 number_scalar(mean, array.data_type())?
             }
             Fill::Median => {
-                let values = sorted(numbers("median", name, &array)?);
+                let values = sorted(numbers("median", name, &array, None)?);
                 if values.is_empty() {
                     return Err(RuleError::NoValues {
                         rule: "median",
@@ -598,7 +579,7 @@ pub(crate) fn outliers(
         .par_iter()
         .map(|&(column, index)| {
             let array = batch.column(index).clone();
-            let values = kept_numbers("outliers", column, &array, before.as_ref())?;
+            let values = numbers("outliers", column, &array, before.as_ref())?;
             let Some((low, high)) = fences(rule.method, values) else {
                 return Ok((column, index, array, None));
             };
@@ -643,16 +624,14 @@ pub(crate) fn outliers(
     Ok((batch, keep, json!(report)))
 }
 
-/// [`numbers`] of the rows `keep` leaves in.
-fn kept_numbers(
+/// The non-missing, non-NaN values of a numeric column as `f64`, of the rows `keep` leaves in
+/// (all rows without a mask).
+fn numbers(
     rule: &'static str,
     column: &str,
     array: &ArrayRef,
     keep: Option<&BooleanArray>,
 ) -> Result<Vec<f64>, RuleError> {
-    let Some(keep) = keep else {
-        return numbers(rule, column, array);
-    };
     if !array.data_type().is_numeric() {
         return Err(RuleError::NotNumeric {
             rule,
@@ -661,13 +640,16 @@ fn kept_numbers(
         });
     }
     let floats = arrow::compute::cast(array, &DataType::Float64)?;
-    Ok(floats
-        .as_primitive::<Float64Type>()
-        .iter()
-        .zip(keep.values().iter())
-        .filter_map(|(x, k)| if k { x } else { None })
-        .filter(|x| !x.is_nan())
-        .collect())
+    let floats = floats.as_primitive::<Float64Type>().iter();
+    let values: Vec<f64> = match keep {
+        None => floats.flatten().filter(|x| !x.is_nan()).collect(),
+        Some(keep) => floats
+            .zip(keep.values().iter())
+            .filter_map(|(x, k)| if k { x } else { None })
+            .filter(|x| !x.is_nan())
+            .collect(),
+    };
+    Ok(values)
 }
 
 /// `array` with values below `low` set to `low` and above `high` to `high`; whole-number columns
