@@ -78,7 +78,7 @@ pub(crate) fn f32_matrix(rows: usize, cols: usize, data: &[f32]) -> Vec<u8> {
     with_data(header(Dtype::F32, &[rows, cols]), data, f32::to_le_bytes)
 }
 
-/// [`f32_matrix`] written to `out` a piece at a time, never whole in memory twice.
+/// [`f32_matrix`] written to `out`, never whole in memory twice.
 pub(crate) fn write_f32_matrix(
     out: &mut impl std::io::Write,
     rows: usize,
@@ -87,13 +87,26 @@ pub(crate) fn write_f32_matrix(
 ) -> std::io::Result<()> {
     debug_assert_eq!(rows * cols, data.len());
     out.write_all(&header(Dtype::F32, &[rows, cols]))?;
-    let mut piece = Vec::with_capacity(4 << 16);
-    for values in data.chunks(1 << 16) {
-        piece.clear();
-        piece.extend(values.iter().flat_map(|x| x.to_le_bytes()));
-        out.write_all(&piece)?;
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: an `f32` is 4 bytes without padding, any byte may be read as a `u8`, and on a
+        // little-endian target its bytes in memory are its little-endian bytes: the data is
+        // written as it lies, without a copy.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data))
+        };
+        out.write_all(bytes)
     }
-    Ok(())
+    #[cfg(not(target_endian = "little"))]
+    {
+        let mut piece = Vec::with_capacity(4 << 16);
+        for values in data.chunks(1 << 16) {
+            piece.clear();
+            piece.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+            out.write_all(&piece)?;
+        }
+        Ok(())
+    }
 }
 
 /// A float32 array of any `shape` (at least two dimensions), `data` in C order.

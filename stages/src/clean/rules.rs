@@ -9,7 +9,9 @@
 
 use super::config::{Action, CastType, Fill, Method, Missing, Outliers};
 use super::expr::{EvalError, Expr};
+use crate::table::hash::{hash_bytes, mix};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Scalar, StringArray};
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::CastOptions;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use arrow::record_batch::RecordBatch;
@@ -319,13 +321,18 @@ pub(crate) fn duplicates(
         .map(|c| arrow::array::make_comparator(c.as_ref(), c.as_ref(), Default::default()))
         .collect::<Result<Vec<_>, _>>()?;
     let same = |a: usize, b: usize| comparators.iter().all(|c| c(a, b).is_eq());
-    // Rows still in, by the top bits of their hash: equal rows land in the same part, in row
-    // order, so each part finds its own duplicates (keeping the first) on its own core.
+    // Rows still in, by eight bits of their hash: equal rows land in the same part, in row
+    // order, so each part finds its own duplicates (keeping the first) on its own core. Not the
+    // top bits (the hash table's tags: a part's keys would all share one, and every probe would
+    // compare keys) nor the bottom ones (its bucket index).
     const PARTS: usize = 256;
-    let mut parts: Vec<Vec<u32>> = vec![Vec::new(); PARTS];
+    let part = |h: u64| ((h >> 32) as usize) % PARTS;
+    let mut parts: Vec<Vec<u32>> = (0..PARTS)
+        .map(|_| Vec::with_capacity(n / PARTS + n / PARTS / 8))
+        .collect();
     for (row, &h) in hashes.iter().enumerate() {
         if kept(keep, row) {
-            parts[(h >> 56) as usize].push(row as u32);
+            parts[part(h)].push(row as u32);
         }
     }
     let repeated: Vec<Vec<u32>> = parts
@@ -406,24 +413,6 @@ impl std::hash::Hasher for Prehashed {
     fn write_u64(&mut self, x: u64) {
         self.0 = x;
     }
-}
-
-const K: u64 = 0x9E37_79B9_7F4A_7C15;
-
-fn mix(h: u64, x: u64) -> u64 {
-    let m = u128::from(h ^ x) * u128::from(K);
-    ((m >> 64) as u64) ^ (m as u64)
-}
-
-fn hash_bytes(bytes: &[u8]) -> u64 {
-    let mut h = bytes.len() as u64;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        h = mix(h, u64::from_le_bytes(c.try_into().expect("8 bytes")));
-    }
-    let mut tail = [0u8; 8];
-    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    mix(h, u64::from_le_bytes(tail))
 }
 
 /// One hash per row over every column; equal rows (in the sense of `duplicates`) hash equal.
@@ -585,13 +574,20 @@ pub(crate) fn outliers(
             };
             let floats = arrow::compute::cast(&array, &DataType::Float64)?;
             let floats = floats.as_primitive::<Float64Type>();
-            let inside: BooleanArray = floats
-                .iter()
-                .map(|x| Some(x.is_none_or(|x| x.is_nan() || (low..=high).contains(&x))))
-                .collect();
-            let outside = (0..inside.len())
-                .filter(|&i| kept(before.as_ref(), i) && !inside.value(i))
-                .count();
+            // Missing values and NaN count as inside: other rules handle them.
+            let values = floats.values();
+            let mut inside = BooleanBuffer::collect_bool(values.len(), |i| {
+                let x = values[i];
+                x.is_nan() || (low..=high).contains(&x)
+            });
+            if let Some(nulls) = floats.nulls() {
+                inside = &inside | &!nulls.inner();
+            }
+            let outside = match &before {
+                Some(before) => (before.values() & &!&inside).count_set_bits(),
+                None => inside.len() - inside.count_set_bits(),
+            };
+            let inside = BooleanArray::new(inside, None);
             Ok((column, index, array, Some((low, high, inside, outside))))
         })
         .collect::<Result<Vec<_>, RuleError>>()?;
@@ -641,14 +637,17 @@ fn numbers(
     }
     let floats = arrow::compute::cast(array, &DataType::Float64)?;
     let floats = floats.as_primitive::<Float64Type>().iter();
-    let values: Vec<f64> = match keep {
-        None => floats.flatten().filter(|x| !x.is_nan()).collect(),
-        Some(keep) => floats
-            .zip(keep.values().iter())
-            .filter_map(|(x, k)| if k { x } else { None })
-            .filter(|x| !x.is_nan())
-            .collect(),
-    };
+    // Reserved whole: growing by doubling copies the column several times over.
+    let mut values = Vec::with_capacity(array.len());
+    match keep {
+        None => values.extend(floats.flatten().filter(|x| !x.is_nan())),
+        Some(keep) => values.extend(
+            floats
+                .zip(keep.values().iter())
+                .filter_map(|(x, k)| if k { x } else { None })
+                .filter(|x| !x.is_nan()),
+        ),
+    }
     Ok(values)
 }
 

@@ -2,13 +2,16 @@
 //! `.npy`, with the column lookups `fit` shares. Every error names the split's file, the row and
 //! the column.
 
-use super::preprocess::{ApplyError, Preprocess, Task};
+use super::preprocess::{Preprocess, Task, Unknown};
 use super::NormalizeError;
 use crate::npy;
+use crate::table::hash::TextHash;
 use crate::table::Table;
 use arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use arrow::buffer::ScalarBuffer;
 use arrow::datatypes::{DataType, Float64Type};
 use rayon::prelude::*;
+use std::collections::HashMap;
 
 /// The arrays of one split.
 pub(super) struct Arrays {
@@ -48,7 +51,7 @@ pub(super) fn numbers(
     table: &Table,
     name: &str,
     method: &'static str,
-) -> Result<Vec<f64>, NormalizeError> {
+) -> Result<ScalarBuffer<f64>, NormalizeError> {
     let column = table.batch.column(table.column_index(name)?);
     if !column.data_type().is_numeric() {
         return Err(NormalizeError::NotNumeric {
@@ -67,15 +70,37 @@ pub(super) fn numbers(
         }
     })?;
     let values = cast.as_primitive::<Float64Type>();
-    (0..values.len())
-        .map(|row| {
-            if values.is_null(row) || values.value(row).is_nan() {
-                Err(missing(table, row, name))
-            } else {
-                Ok(values.value(row))
+    let bad = match values.nulls() {
+        Some(nulls) if nulls.null_count() > 0 => {
+            values.iter().position(|x| x.is_none_or(f64::is_nan))
+        }
+        _ => values.values().iter().position(|x| x.is_nan()),
+    };
+    match bad {
+        Some(row) => Err(missing(table, row, name)),
+        None => Ok(values.values().clone()),
+    }
+}
+
+/// Each value's index among `categories` (sorted and distinct, as `fit` makes them), or -1 for a
+/// value that is not one of them; `text` has no nulls. A hash lookup per value, on every core.
+pub(super) fn codes(text: &StringArray, categories: &[String]) -> Vec<i32> {
+    let index: HashMap<&str, i32, TextHash> = categories
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i as i32))
+        .collect();
+    let mut out = vec![0i32; text.len()];
+    const BLOCK: usize = 1 << 16;
+    out.par_chunks_mut(BLOCK)
+        .enumerate()
+        .for_each(|(block, out)| {
+            for (i, slot) in out.iter_mut().enumerate() {
+                let value = text.value(block * BLOCK + i);
+                *slot = index.get(value).copied().unwrap_or(-1);
             }
-        })
-        .collect()
+        });
+    out
 }
 
 /// Column `name` as a `Utf8` array without nulls, for categories: `1` in a CSV and `1` in a
@@ -121,58 +146,63 @@ pub(super) fn encode(
         .iter()
         .map(|c| texts(table, &c.name))
         .collect::<Result<Vec<_>, _>>()?;
-    let categorical: Vec<&StringArray> = categorical.iter().map(|a| a.as_string()).collect();
+    let coded: Vec<Vec<i32>> = artifact
+        .categorical
+        .par_iter()
+        .zip(&categorical)
+        .map(|(c, text)| codes(text.as_string(), &c.categories))
+        .collect();
+    if artifact.unknown_category == Unknown::Error {
+        // The first row with an unknown category, and in it the first such column.
+        let first = coded
+            .iter()
+            .enumerate()
+            .filter_map(|(c, codes)| Some((codes.iter().position(|&k| k < 0)?, c)))
+            .min();
+        if let Some((row, c)) = first {
+            return Err(NormalizeError::UnknownCategory {
+                path: table.source.clone(),
+                row: row + 1,
+                column: artifact.categorical[c].name.clone(),
+                value: categorical[c].as_string::<i32>().value(row).to_string(),
+            });
+        }
+    }
     let rows = table.rows();
     let width = artifact.features.len();
     let mut features = vec![0f32; rows * width];
-    // Blocks of rows on every core; the first failing block holds the first failing row.
+    // Blocks of rows on every core.
     const BLOCK: usize = 1 << 14;
     features
         .par_chunks_mut((BLOCK * width).max(1))
         .enumerate()
-        .try_for_each(|(block, out)| {
-            let (mut row_numbers, mut row_texts) = (Vec::new(), Vec::new());
-            let mut encoded = Vec::with_capacity(out.len());
-            let first = block * BLOCK;
-            for row in first..(first + BLOCK).min(rows) {
-                row_numbers.clear();
-                row_numbers.extend(numeric.iter().map(|c| c[row]));
-                row_texts.clear();
-                row_texts.extend(categorical.iter().map(|c| c.value(row)));
-                artifact
-                    .encode(&row_numbers, &row_texts, &mut encoded)
-                    .map_err(|e| match e {
-                        ApplyError::UnknownCategory { column, value } => {
-                            NormalizeError::UnknownCategory {
-                                path: table.source.clone(),
-                                row: row + 1,
-                                column,
-                                value,
-                            }
-                        }
-                        other => NormalizeError::Config(other.to_string()),
-                    })?;
+        .for_each(|(block, out)| {
+            for (i, out) in out.chunks_exact_mut(width).enumerate() {
+                let row = block * BLOCK + i;
+                artifact.write_row(
+                    |c| numeric[c][row],
+                    |c| usize::try_from(coded[c][row]).ok(),
+                    out,
+                );
             }
-            out.copy_from_slice(&encoded);
-            Ok::<(), NormalizeError>(())
-        })?;
+        });
 
     let label = &artifact.label;
     let (mut classes, mut values) = (Vec::new(), Vec::new());
     match (&label.task, &label.classes) {
         (Task::Classification, Some(names)) => {
             let keys = table.keys(&label.column, "label")?;
-            for (row, value) in crate::table::texts(&keys).into_iter().enumerate() {
-                let code = names
-                    .binary_search_by(|k| k.as_str().cmp(value))
-                    .map_err(|_| NormalizeError::UnknownLabel {
-                        path: table.source.clone(),
-                        split,
-                        row: row + 1,
-                        value: value.to_string(),
-                    })?;
-                classes.push(code as i64);
+            let keys = keys.as_string::<i32>();
+            let found = codes(keys, names);
+            if let Some(row) = found.iter().position(|&k| k < 0) {
+                return Err(NormalizeError::UnknownLabel {
+                    path: table.source.clone(),
+                    split,
+                    row: row + 1,
+                    value: keys.value(row).to_string(),
+                });
             }
+            classes = found.into_iter().map(i64::from).collect();
         }
         _ => {
             let column = table.batch.column(table.column_index(&label.column)?);
@@ -184,8 +214,8 @@ pub(super) fn encode(
                 });
             }
             values = numbers(table, &label.column, "regression")?
-                .into_iter()
-                .map(|x| x as f32)
+                .iter()
+                .map(|&x| x as f32)
                 .collect();
         }
     }

@@ -7,11 +7,12 @@ use super::preprocess::{
     self, CategoricalColumn, Encoding, InputColumn, Label, NumericColumn, Preprocess, Task,
 };
 use super::NormalizeError;
+use crate::table::hash::TextHash;
 use crate::table::Table;
-use arrow::array::ArrayRef;
+use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::DataType;
 use rayon::prelude::*;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 /// Text-like columns, encoded as categories unless the config says otherwise.
 fn is_text(data_type: &DataType) -> bool {
@@ -23,8 +24,19 @@ fn is_text(data_type: &DataType) -> bool {
 
 /// The distinct values of a `Utf8` array without nulls, sorted.
 fn distinct(text: &ArrayRef) -> Vec<String> {
-    let seen: HashSet<&str> = crate::table::texts(text).into_iter().collect();
-    let sorted: BTreeSet<&str> = seen.into_iter().collect();
+    let text = text.as_string::<i32>();
+    let mut seen: HashSet<&str, TextHash> = HashSet::default();
+    // Runs of one value are common (sorted or grouped tables): skip the lookup for them.
+    let mut last = None;
+    for i in 0..text.len() {
+        let value = text.value(i);
+        if last != Some(value) {
+            seen.insert(value);
+            last = Some(value);
+        }
+    }
+    let mut sorted: Vec<&str> = seen.into_iter().collect();
+    sorted.sort_unstable();
     sorted.into_iter().map(String::from).collect()
 }
 

@@ -195,7 +195,24 @@ impl Preprocess {
         if p.format != FORMAT {
             return Err(ApplyError::Format(p.format));
         }
+        if p.features.len() != p.width() {
+            return Err(ApplyError::Invalid(format!(
+                "it names {} features, but its numeric and categorical columns make {}",
+                p.features.len(),
+                p.width()
+            )));
+        }
         Ok(p)
+    }
+
+    /// The number of features its columns make: one per numeric column, one per category of a
+    /// one-hot column, one per ordinal column.
+    fn width(&self) -> usize {
+        let categorical = self.categorical.iter().map(|c| match c.method {
+            Encoding::Onehot => c.categories.len(),
+            Encoding::Ordinal => 1,
+        });
+        self.numeric.len() + categorical.sum::<usize>()
     }
 
     /// The JSON text, keys sorted, ending in a newline.
@@ -252,9 +269,7 @@ impl Preprocess {
         texts: &[&str],
         out: &mut Vec<f32>,
     ) -> Result<(), ApplyError> {
-        for (c, x) in self.numeric.iter().zip(numbers) {
-            out.push(((x - c.center) / c.scale) as f32);
-        }
+        let mut codes = Vec::with_capacity(texts.len());
         for (c, text) in self.categorical.iter().zip(texts) {
             let found = c.categories.binary_search_by(|k| k.as_str().cmp(text)).ok();
             if found.is_none() && self.unknown_category == Unknown::Error {
@@ -263,13 +278,47 @@ impl Preprocess {
                     value: text.to_string(),
                 });
             }
+            codes.push(found);
+        }
+        let start = out.len();
+        out.resize(start + self.width(), 0.0);
+        self.write_row(|i| numbers[i], |i| codes[i], &mut out[start..]);
+        Ok(())
+    }
+
+    /// Writes the features of one row into `out` (one slot per feature): `number(i)` is the
+    /// value of the `i`-th numeric column, `code(i)` the index of the `i`-th categorical column's
+    /// value among its categories (`None` for an unknown one). The one place where features are
+    /// computed, for `normalize` (which looks up categories a column at a time) and for raw rows
+    /// at serve time alike.
+    pub(crate) fn write_row(
+        &self,
+        number: impl Fn(usize) -> f64,
+        code: impl Fn(usize) -> Option<usize>,
+        out: &mut [f32],
+    ) {
+        let mut at = 0;
+        for (i, c) in self.numeric.iter().enumerate() {
+            out[at] = ((number(i) - c.center) / c.scale) as f32;
+            at += 1;
+        }
+        for (i, c) in self.categorical.iter().enumerate() {
+            let found = code(i);
             match c.method {
-                Encoding::Onehot => out
-                    .extend((0..c.categories.len()).map(|i| f32::from(u8::from(found == Some(i))))),
-                Encoding::Ordinal => out.push(found.map_or(-1.0, |i| i as f32)),
+                Encoding::Onehot => {
+                    let n = c.categories.len();
+                    out[at..at + n].fill(0.0);
+                    if let Some(k) = found {
+                        out[at + k] = 1.0;
+                    }
+                    at += n;
+                }
+                Encoding::Ordinal => {
+                    out[at] = found.map_or(-1.0, |k| k as f32);
+                    at += 1;
+                }
             }
         }
-        Ok(())
     }
 }
 
@@ -603,5 +652,21 @@ mod tests {
         assert_eq!(Preprocess::from_json(&text).unwrap(), p);
         let e = Preprocess::from_json(&text.replace("\"format\": 1", "\"format\": 2"));
         assert_eq!(e.unwrap_err(), ApplyError::Format(2));
+    }
+
+    #[test]
+    fn an_artifact_whose_features_do_not_match_its_columns_is_refused() {
+        // Edited by hand, such an artifact would make rows of the wrong width at serve time.
+        let mut p = artifact(Unknown::Ignore);
+        p.features.pop();
+        let e = Preprocess::from_json(&p.to_json()).unwrap_err().to_string();
+        let width = p.features.len();
+        assert!(
+            e.contains(&format!(
+                "it names {width} features, but its numeric and categorical columns make {}",
+                width + 1
+            )),
+            "{e}"
+        );
     }
 }

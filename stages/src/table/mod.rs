@@ -6,6 +6,7 @@
 //! person reading it has to go and fix that file.
 
 mod chunked;
+pub(crate) mod hash;
 pub(crate) mod io;
 
 use arrow::array::{Array, ArrayRef, AsArray};
