@@ -9,8 +9,9 @@
 use super::config::Ratios;
 use super::Part;
 use crate::rng::SplitMix64;
+use crate::table::hash::TextHash;
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Row indices per split, each list ascending.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,14 +124,24 @@ pub(crate) fn random(n: usize, ratios: &Ratios, seed: u64) -> Result<Assignment,
 
 /// Rows grouped by key, keys in sorted order, each key's rows ascending.
 fn by_key<S: AsRef<str>>(keys: &[S]) -> BTreeMap<&str, Vec<usize>> {
-    // Each key's index by hash first: a tree lookup per row costs string comparisons.
-    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    // Each key's index by hash first: a tree lookup per row costs string comparisons. Runs of
+    // one key (sorted or grouped tables) skip the lookup.
+    let mut index: HashMap<&str, usize, TextHash> = HashMap::default();
     let mut rows: Vec<Vec<usize>> = Vec::new();
+    let mut last: Option<(&str, usize)> = None;
     for (row, key) in keys.iter().enumerate() {
-        let i = *index.entry(key.as_ref()).or_insert_with(|| {
-            rows.push(Vec::new());
-            rows.len() - 1
-        });
+        let key = key.as_ref();
+        let i = match last {
+            Some((k, i)) if k == key => i,
+            _ => {
+                let i = *index.entry(key).or_insert_with(|| {
+                    rows.push(Vec::new());
+                    rows.len() - 1
+                });
+                last = Some((key, i));
+                i
+            }
+        };
         rows[i].push(row);
     }
     let mut map = BTreeMap::new();

@@ -7,8 +7,9 @@
 use super::assign::Assignment;
 use super::config::SplitConfig;
 use super::Part;
+use crate::table::hash::TextHash;
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Rounds to six decimals: enough to read a fraction, few enough to read it at a glance.
 fn round6(x: f64) -> f64 {
@@ -32,15 +33,19 @@ pub(crate) fn build(
             "fraction".into(),
             json!(round6(rows.len() as f64 / total.max(1) as f64)),
         );
+        // Counted by hash (a tree lookup per row costs string comparisons), then sorted.
         if let Some(labels) = labels {
-            let mut classes: BTreeMap<&str, usize> = BTreeMap::new();
+            let mut classes: HashMap<&str, usize, TextHash> = HashMap::default();
             for &row in rows {
                 *classes.entry(labels[row]).or_default() += 1;
             }
-            s.insert("classes".into(), json!(classes));
+            s.insert(
+                "classes".into(),
+                json!(classes.into_iter().collect::<BTreeMap<_, _>>()),
+            );
         }
         if let Some(groups) = groups {
-            let distinct: BTreeSet<&str> = rows.iter().map(|&r| groups[r]).collect();
+            let distinct: HashSet<&str, TextHash> = rows.iter().map(|&r| groups[r]).collect();
             s.insert("groups".into(), json!(distinct.len()));
         }
         if rows.is_empty() {
