@@ -216,5 +216,7 @@ fn config_errors_point_at_the_yaml() {
         "{e}"
     );
     assert!(e.contains("`filter`: expected a number, a quoted string, `true` or `false`, found `>` at position 6"), "{e}");
-    assert!(e.contains("sluice.yaml:5:"), "{e}");
+    // An unknown option is pointed at by its key (column 12), a bad value by the value (37).
+    assert!(e.contains("sluice.yaml:5:12"), "{e}");
+    assert!(e.contains("sluice.yaml:5:37"), "{e}");
 }

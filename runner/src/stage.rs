@@ -63,6 +63,9 @@ pub struct ConfigProblem {
     pub path: Vec<String>,
     pub message: String,
     pub help: Option<String>,
+    /// Whether the message is about the key at `path` rather than its value (an unknown
+    /// option): the caret then points at the key.
+    pub at_key: bool,
 }
 
 /// The inputs a built-in kind reads, declared so that a misspelt, missing or conflicting input

@@ -330,6 +330,9 @@ impl Validator<'_, '_> {
                         for seg in &problem.path {
                             p = p.k(seg);
                         }
+                        if problem.at_key {
+                            p = p.key_of();
+                        }
                         self.problems.push(
                             &p,
                             format!("stage `{}`: {}", s.name, problem.message),

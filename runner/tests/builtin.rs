@@ -31,6 +31,7 @@ impl Stage for Upper {
                 path: vec![k.clone()],
                 message: format!("unknown option `{k}`"),
                 help: Some("`upper` takes: spin".into()),
+                at_key: true,
             })
             .collect()
     }

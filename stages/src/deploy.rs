@@ -9,7 +9,7 @@
 //! a bundle. The stage's own output is a small JSON record of what it published; the registry
 //! itself lives outside the cache.
 
-use crate::problems::problem;
+use crate::problems::{problem, unknown_option};
 use serde_json::{json, Value};
 use sluice_runner::diag::did_you_mean;
 use sluice_runner::stage::{ConfigProblem, Inputs, Restored};
@@ -37,7 +37,7 @@ impl DeployConfig {
             if !["registry", "name"].contains(&key.as_str()) {
                 let help = did_you_mean(key, ["registry", "name"])
                     .unwrap_or_else(|| "`deploy` takes: registry, name".into());
-                problems.push(problem(
+                problems.push(unknown_option(
                     &[key],
                     format!("unknown option `{key}`"),
                     Some(help),

@@ -18,6 +18,19 @@ pub(crate) fn problem(
         path: path.iter().map(|s| s.to_string()).collect(),
         message: message.into(),
         help,
+        at_key: false,
+    }
+}
+
+/// An option at `path` inside `with:` that the kind does not take: the caret points at the key.
+pub(crate) fn unknown_option(
+    path: &[&str],
+    message: impl Into<String>,
+    help: Option<String>,
+) -> ConfigProblem {
+    ConfigProblem {
+        at_key: true,
+        ..problem(path, message, help)
     }
 }
 

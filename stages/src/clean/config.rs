@@ -6,7 +6,7 @@
 //! used by a later rule).
 
 use super::expr::Expr;
-use crate::problems::problem;
+use crate::problems::{problem, unknown_option};
 use serde_json::Value;
 use sluice_runner::diag::did_you_mean;
 use sluice_runner::stage::ConfigProblem;
@@ -141,7 +141,11 @@ fn unknown_keys(
                 .unwrap_or_else(|| format!("the options are {}", keys.join(", ")));
             let mut at = path.to_vec();
             at.push(key);
-            problems.push(problem(&at, format!("unknown option `{key}`"), Some(help)));
+            problems.push(unknown_option(
+                &at,
+                format!("unknown option `{key}`"),
+                Some(help),
+            ));
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use super::{relative, sort, CleanError};
 use crate::image_folder::{self, Entry};
-use crate::problems::problem;
+use crate::problems::{problem, unknown_option};
 use crate::staged::Staged;
 use rayon::prelude::*;
 use serde_json::{json, Value};
@@ -61,7 +61,7 @@ impl ImageCleanConfig {
             if !KEYS.contains(&key.as_str()) {
                 let help = did_you_mean(key, KEYS)
                     .unwrap_or_else(|| format!("`clean` on images takes: {}", KEYS.join(", ")));
-                problems.push(problem(
+                problems.push(unknown_option(
                     &[key],
                     format!("unknown option `{key}` for images"),
                     Some(help),

@@ -12,8 +12,8 @@ mod plots;
 
 use crate::arrays::{self, Array};
 use crate::infer::{self, Build, Library, Model, Provider};
-use crate::problems::problem;
 use crate::problems::relative;
+use crate::problems::{problem, unknown_option};
 use crate::pyenv::{self, Step};
 use crate::staged::Staged;
 use crate::train::Device;
@@ -64,7 +64,7 @@ impl EvaluateConfig {
             if !KEYS.contains(&key.as_str()) {
                 let help = did_you_mean(key, KEYS)
                     .unwrap_or_else(|| format!("`evaluate` takes: {}", KEYS.join(", ")));
-                problems.push(problem(
+                problems.push(unknown_option(
                     &[key],
                     format!("unknown option `{key}`"),
                     Some(help),

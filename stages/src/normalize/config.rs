@@ -6,7 +6,7 @@
 //! feature, a column cannot have two methods, a dropped column cannot have one).
 
 use super::preprocess::{Encoding, Scaling, Task, Unknown};
-use crate::problems::problem;
+use crate::problems::{problem, unknown_option};
 use serde_json::Value;
 use sluice_runner::diag::did_you_mean;
 use sluice_runner::stage::ConfigProblem;
@@ -110,7 +110,7 @@ fn per_column<M: Copy>(
         if !SECTION_KEYS.contains(&key.as_str()) {
             let help = did_you_mean(key, SECTION_KEYS)
                 .unwrap_or_else(|| format!("`{section}` takes: default, columns"));
-            problems.push(problem(
+            problems.push(unknown_option(
                 &[section, key],
                 format!("unknown option `{key}`"),
                 Some(help),
@@ -149,7 +149,7 @@ impl NormalizeConfig {
             if !KEYS.contains(&key.as_str()) {
                 let help = did_you_mean(key, KEYS)
                     .unwrap_or_else(|| format!("`normalize` takes: {}", KEYS.join(", ")));
-                problems.push(problem(
+                problems.push(unknown_option(
                     &[key],
                     format!("unknown option `{key}`"),
                     Some(help),

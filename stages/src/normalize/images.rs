@@ -9,7 +9,7 @@ use super::{relative, write, NormalizeError, FEATURES, LABELS, PREPROCESS, SPLIT
 use crate::clean::parse_size;
 use crate::image_folder::{self, Folder};
 use crate::npy;
-use crate::problems::problem;
+use crate::problems::{problem, unknown_option};
 use crate::staged::Staged;
 use rayon::prelude::*;
 use serde_json::{Map, Value};
@@ -75,7 +75,7 @@ impl ImageNormalizeConfig {
             if !KEYS.contains(&key.as_str()) {
                 let help = did_you_mean(key, KEYS)
                     .unwrap_or_else(|| format!("`normalize` on images takes: {}", KEYS.join(", ")));
-                problems.push(problem(
+                problems.push(unknown_option(
                     &[key],
                     format!("unknown option `{key}` for images"),
                     Some(help),

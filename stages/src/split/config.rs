@@ -4,7 +4,7 @@
 //! that the engine can point at the YAML, and `run()`, which can then trust the values.
 
 use super::Part;
-use crate::problems::problem;
+use crate::problems::{problem, unknown_option};
 use sluice_runner::diag::did_you_mean;
 use sluice_runner::stage::ConfigProblem;
 
@@ -79,7 +79,7 @@ impl SplitConfig {
             if !KEYS.contains(&key.as_str()) {
                 let help = did_you_mean(key, KEYS)
                     .unwrap_or_else(|| format!("`split` takes: {}", KEYS.join(", ")));
-                problems.push(problem(
+                problems.push(unknown_option(
                     &[key],
                     format!("unknown option `{key}`"),
                     Some(help),

@@ -23,6 +23,7 @@ fn problem(key: &str, message: String, help: &str) -> ConfigProblem {
         path: vec![key.to_string()],
         message,
         help: Some(help.into()),
+        at_key: false,
     }
 }
 
@@ -36,11 +37,14 @@ pub(super) fn parse(with: &Value) -> Result<SplitConfig, Vec<ConfigProblem>> {
     let mut problems = Vec::new();
     for key in ["label", "group"] {
         if map.remove(key).is_some() {
-            problems.push(problem(
-                key,
-                format!("`{key}` does not apply to images: each file's class is its folder"),
-                "remove it; images are split by class folder",
-            ));
+            problems.push(ConfigProblem {
+                at_key: true,
+                ..problem(
+                    key,
+                    format!("`{key}` does not apply to images: each file's class is its folder"),
+                    "remove it; images are split by class folder",
+                )
+            });
         }
     }
     match map.get("method").and_then(Value::as_str) {

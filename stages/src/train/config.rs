@@ -2,7 +2,7 @@
 //! reported at its path, then resolved (defaults filled in from the data) into the request the
 //! worker reads. The worker trusts what it gets: every value range is checked here.
 
-use crate::problems::problem;
+use crate::problems::{problem, unknown_option};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sluice_runner::diag::did_you_mean;
@@ -169,7 +169,11 @@ impl Reader {
                 p.push(key);
                 let help = did_you_mean(key, allowed.iter().copied())
                     .unwrap_or_else(|| format!("{what} takes: {}", allowed.join(", ")));
-                self.push(&p, format!("unknown option `{key}`"), Some(help));
+                self.problems.push(unknown_option(
+                    &p,
+                    format!("unknown option `{key}`"),
+                    Some(help),
+                ));
             }
         }
     }
