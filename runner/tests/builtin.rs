@@ -141,8 +141,9 @@ fn builtin_config_is_checked_before_running() {
     })
     .unwrap_err()
     .to_string();
+    // The caret is on the unknown key (column 52), not on its value (58).
     assert!(
-        err.contains("stage `up`: unknown option `spni`") && err.contains("p.yaml:2:58"),
+        err.contains("stage `up`: unknown option `spni`") && err.contains("p.yaml:2:52"),
         "{err}"
     );
     assert!(
