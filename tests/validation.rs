@@ -363,3 +363,22 @@ fn an_unquoted_expression_in_a_flow_mapping_gets_a_hint() {
         ],
     );
 }
+
+#[test]
+fn an_unresolved_reference_in_with_is_one_error_not_two() {
+    // `seed` stands as null once `params.sed` fails; `split` would add "must be a whole number".
+    let e = invalid(
+        "params: {seed: 3}\nstages:\n  s:\n    uses: split\n    inputs: {table: data.csv}\n    with: {ratios: {train: 0.5, val: 0.25, test: 0.25}, seed: \"${{ params.sed }}\", methd: random}\n",
+    );
+    has(
+        &e,
+        &[
+            "reference to unknown param `sed`",
+            "did you mean `seed`?",
+            // Other problems in the same `with:` are still reported.
+            "stage `s`: unknown option `methd`",
+            "sluice.yaml has 2 problems",
+        ],
+    );
+    assert!(!e.contains("must be a whole number"), "{e}");
+}

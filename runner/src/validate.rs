@@ -244,12 +244,19 @@ impl Validator<'_, '_> {
             scope.own_inputs = Some(&inputs);
             scope.allow_own_outputs = true;
             let with_path = s.path.k("with");
+            let before = self.problems.0.len();
             let with = match &s.with {
                 serde_yaml::Value::Null => Json::Object(Default::default()),
                 v => self
                     .splice_value(v, &with_path, &scope, &mut used)
                     .unwrap_or(Json::Null),
             };
+            // Values whose `${{ }}` failed to resolve stand as null in `with`; the kind's own
+            // check would only add a second, derived error about them.
+            let unresolved: Vec<Vec<crate::spec::locate::Seg>> = self.problems.0[before..]
+                .iter()
+                .filter_map(|p| p.path.as_ref().map(|p| p.segs.clone()))
+                .collect();
             let config_text = {
                 let raw_with = serde_json::to_value(&s.with).unwrap_or(Json::Null);
                 let mut m = serde_json::Map::new();
@@ -329,6 +336,9 @@ impl Validator<'_, '_> {
                         let mut p = with_path.clone();
                         for seg in &problem.path {
                             p = p.k(seg);
+                        }
+                        if unresolved.iter().any(|u| p.segs.starts_with(u)) {
+                            continue;
                         }
                         if problem.at_key {
                             p = p.key_of();
