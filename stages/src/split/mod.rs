@@ -15,7 +15,7 @@ use crate::image_folder::FolderError;
 use crate::problems::relative;
 use crate::staged::{Staged, StagedError};
 use crate::table::{self, TableError};
-use arrow::array::UInt64Array;
+use arrow::record_batch::RecordBatch;
 use config::{Method, SplitConfig};
 use sluice_runner::stage::{ConfigProblem, Inputs};
 use sluice_runner::{Stage, StageContext};
@@ -110,6 +110,23 @@ impl Stage for Split {
     }
 }
 
+/// Rows `rows` (numbers in the whole table) of a table read in `pieces`, which start at the
+/// rows `starts` (one more entry than pieces: the end).
+fn pick(
+    pieces: &[&RecordBatch],
+    starts: &[usize],
+    rows: &[usize],
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let indices: Vec<(usize, usize)> = rows
+        .iter()
+        .map(|&row| {
+            let piece = starts.partition_point(|&start| start <= row) - 1;
+            (piece, row - starts[piece])
+        })
+        .collect();
+    arrow::compute::interleave_record_batch(pieces, &indices)
+}
+
 fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
     if let Some(folder) = ctx.inputs.get(IMAGES) {
         return images::run(ctx, folder);
@@ -131,21 +148,27 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
         }
     };
 
-    let table = table::io::read(input, &source)?;
-    step(1.0, format!("read {} rows from {source}", table.rows()))?;
+    // The row groups as read, never joined: rows are picked from them directly.
+    let (schema, pieces) = table::io::read_parts(input, &source)?;
+    let rows: usize = pieces.iter().map(RecordBatch::num_rows).sum();
+    step(1.0, format!("read {rows} rows from {source}"))?;
 
     let label_keys = match &config.label {
-        Some(column) => Some(table.keys(column, "label")?),
+        Some(column) => {
+            Some(table::joined_column(&schema, &pieces, column, &source)?.keys(column, "label")?)
+        }
         None => None,
     };
     let group_keys = match &config.group {
-        Some(column) => Some(table.keys(column, "group")?),
+        Some(column) => {
+            Some(table::joined_column(&schema, &pieces, column, &source)?.keys(column, "group")?)
+        }
         None => None,
     };
     let labels = label_keys.as_ref().map(table::texts);
     let groups = group_keys.as_ref().map(table::texts);
     let assigned = match (config.method, &labels, &groups) {
-        (Method::Random, _, _) => assign::random(table.rows(), &config.ratios, config.seed),
+        (Method::Random, _, _) => assign::random(rows, &config.ratios, config.seed),
         (Method::Stratified, Some(labels), _) => assign::stratified(
             labels,
             config.label.as_deref().unwrap_or_default(),
@@ -172,6 +195,14 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
     })?;
     step(2.0, "assigned rows to splits".into())?;
 
+    // Where each piece starts, in rows of the whole table.
+    let starts: Vec<usize> = std::iter::once(0)
+        .chain(pieces.iter().scan(0, |end, piece| {
+            *end += piece.num_rows();
+            Some(*end)
+        }))
+        .collect();
+    let pieces_ref: Vec<&RecordBatch> = pieces.iter().collect();
     let mut staged = Staged::new(&ctx.scratch);
     for (i, part) in Part::ALL.into_iter().enumerate() {
         let dest = ctx
@@ -179,15 +210,12 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
             .get(part.name())
             .ok_or(SplitError::NoOutput(part.name()))?;
         let tmp = staged.path_for(part.name(), dest)?;
-        let mut out = table::io::ParquetOut::create(&tmp, table.batch.schema())?;
+        let mut out = table::io::ParquetOut::create(&tmp, schema.clone())?;
         // A row group's worth of the split's rows at a time: never a copy of the whole split.
         for rows in assigned.rows(part).chunks(table::io::ROW_GROUP) {
-            let indices = UInt64Array::from_iter_values(rows.iter().map(|&row| row as u64));
-            let batch = arrow::compute::take_record_batch(&table.batch, &indices).map_err(|e| {
-                SplitError::Take {
-                    part: part.name(),
-                    source: e,
-                }
+            let batch = pick(&pieces_ref, &starts, rows).map_err(|e| SplitError::Take {
+                part: part.name(),
+                source: e,
             })?;
             out.write(&batch)?;
         }
@@ -219,4 +247,40 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
     step(STEPS, "wrote the summary".into())?;
     staged.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use std::sync::Arc;
+
+    #[test]
+    fn rows_picked_from_pieces_are_the_rows_of_the_whole_table() {
+        let whole = RecordBatch::try_from_iter([
+            ("n", Arc::new(Int64Array::from_iter_values(0..10)) as _),
+            (
+                "s",
+                Arc::new(StringArray::from_iter_values(
+                    (0..10).map(|i| format!("r{i}")),
+                )) as _,
+            ),
+        ])
+        .unwrap();
+        // Pieces of 3, 0, 4 and 3 rows, as row groups of a Parquet file might come.
+        let pieces = [
+            whole.slice(0, 3),
+            whole.slice(3, 0),
+            whole.slice(3, 4),
+            whole.slice(7, 3),
+        ];
+        let refs: Vec<&RecordBatch> = pieces.iter().collect();
+        let starts = [0, 3, 3, 7, 10];
+        let rows = [0, 2, 3, 6, 7, 9];
+        let indices = arrow::array::UInt64Array::from_iter_values(rows.iter().map(|&r| r as u64));
+        assert_eq!(
+            pick(&refs, &starts, &rows).unwrap(),
+            arrow::compute::take_record_batch(&whole, &indices).unwrap()
+        );
+    }
 }

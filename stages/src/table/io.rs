@@ -68,6 +68,22 @@ pub(crate) fn read(path: &Path, display: &str) -> Result<Table, TableError> {
     })
 }
 
+/// Reads the table at `path` as the pieces it was read in (a Parquet file's row groups), not
+/// joined into one batch: for stages that only pick rows from it, which saves a copy of the
+/// whole table. The schema comes with them, as there may be no pieces at all.
+pub(crate) fn read_parts(
+    path: &Path,
+    display: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>), TableError> {
+    match Format::of(path) {
+        Some(Format::Parquet) => read_parquet_parts(path, display),
+        _ => {
+            let table = read(path, display)?;
+            Ok((table.batch.schema(), vec![table.batch]))
+        }
+    }
+}
+
 /// Reads a CSV file a chunk at a time on every core (`chunked`), or, when that finds anything
 /// unusual, in one pass in order, which reports the problem by its line.
 fn read_csv(path: &Path, display: &str) -> Result<RecordBatch, TableError> {
@@ -174,6 +190,15 @@ fn line_of(bytes: &[u8], pos: &csv::Position) -> u64 {
 
 /// Reads the row groups on every core, each into one batch, and joins them a column at a time.
 fn read_parquet(path: &Path, display: &str) -> Result<RecordBatch, TableError> {
+    let (schema, batches) = read_parquet_parts(path, display)?;
+    Ok(super::chunked::join(schema, batches))
+}
+
+/// Reads the row groups on every core, each into one batch.
+fn read_parquet_parts(
+    path: &Path,
+    display: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>), TableError> {
     let open = || {
         std::fs::File::open(path).map_err(|source| TableError::Read {
             path: display.to_string(),
@@ -203,7 +228,7 @@ fn read_parquet(path: &Path, display: &str) -> Result<RecordBatch, TableError> {
             arrow::compute::concat_batches(&schema, &batches).map_err(|e| parquet_error(e.into()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(super::chunked::join(schema, batches))
+    Ok((schema, batches))
 }
 
 /// Rows per Parquet row group at most: arrow-rs's default.

@@ -10,8 +10,9 @@ pub(crate) mod hash;
 pub(crate) mod io;
 
 use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use std::sync::Arc;
 
 /// A whole table in memory.
 #[derive(Debug, Clone)]
@@ -131,6 +132,37 @@ impl Table {
         }
         Ok(text)
     }
+}
+
+/// Column `name` of a table read in pieces ([`io::read_parts`]), joined, as a one-column
+/// [`Table`]: what a stage that leaves the rest in pieces needs whole (`split`'s labels). Row
+/// numbers in its errors are those of the whole table.
+pub(crate) fn joined_column(
+    schema: &SchemaRef,
+    pieces: &[RecordBatch],
+    name: &str,
+    source: &str,
+) -> Result<Table, TableError> {
+    let whole = Table {
+        batch: RecordBatch::new_empty(schema.clone()),
+        source: source.to_string(),
+    };
+    let index = whole.column_index(name)?;
+    let field = schema.field(index).clone();
+    let column = match pieces {
+        [] => arrow::array::new_empty_array(field.data_type()),
+        [one] => one.column(index).clone(),
+        _ => {
+            let refs: Vec<&dyn Array> = pieces.iter().map(|p| p.column(index).as_ref()).collect();
+            arrow::compute::concat(&refs).expect("pieces of one column have one type")
+        }
+    };
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![column])
+        .expect("one column of its own type");
+    Ok(Table {
+        batch,
+        source: source.to_string(),
+    })
 }
 
 /// While alive, large allocations come straight from the operating system and go straight
