@@ -6,7 +6,7 @@ use super::preprocess::{Preprocess, Task, Unknown};
 use super::NormalizeError;
 use crate::npy;
 use crate::table::hash::TextHash;
-use crate::table::Table;
+use crate::table::{Pieces, Table};
 use arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use arrow::buffer::ScalarBuffer;
 use arrow::datatypes::{DataType, Float64Type};
@@ -128,11 +128,13 @@ fn missing(table: &Table, row: usize, column: &str) -> NormalizeError {
 }
 
 /// Encodes every row of `table`, the `split` split.
-pub(super) fn encode(
+/// Writes the features of every row of `table` (one piece) into `out`, row-major; errors name
+/// rows of the piece.
+fn encode_features(
     artifact: &Preprocess,
     table: &Table,
-    split: &'static str,
-) -> Result<Arrays, NormalizeError> {
+    out: &mut [f32],
+) -> Result<(), NormalizeError> {
     // On every core; the first error in column order is the one reported.
     let numeric = artifact
         .numeric
@@ -168,13 +170,10 @@ pub(super) fn encode(
             });
         }
     }
-    let rows = table.rows();
     let width = artifact.features.len();
-    let mut features = vec![0f32; rows * width];
     // Blocks of rows on every core.
     const BLOCK: usize = 1 << 14;
-    features
-        .par_chunks_mut((BLOCK * width).max(1))
+    out.par_chunks_mut((BLOCK * width).max(1))
         .enumerate()
         .for_each(|(block, out)| {
             for (i, out) in out.chunks_exact_mut(width).enumerate() {
@@ -186,8 +185,46 @@ pub(super) fn encode(
                 );
             }
         });
+    Ok(())
+}
+
+/// Column `name` of every piece as numbers (see [`numbers`]); errors name rows of the whole
+/// table.
+pub(super) fn piece_numbers(
+    pieces: &Pieces,
+    name: &str,
+    method: &'static str,
+) -> Result<Vec<ScalarBuffer<f64>>, NormalizeError> {
+    pieces
+        .tables()
+        .map(|(first, table)| numbers(&table, name, method).map_err(|e| e.shifted(first)))
+        .collect()
+}
+
+/// Column `name` of every piece as text (see [`texts`]); errors name rows of the whole table.
+pub(super) fn piece_texts(pieces: &Pieces, name: &str) -> Result<Vec<ArrayRef>, NormalizeError> {
+    pieces
+        .tables()
+        .map(|(first, table)| texts(&table, name).map_err(|e| e.shifted(first)))
+        .collect()
+}
+
+/// Encodes every row of `pieces`, the `split` split, a piece at a time into one array.
+pub(super) fn encode(
+    artifact: &Preprocess,
+    pieces: &Pieces,
+    split: &'static str,
+) -> Result<Arrays, NormalizeError> {
+    let rows = pieces.rows();
+    let width = artifact.features.len();
+    let mut features = vec![0f32; rows * width];
+    for (first, table) in pieces.tables() {
+        let out = &mut features[first * width..(first + table.rows()) * width];
+        encode_features(artifact, &table, out).map_err(|e| e.shifted(first))?;
+    }
 
     let label = &artifact.label;
+    let table = pieces.joined(&label.column)?;
     let (mut classes, mut values) = (Vec::new(), Vec::new());
     match (&label.task, &label.classes) {
         (Task::Classification, Some(names)) => {
@@ -213,7 +250,7 @@ pub(super) fn encode(
                     data_type: column.data_type().clone(),
                 });
             }
-            values = numbers(table, &label.column, "regression")?
+            values = numbers(&table, &label.column, "regression")?
                 .iter()
                 .map(|&x| x as f32)
                 .collect();
@@ -225,4 +262,63 @@ pub(super) fn encode(
         classes,
         values,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::NormalizeConfig;
+    use super::super::fit;
+    use super::*;
+    use arrow::array::{Float64Array, StringArray};
+    use arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+
+    fn piece(x: Vec<Option<f64>>, y: Vec<&str>) -> RecordBatch {
+        RecordBatch::try_from_iter([
+            ("x", Arc::new(Float64Array::from(x)) as ArrayRef),
+            ("y", Arc::new(StringArray::from(y)) as ArrayRef),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn a_table_in_pieces_encodes_as_one_and_names_rows_of_the_whole() {
+        let config = NormalizeConfig::parse(&serde_json::json!({"label": "y"})).unwrap();
+        let a = piece(vec![Some(1.0), Some(2.0)], vec!["p", "q"]);
+        let b = piece(vec![Some(4.0), Some(8.0), Some(5.0)], vec!["q", "p", "q"]);
+        let whole = arrow::compute::concat_batches(&a.schema(), [&a, &b]).unwrap();
+        let schema = a.schema();
+        let pieces = |batches: Vec<RecordBatch>| Pieces {
+            schema: schema.clone(),
+            batches,
+            source: "t.parquet".into(),
+        };
+        let (split, joined) = (pieces(vec![a.clone(), b]), pieces(vec![whole]));
+        let artifact = fit::fit(&config, &split).unwrap();
+        assert_eq!(artifact, fit::fit(&config, &joined).unwrap());
+        let (x, y) = (
+            encode(&artifact, &split, "train").unwrap(),
+            encode(&artifact, &joined, "train").unwrap(),
+        );
+        assert_eq!(
+            (x.rows, &x.features, &x.classes),
+            (y.rows, &y.features, &y.classes)
+        );
+        assert_eq!(x.classes, vec![0, 1, 1, 0, 1]);
+
+        // A missing value in the second piece is named by its row in the whole table.
+        let bad = piece(vec![Some(3.0), None], vec!["p", "q"]);
+        let Err(e) = encode(&artifact, &pieces(vec![a, bad]), "val") else {
+            panic!("a missing value must fail");
+        };
+        assert_eq!(
+            e.to_string(),
+            NormalizeError::Missing {
+                path: "t.parquet".into(),
+                row: 4,
+                column: "x".into(),
+            }
+            .to_string()
+        );
+    }
 }

@@ -2,13 +2,13 @@
 //! ever passed here, which is what keeps val and test statistics out of the model's inputs.
 
 use super::config::NormalizeConfig;
-use super::encode::{numbers, texts};
+use super::encode::{piece_numbers, piece_texts};
 use super::preprocess::{
     self, CategoricalColumn, Encoding, InputColumn, Label, NumericColumn, Preprocess, Task,
 };
 use super::NormalizeError;
 use crate::table::hash::TextHash;
-use crate::table::Table;
+use crate::table::Pieces;
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::DataType;
 use rayon::prelude::*;
@@ -22,17 +22,19 @@ fn is_text(data_type: &DataType) -> bool {
     )
 }
 
-/// The distinct values of a `Utf8` array without nulls, sorted.
-fn distinct(text: &ArrayRef) -> Vec<String> {
-    let text = text.as_string::<i32>();
+/// The distinct values of `Utf8` arrays without nulls (the pieces of one column), sorted.
+fn distinct(pieces: &[ArrayRef]) -> Vec<String> {
     let mut seen: HashSet<&str, TextHash> = HashSet::default();
-    // Runs of one value are common (sorted or grouped tables): skip the lookup for them.
-    let mut last = None;
-    for i in 0..text.len() {
-        let value = text.value(i);
-        if last != Some(value) {
-            seen.insert(value);
-            last = Some(value);
+    for text in pieces {
+        let text = text.as_string::<i32>();
+        // Runs of one value are common (sorted or grouped tables): skip the lookup for them.
+        let mut last = None;
+        for i in 0..text.len() {
+            let value = text.value(i);
+            if last != Some(value) {
+                seen.insert(value);
+                last = Some(value);
+            }
         }
     }
     let mut sorted: Vec<&str> = seen.into_iter().collect();
@@ -40,7 +42,7 @@ fn distinct(text: &ArrayRef) -> Vec<String> {
     sorted.into_iter().map(String::from).collect()
 }
 
-pub(super) fn fit(config: &NormalizeConfig, train: &Table) -> Result<Preprocess, NormalizeError> {
+pub(super) fn fit(config: &NormalizeConfig, train: &Pieces) -> Result<Preprocess, NormalizeError> {
     if train.rows() == 0 {
         return Err(NormalizeError::EmptyTrain {
             path: train.source.clone(),
@@ -54,7 +56,7 @@ pub(super) fn fit(config: &NormalizeConfig, train: &Table) -> Result<Preprocess,
         train.column_index(column)?;
     }
 
-    let schema = train.batch.schema();
+    let schema = train.schema.clone();
     // Each column is fitted on its own, all on every core; results (and the first error) are
     // taken in column order.
     let fitted = schema
@@ -84,7 +86,9 @@ pub(super) fn fit(config: &NormalizeConfig, train: &Table) -> Result<Preprocess,
         }
     }
     let classes = match config.task {
-        Task::Classification => Some(distinct(&train.keys(&config.label, "label")?)),
+        Task::Classification => Some(distinct(&[train
+            .joined(&config.label)?
+            .keys(&config.label, "label")?])),
         Task::Regression => None,
     };
     Ok(Preprocess {
@@ -105,7 +109,7 @@ pub(super) fn fit(config: &NormalizeConfig, train: &Table) -> Result<Preprocess,
 /// One column's role, and its statistics or categories when it is a feature.
 fn fit_column(
     config: &NormalizeConfig,
-    train: &Table,
+    train: &Pieces,
     field: &arrow::datatypes::FieldRef,
 ) -> Result<
     (
@@ -126,8 +130,9 @@ fn fit_column(
     } else if let Some(method) =
         scaling.or((data_type.is_numeric() && encoding.is_none()).then_some(config.numeric.default))
     {
-        let values = numbers(train, name, method.name())?;
-        let (center, scale, stats) = preprocess::fit(method, &values);
+        let values = piece_numbers(train, name, method.name())?;
+        let slices: Vec<&[f64]> = values.iter().map(|v| &v[..]).collect();
+        let (center, scale, stats) = preprocess::fit_pieces(method, &slices);
         numeric = Some(NumericColumn {
             name: name.clone(),
             method,
@@ -139,7 +144,7 @@ fn fit_column(
     } else if let Some(method) =
         encoding.or(is_text(data_type).then_some(config.categorical.default))
     {
-        let text = texts(train, name)?;
+        let text = piece_texts(train, name)?;
         categorical = Some(CategoricalColumn {
             name: name.clone(),
             method,

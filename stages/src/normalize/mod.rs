@@ -17,7 +17,7 @@ pub mod preprocess;
 use crate::npy;
 use crate::problems::relative;
 use crate::staged::{Staged, StagedError};
-use crate::table::{self, Table, TableError};
+use crate::table::{self, Pieces, TableError};
 use arrow::datatypes::DataType;
 use config::NormalizeConfig;
 use preprocess::{Preprocess, Task};
@@ -99,6 +99,32 @@ pub(crate) enum NormalizeError {
     Cancelled,
 }
 
+impl NormalizeError {
+    /// The error with its row number counted from `by` rows earlier: an error found in one
+    /// piece of a table, named by its row in the whole table.
+    fn shifted(self, by: usize) -> NormalizeError {
+        match self {
+            NormalizeError::Missing { path, row, column } => NormalizeError::Missing {
+                path,
+                row: row + by,
+                column,
+            },
+            NormalizeError::UnknownCategory {
+                path,
+                row,
+                column,
+                value,
+            } => NormalizeError::UnknownCategory {
+                path,
+                row: row + by,
+                column,
+                value,
+            },
+            other => other,
+        }
+    }
+}
+
 fn maybe(s: &Option<String>) -> String {
     s.as_ref().map(|s| format!("; {s}")).unwrap_or_default()
 }
@@ -170,10 +196,11 @@ fn run(ctx: &StageContext<'_>) -> Result<(), NormalizeError> {
         }
     };
 
-    let mut tables: Vec<(&'static str, Option<Table>)> = Vec::new();
+    // Each split as it was read, in pieces: fitted and encoded a piece at a time, never joined.
+    let mut tables: Vec<(&'static str, Option<Pieces>)> = Vec::new();
     for split in SPLITS {
         let table = match ctx.inputs.get(split) {
-            Some(path) => Some(table::io::read(path, &relative(&ctx.workspace, path))?),
+            Some(path) => Some(Pieces::read(path, &relative(&ctx.workspace, path))?),
             None => None,
         };
         tables.push((split, table));

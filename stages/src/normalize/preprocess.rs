@@ -325,22 +325,33 @@ impl Preprocess {
 /// The statistics of one numeric column for `method`: `(center, scale, stats)`. A scale of 0
 /// (a constant column) becomes 1, so the column maps to 0 (zscore, robust) rather than NaN.
 /// `values` must not be empty.
+#[cfg(test)]
 pub(crate) fn fit(method: Scaling, values: &[f64]) -> (f64, f64, Vec<(&'static str, f64)>) {
+    fit_pieces(method, &[values])
+}
+
+/// [`fit`] of a column read in pieces: the same sums in the same order, so the same bits as
+/// over the joined column.
+pub(crate) fn fit_pieces(
+    method: Scaling,
+    pieces: &[&[f64]],
+) -> (f64, f64, Vec<(&'static str, f64)>) {
     let nonzero = |s: f64| if s == 0.0 { 1.0 } else { s };
+    let values = || pieces.iter().flat_map(|p| p.iter().copied());
     match method {
         Scaling::Zscore => {
-            let n = values.len() as f64;
-            let mean = values.iter().sum::<f64>() / n;
-            let std = (values.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt();
+            let n = pieces.iter().map(|p| p.len()).sum::<usize>() as f64;
+            let mean = values().sum::<f64>() / n;
+            let std = (values().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt();
             (mean, nonzero(std), vec![("mean", mean), ("std", std)])
         }
         Scaling::Minmax => {
-            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let min = values().fold(f64::INFINITY, f64::min);
+            let max = values().fold(f64::NEG_INFINITY, f64::max);
             (min, nonzero(max - min), vec![("min", min), ("max", max)])
         }
         Scaling::Robust => {
-            let mut sorted = values.to_vec();
+            let mut sorted: Vec<f64> = values().collect();
             sorted.sort_by(f64::total_cmp);
             let (q1, median, q3) = (
                 quantile(&sorted, 0.25),
@@ -570,6 +581,18 @@ mod tests {
         assert_eq!(fit(Scaling::Zscore, &[2.0, 2.0]).1, 1.0);
         assert_eq!(fit(Scaling::Minmax, &[2.0, 2.0]).1, 1.0);
         assert_eq!(fit(Scaling::Robust, &[2.0, 2.0, 2.0]).1, 1.0);
+        // In pieces: the same bits as whole.
+        let whole: Vec<f64> = (0..1000)
+            .map(|i| (i as f64 * 0.37).sin() * 1e3 + 0.1)
+            .collect();
+        let pieces = [&whole[..3], &whole[3..3], &whole[3..700], &whole[700..]];
+        for method in [Scaling::Zscore, Scaling::Minmax, Scaling::Robust] {
+            let (a, b) = (fit(method, &whole), fit_pieces(method, &pieces));
+            assert_eq!(
+                (a.0.to_bits(), a.1.to_bits()),
+                (b.0.to_bits(), b.1.to_bits())
+            );
+        }
     }
 
     fn artifact(unknown: Unknown) -> Preprocess {

@@ -149,20 +149,16 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
     };
 
     // The row groups as read, never joined: rows are picked from them directly.
-    let (schema, pieces) = table::io::read_parts(input, &source)?;
-    let rows: usize = pieces.iter().map(RecordBatch::num_rows).sum();
+    let pieces = table::Pieces::read(input, &source)?;
+    let rows = pieces.rows();
     step(1.0, format!("read {rows} rows from {source}"))?;
 
     let label_keys = match &config.label {
-        Some(column) => {
-            Some(table::joined_column(&schema, &pieces, column, &source)?.keys(column, "label")?)
-        }
+        Some(column) => Some(pieces.joined(column)?.keys(column, "label")?),
         None => None,
     };
     let group_keys = match &config.group {
-        Some(column) => {
-            Some(table::joined_column(&schema, &pieces, column, &source)?.keys(column, "group")?)
-        }
+        Some(column) => Some(pieces.joined(column)?.keys(column, "group")?),
         None => None,
     };
     let labels = label_keys.as_ref().map(table::texts);
@@ -197,12 +193,12 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
 
     // Where each piece starts, in rows of the whole table.
     let starts: Vec<usize> = std::iter::once(0)
-        .chain(pieces.iter().scan(0, |end, piece| {
+        .chain(pieces.batches.iter().scan(0, |end, piece| {
             *end += piece.num_rows();
             Some(*end)
         }))
         .collect();
-    let pieces_ref: Vec<&RecordBatch> = pieces.iter().collect();
+    let pieces_ref: Vec<&RecordBatch> = pieces.batches.iter().collect();
     let mut staged = Staged::new(&ctx.scratch);
     for (i, part) in Part::ALL.into_iter().enumerate() {
         let dest = ctx
@@ -210,7 +206,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
             .get(part.name())
             .ok_or(SplitError::NoOutput(part.name()))?;
         let tmp = staged.path_for(part.name(), dest)?;
-        let mut out = table::io::ParquetOut::create(&tmp, schema.clone())?;
+        let mut out = table::io::ParquetOut::create(&tmp, pieces.schema.clone())?;
         // A row group's worth of the split's rows at a time: never a copy of the whole split.
         for rows in assigned.rows(part).chunks(table::io::ROW_GROUP) {
             let batch = pick(&pieces_ref, &starts, rows).map_err(|e| SplitError::Take {
