@@ -17,6 +17,7 @@ mod normalize;
 mod npy;
 mod problems;
 pub mod pyenv;
+mod quantile;
 mod rng;
 mod split;
 mod staged;

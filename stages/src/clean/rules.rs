@@ -9,6 +9,7 @@
 
 use super::config::{Action, CastType, Fill, Method, Missing, Outliers};
 use super::expr::{EvalError, Expr};
+use crate::quantile;
 use crate::table::hash::{hash_bytes, mix};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Scalar, StringArray};
 use arrow::buffer::BooleanBuffer;
@@ -155,31 +156,6 @@ pub(crate) fn filter(
     Ok((out, json!({"expression": expression, "dropped": dropped})))
 }
 
-fn quantile(sorted: &[f64], p: f64) -> f64 {
-    let rank = (sorted.len() - 1) as f64 * p;
-    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
-}
-
-/// [`quantile`] without sorting: the one or two ranks it needs, selected in linear time.
-/// `values` is reordered.
-fn select_quantile(values: &mut [f64], p: f64) -> f64 {
-    let rank = (values.len() - 1) as f64 * p;
-    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
-    let (_, &mut low, right) = values.select_nth_unstable_by(lo, f64::total_cmp);
-    let high = if hi > lo {
-        right.iter().copied().min_by(f64::total_cmp).unwrap_or(low)
-    } else {
-        low
-    };
-    low + (high - low) * (rank - lo as f64)
-}
-
-fn sorted(mut values: Vec<f64>) -> Vec<f64> {
-    values.sort_unstable_by(f64::total_cmp);
-    values
-}
-
 /// A one-value array of `data_type` holding `x`; whole-number types get `x` rounded.
 fn number_scalar(x: f64, data_type: &DataType) -> Result<ArrayRef, RuleError> {
     let x = if data_type.is_integer() { x.round() } else { x };
@@ -260,25 +236,24 @@ pub(crate) fn missing(
                 continue;
             }
             Fill::Mean => {
-                let values = numbers("mean", name, &array, None)?;
-                if values.is_empty() {
-                    return Err(RuleError::NoValues {
+                let (floats, counts) = counted_floats("mean", name, &array, None)?;
+                let parts = [quantile::Part::new(floats.values(), counts.as_ref())];
+                let (_, mean) =
+                    quantile::count_and_mean(&parts).ok_or_else(|| RuleError::NoValues {
                         rule: "mean",
                         column: name.clone(),
-                    });
-                }
-                let mean = values.iter().sum::<f64>() / values.len() as f64;
+                    })?;
                 number_scalar(mean, array.data_type())?
             }
             Fill::Median => {
-                let values = sorted(numbers("median", name, &array, None)?);
-                if values.is_empty() {
-                    return Err(RuleError::NoValues {
+                let (floats, counts) = counted_floats("median", name, &array, None)?;
+                let parts = [quantile::Part::new(floats.values(), counts.as_ref())];
+                let median =
+                    quantile::quantiles(&parts, &[0.5]).ok_or_else(|| RuleError::NoValues {
                         rule: "median",
                         column: name.clone(),
-                    });
-                }
-                number_scalar(quantile(&values, 0.5), array.data_type())?
+                    })?[0];
+                number_scalar(median, array.data_type())?
             }
             Fill::Mode => mode(name, &array)?,
             Fill::Constant(v) => constant(name, v, array.data_type())?,
@@ -524,24 +499,19 @@ fn hash_texts<O: arrow::array::OffsetSizeTrait>(
     }
 }
 
-/// The fences outside which a value is an outlier, from the column's non-missing values.
-fn fences(method: Method, values: Vec<f64>) -> Option<(f64, f64)> {
-    if values.is_empty() {
-        return None;
-    }
+/// The fences outside which a value is an outlier, from the values that count of one column.
+fn fences(method: Method, parts: &[quantile::Part<'_>]) -> Option<(f64, f64)> {
     match method {
         Method::Iqr { k } => {
-            let mut values = values;
-            let (q1, q3) = (
-                select_quantile(&mut values, 0.25),
-                select_quantile(&mut values, 0.75),
-            );
+            let q = quantile::quantiles(parts, &[0.25, 0.75])?;
+            let (q1, q3) = (q[0], q[1]);
             Some((q1 - k * (q3 - q1), q3 + k * (q3 - q1)))
         }
         Method::Zscore { threshold } => {
-            let n = values.len() as f64;
-            let mean = values.iter().sum::<f64>() / n;
-            let sd = (values.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let (n, mean) = quantile::count_and_mean(parts)?;
+            let mut squares = 0.0;
+            quantile::each(parts, |x| squares += (x - mean).powi(2));
+            let sd = (squares / n as f64).sqrt();
             Some((mean - threshold * sd, mean + threshold * sd))
         }
     }
@@ -568,12 +538,11 @@ pub(crate) fn outliers(
         .par_iter()
         .map(|&(column, index)| {
             let array = batch.column(index).clone();
-            let values = numbers("outliers", column, &array, before.as_ref())?;
-            let Some((low, high)) = fences(rule.method, values) else {
+            let (floats, counts) = counted_floats("outliers", column, &array, before.as_ref())?;
+            let parts = [quantile::Part::new(floats.values(), counts.as_ref())];
+            let Some((low, high)) = fences(rule.method, &parts) else {
                 return Ok((column, index, array, None));
             };
-            let floats = arrow::compute::cast(&array, &DataType::Float64)?;
-            let floats = floats.as_primitive::<Float64Type>();
             // Missing values and NaN count as inside: other rules handle them.
             let values = floats.values();
             let mut inside = BooleanBuffer::collect_bool(values.len(), |i| {
@@ -620,14 +589,14 @@ pub(crate) fn outliers(
     Ok((batch, keep, json!(report)))
 }
 
-/// The non-missing, non-NaN values of a numeric column as `f64`, of the rows `keep` leaves in
-/// (all rows without a mask).
-fn numbers(
+/// A numeric column as `f64`, and which of its rows count: those with a value, of the rows
+/// `keep` leaves in (all rows without a mask). NaN never counts (see [`quantile::each`]).
+fn counted_floats(
     rule: &'static str,
     column: &str,
     array: &ArrayRef,
     keep: Option<&BooleanArray>,
-) -> Result<Vec<f64>, RuleError> {
+) -> Result<(Float64Array, Option<BooleanBuffer>), RuleError> {
     if !array.data_type().is_numeric() {
         return Err(RuleError::NotNumeric {
             rule,
@@ -635,20 +604,16 @@ fn numbers(
             data_type: array.data_type().clone(),
         });
     }
-    let floats = arrow::compute::cast(array, &DataType::Float64)?;
-    let floats = floats.as_primitive::<Float64Type>().iter();
-    // Reserved whole: growing by doubling copies the column several times over.
-    let mut values = Vec::with_capacity(array.len());
-    match keep {
-        None => values.extend(floats.flatten().filter(|x| !x.is_nan())),
-        Some(keep) => values.extend(
-            floats
-                .zip(keep.values().iter())
-                .filter_map(|(x, k)| if k { x } else { None })
-                .filter(|x| !x.is_nan()),
-        ),
-    }
-    Ok(values)
+    let floats = arrow::compute::cast(array, &DataType::Float64)?
+        .as_primitive::<Float64Type>()
+        .clone();
+    let counts = match (floats.nulls().filter(|n| n.null_count() > 0), keep) {
+        (None, None) => None,
+        (Some(nulls), None) => Some(nulls.inner().clone()),
+        (None, Some(keep)) => Some(keep.values().clone()),
+        (Some(nulls), Some(keep)) => Some(nulls.inner() & keep.values()),
+    };
+    Ok((floats, counts))
 }
 
 /// `array` with values below `low` set to `low` and above `high` to `high`; whole-number columns
@@ -846,26 +811,5 @@ mod tests {
         let (out, r) = cast(batch(vec![("f", f)]), &[("f".into(), CastType::Text)]).unwrap();
         assert_eq!(col(&out, "f"), ["1.0", "2.5"]);
         assert_eq!(r, json!({"f": {"from": "Float64", "to": "string"}}));
-    }
-}
-
-#[cfg(test)]
-mod selection_tests {
-    use super::*;
-
-    #[test]
-    fn selected_quantiles_are_the_sorted_ones() {
-        let mut x: Vec<f64> = (0..101)
-            .map(|i| ((i * 37) % 101) as f64 * 0.5 - 7.0)
-            .collect();
-        x.extend([-0.0, 0.0, 1e300, -1e300]);
-        let s = sorted(x.clone());
-        for p in [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0] {
-            assert_eq!(
-                select_quantile(&mut x, p).to_bits(),
-                quantile(&s, p).to_bits(),
-                "{p}"
-            );
-        }
     }
 }

@@ -351,13 +351,13 @@ pub(crate) fn fit_pieces(
             (min, nonzero(max - min), vec![("min", min), ("max", max)])
         }
         Scaling::Robust => {
-            let mut sorted: Vec<f64> = values().collect();
-            sorted.sort_by(f64::total_cmp);
-            let (q1, median, q3) = (
-                quantile(&sorted, 0.25),
-                quantile(&sorted, 0.5),
-                quantile(&sorted, 0.75),
-            );
+            let parts: Vec<_> = pieces
+                .iter()
+                .map(|p| crate::quantile::Part::new(p, None))
+                .collect();
+            let q = crate::quantile::quantiles(&parts, &[0.25, 0.5, 0.75])
+                .expect("`values` is not empty and has no NaN");
+            let (q1, median, q3) = (q[0], q[1], q[2]);
             (
                 median,
                 nonzero(q3 - q1),
@@ -366,14 +366,6 @@ pub(crate) fn fit_pieces(
         }
         Scaling::None => (0.0, 1.0, Vec::new()),
     }
-}
-
-/// The `q` quantile of sorted, non-empty values, interpolated linearly between the two nearest
-/// ranks (NumPy's default, `method="linear"`).
-pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
 /// The image artifact layout; bumped when a field changes meaning. Separate from [`FORMAT`]:
@@ -571,8 +563,14 @@ mod tests {
         assert_eq!((center, scale), (3.0, 2.0));
         assert_eq!(stats, [("median", 3.0), ("q1", 2.0), ("q3", 4.0)]);
         // Interpolated: np.percentile([1, 2, 3, 4], 25) == 1.75.
-        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.25), 1.75);
-        assert_eq!(quantile(&[5.0], 0.75), 5.0);
+        assert_eq!(
+            fit(Scaling::Robust, &[4.0, 2.0, 3.0, 1.0]).2[1],
+            ("q1", 1.75)
+        );
+        assert_eq!(
+            fit(Scaling::Robust, &[5.0]).2,
+            [("median", 5.0), ("q1", 5.0), ("q3", 5.0)]
+        );
         assert_eq!(fit(Scaling::None, &[5.0, 6.0]).0, 0.0);
     }
 
