@@ -45,7 +45,9 @@ pub(crate) fn each(parts: &[Part<'_>], mut f: impl FnMut(f64)) {
             continue;
         };
         let chunks = mask.inner().bit_chunks(mask.offset(), mask.len());
-        let words = chunks.iter().chain(std::iter::once(chunks.remainder_bits()));
+        let words = chunks
+            .iter()
+            .chain(std::iter::once(chunks.remainder_bits()));
         for (block, word) in part.values.chunks(64).zip(words) {
             if word == u64::MAX {
                 block.iter().for_each(|&x| value(x));

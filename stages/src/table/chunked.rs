@@ -220,10 +220,22 @@ struct Chunk {
     end: u64,
 }
 
-fn read_chunk(file: &File, chunk: Chunk) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; (chunk.end - chunk.start) as usize];
-    file.read_exact_at(&mut buf, chunk.start).ok()?;
-    Some(buf)
+/// Calls `f` with the bytes of `chunk`, read into this thread's buffer: a fresh buffer per chunk
+/// would have the kernel find and zero new pages for every one (a gigabyte of them per
+/// gigabyte read), which cost more than reading.
+fn with_chunk<T>(file: &File, chunk: Chunk, f: impl FnOnce(&[u8]) -> Option<T>) -> Option<T> {
+    thread_local! {
+        static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    // Taken out while in use, so that nothing run inside `f` can see it borrowed.
+    let mut buf = BUFFER.take();
+    buf.resize((chunk.end - chunk.start) as usize, 0);
+    let result = match file.read_exact_at(&mut buf, chunk.start) {
+        Ok(()) => f(&buf),
+        Err(_) => None,
+    };
+    BUFFER.set(buf);
+    result
 }
 
 /// What the first pass learned from one chunk.
@@ -679,7 +691,7 @@ fn try_read(file: &File, size: u64, chunk: usize) -> Option<RecordBatch> {
     let scan_all = |chunks: &[Chunk], quotes_ok: bool| -> Option<Vec<Scan>> {
         chunks
             .par_iter()
-            .map(|&c| scan(&read_chunk(file, c)?, width, quotes_ok))
+            .map(|&c| with_chunk(file, c, |bytes| scan(bytes, width, quotes_ok)))
             .collect()
     };
     let mut cuts = newline_cuts(file, start, size, chunk)?;
@@ -709,7 +721,7 @@ fn try_read(file: &File, size: u64, chunk: usize) -> Option<RecordBatch> {
         .zip(scans)
         .map(|(c, s)| match speculated(s.decoded, &schema, s.records) {
             Some(batch) => Some(batch),
-            None => decode(&read_chunk(file, c)?, schema.clone(), s.records),
+            None => with_chunk(file, c, |bytes| decode(bytes, schema.clone(), s.records)),
         })
         .collect::<Option<Vec<_>>>()?;
     Some(join(schema, decoded))
