@@ -78,20 +78,69 @@ pub(crate) fn f32_matrix(rows: usize, cols: usize, data: &[f32]) -> Vec<u8> {
     with_data(header(Dtype::F32, &[rows, cols]), data, f32::to_le_bytes)
 }
 
-/// [`f32_matrix`] written to `out`, never whole in memory twice.
+/// The header of a `[rows, cols]` float32 matrix, to be followed by [`write_values`] of its
+/// rows in order: a matrix written a piece at a time, never whole in memory.
+pub(crate) fn write_f32_header(
+    out: &mut impl std::io::Write,
+    rows: usize,
+    cols: usize,
+) -> std::io::Result<()> {
+    out.write_all(&header(Dtype::F32, &[rows, cols]))
+}
+
+/// [`f32_matrix`] written to `out`.
+#[cfg(test)]
 pub(crate) fn write_f32_matrix(
     out: &mut impl std::io::Write,
     rows: usize,
     cols: usize,
     data: &[f32],
 ) -> std::io::Result<()> {
-    debug_assert_eq!(rows * cols, data.len());
-    out.write_all(&header(Dtype::F32, &[rows, cols]))?;
+    write_f32_header(out, rows, cols)?;
+    write_values(out, data)
+}
+
+/// An `[n]` vector of `f32` or `i64` written to `out` straight from `data`, without a copy.
+pub(crate) fn write_vector<T: Element>(
+    out: &mut impl std::io::Write,
+    data: &[T],
+) -> std::io::Result<()> {
+    out.write_all(&header(T::DTYPE, &[data.len()]))?;
+    write_values(out, data)
+}
+
+/// The element types the stages write.
+pub(crate) trait Element: Copy {
+    const DTYPE: Dtype;
+    /// The value's little-endian bytes, for big-endian targets.
+    #[cfg_attr(target_endian = "little", allow(dead_code))]
+    fn le_bytes(self) -> Vec<u8>;
+}
+
+impl Element for f32 {
+    const DTYPE: Dtype = Dtype::F32;
+    fn le_bytes(self) -> Vec<u8> {
+        self.to_le_bytes().to_vec()
+    }
+}
+
+impl Element for i64 {
+    const DTYPE: Dtype = Dtype::I64;
+    fn le_bytes(self) -> Vec<u8> {
+        self.to_le_bytes().to_vec()
+    }
+}
+
+/// The values of `data`, little-endian, as they follow a header.
+pub(crate) fn write_values<T: Element>(
+    out: &mut impl std::io::Write,
+    data: &[T],
+) -> std::io::Result<()> {
     #[cfg(target_endian = "little")]
     {
-        // SAFETY: an `f32` is 4 bytes without padding, any byte may be read as a `u8`, and on a
-        // little-endian target its bytes in memory are its little-endian bytes: the data is
-        // written as it lies, without a copy.
+        // SAFETY: `f32` and `i64` (the only `Element`s) have no padding, any byte may be read as
+        // a `u8`, and on a little-endian target their bytes in memory are their little-endian
+        // bytes: the data is written as it lies, without a copy.
         let bytes = unsafe {
             std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data))
         };
@@ -99,10 +148,10 @@ pub(crate) fn write_f32_matrix(
     }
     #[cfg(not(target_endian = "little"))]
     {
-        let mut piece = Vec::with_capacity(4 << 16);
+        let mut piece = Vec::new();
         for values in data.chunks(1 << 16) {
             piece.clear();
-            piece.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+            piece.extend(values.iter().flat_map(|x| x.le_bytes()));
             out.write_all(&piece)?;
         }
         Ok(())
@@ -116,6 +165,7 @@ pub(crate) fn f32_array(shape: &[usize], data: &[f32]) -> Vec<u8> {
 }
 
 /// A `[n]` float32 vector.
+#[cfg(test)]
 pub(crate) fn f32_vector(data: &[f32]) -> Vec<u8> {
     with_data(header(Dtype::F32, &[data.len()]), data, f32::to_le_bytes)
 }
@@ -151,6 +201,12 @@ mod tests {
     #[test]
     fn vectors_have_a_one_element_shape_tuple_and_aligned_data() {
         let bytes = i64_vector(&[1, -2]);
+        let mut written = Vec::new();
+        write_vector(&mut written, &[1i64, -2]).unwrap();
+        assert_eq!(written, bytes);
+        let mut written = Vec::new();
+        write_vector(&mut written, &[0.5f32, -2.0]).unwrap();
+        assert_eq!(written, f32_vector(&[0.5, -2.0]));
         let text = String::from_utf8_lossy(&bytes[10..]);
         assert!(
             text.starts_with("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }"),

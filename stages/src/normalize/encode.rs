@@ -13,35 +13,28 @@ use arrow::datatypes::{DataType, Float64Type};
 use rayon::prelude::*;
 use std::collections::HashMap;
 
-/// The arrays of one split.
-pub(super) struct Arrays {
-    pub(super) rows: usize,
-    /// Row-major `[rows, features]`.
-    pub(super) features: Vec<f32>,
-    /// Class codes (classification).
-    pub(super) classes: Vec<i64>,
-    /// Label values (regression).
-    pub(super) values: Vec<f32>,
+/// The labels of one split: class codes (classification) or values (regression).
+#[derive(Debug, PartialEq)]
+pub(super) enum Labels {
+    Classes(Vec<i64>),
+    Values(Vec<f32>),
 }
 
-impl Arrays {
-    /// A split with no rows: `[0, F]` features and `[0]` labels.
-    pub(super) fn empty() -> Arrays {
-        Arrays {
-            rows: 0,
-            features: Vec::new(),
-            classes: Vec::new(),
-            values: Vec::new(),
+impl Labels {
+    /// No rows, of the kind `task` gives.
+    pub(super) fn empty(task: Task) -> Labels {
+        match task {
+            Task::Classification => Labels::Classes(Vec::new()),
+            Task::Regression => Labels::Values(Vec::new()),
         }
     }
 
-    /// Writes `features.npy` to `out`.
-    pub(super) fn write_features(
-        &self,
-        out: &mut impl std::io::Write,
-        width: usize,
-    ) -> std::io::Result<()> {
-        npy::write_f32_matrix(out, self.rows, width, &self.features)
+    /// Writes `labels.npy` to `out`.
+    pub(super) fn write(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        match self {
+            Labels::Classes(c) => npy::write_vector(out, c),
+            Labels::Values(v) => npy::write_vector(out, v),
+        }
     }
 }
 
@@ -209,23 +202,27 @@ pub(super) fn piece_texts(pieces: &Pieces, name: &str) -> Result<Vec<ArrayRef>, 
         .collect()
 }
 
-/// Encodes every row of `pieces`, the `split` split, a piece at a time into one array.
+/// Encodes every row of `pieces`, the `split` split, a piece at a time, handing each piece's
+/// features (row-major) to `sink` in row order, and returns the labels. The pieces share one
+/// buffer: the split's features are never whole in memory, and fresh memory (which the kernel
+/// must find and zero, page by page) is taken once, for the largest piece.
 pub(super) fn encode(
     artifact: &Preprocess,
     pieces: &Pieces,
     split: &'static str,
-) -> Result<Arrays, NormalizeError> {
-    let rows = pieces.rows();
+    mut sink: impl FnMut(&[f32]) -> Result<(), NormalizeError>,
+) -> Result<Labels, NormalizeError> {
     let width = artifact.features.len();
-    let mut features = vec![0f32; rows * width];
+    let mut features: Vec<f32> = Vec::new();
     for (first, table) in pieces.tables() {
-        let out = &mut features[first * width..(first + table.rows()) * width];
-        encode_features(artifact, &table, out).map_err(|e| e.shifted(first))?;
+        // Every value is written by `encode_features`; only growth is zeroed.
+        features.resize(table.rows() * width, 0.0);
+        encode_features(artifact, &table, &mut features).map_err(|e| e.shifted(first))?;
+        sink(&features)?;
     }
 
     let label = &artifact.label;
     let table = pieces.joined(&label.column)?;
-    let (mut classes, mut values) = (Vec::new(), Vec::new());
     match (&label.task, &label.classes) {
         (Task::Classification, Some(names)) => {
             let keys = table.keys(&label.column, "label")?;
@@ -239,7 +236,7 @@ pub(super) fn encode(
                     value: keys.value(row).to_string(),
                 });
             }
-            classes = found.into_iter().map(i64::from).collect();
+            Ok(Labels::Classes(found.into_iter().map(i64::from).collect()))
         }
         _ => {
             let column = table.batch.column(table.column_index(&label.column)?);
@@ -250,18 +247,14 @@ pub(super) fn encode(
                     data_type: column.data_type().clone(),
                 });
             }
-            values = numbers(&table, &label.column, "regression")?
-                .iter()
-                .map(|&x| x as f32)
-                .collect();
+            Ok(Labels::Values(
+                numbers(&table, &label.column, "regression")?
+                    .iter()
+                    .map(|&x| x as f32)
+                    .collect(),
+            ))
         }
     }
-    Ok(Arrays {
-        rows,
-        features,
-        classes,
-        values,
-    })
 }
 
 #[cfg(test)]
@@ -296,19 +289,24 @@ mod tests {
         let (split, joined) = (pieces(vec![a.clone(), b]), pieces(vec![whole]));
         let artifact = fit::fit(&config, &split).unwrap();
         assert_eq!(artifact, fit::fit(&config, &joined).unwrap());
-        let (x, y) = (
-            encode(&artifact, &split, "train").unwrap(),
-            encode(&artifact, &joined, "train").unwrap(),
-        );
-        assert_eq!(
-            (x.rows, &x.features, &x.classes),
-            (y.rows, &y.features, &y.classes)
-        );
-        assert_eq!(x.classes, vec![0, 1, 1, 0, 1]);
+        // Features as handed over, a piece at a time.
+        let run = |pieces: &Pieces| {
+            let mut features = Vec::new();
+            let labels = encode(&artifact, pieces, "train", |f| {
+                features.extend_from_slice(f);
+                Ok(())
+            })
+            .unwrap();
+            (features, labels)
+        };
+        let (x, y) = (run(&split), run(&joined));
+        assert_eq!(x, y);
+        assert_eq!(x.0.len(), 5 * artifact.features.len());
+        assert_eq!(x.1, Labels::Classes(vec![0, 1, 1, 0, 1]));
 
         // A missing value in the second piece is named by its row in the whole table.
         let bad = piece(vec![Some(3.0), None], vec!["p", "q"]);
-        let Err(e) = encode(&artifact, &pieces(vec![a, bad]), "val") else {
+        let Err(e) = encode(&artifact, &pieces(vec![a, bad]), "val", |_| Ok(())) else {
             panic!("a missing value must fail");
         };
         assert_eq!(

@@ -20,7 +20,7 @@ use crate::staged::{Staged, StagedError};
 use crate::table::{self, Pieces, TableError};
 use arrow::datatypes::DataType;
 use config::NormalizeConfig;
-use preprocess::{Preprocess, Task};
+use preprocess::Preprocess;
 use sluice_runner::stage::{ConfigProblem, Inputs};
 use sluice_runner::{Stage, StageContext};
 use std::path::Path;
@@ -227,32 +227,29 @@ fn run(ctx: &StageContext<'_>) -> Result<(), NormalizeError> {
             .outputs
             .get(*split)
             .ok_or(NormalizeError::NoOutput(SPLITS[i]))?;
-        let arrays = match table {
-            Some(table) if table.rows() > 0 => encode::encode(&artifact, table, SPLITS[i])?,
-            _ => encode::Arrays::empty(),
-        };
         let dir = staged.dir_for(split, dest)?;
         let features = dir.join(FEATURES);
-        std::fs::File::create(&features)
-            .and_then(|file| {
-                let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-                arrays.write_features(&mut out, artifact.features.len())?;
-                std::io::Write::flush(&mut out)
-            })
-            .map_err(|source| {
-                NormalizeError::Staged(StagedError::Write {
-                    path: features.display().to_string(),
-                    source,
-                })
-            })?;
-        let labels = match artifact.label.task {
-            Task::Classification => npy::i64_vector(&arrays.classes),
-            Task::Regression => npy::f32_vector(&arrays.values),
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| NormalizeError::Staged(StagedError::Write { path, source })
         };
-        write(&dir.join(LABELS), &labels)?;
+        let mut file = std::fs::File::create(&features).map_err(io(&features))?;
+        let rows = table.as_ref().map_or(0, Pieces::rows);
+        let width = artifact.features.len();
+        npy::write_f32_header(&mut file, rows, width).map_err(io(&features))?;
+        let labels = match table {
+            Some(table) if rows > 0 => encode::encode(&artifact, table, SPLITS[i], |piece| {
+                npy::write_values(&mut file, piece).map_err(io(&features))
+            })?,
+            _ => encode::Labels::empty(artifact.label.task),
+        };
+        let path = dir.join(LABELS);
+        std::fs::File::create(&path)
+            .and_then(|mut file| labels.write(&mut file))
+            .map_err(io(&path))?;
         step(
             3.0 + i as f64 * 0.5,
-            format!("wrote {} rows of the {split} split", arrays.rows),
+            format!("wrote {rows} rows of the {split} split"),
         )?;
     }
     let dest = ctx
