@@ -9,9 +9,8 @@
 use super::config::Ratios;
 use super::Part;
 use crate::rng::SplitMix64;
-use crate::table::hash::TextHash;
+use crate::table::Coded;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
 
 /// Row indices per split, each list ascending.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,39 +139,29 @@ pub(crate) fn random(n: usize, ratios: &Ratios, seed: u64) -> Result<Assignment,
 }
 
 /// Rows grouped by key, keys in sorted order, each key's rows ascending.
-fn by_key<S: AsRef<str>>(keys: &[S]) -> BTreeMap<&str, Vec<usize>> {
-    // Each key's index by hash first: a tree lookup per row costs string comparisons. Runs of
-    // one key (sorted or grouped tables) skip the lookup.
-    let mut index: HashMap<&str, usize, TextHash> = HashMap::default();
-    let mut rows: Vec<Vec<usize>> = Vec::new();
-    let mut last: Option<(&str, usize)> = None;
-    for (row, key) in keys.iter().enumerate() {
-        let key = key.as_ref();
-        let i = match last {
-            Some((k, i)) if k == key => i,
-            _ => {
-                let i = *index.entry(key).or_insert_with(|| {
-                    rows.push(Vec::new());
-                    rows.len() - 1
-                });
-                last = Some((key, i));
-                i
-            }
-        };
-        rows[i].push(row);
+fn by_key(keys: &Coded) -> Vec<(&str, Vec<usize>)> {
+    let mut counts = vec![0usize; keys.names.len()];
+    for &code in &keys.codes {
+        counts[code as usize] += 1;
     }
-    let mut map = BTreeMap::new();
-    for (key, i) in index {
-        map.insert(key, std::mem::take(&mut rows[i]));
+    let mut rows: Vec<Vec<usize>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
+    for (row, &code) in keys.codes.iter().enumerate() {
+        rows[code as usize].push(row);
     }
-    map
+    keys.sorted_codes()
+        .into_iter()
+        .map(|code| {
+            let code = code as usize;
+            (keys.names[code].as_str(), std::mem::take(&mut rows[code]))
+        })
+        .collect()
 }
 
 /// Each class of `labels` shuffled and cut by the ratios on its own, classes in sorted order
 /// drawing from one generator. A class is guaranteed a row in every split with a ratio above 0:
 /// when rounding leaves such a split without one, it takes a row from the class's largest split.
 pub(crate) fn stratified(
-    labels: &[impl AsRef<str>],
+    labels: &Coded,
     column: &str,
     ratios: &Ratios,
     seed: u64,
@@ -216,7 +205,7 @@ pub(crate) fn stratified(
 /// they go to those splits. Row fractions therefore approach the ratios as well as group sizes
 /// allow; no group is ever divided.
 pub(crate) fn grouped(
-    groups: &[impl AsRef<str>],
+    groups: &Coded,
     column: &str,
     ratios: &Ratios,
     seed: u64,
@@ -236,7 +225,8 @@ pub(crate) fn grouped(
     }
     let sum: f64 = Part::ALL.iter().map(|&p| ratios.get(p)).sum();
     let target = Part::ALL.map(|p| n as f64 * ratios.get(p) / sum);
-    let mut keys: Vec<&str> = by_group.keys().copied().collect();
+    // Positions in `by_group` (sorted keys), shuffled.
+    let mut keys: Vec<usize> = (0..by_group.len()).collect();
     SplitMix64::new(seed).shuffle(&mut keys);
 
     let mut filled = [0usize; 3];
@@ -260,7 +250,7 @@ pub(crate) fn grouped(
                 best = p;
             }
         }
-        let rows = &by_group[key];
+        let rows = &by_group[*key].1;
         filled[best as usize] += rows.len();
         parts[best as usize].extend_from_slice(rows);
     }
@@ -309,6 +299,10 @@ mod tests {
         assert_eq!(random(0, &r(0.5, 0.0, 0.5), 0), Err(AssignError::NoRows));
     }
 
+    fn coded(keys: &[String]) -> Coded {
+        Coded::of(keys.iter().map(String::as_str))
+    }
+
     fn labels(spec: &[(&str, usize)]) -> Vec<String> {
         spec.iter()
             .flat_map(|&(k, n)| std::iter::repeat_n(k.to_string(), n))
@@ -318,7 +312,7 @@ mod tests {
     #[test]
     fn stratified_keeps_class_proportions_in_every_split() {
         let y = labels(&[("b", 50), ("a", 30), ("c", 20)]);
-        let a = stratified(&y, "y", &r(0.7, 0.15, 0.15), 9).unwrap();
+        let a = stratified(&coded(&y), "y", &r(0.7, 0.15, 0.15), 9).unwrap();
         let count = |part, class| a.rows(part).iter().filter(|&&i| y[i] == class).count();
         assert_eq!(
             [
@@ -344,14 +338,17 @@ mod tests {
             ],
             [14, 3, 3]
         );
-        assert_eq!(a, stratified(&y, "y", &r(0.7, 0.15, 0.15), 9).unwrap());
+        assert_eq!(
+            a,
+            stratified(&coded(&y), "y", &r(0.7, 0.15, 0.15), 9).unwrap()
+        );
     }
 
     #[test]
     fn stratified_gives_every_class_a_row_in_every_split() {
         // 3 × (0.8, 0.1, 0.1) rounds to (3, 0, 0); each split still gets the class.
         let y = labels(&[("a", 3), ("b", 30)]);
-        let a = stratified(&y, "y", &r(0.8, 0.1, 0.1), 0).unwrap();
+        let a = stratified(&coded(&y), "y", &r(0.8, 0.1, 0.1), 0).unwrap();
         for part in Part::ALL {
             assert_eq!(a.rows(part).iter().filter(|&&i| y[i] == "a").count(), 1);
         }
@@ -360,7 +357,7 @@ mod tests {
     #[test]
     fn stratified_refuses_classes_smaller_than_the_split_count() {
         let y = labels(&[("a", 2), ("b", 30)]);
-        let e = stratified(&y, "species", &r(0.8, 0.1, 0.1), 0).unwrap_err();
+        let e = stratified(&coded(&y), "species", &r(0.8, 0.1, 0.1), 0).unwrap_err();
         assert_eq!(
             e,
             AssignError::SmallClass {
@@ -371,13 +368,13 @@ mod tests {
             }
         );
         // With no val split two rows are enough.
-        assert!(stratified(&y, "species", &r(0.8, 0.0, 0.2), 0).is_ok());
+        assert!(stratified(&coded(&y), "species", &r(0.8, 0.0, 0.2), 0).is_ok());
     }
 
     #[test]
     fn grouped_never_divides_a_group() {
         let g: Vec<String> = (0..200).map(|i| format!("g{}", (i * 7) % 23)).collect();
-        let a = grouped(&g, "g", &r(0.6, 0.2, 0.2), 5).unwrap();
+        let a = grouped(&coded(&g), "g", &r(0.6, 0.2, 0.2), 5).unwrap();
         let groups_in = |part| {
             a.rows(part)
                 .iter()
@@ -397,8 +394,8 @@ mod tests {
         for (size, target) in sizes.iter().zip([120.0, 40.0, 40.0]) {
             assert!((*size as f64 - target).abs() <= 9.0, "{sizes:?}");
         }
-        assert_eq!(a, grouped(&g, "g", &r(0.6, 0.2, 0.2), 5).unwrap());
-        assert_ne!(a, grouped(&g, "g", &r(0.6, 0.2, 0.2), 6).unwrap());
+        assert_eq!(a, grouped(&coded(&g), "g", &r(0.6, 0.2, 0.2), 5).unwrap());
+        assert_ne!(a, grouped(&coded(&g), "g", &r(0.6, 0.2, 0.2), 6).unwrap());
     }
 
     #[test]
@@ -407,13 +404,19 @@ mod tests {
         let mut g = labels(&[("big", 100)]);
         g.extend(labels(&[("x", 1), ("y", 1)]));
         for seed in 0..20 {
-            let a = grouped(&g, "g", &r(0.8, 0.1, 0.1), seed).unwrap();
+            let a = grouped(&coded(&g), "g", &r(0.8, 0.1, 0.1), seed).unwrap();
             assert!(
                 Part::ALL.iter().all(|&p| !a.rows(p).is_empty()),
                 "seed {seed}"
             );
         }
-        let e = grouped(&labels(&[("a", 5), ("b", 5)]), "g", &r(0.8, 0.1, 0.1), 0).unwrap_err();
+        let e = grouped(
+            &coded(&labels(&[("a", 5), ("b", 5)])),
+            "g",
+            &r(0.8, 0.1, 0.1),
+            0,
+        )
+        .unwrap_err();
         assert_eq!(
             e,
             AssignError::TooFewGroups {

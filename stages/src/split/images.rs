@@ -135,11 +135,12 @@ pub(super) fn run(ctx: &StageContext<'_>, input: &Path) -> Result<(), SplitError
     )?;
     let assigned = match config.method {
         Method::Stratified => {
-            let labels: Vec<String> = folder
-                .files
-                .iter()
-                .map(|e| folder.classes[e.class].clone())
-                .collect();
+            let labels = crate::table::Coded::of(
+                folder
+                    .files
+                    .iter()
+                    .map(|e| folder.classes[e.class].as_str()),
+            );
             assign::stratified(&labels, CLASS, &config.ratios, config.seed)
         }
         _ => assign::random(folder.files.len(), &config.ratios, config.seed),

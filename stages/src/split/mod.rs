@@ -153,16 +153,14 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
     let rows = pieces.rows();
     step(1.0, format!("read {rows} rows from {source}"))?;
 
-    let label_keys = match &config.label {
-        Some(column) => Some(pieces.joined(column)?.keys(column, "label")?),
+    let labels = match &config.label {
+        Some(column) => Some(pieces.coded(column, "label")?),
         None => None,
     };
-    let group_keys = match &config.group {
-        Some(column) => Some(pieces.joined(column)?.keys(column, "group")?),
+    let groups = match &config.group {
+        Some(column) => Some(pieces.coded(column, "group")?),
         None => None,
     };
-    let labels = label_keys.as_ref().map(table::texts);
-    let groups = group_keys.as_ref().map(table::texts);
     let assigned = match (config.method, &labels, &groups) {
         (Method::Random, _, _) => assign::random(rows, &config.ratios, config.seed),
         (Method::Stratified, Some(labels), _) => assign::stratified(
@@ -230,8 +228,8 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
         &config,
         &source,
         &assigned,
-        labels.as_deref(),
-        groups.as_deref(),
+        labels.as_ref(),
+        groups.as_ref(),
     );
     let dest = ctx
         .outputs

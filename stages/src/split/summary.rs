@@ -7,9 +7,9 @@
 use super::assign::Assignment;
 use super::config::SplitConfig;
 use super::Part;
-use crate::table::hash::TextHash;
+use crate::table::Coded;
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 /// Rounds to six decimals: enough to read a fraction, few enough to read it at a glance.
 fn round6(x: f64) -> f64 {
@@ -20,8 +20,8 @@ pub(crate) fn build(
     config: &SplitConfig,
     input: &str,
     assigned: &Assignment,
-    labels: Option<&[&str]>,
-    groups: Option<&[&str]>,
+    labels: Option<&Coded>,
+    groups: Option<&Coded>,
 ) -> Value {
     let total: usize = Part::ALL.iter().map(|&p| assigned.rows(p).len()).sum();
     let mut splits = Map::new();
@@ -33,20 +33,27 @@ pub(crate) fn build(
             "fraction".into(),
             json!(round6(rows.len() as f64 / total.max(1) as f64)),
         );
-        // Counted by hash (a tree lookup per row costs string comparisons), then sorted.
+        // Counted by code, then named: classes absent from the split are not listed.
         if let Some(labels) = labels {
-            let mut classes: HashMap<&str, usize, TextHash> = HashMap::default();
+            let mut counts = vec![0usize; labels.names.len()];
             for &row in rows {
-                *classes.entry(labels[row]).or_default() += 1;
+                counts[labels.codes[row] as usize] += 1;
             }
-            s.insert(
-                "classes".into(),
-                json!(classes.into_iter().collect::<BTreeMap<_, _>>()),
-            );
+            let classes: BTreeMap<&str, usize> = labels
+                .names
+                .iter()
+                .map(String::as_str)
+                .zip(counts)
+                .filter(|&(_, n)| n > 0)
+                .collect();
+            s.insert("classes".into(), json!(classes));
         }
         if let Some(groups) = groups {
-            let distinct: HashSet<&str, TextHash> = rows.iter().map(|&r| groups[r]).collect();
-            s.insert("groups".into(), json!(distinct.len()));
+            let mut seen = vec![false; groups.names.len()];
+            for &row in rows {
+                seen[groups.codes[row] as usize] = true;
+            }
+            s.insert("groups".into(), json!(seen.iter().filter(|&&s| s).count()));
         }
         if rows.is_empty() {
             s.insert(

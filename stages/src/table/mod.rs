@@ -112,7 +112,7 @@ impl Table {
     /// Column `name` as text, one key per row (`role` says what the key is for, in messages):
     /// class labels and group ids are compared by their text, so `1` in a CSV and `1` in a
     /// Parquet integer column are the same key. Empty values are errors, not a class of their
-    /// own. [`texts`] lists the keys.
+    /// own.
     pub(crate) fn keys(&self, name: &str, role: &'static str) -> Result<ArrayRef, TableError> {
         let column = self.batch.column(self.column_index(name)?);
         let text =
@@ -190,6 +190,35 @@ impl Pieces {
         })
     }
 
+    /// Column `name` as [`Coded`] keys, one per row (`role` says what the keys are for, in
+    /// messages), compared by their text as [`Table::keys`] does; read piece by piece, never
+    /// joined. Errors name rows of the whole table.
+    pub(crate) fn coded(&self, name: &str, role: &'static str) -> Result<Coded, TableError> {
+        let mut texts = Vec::with_capacity(self.batches.len());
+        for (first, table) in self.tables() {
+            let keys = table.keys(name, role).map_err(|e| match e {
+                TableError::MissingKey {
+                    path,
+                    row,
+                    column,
+                    role,
+                } => TableError::MissingKey {
+                    path,
+                    row: row + first,
+                    column,
+                    role,
+                },
+                e => e,
+            })?;
+            texts.push(keys);
+        }
+        Ok(Coded::of(
+            texts
+                .iter()
+                .flat_map(|t| t.as_string::<i32>().iter().flatten()),
+        ))
+    }
+
     /// Each piece as a [`Table`], with the number of rows before it.
     pub(crate) fn tables(&self) -> impl Iterator<Item = (usize, Table)> + '_ {
         self.batches.iter().scan(0, |before, batch| {
@@ -203,6 +232,57 @@ impl Pieces {
                 },
             ))
         })
+    }
+}
+
+/// Keys (class labels, group ids) as small numbers: `names[codes[row]]` is row `row`'s key.
+/// Hashing each key once here lets grouping and counting index arrays instead of hashing
+/// strings again for every use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Coded {
+    pub(crate) codes: Vec<u32>,
+    /// In order of first appearance.
+    pub(crate) names: Vec<String>,
+}
+
+impl Coded {
+    pub(crate) fn of<'a>(keys: impl IntoIterator<Item = &'a str>) -> Coded {
+        let mut index: std::collections::HashMap<&str, u32, hash::TextHash> = Default::default();
+        let mut codes = Vec::new();
+        // Runs of one key (sorted or grouped tables) skip the lookup.
+        let mut last: Option<(&str, u32)> = None;
+        for key in keys {
+            let code = match last {
+                Some((k, code)) if k == key => code,
+                _ => {
+                    let next = index.len() as u32;
+                    let code = *index.entry(key).or_insert(next);
+                    last = Some((key, code));
+                    code
+                }
+            };
+            codes.push(code);
+        }
+        let mut names = vec![String::new(); index.len()];
+        for (key, code) in index {
+            names[code as usize] = key.to_string();
+        }
+        Coded { codes, names }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.codes.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.codes.is_empty()
+    }
+
+    /// The codes in the sorted order of their names.
+    pub(crate) fn sorted_codes(&self) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..self.names.len() as u32).collect();
+        order.sort_by(|&a, &b| self.names[a as usize].cmp(&self.names[b as usize]));
+        order
     }
 }
 
@@ -236,15 +316,6 @@ impl Drop for MemoryScope {
     }
 }
 
-/// The values of a `Utf8` array without nulls (as [`Table::keys`] gives), borrowed.
-pub(crate) fn texts(array: &ArrayRef) -> Vec<&str> {
-    array
-        .as_string::<i32>()
-        .iter()
-        .map(Option::unwrap_or_default)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,8 +347,41 @@ mod tests {
     }
 
     #[test]
+    fn coded_keys_name_rows_of_the_whole_table() {
+        let a = RecordBatch::try_from_iter([(
+            "k",
+            Arc::new(StringArray::from(vec!["b", "a", "b"])) as _,
+        )])
+        .unwrap();
+        let b = RecordBatch::try_from_iter([(
+            "k",
+            Arc::new(StringArray::from(vec![Some("c"), None])) as _,
+        )])
+        .unwrap();
+        let schema = a.schema();
+        let pieces = |batches: Vec<RecordBatch>| Pieces {
+            schema: schema.clone(),
+            batches,
+            source: "t.parquet".into(),
+        };
+        let coded = pieces(vec![a.clone(), b.slice(0, 1)])
+            .coded("k", "label")
+            .unwrap();
+        assert_eq!(coded.codes, [0, 1, 0, 2]);
+        assert_eq!(coded.names, ["b", "a", "c"]);
+        assert_eq!(coded.sorted_codes(), [1, 0, 2]);
+        let e = pieces(vec![a, b]).coded("k", "label").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`t.parquet` row 5: column `k` is empty; every row needs a label"
+        );
+    }
+
+    #[test]
     fn keys_are_text_and_empty_keys_are_errors() {
-        assert_eq!(texts(&table().keys("n", "group").unwrap()), vec!["1", "2"]);
+        let keys = table().keys("n", "group").unwrap();
+        let keys: Vec<&str> = keys.as_string::<i32>().iter().flatten().collect();
+        assert_eq!(keys, ["1", "2"]);
         let e = table().keys("species", "label").unwrap_err().to_string();
         assert_eq!(
             e,
