@@ -286,10 +286,13 @@ impl Coded {
     }
 }
 
-/// While alive, large allocations come straight from the operating system and go straight
-/// back; dropped, it hands back the memory freed meanwhile. Stages run inside sluice, one after
-/// another: glibc would otherwise keep a stage's freed gigabytes (its threshold for mapping
-/// allocations rises as they are freed) and the next stage would add its own on top.
+/// While alive, memory a data stage frees stays with the process for its next allocations;
+/// dropped, it hands the free memory back to the operating system. Stages run inside sluice,
+/// one after another: glibc would otherwise keep a stage's freed gigabytes (its threshold for
+/// mapping allocations rises as they are freed) and the next stage would add its own on top.
+/// Within a stage the opposite holds: memory handed back and asked for again is fresh memory,
+/// which the kernel must find and zero page by page (on the virtual machines sluice is measured
+/// on, a gigabyte of fresh pages costs about a second), so up to a gigabyte of free memory is kept until the end.
 pub(crate) struct MemoryScope(());
 
 impl MemoryScope {
@@ -299,7 +302,9 @@ impl MemoryScope {
             static ONCE: std::sync::Once = std::sync::Once::new();
             // SAFETY: `mallopt` only changes a malloc tuning parameter; any value is valid.
             ONCE.call_once(|| unsafe {
+                // Every allocation from the heap, trimmed only past 1 GiB free or by `drop` below.
                 libc::mallopt(libc::M_MMAP_MAX, 0);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
             });
         }
         MemoryScope(())
