@@ -76,21 +76,32 @@ pub(super) fn numbers(
 }
 
 /// Each value's index among `categories` (sorted and distinct, as `fit` makes them), or -1 for a
-/// value that is not one of them; `text` has no nulls. A hash lookup per value, on every core.
+/// value that is not one of them; `text` has no nulls. On every core; a few categories are
+/// compared with each (cheaper than hashing), more are looked up by hash.
 pub(super) fn codes(text: &StringArray, categories: &[String]) -> Vec<i32> {
+    const FEW: usize = 8;
     let index: HashMap<&str, i32, TextHash> = categories
         .iter()
         .enumerate()
         .map(|(i, c)| (c.as_str(), i as i32))
         .collect();
+    let find = |value: &str| -> i32 {
+        if categories.len() <= FEW {
+            categories
+                .iter()
+                .position(|c| c == value)
+                .map_or(-1, |i| i as i32)
+        } else {
+            index.get(value).copied().unwrap_or(-1)
+        }
+    };
     let mut out = vec![0i32; text.len()];
     const BLOCK: usize = 1 << 16;
     out.par_chunks_mut(BLOCK)
         .enumerate()
         .for_each(|(block, out)| {
             for (i, slot) in out.iter_mut().enumerate() {
-                let value = text.value(block * BLOCK + i);
-                *slot = index.get(value).copied().unwrap_or(-1);
+                *slot = find(text.value(block * BLOCK + i));
             }
         });
     out

@@ -247,27 +247,12 @@ pub(crate) struct Coded {
 
 impl Coded {
     pub(crate) fn of<'a>(keys: impl IntoIterator<Item = &'a str>) -> Coded {
-        let mut index: std::collections::HashMap<&str, u32, hash::TextHash> = Default::default();
-        let mut codes = Vec::new();
-        // Runs of one key (sorted or grouped tables) skip the lookup.
-        let mut last: Option<(&str, u32)> = None;
-        for key in keys {
-            let code = match last {
-                Some((k, code)) if k == key => code,
-                _ => {
-                    let next = index.len() as u32;
-                    let code = *index.entry(key).or_insert(next);
-                    last = Some((key, code));
-                    code
-                }
-            };
-            codes.push(code);
+        let mut lookup = hash::Lookup::default();
+        let codes = keys.into_iter().map(|key| lookup.code(key)).collect();
+        Coded {
+            codes,
+            names: lookup.into_names(),
         }
-        let mut names = vec![String::new(); index.len()];
-        for (key, code) in index {
-            names[code as usize] = key.to_string();
-        }
-        Coded { codes, names }
     }
 
     pub(crate) fn len(&self) -> usize {
