@@ -181,14 +181,8 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
             print_plan(&pipeline, &planned, args.json, false);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(args) => {
-            sluice_stages::share_one_heap();
-            run(cli, args)
-        }
-        Command::Watch(args) => {
-            sluice_stages::share_one_heap();
-            watch::watch(cli, args)
-        }
+        Command::Run(args) => run(cli, args),
+        Command::Watch(args) => watch::watch(cli, args),
         Command::Serve(args) => serve(args),
     }
 }

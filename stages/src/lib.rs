@@ -25,13 +25,6 @@ mod table;
 mod train;
 
 pub use normalize::preprocess;
-
-/// Makes every thread of the process allocate from one heap, so that the memory data stages free
-/// on any thread is reused on every other: call it first thing in commands that run stages,
-/// before any thread starts. See `table::share_one_heap`.
-pub fn share_one_heap() {
-    table::share_one_heap();
-}
 use sluice_runner::StageRegistry;
 use std::sync::Arc;
 

@@ -271,20 +271,6 @@ impl Coded {
     }
 }
 
-/// Has every thread allocate from one heap (glibc's main arena). Data stages allocate on every
-/// core (CSV chunks are decoded on the rayon threads) and free there; with a heap per thread that
-/// memory is only reused by the thread that freed it, and the stage's own thread takes fresh pages
-/// instead (at 1 GB: pipeline 17.0 → 15.8 s median of 4 alternating rounds, system CPU −1.5 s,
-/// peak RSS −0.3 GB). Must run before any thread starts; `sluice run` and `watch` call it, not
-/// `serve`, whose request threads would then contend for one heap.
-pub(crate) fn share_one_heap() {
-    // SAFETY: `mallopt` only changes a malloc tuning parameter; any value is valid.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
 /// While any is alive, memory the data stages free stays with the process for their next
 /// allocations, also across stages: memory handed back and asked for again is fresh memory,
 /// which the kernel must find and zero page by page (on the virtual machines sluice is measured
