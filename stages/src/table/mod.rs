@@ -275,7 +275,7 @@ impl Coded {
 /// allocations, also across stages: memory handed back and asked for again is fresh memory,
 /// which the kernel must find and zero page by page (on the virtual machines sluice is measured
 /// on, a gigabyte of fresh pages costs about a second; `split` and `normalize` reusing what
-/// `clean` freed took 8 % off the tables pipeline). When the last one is dropped and no data
+/// `clean` freed took 6 % off the tables pipeline). When the last one is dropped and no data
 /// stage starts for [`IDLE`], the free memory goes back to the operating system, so that a
 /// long-lived sluice (`watch`, or a pipeline that goes on to train) does not sit on gigabytes:
 /// glibc alone would keep them (its threshold for mapping allocations rises as they are freed).
