@@ -134,81 +134,77 @@ fn run(ctx: &StageContext<'_>) -> Result<(), CleanError> {
         source: e,
     };
 
-    let table = table::io::read(input, &source)?;
-    step(1.0, format!("read {} rows from {source}", table.rows()))?;
+    let mut pieces = table::Pieces::read(input, &source)?;
+    let rows_in = pieces.rows();
+    step(1.0, format!("read {rows_in} rows from {source}"))?;
     for name in named_columns(&config) {
-        table.column_index(name)?;
+        pieces.column_index(name)?;
     }
 
     let mut report = Map::new();
     report.insert("input".into(), json!(source));
-    report.insert("rows_in".into(), json!(table.rows()));
-    let mut batch = table.batch;
+    report.insert("rows_in".into(), json!(rows_in));
     if !config.drop_columns.is_empty() {
-        let (b, r) = rules::drop_columns(&batch, &config.drop_columns);
-        batch = b;
+        let (p, r) = rules::drop_columns(&pieces, &config.drop_columns);
+        pieces = p;
         report.insert("drop_columns".into(), r);
     }
     step(2.0, "dropped columns".into())?;
     if !config.cast.is_empty() {
-        let (b, r) = rules::cast(batch, &config.cast).map_err(rule_error)?;
-        batch = b;
+        let (p, r) = rules::cast(pieces, &config.cast).map_err(rule_error)?;
+        pieces = p;
         report.insert("cast".into(), r);
     }
     step(3.0, "cast columns".into())?;
     if let Some((text, expr)) = &config.filter {
-        let (b, r) = rules::filter(&batch, text, expr).map_err(rule_error)?;
-        batch = b;
+        let (p, r) = rules::filter(&pieces, text, expr).map_err(rule_error)?;
+        pieces = p;
         report.insert("filter".into(), r);
     }
     step(4.0, "filtered rows".into())?;
     // From here on rules narrow `keep`, the rows still in; one filter drops the others at the end.
     let mut keep = None;
     if let Some(missing) = &config.missing {
-        let (b, k, r) = rules::missing(batch, missing).map_err(rule_error)?;
-        (batch, keep) = (b, k);
+        let (p, k, r) = rules::missing(pieces, missing).map_err(rule_error)?;
+        (pieces, keep) = (p, k);
         report.insert("missing".into(), r);
     }
     step(5.0, "handled missing values".into())?;
     if config.drop_duplicates {
-        let (k, r) = rules::duplicates(&batch, keep.as_ref()).map_err(rule_error)?;
+        let (k, r) = rules::duplicates(&pieces, keep.as_ref()).map_err(rule_error)?;
         keep = Some(k);
         report.insert("duplicates".into(), r);
     }
     step(6.0, "dropped duplicate rows".into())?;
     if let Some(outliers) = &config.outliers {
-        let (b, k, r) = rules::outliers(batch, keep, outliers).map_err(rule_error)?;
-        (batch, keep) = (b, k);
+        let (p, k, r) = rules::outliers(pieces, keep, outliers).map_err(rule_error)?;
+        (pieces, keep) = (p, k);
         report.insert("outliers".into(), r);
     }
     let keep = keep.filter(|k| k.false_count() > 0);
-    let rows_out = keep.as_ref().map_or(batch.num_rows(), |k| k.true_count());
+    let rows_out = keep.as_ref().map_or(pieces.rows(), |k| k.true_count());
     report.insert("rows_out".into(), json!(rows_out));
 
     let mut staged = Staged::new(&ctx.scratch);
     let dest = ctx.outputs.get(TABLE).ok_or(CleanError::NoOutput(TABLE))?;
     let tmp = staged.path_for(TABLE, dest)?;
-    let mut out = table::io::ParquetOut::create(&tmp, batch.schema())?;
-    match &keep {
-        // The rows still in, a row group's worth at a time: never a second copy of the table.
-        Some(keep) => {
-            let rows = batch.num_rows();
-            for start in (0..rows).step_by(table::io::ROW_GROUP) {
-                let len = table::io::ROW_GROUP.min(rows - start);
-                let part = arrow::compute::filter_record_batch(
-                    &batch.slice(start, len),
-                    &keep.slice(start, len),
-                )
-                .map_err(|e| rule_error(rules::RuleError::Arrow(e)))?;
-                if part.num_rows() > 0 {
-                    out.write(&part)?;
-                }
-            }
+    let mut out = table::io::ParquetOut::create(&tmp, pieces.schema.clone())?;
+    // The rows still in, a piece at a time: never a second copy of the table. Each piece is
+    // freed once written, and its memory serves the next piece's filter.
+    let mut first = 0;
+    for piece in pieces.batches {
+        let rows = piece.num_rows();
+        let piece = match &keep {
+            Some(keep) => arrow::compute::filter_record_batch(&piece, &keep.slice(first, rows))
+                .map_err(|e| rule_error(rules::RuleError::Arrow(e)))?,
+            None => piece,
+        };
+        first += rows;
+        if piece.num_rows() > 0 {
+            out.write(&piece)?;
         }
-        None => out.write(&batch)?,
     }
     out.finish()?;
-    drop(batch);
     step(7.0, format!("wrote {rows_out} rows"))?;
 
     let dest = ctx

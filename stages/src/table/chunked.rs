@@ -4,8 +4,9 @@
 //! whole file, and decodes each column as the type its values have looked like so far ([`Spec`]).
 //! Chunks whose columns all turn out to have been decoded as the file's types are done; the
 //! others are read again and decoded under the file's schema, the way arrow-csv's `Decoder`
-//! parses each value. Columns are then joined one at a time, so the whole table is never held
-//! twice, and chunks are read with `pread`, so the file is never held whole.
+//! parses each value. The chunks come back as they are, one batch each (the stages work on them
+//! piece by piece; [`join`] makes one batch a column at a time, so the whole table is never held
+//! twice), and are read with `pread`, so the file is never held whole.
 //!
 //! It gives the same table as the sequential reader in `io`, or gives up ([`Outcome::Fallback`])
 //! whenever anything is unusual (a malformed header or row, bytes that are not UTF-8, a value
@@ -27,7 +28,8 @@ use std::sync::{Arc, LazyLock};
 
 /// What reading a chunk at a time gave.
 pub(super) enum Outcome {
-    Table(RecordBatch),
+    /// The file's schema and its chunks, in order, each one batch.
+    Table(Arc<Schema>, Vec<RecordBatch>),
     /// Something is unusual: read the file sequentially, which reports it by line.
     Fallback,
 }
@@ -680,12 +682,12 @@ fn exact_cuts(file: &File, start: u64, size: u64, chunk: usize) -> Option<Vec<Ch
 /// Reads the CSV file `file` of `size` bytes a chunk of about `chunk` bytes at a time.
 pub(super) fn read(file: &File, size: u64, chunk: usize) -> Outcome {
     match try_read(file, size, chunk) {
-        Some(batch) => Outcome::Table(batch),
+        Some((schema, batches)) => Outcome::Table(schema, batches),
         None => Outcome::Fallback,
     }
 }
 
-fn try_read(file: &File, size: u64, chunk: usize) -> Option<RecordBatch> {
+fn try_read(file: &File, size: u64, chunk: usize) -> Option<(Arc<Schema>, Vec<RecordBatch>)> {
     let (names, start) = header(file, size)?;
     let width = names.len();
     let scan_all = |chunks: &[Chunk], quotes_ok: bool| -> Option<Vec<Scan>> {
@@ -724,7 +726,7 @@ fn try_read(file: &File, size: u64, chunk: usize) -> Option<RecordBatch> {
             None => with_chunk(file, c, |bytes| decode(bytes, schema.clone(), s.records)),
         })
         .collect::<Option<Vec<_>>>()?;
-    Some(join(schema, decoded))
+    Some((schema, decoded))
 }
 
 /// Decodes one chunk of `records` records into one batch.
@@ -868,6 +870,7 @@ fn decode_plain(bytes: &[u8], schema: Arc<Schema>, records: usize) -> Option<Rec
 
 /// The chunks' batches as one, joined a column at a time so that each column's pieces are freed
 /// as soon as it is joined.
+#[cfg(test)]
 pub(super) fn join(schema: Arc<Schema>, batches: Vec<RecordBatch>) -> RecordBatch {
     if batches.len() == 1 {
         return batches.into_iter().next().expect("one batch");
@@ -1046,7 +1049,8 @@ mod tests {
         let file = File::open(&p).unwrap();
         let sequential = super::super::io::read_csv_sequential(&p, "t.csv");
         match read(&file, content.len() as u64, chunk) {
-            Outcome::Table(batch) => {
+            Outcome::Table(schema, batches) => {
+                let batch = join(schema, batches);
                 assert_eq!(
                     Some(&batch),
                     sequential.as_ref().ok(),

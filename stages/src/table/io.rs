@@ -1,4 +1,4 @@
-//! Reading a [`Table`] from CSV or Parquet and writing one as Parquet.
+//! Reading a table from CSV or Parquet and writing one as Parquet.
 //!
 //! CSV files are read in chunks on every core (`chunked`): a first pass checks the shape of every
 //! record and infers the schema from all rows (not a sample, so a late `3.5` in an
@@ -9,11 +9,11 @@
 //! only to about 77 %, at about 15 % of the table stages' time); both Parquet reading and
 //! writing spread the work over every core.
 
-use super::{Table, TableError};
+use super::TableError;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
-use parquet::arrow::arrow_writer::{compute_leaves, ArrowRowGroupWriterFactory};
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowLeafColumn, ArrowRowGroupWriterFactory};
 use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -51,42 +51,36 @@ impl Format {
     }
 }
 
-/// Reads the table at `path`; `display` names it in errors.
-pub(crate) fn read(path: &Path, display: &str) -> Result<Table, TableError> {
-    let batch = match Format::of(path) {
-        Some(Format::Csv) => read_csv(path, display)?,
-        Some(Format::Parquet) => read_parquet(path, display)?,
-        None => {
-            return Err(TableError::UnknownFormat {
-                path: display.to_string(),
-            })
-        }
-    };
-    Ok(Table {
-        batch,
+/// Reads the table at `path` as one batch; `display` names it in errors.
+#[cfg(test)]
+pub(crate) fn read(path: &Path, display: &str) -> Result<super::Table, TableError> {
+    let (schema, batches) = read_parts(path, display)?;
+    Ok(super::Table {
+        batch: super::chunked::join(schema, batches),
         source: display.to_string(),
     })
 }
 
-/// Reads the table at `path` as the pieces it was read in (a Parquet file's row groups), not
-/// joined into one batch: for stages that only pick rows from it, which saves a copy of the
-/// whole table. The schema comes with them, as there may be no pieces at all.
+/// Reads the table at `path` as the pieces it was read in (a CSV file's chunks, a Parquet
+/// file's row groups), not joined into one batch: the stages go through them piece by piece,
+/// which saves a copy of the whole table. The schema comes with them, as there may be no pieces
+/// at all.
 pub(crate) fn read_parts(
     path: &Path,
     display: &str,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), TableError> {
     match Format::of(path) {
+        Some(Format::Csv) => read_csv(path, display),
         Some(Format::Parquet) => read_parquet_parts(path, display),
-        _ => {
-            let table = read(path, display)?;
-            Ok((table.batch.schema(), vec![table.batch]))
-        }
+        None => Err(TableError::UnknownFormat {
+            path: display.to_string(),
+        }),
     }
 }
 
 /// Reads a CSV file a chunk at a time on every core (`chunked`), or, when that finds anything
 /// unusual, in one pass in order, which reports the problem by its line.
-fn read_csv(path: &Path, display: &str) -> Result<RecordBatch, TableError> {
+fn read_csv(path: &Path, display: &str) -> Result<(SchemaRef, Vec<RecordBatch>), TableError> {
     let file = std::fs::File::open(path).map_err(|source| TableError::Read {
         path: display.to_string(),
         source,
@@ -99,8 +93,11 @@ fn read_csv(path: &Path, display: &str) -> Result<RecordBatch, TableError> {
         })?
         .len();
     match super::chunked::read(&file, size, super::chunked::CHUNK) {
-        super::chunked::Outcome::Table(batch) => Ok(batch),
-        super::chunked::Outcome::Fallback => read_csv_sequential(path, display),
+        super::chunked::Outcome::Table(schema, batches) => Ok((schema, batches)),
+        super::chunked::Outcome::Fallback => {
+            let batch = read_csv_sequential(path, display)?;
+            Ok((batch.schema(), vec![batch]))
+        }
     }
 }
 
@@ -188,12 +185,6 @@ fn line_of(bytes: &[u8], pos: &csv::Position) -> u64 {
     line
 }
 
-/// Reads the row groups on every core, each into one batch, and joins them a column at a time.
-fn read_parquet(path: &Path, display: &str) -> Result<RecordBatch, TableError> {
-    let (schema, batches) = read_parquet_parts(path, display)?;
-    Ok(super::chunked::join(schema, batches))
-}
-
 /// Reads the row groups on every core, each into one batch.
 fn read_parquet_parts(
     path: &Path,
@@ -243,10 +234,10 @@ pub(crate) fn write_parquet(batch: &RecordBatch, path: &Path) -> Result<(), Tabl
     out.finish()
 }
 
-/// A Parquet file being written a batch at a time, each batch as row groups of at most
-/// [`ROW_GROUP`] rows whose columns are encoded on every core. Callers that select rows (a
-/// filter, a split's share) pass them a row group's worth at a time, so the selection is never
-/// copied whole.
+/// A Parquet file being written a batch at a time, in row groups of [`ROW_GROUP`] rows (the
+/// last one fewer) whose columns are encoded on every core. Callers that select rows (a
+/// filter, a split's share) pass them a piece at a time, so the selection is never copied
+/// whole.
 ///
 /// Float columns are written without dictionary encoding: their values rarely repeat, and
 /// trying a dictionary first was most of the time spent writing them.
@@ -256,6 +247,11 @@ pub(crate) struct ParquetOut {
     schema: SchemaRef,
     groups: usize,
     path: String,
+    /// Rows per row group: [`ROW_GROUP`] (fewer in tests).
+    group_rows: usize,
+    /// Rows given to `write` and not yet in a row group: fewer than `group_rows`.
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
 }
 
 impl ParquetOut {
@@ -304,6 +300,9 @@ impl ParquetOut {
             schema,
             groups: 0,
             path: display,
+            group_rows: ROW_GROUP,
+            pending: Vec::new(),
+            pending_rows: 0,
         })
     }
 
@@ -314,45 +313,77 @@ impl ParquetOut {
         }
     }
 
-    /// Appends the rows of `batch`, which has the file's schema.
+    /// Appends the rows of `batch`, which has the file's schema. Rows are gathered into row
+    /// groups of [`ROW_GROUP`] rows however they come (a table read in 16 MB chunks, say), and
+    /// written when one is full: the batches are only referenced until then, never copied.
     pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), TableError> {
-        let rows = batch.num_rows();
-        for start in (0..rows).step_by(ROW_GROUP) {
-            let slice = batch.slice(start, ROW_GROUP.min(rows - start));
-            let mut leaves = Vec::new();
-            for (field, column) in self.schema.fields().iter().zip(slice.columns()) {
-                leaves.extend(compute_leaves(field, column).map_err(|e| self.error(e))?);
-            }
-            let writers = self
-                .factory
-                .create_column_writers(self.groups)
-                .map_err(|e| self.error(e))?;
-            let chunks = writers
-                .into_par_iter()
-                .zip(leaves)
-                .map(|(mut writer, leaf)| {
-                    writer.write(&leaf)?;
-                    writer.close()
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| self.error(e))?;
-            let path = &self.path;
-            let error = |e: parquet::errors::ParquetError| TableError::Write {
-                path: path.clone(),
-                detail: e.to_string(),
-            };
-            let mut row_group = self.writer.next_row_group().map_err(error)?;
-            for chunk in chunks {
-                chunk.append_to_row_group(&mut row_group).map_err(error)?;
-            }
-            row_group.close().map_err(error)?;
-            self.groups += 1;
+        let mut rest = batch.clone();
+        while self.pending_rows + rest.num_rows() >= self.group_rows {
+            let take = self.group_rows - self.pending_rows;
+            self.pending.push(rest.slice(0, take));
+            rest = rest.slice(take, rest.num_rows() - take);
+            self.flush()?;
+        }
+        if rest.num_rows() > 0 {
+            self.pending_rows += rest.num_rows();
+            self.pending.push(rest);
         }
         Ok(())
     }
 
-    /// Writes the footer and closes the file.
-    pub(crate) fn finish(self) -> Result<(), TableError> {
+    /// Writes the pending batches as one row group, its columns encoded on every core.
+    fn flush(&mut self) -> Result<(), TableError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batches = std::mem::take(&mut self.pending);
+        self.pending_rows = 0;
+        // Each leaf column's pieces, in order.
+        let mut leaves: Vec<Vec<ArrowLeafColumn>> = Vec::new();
+        for batch in &batches {
+            let mut leaf = 0;
+            for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
+                for piece in compute_leaves(field, column).map_err(|e| self.error(e))? {
+                    if leaves.len() == leaf {
+                        leaves.push(Vec::with_capacity(batches.len()));
+                    }
+                    leaves[leaf].push(piece);
+                    leaf += 1;
+                }
+            }
+        }
+        let writers = self
+            .factory
+            .create_column_writers(self.groups)
+            .map_err(|e| self.error(e))?;
+        let chunks = writers
+            .into_par_iter()
+            .zip(leaves)
+            .map(|(mut writer, pieces)| {
+                for piece in &pieces {
+                    writer.write(piece)?;
+                }
+                writer.close()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.error(e))?;
+        let path = &self.path;
+        let error = |e: parquet::errors::ParquetError| TableError::Write {
+            path: path.clone(),
+            detail: e.to_string(),
+        };
+        let mut row_group = self.writer.next_row_group().map_err(error)?;
+        for chunk in chunks {
+            chunk.append_to_row_group(&mut row_group).map_err(error)?;
+        }
+        row_group.close().map_err(error)?;
+        self.groups += 1;
+        Ok(())
+    }
+
+    /// Writes the last row group and the footer, and closes the file.
+    pub(crate) fn finish(mut self) -> Result<(), TableError> {
+        self.flush()?;
         let path = self.path;
         self.writer.close().map_err(|e| TableError::Write {
             path,
@@ -366,7 +397,7 @@ impl ParquetOut {
 mod tests {
     use super::*;
 
-    fn csv(content: &str) -> Result<Table, TableError> {
+    fn csv(content: &str) -> Result<super::super::Table, TableError> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.csv");
         std::fs::write(&p, content).unwrap();
@@ -431,6 +462,25 @@ mod tests {
         let bare = dir.path().join("train");
         std::fs::rename(&p, &bare).unwrap();
         assert_eq!(Format::of(&bare), Some(Format::Parquet));
+    }
+
+    #[test]
+    fn row_groups_are_gathered_from_batches_of_any_size() {
+        let t = csv("a,b\n1,x\n2,y\n3,z\n4,\n5,v\n6,w\n7,u\n8,t\n9,s\n")
+            .unwrap()
+            .batch;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.parquet");
+        let mut out = ParquetOut::create(&p, t.schema()).unwrap();
+        out.group_rows = 4;
+        for (start, len) in [(0, 3), (3, 0), (3, 4), (7, 2)] {
+            out.write(&t.slice(start, len)).unwrap();
+        }
+        out.finish().unwrap();
+        let (_, groups) = read_parts(&p, "t.parquet").unwrap();
+        let sizes: Vec<usize> = groups.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(sizes, [4, 4, 1]);
+        assert_eq!(read(&p, "t.parquet").unwrap().batch, t);
     }
 
     #[test]
