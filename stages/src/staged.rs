@@ -25,6 +25,30 @@ pub(crate) enum StagedError {
     },
 }
 
+/// The most bytes handed to the kernel in one `write`.
+const WRITE: usize = 1 << 20;
+
+/// A new file for a large output, written in pieces of at most a mebibyte however large the
+/// writes given to it. One large `write` has the kernel put the file's page cache in large
+/// folios, which on the virtual machines sluice is measured on costs several times more:
+/// 640 MB written in 64 MiB pieces took 0.3–2.7 s, in 1 MiB pieces 0.15–0.25 s.
+pub(crate) struct OutputFile(std::fs::File);
+
+impl OutputFile {
+    pub(crate) fn create(path: &Path) -> std::io::Result<OutputFile> {
+        std::fs::File::create(path).map(OutputFile)
+    }
+}
+
+impl std::io::Write for OutputFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(&buf[..buf.len().min(WRITE)])
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// Files waiting in scratch space for their final paths.
 pub(crate) struct Staged {
     scratch: PathBuf,

@@ -16,7 +16,7 @@ pub mod preprocess;
 
 use crate::npy;
 use crate::problems::relative;
-use crate::staged::{Staged, StagedError};
+use crate::staged::{OutputFile, Staged, StagedError};
 use crate::table::{self, Pieces, TableError};
 use arrow::datatypes::DataType;
 use config::NormalizeConfig;
@@ -233,7 +233,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), NormalizeError> {
             let path = path.display().to_string();
             move |source| NormalizeError::Staged(StagedError::Write { path, source })
         };
-        let mut file = std::fs::File::create(&features).map_err(io(&features))?;
+        let mut file = OutputFile::create(&features).map_err(io(&features))?;
         let rows = table.as_ref().map_or(0, Pieces::rows);
         let width = artifact.features.len();
         npy::write_f32_header(&mut file, rows, width).map_err(io(&features))?;
@@ -244,7 +244,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), NormalizeError> {
             _ => encode::Labels::empty(artifact.label.task),
         };
         let path = dir.join(LABELS);
-        std::fs::File::create(&path)
+        OutputFile::create(&path)
             .and_then(|mut file| labels.write(&mut file))
             .map_err(io(&path))?;
         step(

@@ -15,8 +15,11 @@ use crate::image_folder::FolderError;
 use crate::problems::relative;
 use crate::staged::{Staged, StagedError};
 use crate::table::{self, TableError};
-use arrow::record_batch::RecordBatch;
+use arrow::array::Array;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use config::{Method, SplitConfig};
+use rayon::prelude::*;
 use sluice_runner::stage::{ConfigProblem, Inputs};
 use sluice_runner::{Stage, StageContext};
 
@@ -111,8 +114,10 @@ impl Stage for Split {
 }
 
 /// Rows `rows` (numbers in the whole table) of a table read in `pieces`, which start at the
-/// rows `starts` (one more entry than pieces: the end).
+/// rows `starts` (one more entry than pieces: the end). The columns are gathered on every core:
+/// the rows come in shuffled order, so gathering is mostly waiting on memory.
 fn pick(
+    schema: &SchemaRef,
     pieces: &[&RecordBatch],
     starts: &[usize],
     rows: &[usize],
@@ -124,7 +129,16 @@ fn pick(
             (piece, row - starts[piece])
         })
         .collect();
-    arrow::compute::interleave_record_batch(pieces, &indices)
+    let columns = (0..schema.fields().len())
+        .into_par_iter()
+        .map(|column| {
+            let arrays: Vec<&dyn Array> =
+                pieces.iter().map(|p| p.column(column).as_ref()).collect();
+            arrow::compute::interleave(&arrays, &indices)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(indices.len()));
+    RecordBatch::try_new_with_options(schema.clone(), columns, &options)
 }
 
 fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
@@ -207,10 +221,11 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
         let mut out = table::io::ParquetOut::create(&tmp, pieces.schema.clone())?;
         // A row group's worth of the split's rows at a time: never a copy of the whole split.
         for rows in assigned.rows(part).chunks(table::io::ROW_GROUP) {
-            let batch = pick(&pieces_ref, &starts, rows).map_err(|e| SplitError::Take {
-                part: part.name(),
-                source: e,
-            })?;
+            let batch =
+                pick(&pieces.schema, &pieces_ref, &starts, rows).map_err(|e| SplitError::Take {
+                    part: part.name(),
+                    source: e,
+                })?;
             out.write(&batch)?;
         }
         out.finish()?;

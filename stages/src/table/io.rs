@@ -10,6 +10,7 @@
 //! writing spread the work over every core.
 
 use super::TableError;
+use crate::staged::OutputFile;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
@@ -242,7 +243,7 @@ pub(crate) fn write_parquet(batch: &RecordBatch, path: &Path) -> Result<(), Tabl
 /// Float columns are written without dictionary encoding: their values rarely repeat, and
 /// trying a dictionary first was most of the time spent writing them.
 pub(crate) struct ParquetOut {
-    writer: SerializedFileWriter<std::io::BufWriter<std::fs::File>>,
+    writer: SerializedFileWriter<std::io::BufWriter<OutputFile>>,
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
     groups: usize,
@@ -261,7 +262,7 @@ impl ParquetOut {
             path: display.clone(),
             detail,
         };
-        let file = std::fs::File::create(path).map_err(|e| write_error(e.to_string()))?;
+        let file = OutputFile::create(path).map_err(|e| write_error(e.to_string()))?;
         let mut props = WriterProperties::builder().set_compression(Compression::SNAPPY);
         for field in schema.fields() {
             if matches!(
