@@ -423,7 +423,7 @@ pub(crate) fn duplicates(
             }
         }
     }
-    let hashes = row_hashes(pieces)?;
+    let blocks = hashed_blocks(pieces, keep)?;
     let starts = starts(pieces);
     let same = |a: usize, b: usize| {
         let locate = |row: usize| {
@@ -436,41 +436,32 @@ pub(crate) fn duplicates(
             .zip(y.columns())
             .all(|(x, y)| same_value(x.as_ref(), i, y.as_ref(), j))
     };
-    // Rows still in, by eight bits of their hash: equal rows land in the same part, in row
-    // order, so each part finds its own duplicates (keeping the first) on its own core. Not the
-    // top bits (the hash table's tags: a part's keys would all share one, and every probe would
-    // compare keys) nor the bottom ones (its bucket index).
-    const PARTS: usize = 256;
-    let part = |h: u64| ((h >> 32) as usize) % PARTS;
-    let mut parts: Vec<Vec<u32>> = (0..PARTS)
-        .map(|_| Vec::with_capacity(n / PARTS + n / PARTS / 8))
-        .collect();
-    for (row, &h) in hashes.iter().enumerate() {
-        if kept(keep, row) {
-            parts[part(h)].push(row as u32);
-        }
-    }
-    let repeated: Vec<Vec<u32>> = parts
+    // Each part holds equal rows in row order (every block's share of it, blocks in order), so
+    // each part finds its own duplicates (keeping the first) on its own core.
+    let repeated: Vec<Vec<u32>> = (0..PARTS)
         .into_par_iter()
-        .map(|rows| {
+        .map(|part| {
+            let len = blocks.iter().map(|b| b.part(part).0.len()).sum();
             // The first row of each hash, and any later distinct rows with the same hash.
             let mut first: HashMap<u64, u32, BuildHasherDefault<Prehashed>> =
-                HashMap::with_capacity_and_hasher(rows.len(), Default::default());
+                HashMap::with_capacity_and_hasher(len, Default::default());
             let mut more: HashMap<u64, Vec<u32>> = HashMap::new();
             let mut repeated = Vec::new();
-            for row in rows {
-                let h = hashes[row as usize];
-                match first.entry(h) {
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(row);
-                    }
-                    std::collections::hash_map::Entry::Occupied(o) => {
-                        let others = more.entry(h).or_default();
-                        let seen = |r: u32| same(r as usize, row as usize);
-                        if seen(*o.get()) || others.iter().any(|&r| seen(r)) {
-                            repeated.push(row);
-                        } else {
-                            others.push(row);
+            for block in &blocks {
+                let (hashes, rows) = block.part(part);
+                for (&h, &row) in hashes.iter().zip(rows) {
+                    match first.entry(h) {
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(row);
+                        }
+                        std::collections::hash_map::Entry::Occupied(o) => {
+                            let others = more.entry(h).or_default();
+                            let seen = |r: u32| same(r as usize, row as usize);
+                            if seen(*o.get()) || others.iter().any(|&r| seen(r)) {
+                                repeated.push(row);
+                            } else {
+                                others.push(row);
+                            }
                         }
                     }
                 }
@@ -478,13 +469,110 @@ pub(crate) fn duplicates(
             repeated
         })
         .collect();
-    let mut out: Vec<bool> = (0..n).map(|row| kept(keep, row)).collect();
+    let mut out = BooleanBufferBuilder::new(n);
+    match keep {
+        Some(keep) => out.append_buffer(keep.values()),
+        None => out.append_n(n, true),
+    }
     let mut dropped = 0;
     for row in repeated.into_iter().flatten() {
-        out[row as usize] = false;
+        out.set_bit(row as usize, false);
         dropped += 1;
     }
-    Ok((BooleanArray::from(out), json!({"dropped": dropped})))
+    Ok((
+        BooleanArray::new(out.finish(), None),
+        json!({"dropped": dropped}),
+    ))
+}
+
+/// The parts [`duplicates`] splits rows into, by eight bits of their hash. Not the top bits (the
+/// hash table's tags: a part's keys would all share one, and every probe would compare keys) nor
+/// the bottom ones (its bucket index).
+const PARTS: usize = 256;
+
+fn part_of(hash: u64) -> usize {
+    ((hash >> 32) as usize) % PARTS
+}
+
+/// The hashes of a block of rows still in, with their rows (numbers in the whole table), sorted
+/// by part: the rows of part `p` are `bounds[p]..bounds[p + 1]`, in row order. Each part then
+/// reads its rows' hashes in sequence, not scattered over one array of the whole table's.
+struct Block {
+    hashes: Vec<u64>,
+    rows: Vec<u32>,
+    bounds: Vec<u32>,
+}
+
+impl Block {
+    fn part(&self, part: usize) -> (&[u64], &[u32]) {
+        let range = self.bounds[part] as usize..self.bounds[part + 1] as usize;
+        (&self.hashes[range.clone()], &self.rows[range])
+    }
+}
+
+/// Every row `keep` leaves in, hashed over every column (equal rows, in the sense of
+/// `duplicates`, hash equal) a block at a time on every core, and sorted by part within its
+/// block.
+fn hashed_blocks(pieces: &Pieces, keep: Option<&BooleanArray>) -> Result<Vec<Block>, RuleError> {
+    const BLOCK: usize = 1 << 16;
+    // Types hashed through Arrow's row format, converted a block at a time.
+    let converters = pieces
+        .schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            t if simple(t) => Ok(None),
+            t => RowConverter::new(vec![SortField::new(t.clone())]).map(Some),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Each block: its piece, its first row there and in the whole table, and its length.
+    let mut spans = Vec::new();
+    for (batch, start) in pieces.batches.iter().zip(starts(pieces)) {
+        for first in (0..batch.num_rows()).step_by(BLOCK) {
+            spans.push((
+                batch,
+                first,
+                start + first,
+                BLOCK.min(batch.num_rows() - first),
+            ));
+        }
+    }
+    spans
+        .into_par_iter()
+        .map(|(batch, first, row, len)| {
+            let mut hashes = vec![0u64; len];
+            for (column, converter) in batch.columns().iter().zip(&converters) {
+                let column = column.slice(first, len);
+                hash_column(&column, converter.as_ref(), &mut hashes)?;
+            }
+            let kept = |i: usize| kept(keep, row + i);
+            let mut bounds = vec![0u32; PARTS + 1];
+            for (i, &h) in hashes.iter().enumerate() {
+                if kept(i) {
+                    bounds[part_of(h) + 1] += 1;
+                }
+            }
+            for p in 0..PARTS {
+                bounds[p + 1] += bounds[p];
+            }
+            let total = bounds[PARTS] as usize;
+            let (mut sorted, mut rows) = (vec![0u64; total], vec![0u32; total]);
+            let mut next = bounds.clone();
+            for (i, &h) in hashes.iter().enumerate() {
+                if kept(i) {
+                    let slot = &mut next[part_of(h)];
+                    sorted[*slot as usize] = h;
+                    rows[*slot as usize] = (row + i) as u32;
+                    *slot += 1;
+                }
+            }
+            Ok(Block {
+                hashes: sorted,
+                rows,
+                bounds,
+            })
+        })
+        .collect()
 }
 
 /// Types whose values [`hash_column`] and [`same_value`] read directly; the others go through
@@ -573,43 +661,6 @@ impl std::hash::Hasher for Prehashed {
     fn write_u64(&mut self, x: u64) {
         self.0 = x;
     }
-}
-
-/// One hash per row of the whole table over every column; equal rows (in the sense of
-/// `duplicates`) hash equal. Blocks of rows of every piece are hashed on every core.
-fn row_hashes(pieces: &Pieces) -> Result<Vec<u64>, RuleError> {
-    const BLOCK: usize = 1 << 16;
-    // Types hashed through Arrow's row format, converted a block at a time.
-    let converters = pieces
-        .schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            t if simple(t) => Ok(None),
-            t => RowConverter::new(vec![SortField::new(t.clone())]).map(Some),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut hashes = vec![0u64; pieces.rows()];
-    // Each block: its piece, its first row there, and its hashes.
-    let mut blocks = Vec::new();
-    let mut rest = hashes.as_mut_slice();
-    for batch in &pieces.batches {
-        let (mine, after) = rest.split_at_mut(batch.num_rows());
-        rest = after;
-        for (i, block) in mine.chunks_mut(BLOCK).enumerate() {
-            blocks.push((batch, i * BLOCK, block));
-        }
-    }
-    blocks
-        .into_par_iter()
-        .try_for_each(|(batch, first, hashes)| {
-            for (column, converter) in batch.columns().iter().zip(&converters) {
-                let column = column.slice(first, hashes.len());
-                hash_column(&column, converter.as_ref(), hashes)?;
-            }
-            Ok::<(), RuleError>(())
-        })?;
-    Ok(hashes)
 }
 
 /// Mixes each value of `column` into the hash of its row.

@@ -288,7 +288,7 @@ mod tests {
         let rows = [0, 2, 3, 6, 7, 9];
         let indices = arrow::array::UInt64Array::from_iter_values(rows.iter().map(|&r| r as u64));
         assert_eq!(
-            pick(&refs, &starts, &rows).unwrap(),
+            pick(&whole.schema(), &refs, &starts, &rows).unwrap(),
             arrow::compute::take_record_batch(&whole, &indices).unwrap()
         );
     }
