@@ -21,21 +21,16 @@ impl Assignment {
         &self.0[part as usize]
     }
 
-    /// Each split's rows in ascending order. Every row is in at most one split, so one pass
-    /// over a split number per row puts them in order, without sorting millions of indices.
-    fn sorted(parts: [Vec<usize>; 3]) -> Assignment {
-        let size = parts
-            .iter()
-            .filter_map(|p| p.iter().max())
-            .max()
-            .map_or(0, |&m| m + 1);
-        let mut part_of = vec![u8::MAX; size];
-        for (part, rows) in parts.iter().enumerate() {
-            for &row in rows {
-                part_of[row] = part as u8;
+    /// Each split's rows in ascending order, from the split of every row (`u8::MAX`: none).
+    /// One pass puts them in order, without sorting millions of indices.
+    fn of(part_of: &[u8]) -> Assignment {
+        let mut sizes = [0usize; 3];
+        for &part in part_of {
+            if let Some(size) = sizes.get_mut(usize::from(part)) {
+                *size += 1;
             }
         }
-        let mut out = parts.each_ref().map(|p| Vec::with_capacity(p.len()));
+        let mut out = sizes.map(Vec::with_capacity);
         for (row, &part) in part_of.iter().enumerate() {
             if let Some(rows) = out.get_mut(usize::from(part)) {
                 rows.push(row);
@@ -101,12 +96,15 @@ pub(crate) fn allocate(n: usize, ratios: &Ratios) -> [usize; 3] {
     counts
 }
 
-/// Deals `rows` (already shuffled) out in order: the first `counts[train]` to train, and so on.
-fn deal(rows: &[usize], counts: [usize; 3], into: &mut [Vec<usize>; 3]) {
+/// Deals `rows` (already shuffled) out in order: the first `counts[train]` to train, and so on,
+/// marking each row's split in `part_of`.
+fn deal<R: Copy + Into<u64>>(rows: &[R], counts: [usize; 3], part_of: &mut [u8]) {
     let mut start = 0;
     for part in Part::ALL {
         let end = start + counts[part as usize];
-        into[part as usize].extend_from_slice(&rows[start..end]);
+        for &row in &rows[start..end] {
+            part_of[row.into() as usize] = part as u8;
+        }
         start = end;
     }
 }
@@ -131,21 +129,21 @@ pub(crate) fn random(n: usize, ratios: &Ratios, seed: u64) -> Result<Assignment,
     }
     let counts = allocate(n, ratios);
     check_not_empty(counts, n, ratios)?;
-    let mut rows: Vec<usize> = (0..n).collect();
+    let mut rows: Vec<u64> = (0..n as u64).collect();
     SplitMix64::new(seed).shuffle(&mut rows);
-    let mut parts = <[Vec<usize>; 3]>::default();
-    deal(&rows, counts, &mut parts);
-    Ok(Assignment::sorted(parts))
+    let mut part_of = vec![u8::MAX; n];
+    deal(&rows, counts, &mut part_of);
+    Ok(Assignment::of(&part_of))
 }
 
 /// Rows grouped by key, keys in sorted order, each key's rows ascending.
-fn by_key(keys: &Coded) -> Vec<(&str, Vec<usize>)> {
+fn by_key(keys: &Coded) -> Vec<(&str, Vec<u32>)> {
     let mut counts = vec![0usize; keys.names.len()];
     for &code in &keys.codes {
         counts[code as usize] += 1;
     }
-    let mut rows: Vec<Vec<usize>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
-    for (row, &code) in keys.codes.iter().enumerate() {
+    let mut rows: Vec<Vec<u32>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
+    for (row, &code) in (0u32..).zip(&keys.codes) {
         rows[code as usize].push(row);
     }
     keys.sorted_codes()
@@ -180,7 +178,7 @@ pub(crate) fn stratified(
         });
     }
     let mut rng = SplitMix64::new(seed);
-    let mut parts = <[Vec<usize>; 3]>::default();
+    let mut part_of = vec![u8::MAX; labels.len()];
     for (_, mut rows) in classes {
         rng.shuffle(&mut rows);
         let mut counts = allocate(rows.len(), ratios);
@@ -194,9 +192,9 @@ pub(crate) fn stratified(
                 counts[part as usize] += 1;
             }
         }
-        deal(&rows, counts, &mut parts);
+        deal(&rows, counts, &mut part_of);
     }
-    Ok(Assignment::sorted(parts))
+    Ok(Assignment::of(&part_of))
 }
 
 /// Whole groups dealt to the splits. The sorted distinct group keys are shuffled, then each group
@@ -230,13 +228,13 @@ pub(crate) fn grouped(
     SplitMix64::new(seed).shuffle(&mut keys);
 
     let mut filled = [0usize; 3];
-    let mut parts = <[Vec<usize>; 3]>::default();
+    let mut part_of = vec![u8::MAX; n];
     for (i, key) in keys.iter().enumerate() {
         let left = keys.len() - i;
         let unserved: Vec<Part> = wanted
             .iter()
             .copied()
-            .filter(|&p| parts[p as usize].is_empty())
+            .filter(|&p| filled[p as usize] == 0)
             .collect();
         let candidates = if left <= unserved.len() {
             &unserved
@@ -252,9 +250,11 @@ pub(crate) fn grouped(
         }
         let rows = &by_group[*key].1;
         filled[best as usize] += rows.len();
-        parts[best as usize].extend_from_slice(rows);
+        for &row in rows {
+            part_of[row as usize] = best as u8;
+        }
     }
-    Ok(Assignment::sorted(parts))
+    Ok(Assignment::of(&part_of))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub(crate) mod io;
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use rayon::prelude::*;
 use std::sync::Arc;
 
 /// A whole table in memory.
@@ -191,32 +192,63 @@ impl Pieces {
     }
 
     /// Column `name` as [`Coded`] keys, one per row (`role` says what the keys are for, in
-    /// messages), compared by their text as [`Table::keys`] does; read piece by piece, never
-    /// joined. Errors name rows of the whole table.
+    /// messages), compared by their text as [`Table::keys`] does; never joined: each piece is
+    /// coded on its own, on every core, and the pieces' codes are then mapped to codes in order
+    /// of first appearance in the whole table. Errors name rows of the whole table (the first
+    /// such row).
     pub(crate) fn coded(&self, name: &str, role: &'static str) -> Result<Coded, TableError> {
-        let mut texts = Vec::with_capacity(self.batches.len());
-        for (first, table) in self.tables() {
-            let keys = table.keys(name, role).map_err(|e| match e {
-                TableError::MissingKey {
-                    path,
-                    row,
-                    column,
-                    role,
-                } => TableError::MissingKey {
-                    path,
-                    row: row + first,
-                    column,
-                    role,
-                },
-                e => e,
-            })?;
-            texts.push(keys);
+        let tables: Vec<(usize, Table)> = self.tables().collect();
+        let mut codes = vec![0u32; self.rows()];
+        let mut slices = Vec::with_capacity(tables.len());
+        let mut rest = codes.as_mut_slice();
+        for (_, table) in &tables {
+            let (mine, after) = rest.split_at_mut(table.rows());
+            slices.push(mine);
+            rest = after;
         }
-        Ok(Coded::of(
-            texts
-                .iter()
-                .flat_map(|t| t.as_string::<i32>().iter().flatten()),
-        ))
+        let local = tables
+            .par_iter()
+            .zip(slices)
+            .map(|((first, table), codes)| {
+                let keys = table.keys(name, role).map_err(|e| match e {
+                    TableError::MissingKey {
+                        path,
+                        row,
+                        column,
+                        role,
+                    } => TableError::MissingKey {
+                        path,
+                        row: row + first,
+                        column,
+                        role,
+                    },
+                    e => e,
+                })?;
+                let mut lookup = hash::Lookup::default();
+                for (code, key) in codes.iter_mut().zip(keys.as_string::<i32>().iter()) {
+                    *code = lookup.code(key.unwrap_or_default());
+                }
+                Ok((codes, lookup.into_names()))
+            })
+            .collect::<Vec<Result<_, TableError>>>()
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut lookup = hash::Lookup::default();
+        let maps: Vec<Vec<u32>> = local
+            .iter()
+            .map(|(_, names)| names.iter().map(|n| lookup.code(n)).collect())
+            .collect();
+        let names = lookup.into_names();
+        local
+            .into_par_iter()
+            .zip(maps)
+            .filter(|(_, map)| map.iter().copied().ne(0..map.len() as u32))
+            .for_each(|((codes, _), map)| {
+                for code in codes.iter_mut() {
+                    *code = map[*code as usize];
+                }
+            });
+        Ok(Coded { codes, names })
     }
 
     /// Each piece as a [`Table`], with the number of rows before it.
@@ -388,10 +420,15 @@ mod tests {
             batches,
             source: "t.parquet".into(),
         };
-        let coded = pieces(vec![a.clone(), b.slice(0, 1)])
+        let c = RecordBatch::try_from_iter([(
+            "k",
+            Arc::new(StringArray::from(vec!["a", "c", "b"])) as _,
+        )])
+        .unwrap();
+        let coded = pieces(vec![a.clone(), b.slice(0, 1), c])
             .coded("k", "label")
             .unwrap();
-        assert_eq!(coded.codes, [0, 1, 0, 2]);
+        assert_eq!(coded.codes, [0, 1, 0, 2, 1, 2, 0]);
         assert_eq!(coded.names, ["b", "a", "c"]);
         assert_eq!(coded.sorted_codes(), [1, 0, 2]);
         let e = pieces(vec![a, b]).coded("k", "label").unwrap_err();
