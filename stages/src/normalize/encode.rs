@@ -233,37 +233,41 @@ pub(super) fn encode(
     }
 
     let label = &artifact.label;
-    let table = pieces.joined(&label.column)?;
     match (&label.task, &label.classes) {
         (Task::Classification, Some(names)) => {
-            let keys = table.keys(&label.column, "label")?;
-            let keys = keys.as_string::<i32>();
-            let found = codes(keys, names);
-            if let Some(row) = found.iter().position(|&k| k < 0) {
-                return Err(NormalizeError::UnknownLabel {
-                    path: table.source.clone(),
-                    split,
-                    row: row + 1,
-                    value: keys.value(row).to_string(),
-                });
+            let mut labels = Vec::with_capacity(pieces.rows());
+            let mut first = 0;
+            for keys in pieces.keys(&label.column, "label")? {
+                let keys = keys.as_string::<i32>();
+                let found = codes(keys, names);
+                if let Some(row) = found.iter().position(|&k| k < 0) {
+                    return Err(NormalizeError::UnknownLabel {
+                        path: pieces.source.clone(),
+                        split,
+                        row: first + row + 1,
+                        value: keys.value(row).to_string(),
+                    });
+                }
+                labels.extend(found.into_iter().map(i64::from));
+                first += keys.len();
             }
-            Ok(Labels::Classes(found.into_iter().map(i64::from).collect()))
+            Ok(Labels::Classes(labels))
         }
         _ => {
-            let column = table.batch.column(table.column_index(&label.column)?);
-            if !column.data_type().is_numeric() {
+            let index = pieces.column_index(&label.column)?;
+            let data_type = pieces.schema.field(index).data_type();
+            if !data_type.is_numeric() {
                 return Err(NormalizeError::LabelType {
-                    path: table.source.clone(),
+                    path: pieces.source.clone(),
                     column: label.column.clone(),
-                    data_type: column.data_type().clone(),
+                    data_type: data_type.clone(),
                 });
             }
-            Ok(Labels::Values(
-                numbers(&table, &label.column, "regression")?
-                    .iter()
-                    .map(|&x| x as f32)
-                    .collect(),
-            ))
+            let mut labels = Vec::with_capacity(pieces.rows());
+            for values in piece_numbers(pieces, &label.column, "regression")? {
+                labels.extend(values.iter().map(|&x| x as f32));
+            }
+            Ok(Labels::Values(labels))
         }
     }
 }

@@ -86,9 +86,7 @@ pub(super) fn fit(config: &NormalizeConfig, train: &Pieces) -> Result<Preprocess
         }
     }
     let classes = match config.task {
-        Task::Classification => Some(distinct(&[train
-            .joined(&config.label)?
-            .keys(&config.label, "label")?])),
+        Task::Classification => Some(distinct(&train.keys(&config.label, "label")?)),
         Task::Regression => None,
     };
     Ok(Preprocess {

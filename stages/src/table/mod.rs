@@ -10,10 +10,9 @@ pub(crate) mod hash;
 pub(crate) mod io;
 
 use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use rayon::prelude::*;
-use std::sync::Arc;
 
 /// A whole table in memory.
 #[derive(Debug, Clone)]
@@ -169,70 +168,32 @@ impl Pieces {
         .column_index(name)
     }
 
-    /// Column `name`, joined, as a one-column [`Table`]: what a stage needs whole (class
-    /// labels). Row numbers in its errors are those of the whole table.
-    pub(crate) fn joined(&self, name: &str) -> Result<Table, TableError> {
-        let index = self.column_index(name)?;
-        let field = self.schema.field(index).clone();
-        let column = match self.batches.as_slice() {
-            [] => arrow::array::new_empty_array(field.data_type()),
-            [one] => one.column(index).clone(),
-            pieces => {
-                let refs: Vec<&dyn Array> =
-                    pieces.iter().map(|p| p.column(index).as_ref()).collect();
-                arrow::compute::concat(&refs).expect("pieces of one column have one type")
-            }
-        };
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![column])
-            .expect("one column of its own type");
-        Ok(Table {
-            batch,
-            source: self.source.clone(),
-        })
-    }
-
     /// Column `name` as [`Coded`] keys, one per row (`role` says what the keys are for, in
     /// messages), compared by their text as [`Table::keys`] does; never joined: each piece is
     /// coded on its own, on every core, and the pieces' codes are then mapped to codes in order
     /// of first appearance in the whole table. Errors name rows of the whole table (the first
     /// such row).
     pub(crate) fn coded(&self, name: &str, role: &'static str) -> Result<Coded, TableError> {
-        let tables: Vec<(usize, Table)> = self.tables().collect();
+        let keys = self.keys(name, role)?;
         let mut codes = vec![0u32; self.rows()];
-        let mut slices = Vec::with_capacity(tables.len());
+        let mut slices = Vec::with_capacity(keys.len());
         let mut rest = codes.as_mut_slice();
-        for (_, table) in &tables {
-            let (mine, after) = rest.split_at_mut(table.rows());
+        for keys in &keys {
+            let (mine, after) = rest.split_at_mut(keys.len());
             slices.push(mine);
             rest = after;
         }
-        let local = tables
+        let local: Vec<_> = keys
             .par_iter()
             .zip(slices)
-            .map(|((first, table), codes)| {
-                let keys = table.keys(name, role).map_err(|e| match e {
-                    TableError::MissingKey {
-                        path,
-                        row,
-                        column,
-                        role,
-                    } => TableError::MissingKey {
-                        path,
-                        row: row + first,
-                        column,
-                        role,
-                    },
-                    e => e,
-                })?;
+            .map(|(keys, codes)| {
                 let mut lookup = hash::Lookup::default();
                 for (code, key) in codes.iter_mut().zip(keys.as_string::<i32>().iter()) {
                     *code = lookup.code(key.unwrap_or_default());
                 }
-                Ok((codes, lookup.into_names()))
+                (codes, lookup.into_names())
             })
-            .collect::<Vec<Result<_, TableError>>>()
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect();
         let mut lookup = hash::Lookup::default();
         let maps: Vec<Vec<u32>> = local
             .iter()
@@ -249,6 +210,29 @@ impl Pieces {
                 }
             });
         Ok(Coded { codes, names })
+    }
+
+    /// Column `name` of every piece as text keys, as [`Table::keys`] makes them; errors name
+    /// rows of the whole table.
+    pub(crate) fn keys(&self, name: &str, role: &'static str) -> Result<Vec<ArrayRef>, TableError> {
+        self.tables()
+            .map(|(first, table)| {
+                table.keys(name, role).map_err(|e| match e {
+                    TableError::MissingKey {
+                        path,
+                        row,
+                        column,
+                        role,
+                    } => TableError::MissingKey {
+                        path,
+                        row: row + first,
+                        column,
+                        role,
+                    },
+                    e => e,
+                })
+            })
+            .collect()
     }
 
     /// Each piece as a [`Table`], with the number of rows before it.
