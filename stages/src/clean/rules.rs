@@ -16,7 +16,7 @@ use super::config::{Action, CastType, Fill, Method, Missing, Outliers};
 use super::expr::{EvalError, Expr};
 use crate::quantile;
 use crate::table::hash::{hash_bytes, mix};
-use crate::table::Pieces;
+use crate::table::{locate, Pieces};
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Float64Array, Scalar, StringArray,
 };
@@ -67,19 +67,6 @@ fn target(t: CastType) -> DataType {
         CastType::Text => DataType::Utf8,
         CastType::Bool => DataType::Boolean,
     }
-}
-
-/// Where each piece starts, in rows of the whole table.
-fn starts(pieces: &Pieces) -> Vec<usize> {
-    pieces
-        .batches
-        .iter()
-        .scan(0, |end, batch| {
-            let start = *end;
-            *end += batch.num_rows();
-            Some(start)
-        })
-        .collect()
 }
 
 /// Column `index` of every piece.
@@ -154,7 +141,7 @@ pub(crate) fn cast(
     casts: &[(String, CastType)],
 ) -> Result<(Pieces, Value), RuleError> {
     let mut report = BTreeMap::new();
-    let starts = starts(&pieces);
+    let starts = pieces.starts();
     for (column, to) in casts {
         let index = pieces.schema.index_of(column)?;
         let from = pieces.schema.field(index).data_type().clone();
@@ -424,13 +411,10 @@ pub(crate) fn duplicates(
         }
     }
     let blocks = hashed_blocks(pieces, keep)?;
-    let starts = starts(pieces);
+    let starts = pieces.starts();
     let same = |a: usize, b: usize| {
-        let locate = |row: usize| {
-            let piece = starts.partition_point(|&s| s <= row) - 1;
-            (&pieces.batches[piece], row - starts[piece])
-        };
-        let ((x, i), (y, j)) = (locate(a), locate(b));
+        let ((x, i), (y, j)) = (locate(&starts, a), locate(&starts, b));
+        let (x, y) = (&pieces.batches[x], &pieces.batches[y]);
         x.columns()
             .iter()
             .zip(y.columns())
@@ -527,7 +511,7 @@ fn hashed_blocks(pieces: &Pieces, keep: Option<&BooleanArray>) -> Result<Vec<Blo
         .collect::<Result<Vec<_>, _>>()?;
     // Each block: its piece, its first row there and in the whole table, and its length.
     let mut spans = Vec::new();
-    for (batch, start) in pieces.batches.iter().zip(starts(pieces)) {
+    for (batch, start) in pieces.batches.iter().zip(pieces.starts()) {
         for first in (0..batch.num_rows()).step_by(BLOCK) {
             spans.push((
                 batch,

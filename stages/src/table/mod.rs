@@ -235,6 +235,11 @@ impl Pieces {
             .collect()
     }
 
+    /// Where each piece starts, in rows of the whole table; [`locate`] finds a row's piece.
+    pub(crate) fn starts(&self) -> Vec<usize> {
+        self.tables().map(|(first, _)| first).collect()
+    }
+
     /// Each piece as a [`Table`], with the number of rows before it.
     pub(crate) fn tables(&self) -> impl Iterator<Item = (usize, Table)> + '_ {
         self.batches.iter().scan(0, |before, batch| {
@@ -249,6 +254,13 @@ impl Pieces {
             ))
         })
     }
+}
+
+/// Row `row` of a table in pieces that start at `starts` (see [`Pieces::starts`]) as its piece
+/// and its row in that piece.
+pub(crate) fn locate(starts: &[usize], row: usize) -> (usize, usize) {
+    let piece = starts.partition_point(|&start| start <= row) - 1;
+    (piece, row - starts[piece])
 }
 
 /// Keys (class labels, group ids) as small numbers: `names[codes[row]]` is row `row`'s key.
