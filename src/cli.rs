@@ -63,6 +63,20 @@ pub enum Command {
     Metrics(MetricsArgs),
     /// Serve a model registry (or one bundle) over the Open Inference Protocol v2 (KServe, Triton)
     Serve(ServeArgs),
+    /// Internal: the guardian that kills what a sluice started once that sluice has exited
+    /// (started by sluice itself; see `sluice_runner::exec::guard`)
+    #[command(name = "__guard", hide = true)]
+    Guard(GuardArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GuardArgs {
+    /// The sluice process watched over
+    pub owner: i32,
+    /// Its start time (clock ticks after boot), so a later run can find this guardian
+    pub start: u64,
+    /// Its process group, never killed as a whole
+    pub pgid: i32,
 }
 
 #[derive(Args, Debug)]

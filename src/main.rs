@@ -45,6 +45,15 @@ impl From<anyhow::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Guard(g) = &cli.command {
+        return match sluice_runner::exec::guard::serve(g.owner, g.start, g.pgid) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(EXIT_FAILED),
+        };
+    }
+    // Every process this sluice starts is killed when it exits, by a guardian running this
+    // same executable (`/proc/self/exe` stays valid even if the file is replaced meanwhile).
+    sluice_runner::exec::guard::enable(Path::new("/proc/self/exe"));
     init_logging(&cli);
     if let Some(dir) = &cli.dir {
         if let Err(e) = std::env::set_current_dir(dir) {
@@ -184,6 +193,8 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Run(args) => run(cli, args),
         Command::Watch(args) => watch::watch(cli, args),
         Command::Serve(args) => serve(args),
+        // Handled in `main`, before anything else happens.
+        Command::Guard(_) => Ok(ExitCode::SUCCESS),
     }
 }
 

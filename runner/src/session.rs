@@ -12,7 +12,7 @@ use crate::pipeline::Pipeline;
 use crate::plan::{plan_ahead, Planned};
 use crate::scheduler::{dispatch, Control, DispatchOptions, StageReport};
 use crate::stage::StageRegistry;
-use crate::workspace::{new_run_id, Workspace};
+use crate::workspace::{new_run_id, LockHolder, Workspace};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -257,19 +257,28 @@ impl Engine {
         let mut busy_pid = None;
         let guard = self
             .ws
-            .lock_run(opts.wait, |pid| {
-                busy_pid = pid;
+            .lock_run(opts.wait, |holder| {
+                let message = match holder {
+                    LockHolder::Running { pid } => {
+                        busy_pid = pid;
+                        format!(
+                            "another sluice run{} is using this workspace; {}",
+                            pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                            if opts.wait {
+                                "waiting for it to finish…"
+                            } else {
+                                "not waiting (--no-wait)"
+                            }
+                        )
+                    }
+                    LockHolder::Leftovers { pid, processes } => format!(
+                        "an earlier sluice run (pid {pid}) ended without stopping its stage \
+                         processes; stopping the {processes} still running before this run starts"
+                    ),
+                };
                 let _ = ev.send(Event::Warning {
                     stage: None,
-                    message: format!(
-                        "another sluice run{} is using this workspace; {}",
-                        pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
-                        if opts.wait {
-                            "waiting for it to finish…"
-                        } else {
-                            "not waiting (--no-wait)"
-                        }
-                    ),
+                    message,
                 });
             })
             .map_err(io("cannot take the workspace lock"))?;

@@ -6,6 +6,9 @@ use std::fs;
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::exec::procfs::{self, ProcessId};
 
 #[derive(Debug, Clone)]
 pub struct Workspace {
@@ -73,12 +76,19 @@ impl Workspace {
             .collect()
     }
 
-    /// Takes the run lock. When another run holds it: `on_busy(pid)` is told, and then we either
-    /// wait (`wait == true`) or return `Ok(None)`.
+    /// Takes the run lock. When another run holds it, `on_busy` is told who (see
+    /// [`LockHolder`]): a live sluice is waited for (`wait == true`) or refused (`Ok(None)`);
+    /// the leftover processes of a sluice that has died are killed and the lock taken over.
+    ///
+    /// The lock's descriptor is inherited by every process the run starts (its close-on-exec
+    /// flag is cleared), so the lock stays held while any of them lives, even after sluice
+    /// itself was killed: a later run can never start beside an earlier run's stage processes.
+    /// The file names the sluice that took it (pid, start time, process group) so that a later
+    /// run can tell a live holder from leftovers, with no confusion when a pid is reused.
     pub fn lock_run(
         &self,
         wait: bool,
-        on_busy: impl FnOnce(Option<u32>),
+        mut on_busy: impl FnMut(LockHolder),
     ) -> io::Result<Option<RunLock>> {
         self.ensure()?;
         let path = self.dir.join("run.lock");
@@ -89,28 +99,140 @@ impl Workspace {
             .truncate(false)
             .open(&path)?;
         let fd = file.as_raw_fd();
-        // SAFETY: flock on a descriptor we own; released when the file is closed.
-        let got = unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0;
-        if !got {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            on_busy(text.trim().parse().ok());
-            if !wait {
-                return Ok(None);
+        let me = ProcessId::current();
+        let mut told_leftovers = false;
+        loop {
+            // SAFETY: flock on a descriptor we own; released when every copy of it is closed.
+            if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                break;
             }
-            // SAFETY: as above, blocking this time.
-            if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
-                return Err(io::Error::last_os_error());
+            let mut text = String::new();
+            file.rewind()?;
+            let _ = file.read_to_string(&mut text);
+            let owner = Owner::parse(&text);
+            match owner {
+                // This process itself may hold the lock (through another `RunLock`).
+                Some(o) if (o.id != me && o.is_alive()) || holds_it_here(o, me) => {
+                    on_busy(LockHolder::Running {
+                        pid: Some(o.id.pid as u32),
+                    });
+                    return Self::wait_for_lock(file, wait);
+                }
+                // Empty: the holder has just taken the lock and not yet written its name.
+                None => {
+                    on_busy(LockHolder::Running { pid: None });
+                    return Self::wait_for_lock(file, wait);
+                }
+                Some(o) => {
+                    // The sluice that took the lock is gone (or is this process, in an earlier
+                    // round of `sluice watch`), yet processes it started still hold it.
+                    if !told_leftovers {
+                        told_leftovers = true;
+                        on_busy(LockHolder::Leftovers {
+                            pid: o.id.pid as u32,
+                            processes: procfs::flock_holders(o.id.pid).len(),
+                        });
+                        if o.id != me {
+                            wait_for_guardian(o.id);
+                        }
+                    }
+                    // SAFETY: getpgrp(2) cannot fail.
+                    let mine = unsafe { libc::getpgrp() };
+                    procfs::kill_flock_holders(o.id.pid, &[mine, o.pgid]);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             }
         }
+        Self::claim(file).map(Some)
+    }
+
+    fn wait_for_lock(file: fs::File, wait: bool) -> io::Result<Option<RunLock>> {
+        if !wait {
+            return Ok(None);
+        }
+        loop {
+            // SAFETY: as in `lock_run`, blocking this time.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                break;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        Self::claim(file).map(Some)
+    }
+
+    /// Writes our name into the lock we now hold and lets child processes inherit it.
+    fn claim(mut file: fs::File) -> io::Result<RunLock> {
+        let me = ProcessId::current();
+        // SAFETY: getpgrp(2) cannot fail.
+        let pgid = unsafe { libc::getpgrp() };
         file.set_len(0)?;
         file.rewind()?;
-        write!(file, "{}", std::process::id())?;
-        Ok(Some(RunLock { _file: file }))
+        write!(file, "{} {} {}\n", me.pid, me.start, pgid)?;
+        // SAFETY: fcntl on a descriptor we own; clearing FD_CLOEXEC only.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(RunLock { _file: file })
     }
 }
 
-/// Held for the duration of a run; dropping it releases the lock.
+/// Who holds the run lock, as `Workspace::lock_run` tells its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockHolder {
+    /// Another sluice that is still running (its pid, unless it has not written it yet).
+    Running { pid: Option<u32> },
+    /// Processes left behind by a sluice that was killed (pid `pid`): they are killed and the
+    /// lock taken over.
+    Leftovers { pid: u32, processes: usize },
+}
+
+/// The sluice named in the lock file: `PID START PGID` (a bare pid from older versions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owner {
+    id: ProcessId,
+    pgid: i32,
+}
+
+impl Owner {
+    fn parse(text: &str) -> Option<Owner> {
+        let mut words = text.split_whitespace();
+        let pid: i32 = words.next()?.parse().ok()?;
+        let start = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+        let pgid = words.next().and_then(|w| w.parse().ok()).unwrap_or(pid);
+        Some(Owner {
+            id: ProcessId { pid, start },
+            pgid,
+        })
+    }
+
+    fn is_alive(&self) -> bool {
+        if self.id.start == 0 {
+            // Written by a version that did not record start times: the pid is all we have.
+            return procfs::stat(self.id.pid).is_some_and(|s| s.state != 'Z');
+        }
+        self.id.is_alive()
+    }
+}
+
+/// Whether this process holds the lock that `owner` (this very process) took.
+fn holds_it_here(owner: Owner, me: ProcessId) -> bool {
+    owner.id == me && procfs::holds_flock(me.pid, me.pid)
+}
+
+/// Waits (a few seconds at most) for a dead sluice's guardian to finish killing what it
+/// registered: it knows process groups that no longer hold the lock.
+fn wait_for_guardian(owner: ProcessId) {
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end && procfs::guardian_of(owner).is_some() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Held for the duration of a run; dropping it releases the lock (once every process that
+/// inherited it has ended).
 pub struct RunLock {
     _file: fs::File,
 }
@@ -166,8 +288,13 @@ mod tests {
             .unwrap();
         assert!(first.is_some());
         let mut told = None;
-        let second = ws.lock_run(false, |pid| told = pid).unwrap();
+        let second = ws.lock_run(false, |h| told = Some(h)).unwrap();
         assert!(second.is_none());
-        assert_eq!(told, Some(std::process::id()));
+        assert_eq!(
+            told,
+            Some(LockHolder::Running {
+                pid: Some(std::process::id())
+            })
+        );
     }
 }

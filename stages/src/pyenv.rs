@@ -202,14 +202,15 @@ pub fn ensure(
         flavor.name(),
         dir.display()
     )));
-    let venv = Command::new(&base)
-        .args(["-m", "venv"])
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|_| EnvError::NoPython {
-            program: base.display().to_string(),
-        })?;
+    let venv = sluice_runner::exec::guard::output(
+        Command::new(&base)
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .stdin(Stdio::null()),
+    )
+    .map_err(|_| EnvError::NoPython {
+        program: base.display().to_string(),
+    })?;
     if !venv.status.success() {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(EnvError::NoVenv {
@@ -297,6 +298,9 @@ fn pip(
 ) -> Result<bool, EnvError> {
     use std::io::Write;
     let mut log_file = std::fs::File::create(log).map_err(io("create", log))?;
+    // Same lifetime rules as a stage's process (runner/src/exec/process.rs): its own group,
+    // registered with the guardian so it dies with sluice, the group killed when pip exits.
+    sluice_runner::exec::guard::start();
     let mut child = Command::new(python)
         .args(["-m", "pip"])
         .args(args)
@@ -314,6 +318,7 @@ fn pip(
         .spawn()
         .map_err(io("start", python))?;
     let pid = child.id() as i32;
+    let _tracked = sluice_runner::exec::guard::track(pid);
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let readers: Vec<_> = [
         Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
@@ -352,8 +357,7 @@ fn pip(
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
         if cancel.is_cancelled() {
-            // SAFETY: kill(2) on the process group pip leads; no memory involved.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            sluice_runner::exec::signal_group(pid, libc::SIGKILL);
             let _ = child.wait();
             return Err(EnvError::Cancelled);
         }
@@ -362,6 +366,8 @@ fn pip(
         let _ = r.join();
     }
     let status = child.wait().map_err(io("wait for", python))?;
+    // Whatever pip left running in its group (build backends) goes with it.
+    sluice_runner::exec::signal_group(pid, libc::SIGKILL);
     Ok(status.success())
 }
 

@@ -2,8 +2,10 @@
 //! that is `LocalExecutor` (child processes in their own process groups), and a cluster executor
 //! can implement the same trait later.
 
+pub mod guard;
 mod logfile;
 mod process;
+pub mod procfs;
 pub mod protocol;
 
 pub use logfile::StageLog;

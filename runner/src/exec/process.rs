@@ -1,13 +1,27 @@
 //! `LocalExecutor`: runs a stage's process on this machine.
 //!
-//! Signal handling, documented here beside the spawn: each child gets its own process group
-//! (`process_group(0)`), so a terminal's Ctrl-C reaches only sluice, which then decides what to
-//! do: the scheduler sends SIGTERM to the group, waits a grace period, then SIGKILL. When the
-//! child exits on its own, whatever it left behind in its group is killed too, so no stage
-//! outlives its run and no pipe stays open.
+//! Signal handling and process lifetime, documented here beside the spawn:
+//!
+//! - Each child gets its own process group (`process_group(0)`), so a terminal's Ctrl-C reaches
+//!   only sluice, which then decides what to do: the scheduler sends SIGTERM to the group, waits
+//!   a grace period, then SIGKILL.
+//! - When the child exits on its own, whatever it left behind in its group is killed too, so no
+//!   stage outlives its run and no pipe stays open. The leader is waited for without being
+//!   reaped (`waitid` with `WNOWAIT`) until the group is killed: while the leader is a zombie its
+//!   pid, and so the group's number, cannot be reused by an unrelated process.
+//! - Every group is registered with the guardian (`guard.rs`) before the child can have done
+//!   much, and unregistered only after the group is killed and the leader reaped: if sluice dies
+//!   (SIGKILL included) the guardian kills what is still registered.
+//! - The child inherits the run lock's descriptor (`Workspace::lock_run` clears its
+//!   close-on-exec flag), and so does everything it starts: the lock stays held while any
+//!   process of the run lives, a later run cannot start beside them, and the guardian finds
+//!   even a process that left its group by the lock it holds.
+//! - No `pre_exec` hook (such as `PR_SET_PDEATHSIG`, which would reach only the direct child
+//!   anyway): with one, std forks instead of using `posix_spawn`, copying sluice's page tables
+//!   for every stage.
 
 use super::protocol::{self, Message};
-use super::{signal_group, ExecControl, ExecOutcome, Executor, ProcessSpec, Stdout};
+use super::{guard, signal_group, ExecControl, ExecOutcome, Executor, ProcessSpec, Stdout};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
@@ -31,8 +45,10 @@ impl Executor for LocalExecutor {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        guard::start();
         let mut child = cmd.spawn()?;
         let pgid = child.id() as i32;
+        let tracked = guard::track(pgid);
         (ctl.on_spawn)(pgid);
         if ctl.cancel.is_cancelled() {
             signal_group(pgid, libc::SIGTERM);
@@ -80,11 +96,14 @@ impl Executor for LocalExecutor {
                 });
                 result
             });
-            let status = child.wait();
-            // Reap stragglers the stage left in its group, so the pipes close.
+            let exited = wait_unreaped(pgid);
+            // Kill stragglers the stage left in its group, so the pipes close; the leader is
+            // not reaped yet, so the group's number is still ours.
             signal_group(pgid, libc::SIGKILL);
+            let status = exited.and_then(|()| child.wait());
             result = Some((status, out.join().unwrap_or(None)));
         });
+        drop(tracked);
         let (status, msg) = result.expect("the scope sets the result");
         let status = status?;
         Ok(ExecOutcome {
@@ -92,6 +111,29 @@ impl Executor for LocalExecutor {
             signal: status.signal(),
             result: msg,
         })
+    }
+}
+
+/// Waits until process `pid` (a child of ours) has exited, leaving it unreaped.
+fn wait_unreaped(pid: i32) -> io::Result<()> {
+    loop {
+        // SAFETY: waitid(2) writes only into the zeroed siginfo we pass.
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 

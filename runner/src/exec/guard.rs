@@ -1,0 +1,203 @@
+//! The guardian: a small process (`sluice __guard`) that outlives sluice only to kill what sluice
+//! started. Every process group sluice starts (stages, plugins, the training worker, pip) is
+//! registered with it; when sluice ends, however it ends (SIGKILL included), the guardian reads
+//! end of file on its pipe and SIGKILLs each registered group still alive, then every process
+//! still holding sluice's run lock (`procfs::kill_flock_holders`), and exits.
+//!
+//! Why a process and not something in the kernel: `PR_SET_PDEATHSIG` reaches only the direct
+//! child (it is cleared across `fork`, so `sh -c "a; b > f"`'s grandchildren survive), fires
+//! when the spawning *thread* exits, and needs a `pre_exec` hook, which makes std `fork` instead
+//! of `posix_spawn` for every stage. A child subreaper only helps while sluice lives. The pipe's
+//! end of file is the one notice that is certain to come.
+//!
+//! One guardian per sluice process, started before the first process is spawned and never
+//! stopped: the kernel closes the pipe when sluice exits. It closes every descriptor it
+//! inherited (so it never holds the run lock), sits in its own process group (a terminal's
+//! Ctrl-C or a kill of sluice's group does not reach it) and ignores SIGINT, SIGHUP and SIGTERM:
+//! end of file on its pipe is the only thing that ends it. Library users (tests of the engine)
+//! run without one unless they call [`enable`]; the binary always does.
+
+use super::procfs::{self, ProcessId};
+use std::collections::HashSet;
+use std::io::{self, BufRead, Write};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+
+/// The hidden subcommand that runs the guardian: `sluice __guard OWNER_PID OWNER_START
+/// OWNER_PGID`.
+pub const GUARD_ARG: &str = "__guard";
+
+static GUARD: Mutex<State> = Mutex::new(State {
+    program: None,
+    running: None,
+    failed: false,
+});
+
+struct State {
+    /// The executable that runs [`serve`] for `__guard`.
+    program: Option<PathBuf>,
+    running: Option<(Child, ChildStdin)>,
+    /// Starting it failed once (warned about); later spawns go unguarded rather than retrying
+    /// for each stage.
+    failed: bool,
+}
+
+/// Lets this process start a guardian: `program __guard ...` must run [`serve`]. The binary
+/// passes `/proc/self/exe`, which names the running executable even if its file has been
+/// replaced since (a rebuild during `sluice watch`).
+pub fn enable(program: &Path) {
+    lock().program = Some(program.to_path_buf());
+}
+
+fn lock() -> std::sync::MutexGuard<'static, State> {
+    GUARD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the guardian if it is enabled and not yet running. Call it before spawning, so that no
+/// process exists that a guardian could have missed.
+pub fn start() {
+    let mut st = lock();
+    ensure_running(&mut st);
+}
+
+fn ensure_running(st: &mut State) {
+    if st.running.is_some() || st.failed {
+        return;
+    }
+    let Some(program) = st.program.clone() else {
+        return;
+    };
+    let me = ProcessId::current();
+    // SAFETY: getpgrp(2) cannot fail.
+    let pgid = unsafe { libc::getpgrp() };
+    let spawned = Command::new(&program)
+        .arg(GUARD_ARG)
+        .args([me.pid.to_string(), me.start.to_string(), pgid.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
+    match spawned {
+        Ok(mut child) => {
+            let stdin = child.stdin.take().expect("stdin is piped");
+            st.running = Some((child, stdin));
+        }
+        Err(e) => {
+            st.failed = true;
+            tracing::warn!(program = %program.display(), error = %e,
+                "cannot start the guardian; stage processes may outlive a killed sluice");
+        }
+    }
+}
+
+/// A registered process group; dropping it tells the guardian the group is gone. Drop it only
+/// after the group has been killed and its leader reaped, so the guardian never signals a group
+/// whose number may have been reused.
+#[must_use = "dropping it unregisters the group at once"]
+pub struct Tracked {
+    pgid: i32,
+}
+
+/// Registers a process group with the guardian (starting it if needed).
+pub fn track(pgid: i32) -> Tracked {
+    send(&format!("+{pgid}\n"));
+    Tracked { pgid }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        send(&format!("-{}\n", self.pgid));
+    }
+}
+
+fn send(line: &str) {
+    let mut st = lock();
+    ensure_running(&mut st);
+    let Some((_, stdin)) = st.running.as_mut() else {
+        return;
+    };
+    if let Err(e) = stdin.write_all(line.as_bytes()) {
+        // The guardian is gone (killed by hand): the run lock, which stage processes inherit,
+        // still keeps a later run from starting beside them (see `Workspace::lock_run`).
+        tracing::warn!(error = %e, "the guardian is gone; stage processes may outlive a killed sluice");
+        st.running = None;
+        st.failed = true;
+    }
+}
+
+/// The guardian's main loop (`sluice __guard`): see the module documentation.
+pub fn serve(owner: i32, owner_start: u64, owner_pgid: i32) -> io::Result<()> {
+    let _ = owner_start; // On the command line so that a later run can find this guardian.
+    close_inherited_descriptors();
+    for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM, libc::SIGQUIT] {
+        // SAFETY: setting a signal's disposition to "ignore"; no handler runs.
+        unsafe {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+    }
+    let mut groups = HashSet::new();
+    let stdin = io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        if let Some(g) = line.strip_prefix('+').and_then(|n| n.parse::<i32>().ok()) {
+            if g > 1 {
+                groups.insert(g);
+            }
+        } else if let Some(g) = line.strip_prefix('-').and_then(|n| n.parse::<i32>().ok()) {
+            groups.remove(&g);
+        }
+    }
+    // Sluice has exited: whatever it registered and did not see end is killed, then anything
+    // still holding its run lock (a process that left its group, or one spawned in the instant
+    // before sluice could register it).
+    for g in groups {
+        super::signal_group(g, libc::SIGKILL);
+    }
+    // SAFETY: getpgrp(2) cannot fail.
+    let mine = unsafe { libc::getpgrp() };
+    procfs::kill_flock_holders(owner, &[owner_pgid, mine]);
+    Ok(())
+}
+
+/// Closes every descriptor above stderr: the guardian must not keep sluice's run lock (or any
+/// other file) open while it waits.
+fn close_inherited_descriptors() {
+    // SAFETY: close_range(2) only closes descriptors; we hold no Rust handles to them.
+    let done = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } == 0;
+    if done {
+        return;
+    }
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds.into_iter().filter(|&fd| fd > 2) {
+        // SAFETY: as above.
+        unsafe {
+            libc::close(fd);
+        }
+    }
+}
+
+/// Runs `cmd` to completion like [`Command::output`], in a process group of its own that is
+/// registered with the guardian and killed as a whole when its leader exits. For short helper
+/// processes (creating a virtual environment) that need no streaming.
+pub fn output(cmd: &mut Command) -> io::Result<std::process::Output> {
+    start();
+    let child = cmd
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pgid = child.id() as i32;
+    let tracked = track(pgid);
+    let out = child.wait_with_output();
+    super::signal_group(pgid, libc::SIGKILL);
+    drop(tracked);
+    out
+}
