@@ -273,7 +273,8 @@ impl Engine {
                     }
                     LockHolder::Leftovers { pid, processes } => format!(
                         "an earlier sluice run (pid {pid}) ended without stopping its stage \
-                         processes; stopping the {processes} still running before this run starts"
+                         processes ({processes} still hold this workspace); stopping them before \
+                         this run starts"
                     ),
                 };
                 let _ = ev.send(Event::Warning {

@@ -158,7 +158,9 @@ pub fn serve(owner: i32, owner_start: u64, owner_pgid: i32) -> io::Result<()> {
     }
     // SAFETY: getpgrp(2) cannot fail.
     let mine = unsafe { libc::getpgrp() };
-    procfs::kill_flock_holders(owner, &[owner_pgid, mine]);
+    // Any lock sluice took counts: one sluice works in one workspace, and the only lock it lets
+    // children inherit is that workspace's run lock.
+    procfs::kill_flock_holders(owner, None, &[owner_pgid, mine]);
     Ok(())
 }
 

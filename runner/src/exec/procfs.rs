@@ -65,15 +65,29 @@ fn other_pids() -> Vec<i32> {
 /// Whether any `flock` taken by `owner` is still held, by anyone (`/proc/locks` names the
 /// process that took each lock, not those that inherited its descriptor). Cheap: lets the
 /// guardian skip the full scan when nothing was left behind.
-fn owner_has_flocks(owner: i32) -> bool {
+fn owner_has_flocks(owner: i32, file: Option<&LockedFile>) -> bool {
     let Ok(text) = fs::read_to_string("/proc/locks") else {
         return true;
     };
-    text.lines().any(|l| flock_owner(l) == Some(owner))
+    text.lines().any(|l| is_flock_of(l, owner, file))
 }
 
-/// The pid in a `/proc/locks` or fdinfo `lock:` line, when the lock is a `flock`.
-fn flock_owner(line: &str) -> Option<i32> {
+/// A locked file, by inode number as lock lines show it (`MAJOR:MINOR:INODE`). The device is
+/// left out on purpose: some file systems (btrfs subvolumes) report a different device to
+/// `stat` than the one the kernel prints here, and a lock taken by the same process on another
+/// device's file with the same inode number is not a real risk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedFile(u64);
+
+impl LockedFile {
+    pub fn of(meta: &fs::Metadata) -> LockedFile {
+        use std::os::unix::fs::MetadataExt;
+        LockedFile(meta.ino())
+    }
+}
+
+/// The pid and file of a `/proc/locks` or fdinfo `lock:` line, when the lock is a `flock`.
+fn flock_owner(line: &str) -> Option<(i32, &str)> {
     let line = line.strip_prefix("lock:").unwrap_or(line);
     let mut words = line.split_whitespace();
     // "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5400533 0 EOF"
@@ -81,7 +95,16 @@ fn flock_owner(line: &str) -> Option<i32> {
     if words.next()? != "FLOCK" {
         return None;
     }
-    words.nth(2)?.parse().ok()
+    let pid = words.nth(2)?.parse().ok()?;
+    Some((pid, words.next()?))
+}
+
+/// Whether `line` shows a `flock` taken by `owner` (on `file`, when given).
+fn is_flock_of(line: &str, owner: i32, file: Option<&LockedFile>) -> bool {
+    flock_owner(line).is_some_and(|(pid, f)| {
+        pid == owner
+            && file.is_none_or(|want| f.rsplit(':').next() == Some(want.0.to_string().as_str()))
+    })
 }
 
 /// A process holding a descriptor on which another process took a `flock`.
@@ -95,13 +118,15 @@ pub struct Holder {
 /// every process that inherited the locked descriptor from it. A process that merely opened
 /// the same file, or waits for the lock, has its own descriptor and is not listed: the kernel
 /// shows a lock in `/proc/<pid>/fdinfo/<fd>` only for the descriptor that holds it.
-pub fn flock_holders(owner: i32) -> Vec<Holder> {
-    if !owner_has_flocks(owner) {
+///
+/// `file` narrows this to one locked file; without it, any `flock` taken by `owner` counts.
+pub fn flock_holders(owner: i32, file: Option<&LockedFile>) -> Vec<Holder> {
+    if !owner_has_flocks(owner, file) {
         return Vec::new();
     }
     let mut found = Vec::new();
     for pid in other_pids() {
-        if holds_flock(pid, owner) {
+        if holds_flock(pid, owner, file) {
             if let Some(s) = stat(pid) {
                 if s.state != 'Z' {
                     found.push(Holder { pid, pgid: s.pgid });
@@ -112,15 +137,15 @@ pub fn flock_holders(owner: i32) -> Vec<Holder> {
     found
 }
 
-/// Whether process `pid` holds a descriptor locked with `flock` by `owner`. Processes of other
-/// users are unreadable here; they cannot hold our descriptors.
-pub fn holds_flock(pid: i32, owner: i32) -> bool {
+/// Whether process `pid` holds a descriptor locked with `flock` by `owner` (on `file`, when
+/// given). Processes of other users are unreadable here; they cannot hold our descriptors.
+pub fn holds_flock(pid: i32, owner: i32, file: Option<&LockedFile>) -> bool {
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return false;
     };
     fds.filter_map(Result::ok).any(|fd| {
         fs::read_to_string(fd.path())
-            .map(|t| t.lines().any(|l| flock_owner(l) == Some(owner)))
+            .map(|t| t.lines().any(|l| is_flock_of(l, owner, file)))
             .unwrap_or(false)
     })
 }
@@ -130,10 +155,10 @@ pub fn holds_flock(pid: i32, owner: i32) -> bool {
 /// process left in the owner's own group shares it with whatever the user's shell started
 /// beside sluice. Repeats until none is left (a holder may have forked between the scan and the
 /// kill), a few rounds at most. Returns how many holders were found in all.
-pub fn kill_flock_holders(owner: i32, spare: &[i32]) -> usize {
+pub fn kill_flock_holders(owner: i32, file: Option<&LockedFile>, spare: &[i32]) -> usize {
     let mut killed = 0;
     for _ in 0..8 {
-        let holders = flock_holders(owner);
+        let holders = flock_holders(owner, file);
         if holders.is_empty() {
             break;
         }
@@ -179,11 +204,11 @@ mod tests {
     fn parses_flock_lines() {
         assert_eq!(
             flock_owner("lock:\t1: FLOCK  ADVISORY  WRITE 25606 fe:00:10012043 0 EOF"),
-            Some(25606)
+            Some((25606, "fe:00:10012043"))
         );
         assert_eq!(
             flock_owner("3: FLOCK  ADVISORY  WRITE 7 fe:00:1 0 EOF"),
-            Some(7)
+            Some((7, "fe:00:1"))
         );
         assert_eq!(
             flock_owner("1: POSIX  ADVISORY  WRITE 25606 fe:00:10012043 0 EOF"),
@@ -210,6 +235,20 @@ mod tests {
         let path = dir.path().join("l");
         let file = fs::File::create(&path).unwrap();
         let fd = file.as_raw_fd();
+        // A bystander with its own descriptor on the same file, started while ours is still
+        // closed on exec.
+        let opened = dir.path().join("opened");
+        let mut bystander = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("exec 7<\"$0\"; touch \"$1\"; exec sleep 30")
+            .arg(&path)
+            .arg(&opened)
+            .spawn()
+            .unwrap();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !opened.exists() && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         // SAFETY: flock and fcntl on a descriptor we own.
         unsafe {
             assert_eq!(libc::flock(fd, libc::LOCK_EX), 0);
@@ -219,15 +258,9 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
-        // A bystander with its own descriptor on the same file.
-        let mut bystander = std::process::Command::new("sh")
-            .arg("-c")
-            .arg("exec 7<\"$0\"; sleep 30")
-            .arg(&path)
-            .spawn()
-            .unwrap();
         let me = std::process::id() as i32;
-        let holders = flock_holders(me);
+        let this = LockedFile::of(&file.metadata().unwrap());
+        let holders = flock_holders(me, Some(&this));
         let pids: Vec<i32> = holders.iter().map(|h| h.pid).collect();
         assert!(pids.contains(&(inheritor.id() as i32)), "{holders:?}");
         assert!(!pids.contains(&(bystander.id() as i32)), "{holders:?}");
