@@ -1,7 +1,7 @@
 //! Killing sluice outright (SIGKILL): no process it started may survive it, a later run never
 //! starts beside an earlier run's processes, and the next run recovers byte for byte.
 //!
-//! `kill_harness` is the standing reliability check: a ~30-stage DAG with multi-MB deterministic
+//! `kill_harness` is the standing reliability check: a 31-stage DAG with multi-MB deterministic
 //! outputs, SIGKILLed at random times in three ways, then rerun and checked. It runs
 //! `SLUICE_KILL_TRIALS` trials (default 30, the CI variant, about a minute on 2 cores) from seed
 //! `SLUICE_KILL_SEED` (default fixed; the seed is printed). A long run:
@@ -49,6 +49,17 @@ fn stage_processes(root: &Path) -> Vec<i32> {
                 && alive(p)
         })
         .collect()
+}
+
+/// Kills whatever stage processes a failed test leaves in `ws`, so none lingers for minutes.
+struct Reaper<'a>(&'a Ws);
+
+impl Drop for Reaper<'_> {
+    fn drop(&mut self) {
+        for p in stage_processes(self.0.root()) {
+            sigkill(p);
+        }
+    }
 }
 
 fn parent_of(pid: i32) -> Option<i32> {
@@ -154,11 +165,12 @@ fn a_killed_sluice_takes_its_stage_processes_with_it() {
 name: orphan
 stages:
   r:
-    run: "echo $$ > r.pid; if [ -f hold ]; then sleep 60 & echo $! > sleep.pid; touch started; wait; fi; head -c 1000000 /dev/urandom > ${{ outputs.o }}"
+    run: "echo $$ > r.pid; if [ -f hold ]; then sleep 600 & echo $! > sleep.pid; touch started; wait; fi; head -c 1000000 /dev/urandom > ${{ outputs.o }}"
     outputs: {o: data/r.bin}
   h: {run: "sha256sum ${{ stages.r.outputs.o }} | cut -c1-64 > ${{ outputs.o }}", outputs: {o: data/h.txt}}
 "#,
     );
+    let _reaper = Reaper(&ws);
     ws.run(&[]).assert_ok();
     ws.write("hold", "");
     let mut sluice = spawn_detached(&ws, &["run", "--force", "r"]);
@@ -204,6 +216,7 @@ stages:
     outputs: {o: out/slow.txt}
 "#,
     );
+    let _reaper = Reaper(&ws);
     let mut first = spawn_detached(&ws, &["run"]);
     assert!(wait_for(LONG, || ws.exists("started")));
     let stage: i32 = ws.read("slow.pid").trim().parse().unwrap();
@@ -268,13 +281,17 @@ impl Rng {
     }
 }
 
-/// 30 stages: 4 slow sources writing 2 MB in chunks, 12 stages fanning out from pairs of
+/// 31 stages: a sentinel that lingers during killed runs, 4 slow sources writing 2 MB in chunks, 12 stages fanning out from pairs of
 /// sources, 8 fanning in from three of those, 4 from two of those, a stage with two outputs
 /// and a final fan-in. Every output is a deterministic function of its inputs (`yes` seeded
 /// with a hash of them), so a rerun must reproduce the reference byte for byte.
 fn harness_pipeline() -> (String, Vec<String>) {
     let mut y = String::from("name: kill-harness\nstages:\n");
     let mut outputs = Vec::new();
+    // Lingers while `.linger` exists (during the runs the harness kills), so that a stage
+    // process is certainly alive at every kill and would outlive sluice without the guardian.
+    y += "  sentinel:\n    run: \"if [ -f .linger ]; then sleep 600; fi; echo ok > ${{ outputs.o }}\"\n    outputs: {o: out/sentinel.txt}\n";
+    outputs.push("out/sentinel.txt".into());
     // A stage that hashes its inputs and writes `mb` MB derived from the hash.
     let derive = |name: &str, ins: &[String], mb: u32, slow: bool| -> String {
         let refs: Vec<String> = ins
@@ -395,7 +412,7 @@ fn kill_harness() {
     // The reference: one undisturbed run.
     let reference = Ws::new();
     reference.pipeline(&yaml);
-    reference.run(&[]).assert_ok();
+    reference.run(&["--jobs", "6"]).assert_ok();
     let expected: Vec<Vec<u8>> = outputs
         .iter()
         .map(|o| std::fs::read(reference.path(o)).unwrap())
@@ -403,6 +420,7 @@ fn kill_harness() {
 
     let ws = Ws::new();
     ws.pipeline(&yaml);
+    let _reaper = Reaper(&ws);
     // How long each kind of run takes undisturbed here, so kill times fall inside the runs.
     let t = Instant::now();
     ws.run(&[]).assert_ok();
@@ -433,7 +451,9 @@ fn kill_harness() {
             2 => Start::Restore,
             _ => Start::Force,
         };
-        let mut args = vec!["run".to_string()];
+        let mut args: Vec<String> = ["run", "--jobs", "6", "--force", "sentinel"]
+            .map(String::from)
+            .to_vec();
         match start {
             Start::Cold => {
                 let _ = std::fs::remove_dir_all(ws.path(".sluice/cache"));
@@ -460,6 +480,7 @@ fn kill_harness() {
         let delay = Duration::from_micros(rng.below(span.as_micros() as u64 + 1));
         let context = format!("trial {trial} ({mode:?}, {start:?}, kill after {delay:?})");
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        ws.write(".linger", "");
         let mut sluice = spawn_detached(&ws, &argv);
         let pid = sluice.id() as i32;
         // The random delay is the point: the kill lands wherever it lands.
@@ -493,8 +514,9 @@ fn kill_harness() {
             stage_processes(ws.root())
         );
 
+        std::fs::remove_file(ws.path(".linger")).unwrap();
         let t = Instant::now();
-        let r = ws.run(&[]);
+        let r = ws.run(&["--jobs", "6"]);
         rerun_time += t.elapsed();
         assert_eq!(
             r.code, 0,
@@ -511,7 +533,7 @@ fn kill_harness() {
             .unwrap_or_else(|e| panic!("{context}: the lock file does not parse: {e}"));
         assert_eq!(
             parsed["stages"].as_mapping().map(|m| m.len()),
-            Some(30),
+            Some(31),
             "{context}: the lock file lacks stages"
         );
         assert_all_up_to_date(&ws, &context);
