@@ -186,7 +186,7 @@ impl Workspace {
         let pgid = unsafe { libc::getpgrp() };
         file.set_len(0)?;
         file.rewind()?;
-        write!(file, "{} {} {}\n", me.pid, me.start, pgid)?;
+        writeln!(file, "{} {} {}", me.pid, me.start, pgid)?;
         // SAFETY: fcntl on a descriptor we own; clearing FD_CLOEXEC only.
         if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
             return Err(io::Error::last_os_error());
