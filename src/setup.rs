@@ -76,11 +76,12 @@ pub fn run(cuda: bool) -> anyhow::Result<()> {
 fn training_cuda(flavor: Flavor) -> anyhow::Result<()> {
     let env = pyenv::find(flavor).context("the environment vanished after installing it")?;
     let worker = pyenv::worker_dir(&env)?;
-    let out = std::process::Command::new(&env.python)
-        .args(["-c", CUDA_PROBE])
-        .envs(pyenv::worker_env(&env, &worker))
-        .output()
-        .context("cannot start the environment's Python")?;
+    let out = sluice_runner::exec::guard::output(
+        std::process::Command::new(&env.python)
+            .args(["-c", CUDA_PROBE])
+            .envs(pyenv::worker_env(&env, &worker)),
+    )
+    .context("cannot start the environment's Python")?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(8).collect();
