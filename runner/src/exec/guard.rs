@@ -78,6 +78,8 @@ fn ensure_running(st: &mut State) {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        // Not the workspace: the guardian should keep nothing busy.
+        .current_dir("/")
         .process_group(0)
         .spawn();
     match spawned {
