@@ -2,7 +2,7 @@
 //! starts beside an earlier run's processes, and the next run recovers byte for byte.
 //!
 //! `kill_harness` is the standing reliability check: a 31-stage DAG with multi-MB deterministic
-//! outputs, SIGKILLed at random times in three ways, then rerun and checked. It runs
+//! outputs, SIGKILLed at random times in four ways, then rerun and checked. It runs
 //! `SLUICE_KILL_TRIALS` trials (default 30, the CI variant, about a minute on 2 cores) from seed
 //! `SLUICE_KILL_SEED` (default fixed; the seed is printed). A long run:
 //! `SLUICE_KILL_TRIALS=1000 cargo test --release --test kill kill_harness -- --nocapture`.
@@ -290,7 +290,7 @@ fn harness_pipeline() -> (String, Vec<String>) {
     let mut outputs = Vec::new();
     // Lingers while `.linger` exists (during the runs the harness kills), so that a stage
     // process is certainly alive at every kill and would outlive sluice without the guardian.
-    y += "  sentinel:\n    run: \"if [ -f .linger ]; then sleep 600; fi; echo ok > ${{ outputs.o }}\"\n    outputs: {o: out/sentinel.txt}\n";
+    y += "  sentinel:\n    run: \"if [ -f .linger ]; then touch .lingering; sleep 600; fi; echo ok > ${{ outputs.o }}\"\n    outputs: {o: out/sentinel.txt}\n";
     outputs.push("out/sentinel.txt".into());
     // A stage that hashes its inputs and writes `mb` MB derived from the hash.
     let derive = |name: &str, ins: &[String], mb: u32, slow: bool| -> String {
@@ -342,6 +342,9 @@ enum KillMode {
     Group,
     /// SIGKILL to sluice and every stage process at once.
     Everything,
+    /// SIGKILL to the guardian, then to sluice: stage processes survive, holding the run lock,
+    /// and the next run must kill them before it starts (the safety net).
+    SluiceAndGuardian,
 }
 
 /// What the killed run is asked to do, so kills land in every phase.
@@ -443,9 +446,14 @@ fn kill_harness() {
     let mut temp_files = 0;
     let mut rerun_time = Duration::ZERO;
     let started = Instant::now();
-    let modes = [KillMode::Sluice, KillMode::Group, KillMode::Everything];
+    let modes = [
+        KillMode::Sluice,
+        KillMode::Group,
+        KillMode::Everything,
+        KillMode::SluiceAndGuardian,
+    ];
     for trial in 0..trials {
-        let mode = modes[trial % 3];
+        let mode = modes[trial % modes.len()];
         let start = match rng.below(4) {
             0 | 1 => Start::Cold,
             2 => Start::Restore,
@@ -481,6 +489,7 @@ fn kill_harness() {
         let context = format!("trial {trial} ({mode:?}, {start:?}, kill after {delay:?})");
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         ws.write(".linger", "");
+        let _ = std::fs::remove_file(ws.path(".lingering"));
         let mut sluice = spawn_detached(&ws, &argv);
         let pid = sluice.id() as i32;
         // The random delay is the point: the kill lands wherever it lands.
@@ -504,15 +513,47 @@ fn kill_harness() {
                     sigkill(p);
                 }
             }
+            KillMode::SluiceAndGuardian => {
+                // Kill once a stage process surely lives (the sentinel), to orphan it; the
+                // guardian is started before the first stage.
+                assert!(
+                    wait_for(LONG, || ws.exists(".lingering")),
+                    "{context}: the sentinel never started"
+                );
+                let mut guardian = None;
+                assert!(
+                    wait_for(LONG, || {
+                        guardian = guardian_of(pid);
+                        guardian.is_some()
+                    }),
+                    "{context}: no guardian"
+                );
+                let guardian = guardian.unwrap();
+                sigkill(guardian);
+                assert!(wait_for(LONG, || !alive(guardian)));
+                sigkill(pid);
+            }
         }
         let _ = sluice.wait();
         *kills.entry(mode).or_default() += 1;
 
-        assert!(
-            wait_for(LONG, || stage_processes(ws.root()).is_empty()),
-            "{context}: stage processes outlived sluice: {:?}",
-            stage_processes(ws.root())
-        );
+        if mode == KillMode::SluiceAndGuardian {
+            // The sentinel lingers, orphaned, and keeps the workspace.
+            assert!(
+                !stage_processes(ws.root()).is_empty(),
+                "{context}: the sentinel should have survived"
+            );
+            assert!(
+                run_lock_held(&ws),
+                "{context}: leftovers must hold the run lock"
+            );
+        } else {
+            assert!(
+                wait_for(LONG, || stage_processes(ws.root()).is_empty()),
+                "{context}: stage processes outlived sluice: {:?}",
+                stage_processes(ws.root())
+            );
+        }
 
         std::fs::remove_file(ws.path(".linger")).unwrap();
         let t = Instant::now();
@@ -523,6 +564,19 @@ fn kill_harness() {
             "{context}: the rerun failed\n{}\n{}",
             r.stdout, r.stderr
         );
+        if mode == KillMode::SluiceAndGuardian {
+            let took_over = r.events().into_iter().any(|e| {
+                e["event"] == "warning"
+                    && e["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("ended without stopping its stage processes")
+            });
+            assert!(
+                took_over,
+                "{context}: the rerun did not report the leftovers"
+            );
+        }
         for (o, want) in outputs.iter().zip(&expected) {
             let got = std::fs::read(ws.path(o))
                 .unwrap_or_else(|e| panic!("{context}: cannot read {o}: {e}"));
