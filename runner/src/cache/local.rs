@@ -68,7 +68,7 @@ impl LocalStore {
         let blob = self.blob_path(hash);
         match fs::symlink_metadata(&blob) {
             Ok(meta) if meta.is_file() => hasher
-                .hash_file(&blob, &meta)
+                .hash_file_settled(&blob, &meta)
                 .is_ok_and(|actual| &actual == hash),
             _ => false,
         }
@@ -111,7 +111,7 @@ impl LocalStore {
             .filter(|m| m.is_file())
             .ok_or_else(|| RestoreError::Corrupt(format!("blob {} is missing", hash.short())))?;
         let actual = hasher
-            .hash_file(&blob, &meta)
+            .hash_file_settled(&blob, &meta)
             .map_err(|e| RestoreError::Io {
                 path: blob.display().to_string(),
                 source: e,
