@@ -482,7 +482,11 @@ fn gc_report(stats: &GcStats, dry_run: bool, verify: bool) -> String {
             stats.blobs_corrupt,
             stats.records_corrupt,
             plural(stats.records_corrupt, "y", "ies"),
-            if dry_run { "would be removed" } else { "removed" },
+            if dry_run {
+                "would be removed"
+            } else {
+                "removed"
+            },
         );
     }
     if stats.temps_removed > 0 {

@@ -35,7 +35,11 @@ fn workspace() -> Ws {
 /// Where the cache keeps the object for `content`.
 fn object(ws: &Ws, content: &[u8]) -> PathBuf {
     let hex = ContentHash::of(content).hex();
-    ws.path(&format!(".sluice/cache/objects/{}/{}", &hex[..2], &hex[2..]))
+    ws.path(&format!(
+        ".sluice/cache/objects/{}/{}",
+        &hex[..2],
+        &hex[2..]
+    ))
 }
 
 /// Writes into `path` in place, as a process holding it open would (root ignores the mode; the
@@ -79,7 +83,11 @@ fn a_damaged_object_is_detected_rerun_and_repaired() {
 
         let r = ws.run(&["a"]);
         r.assert_ok();
-        assert_eq!(r.started(), ["a"], "the damaged object must not be restored");
+        assert_eq!(
+            r.started(),
+            ["a"],
+            "the damaged object must not be restored"
+        );
         let warned = warnings(&r);
         assert!(
             warned.iter().any(|w| w.contains("corrupt cache entry")),
@@ -127,7 +135,9 @@ fn gc_verify_drops_a_damaged_object_and_the_entry_naming_it() {
     let plain = ws.sluice(&["gc"]);
     assert_eq!(plain.code, 0, "{}", plain.stderr);
     assert!(
-        plain.stdout.starts_with("removed 0 cache entries and 0 blobs"),
+        plain
+            .stdout
+            .starts_with("removed 0 cache entries and 0 blobs"),
         "{}",
         plain.stdout
     );
@@ -159,7 +169,10 @@ fn gc_verify_drops_a_damaged_object_and_the_entry_naming_it() {
         gc.stdout
     );
     assert!(!obj.exists());
-    assert_eq!(count_files(&ws.path(".sluice/cache/objects")), objects_before - 1);
+    assert_eq!(
+        count_files(&ws.path(".sluice/cache/objects")),
+        objects_before - 1
+    );
 
     // The other stage's entry survived; `a` runs again once its output is gone.
     std::fs::remove_dir_all(ws.path("out")).unwrap();

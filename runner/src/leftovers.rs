@@ -75,7 +75,11 @@ pub(crate) fn sweep(ws: &Workspace, dirs: &BTreeSet<PathBuf>, dry_run: bool) -> 
         doomed.retain(|p| atomic::remove_path(p).is_ok());
     }
     if !doomed.is_empty() {
-        tracing::info!(count = doomed.len(), dry_run, "removed temporaries of killed runs");
+        tracing::info!(
+            count = doomed.len(),
+            dry_run,
+            "removed temporaries of killed runs"
+        );
     }
     doomed.len()
 }
@@ -90,7 +94,11 @@ mod tests {
         let name = tmp.file_name().unwrap().to_string_lossy().into_owned();
         assert_eq!(temp_writer(&name), Some(std::process::id() as i32));
         assert_eq!(temp_writer(".a.b.sluice-tmp-42-7"), Some(42));
-        assert_eq!(temp_writer("a.sluice-tmp-42-7"), None, "ours start with a dot");
+        assert_eq!(
+            temp_writer("a.sluice-tmp-42-7"),
+            None,
+            "ours start with a dot"
+        );
         assert_eq!(temp_writer(".a.sluice-tmp-42"), None);
         assert_eq!(temp_writer(".a.sluice-tmp-x-1"), None);
         assert_eq!(run_owner("20261206T201908.123Z-4242"), Some(4242));
@@ -122,9 +130,15 @@ mod tests {
         fs::write(&live, b"x").unwrap();
         let user = out.join("notes.sluice-tmp-1-1");
         fs::write(&user, b"x").unwrap();
-        let dead_run = ws.dir.join("tmp").join(format!("20261206T201908.123Z-{dead}"));
+        let dead_run = ws
+            .dir
+            .join("tmp")
+            .join(format!("20261206T201908.123Z-{dead}"));
         fs::create_dir_all(dead_run.join("stage")).unwrap();
-        let live_run = ws.dir.join("tmp").join(format!("20261206T201908.123Z-{mine}"));
+        let live_run = ws
+            .dir
+            .join("tmp")
+            .join(format!("20261206T201908.123Z-{mine}"));
         fs::create_dir_all(&live_run).unwrap();
 
         let dirs = BTreeSet::from([out.clone()]);
@@ -132,7 +146,10 @@ mod tests {
         assert!(dead_dir.exists(), "a dry run removes nothing");
         assert_eq!(sweep(&ws, &dirs, false), 3);
         assert!(!dead_dir.exists() && !dead_memo.exists() && !dead_run.exists());
-        assert!(live.exists() && live_run.exists(), "a live process keeps its own");
+        assert!(
+            live.exists() && live_run.exists(),
+            "a live process keeps its own"
+        );
         assert!(user.exists(), "names sluice does not make are left alone");
         assert_eq!(sweep(&ws, &dirs, false), 0);
     }

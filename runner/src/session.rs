@@ -381,7 +381,12 @@ impl Engine {
             dirs.extend(path.parent().map(|p| p.to_path_buf()));
             for out in lock.stages.values().flat_map(|e| e.output_hashes.values()) {
                 if crate::paths::resolves_inside(&self.ws.root, &out.path) {
-                    dirs.extend(out.path.to_abs(&self.ws.root).parent().map(|p| p.to_path_buf()));
+                    dirs.extend(
+                        out.path
+                            .to_abs(&self.ws.root)
+                            .parent()
+                            .map(|p| p.to_path_buf()),
+                    );
                 }
             }
         }
@@ -400,7 +405,12 @@ fn output_dirs(pipeline: &Pipeline) -> BTreeSet<std::path::PathBuf> {
     let outputs = pipeline.stages.iter().flat_map(|s| s.outputs.iter());
     outputs
         .filter(|o| crate::paths::resolves_inside(&pipeline.root, &o.path))
-        .filter_map(|o| o.path.to_abs(&pipeline.root).parent().map(|p| p.to_path_buf()))
+        .filter_map(|o| {
+            o.path
+                .to_abs(&pipeline.root)
+                .parent()
+                .map(|p| p.to_path_buf())
+        })
         .chain(pipeline.lock_path().parent().map(|p| p.to_path_buf()))
         .collect()
 }

@@ -43,12 +43,19 @@ mod tests {
         let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&a, &content).unwrap();
         clone_file(&a, &b, 0o444).unwrap();
-        let (ma, mb) = (std::fs::metadata(&a).unwrap(), std::fs::metadata(&b).unwrap());
+        let (ma, mb) = (
+            std::fs::metadata(&a).unwrap(),
+            std::fs::metadata(&b).unwrap(),
+        );
         assert_ne!(ma.ino(), mb.ino());
         assert_eq!(mb.permissions().mode() & 0o222, 0, "the copy is read-only");
         assert_eq!(std::fs::read(&b).unwrap(), content);
         std::fs::write(&a, b"changed").unwrap();
-        assert_eq!(std::fs::read(&b).unwrap(), content, "the copy does not follow");
+        assert_eq!(
+            std::fs::read(&b).unwrap(),
+            content,
+            "the copy does not follow"
+        );
     }
 
     #[test]

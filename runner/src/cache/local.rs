@@ -291,8 +291,14 @@ impl CacheStore for LocalStore {
                         .or_insert_with(|| self.check_in_full(&hash));
                 }
             }
-            stats.blobs_verified = states.values().filter(|s| **s != BlobState::Missing).count();
-            stats.blobs_corrupt = states.values().filter(|s| **s == BlobState::Corrupt).count();
+            stats.blobs_verified = states
+                .values()
+                .filter(|s| **s != BlobState::Missing)
+                .count();
+            stats.blobs_corrupt = states
+                .values()
+                .filter(|s| **s == BlobState::Corrupt)
+                .count();
             kept.retain(|(path, rec)| {
                 let sound = blobs_of(rec).all(|h| states[&h] == BlobState::Sound);
                 if !sound {
