@@ -342,3 +342,117 @@ impl CacheStore for LocalStore {
         Ok(stats)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::WorkPath;
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::MetadataExt;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: PathBuf,
+        store: LocalStore,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let store = LocalStore::new(root.join(".sluice/cache"));
+        Fixture {
+            _dir: dir,
+            root,
+            store,
+        }
+    }
+
+    /// Writes `content` to `rel` and files it as stage `stage`'s only output.
+    fn produce(f: &Fixture, stage: &str, rel: &str, content: &[u8]) -> StageRecord {
+        let abs = f.root.join(rel);
+        fs::create_dir_all(abs.parent().unwrap()).unwrap();
+        fs::write(&abs, content).unwrap();
+        let hash = ContentHash::of(content);
+        let record = StageRecord {
+            format: RECORD_FORMAT,
+            stage: stage.into(),
+            key: ContentHash::of(stage.as_bytes()),
+            outputs: BTreeMap::from([(
+                "o".to_string(),
+                OutputRecord {
+                    path: WorkPath::parse(rel, &f.root).unwrap(),
+                    hash,
+                    tree: None,
+                },
+            )]),
+        };
+        f.store.store(&f.root, &record, &Hasher::default()).unwrap();
+        record
+    }
+
+    #[test]
+    fn storing_over_a_damaged_blob_replaces_it() {
+        let f = fixture();
+        let rec = produce(&f, "s", "out/a", b"fresh output");
+        let blob = f.store.blob_path(&ContentHash::of(b"fresh output"));
+        fs::remove_file(&blob).unwrap();
+        fs::write(&blob, b"fresh").unwrap();
+        let hasher = Hasher::default();
+        assert!(matches!(
+            f.store.verify(&rec, &hasher),
+            Err(RestoreError::Corrupt(_))
+        ));
+        f.store.store(&f.root, &rec, &hasher).unwrap();
+        assert_eq!(fs::read(&blob).unwrap(), b"fresh output");
+        f.store.verify(&rec, &hasher).unwrap();
+    }
+
+    #[test]
+    fn a_restored_output_is_a_writable_file_of_its_own() {
+        let f = fixture();
+        let rec = produce(&f, "s", "out/a", b"content");
+        let out = f.root.join("out/a");
+        fs::remove_file(&out).unwrap();
+        f.store.restore(&f.root, &rec, &Hasher::default()).unwrap();
+        let blob = f.store.blob_path(&ContentHash::of(b"content"));
+        let (o, b) = (fs::metadata(&out).unwrap(), fs::metadata(&blob).unwrap());
+        assert_ne!(o.ino(), b.ino());
+        assert_eq!(b.mode() & 0o222, 0, "blobs are read-only");
+        assert_ne!(o.mode() & 0o200, 0, "restored outputs are not");
+        fs::write(&out, b"edited").unwrap();
+        assert_eq!(fs::read(&blob).unwrap(), b"content");
+    }
+
+    #[test]
+    fn gc_verify_drops_every_record_that_names_a_damaged_blob() {
+        let f = fixture();
+        let a = produce(&f, "a", "out/a", b"shared");
+        let b = produce(&f, "b", "out/b", b"shared");
+        let c = produce(&f, "c", "out/c", b"sound");
+        let keep: HashSet<ContentHash> = [a.key, b.key, c.key].into();
+        let blob = f.store.blob_path(&ContentHash::of(b"shared"));
+        fs::remove_file(&blob).unwrap();
+        fs::write(&blob, b"SHARED").unwrap();
+
+        let plain = f.store.gc(&keep, GcOptions::default()).unwrap();
+        assert_eq!((plain.records_removed, plain.blobs_removed), (0, 0));
+        let opts = GcOptions {
+            dry_run: true,
+            verify: true,
+        };
+        let dry = f.store.gc(&keep, opts).unwrap();
+        assert_eq!((dry.blobs_verified, dry.blobs_corrupt), (2, 1));
+        assert_eq!((dry.records_corrupt, dry.records_removed), (2, 2));
+        assert!(f.store.lookup(&a.key).is_some() && blob.exists());
+
+        let opts = GcOptions {
+            dry_run: false,
+            verify: true,
+        };
+        let done = f.store.gc(&keep, opts).unwrap();
+        assert_eq!((done.records_removed, done.blobs_removed), (2, 1));
+        assert!(f.store.lookup(&a.key).is_none() && f.store.lookup(&b.key).is_none());
+        assert!(f.store.lookup(&c.key).is_some() && !blob.exists());
+        f.store.verify(&c, &Hasher::default()).unwrap();
+    }
+}
