@@ -9,7 +9,10 @@
 //! `DIR` should be on the file system under test; the example writes `MIB` MiB (1024 by
 //! default) of pseudo-random bytes there and removes nothing else. The blob is verified once,
 //! untimed, after it is two seconds old, so each timed restore costs what a later run's does: a
-//! `stat` for verification, then the copy or link.
+//! `stat` for verification when the blob is unchanged, then the copy or link. The output is
+//! deleted before each timed restore, as when a restore brings back a missing output. With hard
+//! links that deletion changes the blob's change time too (it is the same inode), so the timed
+//! hard-link restore includes the full hash that verification then needs, as it did in sluice.
 
 use sluice_runner::cache::{CacheStore, LocalStore, OutputRecord, StageRecord, RECORD_FORMAT};
 use sluice_runner::hash::Hasher;
@@ -57,6 +60,7 @@ fn main() {
         store.store(&root, &record, &hasher).unwrap();
         times.entry("copy: store").or_default().push(t.elapsed());
         settle(&hasher, &blob);
+        fs::remove_file(&out).unwrap();
         let t = Instant::now();
         store.restore(&root, &record, &hasher).unwrap();
         times.entry("copy: restore").or_default().push(t.elapsed());
@@ -69,6 +73,7 @@ fn main() {
             .or_default()
             .push(t.elapsed());
         settle(&hasher, &blob);
+        fs::remove_file(&out).unwrap();
         let t = Instant::now();
         link_restore(&hasher, &blob, &out);
         times
@@ -115,14 +120,13 @@ fn link_store(src: &Path, blob: &Path) {
     fs::rename(&tmp, blob).unwrap();
 }
 
-/// sluice's former restore: verify the blob through the memo, hard-link it next to the output,
-/// rename over the output.
+/// sluice's former restore of a missing output: verify the blob through the memo, hard-link it
+/// next to the output, rename it into place.
 fn link_restore(hasher: &Hasher, blob: &Path, out: &Path) {
     let meta = fs::metadata(blob).unwrap();
     hasher.hash_file_settled(blob, &meta).unwrap();
     let tmp = out.with_extension("tmp");
     fs::hard_link(blob, &tmp).unwrap();
-    fs::remove_file(out).unwrap();
     fs::rename(&tmp, out).unwrap();
 }
 
