@@ -37,6 +37,21 @@ fn exec_index(exec: bool) -> usize {
     usize::from(exec)
 }
 
+/// True when nothing wrote to the file between the two `stat`s (any write moves the change
+/// time; the size and modification time are compared too, for file systems with coarse clocks).
+fn unchanged(before: &fs::Metadata, after: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |m: &fs::Metadata| {
+        (
+            m.ino(),
+            m.size(),
+            (m.mtime(), m.mtime_nsec()),
+            (m.ctime(), m.ctime_nsec()),
+        )
+    };
+    stamp(before) == stamp(after)
+}
+
 pub struct LocalStore {
     dir: PathBuf,
 }
@@ -80,12 +95,32 @@ impl LocalStore {
         if self.holds(hash, hasher) {
             return Ok(());
         }
+        // The output must still be what was hashed, and stay so while it is copied: a process
+        // still writing it (one that outlived its stage, say) would otherwise leave a blob whose
+        // content does not match its name. The first check is a memo hit for an output hashed
+        // just before; the second compares its metadata after the copy with before.
+        let from = fs::File::open(src)?;
+        let before = from.metadata()?;
+        let changed = || {
+            io::Error::other(format!(
+                "`{}` changed while it was being stored",
+                src.display()
+            ))
+        };
+        if &hasher.hash_file(src, &before)? != hash {
+            return Err(changed());
+        }
         let dest = self.blob_path(hash);
         fs::create_dir_all(dest.parent().expect("blob paths have a parent"))?;
-        let exec = fs::metadata(src)?.permissions().mode() & 0o111 != 0;
+        let exec = before.permissions().mode() & 0o111 != 0;
         let tmp = atomic::temp_path_for(&dest);
-        let result = clone_file(src, &tmp, BLOB_MODE[exec_index(exec)])
-            .and_then(|()| fs::rename(&tmp, &dest));
+        let result = clone_file(&from, &tmp, BLOB_MODE[exec_index(exec)]).and_then(|()| {
+            if unchanged(&before, &from.metadata()?) {
+                fs::rename(&tmp, &dest)
+            } else {
+                Err(changed())
+            }
+        });
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
@@ -151,7 +186,8 @@ impl LocalStore {
                 None => {
                     let (blob, meta) = self.verified_blob(&out.hash, hasher)?;
                     let exec = meta.permissions().mode() & 0o111 != 0;
-                    clone_file(&blob, &tmp, OUTPUT_MODE[exec_index(exec)]).map_err(io_err)?;
+                    let from = fs::File::open(&blob).map_err(io_err)?;
+                    clone_file(&from, &tmp, OUTPUT_MODE[exec_index(exec)]).map_err(io_err)?;
                 }
                 Some(entries) => {
                     fs::create_dir_all(&tmp).map_err(io_err)?;
@@ -168,7 +204,8 @@ impl LocalStore {
                             }
                             EntryKind::File | EntryKind::Exec => {
                                 let exec = e.kind == EntryKind::Exec;
-                                clone_file(&blob, &target, OUTPUT_MODE[exec_index(exec)])
+                                let from = fs::File::open(&blob).map_err(io_err)?;
+                                clone_file(&from, &target, OUTPUT_MODE[exec_index(exec)])
                                     .map_err(io_err)?
                             }
                         }
@@ -405,6 +442,25 @@ mod tests {
         f.store.store(&f.root, &rec, &hasher).unwrap();
         assert_eq!(fs::read(&blob).unwrap(), b"fresh output");
         f.store.verify(&rec, &hasher).unwrap();
+    }
+
+    #[test]
+    fn an_output_that_changed_after_it_was_hashed_is_not_stored() {
+        let f = fixture();
+        let rec = produce(&f, "s", "out/a", b"as hashed");
+        fs::remove_dir_all(f.root.join(".sluice")).unwrap();
+        fs::write(f.root.join("out/a"), b"rewritten").unwrap();
+        let err = f
+            .store
+            .store(&f.root, &rec, &Hasher::default())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("changed while it was being stored"),
+            "{err}"
+        );
+        assert!(!f.store.blob_path(&ContentHash::of(b"as hashed")).exists());
+        assert!(f.store.lookup(&rec.key).is_none());
     }
 
     #[test]
