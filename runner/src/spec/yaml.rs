@@ -310,7 +310,7 @@ mod tests {
     use super::*;
 
     fn fatal_of(src: &str) -> Fatal {
-        read_yaml(src).err().expect("an error")
+        read_yaml(src).expect_err("an error")
     }
 
     #[test]
