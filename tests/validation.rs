@@ -585,6 +585,15 @@ fn yaml_nesting_aliases_tags_and_size_are_bounded() {
             "aliases (`*name`)",
         ],
     );
+    let e = invalid("stages:\n  a: {run: echo}\n  b: {run: echo}\n  a: {run: true}\n");
+    has(
+        &e,
+        &[
+            "error: duplicate key `a`",
+            "--> sluice.yaml:4:3",
+            "merge the two entries or rename one",
+        ],
+    );
     let e = invalid("stages:\n  a: {run: !shell echo}\n");
     has(
         &e,

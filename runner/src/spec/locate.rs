@@ -79,8 +79,9 @@ enum Kids {
 }
 
 impl Index {
-    /// Indexes `source`, which `read_yaml` has accepted. Should reading fail anyway, what was
-    /// indexed until then is kept and the rest is not found.
+    /// Indexes `source`, which `read_yaml` has accepted (so it has no custom tags, duplicate keys
+    /// or excessive nesting). Should reading fail anyway, nothing is found, and problems are
+    /// reported without a position rather than not at all.
     pub fn build(source: &str) -> Index {
         let mut st = Walk {
             last: None,

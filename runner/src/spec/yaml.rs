@@ -104,16 +104,24 @@ pub fn read_yaml(source: &str) -> Result<(Value, Vec<TooLarge>), Fatal> {
     }
     let mut state = State::default();
     let de = serde_yaml::Deserializer::from_str(source);
-    match (Node { st: &mut state }).deserialize(de) {
+    let root = Node {
+        st: &mut state,
+        taken: None,
+    };
+    match root.deserialize(de) {
         Ok(v) => Ok((v, state.too_large)),
         Err(e) => Err(fatal(&e, &state)),
     }
 }
 
-// Markers carried in serde errors from the visitor to `fatal`; serde_yaml adds the position.
-const DEPTH: &str = "sluice: too deep";
-const VALUES: &str = "sluice: too many values";
-const TAG: &str = "sluice: tag";
+/// Why the visitor stopped reading; serde_yaml puts the position on the error it raised.
+#[derive(Debug, Clone)]
+enum Stop {
+    Deep,
+    Values,
+    Tag(String),
+    DuplicateKey(String),
+}
 
 fn fatal(e: &serde_yaml::Error, state: &State) -> Fatal {
     let location = e.location().map(|l| Location {
@@ -121,34 +129,49 @@ fn fatal(e: &serde_yaml::Error, state: &State) -> Fatal {
         column: l.column(),
     });
     let msg = e.to_string();
-    let has = |marker: &str| msg.contains(marker);
-    let (message, help) = if has(DEPTH) || msg.contains("recursion limit exceeded") {
-        (
+    let (message, help) = match &state.stop {
+        Some(Stop::Deep) => (
             format!("values nest deeper than {MAX_DEPTH} levels"),
-            Some(DEPTH_HELP.to_string()),
-        )
-    } else if has(VALUES) || msg.contains("repetition limit exceeded") {
-        (
+            DEPTH_HELP.to_string(),
+        ),
+        Some(Stop::Values) => (
             format!("the file expands to more than {MAX_VALUES} values"),
-            Some("aliases (`*name`) repeat the value they name; a pipeline this large is not meant to be written by hand or by aliases".to_string()),
-        )
-    } else if has(TAG) {
-        (
-            format!("YAML tag `!{}` is not supported", state.tag),
-            Some("remove the tag; quote the value to make it text".to_string()),
-        )
-    } else {
-        // serde_yaml appends " at line X column Y"; the location is rendered separately.
-        let msg = match msg.find(" at line ") {
-            Some(i) => msg[..i].to_string(),
-            None => msg,
-        };
-        (format!("invalid YAML: {msg}"), None)
+            "aliases (`*name`) here repeat large values many times over; write fewer aliases, or split the pipeline".to_string(),
+        ),
+        Some(Stop::Tag(tag)) => (
+            format!("YAML tag `!{tag}` is not supported"),
+            "remove the tag; quote the value to make it text".to_string(),
+        ),
+        Some(Stop::DuplicateKey(key)) => (
+            format!("duplicate key `{key}`"),
+            "a key may appear once per mapping; merge the two entries or rename one".to_string(),
+        ),
+        // serde_yaml's own limits, in case they are met before ours.
+        None if msg.contains("recursion limit exceeded") => (
+            format!("values nest deeper than {MAX_DEPTH} levels"),
+            DEPTH_HELP.to_string(),
+        ),
+        None if msg.contains("repetition limit exceeded") => (
+            format!("the file expands to more than {MAX_VALUES} values"),
+            "aliases (`*name`) here repeat large values many times over; write fewer aliases, or split the pipeline".to_string(),
+        ),
+        None => {
+            // serde_yaml appends " at line X column Y"; the location is rendered separately.
+            let msg = match msg.find(" at line ") {
+                Some(i) => msg[..i].to_string(),
+                None => msg,
+            };
+            return Fatal {
+                message: format!("invalid YAML: {msg}"),
+                location,
+                help: None,
+            };
+        }
     };
     Fatal {
         message,
         location,
-        help,
+        help: Some(help),
     }
 }
 
@@ -158,32 +181,58 @@ struct State {
     values: usize,
     path: Vec<Seg>,
     too_large: Vec<TooLarge>,
-    /// The last tag seen, for the message.
-    tag: String,
+    stop: Option<Stop>,
 }
 
 impl State {
+    /// Ends reading; the error only carries the position, `stop` says why.
+    fn stop<E: de::Error>(&mut self, why: Stop) -> E {
+        self.stop = Some(why);
+        E::custom("sluice stopped reading")
+    }
+
     fn count<E: de::Error>(&mut self) -> Result<(), E> {
         self.values += 1;
         if self.values > MAX_VALUES {
-            return Err(E::custom(VALUES));
+            return Err(self.stop(Stop::Values));
+        }
+        Ok(())
+    }
+
+    fn deeper<E: de::Error>(&mut self) -> Result<(), E> {
+        self.count()?;
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.stop(Stop::Deep));
         }
         Ok(())
     }
 
     /// A number too large for 64 bits stands as null; the problem is reported at its path.
-    fn too_large<E: de::Error>(&mut self, text: String) -> Result<Value, E> {
-        self.count()?;
+    fn too_large(&mut self, text: String) -> Value {
         self.too_large.push(TooLarge {
             path: self.path.clone(),
             text,
         });
-        Ok(Value::Null)
+        Value::Null
     }
 }
 
+/// Reads one value. As a mapping key, `taken` holds the keys before it, so that a duplicate is
+/// refused while its own position is at hand.
 struct Node<'a> {
     st: &'a mut State,
+    taken: Option<&'a Mapping>,
+}
+
+impl Node<'_> {
+    fn scalar<E: de::Error>(self, v: Value) -> Result<Value, E> {
+        self.st.count()?;
+        if self.taken.is_some_and(|m| m.contains_key(&v)) {
+            return Err(self.st.stop(Stop::DuplicateKey(key_text(&v))));
+        }
+        Ok(v)
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for Node<'_> {
@@ -201,44 +250,43 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
-        self.st.count()?;
-        Ok(Value::Bool(v))
+        self.scalar(Value::Bool(v))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        self.st.count()?;
-        Ok(Value::Number(v.into()))
+        self.scalar(Value::Number(v.into()))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        self.st.count()?;
-        Ok(Value::Number(v.into()))
+        self.scalar(Value::Number(v.into()))
     }
     fn visit_i128<E: de::Error>(self, v: i128) -> Result<Value, E> {
         match i64::try_from(v) {
             Ok(v) => self.visit_i64(v),
-            Err(_) => self.st.too_large(v.to_string()),
+            Err(_) => {
+                let null = self.st.too_large(v.to_string());
+                self.scalar(null)
+            }
         }
     }
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
         match u64::try_from(v) {
             Ok(v) => self.visit_u64(v),
-            Err(_) => self.st.too_large(v.to_string()),
+            Err(_) => {
+                let null = self.st.too_large(v.to_string());
+                self.scalar(null)
+            }
         }
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        self.st.count()?;
-        Ok(Value::Number(Number::from(v)))
+        self.scalar(Value::Number(Number::from(v)))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        self.st.count()?;
-        Ok(Value::String(v.to_string()))
+        self.scalar(Value::String(v.to_string()))
     }
     fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        self.st.count()?;
-        Ok(Value::String(v))
+        self.scalar(Value::String(v))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        self.st.count()?;
-        Ok(Value::Null)
+        self.scalar(Value::Null)
     }
     fn visit_none<E: de::Error>(self) -> Result<Value, E> {
         self.visit_unit()
@@ -249,15 +297,14 @@ impl<'de> Visitor<'de> for Node<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let st = self.st;
-        st.count()?;
-        st.depth += 1;
-        if st.depth > MAX_DEPTH {
-            return Err(de::Error::custom(DEPTH));
-        }
+        st.deeper()?;
         let mut items = Vec::new();
         loop {
             st.path.push(Seg::Index(items.len()));
-            let next = seq.next_element_seed(Node { st: &mut *st });
+            let next = seq.next_element_seed(Node {
+                st: &mut *st,
+                taken: None,
+            });
             st.path.pop();
             match next? {
                 Some(v) => items.push(v),
@@ -270,15 +317,19 @@ impl<'de> Visitor<'de> for Node<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let st = self.st;
-        st.count()?;
-        st.depth += 1;
-        if st.depth > MAX_DEPTH {
-            return Err(de::Error::custom(DEPTH));
-        }
+        st.deeper()?;
         let mut out = Mapping::new();
-        while let Some(key) = map.next_key_seed(Node { st: &mut *st })? {
+        loop {
+            let key = map.next_key_seed(Node {
+                st: &mut *st,
+                taken: Some(&out),
+            })?;
+            let Some(key) = key else { break };
             st.path.push(Seg::Key(key_text(&key)));
-            let value = map.next_value_seed(Node { st: &mut *st });
+            let value = map.next_value_seed(Node {
+                st: &mut *st,
+                taken: None,
+            });
             st.path.pop();
             out.insert(key, value?);
         }
@@ -289,8 +340,7 @@ impl<'de> Visitor<'de> for Node<'_> {
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
         // Reading the tag's name consumes nothing, and the error ends reading anyway.
         let (tag, _contents): (String, _) = data.variant()?;
-        self.st.tag = tag;
-        Err(de::Error::custom(TAG))
+        Err(self.st.stop(Stop::Tag(tag)))
     }
 }
 
@@ -395,6 +445,15 @@ mod tests {
             big[0].message(),
             "the number `18446744073709551616` is too large: whole numbers go from -9223372036854775808 to 18446744073709551615"
         );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_where_they_repeat() {
+        let f = fatal_of("stages:\n  a: {run: x}\n  b: {run: y}\n  a: {run: z}\n");
+        assert_eq!(f.message, "duplicate key `a`");
+        assert_eq!(f.location.map(|l| (l.line, l.column)), Some((4, 3)));
+        let f = fatal_of("x: {1: a, 1: b}\n");
+        assert_eq!(f.message, "duplicate key `1`");
     }
 
     #[test]
