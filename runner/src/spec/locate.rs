@@ -165,7 +165,7 @@ struct Walk {
     aliases: bool,
 }
 
-const HERE: &str = "located";
+const HERE: &str = "sluice: position asked";
 
 impl Walk {
     /// Asks for the next node's position through `ask` (which consumes nothing but an alias);
@@ -216,16 +216,20 @@ fn positions(node: &Pos, path: &mut Vec<Seg>, out: &mut HashMap<(usize, usize), 
     }
 }
 
-/// The position serde_yaml put on one of our errors, read through the generic error type
-/// (serde_yaml's own error is the only one these visitors see): its text ends with
-/// ` at line L column C`, or with nothing for the very start of the file.
+/// The position serde_yaml put on an error raised by asking (our own error, or serde_yaml's
+/// "invalid type" for a mapping or list), read through the generic error type: serde_yaml's own
+/// error is the only one these visitors see.
 fn located<E: de::Error>(e: &E) -> Option<Location> {
-    let text = e.to_string();
-    if text.ends_with(HERE) {
+    position(&e.to_string())
+}
+
+/// The position at the end of an error's text: ` at line L column C`, or nothing at all for the
+/// very start of the file (serde_yaml leaves line 1, column 1 out).
+fn position(text: &str) -> Option<Location> {
+    let Some(at) = text.rfind(" at line ") else {
         return Some(Location { line: 1, column: 1 });
-    }
-    let rest = &text[text.rfind(" at line ")? + " at line ".len()..];
-    let (line, column) = rest.split_once(" column ")?;
+    };
+    let (line, column) = text[at + " at line ".len()..].split_once(" column ")?;
     Some(Location {
         line: line.parse().ok()?,
         column: column.parse().ok()?,
@@ -335,14 +339,14 @@ impl<'de> Visitor<'de> for Node<'_> {
             let (key_at, key) = match map.next_key_seed(Key { st: &mut *st }) {
                 Ok(None) => break,
                 Ok(Some(())) => (None, None),
-                Err(e) if e.to_string().contains(HERE) => {
-                    let at = located(&e);
-                    if let Some(at) = at {
-                        st.last = st.last.max(Some((at.line, at.column)));
-                    }
-                    (at, st.key.take())
+                Err(e) => {
+                    let text = e.to_string();
+                    let Some(at) = text.contains(HERE).then(|| position(&text)).flatten() else {
+                        return Err(e);
+                    };
+                    st.last = st.last.max(Some((at.line, at.column)));
+                    (Some(at), st.key.take())
                 }
-                Err(e) => return Err(e),
             };
             let asked = map.next_value_seed(Ask);
             let (at, alias) = st.ask(asked);
@@ -580,7 +584,7 @@ mod tests {
 
     struct Here;
 
-    const HERE: &str = "located";
+    const HERE: &str = "sluice: position asked";
 
     impl<'de> Visitor<'de> for Here {
         type Value = ();
