@@ -1,5 +1,7 @@
 //! The raw pipeline file: YAML text to `RawPipeline`, keeping the path of every value so that
-//! validation can point at it.
+//! validation can point at it. `yaml` reads the text within bounds (depth, values, size),
+//! `raw` checks its shape, `locate` turns paths back into lines and columns, `template` parses
+//! `${{ }}` expressions.
 
 pub mod locate;
 pub mod raw;

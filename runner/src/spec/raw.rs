@@ -102,7 +102,8 @@ const STAGE_KEYS: &[&str] = &[
 const PLUGIN_KEYS: &[&str] = &["command", "description"];
 const RESOURCE_KEYS: &[&str] = &["cpus", "gpus"];
 
-/// Parses YAML text. A syntax error is returned as the only problem.
+/// Parses YAML text (through `read_yaml`, within its bounds). A syntax error or a crossed bound
+/// is returned as the only problem, and `Problems::is_fatal` says so.
 pub fn parse_raw(source: &str) -> (RawPipeline, Problems) {
     let mut problems = Problems::default();
     let doc = match read_yaml(source) {
