@@ -112,19 +112,27 @@ impl Diagnostics {
 const LINE_CHARS: usize = 120;
 
 /// The part of `line` shown for `column` (1-based, in characters), and the column within it.
+/// Only the characters up to the window's end are looked at: a one-line file can be megabytes.
 fn excerpt(line: &str, column: usize) -> (String, usize) {
-    let len = line.chars().count();
-    if len <= LINE_CHARS {
+    if line.len() <= LINE_CHARS {
         return (line.to_string(), column);
     }
-    let start = column.saturating_sub(LINE_CHARS / 2).min(len - LINE_CHARS);
-    let mut text: String = line.chars().skip(start).take(LINE_CHARS).collect();
+    let mut start = column.saturating_sub(LINE_CHARS / 2);
+    let mut window: Vec<char> = line.chars().skip(start).take(LINE_CHARS + 1).collect();
+    if window.len() < LINE_CHARS && start > 0 {
+        // Near the end of the line: show a full window that ends there.
+        start = start.saturating_sub(LINE_CHARS - window.len());
+        window = line.chars().skip(start).take(LINE_CHARS + 1).collect();
+    }
+    let more = window.len() > LINE_CHARS;
+    window.truncate(LINE_CHARS);
+    let mut text: String = window.into_iter().collect();
     let mut column = column - start;
     if start > 0 {
         text.insert(0, '…');
         column += 1;
     }
-    if start + LINE_CHARS < len {
+    if more {
         text.push('…');
     }
     (text, column)
@@ -159,6 +167,10 @@ mod tests {
         assert_eq!(text.chars().nth(column - 1), Some('x'));
         assert!(text.starts_with('…') && text.ends_with('…'));
         assert_eq!(excerpt("short", 3), ("short".to_string(), 3));
+        let (text, column) = excerpt(&line, 10_003);
+        assert_eq!(text.chars().count(), LINE_CHARS + 1);
+        assert_eq!(text.chars().nth(column - 1), Some('x'));
+        assert!(text.starts_with('…') && !text.ends_with('…'));
     }
 
     #[test]
