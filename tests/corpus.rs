@@ -163,6 +163,21 @@ const MB20: usize = 20 * 1024 * 1024;
 const STAGE: &str =
     "stages:\n  a:\n    run: echo hi > ${{ outputs.o }}\n    outputs: {o: out/a.txt}\n";
 
+/// Ten anchored lists, each holding nine aliases of the one before: 9^9 strings if expanded.
+fn bomb() -> String {
+    let mut text = String::from("  a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for level in 1..=9 {
+        let prev = format!("*a{}", level - 1);
+        writeln!(
+            text,
+            "  a{level}: &a{level} [{}]",
+            [prev.as_str(); 9].join(", ")
+        )
+        .unwrap();
+    }
+    text
+}
+
 fn symlink(target: &str, link: &Path) {
     if let Some(parent) = link.parent() {
         std::fs::create_dir_all(parent).unwrap();
@@ -244,27 +259,12 @@ fn setup(name: &str, ws: &Ws, file: &str) -> Result<(), String> {
         }
         // The "billion laughs": nine levels of nine aliases each, 9^9 nodes if expanded.
         "alias_bomb" => {
-            let mut text =
-                String::from("params:\n  a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
-            for level in 1..=9 {
-                let prev = format!("*a{}", level - 1);
-                let items = vec![prev.as_str(); 9].join(", ");
-                writeln!(text, "  a{level}: &a{level} [{items}]").unwrap();
-            }
-            text.push_str(STAGE);
+            let text = format!("params:\n{}{STAGE}", bomb());
             write(text.as_bytes());
         }
         // The same bomb, referenced from a stage so that it would be expanded into a `with:`.
         "alias_bomb_with" => {
-            let mut text =
-                String::from("x-bomb:\n  a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
-            for level in 1..=9 {
-                let prev = format!("*a{}", level - 1);
-                let items = vec![prev.as_str(); 9].join(", ");
-                writeln!(text, "  a{level}: &a{level} [{items}]").unwrap();
-            }
-            text.push_str(STAGE);
-            text.push_str("    with: {bomb: *a9}\n");
+            let text = format!("x-bomb:\n{}{STAGE}    with: {{bomb: *a9}}\n", bomb());
             write(text.as_bytes());
         }
         "deep_flow" => {
@@ -341,6 +341,13 @@ fn setup(name: &str, ws: &Ws, file: &str) -> Result<(), String> {
         "link_loop" => {
             symlink("loop_b", &ws.path("loop_a"));
             symlink("loop_a", &ws.path("loop_b"));
+        }
+        // An input directory with two links back to itself: a walk that follows links visits
+        // 2^40 paths before the kernel's limit on nested links stops it.
+        "looping_dir" => {
+            ws.write("data/a.txt", "a\n");
+            symlink(".", &ws.path("data/self"));
+            symlink(".", &ws.path("data/again"));
         }
         "dangling_input" => symlink("missing-target.csv", &ws.path("data.csv")),
         "sluice_link" => {
@@ -466,6 +473,8 @@ fn snapshot(o: &Outcome) -> String {
         (r"\d{8}T\d{6}\.\d{3}Z-\d+", "[RUN]"),
         (r"\b\d+\.\d+s\b", "[TIME]"),
         (r"thread '([^']*)' \(\d+\)", "thread '$1' [ID]"),
+        // The default `--jobs` is the number of CPUs.
+        (r"\d+ job\(s\)", "[N] job(s)"),
     ];
     for (pattern, with) in masks {
         text = regex::Regex::new(pattern)
@@ -608,14 +617,20 @@ fn bad_pipeline_corpus() {
     });
     let mut results = results.into_inner().unwrap();
     results.sort_by(|a, b| a.0.cmp(&b.0));
-    let slowest = results.iter().max_by_key(|r| r.2);
-    if let Some((name, _, took)) = slowest {
-        eprintln!(
-            "corpus: {} cases, slowest {name} in {:.2} s",
-            results.len(),
-            took.as_secs_f64()
-        );
-    }
+    // The slowest cases, for the log: the budget is the issue's, and a loaded machine shows here
+    // first.
+    let mut by_time: Vec<_> = results.iter().map(|r| (r.2, r.0.as_str())).collect();
+    by_time.sort_by(|a, b| b.cmp(a));
+    let slowest: Vec<String> = by_time
+        .iter()
+        .take(8)
+        .map(|(took, name)| format!("{name} {:.2} s", took.as_secs_f64()))
+        .collect();
+    eprintln!(
+        "corpus: {} cases; slowest: {}",
+        results.len(),
+        slowest.join(", ")
+    );
     failures.extend(
         results
             .into_iter()
