@@ -333,10 +333,16 @@ fn setup(name: &str, ws: &Ws, file: &str) -> Result<(), String> {
         // Lock files beside the pipeline that sluice did not write.
         "lock_binary" => std::fs::write(ws.path("sluice.lock"), noise(4096, 5)).unwrap(),
         "lock_bad_entry" => {
-            ws.write("sluice.lock", "version: 1\npipeline: sluice\nstages:\n  a: [1, 2]\n");
+            ws.write(
+                "sluice.lock",
+                "version: 1\npipeline: sluice\nstages:\n  a: [1, 2]\n",
+            );
         }
         "lock_alias_bomb" => {
-            let text = format!("version: 1\npipeline: sluice\nx:\n{}stages:\n  a: *a9\n", bomb());
+            let text = format!(
+                "version: 1\npipeline: sluice\nx:\n{}stages:\n  a: *a9\n",
+                bomb()
+            );
             ws.write("sluice.lock", &text);
         }
         "pipeline_dir" => {
