@@ -41,6 +41,7 @@ struct Case {
     file: String,
     setups: Vec<String>,
     /// Whether the error is located in the pipeline file, so stderr must name `file:line:col`.
+    /// By default, every case that exits 2 (an invalid pipeline) must be located.
     located: bool,
     /// The `line:col` stderr must name, for cases where a plausible but wrong one is the risk.
     at: Option<String>,
@@ -115,6 +116,7 @@ fn parse(fixture: &Path) -> Result<Case, String> {
         at: None,
     };
     let mut saw_args = false;
+    let mut located = None;
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("# ") else {
             break;
@@ -131,7 +133,7 @@ fn parse(fixture: &Path) -> Result<Case, String> {
             "exit" => case.exit = value.parse().map_err(|_| format!("bad `exit: {value}`"))?,
             "file" => case.file = value.to_string(),
             "setup" => case.setups = value.split_whitespace().map(String::from).collect(),
-            "located" => case.located = value != "no",
+            "located" => located = Some(value != "no"),
             "at" => case.at = Some(value.to_string()),
             "why" => {}
             _ => return Err(format!("unknown header key `{key}`")),
@@ -140,6 +142,7 @@ fn parse(fixture: &Path) -> Result<Case, String> {
     if !saw_args || case.exit < 0 {
         return Err("the header needs `# args:` and `# exit:`".into());
     }
+    case.located = located.unwrap_or(case.exit == 2);
     Ok(case)
 }
 
