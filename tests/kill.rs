@@ -376,15 +376,10 @@ fn leftover_temp_files(root: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Whether a rerun is expected to clean up the temporary files a killed run left. That cleanup
-/// belongs to the cache-repair work (rel-b); turn this on once it is merged.
-const RERUN_REMOVES_TEMP_FILES: bool = false;
-
+/// A rerun removes the temporary files a killed run left (runner/src/leftovers.rs).
 fn assert_no_temp_files(ws: &Ws, context: &str) -> usize {
     let left = leftover_temp_files(ws.root());
-    if RERUN_REMOVES_TEMP_FILES {
-        assert!(left.is_empty(), "{context}: temporary files left: {left:?}");
-    }
+    assert!(left.is_empty(), "{context}: temporary files left: {left:?}");
     left.len()
 }
 
@@ -610,11 +605,8 @@ fn kill_harness() {
 }
 
 /// Corrupted cache objects are detected and repaired: a later run restores or reruns from
-/// good data, and the cache holds good objects again. On rel-a the first two checks pass (a
-/// corrupt object is detected and the stage reruns) but the corrupt objects stay in the cache,
-/// so restoring reruns stages: the repair is engineer B's (rel-b).
+/// good data, and the cache holds good objects again.
 #[test]
-#[ignore = "needs the cache repair of rel-b; enable after the merge"]
 fn corrupted_cache_objects_are_detected_and_repaired() {
     let (yaml, outputs) = harness_pipeline();
     let reference = Ws::new();
@@ -645,22 +637,34 @@ fn corrupted_cache_objects_are_detected_and_repaired() {
         bytes[0] ^= 0xff;
         std::fs::write(o, bytes).unwrap();
     }
-    // Restored outputs share their objects' inodes, so the workspace copies may be corrupt too.
-    let r = ws.run(&[]);
-    r.assert_ok();
     let differ = |ws: &Ws| -> Vec<&String> {
         outputs
             .iter()
             .filter(|o| std::fs::read(ws.path(o)).ok() != std::fs::read(reference.path(o)).ok())
             .collect()
     };
+    // Workspace outputs are files of their own, never the cache's inodes: damaging the cache
+    // leaves them intact, and a run with every output in place is up to date.
+    let r = ws.run(&[]);
+    r.assert_ok();
+    assert!(r.started().is_empty(), "ran stages: {:?}", r.started());
+    assert!(differ(&ws).is_empty(), "outputs changed: {:?}", differ(&ws));
+    // Restoring needs the damaged objects: each is detected, its stage reruns, and the fresh
+    // output replaces the damaged object.
+    remove_outputs(&ws, &outputs);
+    let r = ws.run(&[]);
+    r.assert_ok();
+    assert!(
+        !r.started().is_empty(),
+        "no stage reran although a third of the cache was damaged"
+    );
     assert!(
         differ(&ws).is_empty(),
         "after the repair run: {:?}",
         differ(&ws)
     );
     assert_all_up_to_date(&ws, "after the repair run");
-    // The cache must hold good objects again: restoring everything from it gives the reference.
+    // The cache holds good objects again: restoring everything from it runs nothing.
     remove_outputs(&ws, &outputs);
     let r = ws.run(&[]);
     r.assert_ok();
