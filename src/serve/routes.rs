@@ -6,7 +6,9 @@
 //! Parsing, inference and encoding run inside `catch_unwind`, so even a bug answers 500 instead
 //! of dropping the connection.
 
+use super::bundle::Bundle;
 use super::error::ServeError;
+use super::memory;
 use super::protocol::{InferRequest, InferResponse};
 use super::registry::Catalog;
 use bytes::Bytes;
@@ -203,40 +205,55 @@ async fn answer(
                 Action::Infer => match read_body(state, req).await {
                     Err(e) => Err(e),
                     Ok((body, header_len)) => {
+                        let size = body.len();
                         let bundle = bundle.clone();
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            let request = InferRequest::parse(&body, header_len)?;
-                            let outputs = bundle.infer(&request)?;
-                            let encoded = InferResponse {
-                                model: &bundle.name,
-                                version: bundle.version,
-                                id: request.id.clone(),
-                                outputs,
-                            }
-                            .encode(&request)?;
-                            let content_type = if encoded.header_len.is_some() {
-                                "application/octet-stream"
-                            } else {
-                                "application/json"
-                            };
-                            Ok(reply(
-                                StatusCode::OK,
-                                content_type,
-                                encoded.body,
-                                encoded.header_len,
-                            ))
-                        }))
-                        .unwrap_or_else(|_| {
-                            Err(ServeError::internal(
-                                "the request hit a bug in sluice serve (see the server's log)",
-                            ))
-                        })
+                        let answer =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                                infer(&bundle, body, header_len)
+                            }))
+                            .unwrap_or_else(|_| {
+                                Err(ServeError::internal(
+                                    "the request hit a bug in sluice serve (see the server's log)",
+                                ))
+                            });
+                        if size >= memory::LARGE_BODY {
+                            memory::give_back();
+                        }
+                        answer
                     }
                 },
             },
         },
     };
     (model, result)
+}
+
+/// Decodes, runs and encodes one infer request. Each form of the request is dropped as soon
+/// as the next exists: the body once it is decoded, the tensors once they are features (in
+/// [`Bundle::infer`]).
+fn infer(bundle: &Bundle, body: Vec<u8>, header_len: Option<usize>) -> Answer {
+    let mut request = InferRequest::parse(&body, header_len)?;
+    drop(body);
+    let inputs = std::mem::take(&mut request.inputs);
+    let outputs = bundle.infer(inputs)?;
+    let encoded = InferResponse {
+        model: &bundle.name,
+        version: bundle.version,
+        id: request.id.as_deref(),
+        outputs,
+    }
+    .encode(&request)?;
+    let content_type = if encoded.header_len.is_some() {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
+    Ok(reply(
+        StatusCode::OK,
+        content_type,
+        encoded.body,
+        encoded.header_len,
+    ))
 }
 
 fn unknown(catalog: &Catalog, name: &str, version: Option<u64>) -> ServeError {
@@ -266,7 +283,7 @@ fn unknown(catalog: &Catalog, name: &str, version: Option<u64>) -> ServeError {
 async fn read_body(
     state: &State,
     req: Request<Incoming>,
-) -> Result<(Bytes, Option<usize>), ServeError> {
+) -> Result<(Vec<u8>, Option<usize>), ServeError> {
     let too_large = || ServeError {
         status: 413,
         message: format!(
@@ -293,17 +310,22 @@ async fn read_body(
     if declared.is_some_and(|n| n > state.max_body as u64) {
         return Err(too_large());
     }
-    let body = Limited::new(req.into_body(), state.max_body)
-        .collect()
-        .await
-        .map_err(|e| {
+    // One buffer of the declared size, filled frame by frame: collecting the frames and then
+    // joining them would hold the body twice.
+    let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut incoming = Limited::new(req.into_body(), state.max_body);
+    while let Some(frame) = incoming.frame().await {
+        let frame = frame.map_err(|e| {
             if e.downcast_ref::<LengthLimitError>().is_some() {
                 too_large()
             } else {
                 ServeError::bad_request(format!("cannot read the request body: {e}"))
             }
-        })?
-        .to_bytes();
+        })?;
+        if let Ok(data) = frame.into_data() {
+            body.extend_from_slice(&data);
+        }
+    }
     Ok((body, header_len))
 }
 
