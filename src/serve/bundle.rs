@@ -19,6 +19,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// The most feature values given to one model run; larger requests run in pieces.
+const RUN_VALUES: usize = 1 << 20;
+
 /// What a raw table column is on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ColumnKind {
@@ -112,7 +115,8 @@ impl Bundle {
         let model_path = dir.join("model.onnx");
         let mut pool = Vec::with_capacity(sessions.max(1));
         for _ in 0..sessions.max(1) {
-            pool.push((Mutex::new(()), Model::load(&model_path, 1)?));
+            // No memory arena: a session would otherwise keep the largest batch it ever ran.
+            pool.push((Mutex::new(()), Model::load_per_run(&model_path, 1)?));
         }
         let bundle = Bundle {
             name: name.to_string(),
@@ -228,18 +232,10 @@ impl Bundle {
             Features::Image { pre } => image_features(pre, &inputs)?,
         };
         drop(inputs);
-        let mut shape = vec![rows];
-        shape.extend(&self.row_shape);
         let out = if rows == 0 {
             Vec::new()
         } else {
-            let model = self.session();
-            let _turn = model.0.lock().unwrap_or_else(|p| p.into_inner());
-            let mut out = model
-                .1
-                .run(&shape, features)
-                .map_err(ServeError::internal)?;
-            out.swap_remove(0).values
+            self.run(rows, features)?
         };
         let width = out.len() / rows.max(1);
         if let Some(at) = out.iter().position(|x| !x.is_finite()) {
@@ -284,6 +280,39 @@ impl Bundle {
                 ]
             }
         })
+    }
+
+    /// Runs `rows` rows of features, at most [`RUN_VALUES`] feature values at a time: the
+    /// model's intermediate tensors grow with the batch, and a request of millions of rows
+    /// would otherwise need them all at once. Rows are independent, so the outputs are those
+    /// of one run, concatenated.
+    fn run(&self, rows: usize, features: Vec<f32>) -> Result<Vec<f32>, ServeError> {
+        let per_row = self.row_shape.iter().product::<usize>().max(1);
+        let step = (RUN_VALUES / per_row).max(1);
+        let model = self.session();
+        let _turn = model.0.lock().unwrap_or_else(|p| p.into_inner());
+        let run = |n: usize, values: Vec<f32>| {
+            let mut shape = vec![n];
+            shape.extend(&self.row_shape);
+            model
+                .1
+                .run(&shape, values)
+                .map(|mut out| out.swap_remove(0).values)
+                .map_err(ServeError::internal)
+        };
+        if rows <= step {
+            return run(rows, features);
+        }
+        let mut out = Vec::new();
+        for (i, chunk) in features.chunks(step * per_row).enumerate() {
+            let n = chunk.len() / per_row;
+            let values = run(n, chunk.to_vec())?;
+            if i == 0 {
+                out.reserve_exact(values.len() / n * rows);
+            }
+            out.extend_from_slice(&values);
+        }
+        Ok(out)
     }
 
     /// An idle session if there is one, else the next in turn.

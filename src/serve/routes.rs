@@ -96,7 +96,7 @@ impl<'a> Route<'a> {
 pub(crate) async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Reply>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -120,12 +120,47 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
+/// A response body. One that answers a large request gives memory back when it is dropped:
+/// then, not earlier, every buffer of the request is free (the body itself is the last).
+pub(crate) struct Reply {
+    inner: Full<Bytes>,
+    trim: bool,
+}
+
+impl hyper::body::Body for Reply {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if self.trim {
+            memory::give_back();
+        }
+    }
+}
+
 fn reply(
     status: StatusCode,
     content_type: &str,
     body: Vec<u8>,
     header_len: Option<usize>,
-) -> Response<Full<Bytes>> {
+) -> Response<Reply> {
     let mut builder = Response::builder()
         .status(status)
         .header("content-type", content_type);
@@ -133,20 +168,23 @@ fn reply(
         builder = builder.header(HEADER_LENGTH, n);
     }
     builder
-        .body(Full::new(Bytes::from(body)))
+        .body(Reply {
+            inner: Full::new(Bytes::from(body)),
+            trim: false,
+        })
         .expect("static headers are valid")
 }
 
-fn ok_json(value: serde_json::Value) -> Response<Full<Bytes>> {
+fn ok_json(value: serde_json::Value) -> Response<Reply> {
     let body = serde_json::to_vec(&value).expect("JSON values serialize");
     reply(StatusCode::OK, "application/json", body, None)
 }
 
-fn status_only(status: StatusCode) -> Response<Full<Bytes>> {
+fn status_only(status: StatusCode) -> Response<Reply> {
     reply(status, "application/json", Vec::new(), None)
 }
 
-type Answer = Result<Response<Full<Bytes>>, ServeError>;
+type Answer = Result<Response<Reply>, ServeError>;
 
 /// The model name (for the log) and the response.
 async fn answer(
@@ -216,10 +254,12 @@ async fn answer(
                                     "the request hit a bug in sluice serve (see the server's log)",
                                 ))
                             });
-                        if size >= memory::LARGE_BODY {
-                            memory::give_back();
-                        }
-                        answer
+                        answer.map(|r| {
+                            r.map(|mut body| {
+                                body.trim = size >= memory::LARGE_BODY;
+                                body
+                            })
+                        })
                     }
                 },
             },
