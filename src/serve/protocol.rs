@@ -1213,20 +1213,25 @@ mod tests {
     }
 
     /// Stable, bounded fuzzing of request decoding: generated and mutated bodies (seeded, at
-    /// most 100,000 or 5 s) must decode into tensors whose element counts match their shapes, or
+    /// most 100,000 or 5 s unless `SLUICE_FUZZ_EXECS` / `SLUICE_FUZZ_SECS` say otherwise) must decode into tensors whose element counts match their shapes, or
     /// fail with a 400, never panic, and never allocate more than a small multiple of the body.
     /// `cargo fuzz run serve_request` (fuzz/fuzz_targets/serve_request.rs) runs the same check
     /// unbounded.
     #[test]
     fn fuzzed_request_bodies_decode_or_fail_cleanly() {
-        let seed = std::env::var("SLUICE_FUZZ_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x5eed_5eed_u64);
+        let var = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(default)
+        };
+        let seed = var("SLUICE_FUZZ_SEED", 0x5eed_5eed);
+        let execs = var("SLUICE_FUZZ_EXECS", 100_000);
+        let limit = std::time::Duration::from_secs(var("SLUICE_FUZZ_SECS", 5));
         let mut rng = Rng(seed);
         let started = std::time::Instant::now();
         let (mut runs, mut decoded) = (0, 0);
-        while runs < 100_000 && started.elapsed() < std::time::Duration::from_secs(5) {
+        while runs < execs && started.elapsed() < limit {
             let (body, header_len) = generated(&mut rng);
             let (body, header_len) = if rng.below(2) == 0 {
                 let header_len = header_len.map(|n| {
@@ -1272,7 +1277,10 @@ mod tests {
             }
         }
         eprintln!("fuzzed request decoding: {runs} bodies, {decoded} decoded, seed {seed:#x}");
-        assert!(runs >= 1000, "only {runs} bodies in the time allowed");
+        assert!(
+            runs >= execs.min(1000),
+            "only {runs} bodies in the time allowed"
+        );
         assert!(
             decoded > 0,
             "no generated body decoded: the generator is broken"
