@@ -275,7 +275,10 @@ fn limit_connections(limits: &mut Limits) {
     if now > before {
         eprintln!("raised the open-file limit from {before} to {now}");
     }
-    let room = now.saturating_sub(connections::RESERVED_FILES).max(1);
+    // Under a low limit (1024 is common), half of it stays for the server's own files.
+    let room = now
+        .saturating_sub(connections::RESERVED_FILES.min(now / 2))
+        .max(1);
     if limits.max_connections as u64 > room {
         tracing::warn!(
             "the open-file limit is {now}: serving at most {room} connections, not {} (`--max-connections`)",

@@ -254,9 +254,14 @@ async fn answer(
                                     "the request hit a bug in sluice serve (see the server's log)",
                                 ))
                             });
+                        let large = size >= memory::LARGE_BODY;
+                        if large && answer.is_err() {
+                            // Every buffer of the request is already free.
+                            memory::give_back();
+                        }
                         answer.map(|r| {
                             r.map(|mut body| {
-                                body.trim = size >= memory::LARGE_BODY;
+                                body.trim = large;
                                 body
                             })
                         })
