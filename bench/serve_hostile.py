@@ -393,8 +393,16 @@ def main():
             live = conn.getresponse().status == 200
         except OSError:
             live = False
-        after_rss = int(next(l for l in Path(f"/proc/{server.pid}/status").read_text().splitlines()
-                             if l.startswith("VmRSS")).split()[1]) if up else None
+        # Resident memory once the load is gone: the lowest over the next 5 s (the server
+        # gives memory back on its next registry poll after connections close).
+        after_rss = None
+        for _ in range(50):
+            if server.poll() is not None:
+                break
+            rss = int(next(l for l in Path(f"/proc/{server.pid}/status").read_text().splitlines()
+                           if l.startswith("VmRSS")).split()[1])
+            after_rss = rss if after_rss is None else min(after_rss, rss)
+            time.sleep(0.1)
     finally:
         server.terminate()
         try:

@@ -87,6 +87,11 @@ impl Slots {
         })
     }
 
+    /// How many connections are open.
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
     /// A slot, or `None` when `max` connections are open.
     pub(crate) fn take(self: &Arc<Self>) -> Option<Slot> {
         self.open

@@ -30,6 +30,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+/// When this many fewer connections are open than at the last peak, memory is given back.
+const CROWD: usize = 1000;
+
 /// How long requests in flight get after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -121,7 +124,6 @@ async fn serve(opts: Options, scanner: Scanner, catalog: Catalog) -> anyhow::Res
         catalog: RwLock::new(Arc::new(catalog)),
         max_body: opts.max_body,
     });
-    let poller = tokio::spawn(poll(state.clone(), scanner, opts.poll));
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let limits = opts.limits;
@@ -130,6 +132,7 @@ async fn serve(opts: Options, scanner: Scanner, catalog: Catalog) -> anyhow::Res
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     let slots = Slots::new(limits.max_connections);
+    let poller = tokio::spawn(poll(state.clone(), scanner, opts.poll, slots.clone()));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -205,15 +208,26 @@ async fn shutdown_signal() {
 
 /// Checks the registry every `every` and swaps in a catalog with the versions that appeared
 /// (loaded on a blocking thread, off the request path) and without those that went away.
-async fn poll(state: Arc<State>, scanner: Scanner, every: Duration) {
+///
+/// It also gives memory back after many connections closed (a burst of idle clients leaves
+/// their buffers in malloc's free lists otherwise).
+async fn poll(state: Arc<State>, scanner: Scanner, every: Duration, slots: Arc<Slots>) {
     let scanner = Arc::new(std::sync::Mutex::new(scanner));
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     // The last listing error logged, so that one that persists is logged once.
     let mut unreadable: Option<String> = None;
+    // The most connections open since memory was last given back.
+    let mut crowd = 0;
     loop {
         ticks.tick().await;
+        let open = slots.open();
+        if open + CROWD < crowd {
+            memory::give_back();
+            crowd = open;
+        }
+        crowd = crowd.max(open);
         let current = state
             .catalog
             .read()
