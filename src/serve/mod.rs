@@ -104,7 +104,7 @@ pub(crate) fn run(mut opts: Options) -> Result<(), ServeFailure> {
 }
 
 async fn serve(opts: Options, scanner: Scanner, catalog: Catalog) -> anyhow::Result<()> {
-    let listener = match tokio::net::TcpListener::bind(opts.addr).await {
+    let listener = match listen(opts.addr) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
             "cannot listen on {}: the address is in use\nhint: stop what holds it, or pick another with `--addr 127.0.0.1:PORT`",
@@ -194,6 +194,23 @@ async fn serve(opts: Options, scanner: Scanner, catalog: Catalog) -> anyhow::Res
         tracing::warn!("requests still in flight after {DRAIN:?}; stopping anyway");
     }
     Ok(())
+}
+
+/// Connections the kernel queues for `accept`. Larger than tokio's 1,024, so that a burst of
+/// new connections (a thousand clients reconnecting at once) is queued rather than dropped
+/// before the server sees it; the kernel caps it at `net.core.somaxconn`.
+const BACKLOG: u32 = 8192;
+
+/// A listening socket on `addr` with a [`BACKLOG`]-long queue.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restarted server can listen while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Resolves on the first SIGTERM or Ctrl-C.
