@@ -12,6 +12,7 @@ pub mod graph;
 pub mod hash;
 mod job;
 pub mod lock;
+mod panics;
 pub mod paths;
 pub mod pipeline;
 pub mod plan;

@@ -131,7 +131,14 @@ pub(crate) fn dispatch(
             let tx = msg_tx.clone();
             std::thread::spawn(move || {
                 for job in rx {
-                    let result = run_job(&ctx, &job, &tx);
+                    // A panic in stage code must not end the worker: its stage would never be
+                    // reported done and the dispatcher would wait for it forever.
+                    let result = crate::panics::catch(|| run_job(&ctx, &job, &tx)).unwrap_or_else(
+                        |message| JobResult::Failed {
+                            message,
+                            log_tail: Vec::new(),
+                        },
+                    );
                     let _ = tx.send(JobMsg::Done {
                         idx: job.idx,
                         result: Box::new(result),
