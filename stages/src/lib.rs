@@ -8,6 +8,7 @@
 //! `sluice serve` reads.
 
 mod arrays;
+mod bundle_check;
 mod clean;
 pub mod deploy;
 pub mod evaluate;

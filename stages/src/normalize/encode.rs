@@ -66,9 +66,9 @@ pub(super) fn numbers(
     })?;
     let values = cast.as_primitive::<Float64Type>();
     let bad = match values.nulls() {
-        Some(nulls) if nulls.null_count() > 0 => values
-            .iter()
-            .position(|x| x.is_none_or(|x| !x.is_finite())),
+        Some(nulls) if nulls.null_count() > 0 => {
+            values.iter().position(|x| x.is_none_or(|x| !x.is_finite()))
+        }
         _ => values.values().iter().position(|x| !x.is_finite()),
     };
     match bad {
