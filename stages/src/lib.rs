@@ -12,6 +12,7 @@ mod bundle_check;
 mod clean;
 pub mod deploy;
 pub mod evaluate;
+pub mod fuzzing;
 mod image_folder;
 pub mod infer;
 mod normalize;
