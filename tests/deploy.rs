@@ -148,6 +148,13 @@ fn a_symbolic_link_does_not_carry_the_registry_out() {
         "the registry `models/reg` resolves outside the workspace through a symbolic link\nhint: point `registry` at a directory inside the workspace, or add `allow_outside_workspace: true` to publish there on purpose"
     );
     assert!(entries(outside.path()).is_empty());
+    // Opting in follows the link.
+    ws.pipeline(&ws.read("sluice.yaml").replace(
+        "{registry: models/reg, name: m}",
+        "{registry: models/reg, name: m, allow_outside_workspace: true}",
+    ));
+    ws.run(&[]).assert_ok();
+    assert_eq!(entries(&outside.path().join("m")), ["1", "latest"]);
 }
 
 #[test]

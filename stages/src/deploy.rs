@@ -45,9 +45,8 @@ struct DeployConfig {
 enum Place {
     /// Inside the workspace (lexically; symbolic links are followed when the stage runs).
     Inside(WorkPath),
-    /// Absolute, or relative to the workspace and climbing out of it: only with
-    /// `allow_outside_workspace: true`.
-    Outside(PathBuf),
+    /// Anywhere (absolute, or relative to the workspace): `allow_outside_workspace: true`.
+    Anywhere(PathBuf),
 }
 
 impl Place {
@@ -56,8 +55,8 @@ impl Place {
         // Relative to an empty root, an absolute path fails to lie inside, as one climbing out
         // with `..` does: both are outside whatever the workspace is.
         match WorkPath::parse(raw, Path::new("")) {
+            _ if allow_outside => Ok(Place::Anywhere(PathBuf::from(raw))),
             Ok(inside) => Ok(Place::Inside(inside)),
-            Err(PathProblem::Escapes) if allow_outside => Ok(Place::Outside(PathBuf::from(raw))),
             Err(PathProblem::Escapes) => Err((
                 format!("`registry` `{raw}` is outside the workspace"),
                 Some(format!(
@@ -74,7 +73,7 @@ impl Place {
     /// The registry's directory for a workspace at `ws` (canonical).
     fn dir(&self, ws: &Path, raw: &str, name: &str) -> Result<PathBuf, String> {
         match self {
-            Place::Outside(p) => Ok(ws.join(p)),
+            Place::Anywhere(p) => Ok(ws.join(p)),
             Place::Inside(p) => {
                 // The model's `latest` file is the deepest thing written outside a version
                 // directory; every directory above it must stay inside the workspace.
