@@ -116,7 +116,7 @@ fn fuzz(
         .name(name.into())
         .stack_size(STACK)
         .spawn(move || {
-            let mut rng = Rng(seed ^ name.len() as u64 * 0x9e37_79b9);
+            let mut rng = Rng(seed ^ (name.len() as u64).wrapping_mul(0x9e37_79b9));
             let mut corpus = seeds;
             let mut seen: HashSet<String> = HashSet::new();
             let mut stats = Stats {
