@@ -2,8 +2,8 @@
 //! subfolder per class (as in torchvision), the class names sorted, the files in each sorted by
 //! name. Reading a folder only lists it; decoding is the stages' business.
 //!
-//! Files are copied into outputs rather than hard-linked: the cache hard-links every output into
-//! its store and marks it read-only, which would reach back to a user's source files.
+//! Files are copied into outputs rather than hard-linked: a hard link would make an output and a
+//! user's source image one file, so writing either would change both.
 
 use std::path::{Path, PathBuf};
 

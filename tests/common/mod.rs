@@ -92,7 +92,7 @@ impl Ws {
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent).unwrap();
         }
-        // Outputs restored from the cache are read-only: replace, don't write through.
+        // Replace rather than write through, so a test never edits a file in place by accident.
         let _ = std::fs::remove_file(&p);
         std::fs::write(&p, content).unwrap();
         self
