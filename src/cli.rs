@@ -218,4 +218,8 @@ pub struct GcArgs {
     /// Say what would be removed; remove nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Also hash every cached file in full and remove the ones whose content does not match
+    /// their hash, with the cache entries that name them
+    #[arg(long)]
+    pub verify: bool,
 }

@@ -12,6 +12,7 @@ mod watch;
 use anyhow::Context as _;
 use clap::Parser;
 use cli::{Cli, Command, DagFormatArg, LogFormat, PipelineArgs};
+use sluice_runner::cache::{GcOptions, GcStats};
 use sluice_runner::plan::{Decision, Planned};
 use sluice_runner::render::{render_dag, DagFormat};
 use sluice_runner::{
@@ -151,27 +152,12 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Gc(args) => {
             let engine = Engine::new(workspace()?, sluice_stages::registry());
             let stats = engine
-                .gc(args.dry_run)
+                .gc(GcOptions {
+                    dry_run: args.dry_run,
+                    verify: args.verify,
+                })
                 .map_err(|e| Failure::Runtime(e.into()))?;
-            let verb = if args.dry_run {
-                "would remove"
-            } else {
-                "removed"
-            };
-            println!(
-                "{verb} {} cache entr{} and {} blob{} ({}); kept {} entr{}",
-                stats.records_removed,
-                if stats.records_removed == 1 {
-                    "y"
-                } else {
-                    "ies"
-                },
-                stats.blobs_removed,
-                if stats.blobs_removed == 1 { "" } else { "s" },
-                human_bytes(stats.bytes_freed),
-                stats.records_kept,
-                if stats.records_kept == 1 { "y" } else { "ies" },
-            );
+            print!("{}", gc_report(&stats, args.dry_run, args.verify));
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => {
@@ -483,6 +469,45 @@ fn state_of(d: &Decision, _dry_run: bool) -> (&'static str, Option<String>) {
         Decision::Restore(_) => ("restore", Some("outputs are in the cache".into())),
         Decision::Run(reason) => ("stale", Some(reason.to_string())),
     }
+}
+
+/// `gc`'s summary: one line, plus one for verification and one for leftovers when they apply.
+fn gc_report(stats: &GcStats, dry_run: bool, verify: bool) -> String {
+    let plural = |n: usize, one: &'static str, many: &'static str| if n == 1 { one } else { many };
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let mut text = format!(
+        "{verb} {} cache entr{} and {} blob{} ({}); kept {} entr{}\n",
+        stats.records_removed,
+        plural(stats.records_removed, "y", "ies"),
+        stats.blobs_removed,
+        plural(stats.blobs_removed, "", "s"),
+        human_bytes(stats.bytes_freed),
+        stats.records_kept,
+        plural(stats.records_kept, "y", "ies"),
+    );
+    if verify {
+        text += &format!(
+            "verified {} blob{}: {} corrupt; {} entr{} named a corrupt or missing blob ({})\n",
+            stats.blobs_verified,
+            plural(stats.blobs_verified, "", "s"),
+            stats.blobs_corrupt,
+            stats.records_corrupt,
+            plural(stats.records_corrupt, "y", "ies"),
+            if dry_run {
+                "would be removed"
+            } else {
+                "removed"
+            },
+        );
+    }
+    if stats.temps_removed > 0 {
+        text += &format!(
+            "{verb} {} temporary file{} left by killed runs\n",
+            stats.temps_removed,
+            plural(stats.temps_removed, "", "s"),
+        );
+    }
+    text
 }
 
 fn human_bytes(n: u64) -> String {

@@ -132,6 +132,15 @@ struct MemoEntry {
     racy: bool,
 }
 
+/// Which memo entries `Hasher::hash_file_trusting` may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    /// Any entry whose stamp matches.
+    Racy,
+    /// Only entries made two seconds or more after the file last changed.
+    Settled,
+}
+
 /// Files above this size are hashed with memory mapping across all cores.
 const PARALLEL_HASH_BYTES: u64 = 32 * 1024 * 1024;
 const RACY_NS: i128 = 2_000_000_000;
@@ -270,9 +279,27 @@ impl Hasher {
 
     /// Hashes one regular file, through the memo.
     pub fn hash_file(&self, abs: &Path, meta: &fs::Metadata) -> io::Result<ContentHash> {
+        self.hash_file_trusting(abs, meta, Trust::Racy)
+    }
+
+    /// `hash_file` for a file whose content is about to be trusted as a copy of something else
+    /// (a cache blob): a memo entry made within two seconds of the file's last change is not
+    /// used. File times come from a coarse clock, so a same-size write soon after such a change
+    /// can leave every field of the stamp as it was; the ordinary memo accepts that risk for
+    /// files seen again within one run, which blobs rarely are.
+    pub fn hash_file_settled(&self, abs: &Path, meta: &fs::Metadata) -> io::Result<ContentHash> {
+        self.hash_file_trusting(abs, meta, Trust::Settled)
+    }
+
+    fn hash_file_trusting(
+        &self,
+        abs: &Path,
+        meta: &fs::Metadata,
+        trust: Trust,
+    ) -> io::Result<ContentHash> {
         let stamp = Stamp::of(meta);
         if let Some(e) = self.memo.get(abs) {
-            if e.stamp == stamp {
+            if e.stamp == stamp && (trust == Trust::Racy || !e.racy) {
                 return Ok(e.hash);
             }
         }
@@ -351,6 +378,36 @@ mod tests {
         let second = h.hash_path(&f).unwrap().unwrap();
         assert_eq!(second.hash, ContentHash::of(b"world!"));
         assert!(h.hash_path(&dir.path().join("missing")).unwrap().is_none());
+    }
+
+    #[test]
+    fn settled_hashing_does_not_trust_an_entry_made_right_after_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("blob");
+        fs::write(&f, b"real").unwrap();
+        let meta = fs::metadata(&f).unwrap();
+        // What a same-size write in the same clock tick as the hashed change would leave: a
+        // matching stamp whose remembered hash is no longer the content's.
+        let stale = ContentHash::of(b"gone");
+        let h = Hasher::default();
+        for racy in [true, false] {
+            let stamp = Stamp::of(&meta);
+            h.memo.insert(
+                f.clone(),
+                MemoEntry {
+                    stamp,
+                    hash: stale,
+                    racy,
+                },
+            );
+            assert_eq!(h.hash_file(&f, &meta).unwrap(), stale);
+            let settled = h.hash_file_settled(&f, &meta).unwrap();
+            if racy {
+                assert_eq!(settled, ContentHash::of(b"real"));
+            } else {
+                assert_eq!(settled, stale, "an old entry is trusted like any other");
+            }
+        }
     }
 
     #[test]

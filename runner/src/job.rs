@@ -446,7 +446,7 @@ fn execute(
         outputs: completed.outputs.clone(),
     };
     tracing::debug!(stage = %name, key = %record.key.short(), "storing outputs in the cache");
-    if let Err(e) = ctx.store.store(root, &record) {
+    if let Err(e) = ctx.store.store(root, &record, &ctx.hasher) {
         events.warn(format!("could not store outputs in the cache: {e}"));
         return JobResult::Ran(completed, false);
     }

@@ -11,6 +11,7 @@ pub mod fingerprint;
 pub mod graph;
 pub mod hash;
 mod job;
+mod leftovers;
 pub mod lock;
 pub mod paths;
 pub mod pipeline;

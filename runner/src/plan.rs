@@ -2,7 +2,7 @@
 //! why. The same logic serves `run` (decided as each stage becomes ready), `run --dry-run` and
 //! `status` (decided ahead for the whole selection).
 
-use crate::cache::{CacheStore, OutputRecord, StageRecord};
+use crate::cache::{CacheStore, OutputRecord, RestoreError, StageRecord};
 use crate::fingerprint::{Fingerprint, FingerprintError, Overlay};
 use crate::hash::{ContentHash, Hasher};
 use crate::lock::{LockEntry, LockFile};
@@ -116,7 +116,7 @@ impl fmt::Display for RunReason {
             RunReason::OutputMissing(n) => write!(f, "output `{n}` missing"),
             RunReason::OutputModified(n) => write!(f, "output `{n}` was modified"),
             RunReason::UpstreamWillRun(s) => write!(f, "upstream `{s}` is stale"),
-            RunReason::CacheCorrupt(m) => write!(f, "cache entry dropped ({m})"),
+            RunReason::CacheCorrupt(m) => write!(f, "cache entry is corrupt ({m})"),
             RunReason::InputMissing(m) => write!(f, "input {m} is missing"),
             RunReason::RestoreRefused(m) => write!(f, "cached result not usable: {m}"),
         }
@@ -350,6 +350,18 @@ pub fn plan_ahead(
                     Decision::Run(RunReason::Forced)
                 } else {
                     checker.decide(stage, &fp, &key, lock.stages.get(&stage.id.0))
+                };
+                // A run verifies blobs as it restores them; deciding ahead must not promise a
+                // restore that would fail, so the blobs are checked here (a `stat` each when the
+                // memo knows them unchanged).
+                let d = match d {
+                    Decision::Restore(rec) => match store.verify(&rec, hasher) {
+                        Err(RestoreError::Corrupt(why)) => {
+                            Decision::Run(RunReason::CacheCorrupt(why))
+                        }
+                        _ => Decision::Restore(rec),
+                    },
+                    d => d,
                 };
                 (d, Some(key))
             }

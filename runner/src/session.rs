@@ -1,7 +1,7 @@
 //! `Engine`: the entry points the binary calls (`run`, `plan`, `status`, `gc`), tying a validated
 //! pipeline to a workspace, its cache, its hash memo and its lock file.
 
-use crate::cache::{CacheStore, GcStats, LocalStore};
+use crate::cache::{CacheStore, GcOptions, GcStats, LocalStore};
 use crate::diag::did_you_mean;
 use crate::events::{Event, Outcome};
 use crate::exec::{Executor, LocalExecutor};
@@ -286,6 +286,9 @@ impl Engine {
         let Some(_guard) = guard else {
             return Err(EngineError::Busy { pid: busy_pid });
         };
+        // Holding the run lock, clear what a killed run left half-made, before it can be mistaken
+        // for a result or pile up.
+        crate::leftovers::sweep(&self.ws, &output_dirs(&pipeline), false);
         let t = Instant::now();
         let lock = self.load_lock(&pipeline)?;
         tracing::debug!(
@@ -371,20 +374,53 @@ impl Engine {
         Ok(summary)
     }
 
-    /// Removes cache entries that no known lock file refers to.
-    pub fn gc(&self, dry_run: bool) -> Result<GcStats, EngineError> {
+    /// Removes cache entries that no known lock file refers to, the blobs only they named, and
+    /// the temporaries of killed runs; with `opts.verify`, also every blob whose content does not
+    /// match its name and the entries that name one.
+    pub fn gc(&self, opts: GcOptions) -> Result<GcStats, EngineError> {
         let _guard = self
             .ws
             .lock_run(false, |_| {})
             .map_err(io("cannot take the workspace lock"))?
             .ok_or(EngineError::Busy { pid: None })?;
         let mut keep = HashSet::new();
+        let mut dirs = BTreeSet::new();
         for path in self.ws.lock_files() {
             let lock = LockFile::load(&path, "")?;
             keep.extend(lock.stages.values().map(|e| e.key));
+            dirs.extend(path.parent().map(|p| p.to_path_buf()));
+            for out in lock.stages.values().flat_map(|e| e.output_hashes.values()) {
+                if crate::paths::resolves_inside(&self.ws.root, &out.path) {
+                    dirs.extend(
+                        out.path
+                            .to_abs(&self.ws.root)
+                            .parent()
+                            .map(|p| p.to_path_buf()),
+                    );
+                }
+            }
         }
-        self.store
-            .gc(&keep, dry_run)
-            .map_err(io("cannot clean the cache"))
+        let mut stats = self
+            .store
+            .gc(&keep, opts)
+            .map_err(io("cannot clean the cache"))?;
+        stats.temps_removed = crate::leftovers::sweep(&self.ws, &dirs, opts.dry_run);
+        Ok(stats)
     }
+}
+
+/// The directories where a run of `pipeline` writes temporaries next to their destinations: its
+/// lock file's, and those that hold its outputs.
+fn output_dirs(pipeline: &Pipeline) -> BTreeSet<std::path::PathBuf> {
+    let outputs = pipeline.stages.iter().flat_map(|s| s.outputs.iter());
+    outputs
+        .filter(|o| crate::paths::resolves_inside(&pipeline.root, &o.path))
+        .filter_map(|o| {
+            o.path
+                .to_abs(&pipeline.root)
+                .parent()
+                .map(|p| p.to_path_buf())
+        })
+        .chain(pipeline.lock_path().parent().map(|p| p.to_path_buf()))
+        .collect()
 }

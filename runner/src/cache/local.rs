@@ -1,24 +1,67 @@
 //! `LocalStore`: the cache as a directory (`.sluice/cache/`): `objects/ab/cdef…` holds file
 //! contents by BLAKE3 hash, `stages/<key>.json` holds stage records.
 //!
-//! Blobs are hard-linked from outputs when the file system allows (copied otherwise) and made
-//! read-only, so storing and restoring large outputs costs no copy. Because a hard-linked blob
-//! shares its inode with an output, a user editing an output in place would change the blob: every
-//! restore therefore verifies each blob's hash (through the memo, so unchanged blobs cost a stat)
-//! and a mismatch drops the record.
+//! No workspace file ever shares an inode with a blob: storing copies an output into the store
+//! and restoring copies a blob out, by reflink where the file system allows and by an in-kernel
+//! copy otherwise (`copy.rs`). With hard links, as sluice once used, an output and its blob were
+//! one file in both directions: a stage process still writing its output after a run, or a user
+//! editing an output in place, rewrote the cached copy too, and read-only modes do not stop root.
+//!
+//! Blobs are still checked before they are trusted, because anything can write into
+//! `.sluice/cache/`. Every restore (and `status`, through `verify`) hashes each blob through the
+//! memo, which costs a `stat` for a blob whose size, inode and times are unchanged since it was
+//! last hashed and a full hash otherwise. Storing over an existing blob checks it the same way
+//! and replaces it (atomically, by rename) when its content does not match its name, so a
+//! truncated blob is repaired by the next run of its stage. `gc --verify` hashes every kept blob
+//! in full, which also catches damage that left the metadata alone.
 
-use super::{CacheStore, GcStats, OutputRecord, RestoreError, StageRecord, RECORD_FORMAT};
+use super::copy::clone_file;
+use super::{
+    CacheStore, GcOptions, GcStats, OutputRecord, RestoreError, StageRecord, RECORD_FORMAT,
+};
 use crate::atomic;
-use crate::hash::{ContentHash, EntryKind, Hasher};
+use crate::hash::{hash_file_bytes, ContentHash, EntryKind, Hasher};
 use crate::paths::resolves_inside;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+/// Permission bits of a blob, and of a restored file, by whether the content is executable.
+const BLOB_MODE: [u32; 2] = [0o444, 0o555];
+/// Restored outputs are ordinary files again (less the umask), like the ones a stage writes.
+const OUTPUT_MODE: [u32; 2] = [0o666, 0o777];
+
+fn exec_index(exec: bool) -> usize {
+    usize::from(exec)
+}
+
+/// True when nothing wrote to the file between the two `stat`s (any write moves the change
+/// time; the size and modification time are compared too, for file systems with coarse clocks).
+fn unchanged(before: &fs::Metadata, after: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |m: &fs::Metadata| {
+        (
+            m.ino(),
+            m.size(),
+            (m.mtime(), m.mtime_nsec()),
+            (m.ctime(), m.ctime_nsec()),
+        )
+    };
+    stamp(before) == stamp(after)
+}
+
 pub struct LocalStore {
     dir: PathBuf,
+}
+
+/// The blobs a record names.
+fn blobs_of(record: &StageRecord) -> impl Iterator<Item = ContentHash> + '_ {
+    record.outputs.values().flat_map(|out| match &out.tree {
+        None => vec![out.hash],
+        Some(entries) => entries.iter().map(|e| e.hash).collect(),
+    })
 }
 
 impl LocalStore {
@@ -35,37 +78,75 @@ impl LocalStore {
         self.dir.join("objects").join(&hex[..2]).join(&hex[2..])
     }
 
-    /// Files `src` under `hash` unless a blob is already there.
-    fn put_blob(&self, src: &Path, hash: &ContentHash) -> io::Result<()> {
-        let dest = self.blob_path(hash);
-        if dest.exists() {
-            return Ok(());
-        }
-        fs::create_dir_all(dest.parent().expect("blob paths have a parent"))?;
-        let tmp = atomic::temp_path_for(&dest);
-        if fs::hard_link(src, &tmp).is_err() {
-            fs::copy(src, &tmp)?;
-        }
-        let mode = fs::metadata(&tmp)?.permissions().mode();
-        let ro = if mode & 0o111 != 0 { 0o555 } else { 0o444 };
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(ro))?;
-        fs::rename(&tmp, &dest)
-    }
-
-    fn put_bytes(&self, bytes: &[u8], hash: &ContentHash) -> io::Result<()> {
-        let dest = self.blob_path(hash);
-        if dest.exists() {
-            return Ok(());
-        }
-        atomic::write(&dest, bytes)
-    }
-
-    fn verified_blob(&self, hash: &ContentHash, hasher: &Hasher) -> Result<PathBuf, RestoreError> {
+    /// True when the blob for `hash` is a regular file whose content matches its name.
+    fn holds(&self, hash: &ContentHash, hasher: &Hasher) -> bool {
         let blob = self.blob_path(hash);
-        let meta = fs::metadata(&blob)
-            .map_err(|_| RestoreError::Corrupt(format!("blob {} is missing", hash.short())))?;
+        match fs::symlink_metadata(&blob) {
+            Ok(meta) if meta.is_file() => hasher
+                .hash_file_settled(&blob, &meta)
+                .is_ok_and(|actual| &actual == hash),
+            _ => false,
+        }
+    }
+
+    /// Files a copy of `src` under `hash`, unless a sound blob is already there. A blob that does
+    /// not match its name is replaced by the rename, never patched in place.
+    fn put_blob(&self, src: &Path, hash: &ContentHash, hasher: &Hasher) -> io::Result<()> {
+        if self.holds(hash, hasher) {
+            return Ok(());
+        }
+        // The output must still be what was hashed, and stay so while it is copied: a process
+        // still writing it (one that outlived its stage, say) would otherwise leave a blob whose
+        // content does not match its name. The first check is a memo hit for an output hashed
+        // just before; the second compares its metadata after the copy with before.
+        let from = fs::File::open(src)?;
+        let before = from.metadata()?;
+        let changed = || {
+            io::Error::other(format!(
+                "`{}` changed while it was being stored",
+                src.display()
+            ))
+        };
+        if &hasher.hash_file(src, &before)? != hash {
+            return Err(changed());
+        }
+        let dest = self.blob_path(hash);
+        fs::create_dir_all(dest.parent().expect("blob paths have a parent"))?;
+        let exec = before.permissions().mode() & 0o111 != 0;
+        let tmp = atomic::temp_path_for(&dest);
+        let result = clone_file(&from, &tmp, BLOB_MODE[exec_index(exec)]).and_then(|()| {
+            if unchanged(&before, &from.metadata()?) {
+                fs::rename(&tmp, &dest)
+            } else {
+                Err(changed())
+            }
+        });
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn put_bytes(&self, bytes: &[u8], hash: &ContentHash, hasher: &Hasher) -> io::Result<()> {
+        if self.holds(hash, hasher) {
+            return Ok(());
+        }
+        atomic::write(&self.blob_path(hash), bytes)
+    }
+
+    /// The blob for `hash` once its content is checked, with its metadata.
+    fn verified_blob(
+        &self,
+        hash: &ContentHash,
+        hasher: &Hasher,
+    ) -> Result<(PathBuf, fs::Metadata), RestoreError> {
+        let blob = self.blob_path(hash);
+        let meta = fs::symlink_metadata(&blob)
+            .ok()
+            .filter(|m| m.is_file())
+            .ok_or_else(|| RestoreError::Corrupt(format!("blob {} is missing", hash.short())))?;
         let actual = hasher
-            .hash_file(&blob, &meta)
+            .hash_file_settled(&blob, &meta)
             .map_err(|e| RestoreError::Io {
                 path: blob.display().to_string(),
                 source: e,
@@ -77,15 +158,7 @@ impl LocalStore {
                 actual.short()
             )));
         }
-        Ok(blob)
-    }
-
-    /// Places `blob` at `dest` (a fresh name), by hard link or copy.
-    fn place(blob: &Path, dest: &Path) -> io::Result<()> {
-        if fs::hard_link(blob, dest).is_err() {
-            fs::copy(blob, dest)?;
-        }
-        Ok(())
+        Ok((blob, meta))
     }
 
     fn restore_output(
@@ -105,17 +178,21 @@ impl LocalStore {
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(io_err)?;
         }
+        // A run killed in here leaves this temporary behind; the next run removes it
+        // (`leftovers`).
         let tmp = atomic::temp_path_for(&dest);
         let result = (|| -> Result<(), RestoreError> {
             match &out.tree {
                 None => {
-                    let blob = self.verified_blob(&out.hash, hasher)?;
-                    Self::place(&blob, &tmp).map_err(io_err)?;
+                    let (blob, meta) = self.verified_blob(&out.hash, hasher)?;
+                    let exec = meta.permissions().mode() & 0o111 != 0;
+                    let from = fs::File::open(&blob).map_err(io_err)?;
+                    clone_file(&from, &tmp, OUTPUT_MODE[exec_index(exec)]).map_err(io_err)?;
                 }
                 Some(entries) => {
                     fs::create_dir_all(&tmp).map_err(io_err)?;
                     for e in entries {
-                        let blob = self.verified_blob(&e.hash, hasher)?;
+                        let (blob, _) = self.verified_blob(&e.hash, hasher)?;
                         let target = tmp.join(&e.path);
                         if let Some(parent) = target.parent() {
                             fs::create_dir_all(parent).map_err(io_err)?;
@@ -126,7 +203,10 @@ impl LocalStore {
                                 std::os::unix::fs::symlink(text, &target).map_err(io_err)?;
                             }
                             EntryKind::File | EntryKind::Exec => {
-                                Self::place(&blob, &target).map_err(io_err)?
+                                let exec = e.kind == EntryKind::Exec;
+                                let from = fs::File::open(&blob).map_err(io_err)?;
+                                clone_file(&from, &target, OUTPUT_MODE[exec_index(exec)])
+                                    .map_err(io_err)?
                             }
                         }
                     }
@@ -140,6 +220,28 @@ impl LocalStore {
         }
         result
     }
+
+    /// Hashes the blob for `hash` in full, bypassing the memo, which trusts unchanged metadata.
+    fn check_in_full(&self, hash: &ContentHash) -> BlobState {
+        let blob = self.blob_path(hash);
+        match fs::symlink_metadata(&blob) {
+            Ok(meta) if meta.is_file() => match hash_file_bytes(&blob, meta.len()) {
+                Ok(actual) if &actual == hash => BlobState::Sound,
+                _ => BlobState::Corrupt,
+            },
+            Ok(_) => BlobState::Corrupt,
+            Err(_) => BlobState::Missing,
+        }
+    }
+}
+
+/// What `gc --verify` found for one blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlobState {
+    Sound,
+    /// There, but not a regular file, unreadable, or not matching its name.
+    Corrupt,
+    Missing,
 }
 
 impl CacheStore for LocalStore {
@@ -149,20 +251,23 @@ impl CacheStore for LocalStore {
         (rec.format == RECORD_FORMAT && &rec.key == key).then_some(rec)
     }
 
-    fn store(&self, root: &Path, record: &StageRecord) -> io::Result<()> {
+    fn store(&self, root: &Path, record: &StageRecord, hasher: &Hasher) -> io::Result<()> {
         for out in record.outputs.values() {
             let abs = out.path.to_abs(root);
             match &out.tree {
-                None => self.put_blob(&abs, &out.hash)?,
+                None => self.put_blob(&abs, &out.hash, hasher)?,
                 Some(entries) => {
                     for e in entries {
                         let p = abs.join(&e.path);
                         match e.kind {
                             EntryKind::Link => {
                                 let text = fs::read_link(&p)?;
-                                self.put_bytes(text.to_string_lossy().as_bytes(), &e.hash)?;
+                                let bytes = text.to_string_lossy();
+                                self.put_bytes(bytes.as_bytes(), &e.hash, hasher)?;
                             }
-                            EntryKind::File | EntryKind::Exec => self.put_blob(&p, &e.hash)?,
+                            EntryKind::File | EntryKind::Exec => {
+                                self.put_blob(&p, &e.hash, hasher)?
+                            }
                         }
                     }
                 }
@@ -184,41 +289,70 @@ impl CacheStore for LocalStore {
         Ok(())
     }
 
+    fn verify(&self, record: &StageRecord, hasher: &Hasher) -> Result<(), RestoreError> {
+        for hash in blobs_of(record) {
+            self.verified_blob(&hash, hasher)?;
+        }
+        Ok(())
+    }
+
     fn forget(&self, key: &ContentHash) {
         let _ = fs::remove_file(self.record_path(key));
     }
 
-    fn gc(&self, keep: &HashSet<ContentHash>, dry_run: bool) -> io::Result<GcStats> {
+    fn gc(&self, keep: &HashSet<ContentHash>, opts: GcOptions) -> io::Result<GcStats> {
         let mut stats = GcStats::default();
-        let mut live_blobs: HashSet<ContentHash> = HashSet::new();
-        let stages_dir = self.dir.join("stages");
-        if let Ok(rd) = fs::read_dir(&stages_dir) {
+        let mut kept: Vec<(PathBuf, StageRecord)> = Vec::new();
+        let mut doomed: Vec<PathBuf> = Vec::new();
+        if let Ok(rd) = fs::read_dir(self.dir.join("stages")) {
             for entry in rd.flatten() {
-                let path = entry.path();
                 let name = entry.file_name().to_string_lossy().into_owned();
+                // A temporary may belong to a writer that is still alive (`status` does not take
+                // the run lock); `leftovers` removes those whose writer is gone.
+                if atomic::is_temp_name(&name) {
+                    continue;
+                }
                 let key = name.strip_suffix(".json").and_then(ContentHash::parse);
-                let record = key.and_then(|k| self.lookup(&k));
-                match (key, record) {
-                    (Some(k), Some(rec)) if keep.contains(&k) => {
-                        stats.records_kept += 1;
-                        for out in rec.outputs.values() {
-                            match &out.tree {
-                                None => {
-                                    live_blobs.insert(out.hash);
-                                }
-                                Some(t) => live_blobs.extend(t.iter().map(|e| e.hash)),
-                            }
-                        }
-                    }
-                    _ => {
-                        stats.records_removed += 1;
-                        if !dry_run {
-                            fs::remove_file(&path)?;
-                        }
-                    }
+                match key.and_then(|k| self.lookup(&k)) {
+                    Some(rec) if keep.contains(&rec.key) => kept.push((entry.path(), rec)),
+                    _ => doomed.push(entry.path()),
                 }
             }
         }
+        if opts.verify {
+            let mut states: HashMap<ContentHash, BlobState> = HashMap::new();
+            for (_, rec) in &kept {
+                for hash in blobs_of(rec) {
+                    states
+                        .entry(hash)
+                        .or_insert_with(|| self.check_in_full(&hash));
+                }
+            }
+            stats.blobs_verified = states
+                .values()
+                .filter(|s| **s != BlobState::Missing)
+                .count();
+            stats.blobs_corrupt = states
+                .values()
+                .filter(|s| **s == BlobState::Corrupt)
+                .count();
+            kept.retain(|(path, rec)| {
+                let sound = blobs_of(rec).all(|h| states[&h] == BlobState::Sound);
+                if !sound {
+                    stats.records_corrupt += 1;
+                    doomed.push(path.clone());
+                }
+                sound
+            });
+        }
+        stats.records_kept = kept.len();
+        stats.records_removed = doomed.len();
+        if !opts.dry_run {
+            for path in &doomed {
+                fs::remove_file(path)?;
+            }
+        }
+        let live: HashSet<ContentHash> = kept.iter().flat_map(|(_, rec)| blobs_of(rec)).collect();
         let objects = self.dir.join("objects");
         if let Ok(rd) = fs::read_dir(&objects) {
             for prefix in rd.flatten() {
@@ -226,22 +360,155 @@ impl CacheStore for LocalStore {
                     continue;
                 };
                 for blob in inner.flatten() {
-                    let hex = format!(
-                        "{}{}",
-                        prefix.file_name().to_string_lossy(),
-                        blob.file_name().to_string_lossy()
-                    );
-                    let live = ContentHash::parse(&hex).is_some_and(|h| live_blobs.contains(&h));
-                    if !live {
+                    let name = blob.file_name().to_string_lossy().into_owned();
+                    if atomic::is_temp_name(&name) {
+                        continue;
+                    }
+                    let hex = format!("{}{name}", prefix.file_name().to_string_lossy());
+                    let is_live = ContentHash::parse(&hex).is_some_and(|h| live.contains(&h));
+                    if !is_live {
                         stats.blobs_removed += 1;
                         stats.bytes_freed += blob.metadata().map(|m| m.len()).unwrap_or(0);
-                        if !dry_run {
-                            fs::remove_file(blob.path())?;
+                        if !opts.dry_run {
+                            atomic::remove_path(&blob.path())?;
                         }
                     }
                 }
             }
         }
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::WorkPath;
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::MetadataExt;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: PathBuf,
+        store: LocalStore,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let store = LocalStore::new(root.join(".sluice/cache"));
+        Fixture {
+            _dir: dir,
+            root,
+            store,
+        }
+    }
+
+    /// Writes `content` to `rel` and files it as stage `stage`'s only output.
+    fn produce(f: &Fixture, stage: &str, rel: &str, content: &[u8]) -> StageRecord {
+        let abs = f.root.join(rel);
+        fs::create_dir_all(abs.parent().unwrap()).unwrap();
+        fs::write(&abs, content).unwrap();
+        let hash = ContentHash::of(content);
+        let record = StageRecord {
+            format: RECORD_FORMAT,
+            stage: stage.into(),
+            key: ContentHash::of(stage.as_bytes()),
+            outputs: BTreeMap::from([(
+                "o".to_string(),
+                OutputRecord {
+                    path: WorkPath::parse(rel, &f.root).unwrap(),
+                    hash,
+                    tree: None,
+                },
+            )]),
+        };
+        f.store.store(&f.root, &record, &Hasher::default()).unwrap();
+        record
+    }
+
+    #[test]
+    fn storing_over_a_damaged_blob_replaces_it() {
+        let f = fixture();
+        let rec = produce(&f, "s", "out/a", b"fresh output");
+        let blob = f.store.blob_path(&ContentHash::of(b"fresh output"));
+        fs::remove_file(&blob).unwrap();
+        fs::write(&blob, b"fresh").unwrap();
+        let hasher = Hasher::default();
+        assert!(matches!(
+            f.store.verify(&rec, &hasher),
+            Err(RestoreError::Corrupt(_))
+        ));
+        f.store.store(&f.root, &rec, &hasher).unwrap();
+        assert_eq!(fs::read(&blob).unwrap(), b"fresh output");
+        f.store.verify(&rec, &hasher).unwrap();
+    }
+
+    #[test]
+    fn an_output_that_changed_after_it_was_hashed_is_not_stored() {
+        let f = fixture();
+        let rec = produce(&f, "s", "out/a", b"as hashed");
+        fs::remove_dir_all(f.root.join(".sluice")).unwrap();
+        fs::write(f.root.join("out/a"), b"rewritten").unwrap();
+        let err = f
+            .store
+            .store(&f.root, &rec, &Hasher::default())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("changed while it was being stored"),
+            "{err}"
+        );
+        assert!(!f.store.blob_path(&ContentHash::of(b"as hashed")).exists());
+        assert!(f.store.lookup(&rec.key).is_none());
+    }
+
+    #[test]
+    fn a_restored_output_is_a_writable_file_of_its_own() {
+        let f = fixture();
+        let rec = produce(&f, "s", "out/a", b"content");
+        let out = f.root.join("out/a");
+        fs::remove_file(&out).unwrap();
+        f.store.restore(&f.root, &rec, &Hasher::default()).unwrap();
+        let blob = f.store.blob_path(&ContentHash::of(b"content"));
+        let (o, b) = (fs::metadata(&out).unwrap(), fs::metadata(&blob).unwrap());
+        assert_ne!(o.ino(), b.ino());
+        assert_eq!(b.mode() & 0o222, 0, "blobs are read-only");
+        assert_ne!(o.mode() & 0o200, 0, "restored outputs are not");
+        fs::write(&out, b"edited").unwrap();
+        assert_eq!(fs::read(&blob).unwrap(), b"content");
+    }
+
+    #[test]
+    fn gc_verify_drops_every_record_that_names_a_damaged_blob() {
+        let f = fixture();
+        let a = produce(&f, "a", "out/a", b"shared");
+        let b = produce(&f, "b", "out/b", b"shared");
+        let c = produce(&f, "c", "out/c", b"sound");
+        let keep: HashSet<ContentHash> = [a.key, b.key, c.key].into();
+        let blob = f.store.blob_path(&ContentHash::of(b"shared"));
+        fs::remove_file(&blob).unwrap();
+        fs::write(&blob, b"SHARED").unwrap();
+
+        let plain = f.store.gc(&keep, GcOptions::default()).unwrap();
+        assert_eq!((plain.records_removed, plain.blobs_removed), (0, 0));
+        let opts = GcOptions {
+            dry_run: true,
+            verify: true,
+        };
+        let dry = f.store.gc(&keep, opts).unwrap();
+        assert_eq!((dry.blobs_verified, dry.blobs_corrupt), (2, 1));
+        assert_eq!((dry.records_corrupt, dry.records_removed), (2, 2));
+        assert!(f.store.lookup(&a.key).is_some() && blob.exists());
+
+        let opts = GcOptions {
+            dry_run: false,
+            verify: true,
+        };
+        let done = f.store.gc(&keep, opts).unwrap();
+        assert_eq!((done.records_removed, done.blobs_removed), (2, 1));
+        assert!(f.store.lookup(&a.key).is_none() && f.store.lookup(&b.key).is_none());
+        assert!(f.store.lookup(&c.key).is_some() && !blob.exists());
+        f.store.verify(&c, &Hasher::default()).unwrap();
     }
 }

@@ -1,6 +1,7 @@
 //! The cache: stage records (key → output hashes) and the content-addressed blobs they name,
 //! behind the `CacheStore` trait so that a remote store can sit beside the local directory later.
 
+mod copy;
 mod local;
 
 pub use local::LocalStore;
@@ -45,20 +46,42 @@ pub enum RestoreError {
     },
 }
 
+/// What `gc` does besides dropping unreferenced entries.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GcOptions {
+    /// Count what would go; remove nothing.
+    pub dry_run: bool,
+    /// Hash every blob a kept record names, in full (not through the memo), and drop the ones
+    /// whose content does not match their name, with the records that name them.
+    pub verify: bool,
+}
+
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct GcStats {
+    /// Records removed, including `records_corrupt`.
     pub records_removed: usize,
     pub records_kept: usize,
+    /// Blobs removed, including `blobs_corrupt`.
     pub blobs_removed: usize,
     pub bytes_freed: u64,
+    /// With `verify`: blobs hashed.
+    pub blobs_verified: usize,
+    /// With `verify`: blobs whose content does not match their name.
+    pub blobs_corrupt: usize,
+    /// With `verify`: otherwise kept records that name a corrupt or missing blob.
+    pub records_corrupt: usize,
+    /// Temporary files and directories of killed runs (see `leftovers`).
+    pub temps_removed: usize,
 }
 
 /// Where stage records and blobs live.
 pub trait CacheStore: Send + Sync {
     /// The record for `key`, if there is one that parses.
     fn lookup(&self, key: &ContentHash) -> Option<StageRecord>;
-    /// Files the outputs' content, then the record, so a record never names a missing blob.
-    fn store(&self, root: &Path, record: &StageRecord) -> std::io::Result<()>;
+    /// Files the outputs' content, then the record, so a record never names a missing blob. A
+    /// blob already filed under an output's hash is kept only if its content (checked through
+    /// `hasher`) matches; otherwise the output replaces it.
+    fn store(&self, root: &Path, record: &StageRecord, hasher: &Hasher) -> std::io::Result<()>;
     /// Puts a record's outputs in place, verifying every blob.
     fn restore(
         &self,
@@ -66,8 +89,11 @@ pub trait CacheStore: Send + Sync {
         record: &StageRecord,
         hasher: &Hasher,
     ) -> Result<(), RestoreError>;
+    /// Checks, without restoring, that every blob a record names is there and matches its
+    /// hash (through `hasher`'s memo: a `stat` for a blob unchanged since it was last hashed).
+    fn verify(&self, record: &StageRecord, hasher: &Hasher) -> Result<(), RestoreError>;
     /// Drops a record (after it proved corrupt).
     fn forget(&self, key: &ContentHash);
-    /// Removes every record not in `keep` and every blob no kept record names.
-    fn gc(&self, keep: &HashSet<ContentHash>, dry_run: bool) -> std::io::Result<GcStats>;
+    /// Removes every record not in `keep` and every blob no kept record names (see `GcOptions`).
+    fn gc(&self, keep: &HashSet<ContentHash>, opts: GcOptions) -> std::io::Result<GcStats>;
 }
