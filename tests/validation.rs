@@ -65,9 +65,9 @@ fn wrong_types_are_named() {
         &[
             "`needs` must be a list of stage names",
             "sluice.yaml:4:12",
-            "expected a whole number, found a string",
+            "`cpus` must be a whole number from 1 to 1024, found the text `many`",
             "sluice.yaml:5:23",
-            "cannot read `soon` as a duration",
+            "`timeout` must be a duration, found `soon`",
             "sluice.yaml:6:14",
         ],
     );
@@ -381,4 +381,235 @@ fn an_unresolved_reference_in_with_is_one_error_not_two() {
         ],
     );
     assert!(!e.contains("must be a whole number"), "{e}");
+}
+
+/// Runs `sluice ARGS` on the workspace, failing the test instead of hanging when sluice does not
+/// finish, and checks that it refused the pipeline (exit 2) without running anything.
+fn refused(ws: &Ws, args: &[&str]) -> String {
+    let r = wait_child(ws.spawn(args), LONG);
+    assert_eq!(
+        r.code, 2,
+        "expected exit 2 from {args:?}\nstderr:\n{}",
+        r.stderr
+    );
+    assert!(
+        !ws.exists("out"),
+        "an invalid pipeline must not run anything"
+    );
+    assert!(!ws.exists("sluice.lock"));
+    r.stderr
+}
+
+/// A `clean` stage whose filter is `filter`, on line 6, column 15.
+fn clean_with_filter(filter: &str) -> Ws {
+    let ws = Ws::new();
+    ws.write("data.csv", "a\n1\n").pipeline(&format!(
+        "stages:\n  c:\n    uses: clean\n    inputs: {{table: data.csv}}\n    with:\n      filter: \"{filter}\"\n"
+    ));
+    ws
+}
+
+#[test]
+fn deeply_nested_filters_are_refused_when_validating() {
+    let deep = |n: usize| format!("{}a > 1{}", "(".repeat(n), ")".repeat(n));
+    let ws = clean_with_filter(&deep(5_000));
+    for cmd in ["run", "dag", "status"] {
+        let e = refused(&ws, &[cmd]);
+        has(
+            &e,
+            &[
+                "stage `c`: `filter`: the filter nests parentheses and `not` more than 64 deep at position 65",
+                "--> sluice.yaml:6:15",
+            ],
+        );
+    }
+    let ws = clean_with_filter(&deep(20_000));
+    has(&refused(&ws, &["status"]), &["more than 64 deep"]);
+    let ws = clean_with_filter(&format!("{}a > 1", "not ".repeat(100_000)));
+    has(
+        &refused(&ws, &["run"]),
+        &[
+            "the filter nests parentheses and `not` more than 64 deep at position 257",
+            "--> sluice.yaml:6:15",
+        ],
+    );
+    // Sixty-four levels are still fine, and a long flat chain is no nesting at all.
+    let ws = clean_with_filter(&deep(64));
+    wait_child(ws.spawn(&["dag"]), LONG).assert_ok();
+    let ws = clean_with_filter(&vec!["a > 1"; 20_000].join(" and "));
+    wait_child(ws.spawn(&["dag"]), LONG).assert_ok();
+}
+
+#[test]
+fn huge_timeouts_are_out_of_range_not_a_crash() {
+    for (t, col) in [("1e300", 14), ("99999999999999999999d", 14), ("0", 14)] {
+        let ws = Ws::new();
+        ws.pipeline(&format!("stages:\n  a:\n    run: echo\n    timeout: {t}\n"));
+        for cmd in ["run", "dag"] {
+            let e = refused(&ws, &[cmd]);
+            has(
+                &e,
+                &[
+                    &format!("`timeout` must be from 1ms to 365d, found `{t}`"),
+                    &format!("--> sluice.yaml:4:{col}"),
+                    "help: write e.g. `30m`, `12h` or `7d`",
+                ],
+            );
+        }
+    }
+}
+
+#[test]
+fn thousands_of_errors_are_located_and_the_rest_counted() {
+    let ws = Ws::new();
+    let mut yaml = String::from("stages:\n");
+    for i in 0..2_000 {
+        yaml.push_str(&format!("  s{i}: {{run: echo, inptus: {{}}}}\n"));
+    }
+    ws.pipeline(&yaml);
+    let e = refused(&ws, &["dag"]);
+    assert_eq!(
+        e.matches("error: unknown stage key `inptus`").count(),
+        100,
+        "{e}"
+    );
+    has(
+        &e,
+        &[
+            "--> sluice.yaml:2:19",
+            // The hundredth, located as exactly as the first.
+            "--> sluice.yaml:101:20",
+            "101 |   s99: {run: echo, inptus: {}}",
+            "... and 1900 more errors (the first 100 are shown above)",
+            "error: sluice.yaml has 2000 problems; nothing was run",
+        ],
+    );
+    assert!(!e.contains("s100:"), "only the first 100 are printed: {e}");
+}
+
+#[test]
+fn an_output_that_is_a_symlink_out_of_the_workspace_is_refused() {
+    let ws = Ws::new();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("precious.txt");
+    std::fs::write(&target, "keep me").unwrap();
+    std::fs::create_dir_all(ws.path("res")).unwrap();
+    std::os::unix::fs::symlink(&target, ws.path("res/o.txt")).unwrap();
+    ws.pipeline("stages:\n  a: {run: 'echo x > ${{ outputs.o }}', outputs: {o: res/o.txt}}\n");
+    let r = wait_child(ws.spawn(&["run"]), LONG);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    has(
+        &r.stderr,
+        &[
+            &format!(
+                "output `o` (`res/o.txt`) is a symbolic link to `{}`, outside the workspace",
+                target.display()
+            ),
+            "--> sluice.yaml:2:54",
+            "remove the link `res/o.txt`",
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    let link = std::fs::symlink_metadata(ws.path("res/o.txt")).unwrap();
+    assert!(link.file_type().is_symlink(), "the link is left alone");
+    // A link that stays inside the workspace is replaced by the output, as before.
+    ws.write("inside.txt", "old");
+    std::fs::remove_file(ws.path("res/o.txt")).unwrap();
+    std::os::unix::fs::symlink(ws.path("inside.txt"), ws.path("res/o.txt")).unwrap();
+    ws.run(&[]).assert_ok();
+    assert_eq!(ws.read("res/o.txt"), "x\n");
+    assert_eq!(ws.read("inside.txt"), "old");
+}
+
+#[test]
+fn numbers_too_large_say_what_was_expected() {
+    let e = invalid(
+        "params:\n  big: 340282366920938463463374607431768211455\nstages:\n  a:\n    run: echo\n    resources: {cpus: 18446744073709551615, gpus: 18446744073709551616}\n",
+    );
+    has(
+        &e,
+        &[
+            "error: the number `340282366920938463463374607431768211455` is too large: whole numbers go from -9223372036854775808 to 18446744073709551615",
+            "--> sluice.yaml:2:8",
+            "help: if it is meant as text, quote it: `\"340282366920938463463374607431768211455\"`",
+            "error: `cpus` must be a whole number from 1 to 1024, found `18446744073709551615`",
+            "--> sluice.yaml:6:23",
+            "error: the number `18446744073709551616` is too large",
+            "--> sluice.yaml:6:51",
+            "sluice.yaml has 3 problems",
+        ],
+    );
+    assert!(!e.contains("u128") && !e.contains("any YAML value"), "{e}");
+    // `gpus` gets no second error about the null it stands as.
+    assert!(!e.contains("`gpus` must be"), "{e}");
+    let e = invalid("stages:\n  a:\n    run: echo\n    resources: {gpus: 2000}\n");
+    has(
+        &e,
+        &["`gpus` must be a whole number from 0 to 1024, found `2000`"],
+    );
+}
+
+#[test]
+fn yaml_nesting_aliases_tags_and_size_are_bounded() {
+    let nested = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+    let e = invalid(&format!(
+        "stages:\n  a:\n    run: echo\n    with: {{x: {nested}}}\n"
+    ));
+    has(
+        &e,
+        &[
+            "error: values nest deeper than 64 levels",
+            "--> sluice.yaml:4:",
+            "help: a pipeline needs only a few levels",
+        ],
+    );
+    let e = invalid(&format!("stages:\n  a: {}\n", "[".repeat(1_000_000)));
+    has(
+        &e,
+        &["values nest deeper than 64 levels", "--> sluice.yaml:2:"],
+    );
+    let mut laughs =
+        String::from("params:\n  x0: &x0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..10 {
+        let p = i - 1;
+        laughs.push_str(&format!(
+            "  x{i}: &x{i} [*x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}]\n"
+        ));
+    }
+    let ws = Ws::new();
+    ws.pipeline(&format!("{laughs}stages:\n  a: {{run: echo}}\n"));
+    has(
+        &refused(&ws, &["run"]),
+        &[
+            "error: the file expands to more than 2000000 values",
+            "aliases (`*name`)",
+        ],
+    );
+    let e = invalid("stages:\n  a: {run: !shell echo}\n");
+    has(
+        &e,
+        &["YAML tag `!shell` is not supported", "--> sluice.yaml:2:12"],
+    );
+    // A file beyond 16 MiB is refused before it is parsed.
+    let ws = Ws::new();
+    let filler = format!("# {}\n", "x".repeat(1_000));
+    ws.pipeline(&format!(
+        "stages:\n  a: {{run: echo}}\n{}",
+        filler.repeat(17 * 1_024)
+    ));
+    has(
+        &refused(&ws, &["dag"]),
+        &["error: pipeline file `sluice.yaml` is larger than 16 MiB"],
+    );
+    // So is a `--set` value beyond 64 KiB; a deeply nested one is taken as text.
+    let ws = Ws::new();
+    ws.pipeline("params: {p: 1}\nstages:\n  a: {run: 'echo ${{ params.p }} > ${{ outputs.o }}', outputs: [o]}\n");
+    let long = format!("p={}", "y".repeat(70_000));
+    has(
+        &refused(&ws, &["run", "--set", &long]),
+        &["`--set p=...` is 70000 bytes long; a value may have at most 65536"],
+    );
+    let deep = format!("p={}", "[".repeat(50_000));
+    wait_child(ws.spawn(&["run", "--set", &deep]), LONG).assert_ok();
+    assert_eq!(ws.read("out/sluice/a/o").trim(), "[".repeat(50_000));
 }

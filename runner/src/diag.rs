@@ -52,12 +52,16 @@ pub struct Diagnostics {
     pub items: Vec<Diagnostic>,
 }
 
+/// How many diagnostics are printed in full; the rest are counted. A generated pipeline with a
+/// systematic mistake can have thousands, and the first hundred show the pattern.
+pub const SHOWN: usize = 100;
+
 impl Diagnostics {
-    /// Renders every diagnostic the way a compiler would.
+    /// Renders the first [`SHOWN`] diagnostics the way a compiler would, then counts the rest.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let lines: Vec<&str> = self.source.lines().collect();
-        for d in &self.items {
+        for d in self.items.iter().take(SHOWN) {
             let _ = writeln!(out, "error: {}", d.message);
             match d.location {
                 Some(loc) => {
@@ -65,11 +69,12 @@ impl Diagnostics {
                     if let Some(text) = lines.get(loc.line.saturating_sub(1)) {
                         let num = loc.line.to_string();
                         let pad = " ".repeat(num.len());
+                        let (text, column) = excerpt(text, loc.column);
                         let _ = writeln!(out, "{pad} |");
                         let _ = writeln!(out, "{num} | {text}");
                         let caret_pad: String = text
                             .chars()
-                            .take(loc.column.saturating_sub(1))
+                            .take(column.saturating_sub(1))
                             .map(|c| if c == '\t' { '\t' } else { ' ' })
                             .collect();
                         let _ = writeln!(out, "{pad} | {caret_pad}^");
@@ -85,6 +90,14 @@ impl Diagnostics {
             out.push('\n');
         }
         let n = self.items.len();
+        if n > SHOWN {
+            let rest = n - SHOWN;
+            let _ = writeln!(
+                out,
+                "... and {rest} more error{} (the first {SHOWN} are shown above)\n",
+                if rest == 1 { "" } else { "s" }
+            );
+        }
         let _ = writeln!(
             out,
             "error: {} has {n} problem{}; nothing was run",
@@ -93,6 +106,28 @@ impl Diagnostics {
         );
         out
     }
+}
+
+/// The most characters of a source line shown; a longer line is cut around the column.
+const LINE_CHARS: usize = 120;
+
+/// The part of `line` shown for `column` (1-based, in characters), and the column within it.
+fn excerpt(line: &str, column: usize) -> (String, usize) {
+    let len = line.chars().count();
+    if len <= LINE_CHARS {
+        return (line.to_string(), column);
+    }
+    let start = column.saturating_sub(LINE_CHARS / 2).min(len - LINE_CHARS);
+    let mut text: String = line.chars().skip(start).take(LINE_CHARS).collect();
+    let mut column = column - start;
+    if start > 0 {
+        text.insert(0, '…');
+        column += 1;
+    }
+    if start + LINE_CHARS < len {
+        text.push('…');
+    }
+    (text, column)
 }
 
 /// "did you mean `x`?" for the closest candidate, when one is close enough to be a typo.
@@ -113,6 +148,18 @@ pub fn did_you_mean<'a, I: IntoIterator<Item = &'a str>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_lines_are_cut_around_the_column() {
+        let line = format!("k: {}", "x".repeat(10_000));
+        let (text, column) = excerpt(&line, 4);
+        assert_eq!((text.chars().count(), column), (LINE_CHARS + 1, 4));
+        assert!(text.starts_with("k: x") && text.ends_with('…'));
+        let (text, column) = excerpt(&line, 5_000);
+        assert_eq!(text.chars().nth(column - 1), Some('x'));
+        assert!(text.starts_with('…') && text.ends_with('…'));
+        assert_eq!(excerpt("short", 3), ("short".to_string(), 3));
+    }
 
     #[test]
     fn suggests_close_names() {

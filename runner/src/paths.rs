@@ -3,7 +3,9 @@
 //!
 //! Containment is checked twice: lexically at validation time, and against the resolved file
 //! system (symlinks followed) both at validation and right before anything is written, because a
-//! symlink can appear between the two.
+//! symlink can appear between the two. An output that is itself a symbolic link pointing outside
+//! the workspace is refused as well: sluice would replace the link rather than write through it,
+//! but a link there says the user expects the data to land outside, which it never will.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -81,9 +83,29 @@ impl fmt::Display for WorkPath {
 }
 
 /// Checks that the directory `path` will be written into, with every symlink on its existing
-/// prefix resolved, stays inside `root` (which must already be canonical). The leaf itself is
-/// not followed: sluice removes an output (a link, not its target) before writing it.
+/// prefix resolved, stays inside `root` (which must already be canonical), and that `path` is
+/// not itself a symbolic link pointing outside `root`.
 pub fn resolves_inside(root: &Path, path: &WorkPath) -> bool {
+    parent_resolves_inside(root, path) && leaf_link_outside(root, path).is_none()
+}
+
+/// Where the output `path` points when it is a symbolic link whose target lies outside `root`.
+pub fn leaf_link_outside(root: &Path, path: &WorkPath) -> Option<PathBuf> {
+    let abs = path.to_abs(root);
+    let target = std::fs::read_link(&abs).ok()?;
+    let joined = match abs.parent() {
+        Some(parent) if target.is_relative() => parent.join(&target),
+        _ => target.clone(),
+    };
+    let inside = match std::fs::canonicalize(&joined) {
+        Ok(real) => real.starts_with(root),
+        // A dangling link still names a place: judge its text.
+        Err(_) => lexically_inside(root, &joined),
+    };
+    (!inside).then_some(target)
+}
+
+fn parent_resolves_inside(root: &Path, path: &WorkPath) -> bool {
     let abs = path.to_abs(root);
     let Some(parent) = abs.parent() else {
         return false;
@@ -122,6 +144,15 @@ pub fn resolves_inside(root: &Path, path: &WorkPath) -> bool {
     }
 }
 
+/// How an output path leaves the workspace through a symbolic link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Escape {
+    /// A directory above the output is a link that resolves outside.
+    Parent,
+    /// The output itself is a link to this target, outside.
+    Leaf(PathBuf),
+}
+
 /// `resolves_inside` for many paths at once, remembering directories already known to be real
 /// (not symlinks) and inside the root, so that a thousand outputs under `out/` cost a couple of
 /// `lstat`s each rather than a full `realpath`.
@@ -138,9 +169,8 @@ impl<'a> Containment<'a> {
         }
     }
 
-    /// Only the directories above the leaf are examined: a leaf that is a symlink is harmless,
-    /// because sluice removes an output (the link itself, not its target) before writing it.
-    pub fn check(&mut self, path: &WorkPath) -> bool {
+    /// `None` when `path` stays inside the workspace.
+    pub fn check(&mut self, path: &WorkPath) -> Option<Escape> {
         let mut prefix = self.root.to_path_buf();
         let all: Vec<&str> = path.as_str().split('/').collect();
         let parts = &all[..all.len() - 1];
@@ -151,16 +181,21 @@ impl<'a> Containment<'a> {
             }
             match std::fs::symlink_metadata(&prefix) {
                 // Nothing below a missing component can be a link yet.
-                Err(_) => return true,
-                Ok(m) if m.file_type().is_symlink() => return resolves_inside(self.root, path),
+                Err(_) => return None,
+                Ok(m) if m.file_type().is_symlink() => {
+                    if !parent_resolves_inside(self.root, path) {
+                        return Some(Escape::Parent);
+                    }
+                    break;
+                }
                 Ok(m) if m.is_dir() => {
                     self.known_dirs.insert(prefix.clone());
                 }
                 // A file where a directory should be: writing will fail with a clear error.
-                Ok(_) => return true,
+                Ok(_) => return None,
             }
         }
-        true
+        leaf_link_outside(self.root, path).map(Escape::Leaf)
     }
 }
 

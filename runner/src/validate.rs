@@ -4,11 +4,12 @@
 
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics};
 use crate::graph::StageGraph;
-use crate::paths::{Containment, PathProblem, WorkPath};
+use crate::paths::{Containment, Escape, PathProblem, WorkPath};
 use crate::pipeline::{Input, Output, Pipeline, StageDef, StageId, StageKind};
-use crate::spec::locate::locate;
+use crate::spec::locate::Index;
 use crate::spec::raw::{parse_raw, Problems, RawStage};
 use crate::spec::template::{self, Piece, Ref};
+use crate::spec::yaml::{read_yaml, MAX_FILE_BYTES};
 use crate::spec::YPath;
 use crate::stage::StageRegistry;
 use serde_json::Value as Json;
@@ -37,23 +38,21 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    #[error("pipeline file `{path}` is larger than {} MiB\n  = help: a pipeline file holds stage definitions, not data; keep data in files the stages read", MAX_FILE_BYTES / (1024 * 1024))]
+    TooLarge { path: String },
     #[error("{}", .0.render())]
     Invalid(Diagnostics),
 }
 
+/// The longest `--set` value, in bytes.
+pub const MAX_SET_BYTES: usize = 64 * 1024;
+
 /// Reads, parses and validates a pipeline file.
 pub fn load(opts: &LoadOptions<'_>) -> Result<Pipeline, LoadError> {
-    let source = std::fs::read_to_string(opts.file).map_err(|e| LoadError::Read {
-        path: opts.display.clone(),
-        source: e,
-    })?;
+    let source = read_source(opts)?;
     let file = std::path::absolute(opts.file).unwrap_or_else(|_| opts.file.to_path_buf());
     let (raw, mut problems) = parse_raw(&source);
-    let pipeline = if problems
-        .0
-        .iter()
-        .any(|p| p.diag.message.starts_with("invalid YAML"))
-    {
+    let pipeline = if problems.is_fatal() {
         None
     } else {
         Validator {
@@ -65,14 +64,20 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Pipeline, LoadError> {
     match pipeline {
         Some(p) if problems.is_empty() => Ok(p),
         _ => {
+            // One pass over the file positions every problem, however many there are.
+            let index = problems
+                .0
+                .iter()
+                .any(|p| p.diag.location.is_none() && p.path.is_some())
+                .then(|| Index::build(&source));
             let mut items: Vec<Diagnostic> = problems
                 .0
                 .into_iter()
                 .map(|p| {
-                    let loc = p
-                        .diag
-                        .location
-                        .or_else(|| p.path.as_ref().and_then(|path| locate(&source, path)));
+                    let loc = p.diag.location.or_else(|| {
+                        let path = p.path.as_ref()?;
+                        index.as_ref()?.locate(path)
+                    });
                     p.diag.at(loc)
                 })
                 .collect();
@@ -88,6 +93,34 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Pipeline, LoadError> {
             }))
         }
     }
+}
+
+/// The file's text, refusing files beyond [`MAX_FILE_BYTES`] before reading them whole.
+fn read_source(opts: &LoadOptions<'_>) -> Result<String, LoadError> {
+    use std::io::Read as _;
+    let read_err = |e| LoadError::Read {
+        path: opts.display.clone(),
+        source: e,
+    };
+    let f = std::fs::File::open(opts.file).map_err(read_err)?;
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(LoadError::TooLarge {
+            path: opts.display.clone(),
+        });
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it is not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        ))
+    })
 }
 
 struct Validator<'a, 'b> {
@@ -160,8 +193,21 @@ impl Validator<'_, '_> {
                 );
                 continue;
             }
-            let parsed: serde_yaml::Value =
-                serde_yaml::from_str(v).unwrap_or(serde_yaml::Value::String(v.clone()));
+            if v.len() > MAX_SET_BYTES {
+                self.problems.push_unlocated(
+                    format!(
+                        "`--set {k}=...` is {} bytes long; a value may have at most {MAX_SET_BYTES}",
+                        v.len()
+                    ),
+                    Some("keep large values in a file and pass its path".into()),
+                );
+                continue;
+            }
+            // A value that does not read as YAML within bounds is taken as the text given.
+            let parsed = match read_yaml(v) {
+                Ok((parsed, too_large)) if too_large.is_empty() => parsed,
+                _ => serde_yaml::Value::String(v.clone()),
+            };
             let j = serde_json::to_value(parsed).unwrap_or(Json::String(v.clone()));
             params.insert(k.clone(), j);
         }
@@ -296,12 +342,18 @@ impl Validator<'_, '_> {
                 }
             }
             let timeout = s.timeout.as_ref().and_then(|t| match parse_duration(t) {
-                Some(d) => Some(d),
-                None => {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    let help = match e {
+                        DurationError::Unreadable => {
+                            "write e.g. `90s`, `10m`, `1h30m`, `2d` or a number of seconds"
+                        }
+                        DurationError::OutOfRange => "write e.g. `30m`, `12h` or `7d`",
+                    };
                     self.problems.push(
                         &s.path.k("timeout"),
-                        format!("cannot read `{t}` as a duration"),
-                        Some("write e.g. `90s`, `10m`, `1h30m` or a number of seconds".into()),
+                        format!("`timeout` {e}, found `{}`", truncate(t, 40)),
+                        Some(help.into()),
                     );
                     None
                 }
@@ -583,15 +635,29 @@ impl Validator<'_, '_> {
                     );
                     None
                 }
-                Some(wp) if !containment.check(&wp) => {
-                    self.problems.push(
-                        &ypath,
-                        format!("output `{n}` (`{wp}`) resolves outside the workspace through a symbolic link"),
-                        Some("outputs must stay inside the workspace; write somewhere else or remove the link".into()),
-                    );
-                    None
-                }
-                other => other,
+                Some(wp) => match containment.check(&wp) {
+                    None => Some(wp),
+                    Some(Escape::Parent) => {
+                        self.problems.push(
+                            &ypath,
+                            format!("output `{n}` (`{wp}`) resolves outside the workspace through a symbolic link"),
+                            Some("outputs must stay inside the workspace; write somewhere else or remove the link".into()),
+                        );
+                        None
+                    }
+                    Some(Escape::Leaf(target)) => {
+                        self.problems.push(
+                            &ypath,
+                            format!(
+                                "output `{n}` (`{wp}`) is a symbolic link to `{}`, outside the workspace",
+                                target.display()
+                            ),
+                            Some(format!("outputs must stay inside the workspace; remove the link `{wp}` (sluice would replace it, not write through it)")),
+                        );
+                        None
+                    }
+                },
+                None => None,
             };
             // An invalid output still gets a (never used) path, so that references to it do not
             // cascade into more errors.
@@ -982,11 +1048,35 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
-/// `90s`, `10m`, `1h30m`, `500ms`, `2.5s` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
+/// The shortest and longest timeouts: a timeout is added to the current instant, and a year is
+/// far beyond any stage yet far from where that addition overflows.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 86_400);
+
+/// Why a `timeout` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("must be a duration")]
+    Unreadable,
+    #[error("must be from 1ms to 365d")]
+    OutOfRange,
+}
+
+/// `90s`, `10m`, `1h30m`, `500ms`, `2.5s` or a bare number of seconds, from [`MIN_TIMEOUT`] to
+/// [`MAX_TIMEOUT`].
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let secs = seconds(s.trim()).ok_or(DurationError::Unreadable)?;
+    // Compared as floats first: `Duration::from_secs_f64` panics on values it cannot hold.
+    if !(secs >= MIN_TIMEOUT.as_secs_f64() && secs <= MAX_TIMEOUT.as_secs_f64()) {
+        return Err(DurationError::OutOfRange);
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The number of seconds a duration's text stands for (possibly infinite or zero).
+fn seconds(s: &str) -> Option<f64> {
     if let Ok(secs) = s.parse::<f64>() {
-        return (secs > 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs));
+        return (!secs.is_nan()).then_some(secs);
     }
     let mut total = 0f64;
     let mut num = String::new();
@@ -1015,10 +1105,18 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         num.clear();
         any = true;
     }
-    if !num.is_empty() || !any || total <= 0.0 {
+    if !num.is_empty() || !any {
         return None;
     }
-    Some(Duration::from_secs_f64(total))
+    Some(total)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
 }
 
 #[cfg(test)]
@@ -1027,12 +1125,28 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("ten"), None);
-        assert_eq!(parse_duration("10x"), None);
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("365d"), Ok(MAX_TIMEOUT));
+        assert_eq!(parse_duration("ten"), Err(DurationError::Unreadable));
+        assert_eq!(parse_duration("10x"), Err(DurationError::Unreadable));
+        assert_eq!(parse_duration("NaN"), Err(DurationError::Unreadable));
+        for huge in ["1e300", "99999999999999999999d", "inf", "1e400", "366d"] {
+            assert_eq!(
+                parse_duration(huge),
+                Err(DurationError::OutOfRange),
+                "{huge}"
+            );
+        }
+        for tiny in ["0", "-5", "0.0001", "0s", "-inf"] {
+            assert_eq!(
+                parse_duration(tiny),
+                Err(DurationError::OutOfRange),
+                "{tiny}"
+            );
+        }
     }
 
     #[test]

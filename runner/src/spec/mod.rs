@@ -4,6 +4,7 @@
 pub mod locate;
 pub mod raw;
 pub mod template;
+pub mod yaml;
 
 pub use locate::{Seg, YPath};
 pub use raw::{parse_raw, RawPipeline, RawStage};

@@ -2,7 +2,8 @@
 //! every problem collected rather than stopping at the first one. Nothing here resolves names:
 //! that is `validate`'s job.
 
-use super::locate::YPath;
+use super::locate::{Seg, YPath};
+use super::yaml::read_yaml;
 use crate::diag::{did_you_mean, Diagnostic};
 use serde_yaml::Value;
 
@@ -14,10 +15,22 @@ pub struct Pending {
 }
 
 #[derive(Debug, Default)]
-pub struct Problems(pub Vec<Pending>);
+pub struct Problems(pub Vec<Pending>, Quiet);
+
+/// What decides which problems are worth reporting besides the ones already found.
+#[derive(Debug, Default)]
+struct Quiet {
+    /// The file could not be read as YAML at all: there is nothing to validate.
+    fatal: bool,
+    /// Paths of numbers too large to read: other problems there would only repeat that.
+    too_large: Vec<Vec<Seg>>,
+}
 
 impl Problems {
     pub fn push(&mut self, path: &YPath, message: impl Into<String>, help: Option<String>) {
+        if self.1.too_large.iter().any(|t| path.segs.starts_with(t)) {
+            return;
+        }
         self.0.push(Pending {
             diag: Diagnostic::new(message).help_opt(help),
             path: Some(path.clone()),
@@ -31,6 +44,10 @@ impl Problems {
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+    /// True when the file is not YAML (or not within bounds) and nothing further was checked.
+    pub fn is_fatal(&self) -> bool {
+        self.1.fatal
     }
 }
 
@@ -88,34 +105,41 @@ const RESOURCE_KEYS: &[&str] = &["cpus", "gpus"];
 /// Parses YAML text. A syntax error is returned as the only problem.
 pub fn parse_raw(source: &str) -> (RawPipeline, Problems) {
     let mut problems = Problems::default();
-    let doc: Value = match serde_yaml::from_str(source) {
-        Ok(v) => v,
-        Err(e) => {
-            let loc = e.location().map(|l| crate::diag::Location {
-                line: l.line(),
-                column: l.column(),
-            });
-            let msg = e.to_string();
-            // serde_yaml appends " at line X column Y"; the location is rendered separately.
-            let msg = match msg.find(" at line ") {
-                Some(i) => msg[..i].to_string(),
-                None => msg,
-            };
+    let doc = match read_yaml(source) {
+        Ok((doc, too_large)) => {
+            for t in too_large {
+                problems.push(
+                    &YPath {
+                        segs: t.path.clone(),
+                        key: false,
+                    },
+                    t.message(),
+                    Some(t.help()),
+                );
+                problems.1.too_large.push(t.path);
+            }
+            doc
+        }
+        Err(fatal) => {
             // `{a: ${{ x }}}`: in YAML's flow style the braces of an unquoted expression end
-            // the mapping early, the commonest way to meet this error.
-            let on_line = loc
+            // the mapping early, the commonest way to meet a syntax error.
+            let on_line = fatal
+                .location
                 .as_ref()
                 .and_then(|l| source.lines().nth(l.line.saturating_sub(1)))
                 .unwrap_or("");
-            let help = (on_line.contains("${{") && on_line.contains('{')).then(|| {
-                "an unquoted `${{ ... }}` inside `{ ... }` ends the mapping early; quote it: `\"${{ params.x }}\"`, or write the mapping one key per line".to_string()
+            let help = fatal.help.or_else(|| {
+                (on_line.contains("${{") && on_line.contains('{')).then(|| {
+                    "an unquoted `${{ ... }}` inside `{ ... }` ends the mapping early; quote it: `\"${{ params.x }}\"`, or write the mapping one key per line".to_string()
+                })
             });
             problems.0.push(Pending {
-                diag: Diagnostic::new(format!("invalid YAML: {msg}"))
-                    .at(loc)
+                diag: Diagnostic::new(fatal.message)
+                    .at(fatal.location)
                     .help_opt(help),
                 path: None,
             });
+            problems.1.fatal = true;
             return (RawPipeline::default(), problems);
         }
     };
@@ -311,15 +335,12 @@ fn stage(name: &str, v: &Value, path: &YPath, problems: &mut Problems) -> Option
         if let Some(rm) = as_map(v, &p, "`resources`", problems) {
             check_keys(rm, &p, RESOURCE_KEYS, "resource", problems);
             if let Some(c) = rm.get("cpus") {
-                if let Some(n) = count(c, &p.k("cpus"), problems) {
-                    if n == 0 {
-                        problems.push(&p.k("cpus"), "`cpus` must be at least 1", None);
-                    }
-                    s.cpus = n.max(1);
+                if let Some(n) = count(c, &p.k("cpus"), "cpus", 1, problems) {
+                    s.cpus = n;
                 }
             }
             if let Some(g) = rm.get("gpus") {
-                if let Some(n) = count(g, &p.k("gpus"), problems) {
+                if let Some(n) = count(g, &p.k("gpus"), "gpus", 0, problems) {
                     s.gpus = n;
                 }
             }
@@ -463,16 +484,33 @@ fn scalar_string(v: &Value, path: &YPath, what: &str, problems: &mut Problems) -
     }
 }
 
-fn count(v: &Value, path: &YPath, problems: &mut Problems) -> Option<u32> {
+/// The most CPU slots or GPUs one stage may ask for.
+const MAX_COUNT: u64 = 1024;
+
+/// A whole number from `min` to [`MAX_COUNT`] for the resource `name`.
+fn count(v: &Value, path: &YPath, name: &str, min: u64, problems: &mut Problems) -> Option<u32> {
     match v.as_u64() {
-        Some(n) if n <= 1024 => Some(n as u32),
+        Some(n) if (min..=MAX_COUNT).contains(&n) => Some(n as u32),
         _ => {
             problems.push(
                 path,
-                format!("expected a whole number, found {}", type_name(v)),
+                format!(
+                    "`{name}` must be a whole number from {min} to {MAX_COUNT}, found {}",
+                    found(v)
+                ),
                 None,
             );
             None
         }
+    }
+}
+
+/// A value as a message names it: scalars as written, the rest by their type.
+fn found(v: &Value) -> String {
+    match v {
+        Value::Number(n) => format!("`{n}`"),
+        Value::Bool(b) => format!("`{b}`"),
+        Value::String(s) if s.chars().count() <= 40 => format!("the text `{s}`"),
+        other => type_name(other).to_string(),
     }
 }

@@ -60,8 +60,10 @@ fn parse_ref(expr: &str) -> Result<Ref, String> {
             && p.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     };
+    // A message quotes at most the start of an expression: a value can be megabytes long.
+    let shown = truncate(expr, 60);
     if !parts.iter().all(|p| ok_ident(p)) {
-        return Err(format!("malformed expression `${{{{ {expr} }}}}`"));
+        return Err(format!("malformed expression `${{{{ {shown} }}}}`"));
     }
     match parts.as_slice() {
         ["params", name] => Ok(Ref::Param(name.to_string())),
@@ -72,7 +74,7 @@ fn parse_ref(expr: &str) -> Result<Ref, String> {
         ["outputs", name] => Ok(Ref::Output(name.to_string())),
         ["inputs", name] => Ok(Ref::Input(name.to_string())),
         _ => Err(format!(
-            "unknown expression `${{{{ {expr} }}}}`: expected `params.NAME`, `stages.STAGE.outputs.NAME`, `inputs.NAME` or `outputs.NAME`"
+            "unknown expression `${{{{ {shown} }}}}`: expected `params.NAME`, `stages.STAGE.outputs.NAME`, `inputs.NAME` or `outputs.NAME`"
         )),
     }
 }
@@ -107,5 +109,14 @@ mod tests {
         assert!(parse("${{ params.a b }}")
             .unwrap_err()
             .contains("malformed"));
+        // Nested and endless expressions are refused without recursion, and quoted briefly.
+        let nested = format!("{}x{}", "${{ ".repeat(10_000), " }}".repeat(10_000));
+        let e = parse(&nested).unwrap_err();
+        assert!(
+            e.starts_with("malformed expression `${{ ${{ ${{") && e.len() < 120,
+            "{e}"
+        );
+        let e = parse(&format!("${{{{ params.{}", "x".repeat(100_000))).unwrap_err();
+        assert!(e.starts_with("unclosed expression") && e.len() < 120, "{e}");
     }
 }

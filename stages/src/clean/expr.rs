@@ -5,6 +5,11 @@
 //! `<`, `<=`, `>`, `>=`; literals are numbers, quoted strings, `true` and `false`) combined with
 //! `and`, `or`, `not` and parentheses. A column whose name is not a plain identifier is written
 //! in backticks. Parse errors name the 1-based character position in the expression.
+//!
+//! Chains of `and` and `or` are kept flat (one node with many operands), and parentheses and
+//! `not` may nest at most [`MAX_DEPTH`] deep, so parsing, evaluating and dropping an expression
+//! recurse only that deep whatever its length: a filter is user input, and recursion without a
+//! bound ends in a stack overflow, which aborts the process.
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, Scalar, StringArray};
 use arrow::compute::kernels::cmp;
@@ -31,6 +36,9 @@ pub(crate) enum Literal {
     Bool(bool),
 }
 
+/// How deep parentheses and `not` may nest in one filter.
+pub(crate) const MAX_DEPTH: usize = 64;
+
 /// A parsed filter expression.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Expr {
@@ -39,8 +47,10 @@ pub(crate) enum Expr {
         op: Op,
         value: Literal,
     },
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
+    /// True when all operands are (two or more).
+    And(Vec<Expr>),
+    /// True when any operand is (two or more).
+    Or(Vec<Expr>),
     Not(Box<Expr>),
 }
 
@@ -182,6 +192,8 @@ struct Parser {
     next: usize,
     /// The position just past the end of the expression, for errors there.
     end: usize,
+    /// How many parentheses and `not`s enclose the token being read.
+    depth: usize,
 }
 
 fn describe(token: &Token) -> String {
@@ -232,41 +244,72 @@ impl Parser {
         }
     }
 
+    /// Enters one more level of parentheses or `not`, refusing to go past [`MAX_DEPTH`].
+    fn deeper(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(ParseError {
+                position: self.position(),
+                message: format!(
+                    "the filter nests parentheses and `not` more than {MAX_DEPTH} deep"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn or(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.and()?;
+        let mut operands = vec![self.and()?];
         while self.keyword("or") {
             self.next += 1;
-            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+            operands.push(self.and()?);
         }
-        Ok(left)
+        Ok(match operands.len() {
+            1 => operands.pop().expect("one operand"),
+            _ => Expr::Or(operands),
+        })
     }
 
     fn and(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.not()?;
+        let mut operands = vec![self.not()?];
         while self.keyword("and") {
             self.next += 1;
-            left = Expr::And(Box::new(left), Box::new(self.not()?));
+            operands.push(self.not()?);
         }
-        Ok(left)
+        Ok(match operands.len() {
+            1 => operands.pop().expect("one operand"),
+            _ => Expr::And(operands),
+        })
     }
 
     fn not(&mut self) -> Result<Expr, ParseError> {
-        if self.keyword("not") {
+        // Counted in a loop rather than by recursion, so that a long run of `not`s meets the
+        // depth limit instead of the stack's end.
+        let mut nots = 0;
+        while self.keyword("not") {
+            self.deeper()?;
             self.next += 1;
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            nots += 1;
         }
-        self.primary()
+        let mut e = self.primary()?;
+        for _ in 0..nots {
+            e = Expr::Not(Box::new(e));
+        }
+        self.depth -= nots;
+        Ok(e)
     }
 
     fn primary(&mut self) -> Result<Expr, ParseError> {
         match self.peek().cloned() {
             Some(Token::Open) => {
+                self.deeper()?;
                 self.next += 1;
                 let inner = self.or()?;
                 if self.peek() != Some(&Token::Close) {
                     return Err(self.unexpected("`)`"));
                 }
                 self.next += 1;
+                self.depth -= 1;
                 Ok(inner)
             }
             Some(Token::Ident(column)) if !["and", "or", "not"].contains(&column.as_str()) => {
@@ -302,6 +345,7 @@ impl Expr {
             tokens,
             next: 0,
             end: src.chars().count() + 1,
+            depth: 0,
         };
         let expr = parser.or()?;
         if parser.peek().is_some() {
@@ -314,11 +358,7 @@ impl Expr {
     pub(crate) fn columns(&self) -> Vec<&str> {
         match self {
             Expr::Compare { column, .. } => vec![column.as_str()],
-            Expr::And(a, b) | Expr::Or(a, b) => {
-                let mut v = a.columns();
-                v.extend(b.columns());
-                v
-            }
+            Expr::And(all) | Expr::Or(all) => all.iter().flat_map(Expr::columns).collect(),
             Expr::Not(a) => a.columns(),
         }
     }
@@ -333,14 +373,25 @@ impl Expr {
                     .ok_or_else(|| EvalError::UnknownColumn(column.clone()))?;
                 compare(column, array, *op, value)
             }
-            Expr::And(a, b) => Ok(arrow::compute::and_kleene(
-                &a.eval(batch)?,
-                &b.eval(batch)?,
-            )?),
-            Expr::Or(a, b) => Ok(arrow::compute::or_kleene(&a.eval(batch)?, &b.eval(batch)?)?),
+            Expr::And(all) => fold(all, batch, arrow::compute::and_kleene),
+            Expr::Or(all) => fold(all, batch, arrow::compute::or_kleene),
             Expr::Not(a) => Ok(arrow::compute::not(&a.eval(batch)?)?),
         }
     }
+}
+
+/// Combines the operands of an `and` or `or` chain left to right with `kernel`.
+fn fold(
+    all: &[Expr],
+    batch: &RecordBatch,
+    kernel: fn(&BooleanArray, &BooleanArray) -> Result<BooleanArray, arrow::error::ArrowError>,
+) -> Result<BooleanArray, EvalError> {
+    let (first, rest) = all.split_first().expect("a chain has operands");
+    let mut acc = first.eval(batch)?;
+    for e in rest {
+        acc = kernel(&acc, &e.eval(batch)?)?;
+    }
+    Ok(acc)
 }
 
 fn compare(
@@ -407,17 +458,25 @@ mod tests {
         let e = Expr::parse("a > 1 or not b == 'x' and `my col` <= -2.5e1").unwrap();
         assert_eq!(
             e,
-            Expr::Or(
-                Box::new(cmp("a", Op::Gt, Literal::Number(1.0))),
-                Box::new(Expr::And(
-                    Box::new(Expr::Not(Box::new(cmp(
-                        "b",
-                        Op::Eq,
-                        Literal::Text("x".into())
-                    )))),
-                    Box::new(cmp("my col", Op::Le, Literal::Number(-25.0))),
-                )),
-            )
+            Expr::Or(vec![
+                cmp("a", Op::Gt, Literal::Number(1.0)),
+                Expr::And(vec![
+                    Expr::Not(Box::new(cmp("b", Op::Eq, Literal::Text("x".into())))),
+                    cmp("my col", Op::Le, Literal::Number(-25.0)),
+                ]),
+            ])
+        );
+        let e = Expr::parse("a > 1 and b > 2 and c > 3 or d > 4").unwrap();
+        assert_eq!(
+            e,
+            Expr::Or(vec![
+                Expr::And(vec![
+                    cmp("a", Op::Gt, Literal::Number(1.0)),
+                    cmp("b", Op::Gt, Literal::Number(2.0)),
+                    cmp("c", Op::Gt, Literal::Number(3.0)),
+                ]),
+                cmp("d", Op::Gt, Literal::Number(4.0)),
+            ])
         );
         let e = Expr::parse("(a != true or b >= 0) and c < \"q\\\"\"").unwrap();
         assert_eq!(e.columns(), ["a", "b", "c"]);
@@ -449,6 +508,37 @@ mod tests {
             "expected `and`, `or` or the end, found `b` at position 8"
         );
         assert_eq!(msg("a == 1 # x"), "unexpected `#` at position 8");
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_chains_are_flat() {
+        let msg = |s: &str| Expr::parse(s).unwrap_err().to_string();
+        let parens = |n: usize| format!("{}a > 1{}", "(".repeat(n), ")".repeat(n));
+        assert!(Expr::parse(&parens(MAX_DEPTH)).is_ok());
+        assert_eq!(
+            msg(&parens(5_000)),
+            "the filter nests parentheses and `not` more than 64 deep at position 65"
+        );
+        assert!(Expr::parse(&format!("{}a > 1", "not ".repeat(MAX_DEPTH))).is_ok());
+        assert_eq!(
+            msg(&format!("{}a > 1", "not ".repeat(100_000))),
+            "the filter nests parentheses and `not` more than 64 deep at position 257"
+        );
+        // Depth counts what encloses a token, not how many parentheses came before it.
+        let siblings = vec![parens(MAX_DEPTH); 3].join(" and ");
+        assert!(Expr::parse(&siblings).is_ok());
+        // A long chain is one node: evaluating and dropping it recurses once.
+        let long = vec!["n > 0"; 100_000].join(" and ");
+        let e = Expr::parse(&long).unwrap();
+        let Expr::And(all) = &e else { panic!("{e:?}") };
+        assert_eq!(all.len(), 100_000);
+        let batch = RecordBatch::try_from_iter([(
+            "n",
+            Arc::new(arrow::array::Int64Array::from(vec![1, 0])) as ArrayRef,
+        )])
+        .unwrap();
+        let kept: Vec<Option<bool>> = e.eval(&batch).unwrap().iter().collect();
+        assert_eq!(kept, [Some(true), Some(false)]);
     }
 
     #[test]

@@ -1,0 +1,409 @@
+//! `read_yaml`: YAML text to a `serde_yaml::Value` within bounds, so that nothing a pipeline file
+//! (or a `--set` value) holds can exhaust the stack or memory.
+//!
+//! serde_yaml already refuses more than 128 nested collections and limits alias jumps to a
+//! hundred per event, but a hundred jumps per event still let a one-megabyte file with two
+//! aliased lists expand to billions of values. So the value is built here, by a visitor that
+//! counts nesting and values as it goes, stops at [`MAX_DEPTH`] and [`MAX_VALUES`] with the
+//! position where the limit was crossed, and turns whole numbers that do not fit in 64 bits
+//! into a problem at their path instead of serde_yaml's "invalid type: integer ... as u128".
+
+use super::locate::Seg;
+use crate::diag::Location;
+use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, Visitor};
+use serde_yaml::{Mapping, Number, Value};
+use std::fmt;
+
+/// The deepest nesting of mappings and lists a pipeline file may use. Real pipelines nest five
+/// or six levels; everything that walks a value recursively (substitution, hashing, the
+/// stage kinds' checks) stays far from the stack's end at this depth.
+pub const MAX_DEPTH: usize = 64;
+
+/// The most values (scalars, mappings and lists, counted after aliases are expanded) one
+/// document may hold: room for a pipeline of 100,000 stages, not for an alias bomb.
+pub const MAX_VALUES: usize = 2_000_000;
+
+/// The largest pipeline file read, in bytes. serde_yaml holds every event of a document in
+/// memory before building the value, about a hundred bytes per event.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How deep `[` and `{` may nest in the text before the YAML parser sees it. libyaml keeps a
+/// candidate key per open bracket and looks at up to 1,024 of them for every token, so a file
+/// of nothing but `[` takes minutes to read; serde_yaml refuses the value beyond 128 levels
+/// anyway. Brackets inside strings and comments are counted too, which errs on the safe side:
+/// no pipeline leaves 128 of them open.
+const MAX_BRACKETS: usize = 128;
+
+const DEPTH_HELP: &str =
+    "a pipeline needs only a few levels of mappings and lists; flatten this value";
+
+/// Where the text first opens more than [`MAX_BRACKETS`] brackets without closing them.
+fn brackets_too_deep(source: &str) -> Option<Location> {
+    let (mut depth, mut line, mut column) = (0usize, 1, 0);
+    for c in source.chars() {
+        column += 1;
+        match c {
+            '\n' => {
+                line += 1;
+                column = 0;
+            }
+            '[' | '{' => {
+                depth += 1;
+                if depth > MAX_BRACKETS {
+                    return Some(Location { line, column });
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Why a document cannot be used at all; the first such problem stops reading.
+#[derive(Debug, Clone)]
+pub struct Fatal {
+    pub message: String,
+    pub location: Option<Location>,
+    pub help: Option<String>,
+}
+
+/// A whole number too large for 64 bits, found at `path`. It stands as null in the value, and
+/// problems that other checks find at `path` are not reported: they would only repeat this one.
+#[derive(Debug, Clone)]
+pub struct TooLarge {
+    pub path: Vec<Seg>,
+    pub text: String,
+}
+
+impl TooLarge {
+    pub fn message(&self) -> String {
+        format!(
+            "the number `{}` is too large: whole numbers go from {} to {}",
+            self.text,
+            i64::MIN,
+            u64::MAX
+        )
+    }
+
+    pub fn help(&self) -> String {
+        format!("if it is meant as text, quote it: `\"{}\"`", self.text)
+    }
+}
+
+/// Reads one YAML document. Numbers too large for 64 bits are returned beside the value.
+pub fn read_yaml(source: &str) -> Result<(Value, Vec<TooLarge>), Fatal> {
+    if let Some(location) = brackets_too_deep(source) {
+        return Err(Fatal {
+            message: format!(
+                "values nest deeper than {MAX_DEPTH} levels (`[` and `{{` open more than {MAX_BRACKETS} deep)"
+            ),
+            location: Some(location),
+            help: Some(DEPTH_HELP.to_string()),
+        });
+    }
+    let mut state = State::default();
+    let de = serde_yaml::Deserializer::from_str(source);
+    match (Node { st: &mut state }).deserialize(de) {
+        Ok(v) => Ok((v, state.too_large)),
+        Err(e) => Err(fatal(&e, &state)),
+    }
+}
+
+// Markers carried in serde errors from the visitor to `fatal`; serde_yaml adds the position.
+const DEPTH: &str = "sluice: too deep";
+const VALUES: &str = "sluice: too many values";
+const TAG: &str = "sluice: tag";
+
+fn fatal(e: &serde_yaml::Error, state: &State) -> Fatal {
+    let location = e.location().map(|l| Location {
+        line: l.line(),
+        column: l.column(),
+    });
+    let msg = e.to_string();
+    let has = |marker: &str| msg.contains(marker);
+    let (message, help) = if has(DEPTH) || msg.contains("recursion limit exceeded") {
+        (
+            format!("values nest deeper than {MAX_DEPTH} levels"),
+            Some(DEPTH_HELP.to_string()),
+        )
+    } else if has(VALUES) || msg.contains("repetition limit exceeded") {
+        (
+            format!("the file expands to more than {MAX_VALUES} values"),
+            Some("aliases (`*name`) repeat the value they name; a pipeline this large is not meant to be written by hand or by aliases".to_string()),
+        )
+    } else if has(TAG) {
+        (
+            format!("YAML tag `!{}` is not supported", state.tag),
+            Some("remove the tag; quote the value to make it text".to_string()),
+        )
+    } else {
+        // serde_yaml appends " at line X column Y"; the location is rendered separately.
+        let msg = match msg.find(" at line ") {
+            Some(i) => msg[..i].to_string(),
+            None => msg,
+        };
+        (format!("invalid YAML: {msg}"), None)
+    };
+    Fatal {
+        message,
+        location,
+        help,
+    }
+}
+
+#[derive(Default)]
+struct State {
+    depth: usize,
+    values: usize,
+    path: Vec<Seg>,
+    too_large: Vec<TooLarge>,
+    /// The last tag seen, for the message.
+    tag: String,
+}
+
+impl State {
+    fn count<E: de::Error>(&mut self) -> Result<(), E> {
+        self.values += 1;
+        if self.values > MAX_VALUES {
+            return Err(E::custom(VALUES));
+        }
+        Ok(())
+    }
+
+    /// A number too large for 64 bits stands as null; the problem is reported at its path.
+    fn too_large<E: de::Error>(&mut self, text: String) -> Result<Value, E> {
+        self.count()?;
+        self.too_large.push(TooLarge {
+            path: self.path.clone(),
+            text,
+        });
+        Ok(Value::Null)
+    }
+}
+
+struct Node<'a> {
+    st: &'a mut State,
+}
+
+impl<'de> DeserializeSeed<'de> for Node<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Node<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        self.st.count()?;
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        self.st.count()?;
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        self.st.count()?;
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Value, E> {
+        match i64::try_from(v) {
+            Ok(v) => self.visit_i64(v),
+            Err(_) => self.st.too_large(v.to_string()),
+        }
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => self.st.too_large(v.to_string()),
+        }
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        self.st.count()?;
+        Ok(Value::Number(Number::from(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        self.st.count()?;
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        self.st.count()?;
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        self.st.count()?;
+        Ok(Value::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let st = self.st;
+        st.count()?;
+        st.depth += 1;
+        if st.depth > MAX_DEPTH {
+            return Err(de::Error::custom(DEPTH));
+        }
+        let mut items = Vec::new();
+        loop {
+            st.path.push(Seg::Index(items.len()));
+            let next = seq.next_element_seed(Node { st: &mut *st });
+            st.path.pop();
+            match next? {
+                Some(v) => items.push(v),
+                None => break,
+            }
+        }
+        st.depth -= 1;
+        Ok(Value::Sequence(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let st = self.st;
+        st.count()?;
+        st.depth += 1;
+        if st.depth > MAX_DEPTH {
+            return Err(de::Error::custom(DEPTH));
+        }
+        let mut out = Mapping::new();
+        while let Some(key) = map.next_key_seed(Node { st: &mut *st })? {
+            st.path.push(Seg::Key(key_text(&key)));
+            let value = map.next_value_seed(Node { st: &mut *st });
+            st.path.pop();
+            out.insert(key, value?);
+        }
+        st.depth -= 1;
+        Ok(Value::Mapping(out))
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        // Reading the tag's name consumes nothing, and the error ends reading anyway.
+        let (tag, _contents): (String, _) = data.variant()?;
+        self.st.tag = tag;
+        Err(de::Error::custom(TAG))
+    }
+}
+
+/// The text a key contributes to a path, the way validation names it.
+pub(crate) fn key_text(key: &Value) -> String {
+    match key {
+        Value::String(s) => s.clone(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fatal_of(src: &str) -> Fatal {
+        read_yaml(src).expect_err("an error")
+    }
+
+    #[test]
+    fn reads_what_serde_yaml_reads() {
+        let src = "a: 1\nb: [x, 2.5, true, ~]\nc: {d: &x e, f: *x}\n";
+        let (v, big) = read_yaml(src).unwrap();
+        let direct: Value = serde_yaml::from_str(src).unwrap();
+        assert_eq!(v, direct);
+        assert!(big.is_empty());
+    }
+
+    #[test]
+    fn deep_nesting_stops_at_the_limit() {
+        let src = format!("a: {}{}", "[".repeat(100), "]".repeat(100));
+        let f = fatal_of(&src);
+        assert_eq!(f.message, "values nest deeper than 64 levels");
+        assert_eq!(f.location.map(|l| (l.line, l.column)), Some((1, 67)));
+        let src = format!("a: {}{}", "[".repeat(1_000_000), "]".repeat(1_000_000));
+        let f = fatal_of(&src);
+        assert_eq!(
+            f.message,
+            "values nest deeper than 64 levels (`[` and `{` open more than 128 deep)"
+        );
+        assert_eq!(f.location.map(|l| (l.line, l.column)), Some((1, 132)));
+        let mut block = String::new();
+        for i in 0..200 {
+            block.push_str(&format!("{}k:\n", "  ".repeat(i)));
+        }
+        assert_eq!(
+            fatal_of(&block).message,
+            "values nest deeper than 64 levels"
+        );
+    }
+
+    #[test]
+    fn alias_bombs_stop_at_the_value_limit() {
+        let mut src = String::from("a: &a [");
+        src.push_str(&vec!["x"; 2000].join(","));
+        src.push_str("]\nb: [");
+        src.push_str(&vec!["*a"; 2000].join(","));
+        src.push_str("]\n");
+        let f = fatal_of(&src);
+        assert_eq!(f.message, "the file expands to more than 2000000 values");
+        let mut laughs = String::from("l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            laughs.push_str(&format!(
+                "l{i}: &l{i} [*l{p},*l{p},*l{p},*l{p},*l{p},*l{p},*l{p},*l{p},*l{p}]\n"
+            ));
+        }
+        assert_eq!(
+            fatal_of(&laughs).message,
+            "the file expands to more than 2000000 values"
+        );
+    }
+
+    #[test]
+    fn numbers_beyond_64_bits_are_located_problems() {
+        let src =
+            "a: 18446744073709551615\nb: {c: 18446744073709551616}\nd: [-9223372036854775809]\n";
+        let (v, big) = read_yaml(src).unwrap();
+        assert_eq!(v["a"].as_u64(), Some(u64::MAX));
+        assert_eq!(v["b"]["c"], Value::Null);
+        let found: Vec<_> = big
+            .iter()
+            .map(|t| (t.text.as_str(), t.path.clone()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "18446744073709551616",
+                    vec![Seg::Key("b".into()), Seg::Key("c".into())]
+                ),
+                (
+                    "-9223372036854775809",
+                    vec![Seg::Key("d".into()), Seg::Index(0)]
+                ),
+            ]
+        );
+        assert_eq!(
+            big[0].message(),
+            "the number `18446744073709551616` is too large: whole numbers go from -9223372036854775808 to 18446744073709551615"
+        );
+    }
+
+    #[test]
+    fn tags_are_refused() {
+        let f = fatal_of("a: !secret x\n");
+        assert_eq!(f.message, "YAML tag `!secret` is not supported");
+        assert_eq!(f.location.map(|l| (l.line, l.column)), Some((1, 4)));
+        // Core tags are YAML's own and change only how a scalar is read.
+        let (v, _) = read_yaml("a: !!str 12\n").unwrap();
+        assert_eq!(v["a"], Value::String("12".into()));
+    }
+}
