@@ -108,6 +108,18 @@ pub struct ServeArgs {
     /// Seconds between checks of the registry for new versions
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
     pub poll: f64,
+    /// Most connections open at once; one more is answered 503 and closed (kept under the
+    /// open-file limit)
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a request's headers, counted from its opening or
+    /// its previous response (so also how long an idle keep-alive connection stays open)
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Seconds a request's body or response may go without a byte moving before the connection
+    /// is closed
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub idle_timeout: f64,
 }
 
 #[derive(Args, Debug)]

@@ -185,9 +185,20 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
 }
 
 fn serve(args: &cli::ServeArgs) -> Result<ExitCode, Failure> {
-    if !(args.poll.is_finite() && args.poll > 0.0) {
+    for (flag, value) in [
+        ("--poll", args.poll),
+        ("--header-timeout", args.header_timeout),
+        ("--idle-timeout", args.idle_timeout),
+    ] {
+        if !(value.is_finite() && value > 0.0 && value < 1e9) {
+            return Err(Failure::Invalid(format!(
+                "error: `{flag}` must be a positive number of seconds"
+            )));
+        }
+    }
+    if args.max_connections == 0 {
         return Err(Failure::Invalid(
-            "error: `--poll` must be a positive number of seconds".into(),
+            "error: `--max-connections` must be at least 1".into(),
         ));
     }
     if args.threads == Some(0) {
@@ -206,6 +217,11 @@ fn serve(args: &cli::ServeArgs) -> Result<ExitCode, Failure> {
         max_body: args.max_body,
         threads,
         poll: Duration::from_secs_f64(args.poll),
+        limits: serve::Limits {
+            max_connections: args.max_connections,
+            header_timeout: Duration::from_secs_f64(args.header_timeout),
+            idle_timeout: Duration::from_secs_f64(args.idle_timeout),
+        },
     })
     .map_err(|e| match e {
         serve::ServeFailure::Invalid(text) => Failure::Invalid(text),

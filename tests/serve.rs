@@ -830,3 +830,319 @@ fn an_image_of_the_wrong_size_or_channels_is_a_400_naming_the_shape() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["outputs"][0]["shape"], json!([2, 3]));
 }
+
+/// `name`'s value in kB from the server's /proc status (`VmRSS`, `VmHWM`).
+fn proc_kb(server: &Server, name: &str) -> u64 {
+    let pid = server.child.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+}
+
+/// Everything the server sends until it closes the connection, read with a generous timeout;
+/// `None` when it did not close in time.
+fn read_until_closed(s: &mut TcpStream) -> Option<Vec<u8>> {
+    s.set_read_timeout(Some(LONG)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(got),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// One binary-tensor request body of iris rows: `(body, json length)`.
+fn binary_request(columns: &[(&str, Vec<f64>)], binary_output: bool) -> (Vec<u8>, usize) {
+    let inputs: Vec<Value> = columns
+        .iter()
+        .map(|(c, v)| {
+            json!({"name": c, "shape": [v.len()], "datatype": "FP64",
+                   "parameters": {"binary_data_size": v.len() * 8}})
+        })
+        .collect();
+    let mut body =
+        json!({"inputs": inputs, "parameters": {"binary_data_output": binary_output}}).to_string();
+    let head = body.len();
+    let mut bytes = std::mem::take(&mut body).into_bytes();
+    for (_, v) in columns {
+        v.iter()
+            .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()));
+    }
+    (bytes, head)
+}
+
+#[test]
+fn a_huge_declared_element_count_is_a_400_and_the_server_stays_up() {
+    let ws = trained();
+    let server = Server::start(ws.root(), &["models"]);
+    let infer = "/v2/models/iris/infer";
+    // About 100 bytes each, declaring 2^32 elements: the server used to reserve room for them
+    // and abort.
+    let json_body =
+        br#"{"inputs":[{"name":"sepal_length","shape":[4294967296],"datatype":"BYTES","data":["x"]}]}"#;
+    let (status, _, body) = http(&server.addr, "POST", infer, &[], json_body);
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("input `sepal_length`: the shape says 4294967296 elements"),
+        "{text}"
+    );
+    let head = br#"{"inputs":[{"name":"sepal_length","shape":[4294967296],"datatype":"BYTES","parameters":{"binary_data_size":4}}]}"#;
+    let mut binary = head.to_vec();
+    binary.extend_from_slice(b"\x01\0\0\0");
+    let (status, _, body) = http(
+        &server.addr,
+        "POST",
+        infer,
+        &[("Inference-Header-Content-Length", head.len().to_string())],
+        &binary,
+    );
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("holds at most 1"), "{text}");
+    let (status, answer) = post_json(&server.addr, infer, &good_request(2));
+    assert_eq!(status, 200, "{answer}\n{}", server.log());
+}
+
+#[test]
+fn a_registry_that_cannot_be_listed_keeps_its_models() {
+    let _ = trained();
+    let dir = registry_copy();
+    let server = Server::start(dir.path(), &["models"]);
+    let infer = "/v2/models/iris/infer";
+    assert_eq!(post_json(&server.addr, infer, &good_request(1)).0, 200);
+    // A file where the registry was: listing it fails (as it would for an unreadable directory,
+    // which root can still read).
+    let models = dir.path().join("models");
+    let moved = dir.path().join("models.moved");
+    std::fs::rename(&models, &moved).unwrap();
+    std::fs::write(&models, "").unwrap();
+    assert!(
+        wait_for(LONG, || server.log().contains("cannot list `models`")),
+        "{}",
+        server.log()
+    );
+    let (status, answer) = post_json(&server.addr, infer, &good_request(1));
+    assert_eq!(status, 200, "{answer}\n{}", server.log());
+    assert_eq!(answer["model_version"], "1");
+    assert!(
+        server
+            .log()
+            .contains("still serving the models already loaded"),
+        "{}",
+        server.log()
+    );
+    std::fs::remove_file(&models).unwrap();
+    std::fs::rename(&moved, &models).unwrap();
+    assert!(
+        wait_for(LONG, || server
+            .log()
+            .contains("the registry can be listed again")),
+        "{}",
+        server.log()
+    );
+    assert_eq!(post_json(&server.addr, infer, &good_request(1)).0, 200);
+}
+
+#[test]
+fn connections_over_the_cap_get_a_503_and_the_server_recovers() {
+    let ws = trained();
+    let server = Server::start(
+        ws.root(),
+        &[
+            "models",
+            "--max-connections",
+            "4",
+            "--header-timeout",
+            "120",
+        ],
+    );
+    assert!(
+        server.log().contains("at most 4 connections"),
+        "{}",
+        server.log()
+    );
+    let mut idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(&server.addr).unwrap())
+        .collect();
+    // Accepted in order: the four idle ones hold every slot when this one arrives.
+    let (status, _, body) = http(&server.addr, "GET", "/v2/health/live", &[], b"");
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&body).contains("`--max-connections`"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // A slot comes back when a connection closes.
+    drop(idle.pop());
+    assert!(
+        wait_for(LONG, || http(
+            &server.addr,
+            "GET",
+            "/v2/health/live",
+            &[],
+            b""
+        )
+        .0 == 200),
+        "{}",
+        server.log()
+    );
+    drop(idle);
+    let (status, answer) = post_json(&server.addr, "/v2/models/iris/infer", &good_request(1));
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[test]
+fn idle_and_stalled_connections_are_closed() {
+    let ws = trained();
+    let server = Server::start(
+        ws.root(),
+        &["models", "--header-timeout", "1", "--idle-timeout", "1"],
+    );
+    // Nothing sent.
+    let mut silent = TcpStream::connect(&server.addr).unwrap();
+    // Half a request head.
+    let mut half_head = TcpStream::connect(&server.addr).unwrap();
+    half_head
+        .write_all(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // Headers promising 100 bytes of body, and 10 of them.
+    let mut half_body = TcpStream::connect(&server.addr).unwrap();
+    half_body
+        .write_all(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"inputs\":")
+        .unwrap();
+    for (what, s) in [
+        ("silent", &mut silent),
+        ("half a head", &mut half_head),
+        ("half a body", &mut half_body),
+    ] {
+        let got = read_until_closed(s);
+        assert!(got.is_some(), "{what}: still open\n{}", server.log());
+        let got = got.unwrap();
+        // Closed without an answer, or with a 4xx; never a 200 or a 5xx.
+        assert!(
+            got.is_empty() || got.starts_with(b"HTTP/1.1 4"),
+            "{what}: {}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let (status, answer) = post_json(&server.addr, "/v2/models/iris/infer", &good_request(1));
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[test]
+fn non_finite_values_and_repeated_inputs_are_400s_naming_the_input() {
+    let ws = trained();
+    let server = Server::start(ws.root(), &["models"]);
+    let infer = "/v2/models/iris/infer";
+    let mut huge = good_request(3);
+    huge["inputs"][2]["data"] = json!([1.0, 1e40, 2.0]);
+    let (status, answer) = post_json(&server.addr, infer, &huge);
+    assert_eq!(status, 400, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.contains("input `petal_length` row 1") && error.contains("outside the range of FP32"),
+        "{error}"
+    );
+    let mut fp32 = good_request(1);
+    fp32["inputs"][0]["datatype"] = json!("FP32");
+    fp32["inputs"][0]["data"] = json!([1e40]);
+    let (status, answer) = post_json(&server.addr, infer, &fp32);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("input `sepal_length`: 1e+40 is out of the range of FP32"),
+        "{answer}"
+    );
+    let columns: Vec<(&str, Vec<f64>)> = COLUMNS
+        .iter()
+        .map(|&c| {
+            (
+                c,
+                vec![5.0, if c == "sepal_width" { f64::NAN } else { 1.0 }],
+            )
+        })
+        .collect();
+    let (body, head) = binary_request(&columns, false);
+    let (status, _, body) = http(
+        &server.addr,
+        "POST",
+        infer,
+        &[("Inference-Header-Content-Length", head.to_string())],
+        &body,
+    );
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("input `sepal_width`: element 1 is NaN, not a finite number"),
+        "{text}"
+    );
+    let mut twice = good_request(1);
+    let first = twice["inputs"][0].clone();
+    twice["inputs"].as_array_mut().unwrap().push(first);
+    let (status, answer) = post_json(&server.addr, infer, &twice);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("input `sepal_length` is given twice"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn a_large_request_stays_within_a_few_times_its_body_and_memory_is_given_back() {
+    let ws = trained();
+    let server = Server::start(ws.root(), &["models"]);
+    let infer = "/v2/models/iris/infer";
+    assert_eq!(post_json(&server.addr, infer, &good_request(1)).0, 200);
+    let before = proc_kb(&server, "VmRSS");
+    // 500,000 rows in binary tensors: a 16 MB body.
+    let rows = 500_000;
+    let columns: Vec<(&str, Vec<f64>)> = COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (c, (0..rows).map(|r| (r % 7 + i) as f64).collect()))
+        .collect();
+    let (body, head) = binary_request(&columns, true);
+    let size_kb = body.len() as u64 / 1024;
+    for round in 0..2 {
+        let (status, headers, answer) = http(
+            &server.addr,
+            "POST",
+            infer,
+            &[("Inference-Header-Content-Length", head.to_string())],
+            &body,
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        assert!(
+            headers
+                .to_ascii_lowercase()
+                .contains("inference-header-content-length"),
+            "{headers}"
+        );
+        // The body, its decoded columns, the features, the probabilities and the response: a
+        // few times the body, where one `serde_json::Value` per element alone was eight.
+        let peak = proc_kb(&server, "VmHWM");
+        assert!(
+            peak <= before + 6 * size_kb,
+            "round {round}: peak {peak} kB for a {size_kb} kB body, from {before} kB"
+        );
+        // Memory goes back to the system once the response is sent.
+        assert!(
+            wait_for(LONG, || proc_kb(&server, "VmRSS") <= before + size_kb / 2),
+            "round {round}: {} kB resident after the request, {before} kB before",
+            proc_kb(&server, "VmRSS")
+        );
+    }
+}

@@ -10,14 +10,17 @@
 //! answer `prediction` (FP32 `[N]`).
 
 use super::error::ServeError;
-use super::protocol::{DataType, Elements, InferRequest, OutTensor, OutValues, Tensor};
+use super::protocol::{DataType, Elements, OutTensor, OutValues, Tensor};
 use serde_json::{json, Map, Value};
 use sluice_stages::evaluate::metrics;
 use sluice_stages::infer::Model;
 use sluice_stages::preprocess::{ImagePreprocess, Preprocess, Task};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+/// The most feature values given to one model run; larger requests run in pieces.
+const RUN_VALUES: usize = 1 << 20;
 
 /// What a raw table column is on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +43,7 @@ enum Features {
 /// What the model's first output means.
 enum Head {
     /// `K` logits per row (or one, for two classes with a sigmoid).
-    Classes(Vec<String>),
+    Classes(Arc<[String]>),
     Regression,
 }
 
@@ -84,7 +87,7 @@ impl Bundle {
                 let pre = ImagePreprocess::from_json(&text).map_err(|e| bad(&e))?;
                 let [w, h] = pre.size;
                 let shape = vec![pre.color.channels(), h as usize, w as usize];
-                let head = Head::Classes(pre.classes.clone());
+                let head = Head::Classes(pre.classes.clone().into());
                 (Features::Image { pre }, head, shape)
             } else {
                 let pre = Preprocess::from_json(&text).map_err(|e| bad(&e))?;
@@ -99,7 +102,7 @@ impl Bundle {
                         .map(|c| (c.name.clone(), ColumnKind::Categorical)),
                 );
                 let head = match (pre.label.task, &pre.label.classes) {
-                    (Task::Classification, Some(classes)) => Head::Classes(classes.clone()),
+                    (Task::Classification, Some(classes)) => Head::Classes(classes.clone().into()),
                     (Task::Classification, None) => {
                         return Err(bad(&"a classification label without `classes`"))
                     }
@@ -112,7 +115,8 @@ impl Bundle {
         let model_path = dir.join("model.onnx");
         let mut pool = Vec::with_capacity(sessions.max(1));
         for _ in 0..sessions.max(1) {
-            pool.push((Mutex::new(()), Model::load(&model_path, 1)?));
+            // No memory arena: a session would otherwise keep the largest batch it ever ran.
+            pool.push((Mutex::new(()), Model::load_per_run(&model_path, 1)?));
         }
         let bundle = Bundle {
             name: name.to_string(),
@@ -214,30 +218,33 @@ impl Bundle {
             "outputs": outputs,
         });
         if let Head::Classes(c) = &self.head {
-            meta["parameters"] = json!({ "classes": c });
+            meta["parameters"] = json!({ "classes": c.as_ref() });
         }
         meta
     }
 
-    /// Preprocesses, runs and postprocesses one request (one batch).
-    pub(crate) fn infer(&self, request: &InferRequest) -> Result<Vec<OutTensor>, ServeError> {
+    /// Preprocesses, runs and postprocesses one request (one batch). The inputs are taken by
+    /// value and dropped once they are features, and the features once the model has run, so
+    /// a large request holds at most two of its forms at a time.
+    pub(crate) fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<OutTensor>, ServeError> {
         let (rows, features) = match &self.features {
-            Features::Table { pre, columns } => table_features(pre, columns, &request.inputs)?,
-            Features::Image { pre } => image_features(pre, &request.inputs)?,
+            Features::Table { pre, columns } => table_features(pre, columns, &inputs)?,
+            Features::Image { pre } => image_features(pre, &inputs)?,
         };
-        let mut shape = vec![rows];
-        shape.extend(&self.row_shape);
+        drop(inputs);
         let out = if rows == 0 {
             Vec::new()
         } else {
-            let model = self.session();
-            let _turn = model.0.lock().unwrap_or_else(|p| p.into_inner());
-            let mut out = model
-                .1
-                .run(&shape, features)
-                .map_err(ServeError::internal)?;
-            out.swap_remove(0).values
+            self.run(rows, features)?
         };
+        let width = out.len() / rows.max(1);
+        if let Some(at) = out.iter().position(|x| !x.is_finite()) {
+            return Err(ServeError::bad_request(format!(
+                "row {}: the model's output is {} for these inputs, not a finite number\nhint: send values in the range of the training data",
+                at / width.max(1),
+                out[at]
+            )));
+        }
         Ok(match &self.head {
             Head::Regression => vec![OutTensor {
                 name: "prediction",
@@ -251,9 +258,10 @@ impl Bundle {
                 } else {
                     metrics::sigmoid_pairs(&out)
                 };
-                let names = probs
+                drop(out);
+                let index = probs
                     .chunks_exact(k)
-                    .map(|row| classes[argmax(row)].clone())
+                    .map(|row| argmax(row) as u32)
                     .collect();
                 vec![
                     OutTensor {
@@ -264,11 +272,47 @@ impl Bundle {
                     OutTensor {
                         name: "class",
                         shape: vec![rows],
-                        values: OutValues::Bytes(names),
+                        values: OutValues::Picked {
+                            names: classes.clone(),
+                            index,
+                        },
                     },
                 ]
             }
         })
+    }
+
+    /// Runs `rows` rows of features, at most [`RUN_VALUES`] feature values at a time: the
+    /// model's intermediate tensors grow with the batch, and a request of millions of rows
+    /// would otherwise need them all at once. Rows are independent, so the outputs are those
+    /// of one run, concatenated.
+    fn run(&self, rows: usize, features: Vec<f32>) -> Result<Vec<f32>, ServeError> {
+        let per_row = self.row_shape.iter().product::<usize>().max(1);
+        let step = (RUN_VALUES / per_row).max(1);
+        let model = self.session();
+        let _turn = model.0.lock().unwrap_or_else(|p| p.into_inner());
+        let run = |n: usize, values: Vec<f32>| {
+            let mut shape = vec![n];
+            shape.extend(&self.row_shape);
+            model
+                .1
+                .run(&shape, values)
+                .map(|mut out| out.swap_remove(0).values)
+                .map_err(ServeError::internal)
+        };
+        if rows <= step {
+            return run(rows, features);
+        }
+        let mut out = Vec::new();
+        for (i, chunk) in features.chunks(step * per_row).enumerate() {
+            let n = chunk.len() / per_row;
+            let values = run(n, chunk.to_vec())?;
+            if i == 0 {
+                out.reserve_exact(values.len() / n * rows);
+            }
+            out.extend_from_slice(&values);
+        }
+        Ok(out)
     }
 
     /// An idle session if there is one, else the next in turn.
@@ -363,7 +407,7 @@ fn table_features(
                     })?,
                 Elements::U8(v) => Value::from(v[i]),
                 Elements::Bytes(v) => {
-                    Value::String(String::from_utf8(v[i].clone()).map_err(|_| {
+                    Value::String(String::from_utf8(v.get(i).to_vec()).map_err(|_| {
                         ServeError::bad_request(format!(
                             "input `{}` row {i} is not UTF-8 text",
                             t.name
@@ -376,6 +420,15 @@ fn table_features(
         let x = pre
             .apply(&row)
             .map_err(|e| ServeError::bad_request(format!("row {i}: {e}")))?;
+        // Numeric features come first, one per numeric column; the categorical ones are codes
+        // and always finite. A finite value can still leave FP32's range once scaled (`1e40`).
+        if let Some((c, f)) = pre.numeric.iter().zip(&x).find(|(_, f)| !f.is_finite()) {
+            let raw = row.get(&c.name).map(Value::to_string).unwrap_or_default();
+            return Err(ServeError::bad_request(format!(
+                "input `{}` row {i}: {raw} scales to {f}, which is outside the range of FP32 features\nhint: send values in the range of the training data",
+                c.name
+            )));
+        }
         features.extend(x);
     }
     Ok((rows, features))
@@ -418,6 +471,14 @@ fn image_features(
     let mut out = vec![0.0f32; rows * per];
     for (src, dst) in pixels.chunks_exact(per).zip(out.chunks_exact_mut(per)) {
         pre.normalize(src, dst);
+    }
+    // Pixels are finite; only an artifact with a zero `std` could make them otherwise.
+    if let Some(at) = out.iter().position(|x| !x.is_finite()) {
+        return Err(ServeError::bad_request(format!(
+            "input `image` image {}: pixels normalize to {}, not a finite number",
+            at / per.max(1),
+            out[at]
+        )));
     }
     Ok((rows, out))
 }

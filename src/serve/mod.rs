@@ -5,17 +5,22 @@
 //!
 //! Layout: `registry.rs` finds and loads bundles, `bundle.rs` turns raw request tensors into
 //! features and model outputs into probabilities and class names, `protocol.rs` is the wire
-//! format (JSON and Triton's binary-data extension), `routes.rs` the HTTP routes.
+//! format (JSON and Triton's binary-data extension), `routes.rs` the HTTP routes,
+//! `connections.rs` the connection cap and timeouts, `memory.rs` giving memory back.
 
 mod bundle;
+mod connections;
 mod error;
+mod memory;
 mod protocol;
 mod registry;
 mod routes;
 
 use anyhow::{bail, Context as _};
+pub(crate) use connections::Limits;
+use connections::{Activity, Slots, Watched};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use registry::{Catalog, Scanner, Source};
 use routes::State;
 use sluice_runner::stage::CancelToken;
@@ -37,6 +42,7 @@ pub(crate) struct Options {
     pub threads: usize,
     /// How often the registry is checked for new versions.
     pub poll: Duration,
+    pub limits: Limits,
 }
 
 /// Why serving failed: the arguments (exit 2) or the work (exit 1).
@@ -51,7 +57,8 @@ impl From<anyhow::Error> for ServeFailure {
     }
 }
 
-pub(crate) fn run(opts: Options) -> Result<(), ServeFailure> {
+pub(crate) fn run(mut opts: Options) -> Result<(), ServeFailure> {
+    memory::tune();
     let source =
         Source::open(&opts.target).map_err(|e| ServeFailure::Invalid(format!("error: {e}")))?;
     let lib = match pyenv::find_runtime() {
@@ -66,7 +73,13 @@ pub(crate) fn run(opts: Options) -> Result<(), ServeFailure> {
     sluice_stages::infer::init(&lib).map_err(anyhow::Error::msg)?;
 
     let mut scanner = Scanner::new(source, opts.threads);
-    let (catalog, failures) = scanner.scan(&Catalog::default());
+    let scan = scanner
+        .scan(&Catalog::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(e) = scan.unlisted.first() {
+        return Err(anyhow::anyhow!("{e}").into());
+    }
+    let (catalog, failures) = (scan.catalog, scan.failures);
     if let Some(f) = failures.first() {
         return Err(
             anyhow::anyhow!("cannot serve the bundle `{}`: {}", f.dir.display(), f.error).into(),
@@ -75,6 +88,7 @@ pub(crate) fn run(opts: Options) -> Result<(), ServeFailure> {
     if catalog.models.is_empty() {
         tracing::warn!("the registry holds no models yet; new ones are picked up as they appear");
     }
+    limit_connections(&mut opts.limits);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.threads)
@@ -110,7 +124,12 @@ async fn serve(opts: Options, scanner: Scanner, catalog: Catalog) -> anyhow::Res
     let poller = tokio::spawn(poll(state.clone(), scanner, opts.poll));
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper::server::conn::http1::Builder::new();
+    let limits = opts.limits;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let slots = Slots::new(limits.max_connections);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -125,15 +144,37 @@ async fn serve(opts: Options, scanner: Scanner, catalog: Catalog) -> anyhow::Res
                         continue;
                     }
                 };
+                let Some(slot) = slots.take() else {
+                    connections::reject(stream, &slots);
+                    continue;
+                };
                 // Responses are small and written whole: Nagle would only add latency.
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 let service = service_fn(move |req| routes::handle(state.clone(), req));
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let activity = Activity::new();
+                let io = Watched { stream, activity: activity.clone() };
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("connection closed: {e}");
+                    let _slot = slot;
+                    tokio::pin!(conn);
+                    loop {
+                        let quiet = activity.idle_for();
+                        let left = limits.idle_timeout.saturating_sub(quiet);
+                        tokio::select! {
+                            done = &mut conn => {
+                                if let Err(e) = done {
+                                    tracing::debug!("connection closed: {e}");
+                                }
+                                break;
+                            }
+                            () = tokio::time::sleep(left) => {
+                                if activity.idle_for() >= limits.idle_timeout {
+                                    tracing::debug!("closing a connection idle for {:?}", limits.idle_timeout);
+                                    break;
+                                }
+                            }
+                        }
                     }
                 });
             }
@@ -169,6 +210,8 @@ async fn poll(state: Arc<State>, scanner: Scanner, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
+    // The last listing error logged, so that one that persists is logged once.
+    let mut unreadable: Option<String> = None;
     loop {
         ticks.tick().await;
         let current = state
@@ -182,9 +225,29 @@ async fn poll(state: Arc<State>, scanner: Scanner, every: Duration) {
             s.scan(&current)
         })
         .await;
-        let Ok((catalog, failures)) = scanned else {
-            continue;
+        let scan = match scanned {
+            Ok(Ok(scan)) => scan,
+            Ok(Err(e)) => {
+                // Keep serving what is loaded: an unreadable registry is not an empty one.
+                let text = e.to_string();
+                if unreadable.as_deref() != Some(&text) {
+                    tracing::error!("{text}; still serving the models already loaded");
+                    unreadable = Some(text);
+                }
+                continue;
+            }
+            Err(_) => continue,
         };
+        let problems: Vec<String> = scan.unlisted.iter().map(|u| u.to_string()).collect();
+        let text = (!problems.is_empty()).then(|| problems.join("; "));
+        if text != unreadable {
+            match &text {
+                Some(t) => tracing::error!("{t}; still serving the versions already loaded"),
+                None => tracing::info!("the registry can be listed again"),
+            }
+            unreadable = text;
+        }
+        let (catalog, failures) = (scan.catalog, scan.failures);
         for f in failures {
             tracing::error!("cannot load `{}`: {}", f.dir.display(), f.error);
         }
@@ -201,4 +264,30 @@ async fn poll(state: Arc<State>, scanner: Scanner, every: Duration) {
             *state.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
         }
     }
+}
+
+/// Raises the open-file limit and keeps the connection cap under it, with room for the files
+/// the server itself opens; says what it did.
+fn limit_connections(limits: &mut Limits) {
+    let Some((before, now)) = connections::raise_open_files() else {
+        return;
+    };
+    if now > before {
+        eprintln!("raised the open-file limit from {before} to {now}");
+    }
+    // Under a low limit (1024 is common), half of it stays for the server's own files.
+    let room = now
+        .saturating_sub(connections::RESERVED_FILES.min(now / 2))
+        .max(1);
+    if limits.max_connections as u64 > room {
+        tracing::warn!(
+            "the open-file limit is {now}: serving at most {room} connections, not {} (`--max-connections`)",
+            limits.max_connections
+        );
+        limits.max_connections = room as usize;
+    }
+    eprintln!(
+        "at most {} connections; headers within {:?}, stalled connections closed after {:?}",
+        limits.max_connections, limits.header_timeout, limits.idle_timeout
+    );
 }

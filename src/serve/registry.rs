@@ -1,7 +1,9 @@
 //! [`Source`] (what `sluice serve` was pointed at: a registry or one bundle) and [`Catalog`]
 //! (the loaded models by name and version). [`Scanner::scan`] builds a new catalog from the
 //! files, reusing every bundle the current one already holds, so polling the registry costs a
-//! few directory reads and a new version is loaded once, off the request path.
+//! few directory reads and a new version is loaded once, off the request path. A directory
+//! that cannot be listed keeps what was loaded from it: only a listing that succeeds can
+//! unload a model.
 
 use super::bundle::Bundle;
 use sluice_stages::deploy::{self, BUNDLE, LATEST, REGISTRY_MARKER};
@@ -134,8 +136,35 @@ pub(crate) struct LoadFailure {
     pub error: String,
 }
 
-/// A model directory's name, versions and `latest`, as read from the files.
-type Found = (String, Vec<(u64, PathBuf)>, Option<u64>);
+/// A directory that could not be listed; what it held stays as it was.
+#[derive(Debug)]
+pub(crate) struct Unlisted {
+    pub dir: PathBuf,
+    pub error: std::io::Error,
+}
+
+impl std::fmt::Display for Unlisted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot list `{}`: {}", self.dir.display(), self.error)
+    }
+}
+
+/// What one scan found.
+pub(crate) struct Scan {
+    pub catalog: Catalog,
+    /// Versions that failed to load (each reported once).
+    pub failures: Vec<LoadFailure>,
+    /// Model directories that could not be listed: their loaded versions were kept.
+    pub unlisted: Vec<Unlisted>,
+}
+
+/// What a model directory holds: its versions and `latest`.
+struct Found {
+    name: String,
+    /// `None`: the directory could not be listed; keep what is loaded.
+    versions: Option<Vec<(u64, PathBuf)>>,
+    latest: Option<u64>,
+}
 
 /// Builds catalogs from a [`Source`].
 pub(crate) struct Scanner {
@@ -150,6 +179,39 @@ fn mtime(p: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
+/// The entries of `dir`, or the first error listing it. Unlike a listing that skips what it
+/// cannot read, a failure here is never mistaken for an empty directory.
+fn list(dir: &Path) -> Result<Vec<std::fs::DirEntry>, Unlisted> {
+    let unlisted = |error| Unlisted {
+        dir: dir.to_path_buf(),
+        error,
+    };
+    std::fs::read_dir(dir)
+        .map_err(unlisted)?
+        .collect::<Result<_, _>>()
+        .map_err(unlisted)
+}
+
+/// A model directory's numbered version directories that hold a model, sorted.
+fn versions(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Unlisted> {
+    let mut found = Vec::new();
+    for entry in list(dir)? {
+        let Some(n) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        if path.join("model.onnx").is_file() {
+            found.push((n, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 impl Scanner {
     pub(crate) fn new(source: Source, sessions: usize) -> Scanner {
         Scanner {
@@ -159,37 +221,73 @@ impl Scanner {
         }
     }
 
-    /// The catalog the files describe now, reusing what `current` has loaded, and the versions
-    /// that failed to load (each reported once).
-    pub(crate) fn scan(&mut self, current: &Catalog) -> (Catalog, Vec<LoadFailure>) {
+    /// What the files describe now, reusing what `current` has loaded. A registry that cannot
+    /// be listed is an error (the caller keeps serving `current`), and a model directory that
+    /// cannot be listed keeps its loaded versions: a failed listing never unloads a model.
+    pub(crate) fn scan(&mut self, current: &Catalog) -> Result<Scan, Unlisted> {
         let mut failures = Vec::new();
+        let mut unlisted = Vec::new();
         let mut models = BTreeMap::new();
         let found: Vec<Found> = match &self.source {
-            Source::Bundle { dir, name, version } => {
-                vec![(name.clone(), vec![(*version, dir.clone())], None)]
-            }
+            Source::Bundle { dir, name, version } => vec![Found {
+                name: name.clone(),
+                versions: Some(vec![(*version, dir.clone())]),
+                latest: None,
+            }],
             Source::Registry(root) => {
-                let mut list = Vec::new();
-                for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+                let mut found = Vec::new();
+                for entry in list(root)? {
                     let Some(name) = entry.file_name().to_str().map(str::to_string) else {
                         continue;
                     };
-                    if name.starts_with('.') || !entry.path().is_dir() {
+                    let path = entry.path();
+                    if name.starts_with('.') {
                         continue;
                     }
-                    let latest = std::fs::read_to_string(entry.path().join(LATEST))
+                    match std::fs::metadata(&path) {
+                        Ok(m) if !m.is_dir() => continue,
+                        Ok(_) => {}
+                        Err(error) => {
+                            unlisted.push(Unlisted { dir: path, error });
+                            found.push(Found {
+                                name,
+                                versions: None,
+                                latest: None,
+                            });
+                            continue;
+                        }
+                    }
+                    let latest = std::fs::read_to_string(path.join(LATEST))
                         .ok()
                         .and_then(|t| t.trim().parse().ok());
-                    let versions = deploy::versions(&entry.path())
-                        .into_iter()
-                        .filter(|(_, d)| d.join("model.onnx").is_file())
-                        .collect();
-                    list.push((name, versions, latest));
+                    let versions = match versions(&path) {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            unlisted.push(e);
+                            None
+                        }
+                    };
+                    found.push(Found {
+                        name,
+                        versions,
+                        latest,
+                    });
                 }
-                list
+                found
             }
         };
-        for (name, versions, latest) in found {
+        for Found {
+            name,
+            versions,
+            latest,
+        } in found
+        {
+            let Some(versions) = versions else {
+                if let Some(kept) = current.models.get(&name) {
+                    models.insert(name, kept.clone());
+                }
+                continue;
+            };
             let mut by_number = BTreeMap::new();
             for (number, dir) in versions {
                 if let Some(b) = current
@@ -222,6 +320,10 @@ impl Scanner {
                 .unwrap_or(highest);
             models.insert(name, Versions { by_number, latest });
         }
-        (Catalog { models }, failures)
+        Ok(Scan {
+            catalog: Catalog { models },
+            failures,
+            unlisted,
+        })
     }
 }

@@ -6,7 +6,9 @@
 //! Parsing, inference and encoding run inside `catch_unwind`, so even a bug answers 500 instead
 //! of dropping the connection.
 
+use super::bundle::Bundle;
 use super::error::ServeError;
+use super::memory;
 use super::protocol::{InferRequest, InferResponse};
 use super::registry::Catalog;
 use bytes::Bytes;
@@ -94,7 +96,7 @@ impl<'a> Route<'a> {
 pub(crate) async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Reply>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -118,12 +120,47 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
+/// A response body. One that answers a large request gives memory back when it is dropped:
+/// then, not earlier, every buffer of the request is free (the body itself is the last).
+pub(crate) struct Reply {
+    inner: Full<Bytes>,
+    trim: bool,
+}
+
+impl hyper::body::Body for Reply {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if self.trim {
+            memory::give_back();
+        }
+    }
+}
+
 fn reply(
     status: StatusCode,
     content_type: &str,
     body: Vec<u8>,
     header_len: Option<usize>,
-) -> Response<Full<Bytes>> {
+) -> Response<Reply> {
     let mut builder = Response::builder()
         .status(status)
         .header("content-type", content_type);
@@ -131,20 +168,23 @@ fn reply(
         builder = builder.header(HEADER_LENGTH, n);
     }
     builder
-        .body(Full::new(Bytes::from(body)))
+        .body(Reply {
+            inner: Full::new(Bytes::from(body)),
+            trim: false,
+        })
         .expect("static headers are valid")
 }
 
-fn ok_json(value: serde_json::Value) -> Response<Full<Bytes>> {
+fn ok_json(value: serde_json::Value) -> Response<Reply> {
     let body = serde_json::to_vec(&value).expect("JSON values serialize");
     reply(StatusCode::OK, "application/json", body, None)
 }
 
-fn status_only(status: StatusCode) -> Response<Full<Bytes>> {
+fn status_only(status: StatusCode) -> Response<Reply> {
     reply(status, "application/json", Vec::new(), None)
 }
 
-type Answer = Result<Response<Full<Bytes>>, ServeError>;
+type Answer = Result<Response<Reply>, ServeError>;
 
 /// The model name (for the log) and the response.
 async fn answer(
@@ -203,33 +243,27 @@ async fn answer(
                 Action::Infer => match read_body(state, req).await {
                     Err(e) => Err(e),
                     Ok((body, header_len)) => {
+                        let size = body.len();
                         let bundle = bundle.clone();
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            let request = InferRequest::parse(&body, header_len)?;
-                            let outputs = bundle.infer(&request)?;
-                            let encoded = InferResponse {
-                                model: &bundle.name,
-                                version: bundle.version,
-                                id: request.id.clone(),
-                                outputs,
-                            }
-                            .encode(&request)?;
-                            let content_type = if encoded.header_len.is_some() {
-                                "application/octet-stream"
-                            } else {
-                                "application/json"
-                            };
-                            Ok(reply(
-                                StatusCode::OK,
-                                content_type,
-                                encoded.body,
-                                encoded.header_len,
-                            ))
-                        }))
-                        .unwrap_or_else(|_| {
-                            Err(ServeError::internal(
-                                "the request hit a bug in sluice serve (see the server's log)",
-                            ))
+                        let answer =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                                infer(&bundle, body, header_len)
+                            }))
+                            .unwrap_or_else(|_| {
+                                Err(ServeError::internal(
+                                    "the request hit a bug in sluice serve (see the server's log)",
+                                ))
+                            });
+                        let large = size >= memory::LARGE_BODY;
+                        if large && answer.is_err() {
+                            // Every buffer of the request is already free.
+                            memory::give_back();
+                        }
+                        answer.map(|r| {
+                            r.map(|mut body| {
+                                body.trim = large;
+                                body
+                            })
                         })
                     }
                 },
@@ -237,6 +271,34 @@ async fn answer(
         },
     };
     (model, result)
+}
+
+/// Decodes, runs and encodes one infer request. Each form of the request is dropped as soon
+/// as the next exists: the body once it is decoded, the tensors once they are features (in
+/// [`Bundle::infer`]).
+fn infer(bundle: &Bundle, body: Vec<u8>, header_len: Option<usize>) -> Answer {
+    let mut request = InferRequest::parse(&body, header_len)?;
+    drop(body);
+    let inputs = std::mem::take(&mut request.inputs);
+    let outputs = bundle.infer(inputs)?;
+    let encoded = InferResponse {
+        model: &bundle.name,
+        version: bundle.version,
+        id: request.id.as_deref(),
+        outputs,
+    }
+    .encode(&request)?;
+    let content_type = if encoded.header_len.is_some() {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
+    Ok(reply(
+        StatusCode::OK,
+        content_type,
+        encoded.body,
+        encoded.header_len,
+    ))
 }
 
 fn unknown(catalog: &Catalog, name: &str, version: Option<u64>) -> ServeError {
@@ -266,7 +328,7 @@ fn unknown(catalog: &Catalog, name: &str, version: Option<u64>) -> ServeError {
 async fn read_body(
     state: &State,
     req: Request<Incoming>,
-) -> Result<(Bytes, Option<usize>), ServeError> {
+) -> Result<(Vec<u8>, Option<usize>), ServeError> {
     let too_large = || ServeError {
         status: 413,
         message: format!(
@@ -293,17 +355,22 @@ async fn read_body(
     if declared.is_some_and(|n| n > state.max_body as u64) {
         return Err(too_large());
     }
-    let body = Limited::new(req.into_body(), state.max_body)
-        .collect()
-        .await
-        .map_err(|e| {
+    // One buffer of the declared size, filled frame by frame: collecting the frames and then
+    // joining them would hold the body twice.
+    let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut incoming = Limited::new(req.into_body(), state.max_body);
+    while let Some(frame) = incoming.frame().await {
+        let frame = frame.map_err(|e| {
             if e.downcast_ref::<LengthLimitError>().is_some() {
                 too_large()
             } else {
                 ServeError::bad_request(format!("cannot read the request body: {e}"))
             }
-        })?
-        .to_bytes();
+        })?;
+        if let Ok(data) = frame.into_data() {
+            body.extend_from_slice(&data);
+        }
+    }
     Ok((body, header_len))
 }
 

@@ -134,6 +134,15 @@ fn preload_cuda(loaded: &Loaded) -> Result<(), String> {
         .clone()
 }
 
+/// How a session holds the memory of its runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Memory {
+    /// ONNX Runtime's arena: kept at its peak, reused by the next run.
+    Arena,
+    /// Allocated for each run and freed after it.
+    PerRun,
+}
+
 /// A loaded model with one float input. `ort` sessions run through `&mut`, so concurrent callers
 /// take turns; a server wanting parallel runs holds several.
 pub struct Model {
@@ -159,13 +168,38 @@ impl Model {
         Model::load_on(path, threads, Provider::Cpu)
     }
 
+    /// Loads `path` on the CPU without ONNX Runtime's memory arena: each run allocates what it
+    /// needs and frees it after, instead of keeping the largest batch's peak for the life of the
+    /// session. For `serve`, where one huge request must not hold its memory forever.
+    pub fn load_per_run(path: &Path, threads: usize) -> Result<Model, String> {
+        Model::load_with(path, threads, Provider::Cpu, Memory::PerRun)
+    }
+
     /// Loads `path` for `provider`. A CUDA provider that cannot be registered (a CPU build, a
     /// missing library, no device) is an error, never a silent fall-back to the CPU.
     pub fn load_on(path: &Path, threads: usize, provider: Provider) -> Result<Model, String> {
+        Model::load_with(path, threads, provider, Memory::Arena)
+    }
+
+    fn load_with(
+        path: &Path,
+        threads: usize,
+        provider: Provider,
+        memory: Memory,
+    ) -> Result<Model, String> {
         let what =
             |e: &dyn std::fmt::Display| format!("cannot load the model `{}`: {e}", path.display());
         let loaded = loaded_env()?;
         let mut builder = Session::builder(&loaded.env).map_err(|e| what(&e))?;
+        if memory == Memory::PerRun {
+            builder = builder
+                .with_memory_pattern(false)
+                .map_err(|e| what(&e))?
+                .with_execution_providers([ort::ep::CPU::default()
+                    .with_arena_allocator(false)
+                    .build()])
+                .map_err(|e| what(&e))?;
+        }
         if threads > 0 {
             builder = builder.with_intra_threads(threads).map_err(|e| what(&e))?;
         }
