@@ -442,3 +442,29 @@ fn inputs_other_than_the_splits_and_an_empty_train_table_are_errors() {
         "`data/train.csv`: the train split has no rows, so there is nothing to fit"
     );
 }
+
+/// An infinite value in a numeric column used to serialize as `null` in the artifact, whose
+/// read-back then panicked inside the worker: with two workers the run never ended. It is a
+/// clear error naming the row and column now, and the run ends (the timeout guards the hang).
+#[test]
+fn an_infinite_value_names_its_row_and_column_and_the_run_ends() {
+    for (value, shown) in [("inf", "inf"), ("-inf", "-inf")] {
+        let ws = Ws::new();
+        ws.write(
+            "data/train.csv",
+            &format!("x,city,size,y\n1,b,S,no\n3,a,M,yes\n{value},b,L,no\n7,c,S,yes\n"),
+        )
+        .pipeline(
+            "stages:\n  n: {uses: normalize, inputs: {train: data/train.csv}, with: {label: y}}\n  other: {run: 'true'}\n",
+        );
+        let r = wait_child(
+            ws.spawn(&["run", "--json", "--jobs", "2", "--keep-going"]),
+            LONG,
+        );
+        assert_eq!(
+            failure(&ws, &r),
+            format!("`data/train.csv` row 3: column `x` holds `{shown}`\nhint: a model cannot be fed infinite values; remove those rows or replace the values before `normalize`")
+        );
+        assert_eq!(r.outcomes()["other"], "ran", "{}", r.stdout);
+    }
+}

@@ -295,28 +295,33 @@ fn execute(
             });
             match ctx.registry.get(kind) {
                 None => Err(format!("built-in stage kind `{kind}` is not in this build")),
-                Some(imp) => imp.run(&StageContext {
-                    key: key.to_string(),
-                    env: process_env(ctx, stage, job, &scratch),
-                    processes: &JobProcesses {
-                        ctx,
-                        job,
-                        events: &events,
-                        log: &log,
-                        tx,
-                    },
-                    pipeline: &ctx.pipeline.name,
-                    stage: name,
-                    workspace: root.clone(),
-                    inputs: inputs.clone(),
-                    outputs: outputs.clone(),
-                    with: &stage.with,
-                    params: &stage.params,
-                    scratch: scratch.clone(),
-                    gpus: ctx.gpu_names(&job.gpus),
-                    cancel: job.cancel.clone(),
-                    events: events.clone(),
-                }),
+                // Caught here as well as around the whole job, so that a panicking stage's
+                // partial outputs are removed and its log says what happened, like any failure.
+                Some(imp) => crate::panics::catch(|| {
+                    imp.run(&StageContext {
+                        key: key.to_string(),
+                        env: process_env(ctx, stage, job, &scratch),
+                        processes: &JobProcesses {
+                            ctx,
+                            job,
+                            events: &events,
+                            log: &log,
+                            tx,
+                        },
+                        pipeline: &ctx.pipeline.name,
+                        stage: name,
+                        workspace: root.clone(),
+                        inputs: inputs.clone(),
+                        outputs: outputs.clone(),
+                        with: &stage.with,
+                        params: &stage.params,
+                        scratch: scratch.clone(),
+                        gpus: ctx.gpu_names(&job.gpus),
+                        cancel: job.cancel.clone(),
+                        events: events.clone(),
+                    })
+                })
+                .unwrap_or_else(Err),
             }
         }
         StageKind::Run { command } => {

@@ -13,6 +13,7 @@ pub mod hash;
 mod job;
 mod leftovers;
 pub mod lock;
+mod panics;
 pub mod paths;
 pub mod pipeline;
 pub mod plan;

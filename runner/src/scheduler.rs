@@ -131,7 +131,14 @@ pub(crate) fn dispatch(
             let tx = msg_tx.clone();
             std::thread::spawn(move || {
                 for job in rx {
-                    let result = run_job(&ctx, &job, &tx);
+                    // A panic in stage code must not end the worker: its stage would never be
+                    // reported done and the dispatcher would wait for it forever.
+                    let result = crate::panics::catch(|| run_job(&ctx, &job, &tx)).unwrap_or_else(
+                        |message| JobResult::Failed {
+                            message,
+                            log_tail: Vec::new(),
+                        },
+                    );
                     let _ = tx.send(JobMsg::Done {
                         idx: job.idx,
                         result: Box::new(result),
@@ -396,7 +403,9 @@ impl Dispatcher {
         };
         r.pgid = pgid.or(r.pgid);
         if r.deadline.is_none() && !r.timed_out {
-            r.deadline = timeout.map(|t| Instant::now() + t);
+            // A timeout too long for the clock (thousands of years) is no deadline at all,
+            // not a panic of the dispatch loop.
+            r.deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         }
         if let (Some(pgid), true) = (pgid, r.cancel.is_cancelled()) {
             signal_group(pgid, if force { libc::SIGKILL } else { libc::SIGTERM });
@@ -714,7 +723,7 @@ fn cancel_one(r: &mut Running, reason: CancelReason, grace: Duration) {
         } else {
             signal_group(pgid, libc::SIGTERM);
             if r.kill_at.is_none() {
-                r.kill_at = Some(Instant::now() + grace);
+                r.kill_at = Instant::now().checked_add(grace);
             }
         }
     }

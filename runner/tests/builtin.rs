@@ -1,5 +1,5 @@
 //! The `Stage` trait path, end to end through the engine: a built-in stage registered the way
-//! `sluice-stages` does it, run, cached, validated and cancelled by a timeout.
+//! `sluice-stages` does it, run, cached, validated, cancelled by a timeout, and failed by a panic.
 
 use sluice_runner::stage::ConfigProblem;
 use sluice_runner::{
@@ -9,7 +9,8 @@ use sluice_runner::{
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Upper-cases its `text` input; `with: {spin: true}` loops until cancelled.
+/// Upper-cases its `text` input; `with: {spin: true}` loops until cancelled; `with: {panic: m}`
+/// writes half its output, then panics with `m` (a bug in a built-in stage).
 struct Upper;
 
 impl Stage for Upper {
@@ -26,11 +27,11 @@ impl Stage for Upper {
         with.as_object()
             .into_iter()
             .flat_map(|m| m.keys())
-            .filter(|k| *k != "spin")
+            .filter(|k| *k != "spin" && *k != "panic")
             .map(|k| ConfigProblem {
                 path: vec![k.clone()],
                 message: format!("unknown option `{k}`"),
-                help: Some("`upper` takes: spin".into()),
+                help: Some("`upper` takes: spin, panic".into()),
                 at_key: true,
             })
             .collect()
@@ -43,6 +44,10 @@ impl Stage for Upper {
             return Err("cancelled".into());
         }
         let text = std::fs::read_to_string(&ctx.inputs["text"]).map_err(|e| e.to_string())?;
+        if let Some(message) = ctx.with.get("panic").and_then(|v| v.as_str()) {
+            std::fs::write(&ctx.outputs["text"], &text[..text.len() / 2]).unwrap();
+            panic!("{message}");
+        }
         ctx.events
             .progress(1.0, Some(1.0), Some("files".into()), None);
         std::fs::write(&ctx.outputs["text"], text.to_uppercase()).map_err(|e| e.to_string())
@@ -56,6 +61,10 @@ fn registry() -> StageRegistry {
 }
 
 fn run(dir: &std::path::Path, yaml: &str) -> (Vec<Event>, bool) {
+    run_with(dir, yaml, false)
+}
+
+fn run_with(dir: &std::path::Path, yaml: &str, keep_going: bool) -> (Vec<Event>, bool) {
     std::fs::write(dir.join("p.yaml"), yaml).unwrap();
     let ws = Workspace::open(dir).unwrap();
     let registry = registry();
@@ -78,7 +87,7 @@ fn run(dir: &std::path::Path, yaml: &str) -> (Vec<Event>, bool) {
                 force: Vec::new(),
                 jobs: 2,
                 gpus: Vec::new(),
-                keep_going: false,
+                keep_going,
                 wait: true,
                 kill_grace: Duration::from_secs(1),
             },
@@ -163,4 +172,46 @@ fn a_timeout_cancels_a_builtin_stage() {
     );
     assert!(!ok);
     assert_eq!(outcome(&events, "up"), Outcome::TimedOut);
+}
+
+fn message<'a>(events: &'a [Event], stage: &str) -> &'a str {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::StageFinished {
+                stage: s, message, ..
+            } if s == stage => message.as_deref(),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no message for `{stage}` in {events:?}"))
+}
+
+/// A panic in a built-in stage fails that stage with the panic's message and location, drops its
+/// partial output, and the run ends: other stages proceed under `--keep-going` and dependents
+/// are skipped. Before, with two workers, the panicked worker never reported back and the run
+/// waited forever; the run is on its own thread here so that a regression fails instead of
+/// hanging the suite.
+#[test]
+fn a_panicking_builtin_stage_fails_and_the_run_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "hello\n").unwrap();
+    let yaml = "stages:\n  boom: {uses: upper, inputs: {text: in.txt}, with: {panic: 'row 3 is bad'}}\n  after: {uses: upper, inputs: {text: '${{ stages.boom.outputs.text }}'}}\n  other: {uses: upper, inputs: {text: in.txt}}\n";
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(run_with(&path, yaml, true));
+    });
+    let (events, ok) = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the run ends after a stage panicked");
+    assert!(!ok);
+    assert_eq!(outcome(&events, "boom"), Outcome::Failed);
+    let m = message(&events, "boom");
+    assert!(
+        m.starts_with("panicked: row 3 is bad (at runner/tests/builtin.rs:"),
+        "{m}"
+    );
+    assert!(!dir.path().join("out/p/boom/text").exists());
+    assert_eq!(outcome(&events, "after"), Outcome::Skipped);
+    assert_eq!(outcome(&events, "other"), Outcome::Ran);
 }

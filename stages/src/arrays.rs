@@ -1,6 +1,11 @@
 //! Reading the `.npy` arrays that `normalize` writes (`npy.rs` writes them): little-endian
 //! float32 features, int64 or float32 labels, C order. Enough of the format for those files, with
 //! errors that name the file and point at the stage that should have written it.
+//!
+//! The file is not trusted: the header length is bounded the way NumPy bounds it, and the element
+//! count is multiplied out with overflow checks and compared with the file's size before anything
+//! is allocated for the data, so a hostile or damaged header is an error, never a huge
+//! allocation, an overflow or a panic.
 
 use std::io::Read;
 use std::path::Path;
@@ -12,6 +17,19 @@ pub enum Dtype {
     I64,
 }
 
+impl Dtype {
+    fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::I64 => 8,
+        }
+    }
+}
+
+/// The longest header read, in bytes: NumPy's own limit (`np.load`'s `max_header_size`), far above
+/// what a few dimensions need, and far below the 4 GiB a version 2 header could claim.
+const MAX_HEADER: usize = 10_000;
+
 /// A header: element type and shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
@@ -19,6 +37,34 @@ pub struct Header {
     pub shape: Vec<usize>,
     /// Where the data starts.
     offset: usize,
+}
+
+impl Header {
+    /// The data's length in bytes, `None` when the shape's product overflows.
+    fn data_len(&self) -> Option<usize> {
+        self.shape
+            .iter()
+            .try_fold(self.dtype.size(), |n, &d| n.checked_mul(d))
+    }
+
+    /// Checks that a file of `file_len` bytes holds exactly the data the header describes.
+    fn check_len(&self, file_len: u64, shown: &str) -> Result<(), String> {
+        let body = file_len.saturating_sub(self.offset as u64);
+        match self.data_len() {
+            Some(want) if want as u64 == body => Ok(()),
+            Some(want) => Err(bad(
+                shown,
+                &format!(
+                    "{body} bytes of data for shape {:?}, expected {want}",
+                    self.shape
+                ),
+            )),
+            None => Err(bad(
+                shown,
+                &format!("shape {:?} is too large to be an array", self.shape),
+            )),
+        }
+    }
 }
 
 /// A whole array.
@@ -46,7 +92,13 @@ pub fn header(path: &Path, shown: &str) -> Result<Header, String> {
     let mut head = [0u8; 12];
     f.read_exact(&mut head)
         .map_err(|_| bad(shown, "not a NumPy .npy file"))?;
-    parse_header(&head, &mut f, shown)
+    let h = parse_header(&head, &mut f, shown)?;
+    let len = f
+        .metadata()
+        .map_err(|e| bad(shown, &format!("cannot read: {e}")))?
+        .len();
+    h.check_len(len, shown)?;
+    Ok(h)
 }
 
 fn parse_header(head: &[u8; 12], rest: &mut impl Read, shown: &str) -> Result<Header, String> {
@@ -55,11 +107,23 @@ fn parse_header(head: &[u8; 12], rest: &mut impl Read, shown: &str) -> Result<He
     }
     let (len, start) = match head[6] {
         1 => (u16::from_le_bytes([head[8], head[9]]) as usize, 10),
-        _ => (
+        2 | 3 => (
             u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize,
             12,
         ),
+        v => {
+            return Err(bad(
+                shown,
+                &format!(".npy format version {v}; sluice reads versions 1 to 3"),
+            ))
+        }
     };
+    if len > MAX_HEADER {
+        return Err(bad(
+            shown,
+            &format!("a header of {len} bytes; NumPy writes at most {MAX_HEADER}"),
+        ));
+    }
     let mut text = head[start..].to_vec();
     let mut more = vec![0u8; len.saturating_sub(text.len())];
     rest.read_exact(&mut more)
@@ -112,19 +176,8 @@ pub fn read(path: &Path, shown: &str) -> Result<Array, String> {
     }
     let head: [u8; 12] = bytes[..12].try_into().expect("12 bytes");
     let h = parse_header(&head, &mut &bytes[12..], shown)?;
-    let n: usize = h.shape.iter().product();
-    let body = &bytes[h.offset.min(bytes.len())..];
-    let want = n * 8 / if h.dtype == Dtype::F32 { 2 } else { 1 };
-    if body.len() != want {
-        return Err(bad(
-            shown,
-            &format!(
-                "{} bytes of data for shape {:?}, expected {want}",
-                body.len(),
-                h.shape
-            ),
-        ));
-    }
+    h.check_len(bytes.len() as u64, shown)?;
+    let body = &bytes[h.offset..];
     Ok(match h.dtype {
         Dtype::F32 => Array::F32 {
             shape: h.shape,
@@ -173,5 +226,86 @@ mod tests {
         assert!(read(&l, "l.npy")
             .unwrap_err()
             .contains("not a NumPy .npy file"));
+    }
+
+    /// A version 1 file: `dict` as the header, padded as NumPy pads it, then `data`.
+    fn npy(version: u8, dict: &str, data: &[u8]) -> Vec<u8> {
+        let mut out = b"\x93NUMPY".to_vec();
+        out.extend([version, 0]);
+        let mut text = dict.to_string();
+        text.push('\n');
+        if version == 1 {
+            out.extend((text.len() as u16).to_le_bytes());
+        } else {
+            out.extend((text.len() as u32).to_le_bytes());
+        }
+        out.extend(text.as_bytes());
+        out.extend(data);
+        out
+    }
+
+    /// Both ways in, `read` and `header`, give the same error for the same bytes.
+    fn both(bytes: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.npy");
+        std::fs::write(&f, bytes).unwrap();
+        let r = read(&f, "x.npy").unwrap_err();
+        assert_eq!(header(&f, "x.npy").unwrap_err(), r);
+        r
+    }
+
+    #[test]
+    fn hostile_headers_are_errors_not_allocations_or_overflows() {
+        // A version 2 header claiming 4 GiB, with nothing behind it.
+        let mut huge = b"\x93NUMPY\x02\x00".to_vec();
+        huge.extend(u32::MAX.to_le_bytes());
+        let e = both(&huge);
+        assert!(
+            e.starts_with("`x.npy`: a header of 4294967295 bytes; NumPy writes at most 10000"),
+            "{e}"
+        );
+        // A shape whose product overflows `usize`, and one that multiplies to 0 with a huge
+        // factor, and one far larger than the file.
+        let f =
+            |shape: &str| format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+        let e = both(&npy(1, &f("(4294967296, 4294967296, 16)"), &[0; 16]));
+        assert!(
+            e.contains("shape [4294967296, 4294967296, 16] is too large to be an array"),
+            "{e}"
+        );
+        let e = both(&npy(1, &f("(18446744073709551615, 2)"), &[]));
+        assert!(e.contains("is too large to be an array"), "{e}");
+        let e = both(&npy(1, &f("(1000000000000, 3)"), &[0; 12]));
+        assert!(
+            e.contains("12 bytes of data for shape [1000000000000, 3], expected 12000000000000"),
+            "{e}"
+        );
+        // Data missing or extra; zero-sized arrays are fine.
+        let e = both(&npy(1, &f("(2, 2)"), &[0; 12]));
+        assert!(
+            e.contains("12 bytes of data for shape [2, 2], expected 16"),
+            "{e}"
+        );
+        let e = both(&npy(3, &f("(1,)"), &[0; 8]));
+        assert!(
+            e.contains("8 bytes of data for shape [1], expected 4"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.npy");
+        std::fs::write(&p, npy(2, &f("(0, 5)"), &[])).unwrap();
+        assert_eq!(read(&p, "e.npy").unwrap().shape(), [0, 5]);
+        // A header longer than the file, an unknown version, an unparsable shape.
+        let mut short = b"\x93NUMPY\x01\x00".to_vec();
+        short.extend(9000u16.to_le_bytes());
+        short.extend(b"{'descr'");
+        assert!(both(&short).contains("truncated header"));
+        let e = both(&npy(9, &f("(1,)"), &[0; 4]));
+        assert!(
+            e.contains(".npy format version 9; sluice reads versions 1 to 3"),
+            "{e}"
+        );
+        let e = both(&npy(1, &f("(-1, 2)"), &[]));
+        assert!(e.contains("no shape in the header"), "{e}");
     }
 }

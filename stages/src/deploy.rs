@@ -8,10 +8,16 @@
 //! place, and `latest` is replaced atomically, so a server watching the registry never sees half
 //! a bundle. The stage's own output is a small JSON record of what it published; the registry
 //! itself lives outside the cache.
+//!
+//! The registry is a directory inside the workspace, like every output, unless the stage opts out
+//! with `allow_outside_workspace: true` (a shared registry elsewhere on the machine): a `registry`
+//! that is absolute or climbs out with `..` is otherwise a config error when the pipeline loads.
+//! Nothing is published before the bundle proves servable (`bundle_check`).
 
 use crate::problems::{problem, unknown_option};
 use serde_json::{json, Value};
 use sluice_runner::diag::did_you_mean;
+use sluice_runner::paths::{resolves_inside, PathProblem, WorkPath};
 use sluice_runner::stage::{ConfigProblem, Inputs, Restored};
 use sluice_runner::{Stage, StageContext};
 use std::path::{Path, PathBuf};
@@ -23,10 +29,65 @@ pub const BUNDLE: &str = "bundle.json";
 
 pub(crate) struct Deploy;
 
+const OPTIONS: [&str; 3] = ["registry", "name", "allow_outside_workspace"];
+
 #[derive(Debug, Clone, PartialEq)]
 struct DeployConfig {
+    /// As written: shown in messages and the record.
     registry: String,
     name: String,
+    /// Where the registry is, decided once from `registry` and `allow_outside_workspace`.
+    place: Place,
+}
+
+/// Where `registry` points.
+#[derive(Debug, Clone, PartialEq)]
+enum Place {
+    /// Inside the workspace (lexically; symbolic links are followed when the stage runs).
+    Inside(WorkPath),
+    /// Anywhere (absolute, or relative to the workspace): `allow_outside_workspace: true`.
+    Anywhere(PathBuf),
+}
+
+impl Place {
+    fn parse(raw: &str, allow_outside: bool) -> Result<Place, (String, Option<String>)> {
+        let opt_in = "or add `allow_outside_workspace: true` to publish to a shared registry elsewhere (see docs/evaluate.md)";
+        // Relative to an empty root, an absolute path fails to lie inside, as one climbing out
+        // with `..` does: both are outside whatever the workspace is.
+        match WorkPath::parse(raw, Path::new("")) {
+            _ if allow_outside => Ok(Place::Anywhere(PathBuf::from(raw))),
+            Ok(inside) => Ok(Place::Inside(inside)),
+            Err(PathProblem::Escapes) => Err((
+                format!("`registry` `{raw}` is outside the workspace"),
+                Some(format!(
+                    "keep the registry inside the workspace (e.g. `registry: models`), {opt_in}"
+                )),
+            )),
+            Err(PathProblem::Empty) => Err((
+                format!("`registry` `{raw}` is the workspace itself"),
+                Some("name a directory for the registry, e.g. `registry: models`".into()),
+            )),
+        }
+    }
+
+    /// The registry's directory for a workspace at `ws` (canonical).
+    fn dir(&self, ws: &Path, raw: &str, name: &str) -> Result<PathBuf, String> {
+        match self {
+            Place::Anywhere(p) => Ok(ws.join(p)),
+            Place::Inside(p) => {
+                // The model's `latest` file is the deepest thing written outside a version
+                // directory; every directory above it must stay inside the workspace.
+                let probe = WorkPath::parse(&format!("{p}/{name}/{LATEST}"), ws)
+                    .map_err(|_| format!("`registry` `{raw}` is outside the workspace"))?;
+                if !resolves_inside(ws, &probe) {
+                    return Err(format!(
+                        "the registry `{raw}` resolves outside the workspace through a symbolic link\nhint: point `registry` at a directory inside the workspace, or add `allow_outside_workspace: true` to publish there on purpose"
+                    ));
+                }
+                Ok(p.to_abs(ws))
+            }
+        }
+    }
 }
 
 impl DeployConfig {
@@ -34,9 +95,9 @@ impl DeployConfig {
         let map = crate::problems::with_map(with, "with: {registry: models, name: iris}")?;
         let mut problems = Vec::new();
         for key in map.keys() {
-            if !["registry", "name"].contains(&key.as_str()) {
-                let help = did_you_mean(key, ["registry", "name"])
-                    .unwrap_or_else(|| "`deploy` takes: registry, name".into());
+            if !OPTIONS.contains(&key.as_str()) {
+                let help = did_you_mean(key, OPTIONS)
+                    .unwrap_or_else(|| format!("`deploy` takes: {}", OPTIONS.join(", ")));
                 problems.push(unknown_option(
                     &[key],
                     format!("unknown option `{key}`"),
@@ -58,6 +119,25 @@ impl DeployConfig {
         };
         let registry = text("registry", "models");
         let name = text("name", "");
+        let allow_outside = match map.get("allow_outside_workspace") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => {
+                problems.push(problem(
+                    &["allow_outside_workspace"],
+                    format!("`allow_outside_workspace` must be `true` or `false`, not {v}"),
+                    None,
+                ));
+                false
+            }
+        };
+        let place = match Place::parse(&registry, allow_outside) {
+            Ok(place) => Some(place),
+            Err((message, help)) => {
+                problems.push(problem(&["registry"], message, help));
+                None
+            }
+        };
         if name.is_empty() {
             problems.push(problem(
                 &["name"],
@@ -75,10 +155,13 @@ impl DeployConfig {
                 None,
             ));
         }
-        if problems.is_empty() {
-            Ok(DeployConfig { registry, name })
-        } else {
-            Err(problems)
+        match place {
+            Some(place) if problems.is_empty() => Ok(DeployConfig {
+                registry,
+                name,
+                place,
+            }),
+            _ => Err(problems),
         }
     }
 }
@@ -177,7 +260,31 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
     h.update(&preprocess);
     let content = h.finalize().to_hex().to_string();
 
-    let registry = ws.join(&config.registry);
+    let registry = config.place.dir(ws, &config.registry, &config.name)?;
+    // Nothing is published that `sluice serve` would refuse to load.
+    let shown = |p: &Path| p.strip_prefix(ws).unwrap_or(p).display().to_string();
+    let model_path = input("model")?;
+    let preprocess_path = input("preprocess")?;
+    crate::bundle_check::check(
+        model_path,
+        &shown(model_path),
+        &preprocess,
+        &shown(preprocess_path),
+        || {
+            crate::bundle_check::runtime_library(|| {
+                crate::pyenv::ensure_runtime(&ctx.cancel, &mut |step| match step {
+                    crate::pyenv::Step::Phase(text) => ctx.events.log("notice", text.to_string()),
+                    crate::pyenv::Step::Packages { line, .. } => ctx.events.progress(
+                        0.0,
+                        None,
+                        Some("download".into()),
+                        Some(format!("pip: {line}")),
+                    ),
+                })
+                .map_err(|e| e.to_string())
+            })
+        },
+    )?;
     std::fs::create_dir_all(&registry).map_err(io_err("create", &registry))?;
     let marker = registry.join(REGISTRY_MARKER);
     if !marker.exists() {

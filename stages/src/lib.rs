@@ -8,9 +8,11 @@
 //! `sluice serve` reads.
 
 mod arrays;
+mod bundle_check;
 mod clean;
 pub mod deploy;
 pub mod evaluate;
+pub mod fuzzing;
 mod image_folder;
 pub mod infer;
 mod normalize;

@@ -8,7 +8,7 @@
 //! through `Staged` so that a failure leaves neither.
 
 mod config;
-mod expr;
+pub(crate) mod expr;
 mod images;
 pub(crate) use images::parse_size;
 mod rules;

@@ -39,7 +39,9 @@ impl Labels {
 }
 
 /// Column `name` as numbers; `method` names what needs them, in the error for a text column.
-/// Empty values and NaN are errors: a model cannot be fed them, and `clean` can fill them.
+/// Empty values, NaN and infinities are errors: a model cannot be fed them, and `clean` can fill
+/// the missing ones. An infinity would also break the fitted artifact, whose JSON has no number
+/// for it.
 pub(super) fn numbers(
     table: &Table,
     name: &str,
@@ -65,11 +67,19 @@ pub(super) fn numbers(
     let values = cast.as_primitive::<Float64Type>();
     let bad = match values.nulls() {
         Some(nulls) if nulls.null_count() > 0 => {
-            values.iter().position(|x| x.is_none_or(f64::is_nan))
+            values.iter().position(|x| x.is_none_or(|x| !x.is_finite()))
         }
-        _ => values.values().iter().position(|x| x.is_nan()),
+        _ => values.values().iter().position(|x| !x.is_finite()),
     };
     match bad {
+        Some(row) if values.is_valid(row) && values.value(row).is_infinite() => {
+            Err(NormalizeError::Infinite {
+                path: table.source.clone(),
+                row: row + 1,
+                column: name.to_string(),
+                value: values.value(row),
+            })
+        }
         Some(row) => Err(missing(table, row, name)),
         None => Ok(values.values().clone()),
     }

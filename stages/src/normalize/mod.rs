@@ -71,6 +71,13 @@ pub(crate) enum NormalizeError {
         row: usize,
         column: String,
     },
+    #[error("`{path}` row {row}: column `{column}` holds `{value}`\nhint: a model cannot be fed infinite values; remove those rows or replace the values before `normalize`")]
+    Infinite {
+        path: String,
+        row: usize,
+        column: String,
+        value: f64,
+    },
     #[error("`{path}` row {row}: label `{value}` of the {split} split does not occur in the train split\nhint: the model can only predict classes it was trained on; split with `method: stratified`")]
     UnknownLabel {
         path: String,
@@ -108,6 +115,17 @@ impl NormalizeError {
                 path,
                 row: row + by,
                 column,
+            },
+            NormalizeError::Infinite {
+                path,
+                row,
+                column,
+                value,
+            } => NormalizeError::Infinite {
+                path,
+                row: row + by,
+                column,
+                value,
             },
             NormalizeError::UnknownCategory {
                 path,

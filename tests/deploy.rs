@@ -1,0 +1,203 @@
+//! `deploy`'s guards, through the real binary and the real ONNX Runtime: the registry stays in
+//! the workspace unless the stage opts out (`allow_outside_workspace: true`), a symbolic link
+//! cannot carry it out, and a bundle that `sluice serve` would refuse (a model that does not load
+//! or does not fit the preprocess artifact, an artifact that does not parse) publishes nothing.
+//! The models are small MLPs made by the training environment's own Python.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Seven features (`x`, three cities, three sizes, one-hot) and two classes.
+const TRAIN: &str = "x,city,size,y\n1,b,S,no\n3,a,M,yes\n5,b,L,no\n7,c,S,yes\n";
+
+/// An MLP taking `inputs` features and answering `outputs` values, written to `rel`.
+fn model(ws: &Ws, rel: &str, inputs: usize, outputs: usize) {
+    ws.sluice(&["setup"]).assert_ok();
+    let python = sluice_stages::pyenv::find(sluice_stages::pyenv::Flavor::Cpu)
+        .expect("the environment is installed")
+        .python;
+    std::fs::create_dir_all(ws.path(rel).parent().unwrap()).unwrap();
+    let out = std::process::Command::new(python)
+        .arg(repo().join("stages/python/tests/make_user_model.py"))
+        .arg(ws.path(rel))
+        .args([
+            "--inputs",
+            &inputs.to_string(),
+            "--outputs",
+            &outputs.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A workspace whose `deploy` publishes `models/net.onnx` with normalize's artifact;
+/// `with` is the deploy stage's `with:` block.
+fn deploy_ws(with: &str) -> Ws {
+    let ws = Ws::new();
+    ws.write("data/train.csv", TRAIN).pipeline(&format!(
+        "name: d\nstages:\n  n: {{uses: normalize, inputs: {{train: data/train.csv}}, with: {{label: y}}}}\n  deploy:\n    uses: deploy\n    inputs: {{model: models/net.onnx, preprocess: \"${{{{ stages.n.outputs.preprocess }}}}\"}}\n    with: {with}\n"
+    ));
+    ws
+}
+
+/// The failure message of `deploy` in a `--json` run that exited 1.
+fn failure(r: &Run) -> String {
+    assert_eq!(
+        r.code, 1,
+        "expected a failed run\n{}\n{}",
+        r.stdout, r.stderr
+    );
+    r.events()
+        .into_iter()
+        .find(|e| e["event"] == "stage_finished" && e["stage"] == "deploy")
+        .and_then(|e| e["message"].as_str().map(String::from))
+        .unwrap_or_else(|| panic!("no failure message:\n{}", r.stdout))
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_registry_outside_the_workspace_is_a_config_error_at_its_line() {
+    let outside = tempfile::tempdir().unwrap();
+    let absolute = outside.path().join("reg").display().to_string();
+    for registry in ["../../outside_reg", "models/../../outside_reg", &absolute] {
+        let ws = deploy_ws(&format!("{{registry: '{registry}', name: m}}"));
+        let r = ws.run(&[]);
+        assert_eq!(r.code, 2, "{registry}: {}", r.stderr);
+        for needle in [
+            format!("stage `deploy`: `registry` `{registry}` is outside the workspace"),
+            "sluice.yaml:6:".to_string(),
+            "keep the registry inside the workspace (e.g. `registry: models`), or add `allow_outside_workspace: true`".to_string(),
+        ] {
+            assert!(r.stderr.contains(&needle), "{needle:?} in {}", r.stderr);
+        }
+        assert!(r.started().is_empty());
+    }
+    assert!(entries(outside.path()).is_empty());
+    let ws = deploy_ws("{registry: models, name: m, allow_outside_workspace: 'yes'}");
+    let r = ws.run(&[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("`allow_outside_workspace` must be `true` or `false`, not \"yes\""),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn an_opted_in_registry_outside_the_workspace_is_published_to() {
+    let outside = tempfile::tempdir().unwrap();
+    let shared = outside.path().join("shared-registry");
+    let ws = deploy_ws(&format!(
+        "{{registry: '{}', name: m, allow_outside_workspace: true}}",
+        shared.display()
+    ));
+    model(&ws, "models/net.onnx", 7, 2);
+    ws.run(&[]).assert_ok();
+    assert_eq!(
+        entries(&shared.join("m")),
+        ["1", "latest"],
+        "{:?}",
+        entries(&shared)
+    );
+    assert!(shared.join(".sluice-registry").is_file());
+    assert_eq!(
+        std::fs::read(shared.join("m/1/model.onnx")).unwrap(),
+        std::fs::read(ws.path("models/net.onnx")).unwrap()
+    );
+    // The relative spelling climbs out the same way when opted in.
+    let ws = deploy_ws("{registry: ../elsewhere, name: m, allow_outside_workspace: true}");
+    model(&ws, "models/net.onnx", 7, 2);
+    ws.run(&[]).assert_ok();
+    let elsewhere = ws.root().parent().unwrap().join("elsewhere");
+    let published = entries(&elsewhere.join("m"));
+    std::fs::remove_dir_all(&elsewhere).unwrap();
+    assert_eq!(published, ["1", "latest"]);
+}
+
+#[test]
+fn a_symbolic_link_does_not_carry_the_registry_out() {
+    let outside = tempfile::tempdir().unwrap();
+    let ws = deploy_ws("{registry: models/reg, name: m}");
+    model(&ws, "models/net.onnx", 7, 2);
+    std::os::unix::fs::symlink(outside.path(), ws.path("models/reg")).unwrap();
+    let m = failure(&ws.run(&[]));
+    assert_eq!(
+        m,
+        "the registry `models/reg` resolves outside the workspace through a symbolic link\nhint: point `registry` at a directory inside the workspace, or add `allow_outside_workspace: true` to publish there on purpose"
+    );
+    assert!(entries(outside.path()).is_empty());
+    // Opting in follows the link.
+    ws.pipeline(&ws.read("sluice.yaml").replace(
+        "{registry: models/reg, name: m}",
+        "{registry: models/reg, name: m, allow_outside_workspace: true}",
+    ));
+    ws.run(&[]).assert_ok();
+    assert_eq!(entries(&outside.path().join("m")), ["1", "latest"]);
+}
+
+#[test]
+fn a_bundle_that_would_not_serve_publishes_nothing() {
+    let hint = "hint: give `deploy` the `model` of the `train` stage and the `preprocess` output of the `normalize` stage that prepared its training data";
+    // Not a model at all.
+    let ws = deploy_ws("{registry: models, name: m}");
+    ws.write("models/net.onnx", "not an onnx file");
+    let m = failure(&ws.run(&[]));
+    assert!(
+        m.starts_with("`models/net.onnx` does not load in ONNX Runtime: ") && m.ends_with(hint),
+        "{m}"
+    );
+    assert!(!ws.exists("models/m"), "{:?}", entries(&ws.path("models")));
+    // A model for five features, an artifact making seven.
+    model(&ws, "models/net.onnx", 5, 2);
+    let m = failure(&ws.run(&[]));
+    assert_eq!(
+        m,
+        format!("the model `models/net.onnx` takes `input` with shape [-1, 5], but `out/d/n/preprocess` makes rows of shape [7]\n{hint}")
+    );
+    // Three answers for two classes.
+    model(&ws, "models/net.onnx", 7, 3);
+    let m = failure(&ws.run(&[]));
+    assert_eq!(
+        m,
+        format!("the model `models/net.onnx` answers 3 values per row in `output`, but `out/d/n/preprocess` expects 2 (one per class: no, yes)\n{hint}")
+    );
+    assert!(!ws.exists("models/m"));
+    // An artifact that does not parse, with a model that loads.
+    model(&ws, "models/net.onnx", 7, 2);
+    ws.write("pre.json", "{\"format\": 1, \"numeric\": []}\n").pipeline(
+        "name: d\nstages:\n  deploy: {uses: deploy, inputs: {model: models/net.onnx, preprocess: pre.json}, with: {name: m}}\n",
+    );
+    let m = failure(&ws.run(&[]));
+    assert!(
+        m.starts_with("`pre.json` is not a preprocess artifact: ") && m.ends_with(hint),
+        "{m}"
+    );
+    assert!(!ws.exists("models/m"));
+    // And the good pair publishes.
+    let ws = deploy_ws("{registry: models, name: m}");
+    model(&ws, "models/net.onnx", 7, 2);
+    ws.run(&[]).assert_ok();
+    assert_eq!(ws.read("models/m/latest").trim(), "1");
+}
