@@ -337,10 +337,14 @@ pub fn hash_file_bytes(abs: &Path, size: u64) -> io::Result<ContentHash> {
 
 /// A cheap snapshot of a path's metadata (every file under a directory), to notice edits made
 /// while a stage runs.
+///
+/// The path itself is followed when it is a symbolic link, but links inside a directory are
+/// stamped as links, the way `Hasher::hash_path` hashes them: following them would let a link
+/// back to its own directory (`data/self -> .`) make the walk endless.
 pub fn metadata_snapshot(abs: &Path) -> Vec<(PathBuf, u64, i128, u64)> {
     let mut out = Vec::new();
-    fn go(p: &Path, out: &mut Vec<(PathBuf, u64, i128, u64)>) {
-        let Ok(m) = fs::metadata(p) else {
+    fn go(p: &Path, m: io::Result<fs::Metadata>, out: &mut Vec<(PathBuf, u64, i128, u64)>) {
+        let Ok(m) = m else {
             out.push((p.to_path_buf(), u64::MAX, 0, 0));
             return;
         };
@@ -350,7 +354,8 @@ pub fn metadata_snapshot(abs: &Path) -> Vec<(PathBuf, u64, i128, u64)> {
                     rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
                 children.sort();
                 for c in children {
-                    go(&c, out);
+                    let m = fs::symlink_metadata(&c);
+                    go(&c, m, out);
                 }
             }
         } else {
@@ -358,7 +363,7 @@ pub fn metadata_snapshot(abs: &Path) -> Vec<(PathBuf, u64, i128, u64)> {
             out.push((p.to_path_buf(), s.size, s.mtime_ns.max(s.ctime_ns), s.ino));
         }
     }
-    go(abs, &mut out);
+    go(abs, fs::metadata(abs), &mut out);
     out
 }
 

@@ -287,6 +287,10 @@ fn stage(name: &str, v: &Value, path: &YPath, problems: &mut Problems) -> Option
             Value::Sequence(items) => {
                 for (i, item) in items.iter().enumerate() {
                     if let Some(n) = string(item, &p.i(i), "an output name", problems) {
+                        if s.outputs.iter().any(|(o, _)| *o == n) {
+                            problems.push(&p.i(i), format!("output `{n}` is listed twice"), None);
+                            continue;
+                        }
                         s.outputs.push((n, None));
                     }
                 }

@@ -8,7 +8,7 @@
 //! position where the limit was crossed, and turns whole numbers that do not fit in 64 bits
 //! into a problem at their path instead of serde_yaml's "invalid type: integer ... as u128".
 
-use super::locate::Seg;
+use super::locate::{Index, Seg};
 use crate::diag::Location;
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, Visitor};
 use serde_yaml::{Mapping, Number, Value};
@@ -106,7 +106,7 @@ pub fn read_yaml(source: &str) -> Result<(Value, Vec<TooLarge>), Fatal> {
     let de = serde_yaml::Deserializer::from_str(source);
     match (Node { st: &mut state }).deserialize(de) {
         Ok(v) => Ok((v, state.too_large)),
-        Err(e) => Err(fatal(&e, &state)),
+        Err(e) => Err(fatal(&e, &state, source)),
     }
 }
 
@@ -114,23 +114,53 @@ pub fn read_yaml(source: &str) -> Result<(Value, Vec<TooLarge>), Fatal> {
 const DEPTH: &str = "sluice: too deep";
 const VALUES: &str = "sluice: too many values";
 const TAG: &str = "sluice: tag";
+const DUPLICATE: &str = "sluice: duplicate key";
 
-fn fatal(e: &serde_yaml::Error, state: &State) -> Fatal {
-    let location = e.location().map(|l| Location {
-        line: l.line(),
-        column: l.column(),
-    });
+fn fatal(e: &serde_yaml::Error, state: &State, source: &str) -> Fatal {
     let msg = e.to_string();
+    // libyaml's reader (control characters, bad encoding) gives no line and column, only
+    // " at position N", a byte offset; serde_yaml then reports the start of the file.
+    let offset = msg.find(" at position ").and_then(|i| {
+        msg[i + " at position ".len()..]
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    });
+    let mut location = match offset {
+        Some(offset) => Some(location_of(source, offset)),
+        None => e.location().map(|l| Location {
+            line: l.line(),
+            column: l.column(),
+        }),
+    };
     let has = |marker: &str| msg.contains(marker);
+    if msg.contains("more than one document") {
+        return Fatal {
+            message: "the file holds more than one YAML document".to_string(),
+            location: second_document(source),
+            help: Some("a pipeline is one document: remove the `---` line and merge the stages, or keep the second pipeline in its own file".to_string()),
+        };
+    }
     let (message, help) = if has(DEPTH) || msg.contains("recursion limit exceeded") {
         (
             format!("values nest deeper than {MAX_DEPTH} levels"),
             Some(DEPTH_HELP.to_string()),
         )
     } else if has(VALUES) || msg.contains("repetition limit exceeded") {
+        // serde_yaml names no position for its own limit, and for ours the position of a node
+        // copied by an alias, which is the anchored one; the alias that was being expanded is
+        // what the user wrote and can change.
+        let at = state.failed_at.as_deref().unwrap_or_default();
+        location = Index::build(source).locate_before_alias(at).or(location);
         (
             format!("the file expands to more than {MAX_VALUES} values"),
             Some("aliases (`*name`) repeat the value they name; a pipeline this large is not meant to be written by hand or by aliases".to_string()),
+        )
+    } else if has(DUPLICATE) {
+        (
+            format!("duplicate key `{}`", state.duplicate),
+            Some("a key may appear once in a mapping; remove or rename one of them".to_string()),
         )
     } else if has(TAG) {
         (
@@ -138,8 +168,9 @@ fn fatal(e: &serde_yaml::Error, state: &State) -> Fatal {
             Some("remove the tag; quote the value to make it text".to_string()),
         )
     } else {
-        // serde_yaml appends " at line X column Y"; the location is rendered separately.
-        let msg = match msg.find(" at line ") {
+        // serde_yaml appends " at line X column Y" (libyaml's reader " at position N"); the
+        // location is rendered separately.
+        let msg = match msg.find(" at line ").or_else(|| msg.find(" at position ")) {
             Some(i) => msg[..i].to_string(),
             None => msg,
         };
@@ -152,6 +183,39 @@ fn fatal(e: &serde_yaml::Error, state: &State) -> Fatal {
     }
 }
 
+/// Where the second document starts: the first `---` line after some content (serde_yaml
+/// refuses a second document without saying where it is).
+fn second_document(source: &str) -> Option<Location> {
+    let mut content = false;
+    for (i, line) in source.lines().enumerate() {
+        let body = line.trim();
+        let marker =
+            line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
+        if marker && content {
+            return Some(Location {
+                line: i + 1,
+                column: 1,
+            });
+        }
+        content |= !marker && !body.is_empty() && !body.starts_with('#');
+    }
+    None
+}
+
+/// The line and column (in characters) of byte `offset` of `source`.
+pub(crate) fn location_of(source: &str, offset: usize) -> Location {
+    let mut offset = offset.min(source.len());
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &source[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    Location {
+        line: before.matches('\n').count() + 1,
+        column: before[line_start..].chars().count() + 1,
+    }
+}
+
 #[derive(Default)]
 struct State {
     depth: usize,
@@ -160,9 +224,20 @@ struct State {
     too_large: Vec<TooLarge>,
     /// The last tag seen, for the message.
     tag: String,
+    /// The key found twice, for the message.
+    duplicate: String,
+    /// The path being read when reading failed, the innermost one.
+    failed_at: Option<Vec<Seg>>,
 }
 
 impl State {
+    fn failed<T, E>(&mut self, r: Result<T, E>) -> Result<T, E> {
+        if r.is_err() && self.failed_at.is_none() {
+            self.failed_at = Some(self.path.clone());
+        }
+        r
+    }
+
     fn count<E: de::Error>(&mut self) -> Result<(), E> {
         self.values += 1;
         if self.values > MAX_VALUES {
@@ -258,6 +333,7 @@ impl<'de> Visitor<'de> for Node<'_> {
         loop {
             st.path.push(Seg::Index(items.len()));
             let next = seq.next_element_seed(Node { st: &mut *st });
+            let next = st.failed(next);
             st.path.pop();
             match next? {
                 Some(v) => items.push(v),
@@ -276,9 +352,13 @@ impl<'de> Visitor<'de> for Node<'_> {
             return Err(de::Error::custom(DEPTH));
         }
         let mut out = Mapping::new();
-        while let Some(key) = map.next_key_seed(Node { st: &mut *st })? {
+        while let Some(key) = map.next_key_seed(Key {
+            st: &mut *st,
+            seen: &out,
+        })? {
             st.path.push(Seg::Key(key_text(&key)));
             let value = map.next_value_seed(Node { st: &mut *st });
+            let value = st.failed(value);
             st.path.pop();
             out.insert(key, value?);
         }
@@ -291,6 +371,93 @@ impl<'de> Visitor<'de> for Node<'_> {
         let (tag, _contents): (String, _) = data.variant()?;
         self.st.tag = tag;
         Err(de::Error::custom(TAG))
+    }
+}
+
+/// Reads a mapping key and refuses one the mapping already has. The refusal is raised while the
+/// key itself is read, so that serde_yaml positions it at the second occurrence of the key.
+struct Key<'a> {
+    st: &'a mut State,
+    seen: &'a Mapping,
+}
+
+impl Key<'_> {
+    fn once<E: de::Error>(self, key: Result<Value, E>) -> Result<Value, E> {
+        let key = key?;
+        if self.seen.contains_key(&key) {
+            self.st.duplicate = key_text(&key);
+            return Err(E::custom(DUPLICATE));
+        }
+        Ok(key)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping key")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        let key = Node { st: &mut *self.st }.visit_bool(v);
+        self.once(key)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        let key = Node { st: &mut *self.st }.visit_i64(v);
+        self.once(key)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        let key = Node { st: &mut *self.st }.visit_u64(v);
+        self.once(key)
+    }
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Value, E> {
+        let key = Node { st: &mut *self.st }.visit_i128(v);
+        self.once(key)
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
+        let key = Node { st: &mut *self.st }.visit_u128(v);
+        self.once(key)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        let key = Node { st: &mut *self.st }.visit_f64(v);
+        self.once(key)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        let key = Node { st: &mut *self.st }.visit_str(v);
+        self.once(key)
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        let key = Node { st: &mut *self.st }.visit_string(v);
+        self.once(key)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        let key = Node { st: &mut *self.st }.visit_unit();
+        self.once(key)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        let key = Node { st: &mut *self.st }.visit_seq(seq);
+        self.once(key)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
+        let key = Node { st: &mut *self.st }.visit_map(map);
+        self.once(key)
+    }
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        Node { st: self.st }.visit_enum(data)
     }
 }
 
@@ -361,10 +528,11 @@ mod tests {
                 "l{i}: &l{i} [*l{p},*l{p},*l{p},*l{p},*l{p},*l{p},*l{p},*l{p},*l{p}]\n"
             ));
         }
-        assert_eq!(
-            fatal_of(&laughs).message,
-            "the file expands to more than 2000000 values"
-        );
+        let f = fatal_of(&laughs);
+        assert_eq!(f.message, "the file expands to more than 2000000 values");
+        // Located at the list of aliases being expanded, not at what they copy.
+        let line = f.location.expect("a location").line;
+        assert!(laughs.lines().nth(line - 1).unwrap().contains("[*l"));
     }
 
     #[test]
@@ -395,6 +563,33 @@ mod tests {
             big[0].message(),
             "the number `18446744073709551616` is too large: whole numbers go from -9223372036854775808 to 18446744073709551615"
         );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_the_second_one() {
+        let f = fatal_of("a: 1\nb:\n  x: 1\n  y: 2\n  x: 3\n");
+        assert_eq!(f.message, "duplicate key `x`");
+        assert_eq!(f.location.map(|l| (l.line, l.column)), Some((5, 3)));
+        let f = fatal_of("p: {x: 1, 'x': 2}\n");
+        assert_eq!(f.message, "duplicate key `x`");
+        assert_eq!(f.location.map(|l| (l.line, l.column)), Some((1, 11)));
+    }
+
+    #[test]
+    fn control_characters_are_located_where_they_are() {
+        let f = fatal_of("a: 1\nbé: \"x\u{7}y\"\n");
+        assert_eq!(
+            f.message,
+            "invalid YAML: control characters are not allowed"
+        );
+        assert_eq!(f.location.map(|l| (l.line, l.column)), Some((2, 7)));
+    }
+
+    #[test]
+    fn a_second_document_is_located() {
+        let f = fatal_of("# c\n---\na: 1\n--- # two\nb: 2\n");
+        assert_eq!(f.message, "the file holds more than one YAML document");
+        assert_eq!(f.location.map(|l| (l.line, l.column)), Some((4, 1)));
     }
 
     #[test]
