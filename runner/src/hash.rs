@@ -429,4 +429,37 @@ mod tests {
         let b = h.hash_path(&d).unwrap().unwrap();
         assert_ne!(a.hash, b.hash);
     }
+
+    /// Links back to their own directory would make a walk that follows them endless (2^40
+    /// paths with two of them); both the hash and the snapshot take them as links.
+    #[test]
+    fn links_inside_a_directory_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("d");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("a.txt"), b"a").unwrap();
+        std::os::unix::fs::symlink(".", d.join("self")).unwrap();
+        std::os::unix::fs::symlink(".", d.join("again")).unwrap();
+        let tree = Hasher::default()
+            .hash_path(&d)
+            .unwrap()
+            .unwrap()
+            .tree
+            .unwrap();
+        let kinds: Vec<_> = tree.iter().map(|e| (e.path.as_str(), e.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("a.txt", EntryKind::File),
+                ("again", EntryKind::Link),
+                ("self", EntryKind::Link)
+            ]
+        );
+        let snapshot = metadata_snapshot(&d);
+        assert_eq!(snapshot.len(), 3);
+        // The directory itself may be reached through a link, which is followed.
+        let link = dir.path().join("to_d");
+        std::os::unix::fs::symlink(&d, &link).unwrap();
+        assert_eq!(metadata_snapshot(&link).len(), 3);
+    }
 }

@@ -336,9 +336,14 @@ impl Validator<'_, '_> {
                 if k.is_empty() || k.contains(['=', '\0']) {
                     self.problems.push(
                         &s.path.k("env").k(k).key_of(),
-                        format!(
-                            "environment variable name `{k}` is empty or contains `=` or a NUL"
-                        ),
+                        if k.is_empty() {
+                            "an environment variable name is empty".to_string()
+                        } else {
+                            format!(
+                                "environment variable name `{}` contains `=` or a NUL",
+                                k.escape_debug()
+                            )
+                        },
                         Some("name variables with letters, digits and `_`, e.g. `MY_VAR`".into()),
                     );
                     continue;

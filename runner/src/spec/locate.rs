@@ -159,8 +159,9 @@ impl Index {
 
 impl Index {
     /// The position of `path`, or, when the path is not in the document (a required key left
-    /// out), of the key of its nearest enclosing value that is, so that the problem still points
-    /// into the file; the root is where the document's content starts.
+    /// out, an item named by its text), of its nearest enclosing value that is, so that the
+    /// problem still points into the file: a list itself, a mapping by its key (where a missing
+    /// key would be added). The root is where the document's content starts.
     pub fn locate_enclosing(&self, path: &YPath) -> Option<Location> {
         if let found @ Some(_) = self.locate(path) {
             return found;
@@ -168,12 +169,24 @@ impl Index {
         (1..path.segs.len())
             .rev()
             .find_map(|n| {
-                self.locate(&YPath {
-                    segs: path.segs[..n].to_vec(),
-                    key: true,
-                })
+                let segs = path.segs[..n].to_vec();
+                let key = !self.is_list(&segs);
+                self.locate(&YPath { segs, key })
             })
             .or(self.start)
+    }
+
+    /// Whether `segs` (a path that runs through no alias) names a list.
+    fn is_list(&self, segs: &[Seg]) -> bool {
+        let mut node = self.root.as_ref();
+        for seg in segs {
+            node = match (node.map(|n| &n.kids), seg) {
+                (Some(Kids::Map(m)), Seg::Key(k)) => m.get(k),
+                (Some(Kids::Seq(v)), Seg::Index(i)) => v.get(*i),
+                _ => None,
+            };
+        }
+        matches!(node.map(|n| &n.kids), Some(Kids::Seq(_)))
     }
 }
 
@@ -517,6 +530,7 @@ mod tests {
         let index = Index::build(SRC);
         let enclosing = |p: YPath| index.locate_enclosing(&p).map(|l| (l.line, l.column));
         assert_eq!(enclosing(stages.k("a").k("with").k("x")), Some((3, 3)));
+        assert_eq!(enclosing(stages.k("b").k("needs").k("c")), Some((7, 12)));
         assert_eq!(enclosing(stages.k("b").k("run").key_of()), Some((8, 5)));
         assert_eq!(enclosing(YPath::root()), Some((1, 1)));
         let list = Index::build("# header\n\n---\n  - a\n");
