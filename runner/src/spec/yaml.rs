@@ -174,7 +174,10 @@ fn fatal(e: &serde_yaml::Error, state: &State, source: &str) -> Fatal {
             Some(i) => msg[..i].to_string(),
             None => msg,
         };
-        (format!("invalid YAML: {msg}"), None)
+        let help = msg.contains("control characters").then(|| {
+            "remove the character; in a double-quoted string, write it as an escape (`\\t`, `\\x07`)".to_string()
+        });
+        (format!("invalid YAML: {msg}"), help)
     };
     Fatal {
         message,
