@@ -59,7 +59,7 @@ pub(crate) fn raise_open_files() -> Option<(u64, u64)> {
             limit.rlim_cur = limit.rlim_max;
         }
     }
-    Some((before as u64, limit.rlim_cur as u64))
+    Some((before, limit.rlim_cur))
 }
 
 /// The open connections, counted against the cap.

@@ -427,7 +427,7 @@ fn decode_binary(datatype: DataType, count: usize, bytes: &[u8]) -> Result<Eleme
         }
         return Ok(Elements::Bytes(out));
     };
-    let wanted = count.checked_mul(size).unwrap_or(usize::MAX);
+    let wanted = count.saturating_mul(size);
     if bytes.len() != wanted {
         return Err(format!(
             "the shape says {count} {} elements ({wanted} bytes), but `binary_data_size` is {}",
@@ -693,7 +693,7 @@ impl OutValues {
         }
         match self {
             OutValues::F32(v) => list(out, v, |o, x| json(o, &f64::from(*x))),
-            OutValues::F64(v) => list(out, v, |o, x| json(o, x)),
+            OutValues::F64(v) => list(out, v, json),
             OutValues::Picked { names, index } => {
                 // Each name's JSON text once, then copied per element.
                 let texts: Vec<Vec<u8>> = names
