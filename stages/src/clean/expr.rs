@@ -511,6 +511,10 @@ mod tests {
         );
         assert_eq!(msg("a == 'x"), "unterminated '-quoted text at position 6");
         assert_eq!(
+            msg("a > -1e400"),
+            "`-1e400` is too large: numbers go up to about 1.8e308 at position 5"
+        );
+        assert_eq!(
             msg("a == 1 b"),
             "expected `and`, `or` or the end, found `b` at position 8"
         );
