@@ -354,7 +354,8 @@ fn setup(name: &str, ws: &Ws, file: &str) -> Result<(), String> {
         }
         // `escape` leads out of the workspace into its parent directory.
         "escape_dir" => symlink("..", &ws.path("escape")),
-        "escape_file" => symlink("../outside.txt", &ws.path("out/model.txt")),
+        // Relative to the link's own directory `out/`: two levels up is outside the workspace.
+        "escape_file" => symlink("../../outside.txt", &ws.path("out/model.txt")),
         "escape_nested" => symlink("../..", &ws.path("out/deep")),
         "link_loop" => {
             symlink("loop_b", &ws.path("loop_a"));

@@ -591,7 +591,7 @@ fn yaml_nesting_aliases_tags_and_size_are_bounded() {
         &[
             "error: duplicate key `a`",
             "--> sluice.yaml:4:3",
-            "merge the two entries or rename one",
+            "remove or rename one of them",
         ],
     );
     let e = invalid("stages:\n  a: {run: !shell echo}\n");

@@ -113,7 +113,27 @@ const LINE_CHARS: usize = 120;
 
 /// The part of `line` shown for `column` (1-based, in characters), and the column within it.
 /// Only the characters up to the window's end are looked at: a one-line file can be megabytes.
+/// Control characters are shown as their pictures (`␀`, `␛`), one for one, so that a NUL or an
+/// escape sequence in a broken file cannot reach the terminal.
 fn excerpt(line: &str, column: usize) -> (String, usize) {
+    let (text, column) = window(line, column);
+    if !text.contains(|c: char| c.is_control() && c != '\t') {
+        return (text, column);
+    }
+    let shown = text
+        .chars()
+        .map(|c| match c {
+            '\t' => c,
+            '\x7f' => '\u{2421}',
+            c if (c as u32) < 0x20 => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
+            c if c.is_control() => '\u{fffd}',
+            c => c,
+        })
+        .collect();
+    (shown, column)
+}
+
+fn window(line: &str, column: usize) -> (String, usize) {
     if line.len() <= LINE_CHARS {
         return (line.to_string(), column);
     }
@@ -171,6 +191,10 @@ mod tests {
         assert_eq!(text.chars().count(), LINE_CHARS + 1);
         assert_eq!(text.chars().nth(column - 1), Some('x'));
         assert!(text.starts_with('…') && !text.ends_with('…'));
+        assert_eq!(
+            excerpt("a: \"x\0y\x1b[31m\"\t", 6),
+            ("a: \"x\u{2400}y\u{241b}[31m\"\t".to_string(), 6)
+        );
     }
 
     #[test]

@@ -337,10 +337,14 @@ pub fn hash_file_bytes(abs: &Path, size: u64) -> io::Result<ContentHash> {
 
 /// A cheap snapshot of a path's metadata (every file under a directory), to notice edits made
 /// while a stage runs.
+///
+/// The path itself is followed when it is a symbolic link, but links inside a directory are
+/// stamped as links, the way `Hasher::hash_path` hashes them: following them would let a link
+/// back to its own directory (`data/self -> .`) make the walk endless.
 pub fn metadata_snapshot(abs: &Path) -> Vec<(PathBuf, u64, i128, u64)> {
     let mut out = Vec::new();
-    fn go(p: &Path, out: &mut Vec<(PathBuf, u64, i128, u64)>) {
-        let Ok(m) = fs::metadata(p) else {
+    fn go(p: &Path, m: io::Result<fs::Metadata>, out: &mut Vec<(PathBuf, u64, i128, u64)>) {
+        let Ok(m) = m else {
             out.push((p.to_path_buf(), u64::MAX, 0, 0));
             return;
         };
@@ -350,7 +354,8 @@ pub fn metadata_snapshot(abs: &Path) -> Vec<(PathBuf, u64, i128, u64)> {
                     rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
                 children.sort();
                 for c in children {
-                    go(&c, out);
+                    let m = fs::symlink_metadata(&c);
+                    go(&c, m, out);
                 }
             }
         } else {
@@ -358,7 +363,7 @@ pub fn metadata_snapshot(abs: &Path) -> Vec<(PathBuf, u64, i128, u64)> {
             out.push((p.to_path_buf(), s.size, s.mtime_ns.max(s.ctime_ns), s.ino));
         }
     }
-    go(abs, &mut out);
+    go(abs, fs::metadata(abs), &mut out);
     out
 }
 
@@ -423,5 +428,38 @@ mod tests {
         fs::rename(d.join("y"), d.join("z")).unwrap();
         let b = h.hash_path(&d).unwrap().unwrap();
         assert_ne!(a.hash, b.hash);
+    }
+
+    /// Links back to their own directory would make a walk that follows them endless (2^40
+    /// paths with two of them); both the hash and the snapshot take them as links.
+    #[test]
+    fn links_inside_a_directory_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("d");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("a.txt"), b"a").unwrap();
+        std::os::unix::fs::symlink(".", d.join("self")).unwrap();
+        std::os::unix::fs::symlink(".", d.join("again")).unwrap();
+        let tree = Hasher::default()
+            .hash_path(&d)
+            .unwrap()
+            .unwrap()
+            .tree
+            .unwrap();
+        let kinds: Vec<_> = tree.iter().map(|e| (e.path.as_str(), e.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("a.txt", EntryKind::File),
+                ("again", EntryKind::Link),
+                ("self", EntryKind::Link)
+            ]
+        );
+        let snapshot = metadata_snapshot(&d);
+        assert_eq!(snapshot.len(), 3);
+        // The directory itself may be reached through a link, which is followed.
+        let link = dir.path().join("to_d");
+        std::os::unix::fs::symlink(&d, &link).unwrap();
+        assert_eq!(metadata_snapshot(&link).len(), 3);
     }
 }

@@ -151,6 +151,10 @@ pub enum Escape {
     Parent,
     /// The output itself is a link to this target, outside.
     Leaf(PathBuf),
+    /// A directory above the output is a link into `.sluice/`, which sluice owns.
+    State,
+    /// A directory above the output is a link in a loop: nothing can be written there.
+    Loop,
 }
 
 /// `resolves_inside` for many paths at once, remembering directories already known to be real
@@ -183,6 +187,15 @@ impl<'a> Containment<'a> {
                 // Nothing below a missing component can be a link yet.
                 Err(_) => return None,
                 Ok(m) if m.file_type().is_symlink() => {
+                    match std::fs::canonicalize(&prefix) {
+                        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                            return Some(Escape::Loop)
+                        }
+                        Ok(real) if real.starts_with(self.root.join(".sluice")) => {
+                            return Some(Escape::State)
+                        }
+                        _ => {}
+                    }
                     if !parent_resolves_inside(self.root, path) {
                         return Some(Escape::Parent);
                     }

@@ -76,7 +76,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Pipeline, LoadError> {
                 .map(|p| {
                     let loc = p.diag.location.or_else(|| {
                         let path = p.path.as_ref()?;
-                        index.as_ref()?.locate(path)
+                        index.as_ref()?.locate_enclosing(path)
                     });
                     p.diag.at(loc)
                 })
@@ -113,13 +113,22 @@ fn read_source(opts: &LoadOptions<'_>) -> Result<String, LoadError> {
         });
     }
     String::from_utf8(bytes).map_err(|e| {
-        read_err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "it is not UTF-8 text (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
-            ),
-        ))
+        // Located like any other problem: the first byte that is not UTF-8, in the text as an
+        // editor that shows such bytes as `�` would show it.
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let source = String::from_utf8_lossy(bytes).into_owned();
+        let location = crate::spec::yaml::location_of(&source, at);
+        LoadError::Invalid(Diagnostics {
+            file: opts.display.clone(),
+            items: vec![Diagnostic::new(format!(
+                "the file is not UTF-8 text: byte `0x{:02x}` cannot start or continue a character",
+                bytes[at]
+            ))
+            .at(Some(location))
+            .help("save the pipeline file as UTF-8")],
+            source,
+        })
     })
 }
 
@@ -323,6 +332,22 @@ impl Validator<'_, '_> {
             }
             let mut env = BTreeMap::new();
             for (k, v) in &s.env {
+                // The environment cannot hold such a name: `A=B` would set `A` to `B=...`.
+                if k.is_empty() || k.contains(['=', '\0']) {
+                    self.problems.push(
+                        &s.path.k("env").k(k).key_of(),
+                        if k.is_empty() {
+                            "an environment variable name is empty".to_string()
+                        } else {
+                            format!(
+                                "environment variable name `{}` contains `=` or a NUL",
+                                k.escape_debug()
+                            )
+                        },
+                        Some("name variables with letters, digits and `_`, e.g. `MY_VAR`".into()),
+                    );
+                    continue;
+                }
                 if k == "CUDA_VISIBLE_DEVICES" || k.starts_with("SLUICE_") {
                     self.problems.push(
                         &s.path.k("env").k(k).key_of(),
@@ -530,6 +555,14 @@ impl Validator<'_, '_> {
                 );
                 None
             }
+            (None, Some(run)) if run.trim().is_empty() => {
+                self.problems.push(
+                    &s.path.k("run"),
+                    format!("stage `{}` has an empty `run`", s.name),
+                    Some("write the command to run, e.g. `run: python3 prepare.py`".into()),
+                );
+                None
+            }
             (None, Some(run)) => Some(StageKind::Run {
                 command: run.clone(),
             }),
@@ -645,6 +678,22 @@ impl Validator<'_, '_> {
                         );
                         None
                     }
+                    Some(Escape::State) => {
+                        self.problems.push(
+                            &ypath,
+                            format!("output `{n}` (`{wp}`) leads into `.sluice/`, which sluice owns, through a symbolic link"),
+                            Some("write somewhere else or remove the link".into()),
+                        );
+                        None
+                    }
+                    Some(Escape::Loop) => {
+                        self.problems.push(
+                            &ypath,
+                            format!("output `{n}` (`{wp}`) goes through a symbolic link that loops back to itself"),
+                            Some("fix or remove the link".into()),
+                        );
+                        None
+                    }
                     Some(Escape::Leaf(target)) => {
                         self.problems.push(
                             &ypath,
@@ -676,6 +725,18 @@ impl Validator<'_, '_> {
     }
 
     fn work_path(&mut self, text: &str, path: &YPath, what: &str) -> Option<WorkPath> {
+        // No file system accepts a NUL in a name; `"\0"` in a quoted YAML string makes one.
+        if text.contains('\0') {
+            self.problems.push(
+                path,
+                format!(
+                    "{what} path `{}` contains a NUL character",
+                    text.escape_debug()
+                ),
+                Some("remove the `\\0` from the path".into()),
+            );
+            return None;
+        }
         match WorkPath::parse(text, self.opts.root) {
             Ok(wp) => Some(wp),
             Err(PathProblem::Empty) => {
@@ -802,7 +863,29 @@ impl Validator<'_, '_> {
                 None if !contained.is_empty() => {}
                 None => {
                     let abs = input.path.to_abs(self.opts.root);
-                    if std::fs::symlink_metadata(&abs).is_err() {
+                    // A link that leads nowhere (dangling, or in a loop) is as good as missing:
+                    // the stage could not read it.
+                    if let (Ok(_), Err(e)) =
+                        (std::fs::symlink_metadata(&abs), std::fs::metadata(&abs))
+                    {
+                        let target = std::fs::read_link(&abs).unwrap_or_default();
+                        let what = if e.raw_os_error() == Some(libc::ELOOP) {
+                            format!("that loops back to itself (through `{}`)", target.display())
+                        } else {
+                            format!("to `{}`, which does not exist", target.display())
+                        };
+                        self.problems.push(
+                            &ypath,
+                            format!(
+                                "input `{}` of stage `{}` (`{}`) is a symbolic link {what}",
+                                input.name, s.id, input.path
+                            ),
+                            Some(
+                                "fix or remove the link, or point the input at the data itself"
+                                    .into(),
+                            ),
+                        );
+                    } else if std::fs::symlink_metadata(&abs).is_err() {
                         self.problems.push(
                             &ypath,
                             format!(

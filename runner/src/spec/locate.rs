@@ -60,6 +60,8 @@ pub struct Index {
     /// Where each anchored node is, by its position, for paths that run through an alias;
     /// filled only when the document has aliases.
     anchors: HashMap<(usize, usize), Vec<Seg>>,
+    /// Where the root value starts, for problems with the whole document.
+    start: Option<Location>,
 }
 
 #[derive(Debug)]
@@ -102,6 +104,7 @@ impl Index {
         let mut index = Index {
             root: Some(root),
             anchors: HashMap::new(),
+            start: content_start(source),
         };
         if st.aliases {
             let mut anchors = HashMap::new();
@@ -153,6 +156,84 @@ impl Index {
             node.at
         }
     }
+}
+
+impl Index {
+    /// The position of `path`, or, when the path is not in the document (a required key left
+    /// out, an item named by its text), of its nearest enclosing value that is, so that the
+    /// problem still points into the file: a list itself, a mapping by its key (where a missing
+    /// key would be added). The root is where the document's content starts.
+    pub fn locate_enclosing(&self, path: &YPath) -> Option<Location> {
+        if let found @ Some(_) = self.locate(path) {
+            return found;
+        }
+        (1..path.segs.len())
+            .rev()
+            .find_map(|n| {
+                let segs = path.segs[..n].to_vec();
+                let key = !self.is_list(&segs);
+                self.locate(&YPath { segs, key })
+            })
+            .or(self.start)
+    }
+
+    /// Whether `segs` (a path that runs through no alias) names a list.
+    fn is_list(&self, segs: &[Seg]) -> bool {
+        let mut node = self.root.as_ref();
+        for seg in segs {
+            node = match (node.map(|n| &n.kids), seg) {
+                (Some(Kids::Map(m)), Seg::Key(k)) => m.get(k),
+                (Some(Kids::Seq(v)), Seg::Index(i)) => v.get(*i),
+                _ => None,
+            };
+        }
+        matches!(node.map(|n| &n.kids), Some(Kids::Seq(_)))
+    }
+}
+
+impl Index {
+    /// The position of the first alias on `segs`, a path into the document with its aliases
+    /// expanded: the mapping key it is the value of, or the list holding it. Without an alias on
+    /// the path, the position of the deepest node found.
+    pub fn locate_before_alias(&self, segs: &[Seg]) -> Option<Location> {
+        let mut node = self.root.as_ref()?;
+        let mut found = self.start;
+        for seg in segs {
+            let next = match (&node.kids, seg) {
+                (Kids::Map(m), Seg::Key(k)) => m.get(k),
+                (Kids::Seq(v), Seg::Index(n)) => v.get(*n),
+                _ => None,
+            };
+            let Some(next) = next else {
+                break;
+            };
+            if let Kids::Alias = next.kids {
+                return next.key_at.or(found);
+            }
+            found = next.at.or(found);
+            node = next;
+        }
+        found
+    }
+}
+
+/// Where the document's content starts: the first character that is not blank, not in a
+/// comment, a directive or the `---` that opens the document. That is where the root value is,
+/// which a problem with the whole document (a list instead of a mapping) points at.
+fn content_start(source: &str) -> Option<Location> {
+    for (i, line) in source.lines().enumerate() {
+        let text = line.trim_start_matches('\u{feff}');
+        let body = text.trim_start();
+        if body.is_empty() || body.starts_with('#') || body.starts_with('%') || body == "---" {
+            continue;
+        }
+        let column = line.chars().count() - body.chars().count() + 1;
+        return Some(Location {
+            line: i + 1,
+            column,
+        });
+    }
+    None
 }
 
 struct Walk {
@@ -451,6 +532,18 @@ mod tests {
         assert_eq!(at(stages.k("b").k("needs").i(1)), (7, 16));
         assert_eq!(at(stages.k("b").k("run").key_of()), (8, 5));
         assert_eq!(Index::build(SRC).locate(&stages.k("zz")), None);
+        let index = Index::build(SRC);
+        let enclosing = |p: YPath| index.locate_enclosing(&p).map(|l| (l.line, l.column));
+        assert_eq!(enclosing(stages.k("a").k("with").k("x")), Some((3, 3)));
+        assert_eq!(enclosing(stages.k("b").k("needs").k("c")), Some((7, 12)));
+        assert_eq!(enclosing(stages.k("b").k("run").key_of()), Some((8, 5)));
+        assert_eq!(enclosing(YPath::root()), Some((1, 1)));
+        let list = Index::build("# header\n\n---\n  - a\n");
+        assert_eq!(
+            list.locate_enclosing(&YPath::root())
+                .map(|l| (l.line, l.column)),
+            Some((4, 3))
+        );
     }
 
     /// Every path of `v`, depth first.

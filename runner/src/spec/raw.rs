@@ -28,7 +28,12 @@ struct Quiet {
 
 impl Problems {
     pub fn push(&mut self, path: &YPath, message: impl Into<String>, help: Option<String>) {
-        if self.1.too_large.iter().any(|t| path.segs.starts_with(t)) {
+        // A problem with the list or mapping holding the number is about the number too: it
+        // stands there as null (`min_size: [null, 1]`).
+        if self.1.too_large.iter().any(|t| {
+            path.segs.starts_with(t)
+                || (t.len() == path.segs.len() + 1 && t.starts_with(&path.segs))
+        }) {
             return;
         }
         self.0.push(Pending {
@@ -288,6 +293,10 @@ fn stage(name: &str, v: &Value, path: &YPath, problems: &mut Problems) -> Option
             Value::Sequence(items) => {
                 for (i, item) in items.iter().enumerate() {
                     if let Some(n) = string(item, &p.i(i), "an output name", problems) {
+                        if s.outputs.iter().any(|(o, _)| *o == n) {
+                            problems.push(&p.i(i), format!("output `{n}` is listed twice"), None);
+                            continue;
+                        }
                         s.outputs.push((n, None));
                     }
                 }

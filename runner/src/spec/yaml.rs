@@ -8,7 +8,7 @@
 //! position where the limit was crossed, and turns whole numbers that do not fit in 64 bits
 //! into a problem at their path instead of serde_yaml's "invalid type: integer ... as u128".
 
-use super::locate::Seg;
+use super::locate::{Index, Seg};
 use crate::diag::Location;
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, Visitor};
 use serde_yaml::{Mapping, Number, Value};
@@ -110,7 +110,7 @@ pub fn read_yaml(source: &str) -> Result<(Value, Vec<TooLarge>), Fatal> {
     };
     match root.deserialize(de) {
         Ok(v) => Ok((v, state.too_large)),
-        Err(e) => Err(fatal(&e, &state)),
+        Err(e) => Err(fatal(&e, &state, source)),
     }
 }
 
@@ -123,55 +123,121 @@ enum Stop {
     DuplicateKey(String),
 }
 
-fn fatal(e: &serde_yaml::Error, state: &State) -> Fatal {
-    let location = e.location().map(|l| Location {
-        line: l.line(),
-        column: l.column(),
-    });
+fn fatal(e: &serde_yaml::Error, state: &State, source: &str) -> Fatal {
     let msg = e.to_string();
+    // libyaml's reader (control characters, bad encoding) gives no line and column, only
+    // " at position N", a byte offset; serde_yaml then reports the start of the file.
+    let offset = msg.find(" at position ").and_then(|i| {
+        msg[i + " at position ".len()..]
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    });
+    let mut location = match offset {
+        Some(offset) => Some(location_of(source, offset)),
+        None => e.location().map(|l| Location {
+            line: l.line(),
+            column: l.column(),
+        }),
+    };
+    if state.stop.is_none() && msg.contains("more than one document") {
+        return Fatal {
+            message: "the file holds more than one YAML document".to_string(),
+            location: second_document(source),
+            help: Some("a pipeline is one document: remove the `---` line and merge the stages, or keep the second pipeline in its own file".to_string()),
+        };
+    }
+    let too_many = || {
+        (
+            format!("the file expands to more than {MAX_VALUES} values"),
+            Some("aliases (`*name`) repeat the value they name; a pipeline this large is not meant to be written by hand or by aliases".to_string()),
+        )
+    };
     let (message, help) = match &state.stop {
         Some(Stop::Deep) => (
             format!("values nest deeper than {MAX_DEPTH} levels"),
-            DEPTH_HELP.to_string(),
-        ),
-        Some(Stop::Values) => (
-            format!("the file expands to more than {MAX_VALUES} values"),
-            "aliases (`*name`) here repeat large values many times over; write fewer aliases, or split the pipeline".to_string(),
+            Some(DEPTH_HELP.to_string()),
         ),
         Some(Stop::Tag(tag)) => (
             format!("YAML tag `!{tag}` is not supported"),
-            "remove the tag; quote the value to make it text".to_string(),
+            Some("remove the tag; quote the value to make it text".to_string()),
         ),
         Some(Stop::DuplicateKey(key)) => (
             format!("duplicate key `{key}`"),
-            "a key may appear once per mapping; merge the two entries or rename one".to_string(),
+            Some("a key may appear once in a mapping; remove or rename one of them".to_string()),
         ),
         // serde_yaml's own limits, in case they are met before ours.
         None if msg.contains("recursion limit exceeded") => (
             format!("values nest deeper than {MAX_DEPTH} levels"),
-            DEPTH_HELP.to_string(),
+            Some(DEPTH_HELP.to_string()),
         ),
-        None if msg.contains("repetition limit exceeded") => (
-            format!("the file expands to more than {MAX_VALUES} values"),
-            "aliases (`*name`) here repeat large values many times over; write fewer aliases, or split the pipeline".to_string(),
-        ),
+        Some(Stop::Values) => {
+            location = alias_being_expanded(source, state).or(location);
+            too_many()
+        }
+        None if msg.contains("repetition limit exceeded") => {
+            location = alias_being_expanded(source, state).or(location);
+            too_many()
+        }
         None => {
-            // serde_yaml appends " at line X column Y"; the location is rendered separately.
-            let msg = match msg.find(" at line ") {
+            // serde_yaml appends " at line X column Y" (libyaml's reader " at position N"); the
+            // location is rendered separately.
+            let msg = match msg.find(" at line ").or_else(|| msg.find(" at position ")) {
                 Some(i) => msg[..i].to_string(),
                 None => msg,
             };
-            return Fatal {
-                message: format!("invalid YAML: {msg}"),
-                location,
-                help: None,
-            };
+            let help = msg.contains("control characters").then(|| {
+                "remove the character; in a double-quoted string, write it as an escape (`\\t`, `\\x07`)".to_string()
+            });
+            (format!("invalid YAML: {msg}"), help)
         }
     };
     Fatal {
         message,
         location,
-        help: Some(help),
+        help,
+    }
+}
+
+/// serde_yaml names no position for its own alias limit, and for ours the position of a node
+/// copied by an alias, which is the anchored one; the alias that was being expanded is what the
+/// user wrote and can change.
+fn alias_being_expanded(source: &str, state: &State) -> Option<Location> {
+    let at = state.failed_at.as_deref().unwrap_or_default();
+    Index::build(source).locate_before_alias(at)
+}
+
+/// Where the second document starts: the first `---` line after some content (serde_yaml
+/// refuses a second document without saying where it is).
+fn second_document(source: &str) -> Option<Location> {
+    let mut content = false;
+    for (i, line) in source.lines().enumerate() {
+        let body = line.trim();
+        let marker =
+            line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
+        if marker && content {
+            return Some(Location {
+                line: i + 1,
+                column: 1,
+            });
+        }
+        content |= !marker && !body.is_empty() && !body.starts_with('#');
+    }
+    None
+}
+
+/// The line and column (in characters) of byte `offset` of `source`.
+pub(crate) fn location_of(source: &str, offset: usize) -> Location {
+    let mut offset = offset.min(source.len());
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &source[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    Location {
+        line: before.matches('\n').count() + 1,
+        column: before[line_start..].chars().count() + 1,
     }
 }
 
@@ -182,9 +248,20 @@ struct State {
     path: Vec<Seg>,
     too_large: Vec<TooLarge>,
     stop: Option<Stop>,
+    /// The path being read when reading failed, the innermost one.
+    failed_at: Option<Vec<Seg>>,
 }
 
 impl State {
+    /// Notes where reading failed, the innermost path first (the outer levels see the error as it
+    /// passes through them).
+    fn failed<T, E>(&mut self, r: Result<T, E>) -> Result<T, E> {
+        if r.is_err() && self.failed_at.is_none() {
+            self.failed_at = Some(self.path.clone());
+        }
+        r
+    }
+
     /// Ends reading; the error only carries the position, `stop` says why.
     fn stop<E: de::Error>(&mut self, why: Stop) -> E {
         self.stop = Some(why);
@@ -305,6 +382,7 @@ impl<'de> Visitor<'de> for Node<'_> {
                 st: &mut *st,
                 taken: None,
             });
+            let next = st.failed(next);
             st.path.pop();
             match next? {
                 Some(v) => items.push(v),
@@ -330,6 +408,7 @@ impl<'de> Visitor<'de> for Node<'_> {
                 st: &mut *st,
                 taken: None,
             });
+            let value = st.failed(value);
             st.path.pop();
             out.insert(key, value?);
         }
@@ -411,10 +490,11 @@ mod tests {
                 "l{i}: &l{i} [*l{p},*l{p},*l{p},*l{p},*l{p},*l{p},*l{p},*l{p},*l{p}]\n"
             ));
         }
-        assert_eq!(
-            fatal_of(&laughs).message,
-            "the file expands to more than 2000000 values"
-        );
+        let f = fatal_of(&laughs);
+        assert_eq!(f.message, "the file expands to more than 2000000 values");
+        // Located at the list of aliases being expanded, not at what they copy.
+        let line = f.location.expect("a location").line;
+        assert!(laughs.lines().nth(line - 1).unwrap().contains("[*l"));
     }
 
     #[test]
@@ -464,5 +544,22 @@ mod tests {
         // Core tags are YAML's own and change only how a scalar is read.
         let (v, _) = read_yaml("a: !!str 12\n").unwrap();
         assert_eq!(v["a"], Value::String("12".into()));
+    }
+
+    #[test]
+    fn control_characters_are_located_where_they_are() {
+        let f = fatal_of("a: 1\nbé: \"x\u{7}y\"\n");
+        assert_eq!(
+            f.message,
+            "invalid YAML: control characters are not allowed"
+        );
+        assert_eq!(f.location.map(|l| (l.line, l.column)), Some((2, 7)));
+    }
+
+    #[test]
+    fn a_second_document_is_located() {
+        let f = fatal_of("# c\n---\na: 1\n--- # two\nb: 2\n");
+        assert_eq!(f.message, "the file holds more than one YAML document");
+        assert_eq!(f.location.map(|l| (l.line, l.column)), Some((4, 1)));
     }
 }

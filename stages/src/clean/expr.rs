@@ -169,6 +169,13 @@ fn tokenize(src: &str) -> Result<Vec<(Token, usize)>, ParseError> {
             let n = text
                 .parse::<f64>()
                 .map_err(|_| err(start, format!("`{text}` is not a number")))?;
+            // Rust reads `1e400` as infinity; a comparison with it would hold for every row.
+            if !n.is_finite() {
+                return Err(err(
+                    start,
+                    format!("`{text}` is too large: numbers go up to about 1.8e308"),
+                ));
+            }
             tokens.push((Token::Number(n), start));
             i = end;
         } else if c.is_alphabetic() || c == '_' {
@@ -503,6 +510,10 @@ mod tests {
             "expected a comparison (==, !=, <, <=, >, >=), found `1` at position 3"
         );
         assert_eq!(msg("a == 'x"), "unterminated '-quoted text at position 6");
+        assert_eq!(
+            msg("a > -1e400"),
+            "`-1e400` is too large: numbers go up to about 1.8e308 at position 5"
+        );
         assert_eq!(
             msg("a == 1 b"),
             "expected `and`, `or` or the end, found `b` at position 8"
