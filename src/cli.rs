@@ -146,7 +146,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
     /// How many stages may run at once (default: the number of CPUs)
-    #[arg(short, long, value_name = "N")]
+    #[arg(short, long, value_name = "N", value_parser = at_least_one)]
     pub jobs: Option<usize>,
     /// How many GPUs to hand out (default: detected from CUDA_VISIBLE_DEVICES or nvidia-smi)
     #[arg(long, value_name = "N")]
@@ -170,8 +170,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
     /// Seconds between SIGTERM and SIGKILL when stopping a stage
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
-    pub kill_grace: f64,
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    pub kill_grace: std::time::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -182,7 +182,7 @@ pub struct WatchArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
     /// How many stages may run at once (default: the number of CPUs)
-    #[arg(short, long, value_name = "N")]
+    #[arg(short, long, value_name = "N", value_parser = at_least_one)]
     pub jobs: Option<usize>,
     /// How many GPUs to hand out (default: detected from CUDA_VISIBLE_DEVICES or nvidia-smi)
     #[arg(long, value_name = "N")]
@@ -194,8 +194,8 @@ pub struct WatchArgs {
     #[arg(long)]
     pub json: bool,
     /// Seconds between SIGTERM and SIGKILL when stopping a stage
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
-    pub kill_grace: f64,
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    pub kill_grace: std::time::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -234,4 +234,27 @@ pub struct GcArgs {
     /// their hash, with the cache entries that name them
     #[arg(long)]
     pub verify: bool,
+}
+
+/// `--jobs`: a count of at least one, checked by clap so that every command (`run -n` too)
+/// refuses `0` the same way.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+            Err("too large; it bounds how many stages run at once, e.g. `4`".into())
+        }
+        Err(_) => Err("expected a whole number, e.g. `4`".into()),
+    }
+}
+
+/// `--kill-grace`: seconds, finite and not negative (a day at most, so the duration is exact).
+fn seconds(text: &str) -> Result<std::time::Duration, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => {
+            Ok(std::time::Duration::from_secs_f64(s))
+        }
+        _ => Err("expected a number of seconds from 0 to 86400, e.g. `5` or `0.5`".into()),
+    }
 }

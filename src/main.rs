@@ -244,8 +244,8 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
         print_plan(&pipeline, &planned, args.json, true);
         return Ok(ExitCode::SUCCESS);
     }
-    let jobs = jobs(args.jobs)?;
-    let kill_grace = kill_grace(args.kill_grace)?;
+    let jobs = jobs(args.jobs);
+    let kill_grace = args.kill_grace;
     let gpus = gpus_for(&pipeline, args.gpus);
     let signals = SignalChannel::install()?;
     let sig_rx = signals.rx.clone();
@@ -287,26 +287,12 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
 }
 
 /// `--jobs`, defaulting to the number of CPUs.
-fn jobs(arg: Option<usize>) -> Result<usize, Failure> {
-    if arg == Some(0) {
-        return Err(Failure::Invalid(
-            "error: `--jobs` must be at least 1".into(),
-        ));
-    }
-    Ok(arg.unwrap_or_else(|| {
+fn jobs(arg: Option<usize>) -> usize {
+    arg.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
-    }))
-}
-
-fn kill_grace(secs: f64) -> Result<Duration, Failure> {
-    if !(secs.is_finite() && secs >= 0.0) {
-        return Err(Failure::Invalid(
-            "error: `--kill-grace` must be a number of seconds".into(),
-        ));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    })
 }
 
 /// The GPUs to hand out. Asking nvidia-smi costs tens of milliseconds on a GPU host: only when a

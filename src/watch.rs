@@ -5,8 +5,7 @@
 use crate::cli::{Cli, WatchArgs};
 use crate::report::{self, Human};
 use crate::{
-    gpus_for, jobs, kill_grace, open, overrides, Failure, SignalChannel, DEFAULT_PIPELINE,
-    EXIT_INTERRUPTED,
+    gpus_for, jobs, open, overrides, Failure, SignalChannel, DEFAULT_PIPELINE, EXIT_INTERRUPTED,
 };
 use crossbeam_channel::Receiver;
 use sluice_runner::watch::{watch as watch_loop, Notice, WatchEnd, WatchEvent, WatchOptions};
@@ -23,8 +22,8 @@ pub fn watch(cli: &Cli, args: &WatchArgs) -> Result<ExitCode, Failure> {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PIPELINE));
     let overrides = overrides(&args.pipeline)?;
     let (engine, pipeline) = open(&file, &overrides)?;
-    let jobs = jobs(args.jobs)?;
-    let kill_grace = kill_grace(args.kill_grace)?;
+    let jobs = jobs(args.jobs);
+    let kill_grace = args.kill_grace;
     let gpus = gpus_for(&pipeline, args.gpus);
     let signals = SignalChannel::install()?;
     let (tx, rx) = crossbeam_channel::unbounded();

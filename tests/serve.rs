@@ -59,7 +59,8 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The Python of a virtual environment holding `tritonclient[http]`, created once.
+/// The Python of a virtual environment holding `tritonclient[http]` (pinned in
+/// tests/serve-client-requirements.txt), created once.
 fn client_python() -> PathBuf {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-client");
     std::fs::create_dir_all(&root).unwrap();
@@ -84,12 +85,13 @@ fn client_python() -> PathBuf {
             .unwrap();
         assert!(ok.success(), "python3 -m venv failed");
         let out = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "tritonclient[http]"])
+            .args(["-m", "pip", "install", "--quiet", "-r"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve-client-requirements.txt"))
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "pip install tritonclient[http] failed:\n{}",
+            "pip install -r tests/serve-client-requirements.txt failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         std::fs::write(&ready, "").unwrap();
