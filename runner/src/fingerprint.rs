@@ -4,6 +4,7 @@
 //! and never a map's iteration order. Bump `FORMAT_VERSION` whenever the encoding or the set of
 //! fields changes, so old cache entries stop matching instead of matching wrongly.
 
+use crate::canonical::canonical_json;
 use crate::hash::{ContentHash, Hasher};
 use crate::paths::WorkPath;
 use crate::pipeline::{StageDef, StageKind};
@@ -202,43 +203,6 @@ impl Encoder {
     }
 }
 
-/// JSON with object keys sorted, whatever the map implementation, and no whitespace.
-pub fn canonical_json(v: &Json) -> String {
-    let mut out = String::new();
-    write_canonical(v, &mut out);
-    out
-}
-
-fn write_canonical(v: &Json, out: &mut String) {
-    match v {
-        Json::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Json::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&m[k], out);
-            }
-            out.push('}');
-        }
-        Json::Array(items) => {
-            out.push('[');
-            for (i, it) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(it, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,11 +232,5 @@ mod tests {
         let mut c = fp();
         c.version = Some("2".into());
         assert_ne!(a.key(), c.key());
-    }
-
-    #[test]
-    fn canonical_json_sorts_keys() {
-        let v = json!({"b": 1, "a": {"d": [1, 2], "c": null}});
-        assert_eq!(canonical_json(&v), r#"{"a":{"c":null,"d":[1,2]},"b":1}"#);
     }
 }

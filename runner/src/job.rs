@@ -2,6 +2,7 @@
 //! check and store. Reports back to the dispatcher, which alone owns the run's state.
 
 use crate::cache::{CacheStore, OutputRecord, RestoreError, StageRecord, RECORD_FORMAT};
+use crate::cancel::CancelToken;
 use crate::events::{Event, StageEventSink};
 use crate::exec::protocol::{Devices, Request, PROTOCOL_VERSION};
 use crate::exec::{ExecControl, ExecOutcome, Executor, ProcessSpec, StageLog, Stdout};
@@ -11,7 +12,7 @@ use crate::lock::LockFile;
 use crate::paths::resolves_inside;
 use crate::pipeline::{Pipeline, StageDef, StageKind};
 use crate::plan::{Checker, Decision, RunReason};
-use crate::stage::{CancelToken, ProcessHost, StageContext, StageRegistry};
+use crate::stage::{ProcessHost, StageContext, StageRegistry};
 use crate::workspace::Workspace;
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
@@ -373,9 +374,12 @@ fn execute(
             let _ = crate::atomic::remove_path(&o.path.to_abs(root));
         }
     };
-    if job.cancel.is_cancelled() {
+    if let Some(reason) = job.cancel.reason() {
         drop_outputs();
-        log.line("[sluice] stopped (cancelled or timed out); partial outputs removed");
+        log.line(&format!(
+            "[sluice] stopped: {}; partial outputs removed",
+            reason.describe(stage.timeout)
+        ));
         return JobResult::Cancelled {
             log_tail: log.tail(),
         };

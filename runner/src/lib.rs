@@ -4,6 +4,8 @@
 
 pub mod atomic;
 pub mod cache;
+pub mod cancel;
+mod canonical;
 pub mod diag;
 pub mod events;
 pub mod exec;

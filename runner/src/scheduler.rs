@@ -3,29 +3,16 @@
 //! timeouts and kill escalation are deadlines the loop wakes up for. Nothing else writes run
 //! state, so there are no locks around it.
 
+use crate::cancel::{CancelReason, CancelToken};
 use crate::events::{Event, Outcome};
 use crate::exec::signal_group;
 use crate::job::{check_up_to_date, run_job, Completed, Job, JobMsg, JobResult, RunCtx};
 use crate::lock::{LockEntry, LockFile, LockedOutput};
-use crate::stage::CancelToken;
 use crossbeam_channel::{select, Receiver};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Why running stages are being stopped, in increasing severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum CancelReason {
-    /// `sluice watch`: the stage's inputs or definition changed while it ran (see `Control`).
-    Superseded,
-    /// A stage failed and `--keep-going` is off.
-    StageFailed,
-    /// First SIGINT/SIGTERM: SIGTERM to every stage, SIGKILL after the grace period.
-    Interrupt,
-    /// Second signal: SIGKILL now.
-    ForceKill,
-}
 
 /// Requests from outside a run while it is going (`sluice watch`), delivered to the dispatch loop
 /// like signals and completions. Sets are stage indices of the run's pipeline; the dispatcher
@@ -79,7 +66,6 @@ struct Running {
     kill_at: Option<Instant>,
     cpus: usize,
     gpus: Vec<u32>,
-    timed_out: bool,
 }
 
 const LOCK_WRITE_INTERVAL: Duration = Duration::from_millis(1000);
@@ -382,7 +368,6 @@ impl Dispatcher {
                     kill_at: None,
                     cpus: need_cpus,
                     gpus: gpus.clone(),
-                    timed_out: false,
                 },
             );
             let _ = job_tx.send(Job {
@@ -402,7 +387,7 @@ impl Dispatcher {
             return;
         };
         r.pgid = pgid.or(r.pgid);
-        if r.deadline.is_none() && !r.timed_out {
+        if r.deadline.is_none() && r.cancel.reason() != Some(CancelReason::TimedOut) {
             // A timeout too long for the clock (thousands of years) is no deadline at all,
             // not a panic of the dispatch loop.
             r.deadline = timeout.and_then(|t| Instant::now().checked_add(t));
@@ -502,11 +487,13 @@ impl Dispatcher {
             return;
         }
         let name = self.ctx.pipeline.stages[idx].id.0.clone();
+        let timeout = self.ctx.pipeline.stages[idx].timeout;
+        let stopped_by = r.cancel.reason();
+        let timed_out = stopped_by == Some(CancelReason::TimedOut);
         let timeout_msg = || {
-            let t = self.ctx.pipeline.stages[idx].timeout.unwrap_or_default();
             format!(
-                "timed out after {}; its process group was killed",
-                humane(t)
+                "{}; its process group was killed",
+                CancelReason::TimedOut.describe(timeout)
             )
         };
         let (outcome, message, tail) = match result {
@@ -522,16 +509,19 @@ impl Dispatcher {
                 self.record(&name, cached.then_some(c));
                 (Outcome::Ran, None, Vec::new())
             }
-            JobResult::Failed { log_tail, .. } if r.timed_out => {
+            JobResult::Failed { log_tail, .. } if timed_out => {
                 (Outcome::TimedOut, Some(timeout_msg()), log_tail)
             }
             JobResult::Failed { message, log_tail } => (Outcome::Failed, Some(message), log_tail),
-            JobResult::Cancelled { log_tail } if r.timed_out => {
+            JobResult::Cancelled { log_tail } if timed_out => {
                 (Outcome::TimedOut, Some(timeout_msg()), log_tail)
             }
             JobResult::Cancelled { .. } => (
                 Outcome::Cancelled,
-                Some("cancelled; partial outputs removed".into()),
+                Some(format!(
+                    "{}; partial outputs removed",
+                    stopped_by.map_or_else(|| "cancelled".into(), |why| why.describe(timeout))
+                )),
                 Vec::new(),
             ),
         };
@@ -654,11 +644,13 @@ impl Dispatcher {
         let grace = self.opts.kill_grace;
         let mut timed_out = Vec::new();
         for (idx, r) in self.running.iter_mut() {
-            if r.deadline.is_some_and(|t| t <= now) && !r.timed_out {
-                r.timed_out = true;
+            if r.deadline.is_some_and(|t| t <= now) {
                 r.deadline = None;
-                timed_out.push(*idx);
-                cancel_one(r, CancelReason::StageFailed, grace);
+                cancel_one(r, CancelReason::TimedOut, grace);
+                // A stage already being stopped for another reason keeps that reason.
+                if r.cancel.reason() == Some(CancelReason::TimedOut) {
+                    timed_out.push(*idx);
+                }
             }
             if r.kill_at.is_some_and(|k| k <= now) {
                 r.kill_at = None;
@@ -715,7 +707,7 @@ impl Dispatcher {
 /// Starts stopping one running stage: the token for in-process stages, SIGTERM (or SIGKILL) for
 /// a process group, with SIGKILL scheduled after the grace period.
 fn cancel_one(r: &mut Running, reason: CancelReason, grace: Duration) {
-    r.cancel.cancel();
+    r.cancel.cancel(reason);
     if let Some(pgid) = r.pgid {
         if reason == CancelReason::ForceKill {
             signal_group(pgid, libc::SIGKILL);
@@ -746,20 +738,5 @@ fn lock_entry(c: Completed) -> LockEntry {
                 )
             })
             .collect(),
-    }
-}
-
-fn humane(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    let trim = |x: f64, unit: &str| {
-        let t = format!("{x:.1}");
-        format!("{}{unit}", t.strip_suffix(".0").unwrap_or(&t))
-    };
-    if s < 1.0 {
-        format!("{}ms", d.as_millis())
-    } else if s < 120.0 {
-        trim(s, "s")
-    } else {
-        trim(s / 60.0, "m")
     }
 }

@@ -6,21 +6,10 @@ use crate::events::StageEventSink;
 use crate::exec::{ExecOutcome, ProcessSpec};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Cooperative cancellation for in-process stages: long loops should check it between items.
-#[derive(Clone, Default, Debug)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+/// Where the binary and built-in stages have always named it; it lives in `cancel`.
+pub use crate::cancel::CancelToken;
 
 /// Everything a built-in stage gets. Paths are absolute; outputs do not exist yet.
 pub struct StageContext<'a> {

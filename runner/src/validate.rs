@@ -320,7 +320,7 @@ impl Validator<'_, '_> {
                     "run".into(),
                     s.run.clone().map(Json::String).unwrap_or(Json::Null),
                 );
-                crate::fingerprint::canonical_json(&Json::Object(m))
+                crate::canonical::canonical_json(&Json::Object(m))
             };
             let mut kind = kinds[idx].clone();
             if let Some(StageKind::Run { command }) = &mut kind {

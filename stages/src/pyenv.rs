@@ -8,7 +8,7 @@
 //! written last: a killed `pip install` leaves a directory without a marker, which the next
 //! attempt wipes and rebuilds.
 
-use sluice_runner::stage::CancelToken;
+use sluice_runner::cancel::CancelToken;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;

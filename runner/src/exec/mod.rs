@@ -11,8 +11,8 @@ pub mod protocol;
 pub use logfile::StageLog;
 pub use process::LocalExecutor;
 
+use crate::cancel::CancelToken;
 use crate::events::StageEventSink;
-use crate::stage::CancelToken;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
