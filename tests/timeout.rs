@@ -68,3 +68,71 @@ fn the_human_report_names_the_timeout() {
     let all = format!("{}{}", r.stdout, r.stderr);
     assert!(all.contains("timed out after 1s"), "{all}");
 }
+
+fn finished(r: &Run, stage: &str) -> serde_json::Value {
+    r.events()
+        .into_iter()
+        .find(|e| e["event"] == "stage_finished" && e["stage"] == stage)
+        .unwrap_or_else(|| panic!("no stage_finished for `{stage}`: {r:?}"))
+}
+
+/// A stage with a timeout that a user stops is interrupted, not timed out: the token keeps the
+/// reason it was stopped for.
+#[test]
+fn ctrl_c_before_the_timeout_reports_an_interrupt() {
+    let ws = Ws::new();
+    ws.pipeline(
+        r#"
+stages:
+  slow:
+    run: "touch started; sleep 30; echo late > ${{ outputs.o }}"
+    outputs: [o]
+    timeout: 10m
+"#,
+    );
+    let child = ws.spawn(&["run", "--json", "--kill-grace", "1"]);
+    assert!(
+        wait_for(GUARD, || ws.exists("started")),
+        "the stage never started"
+    );
+    send_signal(&child, libc::SIGINT);
+    let r = wait_child(child, GUARD);
+    assert_eq!(r.code, 130, "{r:?}");
+    let f = finished(&r, "slow");
+    assert_eq!(f["outcome"], "cancelled", "{f}");
+    let message = f["message"].as_str().unwrap();
+    assert!(message.starts_with("interrupted"), "{f}");
+    assert!(!message.contains("timed out"), "{f}");
+}
+
+/// Fail-fast stops a sibling that has a timeout of its own; it says so rather than blaming the
+/// timeout.
+#[test]
+fn a_failing_sibling_cancels_with_its_own_reason() {
+    let ws = Ws::new();
+    ws.pipeline(
+        r#"
+stages:
+  slow:
+    run: "touch started; sleep 30; echo late > ${{ outputs.o }}"
+    outputs: [o]
+    timeout: 10m
+  bad:
+    run: "until [ -f started ]; do sleep 0.1; done; exit 3"
+    outputs: [o]
+"#,
+    );
+    let child = ws.spawn(&["run", "--json", "--jobs", "2", "--kill-grace", "1"]);
+    let r = wait_child(child, GUARD);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.outcomes()["bad"], "failed", "{r:?}");
+    let f = finished(&r, "slow");
+    assert_eq!(f["outcome"], "cancelled", "{f}");
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .contains("another stage failed"),
+        "{f}"
+    );
+}
