@@ -253,3 +253,74 @@ pub fn png(width: u32, height: u32, rgb: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8
     chunk(&mut out, b"IEND", &[]);
     out
 }
+
+/// A spawned `sluice ... --json` whose stdout is read line by line as it streams, so a test can
+/// act on an event (create a file, send a signal) the moment sluice has reported it.
+pub struct Streaming {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Streaming {
+    /// Takes over `child`'s piped stdout; a thread forwards its lines until it closes.
+    pub fn new(mut child: Child) -> Streaming {
+        use std::io::BufRead;
+        let stdout = child.stdout.take().expect("spawned with piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Streaming {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn child(&self) -> &Child {
+        &self.child
+    }
+
+    /// Reads events until one satisfies `pred` and returns it; `None` when stdout closes or
+    /// `timeout` passes first (the test then fails on that, instead of hanging).
+    pub fn wait_for_event(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if !line.starts_with('{') {
+                continue;
+            }
+            let event: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("bad event line {line}: {e}"));
+            if pred(&event) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// Waits for the exit as [`wait_child`] does; `stdout` holds every line, read before or now.
+    pub fn finish(self, timeout: Duration) -> Run {
+        let Streaming {
+            child,
+            lines,
+            mut seen,
+        } = self;
+        let mut run = wait_child(child, timeout);
+        // The reader thread ends with stdout, which closed when the child exited.
+        seen.extend(lines.iter());
+        run.stdout = seen.into_iter().map(|l| l + "\n").collect();
+        run
+    }
+}
