@@ -373,7 +373,8 @@ fn keep_going_runs_everything_not_downstream_of_the_failure() {
     let mut run = Streaming::new(ws.spawn(&["run", "--json", "--keep-going", "--jobs", "2"]));
     // The sibling finishes only once the failure has been reported: keep-going must not cancel it.
     assert!(
-        run.wait_for_event(LONG, |e| e["event"] == "stage_finished" && e["stage"] == "bad")
+        run.wait_for_event(LONG, |e| e["event"] == "stage_finished"
+            && e["stage"] == "bad")
             .is_some(),
         "bad never finished"
     );

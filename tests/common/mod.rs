@@ -177,8 +177,8 @@ pub fn send_signal(child: &Child, sig: i32) {
 
 pub const LONG: Duration = Duration::from_secs(60);
 
-/// Whether this machine has an NVIDIA GPU (`nvidia-smi -L` lists one): the CUDA tests run only
-/// then, and say `SKIPPED` otherwise.
+/// Whether this machine has an NVIDIA GPU (`nvidia-smi -L` lists one): the CUDA tests, ignored
+/// by default, fail without one when asked to run.
 pub fn gpu_present() -> bool {
     std::process::Command::new("nvidia-smi")
         .arg("-L")
@@ -324,3 +324,21 @@ impl Streaming {
         run
     }
 }
+
+impl Ws {
+    /// `sluice ARGS...` on a machine that shows no GPU, whatever this one has: an empty
+    /// `CUDA_VISIBLE_DEVICES` gives the scheduler no GPU slots and hides every device from the
+    /// stages, so the no-GPU paths are tested on GPU hosts too.
+    pub fn sluice_without_gpus(&self, args: &[&str]) -> Run {
+        let out = self
+            .command(args)
+            .env("CUDA_VISIBLE_DEVICES", "")
+            .output()
+            .expect("run sluice");
+        Run::from(out)
+    }
+}
+
+/// The reason on every test that needs an NVIDIA GPU (`#[ignore = ...]` wants a literal, so the
+/// tests repeat it; this is what they assert with).
+pub const NEEDS_GPU: &str = "needs an NVIDIA GPU (nvidia-smi -L lists one); run with `cargo test -- --ignored` on a GPU machine";
