@@ -318,8 +318,12 @@ impl Streaming {
             mut seen,
         } = self;
         let mut run = wait_child(child, timeout);
-        // The reader thread ends with stdout, which closed when the child exited.
-        seen.extend(lines.iter());
+        // The reader thread ends with stdout, which closed when the child exited, unless a
+        // leaked stage process still holds it: bounded, so that shows as a failure, not a hang.
+        let end = Instant::now() + Duration::from_secs(10);
+        while let Ok(line) = lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            seen.push(line);
+        }
         run.stdout = seen.into_iter().map(|l| l + "\n").collect();
         run
     }
