@@ -162,10 +162,9 @@ mod tests {
     /// `sluice setup --cuda`'s business).
     #[test]
     fn the_probe_model_runs() {
-        let Some(lib) = pyenv::find_runtime() else {
-            eprintln!("SKIPPED: ONNX Runtime is not installed (`sluice setup`)");
-            return;
-        };
+        // Like the train and evaluate tests, this needs the environment `sluice setup` makes.
+        let lib = pyenv::find_runtime()
+            .expect("ONNX Runtime is not installed: run `sluice setup` before the tests");
         infer::init(&lib).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("probe.onnx");

@@ -60,22 +60,25 @@ fn ctrl_c_kills_running_stages_and_keeps_no_partial_output() {
 #[test]
 fn a_second_ctrl_c_kills_at_once() {
     let ws = Ws::new();
-    // This stage ignores SIGTERM, so only the escalation to SIGKILL can stop it.
+    // This stage survives SIGTERM, so only the escalation to SIGKILL can stop it. Its trap
+    // records the SIGTERM: the sign that sluice has handled the first Ctrl-C.
     ws.pipeline(
         r#"
 stages:
   stubborn:
-    run: "trap '' TERM; echo $$ > pid; touch started; while true; do sleep 0.1; done"
+    run: "trap 'touch got_term' TERM; echo $$ > pid; touch started; while true; do sleep 0.1; done"
     outputs: [o]
 "#,
     );
     let child = ws.spawn(&["run", "--json", "--kill-grace", "600"]);
     assert!(wait_for(LONG, || ws.exists("started")));
     send_signal(&child, libc::SIGINT);
-    // The first signal's SIGTERM is ignored; wait until sluice has surely handled it.
     let pid: i32 = ws.read("pid").trim().parse().unwrap();
-    assert!(alive(pid));
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        wait_for(LONG, || ws.exists("got_term")),
+        "the first Ctrl-C never reached the stage as SIGTERM"
+    );
+    assert!(alive(pid), "the stage must outlive its SIGTERM");
     send_signal(&child, libc::SIGINT);
     let r = wait_child(child, LONG);
     assert_eq!(r.code, 130, "{}", r.stderr);

@@ -317,7 +317,10 @@ stages:
   ok1: {run: "echo 1 > ${{ outputs.o }}", outputs: [o]}
   bad: {run: "echo partial > ${{ outputs.o }}; echo boom >&2; exit 3", outputs: [o], needs: [ok1]}
   after_bad: {run: "cat ${{ stages.bad.outputs.o }} > ${{ outputs.o }}", outputs: [o]}
-  slow_sibling: {run: "sleep 0.5; echo s > ${{ outputs.o }}", outputs: [o], needs: [ok1]}
+  slow_sibling:
+    run: "i=0; while [ ! -f release ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 8; sleep 0.05; done; echo s > ${{ outputs.o }}"
+    outputs: [o]
+    needs: [ok1]
   independent: {run: "echo i > ${{ outputs.o }}", outputs: [o], needs: [slow_sibling]}
 "#;
 
@@ -330,6 +333,9 @@ fn fail_fast_stops_new_work_and_reports_the_log_tail() {
     let o = r.outcomes();
     assert_eq!(o["bad"], "failed");
     assert_eq!(o["after_bad"], "skipped");
+    // Nothing creates `release`: the sibling runs until the failure cancels it (or gives up
+    // after a minute, failing this test), so `independent` can never become ready first.
+    assert_eq!(o["slow_sibling"], "cancelled");
     assert_eq!(o["independent"], "skipped");
     assert!(
         !ws.exists("out/sluice/bad/o"),
@@ -364,8 +370,17 @@ fn fail_fast_stops_new_work_and_reports_the_log_tail() {
 fn keep_going_runs_everything_not_downstream_of_the_failure() {
     let ws = Ws::new();
     ws.pipeline(FAILING);
-    let r = ws.run(&["--keep-going", "--jobs", "2"]);
-    assert_eq!(r.code, 1);
+    let mut run = Streaming::new(ws.spawn(&["run", "--json", "--keep-going", "--jobs", "2"]));
+    // The sibling finishes only once the failure has been reported: keep-going must not cancel it.
+    assert!(
+        run.wait_for_event(LONG, |e| e["event"] == "stage_finished"
+            && e["stage"] == "bad")
+            .is_some(),
+        "bad never finished"
+    );
+    ws.write("release", "");
+    let r = run.finish(LONG);
+    assert_eq!(r.code, 1, "{}", r.stderr);
     let o = r.outcomes();
     assert_eq!(o["bad"], "failed");
     assert_eq!(o["after_bad"], "skipped");

@@ -177,8 +177,8 @@ pub fn send_signal(child: &Child, sig: i32) {
 
 pub const LONG: Duration = Duration::from_secs(60);
 
-/// Whether this machine has an NVIDIA GPU (`nvidia-smi -L` lists one): the CUDA tests run only
-/// then, and say `SKIPPED` otherwise.
+/// Whether this machine has an NVIDIA GPU (`nvidia-smi -L` lists one): the CUDA tests, ignored
+/// by default, fail without one when asked to run.
 pub fn gpu_present() -> bool {
     std::process::Command::new("nvidia-smi")
         .arg("-L")
@@ -253,3 +253,96 @@ pub fn png(width: u32, height: u32, rgb: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8
     chunk(&mut out, b"IEND", &[]);
     out
 }
+
+/// A spawned `sluice ... --json` whose stdout is read line by line as it streams, so a test can
+/// act on an event (create a file, send a signal) the moment sluice has reported it.
+pub struct Streaming {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Streaming {
+    /// Takes over `child`'s piped stdout; a thread forwards its lines until it closes.
+    pub fn new(mut child: Child) -> Streaming {
+        use std::io::BufRead;
+        let stdout = child.stdout.take().expect("spawned with piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Streaming {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn child(&self) -> &Child {
+        &self.child
+    }
+
+    /// Reads events until one satisfies `pred` and returns it; `None` when stdout closes or
+    /// `timeout` passes first (the test then fails on that, instead of hanging).
+    pub fn wait_for_event(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if !line.starts_with('{') {
+                continue;
+            }
+            let event: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("bad event line {line}: {e}"));
+            if pred(&event) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// Waits for the exit as [`wait_child`] does; `stdout` holds every line, read before or now.
+    pub fn finish(self, timeout: Duration) -> Run {
+        let Streaming {
+            child,
+            lines,
+            mut seen,
+        } = self;
+        let mut run = wait_child(child, timeout);
+        // The reader thread ends with stdout, which closed when the child exited, unless a
+        // leaked stage process still holds it: bounded, so that shows as a failure, not a hang.
+        let end = Instant::now() + Duration::from_secs(10);
+        while let Ok(line) = lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            seen.push(line);
+        }
+        run.stdout = seen.into_iter().map(|l| l + "\n").collect();
+        run
+    }
+}
+
+impl Ws {
+    /// `sluice ARGS...` on a machine that shows no GPU, whatever this one has: an empty
+    /// `CUDA_VISIBLE_DEVICES` gives the scheduler no GPU slots and hides every device from the
+    /// stages, so the no-GPU paths are tested on GPU hosts too.
+    pub fn sluice_without_gpus(&self, args: &[&str]) -> Run {
+        let out = self
+            .command(args)
+            .env("CUDA_VISIBLE_DEVICES", "")
+            .output()
+            .expect("run sluice");
+        Run::from(out)
+    }
+}
+
+/// The reason on every test that needs an NVIDIA GPU (`#[ignore = ...]` wants a literal, so the
+/// tests repeat it; this is what they assert with).
+pub const NEEDS_GPU: &str = "needs an NVIDIA GPU (nvidia-smi -L lists one); run with `cargo test -- --ignored` on a GPU machine";
