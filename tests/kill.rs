@@ -578,7 +578,7 @@ fn kill_harness() {
             assert!(got == *want, "{context}: {o} differs from the reference");
         }
         let lock = ws.read("sluice.lock");
-        let parsed: serde_yaml::Value = serde_yaml::from_str(&lock)
+        let parsed: yaml_serde::Value = yaml_serde::from_str(&lock)
             .unwrap_or_else(|e| panic!("{context}: the lock file does not parse: {e}"));
         assert_eq!(
             parsed["stages"].as_mapping().map(|m| m.len()),

@@ -633,7 +633,7 @@ stages:
 fn lock_file_records_keys_inputs_and_outputs() {
     let ws = chain();
     ws.run(&[]).assert_ok();
-    let lock: serde_yaml::Value = serde_yaml::from_str(&ws.read("sluice.lock")).unwrap();
+    let lock: yaml_serde::Value = yaml_serde::from_str(&ws.read("sluice.lock")).unwrap();
     let a = &lock["stages"]["a"];
     assert_eq!(a["inputs"]["src"]["path"], "data.txt");
     assert_eq!(a["params"]["greeting"], "hello");

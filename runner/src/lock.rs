@@ -156,7 +156,7 @@ impl LockFile {
                 })
             }
         };
-        let lock: LockFile = serde_yaml::from_str(&text).map_err(|e| LockReadError {
+        let lock: LockFile = yaml_serde::from_str(&text).map_err(|e| LockReadError {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
@@ -170,7 +170,7 @@ impl LockFile {
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let body = serde_yaml::to_string(self).map_err(std::io::Error::other)?;
+        let body = yaml_serde::to_string(self).map_err(std::io::Error::other)?;
         crate::atomic::write_durable(path, format!("{HEADER}{body}").as_bytes())
     }
 

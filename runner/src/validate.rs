@@ -215,7 +215,7 @@ impl Validator<'_, '_> {
             // A value that does not read as YAML within bounds is taken as the text given.
             let parsed = match read_yaml(v) {
                 Ok((parsed, too_large)) if too_large.is_empty() => parsed,
-                _ => serde_yaml::Value::String(v.clone()),
+                _ => yaml_serde::Value::String(v.clone()),
             };
             let j = serde_json::to_value(parsed).unwrap_or(Json::String(v.clone()));
             params.insert(k.clone(), j);
@@ -301,7 +301,7 @@ impl Validator<'_, '_> {
             let with_path = s.path.k("with");
             let before = self.problems.0.len();
             let with = match &s.with {
-                serde_yaml::Value::Null => Json::Object(Default::default()),
+                yaml_serde::Value::Null => Json::Object(Default::default()),
                 v => self
                     .splice_value(v, &with_path, &scope, &mut used)
                     .unwrap_or(Json::Null),
@@ -903,12 +903,12 @@ impl Validator<'_, '_> {
     /// Substitutes expressions in a YAML value, keeping types where a string is one expression.
     fn splice_value(
         &mut self,
-        v: &serde_yaml::Value,
+        v: &yaml_serde::Value,
         path: &YPath,
         scope: &Scope<'_>,
         used: &mut Used,
     ) -> Option<Json> {
-        use serde_yaml::Value as Y;
+        use yaml_serde::Value as Y;
         Some(match v {
             Y::String(s) => {
                 let pieces = match template::parse(s) {
@@ -946,7 +946,7 @@ impl Validator<'_, '_> {
                 for (k, val) in m {
                     let key = match k {
                         Y::String(s) => s.clone(),
-                        other => serde_yaml::to_string(other)
+                        other => yaml_serde::to_string(other)
                             .unwrap_or_default()
                             .trim()
                             .to_string(),

@@ -1,7 +1,7 @@
 //! `Index`: the line and column of every value and mapping key in a YAML document, found in one
 //! pass and looked up by path.
 //!
-//! serde_yaml keeps no spans in `Value`, but it attaches the position of the event being read to
+//! yaml_serde keeps no spans in `Value`, but it attaches the position of the event being read to
 //! any error raised there. So one walk over the document asks for each node's position before
 //! reading it: `deserialize_enum` looks at the next event without consuming it and, for a plain
 //! (untagged) node, fails with that event's position. A failure is only a question asked; the
@@ -92,7 +92,7 @@ impl Index {
         };
         // The root's own position is never asked for: an empty path locates nothing, and no
         // alias can name the root, which encloses it.
-        let de = serde_yaml::Deserializer::from_str(source);
+        let de = yaml_serde::Deserializer::from_str(source);
         let mut root = Pos {
             at: None,
             key_at: None,
@@ -297,15 +297,15 @@ fn positions(node: &Pos, path: &mut Vec<Seg>, out: &mut HashMap<(usize, usize), 
     }
 }
 
-/// The position serde_yaml put on an error raised by asking (our own error, or serde_yaml's
-/// "invalid type" for a mapping or list), read through the generic error type: serde_yaml's own
+/// The position yaml_serde put on an error raised by asking (our own error, or yaml_serde's
+/// "invalid type" for a mapping or list), read through the generic error type: yaml_serde's own
 /// error is the only one these visitors see.
 fn located<E: de::Error>(e: &E) -> Option<Location> {
     position(&e.to_string())
 }
 
 /// The position at the end of an error's text: ` at line L column C`, or nothing at all for the
-/// very start of the file (serde_yaml leaves line 1, column 1 out).
+/// very start of the file (yaml_serde leaves line 1, column 1 out).
 fn position(text: &str) -> Option<Location> {
     let Some(at) = text.rfind(" at line ") else {
         return Some(Location { line: 1, column: 1 });
@@ -387,7 +387,7 @@ impl<'de> Visitor<'de> for Node<'_> {
         let mut items = Vec::new();
         loop {
             // Asking goes through `next_element_seed` too, which only counts elements twice;
-            // serde_yaml compares that count with itself, so it does no harm.
+            // yaml_serde compares that count with itself, so it does no harm.
             let asked = match seq.next_element_seed(Ask) {
                 Ok(None) => break,
                 Ok(Some(())) => Ok(()),
@@ -458,7 +458,7 @@ impl<'de> DeserializeSeed<'de> for Key<'_> {
 }
 
 impl Key<'_> {
-    fn found<E: de::Error>(self, key: serde_yaml::Value) -> Result<(), E> {
+    fn found<E: de::Error>(self, key: yaml_serde::Value) -> Result<(), E> {
         self.st.key = Some(super::yaml::key_text(&key));
         Err(E::custom(HERE))
     }
@@ -479,22 +479,22 @@ impl<'de> Visitor<'de> for Key<'_> {
         self.found(v.into())
     }
     fn visit_i128<E: de::Error>(self, v: i128) -> Result<(), E> {
-        self.found(serde_yaml::Value::String(v.to_string()))
+        self.found(yaml_serde::Value::String(v.to_string()))
     }
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<(), E> {
-        self.found(serde_yaml::Value::String(v.to_string()))
+        self.found(yaml_serde::Value::String(v.to_string()))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
         self.found(v.into())
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.found(serde_yaml::Value::String(v.to_string()))
+        self.found(yaml_serde::Value::String(v.to_string()))
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.found(serde_yaml::Value::Null)
+        self.found(yaml_serde::Value::Null)
     }
     fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        self.found(serde_yaml::Value::Null)
+        self.found(yaml_serde::Value::Null)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while seq.next_element::<de::IgnoredAny>()?.is_some() {}
@@ -547,9 +547,9 @@ mod tests {
     }
 
     /// Every path of `v`, depth first.
-    fn paths(v: &serde_yaml::Value, here: YPath, out: &mut Vec<YPath>) {
+    fn paths(v: &yaml_serde::Value, here: YPath, out: &mut Vec<YPath>) {
         match v {
-            serde_yaml::Value::Mapping(m) => {
+            yaml_serde::Value::Mapping(m) => {
                 for (k, val) in m {
                     let p = here.k(&super::super::yaml::key_text(k));
                     out.push(p.key_of());
@@ -557,7 +557,7 @@ mod tests {
                     paths(val, p, out);
                 }
             }
-            serde_yaml::Value::Sequence(items) => {
+            yaml_serde::Value::Sequence(items) => {
                 for (i, val) in items.iter().enumerate() {
                     out.push(here.i(i));
                     paths(val, here.i(i), out);
@@ -583,7 +583,7 @@ mod tests {
             "stages:\n  a: {run: echo, inptus: {}}\n  b:\n    uses: nope\n    with: {x: [1, 2, {y: z}]}\n",
         ];
         for doc in docs {
-            let value: serde_yaml::Value = serde_yaml::from_str(doc).unwrap();
+            let value: yaml_serde::Value = yaml_serde::from_str(doc).unwrap();
             let mut all = Vec::new();
             paths(&value, YPath::root(), &mut all);
             let index = Index::build(doc);
@@ -617,7 +617,7 @@ mod tests {
         if path.segs.is_empty() {
             return None;
         }
-        let de = serde_yaml::Deserializer::from_str(source);
+        let de = yaml_serde::Deserializer::from_str(source);
         let err = Walk { segs: &path.segs }.deserialize(de).err()?;
         let loc = err.location()?;
         let value = Location {
@@ -718,10 +718,10 @@ mod tests {
     impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
         type Value = bool;
         fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-            let v = serde_yaml::Value::deserialize(d)?;
+            let v = yaml_serde::Value::deserialize(d)?;
             Ok(match v {
-                serde_yaml::Value::String(s) => s == self.0,
-                other => serde_yaml::to_string(&other)
+                yaml_serde::Value::String(s) => s == self.0,
+                other => yaml_serde::to_string(&other)
                     .map(|s| s.trim() == self.0)
                     .unwrap_or(false),
             })

@@ -5,7 +5,7 @@
 use super::locate::{Seg, YPath};
 use super::yaml::read_yaml;
 use crate::diag::{did_you_mean, Diagnostic};
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// A diagnostic whose location is still a path into the document; located only when rendered.
 #[derive(Debug, Clone)]
@@ -394,7 +394,7 @@ fn stage(name: &str, v: &Value, path: &YPath, problems: &mut Problems) -> Option
 }
 
 fn check_keys(
-    m: &serde_yaml::Mapping,
+    m: &yaml_serde::Mapping,
     path: &YPath,
     allowed: &[&str],
     what: &str,
@@ -431,7 +431,7 @@ fn as_map<'a>(
     path: &YPath,
     what: &str,
     problems: &mut Problems,
-) -> Option<&'a serde_yaml::Mapping> {
+) -> Option<&'a yaml_serde::Mapping> {
     match v {
         Value::Mapping(m) => Some(m),
         other => {
@@ -449,7 +449,7 @@ fn key_str(k: &Value, parent: &YPath, problems: &mut Problems) -> Option<String>
     match k {
         Value::String(s) => Some(s.clone()),
         other => {
-            let text = serde_yaml::to_string(other).unwrap_or_default();
+            let text = yaml_serde::to_string(other).unwrap_or_default();
             problems.push(
                 parent,
                 format!("keys must be strings, found `{}`", text.trim()),

@@ -1,18 +1,18 @@
-//! `read_yaml`: YAML text to a `serde_yaml::Value` within bounds, so that nothing a pipeline file
+//! `read_yaml`: YAML text to a `yaml_serde::Value` within bounds, so that nothing a pipeline file
 //! (or a `--set` value) holds can exhaust the stack or memory.
 //!
-//! serde_yaml already refuses more than 128 nested collections and limits alias jumps to a
+//! yaml_serde already refuses more than 128 nested collections and limits alias jumps to a
 //! hundred per event, but a hundred jumps per event still let a one-megabyte file with two
 //! aliased lists expand to billions of values. So the value is built here, by a visitor that
 //! counts nesting and values as it goes, stops at [`MAX_DEPTH`] and [`MAX_VALUES`] with the
 //! position where the limit was crossed, and turns whole numbers that do not fit in 64 bits
-//! into a problem at their path instead of serde_yaml's "invalid type: integer ... as u128".
+//! into a problem at their path instead of yaml_serde's "invalid type: integer ... as u128".
 
 use super::locate::{Index, Seg};
 use crate::diag::Location;
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, Visitor};
-use serde_yaml::{Mapping, Number, Value};
 use std::fmt;
+use yaml_serde::{Mapping, Number, Value};
 
 /// The deepest nesting of mappings and lists a pipeline file may use. Real pipelines nest five
 /// or six levels; everything that walks a value recursively (substitution, hashing, the
@@ -23,13 +23,13 @@ pub const MAX_DEPTH: usize = 64;
 /// document may hold: room for a pipeline of 100,000 stages, not for an alias bomb.
 pub const MAX_VALUES: usize = 2_000_000;
 
-/// The largest pipeline file read, in bytes. serde_yaml holds every event of a document in
+/// The largest pipeline file read, in bytes. yaml_serde holds every event of a document in
 /// memory before building the value, about a hundred bytes per event.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How deep `[` and `{` may nest in the text before the YAML parser sees it. libyaml keeps a
 /// candidate key per open bracket and looks at up to 1,024 of them for every token, so a file
-/// of nothing but `[` takes minutes to read; serde_yaml refuses the value beyond 128 levels
+/// of nothing but `[` takes minutes to read; yaml_serde refuses the value beyond 128 levels
 /// anyway. Brackets inside strings and comments are counted too, which errs on the safe side:
 /// no pipeline leaves 128 of them open.
 const MAX_BRACKETS: usize = 128;
@@ -103,7 +103,7 @@ pub fn read_yaml(source: &str) -> Result<(Value, Vec<TooLarge>), Fatal> {
         });
     }
     let mut state = State::default();
-    let de = serde_yaml::Deserializer::from_str(source);
+    let de = yaml_serde::Deserializer::from_str(source);
     let root = Node {
         st: &mut state,
         taken: None,
@@ -114,7 +114,7 @@ pub fn read_yaml(source: &str) -> Result<(Value, Vec<TooLarge>), Fatal> {
     }
 }
 
-/// Why the visitor stopped reading; serde_yaml puts the position on the error it raised.
+/// Why the visitor stopped reading; yaml_serde puts the position on the error it raised.
 #[derive(Debug, Clone)]
 enum Stop {
     Deep,
@@ -123,10 +123,10 @@ enum Stop {
     DuplicateKey(String),
 }
 
-fn fatal(e: &serde_yaml::Error, state: &State, source: &str) -> Fatal {
+fn fatal(e: &yaml_serde::Error, state: &State, source: &str) -> Fatal {
     let msg = e.to_string();
     // libyaml's reader (control characters, bad encoding) gives no line and column, only
-    // " at position N", a byte offset; serde_yaml then reports the start of the file.
+    // " at position N", a byte offset; yaml_serde then reports the start of the file.
     let offset = msg.find(" at position ").and_then(|i| {
         msg[i + " at position ".len()..]
             .split(' ')
@@ -167,7 +167,7 @@ fn fatal(e: &serde_yaml::Error, state: &State, source: &str) -> Fatal {
             format!("duplicate key `{key}`"),
             Some("a key may appear once in a mapping; remove or rename one of them".to_string()),
         ),
-        // serde_yaml's own limits, in case they are met before ours.
+        // yaml_serde's own limits, in case they are met before ours.
         None if msg.contains("recursion limit exceeded") => (
             format!("values nest deeper than {MAX_DEPTH} levels"),
             Some(DEPTH_HELP.to_string()),
@@ -181,7 +181,7 @@ fn fatal(e: &serde_yaml::Error, state: &State, source: &str) -> Fatal {
             too_many()
         }
         None => {
-            // serde_yaml appends " at line X column Y" (libyaml's reader " at position N"); the
+            // yaml_serde appends " at line X column Y" (libyaml's reader " at position N"); the
             // location is rendered separately.
             let msg = match msg.find(" at line ").or_else(|| msg.find(" at position ")) {
                 Some(i) => msg[..i].to_string(),
@@ -200,7 +200,7 @@ fn fatal(e: &serde_yaml::Error, state: &State, source: &str) -> Fatal {
     }
 }
 
-/// serde_yaml names no position for its own alias limit, and for ours the position of a node
+/// yaml_serde names no position for its own alias limit, and for ours the position of a node
 /// copied by an alias, which is the anchored one; the alias that was being expanded is what the
 /// user wrote and can change.
 fn alias_being_expanded(source: &str, state: &State) -> Option<Location> {
@@ -208,7 +208,7 @@ fn alias_being_expanded(source: &str, state: &State) -> Option<Location> {
     Index::build(source).locate_before_alias(at)
 }
 
-/// Where the second document starts: the first `---` line after some content (serde_yaml
+/// Where the second document starts: the first `---` line after some content (yaml_serde
 /// refuses a second document without saying where it is).
 fn second_document(source: &str) -> Option<Location> {
     let mut content = false;
@@ -427,7 +427,7 @@ impl<'de> Visitor<'de> for Node<'_> {
 pub(crate) fn key_text(key: &Value) -> String {
     match key {
         Value::String(s) => s.clone(),
-        other => serde_yaml::to_string(other)
+        other => yaml_serde::to_string(other)
             .unwrap_or_default()
             .trim()
             .to_string(),
@@ -443,10 +443,10 @@ mod tests {
     }
 
     #[test]
-    fn reads_what_serde_yaml_reads() {
+    fn reads_what_yaml_serde_reads() {
         let src = "a: 1\nb: [x, 2.5, true, ~]\nc: {d: &x e, f: *x}\n";
         let (v, big) = read_yaml(src).unwrap();
-        let direct: Value = serde_yaml::from_str(src).unwrap();
+        let direct: Value = yaml_serde::from_str(src).unwrap();
         assert_eq!(v, direct);
         assert!(big.is_empty());
     }
@@ -561,5 +561,31 @@ mod tests {
         let f = fatal_of("# c\n---\na: 1\n--- # two\nb: 2\n");
         assert_eq!(f.message, "the file holds more than one YAML document");
         assert_eq!(f.location.map(|l| (l.line, l.column)), Some((4, 1)));
+    }
+
+    /// `fatal` recognises yaml_serde's errors by their text; each text it looks for, straight
+    /// from yaml_serde, so a release that rewords one fails here rather than in a user's message.
+    #[test]
+    fn yaml_serde_error_texts_are_the_ones_matched() {
+        let text = |src: &str| {
+            yaml_serde::from_str::<Value>(src)
+                .expect_err("an error")
+                .to_string()
+        };
+        assert!(text("a: 1\n---\nb: 2\n").contains("more than one document"));
+        assert!(text(&"[".repeat(200)).contains("recursion limit exceeded"));
+        let mut laughs = String::from("l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            laughs.push_str(&format!(
+                "l{i}: &l{i} [*l{p},*l{p},*l{p},*l{p},*l{p},*l{p},*l{p},*l{p},*l{p}]\n"
+            ));
+        }
+        assert!(text(&laughs).contains("repetition limit exceeded"));
+        let control = text("a: 1\nb: \"x\u{7}y\"\n");
+        assert!(control.contains("control characters"), "{control}");
+        assert!(control.contains(" at position 10"), "{control}");
+        let syntax = text("a: [1\n");
+        assert!(syntax.contains(" at line 2 column 1"), "{syntax}");
     }
 }
