@@ -118,6 +118,7 @@ async fn serve(opts: Options, scanner: Scanner, catalog: Catalog) -> anyhow::Res
     for line in catalog.describe() {
         eprintln!("serving {line}");
     }
+    let shutdown = shutdown_signal();
     eprintln!("listening on http://{local}");
 
     let state = Arc::new(State {
@@ -133,7 +134,6 @@ async fn serve(opts: Options, scanner: Scanner, catalog: Catalog) -> anyhow::Res
         .header_read_timeout(limits.header_timeout);
     let slots = Slots::new(limits.max_connections);
     let poller = tokio::spawn(poll(state.clone(), scanner, opts.poll, slots.clone()));
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -213,13 +213,18 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Resolves on the first SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+/// A future that resolves on the first SIGTERM or Ctrl-C. The handlers are installed here, when
+/// this is called, not when the future is first polled: a signal that arrives between "listening"
+/// and the accept loop's first look at the future would otherwise kill the process outright.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }
 
