@@ -157,6 +157,33 @@ pub enum Escape {
     Loop,
 }
 
+impl Escape {
+    /// The validation problem for output `name` at `path`, and its hint.
+    pub fn problem(&self, name: &str, path: &impl std::fmt::Display) -> (String, String) {
+        match self {
+            Escape::Parent => (
+                format!("output `{name}` (`{path}`) resolves outside the workspace through a symbolic link"),
+                "outputs must stay inside the workspace; write somewhere else or remove the link".into(),
+            ),
+            Escape::State => (
+                format!("output `{name}` (`{path}`) leads into `.sluice/`, which sluice owns, through a symbolic link"),
+                "write somewhere else or remove the link".into(),
+            ),
+            Escape::Loop => (
+                format!("output `{name}` (`{path}`) goes through a symbolic link that loops back to itself"),
+                "fix or remove the link".into(),
+            ),
+            Escape::Leaf(target) => (
+                format!(
+                    "output `{name}` (`{path}`) is a symbolic link to `{}`, outside the workspace",
+                    target.display()
+                ),
+                format!("outputs must stay inside the workspace; remove the link `{path}` (sluice would replace it, not write through it)"),
+            ),
+        }
+    }
+}
+
 /// `resolves_inside` for many paths at once, remembering directories already known to be real
 /// (not symlinks) and inside the root, so that a thousand outputs under `out/` cost a couple of
 /// `lstat`s each rather than a full `realpath`.

@@ -4,7 +4,7 @@
 
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics};
 use crate::graph::StageGraph;
-use crate::paths::{Containment, Escape, PathProblem, WorkPath};
+use crate::paths::{Containment, PathProblem, WorkPath};
 use crate::pipeline::{Input, Output, Pipeline, StageDef, StageId, StageKind};
 use crate::spec::locate::Index;
 use crate::spec::raw::{parse_raw, Problems, RawStage};
@@ -670,39 +670,9 @@ impl Validator<'_, '_> {
                 }
                 Some(wp) => match containment.check(&wp) {
                     None => Some(wp),
-                    Some(Escape::Parent) => {
-                        self.problems.push(
-                            &ypath,
-                            format!("output `{n}` (`{wp}`) resolves outside the workspace through a symbolic link"),
-                            Some("outputs must stay inside the workspace; write somewhere else or remove the link".into()),
-                        );
-                        None
-                    }
-                    Some(Escape::State) => {
-                        self.problems.push(
-                            &ypath,
-                            format!("output `{n}` (`{wp}`) leads into `.sluice/`, which sluice owns, through a symbolic link"),
-                            Some("write somewhere else or remove the link".into()),
-                        );
-                        None
-                    }
-                    Some(Escape::Loop) => {
-                        self.problems.push(
-                            &ypath,
-                            format!("output `{n}` (`{wp}`) goes through a symbolic link that loops back to itself"),
-                            Some("fix or remove the link".into()),
-                        );
-                        None
-                    }
-                    Some(Escape::Leaf(target)) => {
-                        self.problems.push(
-                            &ypath,
-                            format!(
-                                "output `{n}` (`{wp}`) is a symbolic link to `{}`, outside the workspace",
-                                target.display()
-                            ),
-                            Some(format!("outputs must stay inside the workspace; remove the link `{wp}` (sluice would replace it, not write through it)")),
-                        );
+                    Some(escape) => {
+                        let (message, help) = escape.problem(&n, &wp);
+                        self.problems.push(&ypath, message, Some(help));
                         None
                     }
                 },
