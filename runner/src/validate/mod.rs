@@ -77,35 +77,38 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Pipeline, LoadError> {
     };
     match pipeline {
         Some(p) if problems.is_empty() => Ok(p),
-        _ => {
-            // One pass over the file positions every problem, however many there are.
-            let index = problems
-                .0
-                .iter()
-                .any(|p| p.diag.location.is_none() && p.path.is_some())
-                .then(|| Index::build(&source));
-            let mut items: Vec<Diagnostic> = problems
-                .0
-                .into_iter()
-                .map(|p| {
-                    let loc = p.diag.location.or_else(|| {
-                        let path = p.path.as_ref()?;
-                        index.as_ref()?.locate_enclosing(path)
-                    });
-                    p.diag.at(loc)
-                })
-                .collect();
-            items.sort_by_key(|d| {
-                d.location
-                    .map(|l| (l.line, l.column))
-                    .unwrap_or((usize::MAX, 0))
+        _ => Err(LoadError::Invalid(located(problems, source, opts))),
+    }
+}
+
+/// The problems as diagnostics, each at its place in the file, in file order.
+fn located(problems: Problems, source: String, opts: &LoadOptions<'_>) -> Diagnostics {
+    // One pass over the file positions every problem, however many there are.
+    let index = problems
+        .0
+        .iter()
+        .any(|p| p.diag.location.is_none() && p.path.is_some())
+        .then(|| Index::build(&source));
+    let mut items: Vec<Diagnostic> = problems
+        .0
+        .into_iter()
+        .map(|p| {
+            let loc = p.diag.location.or_else(|| {
+                let path = p.path.as_ref()?;
+                index.as_ref()?.locate_enclosing(path)
             });
-            Err(LoadError::Invalid(Diagnostics {
-                file: opts.display.clone(),
-                source,
-                items,
-            }))
-        }
+            p.diag.at(loc)
+        })
+        .collect();
+    items.sort_by_key(|d| {
+        d.location
+            .map(|l| (l.line, l.column))
+            .unwrap_or((usize::MAX, 0))
+    });
+    Diagnostics {
+        file: opts.display.clone(),
+        source,
+        items,
     }
 }
 

@@ -20,33 +20,8 @@ impl Validator<'_, '_> {
         pipeline: &str,
         containment: &mut Containment<'_>,
     ) -> BTreeMap<String, WorkPath> {
-        let mut declared: Vec<(String, Option<String>)> = s.outputs.clone();
-        if let Some(StageKind::Builtin { name, .. }) = kind {
-            let allowed = self
-                .opts
-                .registry
-                .get(name)
-                .map(|st| st.outputs())
-                .unwrap_or(&[]);
-            for (n, _) in &declared {
-                if !allowed.contains(&n.as_str()) {
-                    let help = did_you_mean(n, allowed.iter().copied())
-                        .unwrap_or_else(|| format!("`{name}` writes: {}", allowed.join(", ")));
-                    self.problems.push(
-                        &s.path.k("outputs").k(n).key_of(),
-                        format!("stage kind `{name}` has no output `{n}`"),
-                        Some(help),
-                    );
-                }
-            }
-            for a in allowed {
-                if !declared.iter().any(|(n, _)| n == a) {
-                    declared.push((a.to_string(), None));
-                }
-            }
-        }
         let mut out = BTreeMap::new();
-        for (n, p) in declared {
+        for (n, p) in self.declared_outputs(s, kind) {
             let (text, ypath) = match p {
                 Some(p) => {
                     if p.contains("${{") {
@@ -64,25 +39,7 @@ impl Validator<'_, '_> {
                     s.path.k("outputs").k(&n).key_of(),
                 ),
             };
-            let valid = match self.work_path(&text, &ypath, &format!("output `{n}`")) {
-                Some(wp) if wp.as_str() == ".sluice" || wp.as_str().starts_with(".sluice/") => {
-                    self.problems.push(
-                        &ypath,
-                        format!("output `{n}` is inside `.sluice/`, which sluice owns"),
-                        None,
-                    );
-                    None
-                }
-                Some(wp) => match containment.check(&wp) {
-                    None => Some(wp),
-                    Some(escape) => {
-                        let (message, help) = escape.problem(&n, &wp);
-                        self.problems.push(&ypath, message, Some(help));
-                        None
-                    }
-                },
-                None => None,
-            };
+            let valid = self.output_path(&n, &text, &ypath, containment);
             // An invalid output still gets a (never used) path, so that references to it do not
             // cascade into more errors.
             let safe = |t: &str| {
@@ -97,6 +54,70 @@ impl Validator<'_, '_> {
             }
         }
         out
+    }
+
+    /// The outputs as written, name and path; a built-in kind's are checked against the ones it
+    /// writes, and those left out are added without a path (defaulted by the caller).
+    fn declared_outputs(
+        &mut self,
+        s: &RawStage,
+        kind: Option<&StageKind>,
+    ) -> Vec<(String, Option<String>)> {
+        let mut declared = s.outputs.clone();
+        let Some(StageKind::Builtin { name, .. }) = kind else {
+            return declared;
+        };
+        let allowed = self
+            .opts
+            .registry
+            .get(name)
+            .map(|st| st.outputs())
+            .unwrap_or(&[]);
+        for (n, _) in &declared {
+            if !allowed.contains(&n.as_str()) {
+                let help = did_you_mean(n, allowed.iter().copied())
+                    .unwrap_or_else(|| format!("`{name}` writes: {}", allowed.join(", ")));
+                self.problems.push(
+                    &s.path.k("outputs").k(n).key_of(),
+                    format!("stage kind `{name}` has no output `{n}`"),
+                    Some(help),
+                );
+            }
+        }
+        for a in allowed {
+            if !declared.iter().any(|(n, _)| n == a) {
+                declared.push((a.to_string(), None));
+            }
+        }
+        declared
+    }
+
+    /// Output `name`'s path `text`, if it is a workspace path outside `.sluice/` that no symbolic
+    /// link leads out of the workspace.
+    fn output_path(
+        &mut self,
+        name: &str,
+        text: &str,
+        ypath: &YPath,
+        containment: &mut Containment<'_>,
+    ) -> Option<WorkPath> {
+        let wp = self.work_path(text, ypath, &format!("output `{name}`"))?;
+        if wp.as_str() == ".sluice" || wp.as_str().starts_with(".sluice/") {
+            self.problems.push(
+                ypath,
+                format!("output `{name}` is inside `.sluice/`, which sluice owns"),
+                None,
+            );
+            return None;
+        }
+        match containment.check(&wp) {
+            None => Some(wp),
+            Some(escape) => {
+                let (message, help) = escape.problem(name, &wp);
+                self.problems.push(ypath, message, Some(help));
+                None
+            }
+        }
     }
 
     pub(super) fn work_path(&mut self, text: &str, path: &YPath, what: &str) -> Option<WorkPath> {
