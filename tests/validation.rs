@@ -305,6 +305,23 @@ fn a_stage_reading_a_directory_it_writes_into() {
     );
 }
 
+/// Where an input's problem points is decided by where the input came from, not by its name: a
+/// declared input named like one implied by a reference (`stages.S.outputs.N`) is still shown at
+/// its own entry under `inputs:`.
+#[test]
+fn a_declared_input_named_like_a_reference_is_located_at_its_entry() {
+    let e = invalid(
+        "stages:\n  a:\n    run: echo\n    inputs:\n      stages.a.outputs.o: out/a.txt\n    outputs: {o: out/a.txt}\n",
+    );
+    has(
+        &e,
+        &[
+            "stage `a` reads its own output through input `stages.a.outputs.o` (`out/a.txt`)",
+            "sluice.yaml:5:27",
+        ],
+    );
+}
+
 #[test]
 fn built_in_stages_name_a_misspelt_missing_or_conflicting_input() {
     // A typo, with the kind's inputs listed, at the input's own line.

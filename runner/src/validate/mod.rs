@@ -1,0 +1,280 @@
+//! Validation: `RawPipeline` → `Pipeline`. Resolves kinds, params, `${{ }}` references and paths,
+//! derives the edges, seals the graph, and collects every problem it finds (with its location in
+//! the file and a did-you-mean where one helps) before failing.
+//!
+//! This file holds the entry point (`load`) and the [`Validator`], whose `run` is the list of
+//! phases. Each phase lives with what it checks: `params` (params and `--set`), `kinds` (plugins
+//! and `uses:`/`run:`), `outputs` (output paths, symbolic link escapes, outputs written twice),
+//! `stages` (pass 2: each stage's inputs, `with:`, command, env, timeout), `splice` (`${{ }}`
+//! substitution), `edges` (needs, inputs linked to producers or found missing, cycles) and
+//! `duration` (the `timeout` syntax).
+
+mod duration;
+mod edges;
+mod kinds;
+mod outputs;
+mod params;
+mod splice;
+mod stages;
+
+pub use duration::{parse_duration, DurationError, MAX_TIMEOUT, MIN_TIMEOUT};
+pub use params::MAX_SET_BYTES;
+pub use splice::shell_quote;
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::paths::{Containment, WorkPath};
+use crate::pipeline::{Pipeline, StageDef, StageKind};
+use crate::spec::locate::Index;
+use crate::spec::raw::{parse_raw, Problems, RawStage};
+use crate::spec::yaml::MAX_FILE_BYTES;
+use crate::spec::{RawPipeline, YPath};
+use crate::stage::StageRegistry;
+use edges::Edges;
+use stages::{Defined, Known};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// What `load` needs besides the file.
+pub struct LoadOptions<'a> {
+    /// The workspace root, canonical.
+    pub root: &'a Path,
+    /// The pipeline file (absolute or relative to the current directory).
+    pub file: &'a Path,
+    /// How to name the file in messages.
+    pub display: String,
+    /// `--set NAME=VALUE` overrides, values parsed as YAML scalars.
+    pub overrides: &'a [(String, String)],
+    pub registry: &'a StageRegistry,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read pipeline file `{path}`: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pipeline file `{path}` is larger than {} MiB\n  = help: a pipeline file holds stage definitions, not data; keep data in files the stages read", MAX_FILE_BYTES / (1024 * 1024))]
+    TooLarge { path: String },
+    #[error("{}", .0.render())]
+    Invalid(Diagnostics),
+}
+
+/// Reads, parses and validates a pipeline file.
+pub fn load(opts: &LoadOptions<'_>) -> Result<Pipeline, LoadError> {
+    let source = read_source(opts)?;
+    let file = std::path::absolute(opts.file).unwrap_or_else(|_| opts.file.to_path_buf());
+    let (raw, mut problems) = parse_raw(&source);
+    let pipeline = if problems.is_fatal() {
+        None
+    } else {
+        Validator {
+            opts,
+            problems: &mut problems,
+        }
+        .run(raw, file)
+    };
+    match pipeline {
+        Some(p) if problems.is_empty() => Ok(p),
+        _ => Err(LoadError::Invalid(located(problems, source, opts))),
+    }
+}
+
+/// The problems as diagnostics, each at its place in the file, in file order.
+fn located(problems: Problems, source: String, opts: &LoadOptions<'_>) -> Diagnostics {
+    // One pass over the file positions every problem, however many there are.
+    let index = problems
+        .0
+        .iter()
+        .any(|p| p.diag.location.is_none() && p.path.is_some())
+        .then(|| Index::build(&source));
+    let mut items: Vec<Diagnostic> = problems
+        .0
+        .into_iter()
+        .map(|p| {
+            let loc = p.diag.location.or_else(|| {
+                let path = p.path.as_ref()?;
+                index.as_ref()?.locate_enclosing(path)
+            });
+            p.diag.at(loc)
+        })
+        .collect();
+    items.sort_by_key(|d| {
+        d.location
+            .map(|l| (l.line, l.column))
+            .unwrap_or((usize::MAX, 0))
+    });
+    Diagnostics {
+        file: opts.display.clone(),
+        source,
+        items,
+    }
+}
+
+/// The file's text, refusing files beyond [`MAX_FILE_BYTES`] before reading them whole.
+fn read_source(opts: &LoadOptions<'_>) -> Result<String, LoadError> {
+    use std::io::Read as _;
+    let read_err = |e| LoadError::Read {
+        path: opts.display.clone(),
+        source: e,
+    };
+    let f = std::fs::File::open(opts.file).map_err(read_err)?;
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(LoadError::TooLarge {
+            path: opts.display.clone(),
+        });
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        // Located like any other problem: the first byte that is not UTF-8, in the text as an
+        // editor that shows such bytes as `�` would show it.
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let source = String::from_utf8_lossy(bytes).into_owned();
+        let location = crate::spec::yaml::location_of(&source, at);
+        LoadError::Invalid(Diagnostics {
+            file: opts.display.clone(),
+            items: vec![Diagnostic::new(format!(
+                "the file is not UTF-8 text: byte `0x{:02x}` cannot start or continue a character",
+                bytes[at]
+            ))
+            .at(Some(location))
+            .help("save the pipeline file as UTF-8")],
+            source,
+        })
+    })
+}
+
+/// Checks one parsed pipeline, recording every problem in `problems`; `run` reads as the list
+/// of its phases, each a method in the module named for what it checks.
+struct Validator<'a, 'b> {
+    opts: &'a LoadOptions<'a>,
+    problems: &'b mut Problems,
+}
+
+/// Pass 1's findings, which references to outputs need before any stage is read further.
+struct Declared {
+    kinds: Vec<Option<StageKind>>,
+    outputs_by_stage: HashMap<String, BTreeMap<String, WorkPath>>,
+}
+
+impl Validator<'_, '_> {
+    fn run(mut self, raw: RawPipeline, file: PathBuf) -> Option<Pipeline> {
+        let name = self.pipeline_name(raw.name.as_deref(), &file);
+        let params = self.params(&raw.params);
+        let plugins = self.plugins(&raw.plugins);
+        let stage_names = self.stage_names(&raw.stages);
+        let declared = self.declare_stages(&raw.stages, &plugins, &name);
+        let index: HashMap<String, usize> = stage_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
+        let known = Known {
+            params: &params,
+            outputs_by_stage: &declared.outputs_by_stage,
+            stage_names: &stage_names,
+            index: &index,
+        };
+        let (mut stages, input_at, mut edges) =
+            self.define_stages(&raw.stages, declared.kinds, &known);
+        self.check_outputs(&raw.stages, &stages);
+        self.link_inputs(&mut stages, &input_at, &mut edges);
+        let graph = self.seal(&raw.stages, &stages, &edges)?;
+        Some(Pipeline {
+            name,
+            file,
+            display_file: self.opts.display.clone(),
+            root: self.opts.root.to_path_buf(),
+            params,
+            stages,
+            graph,
+            by_name: index,
+        })
+    }
+
+    /// The pipeline's `name:`, or the file's stem.
+    fn pipeline_name(&mut self, declared: Option<&str>, file: &Path) -> String {
+        let name = declared.map(str::to_string).unwrap_or_else(|| {
+            file.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "pipeline".into())
+        });
+        if !is_ident(&name) {
+            self.problems.push(
+                &YPath::root().k("name"),
+                format!("pipeline name `{name}` must use only letters, digits, `_` and `-`"),
+                None,
+            );
+        }
+        name
+    }
+
+    /// The stages' names, in order, each checked.
+    fn stage_names(&mut self, stages: &[RawStage]) -> Vec<String> {
+        for s in stages {
+            if !is_ident(&s.name) {
+                self.problems.push(
+                    &s.path.key_of(),
+                    format!(
+                        "stage name `{}` must use only letters, digits, `_` and `-`",
+                        s.name
+                    ),
+                    None,
+                );
+            }
+        }
+        stages.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Pass 1: every stage's kind and output paths.
+    fn declare_stages(
+        &mut self,
+        stages: &[RawStage],
+        plugins: &BTreeMap<String, kinds::Plugin>,
+        pipeline: &str,
+    ) -> Declared {
+        let mut kinds = Vec::new();
+        let mut outputs_by_stage = HashMap::new();
+        let mut containment = Containment::new(self.opts.root);
+        for s in stages {
+            let kind = self.kind(s, plugins);
+            let outs = self.outputs(s, kind.as_ref(), pipeline, &mut containment);
+            kinds.push(kind);
+            outputs_by_stage.insert(s.name.clone(), outs);
+        }
+        Declared {
+            kinds,
+            outputs_by_stage,
+        }
+    }
+
+    /// Pass 2: every stage's definition, where each of its inputs is written, and the edges
+    /// from `needs:`.
+    fn define_stages(
+        &mut self,
+        stages: &[RawStage],
+        kinds: Vec<Option<StageKind>>,
+        known: &Known<'_>,
+    ) -> (Vec<StageDef>, Vec<Vec<YPath>>, Edges) {
+        let mut defs = Vec::new();
+        let mut input_at = Vec::new();
+        let mut edges = Edges::new();
+        for ((idx, s), kind) in stages.iter().enumerate().zip(kinds) {
+            let Defined { def, input_at: at } = self.define_stage(idx, s, kind, known, &mut edges);
+            defs.push(def);
+            input_at.push(at);
+        }
+        (defs, input_at, edges)
+    }
+}
+
+fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}

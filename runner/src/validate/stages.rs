@@ -1,0 +1,352 @@
+//! Pass 2, stage by stage, once every stage's kind and outputs are known: inputs, `with:`
+//! (spliced, then checked by its kind), the `run:` command, `env:`, `timeout`, `version`, and the
+//! inputs implied by references to other stages' outputs. The result is a [`Defined`] stage.
+
+use super::duration::{parse_duration, DurationError};
+use super::edges::Edges;
+use super::params::Params;
+use super::splice::{Scope, Splice, Used};
+use super::Validator;
+use crate::paths::WorkPath;
+use crate::pipeline::{Input, Output, StageDef, StageId, StageKind};
+use crate::spec::raw::RawStage;
+use crate::spec::Seg;
+use crate::spec::YPath;
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// What every stage's definition may refer to: the params, all stages' outputs and names.
+pub(super) struct Known<'k> {
+    pub(super) params: &'k Params,
+    pub(super) outputs_by_stage: &'k HashMap<String, BTreeMap<String, WorkPath>>,
+    pub(super) stage_names: &'k [String],
+    pub(super) index: &'k HashMap<String, usize>,
+}
+
+/// A stage's definition, and where a problem with each of its inputs points (in the order of
+/// `def.inputs`): a declared input at its entry under `inputs:`, one implied by a reference at
+/// the stage's name. Decided here, where it is known which is which.
+pub(super) struct Defined {
+    pub(super) def: StageDef,
+    pub(super) input_at: Vec<YPath>,
+}
+
+/// What a built-in kind says about a stage's `with:` beyond checking it.
+#[derive(Default)]
+struct KindFacts {
+    facts: Vec<(String, String)>,
+    gpus_optional: bool,
+}
+
+impl Validator<'_, '_> {
+    /// The definition of stage `idx`, whose kind pass 1 found; edges from its `needs:` go into
+    /// `edges`.
+    pub(super) fn define_stage(
+        &mut self,
+        idx: usize,
+        s: &RawStage,
+        kind: Option<StageKind>,
+        known: &Known<'_>,
+        edges: &mut Edges,
+    ) -> Defined {
+        let own_outputs = known
+            .outputs_by_stage
+            .get(&s.name)
+            .cloned()
+            .unwrap_or_default();
+        let mut used = Used::default();
+        let mut scope = Scope {
+            params: known.params,
+            outputs_by_stage: known.outputs_by_stage,
+            stage_names: known.stage_names,
+            own: &s.name,
+            own_inputs: None,
+            allow_own_outputs: false,
+        };
+        let inputs = self.inputs(s, &scope, &mut used);
+        scope.own_inputs = Some(&inputs);
+        scope.allow_own_outputs = true;
+        let (with, unresolved) = self.with(s, &scope, &mut used);
+        let kind = self.command(s, kind, &scope, &mut used);
+        let env = self.env(s, &scope, &mut used);
+        let timeout = self.timeout(s);
+        self.check_version(s);
+        let kind_facts = self.check_with_kind(s, kind.as_ref(), &with, &unresolved);
+        self.needs(idx, s, known.stage_names, known.index, edges);
+        let (inputs, input_at) = all_inputs(s, inputs, &used, known);
+
+        let params = used
+            .params
+            .iter()
+            .filter_map(|p| known.params.get(p).map(|v| (p.clone(), v.clone())))
+            .collect();
+        let outputs = own_outputs
+            .into_iter()
+            .map(|(name, path)| Output { name, path })
+            .collect();
+        let def = StageDef {
+            id: StageId(s.name.clone()),
+            idx,
+            kind: kind.unwrap_or(StageKind::Run {
+                command: String::new(),
+            }),
+            inputs,
+            outputs,
+            with,
+            config_text: config_text(s),
+            params,
+            env,
+            cpus: s.cpus,
+            gpus: s.gpus,
+            gpus_optional: kind_facts.gpus_optional,
+            timeout,
+            version: s.version.clone(),
+            facts: kind_facts.facts,
+        };
+        Defined { def, input_at }
+    }
+
+    /// The declared inputs, spliced and checked as workspace paths.
+    fn inputs(
+        &mut self,
+        s: &RawStage,
+        scope: &Scope<'_>,
+        used: &mut Used,
+    ) -> BTreeMap<String, WorkPath> {
+        let mut inputs = BTreeMap::new();
+        for (k, v) in &s.inputs {
+            let p = s.path.k("inputs").k(k);
+            let Some(text) = self.splice_text(v, &p, scope, Splice::Text, used) else {
+                continue;
+            };
+            if let Some(wp) = self.work_path(&text, &p, &format!("input `{k}`")) {
+                inputs.insert(k.clone(), wp);
+            }
+        }
+        inputs
+    }
+
+    /// `with:` spliced, and the paths in it whose `${{ }}` failed to resolve.
+    fn with(&mut self, s: &RawStage, scope: &Scope<'_>, used: &mut Used) -> (Json, Vec<Vec<Seg>>) {
+        let with_path = s.path.k("with");
+        let before = self.problems.0.len();
+        let with = match &s.with {
+            yaml_serde::Value::Null => Json::Object(Default::default()),
+            v => self
+                .splice_value(v, &with_path, scope, used)
+                .unwrap_or(Json::Null),
+        };
+        // Values whose `${{ }}` failed to resolve stand as null in `with`; the kind's own check
+        // would only add a second, derived error about them.
+        let unresolved = self.problems.0[before..]
+            .iter()
+            .filter_map(|p| p.path.as_ref().map(|p| p.segs.clone()))
+            .collect();
+        (with, unresolved)
+    }
+
+    /// The kind, with a `run:` command's expressions spliced in (quoted for the shell).
+    fn command(
+        &mut self,
+        s: &RawStage,
+        mut kind: Option<StageKind>,
+        scope: &Scope<'_>,
+        used: &mut Used,
+    ) -> Option<StageKind> {
+        if let Some(StageKind::Run { command }) = &mut kind {
+            if let Some(c) = self.splice_text(command, &s.path.k("run"), scope, Splice::Shell, used)
+            {
+                *command = c;
+            }
+        }
+        kind
+    }
+
+    /// `env:`, spliced; a variable without a value takes the one sluice runs with.
+    fn env(
+        &mut self,
+        s: &RawStage,
+        scope: &Scope<'_>,
+        used: &mut Used,
+    ) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        for (k, v) in &s.env {
+            // The environment cannot hold such a name: `A=B` would set `A` to `B=...`.
+            if k.is_empty() || k.contains(['=', '\0']) {
+                self.problems.push(
+                    &s.path.k("env").k(k).key_of(),
+                    if k.is_empty() {
+                        "an environment variable name is empty".to_string()
+                    } else {
+                        format!(
+                            "environment variable name `{}` contains `=` or a NUL",
+                            k.escape_debug()
+                        )
+                    },
+                    Some("name variables with letters, digits and `_`, e.g. `MY_VAR`".into()),
+                );
+                continue;
+            }
+            if k == "CUDA_VISIBLE_DEVICES" || k.starts_with("SLUICE_") {
+                self.problems.push(
+                    &s.path.k("env").k(k).key_of(),
+                    format!("`{k}` is set by sluice and cannot be declared"),
+                    Some("GPUs are assigned through `resources: {gpus: N}`".into()),
+                );
+                continue;
+            }
+            let value = match v {
+                Some(v) => self.splice_text(v, &s.path.k("env").k(k), scope, Splice::Text, used),
+                None => Some(std::env::var(k).unwrap_or_default()),
+            };
+            if let Some(value) = value {
+                env.insert(k.clone(), value);
+            }
+        }
+        env
+    }
+
+    fn timeout(&mut self, s: &RawStage) -> Option<Duration> {
+        let t = s.timeout.as_ref()?;
+        match parse_duration(t) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                let help = match e {
+                    DurationError::Unreadable => {
+                        "write e.g. `90s`, `10m`, `1h30m`, `2d` or a number of seconds"
+                    }
+                    DurationError::OutOfRange => "write e.g. `30m`, `12h` or `7d`",
+                };
+                self.problems.push(
+                    &s.path.k("timeout"),
+                    format!("`timeout` {e}, found `{}`", truncate(t, 40)),
+                    Some(help.into()),
+                );
+                None
+            }
+        }
+    }
+
+    fn check_version(&mut self, s: &RawStage) {
+        if s.version.as_deref().is_some_and(|v| v.contains("${{")) {
+            self.problems.push(
+                &s.path.k("version"),
+                "`version` cannot contain `${{ }}` expressions",
+                Some("write a literal version; params are part of the key already".into()),
+            );
+        }
+    }
+
+    /// A built-in kind's own checks of the stage's input names and `with:`, leaving out problems
+    /// under `unresolved` paths, and what it says about the stage's environment.
+    fn check_with_kind(
+        &mut self,
+        s: &RawStage,
+        kind: Option<&StageKind>,
+        with: &Json,
+        unresolved: &[Vec<Seg>],
+    ) -> KindFacts {
+        let Some(StageKind::Builtin {
+            name: kind_name, ..
+        }) = kind
+        else {
+            return KindFacts::default();
+        };
+        let Some(stage) = self.opts.registry.get(kind_name) else {
+            return KindFacts::default();
+        };
+        if let Some(declared) = stage.inputs() {
+            let given: Vec<&str> = s.inputs.iter().map(|(k, _)| k.as_str()).collect();
+            for (name, message, help) in declared.check(kind_name, &given) {
+                let at = match name {
+                    Some(n) => s.path.k("inputs").k(&n),
+                    None if s.inputs.is_empty() => s.path.clone(),
+                    None => s.path.k("inputs"),
+                };
+                self.problems
+                    .push(&at, format!("stage `{}`: {message}", s.name), help);
+            }
+        }
+        let with_path = s.path.k("with");
+        for problem in stage.check(with) {
+            let mut p = with_path.clone();
+            for seg in &problem.path {
+                p = p.k(seg);
+            }
+            if unresolved.iter().any(|u| p.segs.starts_with(u)) {
+                continue;
+            }
+            if problem.at_key {
+                p = p.key_of();
+            }
+            self.problems.push(
+                &p,
+                format!("stage `{}`: {}", s.name, problem.message),
+                problem.help,
+            );
+        }
+        KindFacts {
+            facts: stage.env_facts(with),
+            gpus_optional: stage.gpus_optional(with),
+        }
+    }
+}
+
+/// The declared inputs, then the upstream outputs referenced from `with:`/`run:` that no declared
+/// input already names, sorted by name; each with where a problem with it points.
+fn all_inputs(
+    s: &RawStage,
+    declared: BTreeMap<String, WorkPath>,
+    used: &Used,
+    known: &Known<'_>,
+) -> (Vec<Input>, Vec<YPath>) {
+    let mut all: Vec<(Input, YPath)> = declared
+        .into_iter()
+        .map(|(name, path)| {
+            let at = s.path.k("inputs").k(&name);
+            let input = Input {
+                name,
+                path,
+                producer: None,
+            };
+            (input, at)
+        })
+        .collect();
+    for (st, out) in &used.stage_outputs {
+        let Some(path) = known.outputs_by_stage.get(st).and_then(|m| m.get(out)) else {
+            continue;
+        };
+        if !all.iter().any(|(i, _)| &i.path == path) {
+            let input = Input {
+                name: format!("stages.{st}.outputs.{out}"),
+                path: path.clone(),
+                producer: None,
+            };
+            all.push((input, s.path.key_of()));
+        }
+    }
+    all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    all.into_iter().unzip()
+}
+
+/// The stage's configuration as written (`with:` before substitution, and `run:`), as canonical
+/// JSON: what the cache key holds of it.
+fn config_text(s: &RawStage) -> String {
+    let raw_with = serde_json::to_value(&s.with).unwrap_or(Json::Null);
+    let mut m = serde_json::Map::new();
+    m.insert("with".into(), raw_with);
+    m.insert(
+        "run".into(),
+        s.run.clone().map(Json::String).unwrap_or(Json::Null),
+    );
+    crate::canonical::canonical_json(&Json::Object(m))
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}
