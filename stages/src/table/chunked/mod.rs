@@ -29,6 +29,7 @@ mod fields;
 mod infer;
 mod scan;
 
+#[cfg(test)]
 use arrow::array::ArrayRef;
 use arrow::datatypes::{Field, Schema};
 use arrow::record_batch::RecordBatch;
