@@ -1,4 +1,4 @@
-//! The cleaning rules, one function each, applied in the order `drop_columns`, `cast`, `filter`,
+//! The cleaning rules, one file each, applied in the order `drop_columns`, `cast`, `filter`,
 //! `missing`, `duplicates`, `outliers` to the table as it was read: in [`Pieces`] (a CSV file's
 //! chunks, a Parquet file's row groups), never joined into one batch. Joining is a copy of the
 //! whole table in fresh memory, which is what costs most on the machines sluice is measured on.
@@ -11,6 +11,10 @@
 //! whole table, sliced for each piece), each looking at those rows alone; the caller drops them
 //! all with one `filter` per piece at the end. Duplicate rows are found by hashing each row a
 //! column at a time.
+//!
+//! This file holds what the rules share: [`RuleError`], replacing a column in every piece, a
+//! numeric column's pieces as the `f64` parts `quantile` reads (`missing`'s mean and median,
+//! `outliers`' fences), and the tests' fixtures.
 
 mod cast;
 mod drop_columns;
