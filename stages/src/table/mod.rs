@@ -319,7 +319,7 @@ pub(crate) struct MemoryScope {
 /// Whether the process opted into the data stages' allocator tuning.
 static TUNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Opts this process into the data stages' allocator tuning ([`MemoryScope`]): from the first
+/// Opts this process into the data stages' allocator tuning (`table::MemoryScope`): from the first
 /// data stage on, freed memory stays with the process for the next data stage (no allocation is
 /// mapped on its own, and the heap is trimmed only past 1 GiB free or once data stages have been
 /// idle for a while). Worth it in a process that runs data stages one after another (`sluice run`,
