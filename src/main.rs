@@ -176,8 +176,17 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
             print_plan(&pipeline, &planned, args.json, false);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(args) => run(cli, args),
-        Command::Watch(args) => watch::watch(cli, args),
+        // The data stages run one after another in these processes: keeping the memory one frees
+        // for the next is worth its process-wide allocator setting (see the function). `serve`
+        // runs no data stage and must not sit on freed memory between requests.
+        Command::Run(args) => {
+            sluice_stages::keep_freed_memory_for_data_stages();
+            run(cli, args)
+        }
+        Command::Watch(args) => {
+            sluice_stages::keep_freed_memory_for_data_stages();
+            watch::watch(cli, args)
+        }
         Command::Serve(args) => serve(args),
         // Handled in `main`, before anything else happens.
         Command::Guard(_) => Ok(ExitCode::SUCCESS),

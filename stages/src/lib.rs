@@ -29,6 +29,7 @@ mod train;
 pub use normalize::preprocess;
 use sluice_runner::StageRegistry;
 use std::sync::Arc;
+pub use table::keep_freed_memory_for_data_stages;
 
 /// Every built-in stage kind of this build.
 pub fn registry() -> StageRegistry {

@@ -110,7 +110,7 @@ pub(crate) fn write_vector<T: Element>(
 }
 
 /// The element types the stages write.
-pub(crate) trait Element: Copy {
+pub(crate) trait Element: Copy + bytemuck::Pod {
     const DTYPE: Dtype;
     /// The value's little-endian bytes, for big-endian targets.
     #[cfg_attr(target_endian = "little", allow(dead_code))]
@@ -138,13 +138,9 @@ pub(crate) fn write_values<T: Element>(
 ) -> std::io::Result<()> {
     #[cfg(target_endian = "little")]
     {
-        // SAFETY: `f32` and `i64` (the only `Element`s) have no padding, any byte may be read as
-        // a `u8`, and on a little-endian target their bytes in memory are their little-endian
-        // bytes: the data is written as it lies, without a copy.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data))
-        };
-        out.write_all(bytes)
+        // On a little-endian target the values' bytes in memory are their little-endian bytes:
+        // the data is written as it lies, without a copy (`Pod`: no padding, any bytes valid).
+        out.write_all(bytemuck::cast_slice(data))
     }
     #[cfg(not(target_endian = "little"))]
     {

@@ -307,7 +307,27 @@ impl Coded {
 /// stage starts for [`IDLE`], the free memory goes back to the operating system, so that a
 /// long-lived sluice (`watch`, or a pipeline that goes on to train) does not sit on gigabytes:
 /// glibc alone would keep them (its threshold for mapping allocations rises as they are freed).
-pub(crate) struct MemoryScope(());
+///
+/// The tuning is process-wide and, once set, stays for the life of the process, so the library
+/// never sets it on its own: a scope does nothing unless the binary opted in with
+/// [`keep_freed_memory_for_data_stages`] before it was entered.
+pub(crate) struct MemoryScope {
+    /// Whether this scope counts (the process had opted in when it was entered).
+    tuned: bool,
+}
+
+/// Whether the process opted into the data stages' allocator tuning.
+static TUNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Opts this process into the data stages' allocator tuning (`table::MemoryScope`): from the first
+/// data stage on, freed memory stays with the process for the next data stage (no allocation is
+/// mapped on its own, and the heap is trimmed only past 1 GiB free or once data stages have been
+/// idle for a while). Worth it in a process that runs data stages one after another (`sluice run`,
+/// `sluice watch`); not in one that never runs them, or that must keep its footprint small
+/// between requests (`sluice serve`), since the tuning outlives the stages.
+pub fn keep_freed_memory_for_data_stages() {
+    TUNED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
 
 /// How long the free memory of finished data stages is kept for the next one: longer than
 /// hashing a stage's outputs takes before its successor starts.
@@ -320,6 +340,9 @@ static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize:
 
 impl MemoryScope {
     pub(crate) fn enter() -> MemoryScope {
+        if !TUNED.load(std::sync::atomic::Ordering::SeqCst) {
+            return MemoryScope { tuned: false };
+        }
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         {
             static ONCE: std::sync::Once = std::sync::Once::new();
@@ -332,14 +355,14 @@ impl MemoryScope {
         }
         STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         ACTIVE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        MemoryScope(())
+        MemoryScope { tuned: true }
     }
 }
 
 impl Drop for MemoryScope {
     fn drop(&mut self) {
         use std::sync::atomic::Ordering::SeqCst;
-        if ACTIVE.fetch_sub(1, SeqCst) != 1 {
+        if !self.tuned || ACTIVE.fetch_sub(1, SeqCst) != 1 {
             return;
         }
         let started = STARTED.load(SeqCst);
@@ -373,6 +396,15 @@ mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray};
     use std::sync::Arc;
+
+    /// No test of this library opts in: a data stage run from a library that was not told to
+    /// tune the allocator leaves it alone.
+    #[test]
+    fn memory_scopes_change_nothing_unless_the_process_opted_in() {
+        let scope = MemoryScope::enter();
+        assert!(!scope.tuned);
+        assert_eq!(ACTIVE.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
 
     fn table() -> Table {
         let batch = RecordBatch::try_from_iter([
