@@ -2,7 +2,7 @@
 //! input named `images` instead, an ImageFolder in and a cleaned ImageFolder (in the output still
 //! named `table`, the kind's one data output) and a JSON report out (`images`).
 //!
-//! `config` parses `with:`, `expr` the `filter:` expression, `rules` holds one function per rule;
+//! `config` parses `with:`, `expr` the `filter:` expression, `rules/` holds one file per rule;
 //! this file reads the input (in the pieces it was read in, never joined), checks every column
 //! the config names against it, applies the rules in their fixed order, and writes both outputs
 //! through `Staged` so that a failure leaves neither.
