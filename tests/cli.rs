@@ -6,10 +6,6 @@ mod common;
 use common::*;
 use std::path::Path;
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 #[test]
 fn help_and_version() {
     let ws = Ws::new();
