@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Seven features (`x`, three cities, three sizes, one-hot) and two classes.
 const TRAIN: &str = "x,city,size,y\n1,b,S,no\n3,a,M,yes\n5,b,L,no\n7,c,S,yes\n";

@@ -6,9 +6,8 @@
 mod common;
 use common::*;
 
-use serde_json::Value;
 use sluice_stages::preprocess::ImagePreprocess;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 fn put(ws: &Ws, rel: &str, bytes: &[u8]) {
     let p = ws.path(rel);

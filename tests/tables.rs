@@ -9,7 +9,6 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 /// A workspace holding a copy of the Iris data at `data/iris.csv`.
 fn iris_ws() -> Ws {
