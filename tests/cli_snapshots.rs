@@ -1,19 +1,24 @@
 //! Snapshots of what users read from `sluice`: `--help` of every command, `status` (fresh, up to
 //! date, stale with each kind of reason), `dag` in every format, `run`'s plain output and its
-//! `--json` lines, `metrics`, and one failed run. Each test builds a small deterministic workspace,
-//! runs the real binary as a user would and compares the whole transcript (command lines, exit
-//! codes, stdout and stderr) with `tests/snapshots/NAME.snap`.
+//! `--json` lines, `metrics`, `gc`, and one failed run. Each test builds a small deterministic
+//! workspace, runs the real binary as a user would and compares the whole transcript (command
+//! lines, exit codes, stdout and stderr) with `tests/snapshots/NAME.snap`.
 //!
 //! `SLUICE_BLESS=1 cargo test --test cli_snapshots` rewrites the snapshots that differ; review the
 //! diff before committing it. The mechanism (masking, comparing, blessing) is shared with the
 //! bad-pipeline corpus in `tests/common/snapshot.rs`; validation diagnostics are snapshotted
-//! there, over 300 cases under `tests/corpus/`, so none are repeated here.
+//! there, in over 400 cases under `tests/corpus/`, so none are repeated here.
 //!
 //! Masked, because they change from run to run: the temporary workspace (`[WS]`), run ids, which
 //! also name log directories and hold a pid (`[RUN]`), durations (`[TIME]`, in text and as
 //! `duration_ms`), and content hashes (`[HASH]`: cache keys change with the key format on purpose,
 //! and `tests/lock_golden.rs` pins them). Runs use `--jobs 1` so that stages start and finish in
 //! one order. Nothing else is masked, and no assertion here is a substring match.
+//!
+//! Not snapshotted: `watch` (its rounds follow file events; `tests/watch.rs` synchronises on its
+//! events), `serve` and `setup` (they need trained models and the Python environment;
+//! `tests/serve.rs`, `tests/train.rs`), the live display (only on a terminal), and `schema`
+//! (read by editors rather than people; `tests/cli.rs` checks its structure).
 
 mod common;
 
@@ -169,6 +174,20 @@ fn run_json_lines() {
     std::fs::remove_file(ws.path("out/b.txt")).unwrap();
     t.sluice(&["run", "--json", "--jobs", "1"]).assert_ok();
     t.check("run_json");
+}
+
+#[test]
+fn gc() {
+    let ws = chain();
+    let mut t = Transcript::new(&ws);
+    t.sluice(&["run", "--jobs", "1", "--quiet"]).assert_ok();
+    t.note("data.txt edited");
+    ws.write("data.txt", "abcd\n");
+    t.sluice(&["run", "--jobs", "1", "--quiet"]).assert_ok();
+    t.sluice(&["gc", "--dry-run"]).assert_ok();
+    t.sluice(&["gc"]).assert_ok();
+    t.sluice(&["gc", "--verify"]).assert_ok();
+    t.check("gc");
 }
 
 /// The built-in stages report progress (in `--json` only: the plain display shows it on a

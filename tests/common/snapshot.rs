@@ -130,13 +130,16 @@ pub fn diff(want: &str, got: &str) -> String {
             lines.push((' ', w[i]));
             i += 1;
             j += 1;
-        } else if j < g.len() && (i == w.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            lines.push(('+', g[j]));
-            j += 1;
-        } else {
+        } else if i < w.len() && (j == g.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
             lines.push(('-', w[i]));
             i += 1;
+        } else {
+            lines.push(('+', g[j]));
+            j += 1;
         }
+    }
+    if lines.iter().all(|(m, _)| *m == ' ') {
+        return "      (the same lines: they differ in line endings or the final newline)\n".into();
     }
     let near_change = |k: usize| {
         let lo = k.saturating_sub(2);
