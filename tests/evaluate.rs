@@ -11,10 +11,7 @@ use std::path::PathBuf;
 
 fn iris_ws(edit: impl Fn(String) -> String) -> Ws {
     let ws = Ws::new();
-    ws.write(
-        "examples/data/iris.csv",
-        &std::fs::read_to_string(repo().join("examples/data/iris.csv")).unwrap(),
-    );
+    ws.copy_from_repo("examples/data/iris.csv");
     let yaml = std::fs::read_to_string(repo().join("pipelines/iris.yaml")).unwrap();
     ws.write("pipelines/iris.yaml", &edit(yaml));
     ws

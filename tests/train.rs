@@ -17,14 +17,8 @@ use std::time::Duration;
 /// A workspace holding the iris CSV and the repo's iris pipeline.
 fn iris_ws() -> Ws {
     let ws = Ws::new();
-    ws.write(
-        "examples/data/iris.csv",
-        &std::fs::read_to_string(repo().join("examples/data/iris.csv")).unwrap(),
-    );
-    ws.write(
-        "pipelines/iris.yaml",
-        &std::fs::read_to_string(repo().join("pipelines/iris.yaml")).unwrap(),
-    );
+    ws.copy_from_repo("examples/data/iris.csv")
+        .copy_from_repo("pipelines/iris.yaml");
     ws
 }
 
@@ -394,10 +388,7 @@ fn bad_train_config_is_reported_before_anything_runs() {
 #[test]
 fn the_digits_cnn_trains_to_095() {
     let ws = Ws::new();
-    ws.write(
-        "pipelines/digits.yaml",
-        &std::fs::read_to_string(repo().join("pipelines/digits.yaml")).unwrap(),
-    );
+    ws.copy_from_repo("pipelines/digits.yaml");
     let digits = repo().join("examples/data/digits");
     for class in std::fs::read_dir(&digits).unwrap() {
         let class = class.unwrap().path();

@@ -139,6 +139,14 @@ impl Ws {
         serde_json::from_str(&self.read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
     }
 
+    /// Copies the repository's file `rel` (an example pipeline, its data) to the same place in
+    /// the workspace.
+    pub fn copy_from_repo(&self, rel: &str) -> &Ws {
+        let text = std::fs::read_to_string(repo().join(rel))
+            .unwrap_or_else(|e| panic!("cannot read the repository's {rel}: {e}"));
+        self.write(rel, &text)
+    }
+
     pub fn exists(&self, rel: &str) -> bool {
         self.path(rel).exists()
     }
@@ -170,6 +178,20 @@ impl Ws {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn sluice")
+    }
+}
+
+/// Copies the directory `from` into `to`, recursively.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
     }
 }
 
