@@ -305,3 +305,34 @@ stages:
     assert_eq!(t.sluice(&["run", "--json", "--jobs", "1"]).code, 1);
     t.check("failed_run");
 }
+
+/// The diff a mismatch prints (shared with the corpus): changes in order with two lines of
+/// context, removed before added, long unchanged runs elided.
+#[test]
+fn a_mismatch_prints_a_readable_diff() {
+    let want = "1\n2\n3\n4\n5\n6\n7\n8\n9\n";
+    let got = "1\n2\n3\n4\nfive\n6\n7\n8\n9\nten\n";
+    assert_eq!(
+        snapshot::diff(want, got),
+        concat!(
+            "      ...\n",
+            "        3\n",
+            "        4\n",
+            "      - 5\n",
+            "      + five\n",
+            "        6\n",
+            "        7\n",
+            "        8\n",
+            "        9\n",
+            "      + ten\n",
+        )
+    );
+    assert_eq!(
+        snapshot::diff("a\n", "a"),
+        "      (the same lines: they differ in line endings or the final newline)\n"
+    );
+    // Past the table's limit the middle is shown whole, removed then added.
+    let (many_a, many_b) = ("a\n".repeat(3000), "b\n".repeat(3000));
+    let d = snapshot::diff(&many_a, &many_b);
+    assert!(d.starts_with("      - a\n") && d.ends_with("      ... (5600 more lines)\n"));
+}

@@ -109,10 +109,63 @@ pub fn indent(text: &str) -> String {
 
 /// A line diff in the snapshot's order: `-` lines only in the snapshot, `+` lines only in the
 /// output, and up to two unchanged lines around each change (longer unchanged runs are elided).
-/// Quadratic in the line count, which is fine for messages of a few hundred lines.
+/// The part between the common first and last lines is matched by longest common subsequence,
+/// quadratic in its length; past [`DIFF_CELLS`] it is shown whole, removed then added, so that a
+/// runaway output cannot exhaust memory. At most [`DIFF_LINES`] lines are printed.
 pub fn diff(want: &str, got: &str) -> String {
     let (w, g): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
-    // lcs[i][j]: the longest common subsequence of w[i..] and g[j..].
+    let prefix = w.iter().zip(&g).take_while(|(a, b)| a == b).count();
+    let suffix = w[prefix..]
+        .iter()
+        .rev()
+        .zip(g[prefix..].iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let (wm, gm) = (&w[prefix..w.len() - suffix], &g[prefix..g.len() - suffix]);
+    let mut lines: Vec<(char, &str)> = w[..prefix].iter().map(|l| (' ', *l)).collect();
+    if wm.len().saturating_mul(gm.len()) > DIFF_CELLS {
+        lines.extend(wm.iter().map(|l| ('-', *l)));
+        lines.extend(gm.iter().map(|l| ('+', *l)));
+    } else {
+        lines.extend(lcs_diff(wm, gm));
+    }
+    lines.extend(w[w.len() - suffix..].iter().map(|l| (' ', *l)));
+    if lines.iter().all(|(m, _)| *m == ' ') {
+        return "      (the same lines: they differ in line endings or the final newline)\n".into();
+    }
+    let near_change = |k: usize| {
+        let lo = k.saturating_sub(2);
+        let hi = (k + 2).min(lines.len() - 1);
+        lines[lo..=hi].iter().any(|(m, _)| *m != ' ')
+    };
+    let mut out = String::new();
+    let (mut printed, mut elided) = (0, false);
+    for (k, (mark, line)) in lines.iter().enumerate() {
+        if printed == DIFF_LINES {
+            writeln!(out, "      ... ({} more lines)", lines.len() - k).unwrap();
+            break;
+        }
+        if near_change(k) {
+            writeln!(out, "      {mark} {line}").unwrap();
+            printed += 1;
+            elided = false;
+        } else if !elided {
+            writeln!(out, "      ...").unwrap();
+            elided = true;
+        }
+    }
+    out
+}
+
+/// The most cells of the longest-common-subsequence table [`diff`] builds (32 MB of them).
+const DIFF_CELLS: usize = 4_000_000;
+
+/// The most lines [`diff`] prints.
+const DIFF_LINES: usize = 400;
+
+/// `w` and `g` aligned by their longest common subsequence, removed lines before added ones.
+fn lcs_diff<'t>(w: &[&'t str], g: &[&'t str]) -> Vec<(char, &'t str)> {
+    // lcs[i][j]: the length of the longest common subsequence of w[i..] and g[j..].
     let mut lcs = vec![vec![0usize; g.len() + 1]; w.len() + 1];
     for i in (0..w.len()).rev() {
         for j in (0..g.len()).rev() {
@@ -123,7 +176,7 @@ pub fn diff(want: &str, got: &str) -> String {
             };
         }
     }
-    let mut lines: Vec<(char, &str)> = Vec::new();
+    let mut lines = Vec::new();
     let (mut i, mut j) = (0, 0);
     while i < w.len() || j < g.len() {
         if i < w.len() && j < g.len() && w[i] == g[j] {
@@ -138,26 +191,7 @@ pub fn diff(want: &str, got: &str) -> String {
             j += 1;
         }
     }
-    if lines.iter().all(|(m, _)| *m == ' ') {
-        return "      (the same lines: they differ in line endings or the final newline)\n".into();
-    }
-    let near_change = |k: usize| {
-        let lo = k.saturating_sub(2);
-        let hi = (k + 2).min(lines.len() - 1);
-        lines[lo..=hi].iter().any(|(m, _)| *m != ' ')
-    };
-    let mut out = String::new();
-    let mut elided = false;
-    for (k, (mark, line)) in lines.iter().enumerate() {
-        if near_change(k) {
-            writeln!(out, "      {mark} {line}").unwrap();
-            elided = false;
-        } else if !elided {
-            writeln!(out, "      ...").unwrap();
-            elided = true;
-        }
-    }
-    out
+    lines
 }
 
 /// What differs between two runs of the same commands on the same files, beyond [`MASKS`]:
