@@ -153,7 +153,7 @@ fn run_plain_output() {
     t.sluice(&["run", "--jobs", "1"]).assert_ok();
     t.sluice(&["run", "--jobs", "1"]).assert_ok();
     t.note("data.txt edited, out/c.txt deleted");
-    ws.write("data.txt", "xyz\n");
+    ws.write("data.txt", "wxyz\n");
     std::fs::remove_file(ws.path("out/c.txt")).unwrap();
     t.sluice(&["run", "--dry-run", "--jobs", "1"]);
     t.sluice(&["run", "--jobs", "1"]).assert_ok();
@@ -172,6 +172,7 @@ fn run_json_lines() {
     t.sluice(&["run", "--json", "--jobs", "1"]).assert_ok();
     t.note("out/b.txt deleted");
     std::fs::remove_file(ws.path("out/b.txt")).unwrap();
+    t.sluice(&["run", "--dry-run", "--json"]).assert_ok();
     t.sluice(&["run", "--json", "--jobs", "1"]).assert_ok();
     t.check("run_json");
 }
