@@ -1,37 +1,18 @@
-//! The command line itself: help, version, schema, dag, every shipped pipeline, and the
-//! quickstart example end to end.
+//! The command line itself: version, schema, every shipped pipeline, and the quickstart
+//! example end to end. Help texts and `dag` in every format are snapshotted whole in
+//! `tests/cli_snapshots.rs`; the substring checks left here are on output that varies from run to
+//! run (durations in the run summary, the interleaving of a stage's stdout and stderr in its log,
+//! timestamps in log lines).
 
 mod common;
 
 use common::*;
-use std::path::Path;
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
+/// The help texts are snapshotted whole in `tests/cli_snapshots.rs`; the version is not there, as
+/// it changes with every release.
 #[test]
-fn help_and_version() {
+fn version_and_an_unknown_command() {
     let ws = Ws::new();
-    let h = ws.sluice(&["--help"]);
-    h.assert_ok();
-    for cmd in ["run", "status", "dag", "gc", "schema"] {
-        assert!(h.stdout.contains(cmd), "{}", h.stdout);
-    }
-    let h = ws.sluice(&["run", "--help"]);
-    for flag in [
-        "--jobs",
-        "--gpus",
-        "--keep-going",
-        "--downstream",
-        "--force",
-        "--dry-run",
-        "--no-wait",
-        "--set",
-        "--json",
-    ] {
-        assert!(h.stdout.contains(flag), "{flag} missing from run --help");
-    }
     let v = ws.sluice(&["--version"]);
     assert_eq!(
         v.stdout.trim(),
@@ -63,27 +44,6 @@ fn schema_is_json_schema_that_describes_the_stage_keys() {
     ] {
         assert!(stage.get(key).is_some(), "schema lacks stage key {key}");
     }
-}
-
-#[test]
-fn dag_renders_text_dot_and_mermaid() {
-    let ws = Ws::new();
-    ws.pipeline("stages:\n  a: {run: 'echo > ${{ outputs.o }}', outputs: [o]}\n  b: {run: 'cat ${{ stages.a.outputs.o }} > ${{ outputs.o }}', outputs: [o]}\n");
-    let t = ws.sluice(&["dag"]);
-    t.assert_ok();
-    assert_eq!(t.stdout, "a [run]\nb [run] ← a\n");
-    let d = ws.sluice(&["dag", "--format", "dot"]);
-    assert!(
-        d.stdout.starts_with("digraph \"sluice\" {") && d.stdout.contains("\"a\" -> \"b\";"),
-        "{}",
-        d.stdout
-    );
-    let m = ws.sluice(&["dag", "sluice.yaml", "--format", "mermaid"]);
-    assert!(
-        m.stdout.starts_with("flowchart LR\n") && m.stdout.contains("s_a --> s_b"),
-        "{}",
-        m.stdout
-    );
 }
 
 #[test]
@@ -182,17 +142,4 @@ fn json_log_format_and_quiet() {
         text.contains("run starting") && !text.contains("\"decided\""),
         "{text}"
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
 }

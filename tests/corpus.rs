@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Ws, BIN};
+use common::{snapshot, Ws, BIN};
 use std::fmt::Write as _;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -467,40 +467,14 @@ fn located(stderr: &str, file: &str, source: &[u8]) -> Result<(), String> {
 /// The snapshot text of an outcome: exit status and output, with what changes from run to run
 /// (the temporary workspace, run ids, durations, thread ids) masked.
 fn snapshot(o: &Outcome) -> String {
+    let status = match (o.code, o.signal) {
+        (Some(code), _) => format!("exit: {code}"),
+        (None, sig) => format!("signal: {}", sig.unwrap_or(-1)),
+    };
     let mut text = String::new();
-    match (o.code, o.signal) {
-        (Some(code), _) => writeln!(text, "exit: {code}").unwrap(),
-        (None, sig) => writeln!(text, "signal: {}", sig.unwrap_or(-1)).unwrap(),
-    }
-    for (name, body) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
-        if !body.is_empty() {
-            writeln!(text, "--- {name}").unwrap();
-            text.push_str(body);
-            if !body.ends_with('\n') {
-                text.push('\n');
-            }
-        }
-    }
-    let mut roots = vec![o.root.to_string_lossy().into_owned()];
-    if let Ok(c) = o.root.canonicalize() {
-        roots.push(c.to_string_lossy().into_owned());
-    }
-    for root in roots {
-        text = text.replace(&root, "[WS]");
-    }
-    let masks = [
-        (r"\d{8}T\d{6}\.\d{3}Z-\d+", "[RUN]"),
-        (r"\b\d+\.\d+s\b", "[TIME]"),
-        (r"thread '([^']*)' \(\d+\)", "thread '$1' [ID]"),
-        // The default `--jobs` is the number of CPUs.
-        (r"\d+ job\(s\)", "[N] job(s)"),
-    ];
-    for (pattern, with) in masks {
-        text = regex::Regex::new(pattern)
-            .unwrap()
-            .replace_all(&text, with)
-            .into_owned();
-    }
+    snapshot::push_outcome(&mut text, &status, &o.stdout, &o.stderr);
+    // The default `--jobs` is the number of CPUs.
+    let text = snapshot::mask(&text, &[&o.root], &[(r"\d+ job\(s\)", "[N] job(s)")]);
     text.lines()
         .map(|line| {
             if line.len() > LONG_LINE {
@@ -560,38 +534,11 @@ fn check(case: &Case, bless: bool) -> (Vec<String>, Duration) {
     }
     let got = snapshot(&o);
     let snap = case.fixture.with_extension("snap");
-    let want = std::fs::read_to_string(&snap).ok();
-    if want.as_deref() != Some(got.as_str()) {
-        if bless && problems.is_empty() {
-            std::fs::write(&snap, &got).unwrap();
-        } else if let Some(want) = want {
-            problems.push(format!(
-                "output differs from its snapshot:\n{}",
-                diff(&want, &got)
-            ));
-        } else {
-            problems.push(format!("no snapshot yet; got:\n{}", indent(&got)));
-        }
+    // A case that fails any other requirement is never recorded: a panic is not an expectation.
+    if let Err(e) = snapshot::compare(&snap, &got, bless && problems.is_empty()) {
+        problems.push(e);
     }
     (problems, o.took)
-}
-
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("      | {l}\n")).collect()
-}
-
-/// A line diff good enough for short messages: lines only in the snapshot, then lines only in
-/// the output.
-fn diff(want: &str, got: &str) -> String {
-    let (w, g): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
-    let mut out = String::new();
-    for l in w.iter().filter(|l| !g.contains(l)) {
-        writeln!(out, "      - {l}").unwrap();
-    }
-    for l in g.iter().filter(|l| !w.contains(l)) {
-        writeln!(out, "      + {l}").unwrap();
-    }
-    out
 }
 
 #[test]
@@ -600,7 +547,7 @@ fn bad_pipeline_corpus() {
     fixtures(&corpus_dir(), &mut paths);
     paths.sort();
     let filter = std::env::var("SLUICE_CORPUS").unwrap_or_default();
-    let bless = std::env::var_os("SLUICE_BLESS").is_some_and(|v| v == "1");
+    let bless = snapshot::blessing();
     let mut failures: Vec<(String, Vec<String>)> = Vec::new();
     let mut cases = Vec::new();
     for path in &paths {

@@ -7,11 +7,7 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use std::path::Path;
 
 /// Seven features (`x`, three cities, three sizes, one-hot) and two classes.
 const TRAIN: &str = "x,city,size,y\n1,b,S,no\n3,a,M,yes\n5,b,L,no\n7,c,S,yes\n";
@@ -49,20 +45,6 @@ fn deploy_ws(with: &str) -> Ws {
         "name: d\nstages:\n  n: {{uses: normalize, inputs: {{train: data/train.csv}}, with: {{label: y}}}}\n  deploy:\n    uses: deploy\n    inputs: {{model: models/net.onnx, preprocess: \"${{{{ stages.n.outputs.preprocess }}}}\"}}\n    with: {with}\n"
     ));
     ws
-}
-
-/// The failure message of `deploy` in a `--json` run that exited 1.
-fn failure(r: &Run) -> String {
-    assert_eq!(
-        r.code, 1,
-        "expected a failed run\n{}\n{}",
-        r.stdout, r.stderr
-    );
-    r.events()
-        .into_iter()
-        .find(|e| e["event"] == "stage_finished" && e["stage"] == "deploy")
-        .and_then(|e| e["message"].as_str().map(String::from))
-        .unwrap_or_else(|| panic!("no failure message:\n{}", r.stdout))
 }
 
 fn entries(dir: &Path) -> Vec<String> {
@@ -142,7 +124,7 @@ fn a_symbolic_link_does_not_carry_the_registry_out() {
     let ws = deploy_ws("{registry: models/reg, name: m}");
     model(&ws, "models/net.onnx", 7, 2);
     std::os::unix::fs::symlink(outside.path(), ws.path("models/reg")).unwrap();
-    let m = failure(&ws.run(&[]));
+    let m = ws.run(&[]).failure("deploy");
     assert_eq!(
         m,
         "the registry `models/reg` resolves outside the workspace through a symbolic link\nhint: point `registry` at a directory inside the workspace, or add `allow_outside_workspace: true` to publish there on purpose"
@@ -163,7 +145,7 @@ fn a_bundle_that_would_not_serve_publishes_nothing() {
     // Not a model at all.
     let ws = deploy_ws("{registry: models, name: m}");
     ws.write("models/net.onnx", "not an onnx file");
-    let m = failure(&ws.run(&[]));
+    let m = ws.run(&[]).failure("deploy");
     assert!(
         m.starts_with("`models/net.onnx` does not load in ONNX Runtime: ") && m.ends_with(hint),
         "{m}"
@@ -171,14 +153,14 @@ fn a_bundle_that_would_not_serve_publishes_nothing() {
     assert!(!ws.exists("models/m"), "{:?}", entries(&ws.path("models")));
     // A model for five features, an artifact making seven.
     model(&ws, "models/net.onnx", 5, 2);
-    let m = failure(&ws.run(&[]));
+    let m = ws.run(&[]).failure("deploy");
     assert_eq!(
         m,
         format!("the model `models/net.onnx` takes `input` with shape [-1, 5], but `out/d/n/preprocess` makes rows of shape [7]\n{hint}")
     );
     // Three answers for two classes.
     model(&ws, "models/net.onnx", 7, 3);
-    let m = failure(&ws.run(&[]));
+    let m = ws.run(&[]).failure("deploy");
     assert_eq!(
         m,
         format!("the model `models/net.onnx` answers 3 values per row in `output`, but `out/d/n/preprocess` expects 2 (one per class: no, yes)\n{hint}")
@@ -189,7 +171,7 @@ fn a_bundle_that_would_not_serve_publishes_nothing() {
     ws.write("pre.json", "{\"format\": 1, \"numeric\": []}\n").pipeline(
         "name: d\nstages:\n  deploy: {uses: deploy, inputs: {model: models/net.onnx, preprocess: pre.json}, with: {name: m}}\n",
     );
-    let m = failure(&ws.run(&[]));
+    let m = ws.run(&[]).failure("deploy");
     assert!(
         m.starts_with("`pre.json` is not a preprocess artifact: ") && m.ends_with(hint),
         "{m}"

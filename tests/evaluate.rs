@@ -9,20 +9,9 @@ use common::*;
 use serde_json::Value;
 use std::path::PathBuf;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn json(ws: &Ws, rel: &str) -> Value {
-    serde_json::from_str(&ws.read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
-
 fn iris_ws(edit: impl Fn(String) -> String) -> Ws {
     let ws = Ws::new();
-    ws.write(
-        "examples/data/iris.csv",
-        &std::fs::read_to_string(repo().join("examples/data/iris.csv")).unwrap(),
-    );
+    ws.copy_from_repo("examples/data/iris.csv");
     let yaml = std::fs::read_to_string(repo().join("pipelines/iris.yaml")).unwrap();
     ws.write("pipelines/iris.yaml", &edit(yaml));
     ws
@@ -44,7 +33,7 @@ fn iris_runs_to_a_deployed_bundle_and_redeploys_only_on_change() {
     ws.run(&["pipelines/iris.yaml"]).assert_ok();
 
     // Metrics agree with the per-row predictions written beside them.
-    let m = json(&ws, "out/iris/metrics.json");
+    let m = ws.json("out/iris/metrics.json");
     assert_eq!(m["task"], "classification");
     let csv = ws.read("out/iris/predictions.csv");
     let mut lines = csv.lines();
@@ -90,7 +79,7 @@ fn iris_runs_to_a_deployed_bundle_and_redeploys_only_on_change() {
     }
     assert!(ws.exists("models/.sluice-registry"));
     assert_eq!(ws.read("models/iris/latest").trim(), "1");
-    let bundle = json(&ws, "models/iris/1/bundle.json");
+    let bundle = ws.json("models/iris/1/bundle.json");
     assert_eq!(bundle["pipeline"], "iris");
     assert_eq!(bundle["version"], 1);
     assert_eq!(
@@ -115,7 +104,7 @@ fn iris_runs_to_a_deployed_bundle_and_redeploys_only_on_change() {
 
     // `sluice metrics --diff` shows the new figures next to the previous evaluation's.
     let first = m["metrics"].clone();
-    let now = json(&ws, "out/iris/metrics.json")["metrics"].clone();
+    let now = ws.json("out/iris/metrics.json")["metrics"].clone();
     let out = ws.sluice(&["metrics", "pipelines/iris.yaml", "--json", "--diff"]);
     out.assert_ok();
     let doc: Value = serde_json::from_str(&out.stdout).unwrap();
@@ -199,7 +188,7 @@ fn a_model_whose_output_does_not_match_the_classes_is_named() {
     let ws = iris_ws(|y| y);
     ws.run(&["pipelines/iris.yaml", "train"]).assert_ok();
     // The same model evaluated against an artifact that claims four classes.
-    let mut pre = json(&ws, "out/iris/preprocess.json");
+    let mut pre = ws.json("out/iris/preprocess.json");
     pre["label"]["classes"] = serde_json::json!(["a", "b", "c", "d"]);
     ws.write("other/preprocess.json", &pre.to_string());
     ws.pipeline(
@@ -253,7 +242,7 @@ fn two_classes_get_roc_auc_and_a_roc_plot() {
         "name: binary\nstages:\n  train:\n    uses: train\n    inputs: {train: data/train}\n    outputs: {model: out/m.onnx, history: out/h.json, artifacts: out/a}\n    with: {model: logistic, epochs: 30, batch_size: 8, device: cpu}\n  evaluate:\n    uses: evaluate\n    inputs: {model: \"${{ stages.train.outputs.model }}\", test: data/test}\n    outputs: {metrics: out/metrics.json, predictions: out/p.csv, plots: out/plots}\n    with: {require: {roc_auc: \">= 0.99\"}}\n",
     );
     ws.run(&[]).assert_ok();
-    let m = json(&ws, "out/metrics.json");
+    let m = ws.json("out/metrics.json");
     assert_eq!(m["metrics"]["roc_auc"], 1.0, "{m}");
     assert_eq!(m["metrics"]["accuracy"], 1.0, "{m}");
     assert_eq!(
@@ -302,7 +291,7 @@ fn evaluate_without_a_gpu_runs_on_the_cpu_and_says_so_and_cuda_is_an_error() {
         run.stderr
     );
     assert_eq!(
-        json(&ws, "out/metrics.json")["provider"],
+        ws.json("out/metrics.json")["provider"],
         "CPUExecutionProvider"
     );
 
@@ -372,7 +361,7 @@ fn a_gpu_without_the_cuda_build_falls_back_with_a_warning_or_names_setup_cuda() 
         "{stderr}"
     );
     assert_eq!(
-        json(&ws, "out/metrics.json")["provider"],
+        ws.json("out/metrics.json")["provider"],
         "CPUExecutionProvider"
     );
 
@@ -426,7 +415,7 @@ fn a_cuda_provider_that_does_not_load_fails_cuda_and_warns_with_auto() {
         "{stderr}"
     );
     assert_eq!(
-        json(&ws, "out/metrics.json")["provider"],
+        ws.json("out/metrics.json")["provider"],
         "CPUExecutionProvider"
     );
 }
@@ -461,7 +450,7 @@ fn evaluate_on_cuda_when_a_gpu_is_present() {
         run.stderr
     );
     assert_eq!(
-        json(&ws, "out/metrics.json")["provider"],
+        ws.json("out/metrics.json")["provider"],
         "CUDAExecutionProvider"
     );
     // The same predictions as on the CPU, up to float rounding.
@@ -479,7 +468,7 @@ fn evaluate_on_cuda_when_a_gpu_is_present() {
     device_ws(&ws, "    resources: {gpus: 1}\n");
     ws.run(&[]).assert_ok();
     assert_eq!(
-        json(&ws, "out/metrics.json")["provider"],
+        ws.json("out/metrics.json")["provider"],
         "CUDAExecutionProvider"
     );
 }

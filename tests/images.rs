@@ -6,13 +6,8 @@
 mod common;
 use common::*;
 
-use serde_json::Value;
 use sluice_stages::preprocess::ImagePreprocess;
-use std::path::{Path, PathBuf};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use std::path::Path;
 
 fn put(ws: &Ws, rel: &str, bytes: &[u8]) {
     let p = ws.path(rel);
@@ -72,10 +67,6 @@ fn pets_ws() -> Ws {
     ws
 }
 
-fn json(ws: &Ws, rel: &str) -> Value {
-    serde_json::from_str(&ws.read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
-
 /// `class/file` of every file under `dir`, sorted.
 fn listing(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -125,7 +116,7 @@ fn i64s(data: &[u8]) -> Vec<i64> {
 #[test]
 fn clean_drops_the_corrupt_the_duplicate_and_the_too_small_file_and_says_why() {
     let ws = pets_ws();
-    let report = json(&ws, "out/sluice/c/report");
+    let report = ws.json("out/sluice/c/report");
     let dropped: Vec<(&str, &str)> = report["dropped"]
         .as_array()
         .unwrap()
@@ -153,7 +144,7 @@ fn clean_drops_the_corrupt_the_duplicate_and_the_too_small_file_and_says_why() {
 #[test]
 fn split_keeps_every_class_in_proportion_and_normalize_fits_on_train_only() {
     let ws = pets_ws();
-    let summary = json(&ws, "out/sluice/s/summary");
+    let summary = ws.json("out/sluice/s/summary");
     assert_eq!(summary["method"], "stratified");
     for (part, n) in [("train", 4), ("val", 2), ("test", 2)] {
         assert_eq!(summary["splits"][part]["classes"]["cat"], n);
@@ -259,7 +250,7 @@ fn the_digits_pipeline_runs_end_to_end() {
     }
     // Up to normalize: tests/train.rs trains the CNN.
     ws.run(&["pipelines/digits.yaml", "normalize"]).assert_ok();
-    let report = json(&ws, "out/digits/clean.json");
+    let report = ws.json("out/digits/clean.json");
     assert_eq!(report["images_out"], 1797);
     let artifact = ImagePreprocess::from_json(&ws.read("out/digits/preprocess.json")).unwrap();
     assert_eq!(artifact.classes.len(), 10);

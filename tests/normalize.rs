@@ -10,11 +10,6 @@ use arrow::datatypes::{DataType, Float64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{json, Map, Value};
 use sluice_stages::preprocess::Preprocess;
-use std::path::PathBuf;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A `.npy` file: its dtype, its shape, and its data as little-endian bytes.
 struct Npy {

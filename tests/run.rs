@@ -341,11 +341,7 @@ fn fail_fast_stops_new_work_and_reports_the_log_tail() {
         !ws.exists("out/sluice/bad/o"),
         "a failed stage's partial output is removed"
     );
-    let failed = r
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "stage_finished" && e["stage"] == "bad")
-        .unwrap();
+    let failed = r.finished("bad");
     assert!(failed["message"]
         .as_str()
         .unwrap()
@@ -504,11 +500,7 @@ stages:
     assert_eq!(restored.outcomes()["g1"], "restored");
     let none = ws.run(&["g1", "--gpus", "0", "--force", "g1"]);
     assert_eq!(none.code, 1);
-    let f = none
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "stage_finished" && e["stage"] == "g1")
-        .unwrap();
+    let f = none.finished("g1");
     assert!(
         f["message"]
             .as_str()

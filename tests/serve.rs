@@ -21,17 +21,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 const COLUMNS: [&str; 4] = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// A workspace where the iris pipeline ran through `deploy`: `models/iris/1`.
 fn trained() -> &'static Ws {
     static WS: OnceLock<Ws> = OnceLock::new();
     WS.get_or_init(|| {
         let ws = Ws::new();
         for rel in ["examples/data/iris.csv", "pipelines/iris.yaml"] {
-            ws.write(rel, &std::fs::read_to_string(repo().join(rel)).unwrap());
+            ws.copy_from_repo(rel);
         }
         ws.run(&["pipelines/iris.yaml"]).assert_ok();
         assert!(ws.exists("models/iris/1/model.onnx"));
@@ -44,19 +40,6 @@ fn registry_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&trained().path("models"), &dir.path().join("models"));
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
 }
 
 /// The Python of a virtual environment holding `tritonclient[http]` (pinned in

@@ -9,11 +9,6 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A workspace holding a copy of the Iris data at `data/iris.csv`.
 fn iris_ws() -> Ws {
@@ -72,16 +67,6 @@ fn counts(values: &[String]) -> BTreeMap<String, usize> {
 
 fn summary(ws: &Ws, rel: &str) -> serde_json::Value {
     serde_json::from_str(&ws.read(rel)).unwrap()
-}
-
-/// The failure message of `stage` in a `--json` run.
-fn failure(r: &Run, stage: &str) -> String {
-    assert_eq!(r.code, 1, "expected a failed run\n{}", r.stderr);
-    r.events()
-        .into_iter()
-        .find(|e| e["event"] == "stage_finished" && e["stage"] == stage)
-        .and_then(|e| e["message"].as_str().map(String::from))
-        .unwrap_or_else(|| panic!("no failure message for `{stage}`:\n{}", r.stdout))
 }
 
 fn assert_no_outputs(ws: &Ws, dir: &str) {
@@ -280,7 +265,7 @@ fn failing(csv: &str, with: &str) -> (Ws, String) {
         "stages:\n  s: {{uses: split, inputs: {{table: data/rows.csv}}, with: {with}}}\n"
     ));
     let r = ws.run(&[]);
-    let message = failure(&r, "s");
+    let message = r.failure("s");
     assert_no_outputs(&ws, "out/sluice/s");
     (ws, message)
 }
@@ -343,7 +328,7 @@ fn other_file_types_are_refused() {
     ws.write("data/rows.tsv", "id\tx\n1\t2\n").pipeline(
         "stages:\n  s: {uses: split, inputs: {table: data/rows.tsv}, with: {ratios: {train: 0.5, test: 0.5}}}\n",
     );
-    let m = failure(&ws.run(&[]), "s");
+    let m = ws.run(&[]).failure("s");
     assert!(
         m.starts_with("`data/rows.tsv` is neither a CSV nor a Parquet file"),
         "{m}"
@@ -359,7 +344,7 @@ fn a_failed_rerun_leaves_nothing_of_the_previous_outputs() {
     ws.run(&[]).assert_ok();
     assert!(ws.exists("out/sluice/s/train"));
     ws.write("data/rows.csv", "id,x\n1,2\n3\n");
-    let m = failure(&ws.run(&[]), "s");
+    let m = ws.run(&[]).failure("s");
     assert_eq!(m, "`data/rows.csv` line 3: expected 2 fields, found 1");
     assert_no_outputs(&ws, "out/sluice/s");
 }

@@ -25,11 +25,7 @@ fn a_run_stage_past_its_timeout_is_reported_as_timed_out() {
     let child = ws.spawn(&["run", "--json", "--kill-grace", "1"]);
     let r = wait_child(child, GUARD);
     assert_eq!(r.code, 1, "{r:?}");
-    let events = r.events();
-    let f = events
-        .iter()
-        .find(|e| e["event"] == "stage_finished" && e["stage"] == "slow")
-        .unwrap_or_else(|| panic!("no stage_finished for `slow`: {r:?}"));
+    let f = r.finished("slow");
     assert_eq!(f["outcome"], "timed_out", "{f}");
     let message = f["message"].as_str().unwrap();
     assert!(message.contains("timed out after 1s"), "{f}");
@@ -50,7 +46,7 @@ fn a_run_stage_past_its_timeout_is_reported_as_timed_out() {
         "{tail:?}"
     );
     assert!(
-        events.iter().any(|e| e["event"] == "warning"
+        r.events().iter().any(|e| e["event"] == "warning"
             && e["stage"] == "slow"
             && e["message"].as_str().unwrap().contains("timeout")),
         "{r:?}"
@@ -67,13 +63,6 @@ fn the_human_report_names_the_timeout() {
     assert_eq!(r.code, 1, "{r:?}");
     let all = format!("{}{}", r.stdout, r.stderr);
     assert!(all.contains("timed out after 1s"), "{all}");
-}
-
-fn finished(r: &Run, stage: &str) -> serde_json::Value {
-    r.events()
-        .into_iter()
-        .find(|e| e["event"] == "stage_finished" && e["stage"] == stage)
-        .unwrap_or_else(|| panic!("no stage_finished for `{stage}`: {r:?}"))
 }
 
 /// A stage with a timeout that a user stops is interrupted, not timed out: the token keeps the
@@ -98,7 +87,7 @@ stages:
     send_signal(&child, libc::SIGINT);
     let r = wait_child(child, GUARD);
     assert_eq!(r.code, 130, "{r:?}");
-    let f = finished(&r, "slow");
+    let f = r.finished("slow");
     assert_eq!(f["outcome"], "cancelled", "{f}");
     let message = f["message"].as_str().unwrap();
     assert!(message.starts_with("interrupted"), "{f}");
@@ -126,7 +115,7 @@ stages:
     let r = wait_child(child, GUARD);
     assert_eq!(r.code, 1, "{r:?}");
     assert_eq!(r.outcomes()["bad"], "failed", "{r:?}");
-    let f = finished(&r, "slow");
+    let f = r.finished("slow");
     assert_eq!(f["outcome"], "cancelled", "{f}");
     assert!(
         f["message"]

@@ -10,29 +10,15 @@ use common::*;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn json(ws: &Ws, rel: &str) -> Value {
-    serde_json::from_str(&ws.read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
 
 /// A workspace holding the iris CSV and the repo's iris pipeline.
 fn iris_ws() -> Ws {
     let ws = Ws::new();
-    ws.write(
-        "examples/data/iris.csv",
-        &std::fs::read_to_string(repo().join("examples/data/iris.csv")).unwrap(),
-    );
-    ws.write(
-        "pipelines/iris.yaml",
-        &std::fs::read_to_string(repo().join("pipelines/iris.yaml")).unwrap(),
-    );
+    ws.copy_from_repo("examples/data/iris.csv")
+        .copy_from_repo("pipelines/iris.yaml");
     ws
 }
 
@@ -74,7 +60,7 @@ fn the_iris_mlp_trains_to_093_and_is_then_up_to_date() {
     let ws = iris_ws();
     let run = ws.run(&["pipelines/iris.yaml"]);
     run.assert_ok();
-    let h = json(&ws, "out/iris/history.json");
+    let h = ws.json("out/iris/history.json");
     assert_eq!(h["provider"], "CPUExecutionProvider");
     assert_eq!(h["task"], "classification");
     let acc = best_accuracy(&h);
@@ -116,9 +102,9 @@ fn seeded_cpu_training_repeats_its_loss_curve() {
         "    with: {model: {type: mlp, hidden: [16, 16], dropout: 0.1}, epochs: 8, batch_size: 8, seed: 7, device: cpu,\n           optimizer: {type: adamw, lr: 0.01}, schedule: {warmup_epochs: 1, decay: linear}}",
     );
     ws.run(&[]).assert_ok();
-    let first = json(&ws, "out/history.json");
+    let first = ws.json("out/history.json");
     ws.run(&["--force", "train"]).assert_ok();
-    let second = json(&ws, "out/history.json");
+    let second = ws.json("out/history.json");
     for key in ["train_loss", "val_loss", "val_accuracy", "lr"] {
         assert_eq!(column(&first, key), column(&second, key), "{key} differs");
     }
@@ -176,7 +162,7 @@ fn a_killed_training_resumes_from_its_checkpoint() {
 
     let run = ws.run(&[]);
     run.assert_ok();
-    let h = json(&ws, "out/history.json");
+    let h = ws.json("out/history.json");
     let resumed = h["resumed_from_epoch"]
         .as_u64()
         .expect("resumed_from_epoch");
@@ -242,7 +228,7 @@ fn a_user_onnx_model_trains() {
     user_model(&ws, 4, 3);
     with_user_model(&ws);
     ws.run(&[]).assert_ok();
-    let h = json(&ws, "out/history.json");
+    let h = ws.json("out/history.json");
     assert!(best_accuracy(&h) >= 0.8, "{h}");
     assert!(ws.exists("out/model.onnx"));
 }
@@ -342,7 +328,7 @@ fn cuda_without_a_gpu_is_an_error_and_auto_says_it_uses_the_cpu() {
         run.stderr
     );
     assert_eq!(
-        json(&ws, "out/history.json")["provider"],
+        ws.json("out/history.json")["provider"],
         "CPUExecutionProvider"
     );
 }
@@ -358,7 +344,7 @@ fn cuda_training_when_a_gpu_is_present() {
     iris_with(&ws, "    resources: {gpus: 1}\n    with: {model: {type: mlp, hidden: [32]}, epochs: 30, batch_size: 16, optimizer: {lr: 0.01}, device: cuda}");
     ws.sluice(&["setup", "--cuda"]).assert_ok();
     ws.run(&[]).assert_ok();
-    let h = json(&ws, "out/history.json");
+    let h = ws.json("out/history.json");
     assert_eq!(h["provider"], "CUDAExecutionProvider");
     assert!(best_accuracy(&h) >= 0.9, "{h}");
 }
@@ -402,10 +388,7 @@ fn bad_train_config_is_reported_before_anything_runs() {
 #[test]
 fn the_digits_cnn_trains_to_095() {
     let ws = Ws::new();
-    ws.write(
-        "pipelines/digits.yaml",
-        &std::fs::read_to_string(repo().join("pipelines/digits.yaml")).unwrap(),
-    );
+    ws.copy_from_repo("pipelines/digits.yaml");
     let digits = repo().join("examples/data/digits");
     for class in std::fs::read_dir(&digits).unwrap() {
         let class = class.unwrap().path();
@@ -419,7 +402,7 @@ fn the_digits_cnn_trains_to_095() {
         }
     }
     ws.run(&["pipelines/digits.yaml"]).assert_ok();
-    let h = json(&ws, "out/digits/history.json");
+    let h = ws.json("out/digits/history.json");
     let acc = best_accuracy(&h);
     assert!(acc >= 0.95, "val accuracy {acc} < 0.95: {h}");
 }
@@ -482,7 +465,7 @@ fn early_stopping_stops_and_exports_the_best_epoch() {
     );
     let run = ws.run(&[]);
     run.assert_ok();
-    let h = json(&ws, "out/history.json");
+    let h = ws.json("out/history.json");
     assert_eq!(h["stopped_early"], true, "{h}");
     let n = epochs(&h).len();
     assert!(n < 200, "ran all {n} epochs");

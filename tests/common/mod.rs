@@ -7,7 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod snapshot;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// The repository root, for its example pipelines, data and scripts.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
 
 pub struct Ws {
     pub dir: tempfile::TempDir,
@@ -62,6 +69,27 @@ impl Run {
             .collect()
     }
 
+    /// `stage`'s `stage_finished` event, from `--json` events.
+    pub fn finished(&self, stage: &str) -> serde_json::Value {
+        self.events()
+            .into_iter()
+            .find(|e| e["event"] == "stage_finished" && e["stage"] == stage)
+            .unwrap_or_else(|| panic!("no stage_finished for `{stage}`: {self:?}"))
+    }
+
+    /// The failure message of `stage` in a `--json` run that failed (exit 1).
+    pub fn failure(&self, stage: &str) -> String {
+        assert_eq!(
+            self.code, 1,
+            "expected a failed run\n{}\n{}",
+            self.stdout, self.stderr
+        );
+        self.finished(stage)["message"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| panic!("no failure message for `{stage}`:\n{}", self.stdout))
+    }
+
     pub fn assert_ok(&self) -> &Self {
         assert_eq!(
             self.code, 0,
@@ -106,6 +134,19 @@ impl Ws {
         std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
     }
 
+    /// A JSON file the run left, parsed.
+    pub fn json(&self, rel: &str) -> serde_json::Value {
+        serde_json::from_str(&self.read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    /// Copies the repository's file `rel` (an example pipeline, its data) to the same place in
+    /// the workspace.
+    pub fn copy_from_repo(&self, rel: &str) -> &Ws {
+        let text = std::fs::read_to_string(repo().join(rel))
+            .unwrap_or_else(|e| panic!("cannot read the repository's {rel}: {e}"));
+        self.write(rel, &text)
+    }
+
     pub fn exists(&self, rel: &str) -> bool {
         self.path(rel).exists()
     }
@@ -137,6 +178,20 @@ impl Ws {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn sluice")
+    }
+}
+
+/// Copies the directory `from` into `to`, recursively.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
     }
 }
 
