@@ -214,6 +214,7 @@ pub struct StatusArgs {
 pub struct DagArgs {
     /// The pipeline file (default: sluice.yaml)
     pub pipeline: Option<PathBuf>,
+    /// Output format: one line per stage with its upstream stages, Graphviz dot, or a Mermaid flowchart
     #[arg(long, value_enum, default_value_t = DagFormatArg::Text)]
     pub format: DagFormatArg,
 }
