@@ -7,7 +7,7 @@ mod metrics;
 mod report;
 mod serve;
 mod setup;
-mod watch;
+mod watch_cmd;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -177,7 +177,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run(cli, args),
-        Command::Watch(args) => watch::watch(cli, args),
+        Command::Watch(args) => watch_cmd::watch(cli, args),
         Command::Serve(args) => serve(args),
         // Handled in `main`, before anything else happens.
         Command::Guard(_) => Ok(ExitCode::SUCCESS),

@@ -12,8 +12,8 @@
 mod fs;
 mod notice;
 mod reload;
-mod session;
+mod rounds;
 mod sources;
 
 pub use notice::{Notice, WatchEvent};
-pub use session::{watch, WatchEnd, WatchOptions, DEFAULT_DEBOUNCE};
+pub use rounds::{watch, WatchEnd, WatchOptions, DEFAULT_DEBOUNCE};
