@@ -740,3 +740,6 @@ fn lock_entry(c: Completed) -> LockEntry {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests;

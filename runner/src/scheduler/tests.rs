@@ -1,0 +1,809 @@
+//! The dispatcher driven through its real job path with a fake `Executor`: `run:` stages whose
+//! "process" is a closure that records what it saw (when it started and ended, the slots it was
+//! given, why it was stopped) and then succeeds, fails, or holds until the test releases it or
+//! the dispatcher cancels it. Tests move the run along by waiting on what the fake reports and on
+//! the engine's events, never on sleeps.
+
+use super::*;
+use crate::cache::LocalStore;
+use crate::exec::{ExecControl, ExecOutcome, Executor, ProcessSpec};
+use crate::hash::Hasher;
+use crate::lock::LOCK_VERSION;
+use crate::pipeline::Pipeline;
+use crate::stage::StageRegistry;
+use crate::validate::{load, LoadOptions};
+use crate::workspace::Workspace;
+use crossbeam_channel::{unbounded, Sender};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Long enough for anything the machine is doing; a test only waits this long when it is broken.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// What a fake stage does once started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Act {
+    /// Writes its outputs and exits 0.
+    Succeed,
+    /// Waits for `Fake::release`, then succeeds; stopped by its cancel token before that.
+    Hold,
+    /// Waits for `Fake::release`, then exits 1.
+    HoldThenFail,
+}
+
+/// What the fake reports to the test, in the order it happens.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Started(String),
+    /// Ended on its own (released, or an `Act` that does not hold).
+    Ended(String),
+    /// Stopped by its cancel token, with the reason the token carried.
+    Stopped(String, Option<CancelReason>),
+}
+
+/// The slots held by the stages running right now, as the fake counts them.
+#[derive(Default)]
+struct Load {
+    running: BTreeMap<String, (usize, String)>,
+    peak_cpus: usize,
+    peak_stages: usize,
+    /// `CUDA_VISIBLE_DEVICES` of a stage that started while another running stage had one of
+    /// the same devices.
+    gpu_clash: Option<String>,
+}
+
+struct Fake {
+    pipeline: Arc<Pipeline>,
+    acts: BTreeMap<String, Act>,
+    seen: Sender<Seen>,
+    log: Mutex<Vec<Seen>>,
+    load: Mutex<Load>,
+    released: Mutex<BTreeSet<String>>,
+    wake: Condvar,
+    executions: AtomicUsize,
+}
+
+impl Fake {
+    fn new(
+        pipeline: &Arc<Pipeline>,
+        acts: &[(&str, Act)],
+    ) -> (Arc<Fake>, crossbeam_channel::Receiver<Seen>) {
+        let (seen, seen_rx) = unbounded();
+        let fake = Fake {
+            pipeline: pipeline.clone(),
+            acts: acts.iter().map(|(s, a)| (s.to_string(), *a)).collect(),
+            seen,
+            log: Mutex::new(Vec::new()),
+            load: Mutex::new(Load::default()),
+            released: Mutex::new(BTreeSet::new()),
+            wake: Condvar::new(),
+            executions: AtomicUsize::new(0),
+        };
+        (Arc::new(fake), seen_rx)
+    }
+
+    fn release(&self, stage: &str) {
+        self.released.lock().unwrap().insert(stage.to_string());
+        self.wake.notify_all();
+    }
+
+    fn report(&self, s: Seen) {
+        self.log.lock().unwrap().push(s.clone());
+        let _ = self.seen.send(s);
+    }
+
+    /// Holds until the test releases `stage` (true) or its token is cancelled (false). The token
+    /// has no wake-up of its own, so the wait looks at it every few milliseconds.
+    fn hold(&self, stage: &str, ctl: &ExecControl<'_>) -> bool {
+        let mut released = self.released.lock().unwrap();
+        loop {
+            if released.contains(stage) {
+                return true;
+            }
+            if ctl.cancel.is_cancelled() {
+                return false;
+            }
+            released = self
+                .wake
+                .wait_timeout(released, Duration::from_millis(5))
+                .unwrap()
+                .0;
+        }
+    }
+}
+
+impl Executor for Fake {
+    fn execute(&self, spec: &ProcessSpec, ctl: &ExecControl<'_>) -> std::io::Result<ExecOutcome> {
+        self.executions.fetch_add(1, Ordering::SeqCst);
+        let name = spec.env["SLUICE_STAGE"].clone();
+        let stage = self.pipeline.stage(&name).unwrap();
+        let devices = spec.env["CUDA_VISIBLE_DEVICES"].clone();
+        {
+            let mut load = self.load.lock().unwrap();
+            let mine: BTreeSet<&str> = devices.split(',').filter(|d| !d.is_empty()).collect();
+            if load
+                .running
+                .values()
+                .any(|(_, theirs)| theirs.split(',').any(|d| mine.contains(d)))
+            {
+                load.gpu_clash = Some(devices.clone());
+            }
+            load.running
+                .insert(name.clone(), (stage.cpus as usize, devices.clone()));
+            let cpus = load.running.values().map(|(c, _)| c).sum();
+            load.peak_cpus = load.peak_cpus.max(cpus);
+            load.peak_stages = load.peak_stages.max(load.running.len());
+        }
+        // Process group 0 stands for "no group": `signal_group` ignores it, so the dispatcher's
+        // signals reach the stage only through its token, and its timeout clock starts here.
+        (ctl.on_spawn)(0);
+        self.report(Seen::Started(name.clone()));
+        let act = self.acts.get(&name).copied().unwrap_or(Act::Succeed);
+        let ended_by_itself = match act {
+            Act::Succeed => true,
+            Act::Hold | Act::HoldThenFail => self.hold(&name, ctl),
+        };
+        self.load.lock().unwrap().running.remove(&name);
+        if !ended_by_itself {
+            self.report(Seen::Stopped(name, ctl.cancel.reason()));
+            return Ok(ExecOutcome {
+                code: None,
+                signal: Some(libc::SIGTERM),
+                result: None,
+            });
+        }
+        let code = if act == Act::HoldThenFail {
+            1
+        } else {
+            for o in &stage.outputs {
+                std::fs::write(o.path.to_abs(&self.pipeline.root), name.as_bytes())?;
+            }
+            0
+        };
+        self.report(Seen::Ended(name));
+        Ok(ExecOutcome {
+            code: Some(code),
+            signal: None,
+            result: None,
+        })
+    }
+}
+
+/// A pipeline in a temporary workspace.
+struct Setup {
+    _dir: tempfile::TempDir,
+    pipeline: Arc<Pipeline>,
+    ws: Workspace,
+}
+
+fn setup(yaml: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let file = root.join("sluice.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let pipeline = load(&LoadOptions {
+        root: &root,
+        file: &file,
+        display: "sluice.yaml".into(),
+        overrides: &[],
+        registry: &StageRegistry::default(),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ws = Workspace::open(&root).unwrap();
+    ws.ensure().unwrap();
+    Setup {
+        _dir: dir,
+        pipeline: Arc::new(pipeline),
+        ws,
+    }
+}
+
+/// A dispatch going on in its own thread, and the ends of its channels the test holds.
+struct Dispatch {
+    handle: JoinHandle<DispatchReport>,
+    events: crossbeam_channel::Receiver<Event>,
+    /// Events the test has already read while waiting for one.
+    read: std::cell::RefCell<Vec<Event>>,
+    signals: Sender<i32>,
+    control: Sender<Control>,
+    names: Vec<String>,
+}
+
+struct Knobs {
+    jobs: usize,
+    gpus: usize,
+    keep_going: bool,
+}
+
+impl Default for Knobs {
+    fn default() -> Knobs {
+        Knobs {
+            jobs: 2,
+            gpus: 0,
+            keep_going: false,
+        }
+    }
+}
+
+fn start(s: &Setup, fake: &Arc<Fake>, knobs: Knobs) -> Dispatch {
+    let (events_tx, events) = unbounded();
+    let (signals, signals_rx) = unbounded();
+    let (control, control_rx) = unbounded();
+    let ctx = Arc::new(RunCtx {
+        pipeline: s.pipeline.clone(),
+        ws: s.ws.clone(),
+        hasher: Arc::new(Hasher::load(&s.ws.memo_path())),
+        store: Arc::new(LocalStore::new(s.ws.cache_dir())),
+        registry: StageRegistry::default(),
+        executor: fake.clone(),
+        lock: Arc::new(LockFile {
+            version: LOCK_VERSION,
+            ..LockFile::default()
+        }),
+        events: events_tx,
+        run_id: "test-run".into(),
+        gpu_names: (0..knobs.gpus).map(|g| format!("gpu{g}")).collect(),
+    });
+    let opts = DispatchOptions {
+        jobs: knobs.jobs,
+        gpus: (0..knobs.gpus as u32).collect(),
+        keep_going: knobs.keep_going,
+        selection: (0..s.pipeline.stages.len()).collect(),
+        forced: BTreeSet::new(),
+        kill_grace: Duration::from_secs(30),
+        lock_path: s.pipeline.lock_path(),
+        lock_mirror_dir: s.ws.lock_mirror_dir(),
+    };
+    let handle = std::thread::spawn(move || dispatch(ctx, opts, signals_rx, control_rx));
+    Dispatch {
+        handle,
+        events,
+        read: Default::default(),
+        signals,
+        control,
+        names: s.pipeline.stages.iter().map(|s| s.id.0.clone()).collect(),
+    }
+}
+
+/// How the run ended for each stage, by name, with the message it was given.
+struct Ended {
+    report: DispatchReport,
+    finished: BTreeMap<String, (Outcome, Option<String>)>,
+    warnings: Vec<(Option<String>, String)>,
+}
+
+impl Ended {
+    fn outcome(&self, stage: &str) -> Outcome {
+        self.finished[stage].0
+    }
+    fn message(&self, stage: &str) -> &str {
+        self.finished[stage].1.as_deref().unwrap_or("")
+    }
+}
+
+impl Dispatch {
+    fn index(&self, stage: &str) -> usize {
+        self.names.iter().position(|n| n == stage).unwrap()
+    }
+
+    /// Waits for the engine to report `stage` finished.
+    fn wait_finished(&self, stage: &str) -> Outcome {
+        loop {
+            let e = self
+                .events
+                .recv_timeout(PATIENCE)
+                .expect("the run went quiet");
+            self.read.borrow_mut().push(e.clone());
+            if let Event::StageFinished {
+                stage: s, outcome, ..
+            } = e
+            {
+                if s == stage {
+                    return outcome;
+                }
+            }
+        }
+    }
+
+    fn join(self) -> Ended {
+        let report = self.handle.join().expect("the dispatcher panicked");
+        let mut finished = BTreeMap::new();
+        let mut warnings = Vec::new();
+        let read = self.read.take();
+        for e in read.into_iter().chain(self.events.try_iter()) {
+            match e {
+                Event::StageFinished {
+                    stage,
+                    outcome,
+                    message,
+                    ..
+                } => {
+                    finished.insert(stage, (outcome, message));
+                }
+                Event::Warning { stage, message } => warnings.push((stage, message)),
+                _ => {}
+            }
+        }
+        // The report and the events tell the same story (a withdrawn stage has a last word in
+        // the events but no verdict in the report).
+        for (name, (outcome, _)) in &finished {
+            let idx = self.names.iter().position(|n| n == name).unwrap();
+            if let Some(r) = report.stages.get(&idx) {
+                assert_eq!(r.outcome, *outcome, "{name}");
+            }
+        }
+        Ended {
+            report,
+            finished,
+            warnings,
+        }
+    }
+}
+
+fn next(seen: &crossbeam_channel::Receiver<Seen>) -> Seen {
+    seen.recv_timeout(PATIENCE).expect("no stage moved")
+}
+
+/// The next stage to start; stages ending on their own in between are passed over.
+fn expect_started(seen: &crossbeam_channel::Receiver<Seen>) -> String {
+    loop {
+        match next(seen) {
+            Seen::Started(s) => return s,
+            Seen::Ended(_) => {}
+            other => panic!("expected a start, got {other:?}"),
+        }
+    }
+}
+
+/// `stages:` lines for `n` independent stages `s0..`, each with one output and the given extra
+/// fields.
+fn independent(n: usize, extra: &str) -> String {
+    (0..n)
+        .map(|i| format!("  s{i}: {{run: \"fake\", outputs: [o]{extra}}}\n"))
+        .collect()
+}
+
+#[test]
+fn stages_start_after_their_upstream_and_in_topological_order() {
+    // A diamond plus a chain, declared out of order.
+    let s = setup(
+        r#"
+stages:
+  d: {run: "fake ${{ stages.b.outputs.o }} ${{ stages.c.outputs.o }}", outputs: [o]}
+  b: {run: "fake ${{ stages.a.outputs.o }}", outputs: [o]}
+  c: {run: "fake ${{ stages.a.outputs.o }}", outputs: [o]}
+  a: {run: "fake", outputs: [o]}
+  y: {run: "fake ${{ stages.x.outputs.o }}", outputs: [o]}
+  x: {run: "fake", outputs: [o]}
+"#,
+    );
+    let (fake, _seen) = Fake::new(&s.pipeline, &[]);
+    let run = start(&s, &fake, Knobs::default());
+    let ended = run.join();
+    assert!(ended.finished.values().all(|(o, _)| *o == Outcome::Ran));
+    assert!(!ended.report.interrupted);
+    let log = fake.log.lock().unwrap().clone();
+    let at = |e: Seen| log.iter().position(|x| *x == e).unwrap();
+    for stage in &s.pipeline.stages {
+        for dep in s.pipeline.graph.deps(stage.idx) {
+            let dep = &s.pipeline.stages[dep].id.0;
+            assert!(
+                at(Seen::Ended(dep.clone())) < at(Seen::Started(stage.id.0.clone())),
+                "`{}` started before its upstream `{dep}` ended: {log:?}",
+                stage.id
+            );
+        }
+    }
+    // Every successful stage is in the lock, which was written at the end.
+    let lock = LockFile::load(&s.pipeline.lock_path(), "").unwrap();
+    assert_eq!(lock.stages.len(), 6);
+    assert_eq!(ended.report.lock.stages.len(), 6);
+}
+
+#[test]
+fn with_one_slot_ready_stages_start_in_topological_position() {
+    let s = setup(&format!("stages:\n{}", independent(5, "")));
+    let (fake, _seen) = Fake::new(&s.pipeline, &[]);
+    let run = start(
+        &s,
+        &fake,
+        Knobs {
+            jobs: 1,
+            ..Knobs::default()
+        },
+    );
+    run.join();
+    let started: Vec<String> = fake
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Seen::Started(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    let topo: Vec<String> = s
+        .pipeline
+        .graph
+        .topo_order()
+        .iter()
+        .map(|&i| s.pipeline.stages[i].id.0.clone())
+        .collect();
+    assert_eq!(started, topo);
+    assert_eq!(fake.load.lock().unwrap().peak_stages, 1);
+}
+
+/// Releases held stages one at a time, oldest first, each time the slots are full (or nothing
+/// else is left to start), until all `n` have run.
+fn drain_in_turn(fake: &Fake, seen: &crossbeam_channel::Receiver<Seen>, n: usize, at_once: usize) {
+    let mut running = std::collections::VecDeque::new();
+    let mut started = 0;
+    for _ in 0..n {
+        while running.len() < at_once && started < n {
+            running.push_back(expect_started(seen));
+            started += 1;
+        }
+        fake.release(&running.pop_front().unwrap());
+    }
+}
+
+#[test]
+fn cpu_slots_are_never_exceeded() {
+    // Six stages of two CPUs each on four slots: two at a time, though the worker pool has four
+    // threads that could take them.
+    let s = setup(&format!(
+        "stages:\n{}",
+        independent(6, ", resources: {cpus: 2}")
+    ));
+    let holds: Vec<(String, Act)> = (0..6).map(|i| (format!("s{i}"), Act::Hold)).collect();
+    let holds: Vec<(&str, Act)> = holds.iter().map(|(s, a)| (s.as_str(), *a)).collect();
+    let (fake, seen) = Fake::new(&s.pipeline, &holds);
+    let run = start(
+        &s,
+        &fake,
+        Knobs {
+            jobs: 4,
+            ..Knobs::default()
+        },
+    );
+    drain_in_turn(&fake, &seen, 6, 2);
+    let ended = run.join();
+    assert!(ended.finished.values().all(|(o, _)| *o == Outcome::Ran));
+    let load = fake.load.lock().unwrap();
+    assert_eq!(
+        load.peak_cpus, 4,
+        "the slots were not all used, or overused"
+    );
+    assert_eq!(load.peak_stages, 2);
+}
+
+#[test]
+fn a_stage_asking_more_cpus_than_jobs_takes_all_slots_and_still_runs() {
+    let s = setup(&format!(
+        "stages:\n{}",
+        independent(3, ", resources: {cpus: 8}")
+    ));
+    let (fake, _seen) = Fake::new(&s.pipeline, &[]);
+    let ended = start(&s, &fake, Knobs::default()).join();
+    assert!(ended.finished.values().all(|(o, _)| *o == Outcome::Ran));
+    assert_eq!(fake.load.lock().unwrap().peak_stages, 1);
+}
+
+#[test]
+fn gpus_are_handed_out_one_stage_at_a_time() {
+    // Four one-GPU stages and two GPUs on four CPU slots: two at a time, never sharing a device.
+    let s = setup(&format!(
+        "stages:\n{}",
+        independent(4, ", resources: {gpus: 1}")
+    ));
+    let holds: Vec<(String, Act)> = (0..4).map(|i| (format!("s{i}"), Act::Hold)).collect();
+    let holds: Vec<(&str, Act)> = holds.iter().map(|(s, a)| (s.as_str(), *a)).collect();
+    let (fake, seen) = Fake::new(&s.pipeline, &holds);
+    let run = start(
+        &s,
+        &fake,
+        Knobs {
+            jobs: 4,
+            gpus: 2,
+            ..Knobs::default()
+        },
+    );
+    drain_in_turn(&fake, &seen, 4, 2);
+    let ended = run.join();
+    assert!(ended.finished.values().all(|(o, _)| *o == Outcome::Ran));
+    let load = fake.load.lock().unwrap();
+    assert_eq!(load.peak_stages, 2);
+    assert_eq!(load.gpu_clash, None, "two running stages shared a GPU");
+}
+
+#[test]
+fn a_stage_needing_more_gpus_than_exist_fails_without_executing() {
+    let s = setup("stages:\n  big: {run: \"fake\", outputs: [o], resources: {gpus: 3}}\n");
+    let (fake, _seen) = Fake::new(&s.pipeline, &[]);
+    let ended = start(
+        &s,
+        &fake,
+        Knobs {
+            gpus: 1,
+            ..Knobs::default()
+        },
+    )
+    .join();
+    assert_eq!(ended.outcome("big"), Outcome::Failed);
+    assert_eq!(
+        ended.message("big"),
+        "needs 3 GPUs but 1 is available (see `--gpus`)"
+    );
+    assert_eq!(fake.executions.load(Ordering::SeqCst), 0);
+}
+
+/// `bad` fails while `slow` (independent) runs; `after` needs `bad`, `later` needs `slow`.
+const FAILURE_PIPELINE: &str = r#"
+stages:
+  bad: {run: "fake", outputs: [o]}
+  slow: {run: "fake", outputs: [o]}
+  after: {run: "fake ${{ stages.bad.outputs.o }}", outputs: [o]}
+  later: {run: "fake ${{ stages.slow.outputs.o }}", outputs: [o]}
+"#;
+
+#[test]
+fn fail_fast_cancels_running_stages_and_skips_the_rest() {
+    let s = setup(FAILURE_PIPELINE);
+    let (fake, seen) = Fake::new(
+        &s.pipeline,
+        &[("bad", Act::HoldThenFail), ("slow", Act::Hold)],
+    );
+    let run = start(&s, &fake, Knobs::default());
+    let mut both = [expect_started(&seen), expect_started(&seen)];
+    both.sort();
+    assert_eq!(both, ["bad", "slow"]);
+    fake.release("bad");
+    let ended = run.join();
+    assert_eq!(ended.outcome("bad"), Outcome::Failed);
+    assert_eq!(ended.message("bad"), "exited with code 1");
+    assert_eq!(ended.outcome("slow"), Outcome::Cancelled);
+    assert_eq!(
+        ended.message("slow"),
+        "cancelled (another stage failed); partial outputs removed"
+    );
+    for skipped in ["after", "later"] {
+        assert_eq!(ended.outcome(skipped), Outcome::Skipped);
+        assert_eq!(
+            ended.message(skipped),
+            "not started: the run stopped after a failure"
+        );
+    }
+    assert!(!ended.report.interrupted);
+    let log = fake.log.lock().unwrap().clone();
+    assert!(log.contains(&Seen::Stopped(
+        "slow".into(),
+        Some(CancelReason::StageFailed)
+    )));
+    assert!(!log
+        .iter()
+        .any(|e| matches!(e, Seen::Started(s) if s == "after" || s == "later")));
+    // Only what succeeded is in the lock: nothing here.
+    assert!(ended.report.lock.stages.is_empty());
+}
+
+#[test]
+fn keep_going_skips_only_the_failed_stages_downstream() {
+    let s = setup(FAILURE_PIPELINE);
+    let (fake, seen) = Fake::new(
+        &s.pipeline,
+        &[("bad", Act::HoldThenFail), ("slow", Act::Hold)],
+    );
+    let run = start(
+        &s,
+        &fake,
+        Knobs {
+            keep_going: true,
+            ..Knobs::default()
+        },
+    );
+    expect_started(&seen);
+    expect_started(&seen);
+    fake.release("bad");
+    assert_eq!(run.wait_finished("bad"), Outcome::Failed);
+    // The failure is settled before `slow` ends, so `slow` and `later` owe nothing to timing.
+    fake.release("slow");
+    let ended = run.join();
+    assert_eq!(ended.outcome("bad"), Outcome::Failed);
+    assert_eq!(ended.outcome("after"), Outcome::Skipped);
+    assert_eq!(ended.message("after"), "upstream `bad` failed");
+    assert_eq!(ended.outcome("slow"), Outcome::Ran);
+    assert_eq!(ended.outcome("later"), Outcome::Ran);
+    assert!(!fake
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, Seen::Stopped(..))));
+    let locked: Vec<&str> = ended
+        .report
+        .lock
+        .stages
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(locked, ["later", "slow"]);
+}
+
+#[test]
+fn an_interrupt_cancels_running_stages_and_skips_the_rest() {
+    let s = setup(
+        r#"
+stages:
+  a: {run: "fake", outputs: [o]}
+  b: {run: "fake", outputs: [o]}
+  c: {run: "fake ${{ stages.a.outputs.o }}", outputs: [o]}
+"#,
+    );
+    let (fake, seen) = Fake::new(&s.pipeline, &[("a", Act::Hold), ("b", Act::Hold)]);
+    let run = start(&s, &fake, Knobs::default());
+    expect_started(&seen);
+    expect_started(&seen);
+    run.signals.send(libc::SIGINT).unwrap();
+    let mut stopped = [next(&seen), next(&seen)];
+    stopped.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(
+        stopped,
+        [
+            Seen::Stopped("a".into(), Some(CancelReason::Interrupt)),
+            Seen::Stopped("b".into(), Some(CancelReason::Interrupt)),
+        ]
+    );
+    let ended = run.join();
+    assert!(ended.report.interrupted);
+    for stage in ["a", "b"] {
+        assert_eq!(ended.outcome(stage), Outcome::Cancelled);
+        assert_eq!(ended.message(stage), "interrupted; partial outputs removed");
+    }
+    assert_eq!(ended.outcome("c"), Outcome::Skipped);
+    assert_eq!(ended.message("c"), "not started: interrupted");
+}
+
+#[test]
+fn a_second_signal_keeps_the_first_reason_and_still_ends_the_run() {
+    let s = setup("stages:\n  a: {run: \"fake\", outputs: [o]}\n");
+    let (fake, seen) = Fake::new(&s.pipeline, &[("a", Act::Hold)]);
+    let run = start(&s, &fake, Knobs::default());
+    expect_started(&seen);
+    run.signals.send(libc::SIGINT).unwrap();
+    run.signals.send(libc::SIGINT).unwrap();
+    let ended = run.join();
+    assert!(ended.report.interrupted);
+    assert_eq!(ended.outcome("a"), Outcome::Cancelled);
+    assert!(fake
+        .log
+        .lock()
+        .unwrap()
+        .contains(&Seen::Stopped("a".into(), Some(CancelReason::Interrupt))));
+}
+
+#[test]
+fn a_stage_over_its_timeout_is_stopped_as_timed_out() {
+    // `keep_going`, so that `fine` runs to the end whenever the timeout fires.
+    let s = setup(
+        r#"
+stages:
+  slow: {run: "fake", outputs: [o], timeout: 50ms}
+  fine: {run: "fake", outputs: [o], timeout: 1h}
+  next: {run: "fake ${{ stages.slow.outputs.o }}", outputs: [o]}
+"#,
+    );
+    let (fake, _seen) = Fake::new(&s.pipeline, &[("slow", Act::Hold)]);
+    let run = start(
+        &s,
+        &fake,
+        Knobs {
+            keep_going: true,
+            ..Knobs::default()
+        },
+    );
+    let ended = run.join();
+    assert_eq!(ended.outcome("slow"), Outcome::TimedOut);
+    assert_eq!(
+        ended.message("slow"),
+        "timed out after 50ms; its process group was killed"
+    );
+    assert!(fake
+        .log
+        .lock()
+        .unwrap()
+        .contains(&Seen::Stopped("slow".into(), Some(CancelReason::TimedOut))));
+    assert!(ended.warnings.contains(&(
+        Some("slow".into()),
+        "timeout reached; stopping the stage".into()
+    )));
+    assert_eq!(ended.outcome("fine"), Outcome::Ran);
+    assert_eq!(ended.outcome("next"), Outcome::Skipped);
+    assert_eq!(ended.message("next"), "upstream `slow` failed");
+}
+
+#[test]
+fn a_timeout_stops_the_run_like_a_failure_without_keep_going() {
+    let s = setup(
+        r#"
+stages:
+  slow: {run: "fake", outputs: [o], timeout: 50ms}
+  other: {run: "fake", outputs: [o]}
+"#,
+    );
+    let (fake, _seen) = Fake::new(&s.pipeline, &[("slow", Act::Hold), ("other", Act::Hold)]);
+    let ended = start(&s, &fake, Knobs::default()).join();
+    assert_eq!(ended.outcome("slow"), Outcome::TimedOut);
+    assert_eq!(ended.outcome("other"), Outcome::Cancelled);
+    assert!(fake.log.lock().unwrap().contains(&Seen::Stopped(
+        "other".into(),
+        Some(CancelReason::StageFailed)
+    )));
+}
+
+#[test]
+fn a_rerun_request_stops_the_running_stage_and_runs_it_again_with_its_downstream() {
+    let s = setup(
+        r#"
+stages:
+  a: {run: "fake", outputs: [o]}
+  b: {run: "fake ${{ stages.a.outputs.o }}", outputs: [o]}
+"#,
+    );
+    let (fake, seen) = Fake::new(&s.pipeline, &[("a", Act::Hold)]);
+    let run = start(&s, &fake, Knobs::default());
+    assert_eq!(expect_started(&seen), "a");
+    run.control
+        .send(Control::Rerun([run.index("a")].into()))
+        .unwrap();
+    assert_eq!(
+        next(&seen),
+        Seen::Stopped("a".into(), Some(CancelReason::Superseded))
+    );
+    assert_eq!(run.wait_finished("a"), Outcome::Cancelled);
+    assert_eq!(expect_started(&seen), "a");
+    fake.release("a");
+    let ended = run.join();
+    assert_eq!(ended.outcome("a"), Outcome::Ran);
+    assert_eq!(ended.outcome("b"), Outcome::Ran);
+    assert!(ended.report.deferred.is_empty());
+}
+
+#[test]
+fn a_withdraw_request_drops_the_stage_and_its_downstream_from_the_run() {
+    let s = setup(
+        r#"
+stages:
+  a: {run: "fake", outputs: [o]}
+  b: {run: "fake ${{ stages.a.outputs.o }}", outputs: [o]}
+  c: {run: "fake", outputs: [o]}
+"#,
+    );
+    let (fake, seen) = Fake::new(&s.pipeline, &[("a", Act::Hold), ("c", Act::Hold)]);
+    let run = start(&s, &fake, Knobs::default());
+    expect_started(&seen);
+    expect_started(&seen);
+    run.control
+        .send(Control::Withdraw([run.index("a")].into()))
+        .unwrap();
+    assert_eq!(
+        next(&seen),
+        Seen::Stopped("a".into(), Some(CancelReason::Superseded))
+    );
+    assert_eq!(run.wait_finished("a"), Outcome::Cancelled);
+    fake.release("c");
+    let a = run.index("a");
+    let b = run.index("b");
+    let ended = run.join();
+    assert_eq!(ended.outcome("c"), Outcome::Ran);
+    assert_eq!(
+        ended.message("a"),
+        "definition changed; partial outputs removed"
+    );
+    assert!(!ended.finished.contains_key("b"));
+    assert!(!ended.report.stages.contains_key(&a));
+    assert!(!ended.report.stages.contains_key(&b));
+}
