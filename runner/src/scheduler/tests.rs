@@ -228,10 +228,17 @@ impl Default for Knobs {
     }
 }
 
-fn start(s: &Setup, fake: &Arc<Fake>, knobs: Knobs) -> Dispatch {
+/// The run's context and options, as the engine would make them, with the fake executor.
+fn context(
+    s: &Setup,
+    fake: &Arc<Fake>,
+    knobs: Knobs,
+) -> (
+    Arc<RunCtx>,
+    DispatchOptions,
+    crossbeam_channel::Receiver<Event>,
+) {
     let (events_tx, events) = unbounded();
-    let (signals, signals_rx) = unbounded();
-    let (control, control_rx) = unbounded();
     let ctx = Arc::new(RunCtx {
         pipeline: s.pipeline.clone(),
         ws: s.ws.clone(),
@@ -257,6 +264,13 @@ fn start(s: &Setup, fake: &Arc<Fake>, knobs: Knobs) -> Dispatch {
         lock_path: s.pipeline.lock_path(),
         lock_mirror_dir: s.ws.lock_mirror_dir(),
     };
+    (ctx, opts, events)
+}
+
+fn start(s: &Setup, fake: &Arc<Fake>, knobs: Knobs) -> Dispatch {
+    let (ctx, opts, events) = context(s, fake, knobs);
+    let (signals, signals_rx) = unbounded();
+    let (control, control_rx) = unbounded();
     let handle = std::thread::spawn(move || dispatch(ctx, opts, signals_rx, control_rx));
     Dispatch {
         handle,
@@ -479,6 +493,82 @@ fn cpu_slots_are_never_exceeded() {
         "the slots were not all used, or overused"
     );
     assert_eq!(load.peak_stages, 2);
+}
+
+/// The slot arithmetic on its own, without workers: what `start_ready` hands out at once, and
+/// what a finished stage gives back. Unlike the runs above, this cannot miss an extra start that
+/// would have come a moment later.
+#[test]
+fn start_ready_hands_out_exactly_the_free_slots() {
+    let s = setup(&format!(
+        "stages:\n{}{}",
+        independent(3, ", resources: {cpus: 2}"),
+        "  g0: {run: \"fake\", outputs: [o], resources: {gpus: 1}}\n  \
+           g1: {run: \"fake\", outputs: [o], resources: {gpus: 1}}\n  \
+           g2: {run: \"fake\", outputs: [o], resources: {gpus: 1}}\n"
+    ));
+    let (fake, _seen) = Fake::new(&s.pipeline, &[]);
+    let (ctx, opts, _events) = context(
+        &s,
+        &fake,
+        Knobs {
+            jobs: 6,
+            gpus: 2,
+            ..Knobs::default()
+        },
+    );
+    let mut d = Dispatcher::new(ctx, opts, BTreeMap::new());
+    let (tx, rx) = unbounded::<Job>();
+    let name = |i: usize| s.pipeline.stages[i].id.0.clone();
+    let handed = |rx: &crossbeam_channel::Receiver<Job>| -> Vec<(String, Vec<u32>)> {
+        rx.try_iter().map(|j| (name(j.idx), j.gpus)).collect()
+    };
+    // Six slots and two devices: two of the s stages (four slots) and two g stages (one slot
+    // and one device each), whichever come first in topological position; the third of each
+    // does not fit.
+    let position = |n: &str| {
+        let i = s.pipeline.stage(n).unwrap().idx;
+        s.pipeline.graph.topo_order().iter().position(|&j| j == i)
+    };
+    d.start_ready(&tx);
+    let first = handed(&rx);
+    assert!(first
+        .windows(2)
+        .all(|w| position(&w[0].0) < position(&w[1].0)));
+    let (gs, ss): (Vec<_>, Vec<_>) = first.iter().partition(|(n, _)| n.starts_with('g'));
+    assert_eq!(ss.len(), 2, "{first:?}");
+    assert!(ss.iter().all(|(_, gpus)| gpus.is_empty()));
+    let mut devices: Vec<u32> = gs.iter().flat_map(|(_, g)| g.clone()).collect();
+    devices.sort();
+    assert_eq!((gs.len(), devices), (2, vec![0, 1]), "{first:?}");
+    assert_eq!(d.cpus_free, 0);
+    assert!(d.gpus_free.is_empty());
+    d.start_ready(&tx);
+    assert!(handed(&rx).is_empty(), "slots were handed out twice");
+    let left = |prefix: char| {
+        ["0", "1", "2"]
+            .iter()
+            .map(|n| format!("{prefix}{n}"))
+            .find(|n| !first.iter().any(|(m, _)| m == n))
+            .unwrap()
+    };
+    // A GPU stage ends: its slot and its device go to the last GPU stage, not to the last s
+    // stage, which needs two slots.
+    let (g, device) = gs[0].clone();
+    d.job_done(
+        s.pipeline.stage(&g).unwrap().idx,
+        JobResult::Cancelled { log_tail: vec![] },
+    );
+    d.start_ready(&tx);
+    assert_eq!(handed(&rx), [(left('g'), device.clone())]);
+    // A two-slot stage ends: the last s stage takes its slots.
+    d.job_done(
+        s.pipeline.stage(&ss[0].0).unwrap().idx,
+        JobResult::Cancelled { log_tail: vec![] },
+    );
+    d.start_ready(&tx);
+    assert_eq!(handed(&rx), [(left('s'), vec![])]);
+    assert_eq!(d.cpus_free, 0);
 }
 
 #[test]
