@@ -1,7 +1,7 @@
-//! The dispatcher driven through its real job path with a fake `Executor`: `run:` stages whose
-//! "process" is a closure that records what it saw (when it started and ended, the slots it was
-//! given, why it was stopped) and then succeeds, fails, or holds until the test releases it or
-//! the dispatcher cancels it. Tests move the run along by waiting on what the fake reports and on
+//! The dispatcher driven through its real job path with a fake `Executor` (`harness::Fake`) in
+//! place of processes: each `run:` stage records what it saw (when it started and ended, the
+//! slots it was given, why it was stopped) and then succeeds, fails, or holds until the test
+//! releases it or the dispatcher cancels it. Tests move the run along by waiting on what the fake reports and on
 //! the engine's events, never on sleeps.
 
 mod harness;
