@@ -1,7 +1,9 @@
 //! The dispatcher: one loop that owns the run's state. Workers (a fixed pool of `--jobs` threads)
 //! take ready stages from it and report back over a channel; signals arrive on another channel;
 //! timeouts and kill escalation are deadlines the loop wakes up for. Nothing else writes run
-//! state, so there are no locks around it.
+//! state, so there are no locks around it. `Dispatcher` holds that state and handles each kind
+//! of message in a method of its own; the worker pool is in `workers.rs`, the `Control` requests
+//! of `sluice watch` in `control.rs`.
 
 use crate::cancel::{CancelReason, CancelToken};
 use crate::events::{Event, Outcome};
