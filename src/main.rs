@@ -7,7 +7,7 @@ mod metrics;
 mod report;
 mod serve;
 mod setup;
-mod watch;
+mod watch_cmd;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -185,7 +185,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
         }
         Command::Watch(args) => {
             sluice_stages::keep_freed_memory_for_data_stages();
-            watch::watch(cli, args)
+            watch_cmd::watch(cli, args)
         }
         Command::Serve(args) => serve(args),
         // Handled in `main`, before anything else happens.

@@ -386,3 +386,6 @@ pub fn plan_ahead(
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,32 +1,29 @@
 //! The dispatcher: one loop that owns the run's state. Workers (a fixed pool of `--jobs` threads)
 //! take ready stages from it and report back over a channel; signals arrive on another channel;
 //! timeouts and kill escalation are deadlines the loop wakes up for. Nothing else writes run
-//! state, so there are no locks around it.
+//! state, so there are no locks around it. `Dispatcher` holds that state and handles each kind
+//! of message in a method of its own; the worker pool is in `workers.rs`, the `Control` requests
+//! of `sluice watch` in `control.rs`.
 
 use crate::cancel::{CancelReason, CancelToken};
 use crate::events::{Event, Outcome};
 use crate::exec::signal_group;
-use crate::job::{check_up_to_date, run_job, Completed, Job, JobMsg, JobResult, RunCtx};
+use crate::job::{check_up_to_date, Completed, Job, JobMsg, JobResult, RunCtx};
 use crate::lock::{LockEntry, LockFile, LockedOutput};
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Requests from outside a run while it is going (`sluice watch`), delivered to the dispatch loop
-/// like signals and completions. Sets are stage indices of the run's pipeline; the dispatcher
-/// takes their downstream closure itself, so a request never leaves a dependent behind.
-#[derive(Debug, Clone)]
-pub enum Control {
-    /// The stages' inputs changed: stop the running ones (process groups killed, partial outputs
-    /// dropped) and run them all again in this run, after their upstream. Stages outside the
-    /// selection join it. Unaffected running stages carry on.
-    Rerun(BTreeSet<usize>),
-    /// Stop the stages and drop them from this run without a verdict (their definitions changed,
-    /// so the caller runs them in a later run with the new pipeline).
-    Withdraw(BTreeSet<usize>),
-}
+mod control;
+#[cfg(test)]
+mod tests;
+mod workers;
+
+pub use control::Control;
+use control::Supersede;
+use workers::Workers;
 
 pub struct DispatchOptions {
     pub jobs: usize,
@@ -93,72 +90,33 @@ struct Dispatcher {
     deferred: BTreeSet<usize>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Supersede {
-    Rerun,
-    Withdraw,
-}
-
 pub(crate) fn dispatch(
     ctx: Arc<RunCtx>,
     opts: DispatchOptions,
     signals: Receiver<i32>,
     control: Receiver<Control>,
 ) -> DispatchReport {
-    let jobs = opts.jobs.max(1);
-    let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
-    let (msg_tx, msg_rx) = crossbeam_channel::unbounded::<JobMsg>();
-    // Enough workers for every stage that could join the run: a `Control::Rerun` can grow the
-    // selection, so it is the pipeline, not the selection, that bounds the pool.
-    let workers: Vec<_> = (0..jobs.min(ctx.pipeline.stages.len().max(1)))
-        .map(|_| {
-            let ctx = ctx.clone();
-            let rx = job_rx.clone();
-            let tx = msg_tx.clone();
-            std::thread::spawn(move || {
-                for job in rx {
-                    // A panic in stage code must not end the worker: its stage would never be
-                    // reported done and the dispatcher would wait for it forever.
-                    let result = crate::panics::catch(|| run_job(&ctx, &job, &tx)).unwrap_or_else(
-                        |message| JobResult::Failed {
-                            message,
-                            log_tail: Vec::new(),
-                        },
-                    );
-                    let _ = tx.send(JobMsg::Done {
-                        idx: job.idx,
-                        result: Box::new(result),
-                    });
-                }
-            })
-        })
-        .collect();
-    drop(msg_tx);
+    let workers = Workers::spawn(&ctx, opts.jobs.max(1));
+    let settled = settle_up_to_date(&ctx, &opts.selection, &opts.forced);
+    let mut d = Dispatcher::new(ctx, opts, settled);
+    d.run(&workers, signals, control);
+    workers.join();
+    d.into_report()
+}
 
+/// Settles every stage that is up to date and whose upstream is too, wave by wave in dependency
+/// order and in parallel within a wave, before any worker is involved: a no-op rerun then costs
+/// no thread hand-offs and uses every core for its stat calls.
+fn settle_up_to_date(
+    ctx: &RunCtx,
+    selection: &BTreeSet<usize>,
+    forced: &BTreeSet<usize>,
+) -> BTreeMap<usize, Completed> {
     let graph = &ctx.pipeline.graph;
-    let position: BTreeMap<usize, usize> = graph
-        .topo_order()
-        .iter()
-        .enumerate()
-        .map(|(p, &i)| (i, p))
-        .collect();
-    let mut lock = (*ctx.lock).clone();
-    lock.pipeline = ctx.pipeline.name.clone();
-    lock.retain_stages(ctx.pipeline.stages.iter().map(|s| s.id.0.as_str()));
-
-    // Settle every stage that is up to date and whose upstream is too, wave by wave in
-    // dependency order and in parallel within a wave, before any worker is involved: a no-op
-    // rerun then costs no thread hand-offs and uses every core for its stat calls.
     let mut settled: BTreeMap<usize, Completed> = BTreeMap::new();
-    let mut pending: BTreeMap<usize, usize> = opts
-        .selection
+    let mut pending: BTreeMap<usize, usize> = selection
         .iter()
-        .map(|&i| {
-            (
-                i,
-                graph.deps(i).filter(|d| opts.selection.contains(d)).count(),
-            )
-        })
+        .map(|&i| (i, graph.deps(i).filter(|d| selection.contains(d)).count()))
         .collect();
     let mut wave: Vec<usize> = pending
         .iter()
@@ -166,11 +124,11 @@ pub(crate) fn dispatch(
         .map(|(&i, _)| i)
         .collect();
     while !wave.is_empty() {
-        wave.retain(|i| !opts.forced.contains(i));
+        wave.retain(|i| !forced.contains(i));
         let results: Vec<(usize, Option<Completed>)> = {
             use rayon::prelude::*;
             wave.par_iter()
-                .map(|&i| (i, check_up_to_date(&ctx, i)))
+                .map(|&i| (i, check_up_to_date(ctx, i)))
                 .collect()
         };
         let mut next = Vec::new();
@@ -188,135 +146,169 @@ pub(crate) fn dispatch(
         }
         wave = next;
     }
-    let mut waiting = BTreeMap::new();
-    let mut ready = BTreeSet::new();
-    for &i in &opts.selection {
-        if settled.contains_key(&i) {
-            continue;
-        }
-        let n = graph
-            .deps(i)
-            .filter(|d| opts.selection.contains(d) && !settled.contains_key(d))
-            .count();
-        if n == 0 {
-            ready.insert((position[&i], i));
-        } else {
-            waiting.insert(i, n);
-        }
-    }
-    let mut d = Dispatcher {
-        gpus_free: opts.gpus.clone(),
-        ctx,
-        jobs,
-        position,
-        waiting,
-        ready,
-        running: BTreeMap::new(),
-        done: BTreeMap::new(),
-        cpus_free: jobs,
-        stop: None,
-        lock,
-        lock_dirty: false,
-        lock_written: Instant::now(),
-        lock_interval: LOCK_WRITE_INTERVAL,
-        lock_error: None,
-        superseded: BTreeMap::new(),
-        deferred: BTreeSet::new(),
-        opts,
-    };
-    // A closed control channel would be ready forever; `never` keeps `select!` quiet instead.
-    let mut control = control;
-    let now = Instant::now();
-    for (i, c) in settled {
-        let name = d.ctx.pipeline.stages[i].id.0.clone();
-        d.record(&name, Some(c));
-        d.finish(i, Outcome::UpToDate, now, None, Vec::new());
-    }
-
-    loop {
-        if d.stop.is_none() {
-            d.start_ready(&job_tx);
-        }
-        if d.running.is_empty() && (d.ready.is_empty() || d.stop.is_some()) {
-            break;
-        }
-        let next_deadline = d
-            .running
-            .values()
-            .flat_map(|r| [r.deadline, r.kill_at])
-            .flatten()
-            .min();
-        let timeout = next_deadline
-            .map(|t| t.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_secs(3600));
-        select! {
-            recv(msg_rx) -> msg => match msg {
-                Ok(JobMsg::Executing { idx, pgid }) => d.executing(idx, pgid),
-                Ok(JobMsg::Done { idx, result }) => d.job_done(idx, *result),
-                Err(_) => break,
-            },
-            recv(control) -> msg => match msg {
-                Ok(c) => d.control(c),
-                Err(_) => control = crossbeam_channel::never(),
-            },
-            recv(signals) -> sig => {
-                if sig.is_ok() {
-                    let reason = if d.stop >= Some(CancelReason::Interrupt) {
-                        CancelReason::ForceKill
-                    } else {
-                        CancelReason::Interrupt
-                    };
-                    d.stop = Some(reason);
-                    d.cancel_all(reason);
-                }
-            }
-            default(timeout) => {}
-        }
-        d.check_deadlines();
-        if d.lock_dirty && d.lock_written.elapsed() >= d.lock_interval {
-            d.write_lock();
-        }
-    }
-    drop(job_tx);
-    for w in workers {
-        let _ = w.join();
-    }
-    let interrupted = d.stop >= Some(CancelReason::Interrupt);
-    let left: Vec<usize> = d
-        .opts
-        .selection
-        .iter()
-        .copied()
-        .filter(|i| !d.done.contains_key(i))
-        .collect();
-    for i in left {
-        let msg = if interrupted {
-            "not started: interrupted"
-        } else {
-            "not started: the run stopped after a failure"
-        };
-        d.finish(
-            i,
-            Outcome::Skipped,
-            Instant::now(),
-            Some(msg.into()),
-            Vec::new(),
-        );
-    }
-    if d.lock_dirty {
-        d.write_lock();
-    }
-    DispatchReport {
-        stages: d.done,
-        interrupted,
-        lock: d.lock,
-        lock_error: d.lock_error,
-        deferred: d.deferred,
-    }
+    settled
 }
 
 impl Dispatcher {
-    fn start_ready(&mut self, job_tx: &crossbeam_channel::Sender<Job>) {
+    /// The run's starting state: the settled stages finished as up to date, the others ready or
+    /// waiting for their upstream.
+    fn new(
+        ctx: Arc<RunCtx>,
+        opts: DispatchOptions,
+        settled: BTreeMap<usize, Completed>,
+    ) -> Dispatcher {
+        let jobs = opts.jobs.max(1);
+        let graph = &ctx.pipeline.graph;
+        let position: BTreeMap<usize, usize> = graph
+            .topo_order()
+            .iter()
+            .enumerate()
+            .map(|(p, &i)| (i, p))
+            .collect();
+        let mut lock = (*ctx.lock).clone();
+        lock.pipeline = ctx.pipeline.name.clone();
+        lock.retain_stages(ctx.pipeline.stages.iter().map(|s| s.id.0.as_str()));
+        let mut waiting = BTreeMap::new();
+        let mut ready = BTreeSet::new();
+        for &i in &opts.selection {
+            if settled.contains_key(&i) {
+                continue;
+            }
+            let n = graph
+                .deps(i)
+                .filter(|d| opts.selection.contains(d) && !settled.contains_key(d))
+                .count();
+            if n == 0 {
+                ready.insert((position[&i], i));
+            } else {
+                waiting.insert(i, n);
+            }
+        }
+        let mut d = Dispatcher {
+            gpus_free: opts.gpus.clone(),
+            ctx,
+            jobs,
+            position,
+            waiting,
+            ready,
+            running: BTreeMap::new(),
+            done: BTreeMap::new(),
+            cpus_free: jobs,
+            stop: None,
+            lock,
+            lock_dirty: false,
+            lock_written: Instant::now(),
+            lock_interval: LOCK_WRITE_INTERVAL,
+            lock_error: None,
+            superseded: BTreeMap::new(),
+            deferred: BTreeSet::new(),
+            opts,
+        };
+        let now = Instant::now();
+        for (i, c) in settled {
+            let name = d.ctx.pipeline.stages[i].id.0.clone();
+            d.record(&name, Some(c));
+            d.finish(i, Outcome::UpToDate, now, None, Vec::new());
+        }
+        d
+    }
+
+    /// The dispatch loop: starts what fits, then handles one message (a job's, a control
+    /// request, a signal) or a deadline, until nothing runs and nothing more will start.
+    fn run(&mut self, workers: &Workers, signals: Receiver<i32>, control: Receiver<Control>) {
+        // A closed control channel would be ready forever; `never` keeps `select!` quiet instead.
+        let mut control = control;
+        loop {
+            if self.stop.is_none() {
+                self.start_ready(&workers.jobs);
+            }
+            if self.running.is_empty() && (self.ready.is_empty() || self.stop.is_some()) {
+                break;
+            }
+            select! {
+                recv(workers.msgs) -> msg => match msg {
+                    Ok(JobMsg::Executing { idx, pgid }) => self.executing(idx, pgid),
+                    Ok(JobMsg::Done { idx, result }) => self.job_done(idx, *result),
+                    Err(_) => break,
+                },
+                recv(control) -> msg => match msg {
+                    Ok(c) => self.control(c),
+                    Err(_) => control = crossbeam_channel::never(),
+                },
+                recv(signals) -> sig => {
+                    if sig.is_ok() {
+                        self.signalled();
+                    }
+                }
+                default(self.until_next_deadline()) => {}
+            }
+            self.check_deadlines();
+            if self.lock_dirty && self.lock_written.elapsed() >= self.lock_interval {
+                self.write_lock();
+            }
+        }
+    }
+
+    /// How long the loop may wait for a message before a timeout or a kill is due.
+    fn until_next_deadline(&self) -> Duration {
+        self.running
+            .values()
+            .flat_map(|r| [r.deadline, r.kill_at])
+            .flatten()
+            .min()
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600))
+    }
+
+    /// SIGINT or SIGTERM: the first stops the run gracefully, the next kills what still runs.
+    fn signalled(&mut self) {
+        let reason = if self.stop >= Some(CancelReason::Interrupt) {
+            CancelReason::ForceKill
+        } else {
+            CancelReason::Interrupt
+        };
+        self.stop = Some(reason);
+        self.cancel_all(reason);
+    }
+
+    /// Ends the run: every selected stage that never started is skipped, the lock file is
+    /// written a last time, and the verdicts go to the caller.
+    fn into_report(mut self) -> DispatchReport {
+        let interrupted = self.stop >= Some(CancelReason::Interrupt);
+        let left: Vec<usize> = self
+            .opts
+            .selection
+            .iter()
+            .copied()
+            .filter(|i| !self.done.contains_key(i))
+            .collect();
+        for i in left {
+            let msg = if interrupted {
+                "not started: interrupted"
+            } else {
+                "not started: the run stopped after a failure"
+            };
+            self.finish(
+                i,
+                Outcome::Skipped,
+                Instant::now(),
+                Some(msg.into()),
+                Vec::new(),
+            );
+        }
+        if self.lock_dirty {
+            self.write_lock();
+        }
+        DispatchReport {
+            stages: self.done,
+            interrupted,
+            lock: self.lock,
+            lock_error: self.lock_error,
+            deferred: self.deferred,
+        }
+    }
+
+    fn start_ready(&mut self, job_tx: &Sender<Job>) {
         // Pick in topological order what fits the free slots. Every stage takes at least one
         // CPU slot, so the scan ends as soon as they are used up: a wide ready set costs
         // nothing per message.
@@ -397,84 +389,6 @@ impl Dispatcher {
         }
     }
 
-    /// Applies a `Control` request. Only the dispatch loop calls this, so run state still has
-    /// one writer.
-    fn control(&mut self, c: Control) {
-        let graph = &self.ctx.pipeline.graph;
-        let (set, how) = match c {
-            Control::Rerun(s) => (graph.downstream_closure(&s), Supersede::Rerun),
-            Control::Withdraw(s) => (graph.downstream_closure(&s), Supersede::Withdraw),
-        };
-        if self.stop.is_some() {
-            // The run is winding down and starts nothing new; the caller reruns these later.
-            if how == Supersede::Rerun {
-                self.deferred.extend(set);
-            }
-            return;
-        }
-        let grace = self.opts.kill_grace;
-        for &i in &set {
-            self.waiting.remove(&i);
-            self.ready.retain(|&(_, j)| j != i);
-            self.done.remove(&i);
-            if let Some(r) = self.running.get_mut(&i) {
-                cancel_one(r, CancelReason::Superseded, grace);
-                self.superseded.insert(i, how);
-            }
-            match how {
-                Supersede::Rerun => {
-                    self.opts.selection.insert(i);
-                }
-                Supersede::Withdraw => {
-                    self.opts.selection.remove(&i);
-                }
-            }
-        }
-        if how == Supersede::Rerun {
-            let order: Vec<usize> = graph
-                .topo_order()
-                .iter()
-                .copied()
-                .filter(|i| set.contains(i) && !self.running.contains_key(i))
-                .collect();
-            for i in order {
-                self.enqueue(i);
-            }
-        }
-    }
-
-    /// Puts a stage back into the run: ready, waiting for its upstream, or skipped when an
-    /// upstream stage of this run has already failed.
-    fn enqueue(&mut self, i: usize) {
-        let deps: Vec<usize> = self
-            .ctx
-            .pipeline
-            .graph
-            .deps(i)
-            .filter(|d| self.opts.selection.contains(d))
-            .collect();
-        if let Some(&failed) = deps
-            .iter()
-            .find(|d| self.done.get(d).is_some_and(|r| !r.outcome.is_success()))
-        {
-            let failed = self.ctx.pipeline.stages[failed].id.0.clone();
-            self.finish(
-                i,
-                Outcome::Skipped,
-                Instant::now(),
-                Some(format!("upstream `{failed}` did not succeed")),
-                Vec::new(),
-            );
-            return;
-        }
-        let n = deps.iter().filter(|d| !self.done.contains_key(d)).count();
-        if n == 0 {
-            self.ready.insert((self.position[&i], i));
-        } else {
-            self.waiting.insert(i, n);
-        }
-    }
-
     fn job_done(&mut self, idx: usize, result: JobResult) {
         let Some(r) = self.running.remove(&idx) else {
             return;
@@ -539,50 +453,6 @@ impl Dispatcher {
             }
         } else if matches!(outcome, Outcome::Failed | Outcome::TimedOut) {
             self.on_failure(idx);
-        }
-    }
-
-    /// A stage stopped by a `Control` has ended. Its verdict is reported (a result that made it
-    /// out before the stop is still valid for its own key, so it is recorded), but it does not
-    /// count for this run: it is run again, or dropped. Its dependents were taken back by the
-    /// same request, so nothing waits on it.
-    fn superseded_done(&mut self, idx: usize, how: Supersede, started: Instant, result: JobResult) {
-        let name = self.ctx.pipeline.stages[idx].id.0.clone();
-        let (outcome, message) = match result {
-            JobResult::UpToDate(c) => {
-                self.record(&name, Some(c));
-                (Outcome::UpToDate, None)
-            }
-            JobResult::Restored(c) => {
-                self.record(&name, Some(c));
-                (Outcome::Restored, None)
-            }
-            JobResult::Ran(c, cached) => {
-                self.record(&name, cached.then_some(c));
-                (Outcome::Ran, None)
-            }
-            JobResult::Failed { message, .. } => (Outcome::Failed, Some(message)),
-            JobResult::Cancelled { .. } => (
-                Outcome::Cancelled,
-                Some(
-                    match how {
-                        Supersede::Rerun => {
-                            "inputs changed; partial outputs removed, starting again"
-                        }
-                        Supersede::Withdraw => "definition changed; partial outputs removed",
-                    }
-                    .to_string(),
-                ),
-            ),
-        };
-        self.finish(idx, outcome, started, message, Vec::new());
-        self.done.remove(&idx);
-        match (how, self.stop) {
-            (Supersede::Rerun, None) => self.enqueue(idx),
-            (Supersede::Rerun, Some(_)) => {
-                self.deferred.insert(idx);
-            }
-            (Supersede::Withdraw, _) => {}
         }
     }
 

@@ -98,15 +98,18 @@ impl Workspace {
             .create(true)
             .truncate(false)
             .open(&path)?;
-        let fd = file.as_raw_fd();
         let me = ProcessId::current();
         let this = LockedFile::of(&file.metadata()?);
         let mut told_leftovers = false;
         let mut rounds_without_holders = 0;
         loop {
-            // SAFETY: flock on a descriptor we own; released when every copy of it is closed.
-            if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                break;
+            // std's file locks are `flock(2)` locks on Linux: held by the open file description,
+            // so by every process that inherits the descriptor, and released when the last copy
+            // is closed. `procfs` finds the holders by that kind in `/proc/locks`.
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(e)) => return Err(e),
             }
             let mut text = String::new();
             file.rewind()?;
@@ -167,13 +170,11 @@ impl Workspace {
             return Ok(None);
         }
         loop {
-            // SAFETY: as in `lock_run`, blocking this time.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                break;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            // As in `lock_run`, blocking this time; a signal handled meanwhile interrupts it.
+            match file.lock() {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
         Self::claim(file).map(Some)
@@ -187,6 +188,8 @@ impl Workspace {
         file.set_len(0)?;
         file.rewind()?;
         writeln!(file, "{} {} {}", me.pid, me.start, pgid)?;
+        // std opens every file close-on-exec and has no way to clear the flag; the lock only
+        // outlives sluice in its stage processes if they inherit the descriptor.
         // SAFETY: fcntl on a descriptor we own; clearing FD_CLOEXEC only.
         if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
             return Err(io::Error::last_os_error());
@@ -312,5 +315,33 @@ mod tests {
                 pid: Some(std::process::id())
             })
         );
+    }
+
+    /// The run lock outlives its `RunLock` in the processes started while it was held, and is
+    /// free once they end: the guarantee that no run starts beside an earlier run's stages.
+    #[test]
+    fn processes_started_under_the_lock_keep_it_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path()).unwrap();
+        let lock = ws.lock_run(false, |_| {}).unwrap().unwrap();
+        let mut stage = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        drop(lock);
+        let other = fs::File::open(ws.dir.join("run.lock")).unwrap();
+        assert!(
+            matches!(other.try_lock(), Err(fs::TryLockError::WouldBlock)),
+            "the stage process did not inherit the lock"
+        );
+        stage.kill().unwrap();
+        stage.wait().unwrap();
+        // Blocking: a process another test spawns meanwhile may inherit the descriptor too,
+        // and holds it until that test ends it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(other.lock().map_err(|e| e.to_string())));
+        rx.recv_timeout(Duration::from_secs(120))
+            .expect("the lock was not released")
+            .unwrap();
     }
 }

@@ -480,6 +480,69 @@ mod tests {
     }
 
     #[test]
+    fn a_record_is_found_by_its_key_only() {
+        let f = fixture();
+        let rec = produce(&f, "s", "out/a", b"content");
+        assert_eq!(f.store.lookup(&rec.key), Some(rec));
+        assert_eq!(f.store.lookup(&ContentHash::of(b"another key")), None);
+    }
+
+    #[test]
+    fn a_directory_output_round_trips_with_its_tree() {
+        let f = fixture();
+        let dir = f.root.join("out/d");
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("a.txt"), b"first").unwrap();
+        fs::write(dir.join("sub/b.bin"), b"second").unwrap();
+        let script = dir.join("run.sh");
+        fs::write(&script, b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        let hasher = Hasher::default();
+        let h = hasher.hash_path(&dir).unwrap().unwrap();
+        assert!(h.tree.is_some());
+        let record = StageRecord {
+            format: RECORD_FORMAT,
+            stage: "s".into(),
+            key: ContentHash::of(b"s"),
+            outputs: BTreeMap::from([(
+                "o".to_string(),
+                OutputRecord {
+                    path: WorkPath::parse("out/d", &f.root).unwrap(),
+                    hash: h.hash,
+                    tree: h.tree.clone(),
+                },
+            )]),
+        };
+        f.store.store(&f.root, &record, &hasher).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        f.store
+            .restore(&f.root, &record, &Hasher::default())
+            .unwrap();
+        assert_eq!(fs::read(dir.join("a.txt")).unwrap(), b"first");
+        assert_eq!(fs::read(dir.join("sub/b.bin")).unwrap(), b"second");
+        assert_ne!(fs::metadata(&script).unwrap().mode() & 0o100, 0);
+        let again = Hasher::default().hash_path(&dir).unwrap().unwrap();
+        assert_eq!(again.hash, h.hash);
+    }
+
+    #[test]
+    fn restoring_from_a_damaged_blob_fails_as_corrupt_and_leaves_no_output() {
+        let f = fixture();
+        let rec = produce(&f, "s", "out/a", b"the real output");
+        let out = f.root.join("out/a");
+        fs::remove_file(&out).unwrap();
+        let blob = f.store.blob_path(&ContentHash::of(b"the real output"));
+        fs::remove_file(&blob).unwrap();
+        fs::write(&blob, b"the real outpuT").unwrap();
+        let err = f
+            .store
+            .restore(&f.root, &rec, &Hasher::default())
+            .unwrap_err();
+        assert!(matches!(err, RestoreError::Corrupt(_)), "{err}");
+        assert!(!out.exists(), "a damaged blob was put in place");
+    }
+
+    #[test]
     fn gc_verify_drops_every_record_that_names_a_damaged_blob() {
         let f = fixture();
         let a = produce(&f, "a", "out/a", b"shared");

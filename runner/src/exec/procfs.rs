@@ -249,9 +249,10 @@ mod tests {
         while !opened.exists() && std::time::Instant::now() < end {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        // SAFETY: flock and fcntl on a descriptor we own.
+        // The run lock is taken with std's `File::lock`: it must be a `flock` for this module.
+        file.lock().unwrap();
+        // SAFETY: fcntl on a descriptor we own.
         unsafe {
-            assert_eq!(libc::flock(fd, libc::LOCK_EX), 0);
             libc::fcntl(fd, libc::F_SETFD, 0);
         }
         let mut inheritor = std::process::Command::new("sleep")

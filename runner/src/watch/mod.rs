@@ -1,6 +1,6 @@
 //! `sluice watch`: run a pipeline, then keep it up to date as its sources change.
 //!
-//! `session::watch` is one loop that owns the watch state. It receives debounced file-system
+//! `rounds::watch` is one loop that owns the watch state. It receives debounced file-system
 //! batches (`fs::FsWatch`), the running round's engine events and completion, and signals, as
 //! messages. A change is confirmed by content (`sources::Sources` re-hashes the external inputs,
 //! plugin files and the pipeline file it touches) and becomes a set of affected stages (the
@@ -12,8 +12,8 @@
 mod fs;
 mod notice;
 mod reload;
-mod session;
+mod rounds;
 mod sources;
 
 pub use notice::{Notice, WatchEvent};
-pub use session::{watch, WatchEnd, WatchOptions, DEFAULT_DEBOUNCE};
+pub use rounds::{watch, WatchEnd, WatchOptions, DEFAULT_DEBOUNCE};

@@ -424,3 +424,6 @@ fn output_dirs(pipeline: &Pipeline) -> BTreeSet<std::path::PathBuf> {
         .chain(pipeline.lock_path().parent().map(|p| p.to_path_buf()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+//! Requests that reach a running dispatch from outside (`sluice watch`): rerun or withdraw
+//! stages whose inputs or definitions changed. The `Dispatcher` methods here are called from its
+//! loop only, so run state keeps one writer.
+
+use super::{cancel_one, Dispatcher};
+use crate::cancel::CancelReason;
+use crate::events::Outcome;
+use crate::job::JobResult;
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+/// Requests from outside a run while it is going (`sluice watch`), delivered to the dispatch loop
+/// like signals and completions. Sets are stage indices of the run's pipeline; the dispatcher
+/// takes their downstream closure itself, so a request never leaves a dependent behind.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// The stages' inputs changed: stop the running ones (process groups killed, partial outputs
+    /// dropped) and run them all again in this run, after their upstream. Stages outside the
+    /// selection join it. Unaffected running stages carry on.
+    Rerun(BTreeSet<usize>),
+    /// Stop the stages and drop them from this run without a verdict (their definitions changed,
+    /// so the caller runs them in a later run with the new pipeline).
+    Withdraw(BTreeSet<usize>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Supersede {
+    Rerun,
+    Withdraw,
+}
+
+impl Dispatcher {
+    /// Applies a `Control` request. Only the dispatch loop calls this, so run state still has
+    /// one writer.
+    pub(super) fn control(&mut self, c: Control) {
+        let graph = &self.ctx.pipeline.graph;
+        let (set, how) = match c {
+            Control::Rerun(s) => (graph.downstream_closure(&s), Supersede::Rerun),
+            Control::Withdraw(s) => (graph.downstream_closure(&s), Supersede::Withdraw),
+        };
+        if self.stop.is_some() {
+            // The run is winding down and starts nothing new; the caller reruns these later.
+            if how == Supersede::Rerun {
+                self.deferred.extend(set);
+            }
+            return;
+        }
+        let grace = self.opts.kill_grace;
+        for &i in &set {
+            self.waiting.remove(&i);
+            self.ready.retain(|&(_, j)| j != i);
+            self.done.remove(&i);
+            if let Some(r) = self.running.get_mut(&i) {
+                cancel_one(r, CancelReason::Superseded, grace);
+                self.superseded.insert(i, how);
+            }
+            match how {
+                Supersede::Rerun => {
+                    self.opts.selection.insert(i);
+                }
+                Supersede::Withdraw => {
+                    self.opts.selection.remove(&i);
+                }
+            }
+        }
+        if how == Supersede::Rerun {
+            let order: Vec<usize> = graph
+                .topo_order()
+                .iter()
+                .copied()
+                .filter(|i| set.contains(i) && !self.running.contains_key(i))
+                .collect();
+            for i in order {
+                self.enqueue(i);
+            }
+        }
+    }
+
+    /// Puts a stage back into the run: ready, waiting for its upstream, or skipped when an
+    /// upstream stage of this run has already failed.
+    fn enqueue(&mut self, i: usize) {
+        let deps: Vec<usize> = self
+            .ctx
+            .pipeline
+            .graph
+            .deps(i)
+            .filter(|d| self.opts.selection.contains(d))
+            .collect();
+        if let Some(&failed) = deps
+            .iter()
+            .find(|d| self.done.get(d).is_some_and(|r| !r.outcome.is_success()))
+        {
+            let failed = self.ctx.pipeline.stages[failed].id.0.clone();
+            self.finish(
+                i,
+                Outcome::Skipped,
+                Instant::now(),
+                Some(format!("upstream `{failed}` did not succeed")),
+                Vec::new(),
+            );
+            return;
+        }
+        let n = deps.iter().filter(|d| !self.done.contains_key(d)).count();
+        if n == 0 {
+            self.ready.insert((self.position[&i], i));
+        } else {
+            self.waiting.insert(i, n);
+        }
+    }
+
+    /// A stage stopped by a `Control` has ended. Its verdict is reported (a result that made it
+    /// out before the stop is still valid for its own key, so it is recorded), but it does not
+    /// count for this run: it is run again, or dropped. Its dependents were taken back by the
+    /// same request, so nothing waits on it.
+    pub(super) fn superseded_done(
+        &mut self,
+        idx: usize,
+        how: Supersede,
+        started: Instant,
+        result: JobResult,
+    ) {
+        let name = self.ctx.pipeline.stages[idx].id.0.clone();
+        let (outcome, message) = match result {
+            JobResult::UpToDate(c) => {
+                self.record(&name, Some(c));
+                (Outcome::UpToDate, None)
+            }
+            JobResult::Restored(c) => {
+                self.record(&name, Some(c));
+                (Outcome::Restored, None)
+            }
+            JobResult::Ran(c, cached) => {
+                self.record(&name, cached.then_some(c));
+                (Outcome::Ran, None)
+            }
+            JobResult::Failed { message, .. } => (Outcome::Failed, Some(message)),
+            JobResult::Cancelled { .. } => (
+                Outcome::Cancelled,
+                Some(
+                    match how {
+                        Supersede::Rerun => {
+                            "inputs changed; partial outputs removed, starting again"
+                        }
+                        Supersede::Withdraw => "definition changed; partial outputs removed",
+                    }
+                    .to_string(),
+                ),
+            ),
+        };
+        self.finish(idx, outcome, started, message, Vec::new());
+        self.done.remove(&idx);
+        match (how, self.stop) {
+            (Supersede::Rerun, None) => self.enqueue(idx),
+            (Supersede::Rerun, Some(_)) => {
+                self.deferred.insert(idx);
+            }
+            (Supersede::Withdraw, _) => {}
+        }
+    }
+}
