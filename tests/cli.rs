@@ -63,6 +63,22 @@ fn schema_is_json_schema_that_describes_the_stage_keys() {
     ] {
         assert!(stage.get(key).is_some(), "schema lacks stage key {key}");
     }
+    // Each built-in kind's `with:` gets its own schema, chosen by `uses:`.
+    let by_kind = v["properties"]["stages"]["additionalProperties"]["allOf"]
+        .as_array()
+        .unwrap();
+    let kinds: Vec<&str> = by_kind
+        .iter()
+        .map(|k| k["if"]["properties"]["uses"]["const"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["clean", "deploy", "evaluate", "normalize", "split"]);
+    let split = &by_kind[4]["then"]["properties"]["with"];
+    assert_eq!(split["required"], serde_json::json!(["ratios"]));
+    assert_eq!(
+        split["properties"]["method"]["enum"],
+        serde_json::json!(["random", "stratified", "grouped"])
+    );
+    assert_eq!(split["properties"]["seed"]["default"], 0);
 }
 
 #[test]

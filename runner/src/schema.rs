@@ -1,9 +1,13 @@
 //! The JSON Schema of the pipeline format, printed by `sluice schema` for editors' YAML language
 //! servers. Kept beside the parser in spirit: when `spec/raw.rs` learns a key, so must this.
 
+use crate::stage::StageRegistry;
 use serde_json::{json, Value};
 
-pub fn pipeline_schema(builtin_kinds: &[&str]) -> Value {
+/// The schema for a binary whose built-in kinds are `registry`'s: a stage's `with:` is checked
+/// against its kind's own schema where the kind declares one.
+pub fn pipeline_schema(registry: &StageRegistry) -> Value {
+    let builtin_kinds: Vec<&str> = registry.names().collect();
     let path = json!({"type": "string", "description": "A path relative to the workspace, or `${{ stages.S.outputs.NAME }}`."});
     json!({
         "$schema": "http://json-schema.org/draft-07/schema#",
@@ -45,6 +49,7 @@ pub fn pipeline_schema(builtin_kinds: &[&str]) -> Value {
                     "type": "object",
                     "additionalProperties": false,
                     "oneOf": [{"required": ["uses"]}, {"required": ["run"]}],
+                    "allOf": with_by_kind(registry),
                     "properties": {
                         "uses": {
                             "type": "string",
@@ -88,4 +93,19 @@ pub fn pipeline_schema(builtin_kinds: &[&str]) -> Value {
             }
         }
     })
+}
+
+/// One `if uses is KIND then with is KIND's schema` per kind with a schema: the form editors'
+/// YAML language servers follow for completion and hover inside `with:`.
+fn with_by_kind(registry: &StageRegistry) -> Vec<Value> {
+    registry
+        .names()
+        .filter_map(|kind| {
+            let schema = registry.get(kind)?.with_schema()?;
+            Some(json!({
+                "if": {"properties": {"uses": {"const": kind}}, "required": ["uses"]},
+                "then": {"properties": {"with": schema}}
+            }))
+        })
+        .collect()
 }
