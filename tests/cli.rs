@@ -71,7 +71,10 @@ fn schema_is_json_schema_that_describes_the_stage_keys() {
         .iter()
         .map(|k| k["if"]["properties"]["uses"]["const"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["clean", "deploy", "evaluate", "normalize", "split"]);
+    assert_eq!(
+        kinds,
+        ["clean", "deploy", "evaluate", "normalize", "split", "train"]
+    );
     let split = &by_kind[4]["then"]["properties"]["with"];
     assert_eq!(split["required"], serde_json::json!(["ratios"]));
     assert_eq!(

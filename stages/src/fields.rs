@@ -156,7 +156,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reports every undeclared key; the help lists the declared ones after `listing`.
-    fn unknown_keys(&mut self, listing: &str, mode: &str) {
+    pub(crate) fn unknown_keys(&mut self, listing: &str, mode: &str) {
         let names = || self.fields.iter().map(|f| f.name);
         for key in self.map.keys() {
             if !names().any(|n| n == key) {
@@ -227,15 +227,21 @@ impl<'a> Reader<'a> {
         let Type::Section(fields) = self.field(name).ty else {
             panic!("`{name}` is no section")
         };
+        self.mapping(name, fields, example, listing)
+    }
+
+    /// The mapping at field `name` read against `fields` (a [`Type::Custom`] field whose shape
+    /// the kind chooses, e.g. by a `type` key), as [`Reader::section_listed`] reads a section.
+    pub(crate) fn mapping(
+        &mut self,
+        name: &str,
+        fields: &'static [Field],
+        example: &str,
+        listing: &str,
+    ) -> Option<Reader<'a>> {
         match self.map.get(name)? {
             Value::Object(map) => {
-                let path: Vec<String> = self.at(name).iter().map(|s| s.to_string()).collect();
-                let mut section = Reader {
-                    map,
-                    fields,
-                    path,
-                    problems: Vec::new(),
-                };
+                let mut section = self.nested(name, map, fields);
                 section.unknown_keys(listing, "");
                 Some(section)
             }
@@ -244,6 +250,22 @@ impl<'a> Reader<'a> {
                 self.mismatch(name, "a mapping", v, help);
                 None
             }
+        }
+    }
+
+    /// A reader of `map`, the value of field `name`, against `fields`, that has not looked for
+    /// unknown keys yet: [`Reader::unknown_keys`] does, when the kind's order of messages says.
+    pub(crate) fn nested(
+        &self,
+        name: &str,
+        map: &'a Map<String, Value>,
+        fields: &'static [Field],
+    ) -> Reader<'a> {
+        Reader {
+            map,
+            fields,
+            path: self.at(name).iter().map(|s| s.to_string()).collect(),
+            problems: Vec::new(),
         }
     }
 
@@ -357,34 +379,51 @@ impl<'a> Reader<'a> {
             panic!("`{name}` is no choice field")
         };
         self.read(name, OnWrong::Nothing, |r, v| {
-            let key = r.at(name).join(".");
-            match v.as_str() {
-                Some(s) => {
-                    if let Some(found) = names.iter().find(|n| **n == s) {
-                        return Some(*found);
-                    }
-                    let listing = || choice_listing(wording, &key, names);
-                    let help = did_you_mean(s, names.iter().copied()).unwrap_or_else(listing);
-                    let message = match wording {
-                        Wording::Noun { .. } => format!("unknown {name} `{s}`"),
-                        Wording::ValueFor => format!("unknown value `{s}` for `{key}`"),
-                    };
-                    r.report(&[name], message, Some(help));
-                    None
-                }
-                None => {
-                    let help = match wording {
-                        Wording::Noun {
-                            help_on_wrong_type: true,
-                            ..
-                        } => Some(choice_listing(wording, &key, names)),
-                        _ => None,
-                    };
-                    r.mismatch(name, &format!("one of {}", names.join(", ")), v, help);
-                    None
-                }
-            }
+            let owned: Vec<String> = r.at(name).iter().map(|s| s.to_string()).collect();
+            let path: Vec<&str> = owned.iter().map(String::as_str).collect();
+            choose(&mut r.problems, &path, v, names, wording)
         })
+    }
+}
+
+/// `v` as one of `names`, else a problem at `path` (worded by `wording`, named by the path's
+/// last key): for a choice the kind reads itself, such as a `type` that selects a mapping's
+/// fields.
+pub(crate) fn choose(
+    problems: &mut Vec<ConfigProblem>,
+    path: &[&str],
+    v: &Value,
+    names: &'static [&'static str],
+    wording: &Wording,
+) -> Option<&'static str> {
+    let key = path.join(".");
+    let name = path.last().copied().unwrap_or("value");
+    match v.as_str() {
+        Some(s) => {
+            if let Some(found) = names.iter().find(|n| **n == s) {
+                return Some(*found);
+            }
+            let listing = || choice_listing(wording, &key, names);
+            let help = did_you_mean(s, names.iter().copied()).unwrap_or_else(listing);
+            let message = match wording {
+                Wording::Noun { .. } => format!("unknown {name} `{s}`"),
+                Wording::ValueFor => format!("unknown value `{s}` for `{key}`"),
+            };
+            problems.push(problem(path, message, Some(help)));
+            None
+        }
+        None => {
+            let help = match wording {
+                Wording::Noun {
+                    help_on_wrong_type: true,
+                    ..
+                } => Some(choice_listing(wording, &key, names)),
+                _ => None,
+            };
+            let message = format!("`{key}` must be one of {}, not {v}", names.join(", "));
+            problems.push(problem(path, message, help));
+            None
+        }
     }
 }
 
@@ -421,7 +460,8 @@ pub(crate) fn schema(fields: &[Field], examples: &[&str]) -> Value {
     schema
 }
 
-fn object_schema(fields: &[Field]) -> Value {
+/// The schema of a mapping with `fields`.
+pub(crate) fn object_schema(fields: &[Field]) -> Value {
     let properties: Map<String, Value> = fields
         .iter()
         .map(|f| (f.name.to_string(), field_schema(f)))

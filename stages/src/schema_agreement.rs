@@ -56,6 +56,7 @@ fn valid(schema: &Value, v: &Value) -> bool {
         if num("minimum").is_some_and(|m| x < m)
             || num("maximum").is_some_and(|m| x > m)
             || num("exclusiveMinimum").is_some_and(|m| x <= m)
+            || num("exclusiveMaximum").is_some_and(|m| x >= m)
         {
             return false;
         }
@@ -241,7 +242,8 @@ fn the_kinds_that_declare_a_schema() {
             "evaluate",
             "normalize",
             "normalize",
-            "split"
+            "split",
+            "train"
         ]
     );
 }

@@ -47,6 +47,9 @@ impl Stage for Train {
     fn check(&self, with: &Value) -> Vec<ConfigProblem> {
         TrainConfig::parse(with).err().unwrap_or_default()
     }
+    fn with_schema(&self) -> Option<Value> {
+        Some(crate::fields::schema(config::FIELDS, config::EXAMPLES))
+    }
     /// The worker's code and the pinned runtime: a new trainer retrains.
     fn env_facts(&self, _with: &Value) -> Vec<(String, String)> {
         vec![("train.worker".into(), pyenv::code_fact())]
