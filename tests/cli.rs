@@ -77,11 +77,18 @@ fn schema_is_json_schema_that_describes_the_stage_keys() {
     );
     let split = &by_kind[4]["then"]["properties"]["with"];
     assert_eq!(split["required"], serde_json::json!(["ratios"]));
+    let method = &split["properties"]["method"];
+    assert_eq!(method["default"], "random");
     assert_eq!(
-        split["properties"]["method"]["enum"],
+        method["anyOf"][0]["enum"],
         serde_json::json!(["random", "stratified", "grouped"])
     );
-    assert_eq!(split["properties"]["seed"]["default"], 0);
+    // A value may also be a `${{ }}` expression, resolved before the kind sees it.
+    let seed = &split["properties"]["seed"]["anyOf"];
+    assert_eq!(seed[0]["type"], "integer");
+    assert_eq!(seed[1]["pattern"], r"^\s*\$\{\{.*\}\}\s*$");
+    let train = &split["properties"]["ratios"]["anyOf"][0]["properties"]["train"]["anyOf"];
+    assert_eq!(train[0]["exclusiveMinimum"], 0);
 }
 
 #[test]

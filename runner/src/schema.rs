@@ -101,11 +101,44 @@ fn with_by_kind(registry: &StageRegistry) -> Vec<Value> {
     registry
         .names()
         .filter_map(|kind| {
-            let schema = registry.get(kind)?.with_schema()?;
+            let mut schema = registry.get(kind)?.with_schema()?;
+            allow_expressions(&mut schema);
             Some(json!({
                 "if": {"properties": {"uses": {"const": kind}}, "required": ["uses"]},
                 "then": {"properties": {"with": schema}}
             }))
         })
         .collect()
+}
+
+/// Widens every value inside a kind's `with:` schema to also take a `${{ }}` expression: the
+/// engine resolves those before the kind sees `with:`, but an editor checks the text as written
+/// (`seed: ${{ params.seed }}` is a string there). Descriptions and defaults stay on the outside
+/// for hover text.
+fn allow_expressions(schema: &mut Value) {
+    if let Some(branches) = schema.get_mut("anyOf").and_then(Value::as_array_mut) {
+        branches.iter_mut().for_each(allow_expressions);
+    }
+    if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        properties.values_mut().for_each(widen);
+    }
+    for key in ["additionalProperties", "items"] {
+        if let Some(sub) = schema.get_mut(key).filter(|s| s.is_object()) {
+            widen(sub);
+        }
+    }
+}
+
+fn widen(schema: &mut Value) {
+    allow_expressions(schema);
+    let mut inner = schema.take();
+    let mut outer = serde_json::Map::new();
+    for key in ["description", "default"] {
+        if let Some(v) = inner.as_object_mut().and_then(|m| m.remove(key)) {
+            outer.insert(key.into(), v);
+        }
+    }
+    let expression = json!({"type": "string", "pattern": r"^\s*\$\{\{.*\}\}\s*$"});
+    outer.insert("anyOf".into(), json!([inner, expression]));
+    *schema = Value::Object(outer);
 }
