@@ -1,5 +1,9 @@
 //! The JSON Schema of the pipeline format, printed by `sluice schema` for editors' YAML language
 //! servers. Kept beside the parser in spirit: when `spec/raw.rs` learns a key, so must this.
+//! Inside `with:`, each built-in kind contributes its own schema ([`Stage::with_schema`], derived
+//! by the kind from the same declarations its parser reads), chosen by `uses:`.
+//!
+//! [`Stage::with_schema`]: crate::stage::Stage::with_schema
 
 use crate::stage::StageRegistry;
 use serde_json::{json, Value};

@@ -515,3 +515,131 @@ fn field_schema(field: &Field) -> Value {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INNER: &[Field] = &[Field::new(
+        "k",
+        Type::Number {
+            min: 0.0,
+            max: f64::INFINITY,
+            open_min: true,
+        },
+        "A factor.",
+    )
+    .default("1.5")];
+
+    const FIELDS: &[Field] = &[
+        Field::new(
+            "seed",
+            Type::Whole {
+                min: 0,
+                expect: None,
+            },
+            "A seed.",
+        )
+        .default("7"),
+        Field::new(
+            "mode",
+            Type::Choice {
+                names: &["fast", "slow"],
+                wording: Wording::ValueFor,
+            },
+            "How.",
+        ),
+        Field::new("inner", Type::Section(INNER), "Nested."),
+        Field::new(
+            "name",
+            Type::Text {
+                non_empty: true,
+                expect: "a name",
+            },
+            "Who.",
+        )
+        .required(),
+    ];
+
+    fn read(with: Value) -> (Option<u64>, Option<&'static str>, Option<f64>, Vec<String>) {
+        let mut r = Reader::open(&with, FIELDS, "`demo`", "with: {}").unwrap();
+        let seed = r.whole("seed");
+        let mode = r.choice("mode");
+        let k = r.section("inner", "inner: {k: 2}").map(|mut s| {
+            let k = s.number("k");
+            r.absorb(s);
+            k
+        });
+        let problems = r
+            .finish()
+            .into_iter()
+            .map(|p| format!("{}: {}", p.path.join("."), p.message))
+            .collect();
+        (seed, mode, k.flatten(), problems)
+    }
+
+    #[test]
+    fn absent_options_read_as_their_defaults() {
+        assert_eq!(read(json!({"name": "a"})), (Some(7), None, None, vec![]));
+        assert_eq!(
+            read(json!({"inner": {}, "mode": "slow"})),
+            (Some(7), Some("slow"), Some(1.5), vec![])
+        );
+    }
+
+    #[test]
+    fn wrong_values_are_reported_at_their_path_in_order() {
+        let (seed, mode, k, problems) =
+            read(json!({"seed": -1, "mode": "fsat", "inner": {"k": 0, "j": 1}, "nmae": "x"}));
+        // A wrong number reads as its default, a wrong choice as none.
+        assert_eq!((seed, mode, k), (Some(7), None, Some(1.5)));
+        assert_eq!(
+            problems,
+            [
+                "nmae: unknown option `nmae`",
+                "seed: `seed` must be a whole number of at least 0, not -1",
+                "mode: unknown value `fsat` for `mode`",
+                "inner.j: unknown option `j`",
+                "inner.k: `inner.k` must be a number above 0, not 0",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_options_get_a_suggestion_or_the_list() {
+        let with = json!({"nmae": 1, "zzz": 2});
+        let problems = Reader::open(&with, FIELDS, "`demo`", "").unwrap().finish();
+        let helps: Vec<_> = problems.iter().map(|p| p.help.clone().unwrap()).collect();
+        assert_eq!(
+            helps,
+            [
+                "did you mean `name`?",
+                "`demo` takes: seed, mode, inner, name"
+            ]
+        );
+        assert!(problems.iter().all(|p| p.at_key));
+    }
+
+    #[test]
+    fn the_schema_says_what_the_reader_reads() {
+        let s = schema(FIELDS, &[r#"{"name": "a"}"#]);
+        assert_eq!(s["type"], "object");
+        assert_eq!(s["required"], json!(["name"]));
+        assert_eq!(s["additionalProperties"], false);
+        assert_eq!(
+            s["properties"]["seed"],
+            json!({"type": "integer", "minimum": 0, "default": 7, "description": "A seed."})
+        );
+        assert_eq!(s["properties"]["mode"]["enum"], json!(["fast", "slow"]));
+        assert_eq!(s["properties"]["name"]["minLength"], 1);
+        let k = &s["properties"]["inner"]["properties"]["k"];
+        assert_eq!(
+            (k["exclusiveMinimum"].clone(), k["default"].clone()),
+            (json!(0.0), json!(1.5))
+        );
+        assert_eq!(s["properties"]["inner"]["type"], "object");
+        assert_eq!(s["examples"], json!([{"name": "a"}]));
+        // Without a required option, an absent `with:` (null) is an empty one.
+        assert_eq!(schema(INNER, &[])["type"], json!(["object", "null"]));
+    }
+}
