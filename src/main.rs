@@ -126,9 +126,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {
-            let registry = sluice_stages::registry();
-            let kinds: Vec<&str> = registry.names().collect();
-            let schema = sluice_runner::schema::pipeline_schema(&kinds);
+            let schema = sluice_runner::schema::pipeline_schema(&sluice_stages::registry());
             println!(
                 "{}",
                 serde_json::to_string_pretty(&schema).expect("schemas serialize")

@@ -44,6 +44,32 @@ fn schema_is_json_schema_that_describes_the_stage_keys() {
     ] {
         assert!(stage.get(key).is_some(), "schema lacks stage key {key}");
     }
+    // Each built-in kind's `with:` gets its own schema, chosen by `uses:`.
+    let by_kind = v["properties"]["stages"]["additionalProperties"]["allOf"]
+        .as_array()
+        .unwrap();
+    let kinds: Vec<&str> = by_kind
+        .iter()
+        .map(|k| k["if"]["properties"]["uses"]["const"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["clean", "deploy", "evaluate", "normalize", "split", "train"]
+    );
+    let split = &by_kind[4]["then"]["properties"]["with"];
+    assert_eq!(split["required"], serde_json::json!(["ratios"]));
+    let method = &split["properties"]["method"];
+    assert_eq!(method["default"], "random");
+    assert_eq!(
+        method["anyOf"][0]["enum"],
+        serde_json::json!(["random", "stratified", "grouped"])
+    );
+    // A value may also be a `${{ }}` expression, resolved before the kind sees it.
+    let seed = &split["properties"]["seed"]["anyOf"];
+    assert_eq!(seed[0]["type"], "integer");
+    assert_eq!(seed[1]["pattern"], r"^\s*\$\{\{.*\}\}\s*$");
+    let train = &split["properties"]["ratios"]["anyOf"][0]["properties"]["train"]["anyOf"];
+    assert_eq!(train[0]["exclusiveMinimum"], 0);
 }
 
 #[test]

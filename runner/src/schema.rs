@@ -1,9 +1,17 @@
 //! The JSON Schema of the pipeline format, printed by `sluice schema` for editors' YAML language
 //! servers. Kept beside the parser in spirit: when `spec/raw.rs` learns a key, so must this.
+//! Inside `with:`, each built-in kind contributes its own schema ([`Stage::with_schema`], derived
+//! by the kind from the same declarations its parser reads), chosen by `uses:`.
+//!
+//! [`Stage::with_schema`]: crate::stage::Stage::with_schema
 
+use crate::stage::StageRegistry;
 use serde_json::{json, Value};
 
-pub fn pipeline_schema(builtin_kinds: &[&str]) -> Value {
+/// The schema for a binary whose built-in kinds are `registry`'s: a stage's `with:` is checked
+/// against its kind's own schema where the kind declares one.
+pub fn pipeline_schema(registry: &StageRegistry) -> Value {
+    let builtin_kinds: Vec<&str> = registry.names().collect();
     let path = json!({"type": "string", "description": "A path relative to the workspace, or `${{ stages.S.outputs.NAME }}`."});
     json!({
         "$schema": "http://json-schema.org/draft-07/schema#",
@@ -45,6 +53,7 @@ pub fn pipeline_schema(builtin_kinds: &[&str]) -> Value {
                     "type": "object",
                     "additionalProperties": false,
                     "oneOf": [{"required": ["uses"]}, {"required": ["run"]}],
+                    "allOf": with_by_kind(registry),
                     "properties": {
                         "uses": {
                             "type": "string",
@@ -88,4 +97,52 @@ pub fn pipeline_schema(builtin_kinds: &[&str]) -> Value {
             }
         }
     })
+}
+
+/// One `if uses is KIND then with is KIND's schema` per kind with a schema: the form editors'
+/// YAML language servers follow for completion and hover inside `with:`.
+fn with_by_kind(registry: &StageRegistry) -> Vec<Value> {
+    registry
+        .names()
+        .filter_map(|kind| {
+            let mut schema = registry.get(kind)?.with_schema()?;
+            allow_expressions(&mut schema);
+            Some(json!({
+                "if": {"properties": {"uses": {"const": kind}}, "required": ["uses"]},
+                "then": {"properties": {"with": schema}}
+            }))
+        })
+        .collect()
+}
+
+/// Widens every value inside a kind's `with:` schema to also take a `${{ }}` expression: the
+/// engine resolves those before the kind sees `with:`, but an editor checks the text as written
+/// (`seed: ${{ params.seed }}` is a string there). Descriptions and defaults stay on the outside
+/// for hover text.
+fn allow_expressions(schema: &mut Value) {
+    if let Some(branches) = schema.get_mut("anyOf").and_then(Value::as_array_mut) {
+        branches.iter_mut().for_each(allow_expressions);
+    }
+    if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        properties.values_mut().for_each(widen);
+    }
+    for key in ["additionalProperties", "items"] {
+        if let Some(sub) = schema.get_mut(key).filter(|s| s.is_object()) {
+            widen(sub);
+        }
+    }
+}
+
+fn widen(schema: &mut Value) {
+    allow_expressions(schema);
+    let mut inner = schema.take();
+    let mut outer = serde_json::Map::new();
+    for key in ["description", "default"] {
+        if let Some(v) = inner.as_object_mut().and_then(|m| m.remove(key)) {
+            outer.insert(key.into(), v);
+        }
+    }
+    let expression = json!({"type": "string", "pattern": r"^\s*\$\{\{.*\}\}\s*$"});
+    outer.insert("anyOf".into(), json!([inner, expression]));
+    *schema = Value::Object(outer);
 }

@@ -179,6 +179,11 @@ pub trait Stage: Send + Sync {
     fn check(&self, _with: &serde_json::Value) -> Vec<ConfigProblem> {
         Vec::new()
     }
+    /// The JSON Schema of the kind's `with:` block, for `sluice schema`; `None` leaves it an
+    /// unchecked mapping.
+    fn with_schema(&self) -> Option<serde_json::Value> {
+        None
+    }
     /// Facts about the environment that change results (runtime versions, execution provider).
     fn env_facts(&self, _with: &serde_json::Value) -> Vec<(String, String)> {
         Vec::new()

@@ -14,9 +14,9 @@
 //! that is absolute or climbs out with `..` is otherwise a config error when the pipeline loads.
 //! Nothing is published before the bundle proves servable (`bundle_check`).
 
-use crate::problems::{problem, unknown_option};
+use crate::fields::{Field, Reader, Type};
+use crate::problems::problem;
 use serde_json::{json, Value};
-use sluice_runner::diag::did_you_mean;
 use sluice_runner::paths::{resolves_inside, PathProblem, WorkPath};
 use sluice_runner::stage::{ConfigProblem, Inputs, Restored};
 use sluice_runner::{Stage, StageContext};
@@ -29,7 +29,40 @@ pub const BUNDLE: &str = "bundle.json";
 
 pub(crate) struct Deploy;
 
-const OPTIONS: [&str; 3] = ["registry", "name", "allow_outside_workspace"];
+/// The options of `deploy`: what the parser reads and the schema editors get.
+const FIELDS: &[Field] = &[
+    Field::new(
+        "registry",
+        TEXT,
+        "The registry directory, inside the workspace unless `allow_outside_workspace` is set.",
+    )
+    .default("\"models\""),
+    Field::new(
+        "name",
+        TEXT,
+        "The model's name in the registry: letters, digits, `-`, `_` and `.` (a URL path segment).",
+    )
+    .required(),
+    Field::new(
+        "allow_outside_workspace",
+        Type::Bool {
+            expect: "`true` or `false`",
+        },
+        "Publish to a registry outside the workspace on purpose.",
+    )
+    .default("false"),
+];
+
+const TEXT: Type = Type::Text {
+    non_empty: true,
+    expect: "a non-empty string",
+};
+
+/// Full `with:` blocks that `deploy` accepts, for the schema's examples.
+const EXAMPLES: &[&str] = &[
+    r#"{"registry": "models", "name": "iris"}"#,
+    r#"{"name": "iris-v2.onnx", "allow_outside_workspace": false}"#,
+];
 
 #[derive(Debug, Clone, PartialEq)]
 struct DeployConfig {
@@ -92,45 +125,16 @@ impl Place {
 
 impl DeployConfig {
     fn parse(with: &Value) -> Result<DeployConfig, Vec<ConfigProblem>> {
-        let map = crate::problems::with_map(with, "with: {registry: models, name: iris}")?;
-        let mut problems = Vec::new();
-        for key in map.keys() {
-            if !OPTIONS.contains(&key.as_str()) {
-                let help = did_you_mean(key, OPTIONS)
-                    .unwrap_or_else(|| format!("`deploy` takes: {}", OPTIONS.join(", ")));
-                problems.push(unknown_option(
-                    &[key],
-                    format!("unknown option `{key}`"),
-                    Some(help),
-                ));
-            }
-        }
-        let mut text = |key: &str, default: &str| match map.get(key) {
-            None => default.to_string(),
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(v) => {
-                problems.push(problem(
-                    &[key],
-                    format!("`{key}` must be a non-empty string, not {v}"),
-                    None,
-                ));
-                default.to_string()
-            }
-        };
-        let registry = text("registry", "models");
-        let name = text("name", "");
-        let allow_outside = match map.get("allow_outside_workspace") {
-            None => false,
-            Some(Value::Bool(b)) => *b,
-            Some(v) => {
-                problems.push(problem(
-                    &["allow_outside_workspace"],
-                    format!("`allow_outside_workspace` must be `true` or `false`, not {v}"),
-                    None,
-                ));
-                false
-            }
-        };
+        let mut r = Reader::open(
+            with,
+            FIELDS,
+            "`deploy`",
+            "with: {registry: models, name: iris}",
+        )?;
+        let registry = r.text("registry").unwrap_or_default();
+        let name = r.text("name").unwrap_or_default();
+        let allow_outside = r.flag("allow_outside_workspace").unwrap_or_default();
+        let mut problems = r.finish();
         let place = match Place::parse(&registry, allow_outside) {
             Ok(place) => Some(place),
             Err((message, help)) => {
@@ -184,6 +188,9 @@ impl Stage for Deploy {
     }
     fn check(&self, with: &Value) -> Vec<ConfigProblem> {
         DeployConfig::parse(with).err().unwrap_or_default()
+    }
+    fn with_schema(&self) -> Option<Value> {
+        Some(crate::fields::schema(FIELDS, EXAMPLES))
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
         run(ctx)

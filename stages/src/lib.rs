@@ -12,6 +12,7 @@ mod bundle_check;
 mod clean;
 pub mod deploy;
 pub mod evaluate;
+mod fields;
 pub mod fuzzing;
 mod image_folder;
 pub mod infer;
@@ -21,6 +22,8 @@ mod problems;
 pub mod pyenv;
 mod quantile;
 mod rng;
+#[cfg(test)]
+mod schema_agreement;
 mod split;
 mod staged;
 mod table;

@@ -6,8 +6,9 @@
 //! used by a later rule).
 
 use super::expr::Expr;
-use crate::problems::{problem, unknown_option};
-use serde_json::Value;
+use crate::fields::{Field, Reader, Type, Wording};
+use crate::problems::problem;
+use serde_json::{json, Value};
 use sluice_runner::diag::did_you_mean;
 use sluice_runner::stage::ConfigProblem;
 
@@ -100,14 +101,131 @@ pub(crate) struct CleanConfig {
     pub(crate) outliers: Option<Outliers>,
 }
 
-const KEYS: [&str; 6] = [
-    "drop_columns",
-    "cast",
-    "filter",
-    "missing",
-    "duplicates",
-    "outliers",
+/// The options of `clean` on tables: what the parser reads and the schema editors get.
+pub(crate) const FIELDS: &[Field] = &[
+    Field::new(
+        "drop_columns",
+        Type::Custom(column_list_schema),
+        "Columns removed first, before every other rule.",
+    ),
+    Field::new(
+        "cast",
+        Type::Custom(cast_schema),
+        "Columns converted to a type: COLUMN: int, float, string or bool.",
+    ),
+    Field::new(
+        "filter",
+        Type::Custom(filter_schema),
+        "Keeps the rows for which the expression holds, e.g. `age >= 18 and country == \"NL\"`.",
+    ),
+    Field::new(
+        "missing",
+        Type::Section(MISSING),
+        "What happens to missing values: a default for all columns and per-column fills.",
+    ),
+    Field::new(
+        "duplicates",
+        Type::Choice {
+            names: &["drop", "keep"],
+            wording: Wording::ValueFor,
+        },
+        "drop removes repeated rows, keeping the first.",
+    )
+    .default("\"keep\""),
+    Field::new(
+        "outliers",
+        Type::Section(OUTLIERS),
+        "Values outside fences computed per column, dropped or clipped.",
+    ),
 ];
+
+const MISSING: &[Field] = &[
+    Field::new(
+        "default",
+        Type::Choice {
+            names: &["drop", "keep"],
+            wording: Wording::ValueFor,
+        },
+        "For columns not under `columns`: drop the row, or keep the missing value.",
+    )
+    .default("\"keep\""),
+    Field::new(
+        "columns",
+        Type::Custom(fills_schema),
+        "Per-column fills: drop, keep, mean, median, mode or `{constant: VALUE}`.",
+    ),
+];
+
+const OUTLIERS: &[Field] = &[
+    Field::new(
+        "columns",
+        Type::Custom(column_list_schema),
+        "The numeric columns to check.",
+    )
+    .required(),
+    Field::new(
+        "method",
+        Type::Choice {
+            names: &["iqr", "zscore"],
+            wording: Wording::ValueFor,
+        },
+        "iqr fences at [Q1 - k·IQR, Q3 + k·IQR]; zscore at mean ± threshold·sd.",
+    )
+    .default("\"iqr\""),
+    Field::new("k", ABOVE_0, "The IQR multiple of `method: iqr`.").default("1.5"),
+    Field::new(
+        "threshold",
+        ABOVE_0,
+        "The standard deviations of `method: zscore`.",
+    )
+    .default("3.0"),
+    Field::new(
+        "action",
+        Type::Choice {
+            names: &["drop", "clip"],
+            wording: Wording::ValueFor,
+        },
+        "drop removes the row; clip moves the value to the fence.",
+    )
+    .default("\"drop\""),
+];
+
+const ABOVE_0: Type = Type::Number {
+    min: 0.0,
+    max: f64::INFINITY,
+    open_min: true,
+};
+
+/// Full table-mode `with:` blocks that `clean` accepts, for the schema's examples.
+pub(crate) const EXAMPLES: &[&str] = &[
+    r#"{"drop_columns": ["id"], "cast": {"age": "int"}, "filter": "age >= 18", "missing": {"default": "drop", "columns": {"income": "median", "city": {"constant": "unknown"}}}, "duplicates": "drop", "outliers": {"columns": ["income"], "method": "iqr", "k": 1.5, "action": "clip"}}"#,
+    r#"{"outliers": {"columns": ["income"], "method": "zscore", "threshold": 3, "action": "drop"}, "missing": {}}"#,
+];
+
+fn column_list_schema() -> Value {
+    json!({"type": "array", "items": {"type": "string", "minLength": 1}})
+}
+
+fn cast_schema() -> Value {
+    json!({"type": "object", "additionalProperties": {"type": "string", "enum": CastType::NAMES}})
+}
+
+fn filter_schema() -> Value {
+    json!({"type": "string", "examples": ["age >= 18 and country == \"NL\""]})
+}
+
+fn fills_schema() -> Value {
+    let constant = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["constant"],
+        "properties": {"constant": {"type": ["string", "number", "boolean"]}},
+    });
+    json!({
+        "type": "object",
+        "additionalProperties": {"anyOf": [{"type": "string", "enum": Fill::NAMES}, constant]},
+    })
+}
 
 /// `value` as a mapping, or a problem at `path`.
 fn mapping<'a>(
@@ -125,27 +243,6 @@ fn mapping<'a>(
                 Some(format!("write e.g. `{example}`")),
             ));
             None
-        }
-    }
-}
-
-fn unknown_keys(
-    map: &serde_json::Map<String, Value>,
-    path: &[&str],
-    keys: &[&str],
-    problems: &mut Vec<ConfigProblem>,
-) {
-    for key in map.keys() {
-        if !keys.contains(&key.as_str()) {
-            let help = did_you_mean(key, keys.iter().copied())
-                .unwrap_or_else(|| format!("the options are {}", keys.join(", ")));
-            let mut at = path.to_vec();
-            at.push(key);
-            problems.push(unknown_option(
-                &at,
-                format!("unknown option `{key}`"),
-                Some(help),
-            ));
         }
     }
 }
@@ -216,87 +313,56 @@ fn word<'a>(
     }
 }
 
-fn positive(
-    value: Option<&Value>,
-    path: &[&str],
-    default: f64,
-    problems: &mut Vec<ConfigProblem>,
-) -> f64 {
-    match value {
-        None => default,
-        Some(v) => match v.as_f64() {
-            Some(x) if x > 0.0 && x.is_finite() => x,
-            _ => {
-                problems.push(problem(
-                    path,
-                    format!("`{}` must be a number above 0, not {v}", path.join(".")),
-                    None,
-                ));
-                default
-            }
-        },
-    }
-}
-
 impl CleanConfig {
     /// Parses `with`, collecting every problem rather than stopping at the first.
     pub(crate) fn parse(with: &Value) -> Result<CleanConfig, Vec<ConfigProblem>> {
-        let mut problems = Vec::new();
-        let map = crate::problems::with_map(with, "with: {duplicates: drop}")?;
-        unknown_keys(map, &[], &KEYS, &mut problems);
+        let mut r =
+            Reader::open_listed(with, FIELDS, "the options are ", "with: {duplicates: drop}")?;
 
-        let drop_columns = map
+        let drop_columns = r
             .get("drop_columns")
-            .map(|v| columns(v, &["drop_columns"], &mut problems))
+            .map(|v| columns(v, &["drop_columns"], r.problems_mut()))
             .unwrap_or_default();
 
         let mut cast = Vec::new();
-        if let Some(m) = map
-            .get("cast")
-            .and_then(|v| mapping(v, &["cast"], "cast: {age: int}", &mut problems))
+        let cast_value = r.get("cast");
+        if let Some(m) =
+            cast_value.and_then(|v| mapping(v, &["cast"], "cast: {age: int}", r.problems_mut()))
         {
             for (column, v) in m {
-                if let Some(t) = word(v, &["cast", column], &CastType::NAMES, &mut problems) {
+                if let Some(t) = word(v, &["cast", column], &CastType::NAMES, r.problems_mut()) {
                     cast.push((column.clone(), CastType::parse(t).expect("a known name")));
                 }
             }
         }
 
-        let filter = match map.get("filter") {
+        let filter = match r.get("filter") {
             None => None,
             Some(Value::String(s)) => match Expr::parse(s) {
                 Ok(e) => Some((s.clone(), e)),
                 Err(e) => {
-                    problems.push(problem(
+                    r.report(
                         &["filter"],
                         format!("`filter`: {e}"),
                         Some("write comparisons like `age >= 18 and country == \"NL\"`".into()),
-                    ));
+                    );
                     None
                 }
             },
             Some(v) => {
-                problems.push(problem(
+                r.report(
                     &["filter"],
                     format!("`filter` must be an expression in quotes, not {v}"),
                     Some("write e.g. `filter: \"age >= 18\"`".into()),
-                ));
+                );
                 None
             }
         };
 
-        let missing = map
-            .get("missing")
-            .and_then(|v| parse_missing(v, &mut problems));
-
-        let drop_duplicates = match map.get("duplicates") {
-            None => false,
-            Some(v) => word(v, &["duplicates"], &["drop", "keep"], &mut problems) == Some("drop"),
-        };
-
-        let outliers = map
-            .get("outliers")
-            .and_then(|v| parse_outliers(v, &mut problems));
+        let missing = parse_missing(&mut r);
+        let drop_duplicates = r.choice("duplicates") == Some("drop");
+        let outliers = parse_outliers(&mut r);
+        let mut problems = r.finish();
 
         // A column removed by `drop_columns` cannot be used by a rule that runs after it.
         let mut used: Vec<(&str, &str)> = Vec::new();
@@ -334,21 +400,18 @@ impl CleanConfig {
     }
 }
 
-fn parse_missing(value: &Value, problems: &mut Vec<ConfigProblem>) -> Option<Missing> {
+fn parse_missing(r: &mut Reader<'_>) -> Option<Missing> {
     let example = "missing: {default: drop, columns: {age: median}}";
-    let map = mapping(value, &["missing"], example, problems)?;
-    unknown_keys(map, &["missing"], &["default", "columns"], problems);
-    let default = match map.get("default") {
-        None => Fill::Keep,
-        Some(v) => match word(v, &["missing", "default"], &["drop", "keep"], problems) {
-            Some("drop") => Fill::Drop,
-            _ => Fill::Keep,
-        },
+    let mut s = r.section_listed("missing", example, "the options are ")?;
+    let default = match s.choice("default") {
+        Some("drop") => Fill::Drop,
+        _ => Fill::Keep,
     };
     let mut columns = Vec::new();
-    if let Some(m) = map
-        .get("columns")
-        .and_then(|v| mapping(v, &["missing", "columns"], example, problems))
+    let columns_value = s.get("columns");
+    let problems = s.problems_mut();
+    if let Some(m) =
+        columns_value.and_then(|v| mapping(v, &["missing", "columns"], example, problems))
     {
         for (column, v) in m {
             let path = ["missing", "columns", column.as_str()];
@@ -389,68 +452,53 @@ fn parse_missing(value: &Value, problems: &mut Vec<ConfigProblem>) -> Option<Mis
             }
         }
     }
+    r.absorb(s);
     Some(Missing { default, columns })
 }
 
-fn parse_outliers(value: &Value, problems: &mut Vec<ConfigProblem>) -> Option<Outliers> {
+fn parse_outliers(r: &mut Reader<'_>) -> Option<Outliers> {
     let example = "outliers: {columns: [income], method: iqr, k: 1.5, action: drop}";
-    let map = mapping(value, &["outliers"], example, problems)?;
-    unknown_keys(
-        map,
-        &["outliers"],
-        &["columns", "method", "k", "threshold", "action"],
-        problems,
-    );
-    let cols = match map.get("columns") {
-        Some(v) => columns(v, &["outliers", "columns"], problems),
+    let mut s = r.section_listed("outliers", example, "the options are ")?;
+    let cols = match s.get("columns") {
+        Some(v) => columns(v, &["outliers", "columns"], s.problems_mut()),
         None => {
-            problems.push(problem(
-                &["outliers"],
-                "`outliers` needs `columns`, the numeric columns to check",
+            s.report(
+                &[],
+                "`outliers` needs `columns`, the numeric columns to check".into(),
                 Some(format!("write e.g. `{example}`")),
-            ));
+            );
             Vec::new()
         }
     };
-    let method = match map.get("method") {
-        None => "iqr",
-        Some(v) => word(v, &["outliers", "method"], &["iqr", "zscore"], problems).unwrap_or("iqr"),
-    };
+    let method = s.choice("method").unwrap_or("iqr");
     let method = if method == "iqr" {
-        if map.contains_key("threshold") {
-            problems.push(problem(
-                &["outliers", "threshold"],
-                "`threshold` applies to `method: zscore`; `iqr` takes `k`",
+        if s.has("threshold") {
+            s.report(
+                &["threshold"],
+                "`threshold` applies to `method: zscore`; `iqr` takes `k`".into(),
                 None,
-            ));
+            );
         }
         Method::Iqr {
-            k: positive(map.get("k"), &["outliers", "k"], 1.5, problems),
+            k: s.number("k").unwrap_or_default(),
         }
     } else {
-        if map.contains_key("k") {
-            problems.push(problem(
-                &["outliers", "k"],
-                "`k` applies to `method: iqr`; `zscore` takes `threshold`",
+        if s.has("k") {
+            s.report(
+                &["k"],
+                "`k` applies to `method: iqr`; `zscore` takes `threshold`".into(),
                 None,
-            ));
+            );
         }
         Method::Zscore {
-            threshold: positive(
-                map.get("threshold"),
-                &["outliers", "threshold"],
-                3.0,
-                problems,
-            ),
+            threshold: s.number("threshold").unwrap_or_default(),
         }
     };
-    let action = match map.get("action") {
-        None => Action::Drop,
-        Some(v) => match word(v, &["outliers", "action"], &["drop", "clip"], problems) {
-            Some("clip") => Action::Clip,
-            _ => Action::Drop,
-        },
+    let action = match s.choice("action") {
+        Some("clip") => Action::Clip,
+        _ => Action::Drop,
     };
+    r.absorb(s);
     Some(Outliers {
         columns: cols,
         method,

@@ -4,18 +4,27 @@
 //! cleaned folder; the report lists each dropped file with its reason.
 
 use super::{relative, sort, CleanError};
+use crate::fields::{Field, Reader, Type};
 use crate::image_folder::{self, Entry};
-use crate::problems::{problem, unknown_option};
+use crate::problems::problem;
 use crate::staged::Staged;
 use rayon::prelude::*;
 use serde_json::{json, Value};
-use sluice_runner::diag::did_you_mean;
 use sluice_runner::stage::ConfigProblem;
 use sluice_runner::StageContext;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-const KEYS: [&str; 1] = ["min_size"];
+/// The options of `clean` on images: what the parser reads and the schema editors get.
+pub(super) const FIELDS: &[Field] = &[Field::new(
+    "min_size",
+    Type::Custom(size_schema),
+    "Images smaller than `[width, height]` in either side are dropped.",
+)
+.default("[1, 1]")];
+
+/// Full image-mode `with:` blocks that `clean` accepts, for the schema's examples.
+pub(super) const EXAMPLES: &[&str] = &[r#"{"min_size": [8, 8]}"#];
 const STEPS: f64 = 4.0;
 
 /// The `with:` block of `clean` in image mode.
@@ -26,6 +35,12 @@ pub(super) struct ImageCleanConfig {
 }
 
 /// `[w, h]` of positive whole numbers, for `key`.
+/// The JSON Schema of what [`parse_size`] reads.
+pub(crate) fn size_schema() -> Value {
+    let side = serde_json::json!({"type": "integer", "minimum": 1, "maximum": 65535});
+    serde_json::json!({"type": "array", "items": side, "minItems": 2, "maxItems": 2})
+}
+
 pub(crate) fn parse_size(
     key: &str,
     value: &Value,
@@ -50,28 +65,23 @@ pub(crate) fn parse_size(
 
 impl ImageCleanConfig {
     pub(super) fn is_image_key(key: &str) -> bool {
-        KEYS.contains(&key)
+        FIELDS.iter().any(|f| f.name == key)
     }
 
     /// Parses `with`, collecting every problem rather than stopping at the first.
     pub(super) fn parse(with: &Value) -> Result<ImageCleanConfig, Vec<ConfigProblem>> {
-        let map = crate::problems::with_map(with, "with: {min_size: [8, 8]}")?;
-        let mut problems = Vec::new();
-        for key in map.keys() {
-            if !KEYS.contains(&key.as_str()) {
-                let help = did_you_mean(key, KEYS)
-                    .unwrap_or_else(|| format!("`clean` on images takes: {}", KEYS.join(", ")));
-                problems.push(unknown_option(
-                    &[key],
-                    format!("unknown option `{key}` for images"),
-                    Some(help),
-                ));
-            }
-        }
-        let min_size = match map.get("min_size") {
+        let mut r = Reader::open_mode(
+            with,
+            FIELDS,
+            "`clean` on images",
+            " for images",
+            "with: {min_size: [8, 8]}",
+        )?;
+        let min_size = match r.get("min_size") {
             None => Some([1, 1]),
-            Some(v) => parse_size("min_size", v, &mut problems),
+            Some(v) => parse_size("min_size", v, r.problems_mut()),
         };
+        let problems = r.finish();
         match min_size {
             Some(min_size) if problems.is_empty() => Ok(ImageCleanConfig { min_size }),
             _ => Err(problems),

@@ -10,7 +10,7 @@
 mod config;
 pub(crate) mod expr;
 mod images;
-pub(crate) use images::parse_size;
+pub(crate) use images::{parse_size, size_schema};
 mod rules;
 
 use crate::image_folder::FolderError;
@@ -90,6 +90,13 @@ impl Stage for Clean {
         } else {
             CleanConfig::parse(with).err().unwrap_or_default()
         }
+    }
+    fn with_schema(&self) -> Option<serde_json::Value> {
+        // Image options select the image mode, any other `with:` is the table mode's.
+        Some(serde_json::json!({"anyOf": [
+            crate::fields::schema(config::FIELDS, config::EXAMPLES),
+            crate::fields::schema(images::FIELDS, images::EXAMPLES),
+        ]}))
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
         run(ctx).map_err(|e| e.to_string())

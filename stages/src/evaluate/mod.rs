@@ -11,9 +11,10 @@ pub mod metrics;
 mod plots;
 
 use crate::arrays::{self, Array};
+use crate::fields::{Field, Reader, Type, Wording};
 use crate::infer::{self, Build, Library, Model, Provider};
+use crate::problems::problem;
 use crate::problems::relative;
-use crate::problems::{problem, unknown_option};
 use crate::pyenv::{self, Step};
 use crate::staged::Staged;
 use crate::train::Device;
@@ -24,7 +25,54 @@ use sluice_runner::stage::{ConfigProblem, Inputs};
 use sluice_runner::{Stage, StageContext};
 use std::path::Path;
 
-const KEYS: [&str; 3] = ["batch_size", "device", "require"];
+/// The options of `evaluate`: what the parser reads and the schema editors get.
+const FIELDS: &[Field] = &[
+    Field::new(
+        "batch_size",
+        Type::Whole {
+            min: 1,
+            expect: None,
+        },
+        "Rows per inference batch.",
+    )
+    .default("1024"),
+    Field::new(
+        "device",
+        Type::Choice {
+            names: &["auto", "cpu", "cuda"],
+            wording: Wording::Noun {
+                listing: "choose one of",
+                help_on_wrong_type: true,
+            },
+        },
+        "Where the model runs: auto uses a GPU when the stage has one and CUDA is installed.",
+    )
+    .default("\"auto\""),
+    Field::new(
+        "require",
+        Type::Custom(require_schema),
+        "Bars the metrics must clear, e.g. `accuracy: \">= 0.9\"`; a bare number means >=. The stage fails when one is missed.",
+    ),
+];
+
+/// Full `with:` blocks that `evaluate` accepts, for the schema's examples.
+const EXAMPLES: &[&str] = &[
+    r#"{"batch_size": 256, "device": "cpu", "require": {"accuracy": ">= 0.9", "log_loss": "< 0.5"}}"#,
+    r#"{"require": {"r2": 0.8}}"#,
+];
+
+fn require_schema() -> Value {
+    // What `parse_bar` reads: a number, or a comparison operator and a finite number.
+    let bar = json!({
+        "type": ["number", "string"],
+        "pattern": r"^\s*(>=|<=|==|>|<)\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$",
+    });
+    let metrics: serde_json::Map<String, Value> = metrics::NAMES
+        .iter()
+        .map(|m| (m.to_string(), bar.clone()))
+        .collect();
+    json!({"type": "object", "additionalProperties": false, "properties": metrics})
+}
 
 /// The `evaluate` stage kind.
 pub(crate) struct Evaluate;
@@ -58,57 +106,22 @@ pub(crate) struct EvaluateConfig {
 
 impl EvaluateConfig {
     pub(crate) fn parse(with: &Value) -> Result<EvaluateConfig, Vec<ConfigProblem>> {
-        let map = crate::problems::with_map(with, "with: {require: {accuracy: \">= 0.9\"}}")?;
-        let mut problems = Vec::new();
-        for key in map.keys() {
-            if !KEYS.contains(&key.as_str()) {
-                let help = did_you_mean(key, KEYS)
-                    .unwrap_or_else(|| format!("`evaluate` takes: {}", KEYS.join(", ")));
-                problems.push(unknown_option(
-                    &[key],
-                    format!("unknown option `{key}`"),
-                    Some(help),
-                ));
-            }
-        }
-        let batch_size = match map.get("batch_size") {
-            None => 1024,
-            Some(v) => match v.as_u64() {
-                Some(n) if n > 0 => n as usize,
-                _ => {
-                    problems.push(problem(
-                        &["batch_size"],
-                        format!("`batch_size` must be a whole number of at least 1, not {v}"),
-                        None,
-                    ));
-                    1024
-                }
-            },
+        let mut r = Reader::open(
+            with,
+            FIELDS,
+            "`evaluate`",
+            "with: {require: {accuracy: \">= 0.9\"}}",
+        )?;
+        let batch_size = r.whole("batch_size").unwrap_or_default() as usize;
+        let device = match r.choice("device") {
+            Some("cpu") => Device::Cpu,
+            Some("cuda") => Device::Cuda,
+            _ => Device::Auto,
         };
-        let device = match map.get("device") {
-            None => Device::Auto,
-            Some(Value::String(s)) if s == "auto" => Device::Auto,
-            Some(Value::String(s)) if s == "cpu" => Device::Cpu,
-            Some(Value::String(s)) if s == "cuda" => Device::Cuda,
-            Some(v) => {
-                let names = ["auto", "cpu", "cuda"];
-                let (message, help) = match v.as_str() {
-                    Some(s) => (
-                        format!("unknown device `{s}`"),
-                        did_you_mean(s, names)
-                            .unwrap_or_else(|| format!("choose one of: {}", names.join(", "))),
-                    ),
-                    None => (
-                        format!("`device` must be one of auto, cpu, cuda, not {v}"),
-                        "choose one of: auto, cpu, cuda".into(),
-                    ),
-                };
-                problems.push(problem(&["device"], message, Some(help)));
-                Device::Auto
-            }
-        };
+        let require = r.get("require");
+        let problems = r.problems_mut();
         let mut gates = Vec::new();
-        match map.get("require") {
+        match require {
             None => {}
             Some(Value::Object(m)) => {
                 for (metric, bar) in m {
@@ -142,6 +155,7 @@ impl EvaluateConfig {
                 Some("write e.g. `require: {accuracy: \">= 0.9\", log_loss: \"< 0.5\"}`".into()),
             )),
         }
+        let problems = r.finish();
         if problems.is_empty() {
             Ok(EvaluateConfig {
                 batch_size,
@@ -186,6 +200,9 @@ impl Stage for Evaluate {
     }
     fn check(&self, with: &Value) -> Vec<ConfigProblem> {
         EvaluateConfig::parse(with).err().unwrap_or_default()
+    }
+    fn with_schema(&self) -> Option<Value> {
+        Some(crate::fields::schema(FIELDS, EXAMPLES))
     }
     /// The ONNX Runtime release that computes the figures.
     fn env_facts(&self, _with: &Value) -> Vec<(String, String)> {

@@ -6,8 +6,9 @@
 //! feature, a column cannot have two methods, a dropped column cannot have one).
 
 use super::preprocess::{Encoding, Scaling, Task, Unknown};
-use crate::problems::{problem, unknown_option};
-use serde_json::Value;
+use crate::fields::{Field, Reader, Type, Wording};
+use crate::problems::problem;
+use serde_json::{json, Value};
 use sluice_runner::diag::did_you_mean;
 use sluice_runner::stage::ConfigProblem;
 
@@ -37,15 +38,103 @@ pub(crate) struct NormalizeConfig {
     pub(crate) unknown_category: Unknown,
 }
 
-const KEYS: [&str; 6] = [
-    "label",
-    "task",
-    "numeric",
-    "categorical",
-    "drop",
-    "unknown_category",
+/// The options of `normalize` on tables: what the parser reads and the schema editors get.
+pub(crate) const FIELDS: &[Field] = &[
+    Field::new(
+        "label",
+        Type::Text {
+            non_empty: true,
+            expect: "a column name",
+        },
+        "The column the model learns to predict; encoded by `task`, never a feature.",
+    )
+    .required(),
+    Field::new(
+        "task",
+        Type::Choice {
+            names: &Task::NAMES,
+            wording: Wording::ValueFor,
+        },
+        "classification encodes the label as class indices; regression keeps it a number.",
+    )
+    .default("\"classification\""),
+    Field::new(
+        "numeric",
+        Type::Section(NUMERIC),
+        "How numeric columns are scaled: a default method and the columns that differ.",
+    ),
+    Field::new(
+        "categorical",
+        Type::Section(CATEGORICAL),
+        "How text columns are encoded: a default encoding and the columns that differ.",
+    ),
+    Field::new(
+        "drop",
+        Type::Custom(drop_schema),
+        "Columns left out of the features.",
+    ),
+    Field::new(
+        "unknown_category",
+        Type::Choice {
+            names: &Unknown::NAMES,
+            wording: Wording::ValueFor,
+        },
+        "What a category unseen in training becomes when the model is served.",
+    )
+    .default("\"ignore\""),
 ];
-const SECTION_KEYS: [&str; 2] = ["default", "columns"];
+
+const NUMERIC: &[Field] = &[
+    Field::new(
+        "default",
+        Type::Choice {
+            names: &Scaling::NAMES,
+            wording: Wording::ValueFor,
+        },
+        "The scaling of every numeric column not under `columns`.",
+    )
+    .default("\"zscore\""),
+    Field::new(
+        "columns",
+        Type::Custom(numeric_columns_schema),
+        "Per-column scaling: COLUMN: METHOD.",
+    ),
+];
+
+const CATEGORICAL: &[Field] = &[
+    Field::new(
+        "default",
+        Type::Choice {
+            names: &Encoding::NAMES,
+            wording: Wording::ValueFor,
+        },
+        "The encoding of every text column not under `columns`.",
+    )
+    .default("\"onehot\""),
+    Field::new(
+        "columns",
+        Type::Custom(categorical_columns_schema),
+        "Per-column encoding: COLUMN: ENCODING.",
+    ),
+];
+
+/// Full table-mode `with:` blocks that `normalize` accepts, for the schema's examples.
+pub(crate) const EXAMPLES: &[&str] = &[
+    r#"{"label": "species", "task": "classification", "numeric": {"default": "zscore", "columns": {"petal_length": "minmax"}}, "categorical": {"default": "onehot", "columns": {"island": "ordinal"}}, "drop": ["id"], "unknown_category": "ignore"}"#,
+    r#"{"label": "price", "task": "regression"}"#,
+];
+
+fn drop_schema() -> Value {
+    json!({"type": "array", "items": {"type": "string", "minLength": 1}})
+}
+
+fn numeric_columns_schema() -> Value {
+    json!({"type": "object", "additionalProperties": {"type": "string", "enum": Scaling::NAMES}})
+}
+
+fn categorical_columns_schema() -> Value {
+    json!({"type": "object", "additionalProperties": {"type": "string", "enum": Encoding::NAMES}})
+}
 
 /// A keyword value at `path` among `names`.
 fn word<T>(
@@ -80,136 +169,71 @@ fn word<T>(
 
 /// `numeric:` or `categorical:`: `{default: METHOD, columns: {COLUMN: METHOD}}`.
 fn per_column<M: Copy>(
-    value: Option<&Value>,
+    r: &mut Reader<'_>,
     section: &str,
-    default: M,
     names: &[&str],
     parse: impl Fn(&str) -> Option<M>,
-    problems: &mut Vec<ConfigProblem>,
 ) -> PerColumn<M> {
+    let example = format!(
+        "{section}: {{default: {}, columns: {{COLUMN: {}}}}}",
+        names[0], names[1]
+    );
+    let fallback = || parse(names[0]).expect("the first name is the default");
     let mut out = PerColumn {
-        default,
+        default: fallback(),
         columns: Vec::new(),
     };
-    let map = match value {
-        None => return out,
-        Some(Value::Object(m)) => m,
-        Some(v) => {
-            problems.push(problem(
-                &[section],
-                format!("`{section}` must be a mapping, not {v}"),
-                Some(format!(
-                    "write e.g. `{section}: {{default: {}, columns: {{COLUMN: {}}}}}`",
-                    names[0], names[1]
-                )),
-            ));
-            return out;
-        }
+    let Some(mut s) = r.section(section, &example) else {
+        return out;
     };
-    for key in map.keys() {
-        if !SECTION_KEYS.contains(&key.as_str()) {
-            let help = did_you_mean(key, SECTION_KEYS)
-                .unwrap_or_else(|| format!("`{section}` takes: default, columns"));
-            problems.push(unknown_option(
-                &[section, key],
-                format!("unknown option `{key}`"),
-                Some(help),
-            ));
-        }
+    if let Some(m) = s.choice("default").and_then(&parse) {
+        out.default = m;
     }
-    if let Some(v) = map.get("default") {
-        if let Some(m) = word(v, &[section, "default"], names, &parse, problems) {
-            out.default = m;
-        }
-    }
-    match map.get("columns") {
+    match s.get("columns") {
         None => {}
         Some(Value::Object(columns)) => {
             for (column, v) in columns {
-                if let Some(m) = word(v, &[section, "columns", column], names, &parse, problems) {
+                let path = [section, "columns", column.as_str()];
+                if let Some(m) = word(v, &path, names, &parse, s.problems_mut()) {
                     out.columns.push((column.clone(), m));
                 }
             }
         }
-        Some(v) => problems.push(problem(
-            &[section, "columns"],
+        Some(v) => s.report(
+            &["columns"],
             format!("`{section}.columns` must be a mapping of column to method, not {v}"),
             Some(format!("write e.g. `columns: {{COLUMN: {}}}`", names[0])),
-        )),
+        ),
     }
+    r.absorb(s);
     out
 }
 
 impl NormalizeConfig {
     /// Parses `with`, collecting every problem rather than stopping at the first.
     pub(crate) fn parse(with: &Value) -> Result<NormalizeConfig, Vec<ConfigProblem>> {
-        let mut problems = Vec::new();
-        let map = crate::problems::with_map(with, "with: {label: species}")?;
-        for key in map.keys() {
-            if !KEYS.contains(&key.as_str()) {
-                let help = did_you_mean(key, KEYS)
-                    .unwrap_or_else(|| format!("`normalize` takes: {}", KEYS.join(", ")));
-                problems.push(unknown_option(
-                    &[key],
-                    format!("unknown option `{key}`"),
-                    Some(help),
-                ));
-            }
+        let mut r = Reader::open(with, FIELDS, "`normalize`", "with: {label: species}")?;
+        let label = r.text("label");
+        if !r.has("label") {
+            r.report(
+                &[],
+                "`normalize` needs a `label` column".into(),
+                Some("add `label: COLUMN`, the column the model learns to predict; for image folders, set at least `size: [W, H]`".into()),
+            );
         }
-        let label = match map.get("label") {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(v) => {
-                problems.push(problem(
-                    &["label"],
-                    format!("`label` must be a column name, not {v}"),
-                    None,
-                ));
-                None
-            }
-            None => {
-                problems.push(problem(
-                    &[],
-                    "`normalize` needs a `label` column",
-                    Some("add `label: COLUMN`, the column the model learns to predict; for image folders, set at least `size: [W, H]`".into()),
-                ));
-                None
-            }
-        };
-        let task = map
-            .get("task")
-            .map_or(Some(Task::Classification), |v| {
-                word(v, &["task"], &Task::NAMES, Task::parse, &mut problems)
-            })
+        let task = r
+            .choice("task")
+            .and_then(Task::parse)
             .unwrap_or(Task::Classification);
-        let numeric = per_column(
-            map.get("numeric"),
-            "numeric",
-            Scaling::Zscore,
-            &Scaling::NAMES,
-            Scaling::parse,
-            &mut problems,
-        );
-        let categorical = per_column(
-            map.get("categorical"),
-            "categorical",
-            Encoding::Onehot,
-            &Encoding::NAMES,
-            Encoding::parse,
-            &mut problems,
-        );
-        let unknown_category = map
-            .get("unknown_category")
-            .map_or(Some(Unknown::Ignore), |v| {
-                word(
-                    v,
-                    &["unknown_category"],
-                    &Unknown::NAMES,
-                    Unknown::parse,
-                    &mut problems,
-                )
-            })
+        let numeric = per_column(&mut r, "numeric", &Scaling::NAMES, Scaling::parse);
+        let categorical = per_column(&mut r, "categorical", &Encoding::NAMES, Encoding::parse);
+        let unknown_category = r
+            .choice("unknown_category")
+            .and_then(Unknown::parse)
             .unwrap_or(Unknown::Ignore);
-        let drop = match map.get("drop") {
+        let drop_value = r.get("drop");
+        let mut problems = r.finish();
+        let drop = match drop_value {
             None => Vec::new(),
             Some(Value::Array(items)) => {
                 let mut out = Vec::new();

@@ -7,18 +7,77 @@
 use super::preprocess::{Color, Filter, ImagePreprocess, IMAGE_FORMAT};
 use super::{relative, write, NormalizeError, FEATURES, LABELS, PREPROCESS, SPLITS};
 use crate::clean::parse_size;
+use crate::fields::{Field, Reader, Type, Wording};
 use crate::image_folder::{self, Folder};
 use crate::npy;
-use crate::problems::{problem, unknown_option};
+use crate::problems::problem;
 use crate::staged::Staged;
 use rayon::prelude::*;
-use serde_json::{Map, Value};
-use sluice_runner::diag::did_you_mean;
+use serde_json::{json, Value};
 use sluice_runner::stage::ConfigProblem;
 use sluice_runner::StageContext;
 use std::path::Path;
 
-const KEYS: [&str; 5] = ["size", "filter", "color", "mean", "std"];
+/// The options of `normalize` on images: what the parser reads and the schema editors get.
+pub(super) const FIELDS: &[Field] = &[
+    Field::new(
+        "size",
+        Type::Custom(crate::clean::size_schema),
+        "The size every image is resized to, `[width, height]` in pixels.",
+    )
+    .default("[32, 32]"),
+    Field::new(
+        "filter",
+        Type::Choice {
+            names: &Filter::NAMES,
+            wording: Wording::ValueFor,
+        },
+        "The resampling filter of the resize.",
+    )
+    .default("\"triangle\""),
+    Field::new(
+        "color",
+        Type::Choice {
+            names: &Color::NAMES,
+            wording: Wording::ValueFor,
+        },
+        "rgb gives 3 channels, grayscale 1.",
+    )
+    .default("\"rgb\""),
+    Field::new(
+        "mean",
+        Type::Custom(mean_schema),
+        "Per-channel mean, one number per channel; with `std`, or neither to fit both on the train split.",
+    ),
+    Field::new(
+        "std",
+        Type::Custom(std_schema),
+        "Per-channel standard deviation, one positive number per channel; with `mean`.",
+    ),
+];
+
+/// Full image-mode `with:` blocks that `normalize` accepts, for the schema's examples.
+pub(super) const EXAMPLES: &[&str] = &[
+    r#"{"size": [28, 28], "color": "grayscale", "filter": "lanczos3", "mean": [0.5], "std": [0.25]}"#,
+    r#"{"size": [32, 32], "color": "rgb", "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}"#,
+];
+
+fn mean_schema() -> Value {
+    channels(json!({"type": "number"}))
+}
+
+fn std_schema() -> Value {
+    channels(json!({"type": "number", "exclusiveMinimum": 0}))
+}
+
+/// One value per channel: 3 for rgb, 1 for grayscale.
+fn channels(item: Value) -> Value {
+    json!({"type": "array", "items": item, "minItems": 1, "maxItems": 3})
+}
+
+fn is_image_key(key: &str) -> bool {
+    FIELDS.iter().any(|f| f.name == key)
+}
 const STEPS: f64 = 5.0;
 
 /// The `with:` block of `normalize` in image mode.
@@ -31,80 +90,31 @@ pub(super) struct ImageNormalizeConfig {
     pub(super) stats: Option<(Vec<f64>, Vec<f64>)>,
 }
 
-fn choice<T>(
-    map: &Map<String, Value>,
-    key: &str,
-    names: &[&str],
-    parse: impl Fn(&str) -> Option<T>,
-    default: T,
-    problems: &mut Vec<ConfigProblem>,
-) -> Option<T> {
-    match map.get(key) {
-        None => Some(default),
-        Some(Value::String(s)) => parse(s).or_else(|| {
-            let help = did_you_mean(s, names.iter().copied())
-                .unwrap_or_else(|| format!("`{key}` is one of {}", names.join(", ")));
-            problems.push(problem(
-                &[key],
-                format!("unknown value `{s}` for `{key}`"),
-                Some(help),
-            ));
-            None
-        }),
-        Some(v) => {
-            problems.push(problem(
-                &[key],
-                format!("`{key}` must be one of {}, not {v}", names.join(", ")),
-                None,
-            ));
-            None
-        }
-    }
-}
-
 impl ImageNormalizeConfig {
     pub(super) fn is_image_key(key: &str) -> bool {
-        KEYS.contains(&key)
+        is_image_key(key)
     }
 
     /// Parses `with`, collecting every problem rather than stopping at the first.
     pub(super) fn parse(with: &Value) -> Result<ImageNormalizeConfig, Vec<ConfigProblem>> {
-        let map = crate::problems::with_map(with, "with: {size: [32, 32], color: grayscale}")?;
-        let mut problems = Vec::new();
-        for key in map.keys() {
-            if !KEYS.contains(&key.as_str()) {
-                let help = did_you_mean(key, KEYS)
-                    .unwrap_or_else(|| format!("`normalize` on images takes: {}", KEYS.join(", ")));
-                problems.push(unknown_option(
-                    &[key],
-                    format!("unknown option `{key}` for images"),
-                    Some(help),
-                ));
-            }
-        }
-        let size = match map.get("size") {
+        let mut r = Reader::open_mode(
+            with,
+            FIELDS,
+            "`normalize` on images",
+            " for images",
+            "with: {size: [32, 32], color: grayscale}",
+        )?;
+        let size = match r.get("size") {
             None => Some([32, 32]),
-            Some(v) => parse_size("size", v, &mut problems),
+            Some(v) => parse_size("size", v, r.problems_mut()),
         };
-        let filter = choice(
-            map,
-            "filter",
-            &Filter::NAMES,
-            Filter::parse,
-            Filter::Triangle,
-            &mut problems,
-        );
-        let color = choice(
-            map,
-            "color",
-            &Color::NAMES,
-            Color::parse,
-            Color::Rgb,
-            &mut problems,
-        );
+        let filter = r.choice("filter").and_then(Filter::parse);
+        let color = r.choice("color").and_then(Color::parse);
+        let (mean_value, std_value) = (r.get("mean"), r.get("std"));
+        let mut problems = r.finish();
         let channels = color.map(Color::channels);
         let mut list = |key: &str, positive: bool| -> Option<Vec<f64>> {
-            let v = map.get(key)?;
+            let v = if key == "mean" { mean_value } else { std_value }?;
             let values: Option<Vec<f64>> = v.as_array().and_then(|a| {
                 a.iter()
                     .map(|x| {
@@ -135,7 +145,7 @@ impl ImageNormalizeConfig {
         };
         let mean = list("mean", false);
         let std = list("std", true);
-        let stats = match (map.contains_key("mean"), map.contains_key("std")) {
+        let stats = match (mean_value.is_some(), std_value.is_some()) {
             (true, true) => mean.zip(std),
             (false, false) => None,
             (given, _) => {

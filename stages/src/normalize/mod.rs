@@ -178,6 +178,13 @@ impl Stage for Normalize {
             NormalizeConfig::parse(with).err().unwrap_or_default()
         }
     }
+    fn with_schema(&self) -> Option<serde_json::Value> {
+        // Image options select the image mode, any other `with:` is the table mode's.
+        Some(serde_json::json!({"anyOf": [
+            crate::fields::schema(config::FIELDS, config::EXAMPLES),
+            crate::fields::schema(images::FIELDS, images::EXAMPLES),
+        ]}))
+    }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
         run(ctx).map_err(|e| e.to_string())
     }

@@ -4,7 +4,8 @@
 //! that the engine can point at the YAML, and `run()`, which can then trust the values.
 
 use super::Part;
-use crate::problems::{problem, unknown_option};
+use crate::fields::{Field, Reader, Type, Wording};
+use crate::problems::problem;
 use sluice_runner::diag::did_you_mean;
 use sluice_runner::stage::ConfigProblem;
 
@@ -66,99 +67,104 @@ pub(crate) struct SplitConfig {
     pub(crate) group: Option<String>,
 }
 
-const KEYS: [&str; 5] = ["ratios", "seed", "method", "label", "group"];
+/// The options of `split`: what the parser reads and the schema editors get.
+pub(crate) const FIELDS: &[Field] = &[
+    Field::new(
+        "ratios",
+        Type::Custom(ratios_schema),
+        "Fractions of the rows for train, val and test, summing to 1; val may be left out.",
+    )
+    .required(),
+    Field::new(
+        "seed",
+        Type::Whole {
+            min: 0,
+            expect: Some("a whole number from 0 to 2^64-1"),
+        },
+        "Seed of the shuffle: the same seed deals the same rows.",
+    )
+    .default("0"),
+    Field::new(
+        "method",
+        Type::Choice {
+            names: &Method::NAMES,
+            wording: Wording::Noun {
+                listing: "methods",
+                help_on_wrong_type: false,
+            },
+        },
+        "random shuffles all rows; stratified keeps each class of `label` in proportion; grouped keeps the rows of each `group` value together.",
+    )
+    .default("\"random\""),
+    Field::new("label", COLUMN, "The class column: needed by `method: stratified`, counted in the summary otherwise."),
+    Field::new("group", COLUMN, "The column whose values `method: grouped` keeps in one split."),
+];
+
+const COLUMN: Type = Type::Text {
+    non_empty: true,
+    expect: "a column name",
+};
+
+/// Full `with:` blocks that `split` accepts, for the schema's examples.
+pub(crate) const EXAMPLES: &[&str] = &[
+    r#"{"ratios": {"train": 0.7, "val": 0.15, "test": 0.15}, "seed": 42, "method": "stratified", "label": "species"}"#,
+    r#"{"ratios": {"train": 0.8, "test": 0.2}, "method": "grouped", "group": "patient"}"#,
+];
+
+fn ratios_schema() -> serde_json::Value {
+    // Train and test must hold rows; a run may go without validation rows.
+    let above_0 = serde_json::json!({"type": "number", "exclusiveMinimum": 0, "maximum": 1});
+    serde_json::json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["train", "test"],
+        "properties": {
+            "train": above_0,
+            "val": {"type": "number", "minimum": 0, "maximum": 1},
+            "test": above_0,
+        },
+    })
+}
+
 const TOLERANCE: f64 = 1e-6;
 
 impl SplitConfig {
     /// Parses `with`, collecting every problem rather than stopping at the first.
     pub(crate) fn parse(with: &serde_json::Value) -> Result<SplitConfig, Vec<ConfigProblem>> {
-        let mut problems = Vec::new();
-        let map =
-            crate::problems::with_map(with, "with: {ratios: {train: 0.8, val: 0.1, test: 0.1}}")?;
-        for key in map.keys() {
-            if !KEYS.contains(&key.as_str()) {
-                let help = did_you_mean(key, KEYS)
-                    .unwrap_or_else(|| format!("`split` takes: {}", KEYS.join(", ")));
-                problems.push(unknown_option(
-                    &[key],
-                    format!("unknown option `{key}`"),
-                    Some(help),
-                ));
-            }
-        }
-
-        let ratios = parse_ratios(map.get("ratios"), &mut problems);
-        let seed = match map.get("seed") {
-            None => 0,
-            Some(v) => v.as_u64().unwrap_or_else(|| {
-                problems.push(problem(
-                    &["seed"],
-                    format!("`seed` must be a whole number from 0 to 2^64-1, not {v}"),
-                    None,
-                ));
-                0
-            }),
-        };
-        let method = match map.get("method") {
-            None => Some(Method::Random),
-            Some(serde_json::Value::String(s)) => Method::parse(s).or_else(|| {
-                let help = did_you_mean(s, Method::NAMES)
-                    .unwrap_or_else(|| format!("methods: {}", Method::NAMES.join(", ")));
-                problems.push(problem(
-                    &["method"],
-                    format!("unknown method `{s}`"),
-                    Some(help),
-                ));
-                None
-            }),
-            Some(v) => {
-                problems.push(problem(
-                    &["method"],
-                    format!(
-                        "`method` must be one of {}, not {v}",
-                        Method::NAMES.join(", ")
-                    ),
-                    None,
-                ));
-                None
-            }
-        };
-        let column = |key: &str, problems: &mut Vec<ConfigProblem>| match map.get(key) {
-            None => None,
-            Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(v) => {
-                problems.push(problem(
-                    &[key],
-                    format!("`{key}` must be a column name, not {v}"),
-                    None,
-                ));
-                None
-            }
-        };
-        let label = column("label", &mut problems);
-        let group = column("group", &mut problems);
+        let mut r = Reader::open(
+            with,
+            FIELDS,
+            "`split`",
+            "with: {ratios: {train: 0.8, val: 0.1, test: 0.1}}",
+        )?;
+        let ratios = parse_ratios(r.get("ratios"), r.problems_mut());
+        let seed = r.whole("seed").unwrap_or(0);
+        let method = r.choice("method").and_then(Method::parse);
+        let label = r.text("label");
+        let group = r.text("group");
         match method {
-            Some(Method::Stratified) if label.is_none() && !map.contains_key("label") => {
-                problems.push(problem(
+            Some(Method::Stratified) if label.is_none() && !r.has("label") => {
+                r.report(
                     &["method"],
-                    "`method: stratified` needs a `label` column",
+                    "`method: stratified` needs a `label` column".into(),
                     Some("add `label: COLUMN`, the column whose classes each split keeps in proportion; for an `images` input, leave `method` out: images are stratified by class folder".into()),
-                ))
+                )
             }
-            Some(Method::Grouped) if group.is_none() && !map.contains_key("group") => {
-                problems.push(problem(
+            Some(Method::Grouped) if group.is_none() && !r.has("group") => {
+                r.report(
                     &["method"],
-                    "`method: grouped` needs a `group` column",
+                    "`method: grouped` needs a `group` column".into(),
                     Some("add `group: COLUMN`; rows with the same value stay in one split".into()),
-                ))
+                )
             }
-            Some(m) if m != Method::Grouped && map.contains_key("group") => problems.push(problem(
+            Some(m) if m != Method::Grouped && r.has("group") => r.report(
                 &["group"],
                 format!("`group` only applies to `method: grouped`, and this split is {}", m.name()),
                 Some("set `method: grouped`, or remove `group`".into()),
-            )),
+            ),
             _ => {}
         }
+        let problems = r.finish();
         match (ratios, method) {
             (Some(ratios), Some(method)) if problems.is_empty() => Ok(SplitConfig {
                 ratios,

@@ -108,6 +108,9 @@ impl Stage for Split {
     fn check(&self, with: &serde_json::Value) -> Vec<ConfigProblem> {
         SplitConfig::parse(with).err().unwrap_or_default()
     }
+    fn with_schema(&self) -> Option<serde_json::Value> {
+        Some(crate::fields::schema(config::FIELDS, config::EXAMPLES))
+    }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
         run(ctx).map_err(|e| e.to_string())
     }

@@ -2,31 +2,14 @@
 //! reported at its path, then resolved (defaults filled in from the data) into the request the
 //! worker reads. The worker trusts what it gets: every value range is checked here.
 
-use crate::problems::{problem, unknown_option};
+use super::options::{
+    ADAMW, CNN, EARLY_STOPPING, FIELDS, LINEAR, MLP, MODELS, NOUN, ONNX, OPTIMIZERS, SGD,
+};
+use crate::fields::{choose, Reader};
+use crate::problems::problem;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use sluice_runner::diag::did_you_mean;
 use sluice_runner::stage::ConfigProblem;
-
-const KEYS: &[&str] = &[
-    "model",
-    "loss",
-    "optimizer",
-    "schedule",
-    "epochs",
-    "batch_size",
-    "shuffle",
-    "seed",
-    "augment",
-    "early_stopping",
-    "device",
-    "task",
-];
-const MODELS: &[&str] = &["linear", "logistic", "mlp", "cnn"];
-const LOSSES: &[&str] = &["cross_entropy", "mse", "l1", "bce_with_logits"];
-const OPTIMIZERS: &[&str] = &["adamw", "sgd"];
-const ACTIVATIONS: &[&str] = &["relu", "tanh", "gelu", "sigmoid"];
-const METRICS: &[&str] = &["val_loss", "val_accuracy", "val_rmse"];
 
 /// Where training runs, as asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -133,238 +116,95 @@ pub(crate) struct TrainConfig {
 pub(crate) const DEFAULT_LR: f64 = 0.001;
 pub(crate) const TABLE_LR: f64 = 0.01;
 
-/// Collects problems while reading values.
-struct Reader {
-    problems: Vec<ConfigProblem>,
+/// A list of positive whole numbers at `path`, else `default` and a problem.
+fn uints(
+    problems: &mut Vec<ConfigProblem>,
+    path: &[&str],
+    v: Option<&Value>,
+    default: &[u64],
+) -> Vec<u64> {
+    let Some(v) = v else { return default.to_vec() };
+    match v.as_array().and_then(|a| {
+        a.iter()
+            .map(|x| x.as_u64().filter(|&n| n > 0))
+            .collect::<Option<Vec<_>>>()
+    }) {
+        Some(list) if !list.is_empty() => list,
+        _ => {
+            problems.push(problem(
+                path,
+                format!(
+                    "`{}` must be a list of positive whole numbers, not {v}",
+                    path.join(".")
+                ),
+                Some(format!(
+                    "write e.g. `{}: [64, 32]`",
+                    path.last().copied().unwrap_or("")
+                )),
+            ));
+            default.to_vec()
+        }
+    }
 }
 
-impl Reader {
-    fn push(&mut self, path: &[&str], message: String, help: Option<String>) {
-        self.problems.push(problem(path, message, help));
-    }
-
-    fn map<'a>(
-        &mut self,
-        path: &[&str],
-        v: &'a Value,
-        example: &str,
-    ) -> Option<&'a Map<String, Value>> {
-        match v {
-            Value::Object(m) => Some(m),
-            _ => {
-                self.push(
-                    path,
-                    format!("`{}` must be a mapping, not {v}", path.join(".")),
-                    Some(format!("write e.g. `{example}`")),
-                );
-                None
-            }
-        }
-    }
-
-    fn keys(&mut self, path: &[&str], m: &Map<String, Value>, allowed: &[&str], what: &str) {
-        for key in m.keys() {
-            if !allowed.contains(&key.as_str()) {
-                let mut p = path.to_vec();
-                p.push(key);
-                let help = did_you_mean(key, allowed.iter().copied())
-                    .unwrap_or_else(|| format!("{what} takes: {}", allowed.join(", ")));
-                self.problems.push(unknown_option(
-                    &p,
-                    format!("unknown option `{key}`"),
-                    Some(help),
-                ));
-            }
-        }
-    }
-
-    fn float(
-        &mut self,
-        path: &[&str],
-        v: Option<&Value>,
-        default: f64,
-        min: f64,
-        max: f64,
-        open_min: bool,
-    ) -> f64 {
-        let Some(v) = v else { return default };
-        match v.as_f64() {
-            Some(x) if x.is_finite() && (x > min || (!open_min && x == min)) && x <= max => x,
-            _ => {
-                let lower = if open_min { "above" } else { "at least" };
-                let upper = if max.is_finite() {
-                    format!(" and at most {max}")
-                } else {
-                    String::new()
-                };
-                self.push(
-                    path,
-                    format!(
-                        "`{}` must be a number {lower} {min}{upper}, not {v}",
-                        path.join(".")
-                    ),
-                    None,
-                );
-                default
-            }
-        }
-    }
-
-    fn uint(&mut self, path: &[&str], v: Option<&Value>, default: u64, min: u64) -> u64 {
-        let Some(v) = v else { return default };
-        match v.as_u64() {
-            Some(n) if n >= min => n,
-            _ => {
-                self.push(
-                    path,
-                    format!(
-                        "`{}` must be a whole number of at least {min}, not {v}",
-                        path.join(".")
-                    ),
-                    None,
-                );
-                default
-            }
-        }
-    }
-
-    fn boolean(&mut self, path: &[&str], v: Option<&Value>, default: bool) -> bool {
-        let Some(v) = v else { return default };
-        v.as_bool().unwrap_or_else(|| {
-            self.push(
+/// A list of names at `path`, else none and a problem.
+fn strings(problems: &mut Vec<ConfigProblem>, path: &[&str], v: &Value) -> Vec<String> {
+    match v.as_array().and_then(|a| {
+        a.iter()
+            .map(|x| x.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+    }) {
+        Some(list) => list,
+        None => {
+            problems.push(problem(
                 path,
-                format!("`{}` must be true or false, not {v}", path.join(".")),
+                format!("`{}` must be a list of names, not {v}", path.join(".")),
                 None,
-            );
-            default
-        })
-    }
-
-    fn choice(&mut self, path: &[&str], v: &Value, names: &[&str]) -> Option<String> {
-        match v.as_str() {
-            Some(s) if names.contains(&s) => Some(s.to_string()),
-            Some(s) => {
-                let help = did_you_mean(s, names.iter().copied())
-                    .unwrap_or_else(|| format!("choose one of: {}", names.join(", ")));
-                self.push(
-                    path,
-                    format!("unknown {} `{s}`", path.last().copied().unwrap_or("value")),
-                    Some(help),
-                );
-                None
-            }
-            None => {
-                self.push(
-                    path,
-                    format!(
-                        "`{}` must be one of {}, not {v}",
-                        path.join("."),
-                        names.join(", ")
-                    ),
-                    None,
-                );
-                None
-            }
-        }
-    }
-
-    fn uints(&mut self, path: &[&str], v: Option<&Value>, default: &[u64]) -> Vec<u64> {
-        let Some(v) = v else { return default.to_vec() };
-        match v.as_array().and_then(|a| {
-            a.iter()
-                .map(|x| x.as_u64().filter(|&n| n > 0))
-                .collect::<Option<Vec<_>>>()
-        }) {
-            Some(list) if !list.is_empty() => list,
-            _ => {
-                self.push(
-                    path,
-                    format!(
-                        "`{}` must be a list of positive whole numbers, not {v}",
-                        path.join(".")
-                    ),
-                    Some(format!(
-                        "write e.g. `{}: [64, 32]`",
-                        path.last().copied().unwrap_or("")
-                    )),
-                );
-                default.to_vec()
-            }
-        }
-    }
-
-    fn strings(&mut self, path: &[&str], v: &Value) -> Vec<String> {
-        match v.as_array().and_then(|a| {
-            a.iter()
-                .map(|x| x.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-        }) {
-            Some(list) => list,
-            None => {
-                self.push(
-                    path,
-                    format!("`{}` must be a list of names, not {v}", path.join(".")),
-                    None,
-                );
-                Vec::new()
-            }
+            ));
+            Vec::new()
         }
     }
 }
 
 impl TrainConfig {
     pub(crate) fn parse(with: &Value) -> Result<TrainConfig, Vec<ConfigProblem>> {
-        let map = crate::problems::with_map(with, "with: {model: mlp, epochs: 30}")?;
-        let mut r = Reader {
-            problems: Vec::new(),
-        };
-        r.keys(&[], map, KEYS, "`train`");
-        let model = map.get("model").and_then(|v| parse_model(&mut r, v));
-        let loss = map.get("loss").and_then(|v| r.choice(&["loss"], v, LOSSES));
+        let mut r = Reader::open(with, FIELDS, "`train`", "with: {model: mlp, epochs: 30}")?;
+        let model = parse_model(&mut r);
+        let loss = r.choice("loss").map(str::to_string);
         let mut lr_given = false;
-        let optimizer = parse_optimizer(&mut r, map.get("optimizer"), &mut lr_given);
-        let schedule = parse_schedule(&mut r, map.get("schedule"));
-        let epochs = r.uint(&["epochs"], map.get("epochs"), 20, 1);
-        let batch_size = r.uint(&["batch_size"], map.get("batch_size"), 32, 1);
-        let shuffle = r.boolean(&["shuffle"], map.get("shuffle"), true);
-        let seed = r.uint(&["seed"], map.get("seed"), 0, 0);
-        let augment = parse_augment(&mut r, map.get("augment"));
-        let early_stopping = match map.get("early_stopping") {
+        let optimizer = parse_optimizer(&mut r, &mut lr_given);
+        let schedule = parse_schedule(&mut r);
+        let epochs = r.whole("epochs").unwrap_or_default();
+        let batch_size = r.whole("batch_size").unwrap_or_default();
+        let shuffle = r.flag("shuffle").unwrap_or_default();
+        let seed = r.whole("seed").unwrap_or_default();
+        let augment = parse_augment(&mut r);
+        let early_stopping = match r.get("early_stopping") {
             None | Some(Value::Null) => None,
-            Some(v) => parse_early_stopping(&mut r, v),
+            Some(_) => parse_early_stopping(&mut r),
         };
-        let device = match map.get("device") {
-            None => Device::Auto,
-            Some(v) => match r
-                .choice(&["device"], v, &["auto", "cpu", "cuda"])
-                .as_deref()
-            {
-                Some("cpu") => Device::Cpu,
-                Some("cuda") => Device::Cuda,
-                _ => Device::Auto,
-            },
+        let device = match r.choice("device") {
+            Some("cpu") => Device::Cpu,
+            Some("cuda") => Device::Cuda,
+            _ => Device::Auto,
         };
-        let task = map.get("task").and_then(|v| {
-            match r
-                .choice(&["task"], v, &["classification", "regression"])
-                .as_deref()
-            {
-                Some("classification") => Some(Task::Classification),
-                Some("regression") => Some(Task::Regression),
-                _ => None,
-            }
-        });
+        let task = match r.choice("task") {
+            Some("classification") => Some(Task::Classification),
+            Some("regression") => Some(Task::Regression),
+            _ => None,
+        };
         if let (Some(Task::Regression), Some(l)) = (task, &loss) {
             if l == "cross_entropy" || l == "bce_with_logits" {
-                r.push(
+                r.report(
                     &["loss"],
                     format!("`{l}` is a classification loss, and `task` is regression"),
                     Some("use `loss: mse` or `loss: l1`".into()),
                 );
             }
         }
-        if !r.problems.is_empty() {
-            return Err(r.problems);
+        let problems = r.finish();
+        if !problems.is_empty() {
+            return Err(problems);
         }
         Ok(TrainConfig {
             model,
@@ -459,53 +299,34 @@ fn default_cnn() -> Model {
     }
 }
 
-fn parse_model(r: &mut Reader, v: &Value) -> Option<Model> {
+fn parse_model(r: &mut Reader<'_>) -> Option<Model> {
+    let v = r.get("model")?;
     let (kind, m) = match v {
-        Value::String(_) => (r.choice(&["model"], v, MODELS)?, None),
+        Value::String(_) => (
+            choose(r.problems_mut(), &["model"], v, MODELS, &NOUN)?,
+            None,
+        ),
         Value::Object(m) if m.contains_key("onnx") => {
-            r.keys(
-                &["model"],
-                m,
-                &["onnx", "trainable", "frozen"],
-                "a user model",
-            );
-            let path = match m.get("onnx") {
-                Some(Value::String(p)) if !p.is_empty() => p.clone(),
-                other => {
-                    r.push(
-                        &["model", "onnx"],
-                        format!("`model.onnx` must be the path of an ONNX file, not {}", other.unwrap_or(&Value::Null)),
-                        Some("declare the file as an input and write `model: {onnx: \"${{ inputs.model }}\"}`".into()),
-                    );
-                    return None;
-                }
-            };
-            let trainable = m
-                .get("trainable")
-                .map(|t| r.strings(&["model", "trainable"], t));
-            let frozen = m
-                .get("frozen")
-                .map(|f| r.strings(&["model", "frozen"], f))
-                .unwrap_or_default();
-            return Some(Model::Onnx {
-                path,
-                trainable,
-                frozen,
-            });
+            let mut s = r.nested("model", m, ONNX);
+            s.unknown_keys("a user model takes: ", "");
+            let model = parse_onnx(&mut s);
+            r.absorb(s);
+            return model;
         }
         Value::Object(m) => {
             let Some(t) = m.get("type") else {
-                r.push(
+                r.report(
                     &["model"],
                     "`model` needs a `type` (or `onnx: PATH` for your own model)".into(),
                     Some(format!("types: {}", MODELS.join(", "))),
                 );
                 return None;
             };
-            (r.choice(&["model", "type"], t, MODELS)?, Some(m))
+            let kind = choose(r.problems_mut(), &["model", "type"], t, MODELS, &NOUN)?;
+            (kind, Some(m))
         }
         _ => {
-            r.push(
+            r.report(
                 &["model"],
                 format!("`model` must be a model type or a mapping, not {v}"),
                 Some("write e.g. `model: mlp` or `model: {type: mlp, hidden: [64, 64]}`".into()),
@@ -514,78 +335,101 @@ fn parse_model(r: &mut Reader, v: &Value) -> Option<Model> {
         }
     };
     let empty = Map::new();
-    let m = m.unwrap_or(&empty);
-    let get = |k: &str| m.get(k);
-    let model = match kind.as_str() {
-        "linear" | "logistic" => {
-            r.keys(&["model"], m, &["type"], &format!("`{kind}`"));
-            if kind == "linear" {
-                Model::Linear
-            } else {
-                Model::Logistic
-            }
-        }
+    let fields = match kind {
+        "linear" | "logistic" => LINEAR,
+        "mlp" => MLP,
+        _ => CNN,
+    };
+    let mut s = r.nested("model", m.unwrap_or(&empty), fields);
+    s.unknown_keys(&format!("`{kind}` takes: "), "");
+    let model = match kind {
+        "linear" => Model::Linear,
+        "logistic" => Model::Logistic,
         "mlp" => {
-            r.keys(
-                &["model"],
-                m,
-                &["type", "hidden", "activation", "dropout"],
-                "`mlp`",
-            );
-            let activation = get("activation")
-                .and_then(|a| r.choice(&["model", "activation"], a, ACTIVATIONS))
-                .unwrap_or_else(|| "relu".into());
+            let activation = s.choice("activation").unwrap_or("relu").to_string();
+            let hidden_value = s.get("hidden");
             Model::Mlp {
-                hidden: r.uints(&["model", "hidden"], get("hidden"), &[64]),
+                hidden: uints(s.problems_mut(), &["model", "hidden"], hidden_value, &[64]),
                 activation,
-                dropout: r.float(&["model", "dropout"], get("dropout"), 0.0, 0.0, 0.95, false),
+                dropout: s.number("dropout").unwrap_or_default(),
             }
         }
         _ => {
-            r.keys(
-                &["model"],
-                m,
-                &["type", "channels", "hidden", "kernel", "dropout"],
-                "`cnn`",
-            );
-            let kernel = r.uint(&["model", "kernel"], get("kernel"), 3, 1);
+            let kernel = s.whole("kernel").unwrap_or_default();
             if kernel.is_multiple_of(2) {
-                r.push(
-                    &["model", "kernel"],
+                s.report(
+                    &["kernel"],
                     format!("`model.kernel` must be odd (3, 5, ...), not {kernel}"),
                     None,
                 );
             }
+            let channels_value = s.get("channels");
             Model::Cnn {
-                channels: r.uints(&["model", "channels"], get("channels"), &[32, 64]),
-                hidden: r.uint(&["model", "hidden"], get("hidden"), 128, 1),
+                channels: uints(
+                    s.problems_mut(),
+                    &["model", "channels"],
+                    channels_value,
+                    &[32, 64],
+                ),
+                hidden: s.whole("hidden").unwrap_or_default(),
                 kernel,
-                dropout: r.float(&["model", "dropout"], get("dropout"), 0.0, 0.0, 0.95, false),
+                dropout: s.number("dropout").unwrap_or_default(),
             }
         }
     };
+    r.absorb(s);
     Some(model)
 }
 
-fn parse_optimizer(r: &mut Reader, v: Option<&Value>, lr_given: &mut bool) -> Optimizer {
-    let adamw = |lr| Optimizer::Adamw {
-        lr,
-        betas: [0.9, 0.999],
-        eps: 1e-8,
-        weight_decay: 0.01,
+/// `model: {onnx: PATH, ...}`, a user's model.
+fn parse_onnx(s: &mut Reader<'_>) -> Option<Model> {
+    let path = match s.get("onnx") {
+        Some(Value::String(p)) if !p.is_empty() => p.clone(),
+        other => {
+            s.report(
+                &["onnx"],
+                format!("`model.onnx` must be the path of an ONNX file, not {}", other.unwrap_or(&Value::Null)),
+                Some("declare the file as an input and write `model: {onnx: \"${{ inputs.model }}\"}`".into()),
+            );
+            return None;
+        }
     };
-    let Some(v) = v else { return adamw(DEFAULT_LR) };
-    let (kind, m) = match v {
-        Value::String(_) => (r.choice(&["optimizer"], v, OPTIMIZERS), None),
-        Value::Object(m) => (
+    let trainable = s
+        .get("trainable")
+        .map(|t| strings(s.problems_mut(), &["model", "trainable"], t));
+    let frozen = s
+        .get("frozen")
+        .map(|f| strings(s.problems_mut(), &["model", "frozen"], f))
+        .unwrap_or_default();
+    Some(Model::Onnx {
+        path,
+        trainable,
+        frozen,
+    })
+}
+
+fn parse_optimizer(r: &mut Reader<'_>, lr_given: &mut bool) -> Optimizer {
+    let (kind, m) = match r.get("optimizer") {
+        None => (Some("adamw"), None),
+        Some(v @ Value::String(_)) => (
+            choose(r.problems_mut(), &["optimizer"], v, OPTIMIZERS, &NOUN),
+            None,
+        ),
+        Some(Value::Object(m)) => (
             match m.get("type") {
-                Some(t) => r.choice(&["optimizer", "type"], t, OPTIMIZERS),
-                None => Some("adamw".into()),
+                Some(t) => choose(
+                    r.problems_mut(),
+                    &["optimizer", "type"],
+                    t,
+                    OPTIMIZERS,
+                    &NOUN,
+                ),
+                None => Some("adamw"),
             },
             Some(m),
         ),
-        _ => {
-            r.push(
+        Some(v) => {
+            r.report(
                 &["optimizer"],
                 format!("`optimizer` must be `adamw`, `sgd` or a mapping, not {v}"),
                 Some("write e.g. `optimizer: {type: adamw, lr: 0.001}`".into()),
@@ -594,151 +438,94 @@ fn parse_optimizer(r: &mut Reader, v: Option<&Value>, lr_given: &mut bool) -> Op
         }
     };
     let empty = Map::new();
-    let m = m.unwrap_or(&empty);
-    let lr = r.float(
-        &["optimizer", "lr"],
-        m.get("lr"),
-        DEFAULT_LR,
-        0.0,
-        10.0,
-        true,
+    let sgd = kind == Some("sgd");
+    let mut s = r.nested(
+        "optimizer",
+        m.unwrap_or(&empty),
+        if sgd { SGD } else { ADAMW },
     );
-    *lr_given = m.contains_key("lr");
-    match kind.as_deref() {
-        Some("sgd") => {
-            r.keys(&["optimizer"], m, &["type", "lr"], "`sgd`");
-            Optimizer::Sgd { lr }
+    let lr = s.number("lr").unwrap_or(DEFAULT_LR);
+    *lr_given = s.has("lr");
+    let optimizer = if sgd {
+        s.unknown_keys("`sgd` takes: ", "");
+        Optimizer::Sgd { lr }
+    } else {
+        s.unknown_keys("`adamw` takes: ", "");
+        let betas = match s.get("betas") {
+            None => [0.9, 0.999],
+            Some(b) => match b
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect::<Vec<_>>())
+            {
+                Some(v) if v.len() == 2 && v.iter().all(|x| (0.0..1.0).contains(x)) => [v[0], v[1]],
+                _ => {
+                    s.report(
+                        &["betas"],
+                        format!("`optimizer.betas` must be two numbers in [0, 1), not {b}"),
+                        Some("write e.g. `betas: [0.9, 0.999]`".into()),
+                    );
+                    [0.9, 0.999]
+                }
+            },
+        };
+        Optimizer::Adamw {
+            lr,
+            betas,
+            eps: s.number("eps").unwrap_or_default(),
+            weight_decay: s.number("weight_decay").unwrap_or_default(),
         }
-        _ => {
-            r.keys(
-                &["optimizer"],
-                m,
-                &["type", "lr", "betas", "eps", "weight_decay"],
-                "`adamw`",
-            );
-            let betas = match m.get("betas") {
-                None => [0.9, 0.999],
-                Some(b) => match b
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_f64).collect::<Vec<_>>())
-                {
-                    Some(v) if v.len() == 2 && v.iter().all(|x| (0.0..1.0).contains(x)) => {
-                        [v[0], v[1]]
-                    }
-                    _ => {
-                        r.push(
-                            &["optimizer", "betas"],
-                            format!("`optimizer.betas` must be two numbers in [0, 1), not {b}"),
-                            Some("write e.g. `betas: [0.9, 0.999]`".into()),
-                        );
-                        [0.9, 0.999]
-                    }
-                },
-            };
-            Optimizer::Adamw {
-                lr,
-                betas,
-                eps: r.float(&["optimizer", "eps"], m.get("eps"), 1e-8, 0.0, 1.0, true),
-                weight_decay: r.float(
-                    &["optimizer", "weight_decay"],
-                    m.get("weight_decay"),
-                    0.01,
-                    0.0,
-                    1.0,
-                    false,
-                ),
-            }
-        }
-    }
+    };
+    r.absorb(s);
+    optimizer
 }
 
-fn parse_schedule(r: &mut Reader, v: Option<&Value>) -> Schedule {
-    let mut s = Schedule {
+fn parse_schedule(r: &mut Reader<'_>) -> Schedule {
+    let mut schedule = Schedule {
         warmup_epochs: 0.0,
         decay: "constant".into(),
     };
-    let Some(v) = v else { return s };
-    let Some(m) = r.map(
-        &["schedule"],
-        v,
-        "schedule: {warmup_epochs: 1, decay: linear}",
-    ) else {
-        return s;
+    let Some(mut s) = r.section("schedule", "schedule: {warmup_epochs: 1, decay: linear}") else {
+        return schedule;
     };
-    r.keys(&["schedule"], m, &["warmup_epochs", "decay"], "`schedule`");
-    s.warmup_epochs = r.float(
-        &["schedule", "warmup_epochs"],
-        m.get("warmup_epochs"),
-        0.0,
-        0.0,
-        f64::INFINITY,
-        false,
-    );
-    if let Some(d) = m.get("decay") {
-        if let Some(d) = r.choice(&["schedule", "decay"], d, &["linear", "constant"]) {
-            s.decay = d;
-        }
+    schedule.warmup_epochs = s.number("warmup_epochs").unwrap_or_default();
+    if let Some(d) = s.choice("decay") {
+        schedule.decay = d.into();
     }
-    s
+    r.absorb(s);
+    schedule
 }
 
-fn parse_augment(r: &mut Reader, v: Option<&Value>) -> Augment {
-    let mut a = Augment {
-        hflip: false,
-        crop_padding: 0,
-        rotate_degrees: 0.0,
+fn parse_augment(r: &mut Reader<'_>) -> Augment {
+    let Some(mut s) = r.section("augment", "augment: {hflip: true, crop_padding: 2}") else {
+        return Augment {
+            hflip: false,
+            crop_padding: 0,
+            rotate_degrees: 0.0,
+        };
     };
-    let Some(v) = v else { return a };
-    let Some(m) = r.map(&["augment"], v, "augment: {hflip: true, crop_padding: 2}") else {
-        return a;
+    let augment = Augment {
+        hflip: s.flag("hflip").unwrap_or_default(),
+        crop_padding: s.whole("crop_padding").unwrap_or_default(),
+        rotate_degrees: s.number("rotate_degrees").unwrap_or_default(),
     };
-    r.keys(
-        &["augment"],
-        m,
-        &["hflip", "crop_padding", "rotate_degrees"],
-        "`augment`",
-    );
-    a.hflip = r.boolean(&["augment", "hflip"], m.get("hflip"), false);
-    a.crop_padding = r.uint(&["augment", "crop_padding"], m.get("crop_padding"), 0, 0);
-    a.rotate_degrees = r.float(
-        &["augment", "rotate_degrees"],
-        m.get("rotate_degrees"),
-        0.0,
-        0.0,
-        180.0,
-        false,
-    );
-    a
+    r.absorb(s);
+    augment
 }
 
-fn parse_early_stopping(r: &mut Reader, v: &Value) -> Option<EarlyStopping> {
-    let m = r.map(
-        &["early_stopping"],
-        v,
+fn parse_early_stopping(r: &mut Reader<'_>) -> Option<EarlyStopping> {
+    let mut s = r.mapping(
+        "early_stopping",
+        EARLY_STOPPING,
         "early_stopping: {patience: 5, metric: val_loss}",
+        "`early_stopping` takes: ",
     )?;
-    r.keys(
-        &["early_stopping"],
-        m,
-        &["patience", "metric", "min_delta"],
-        "`early_stopping`",
-    );
-    let metric = match m.get("metric") {
-        None => "val_loss".to_string(),
-        Some(x) => r.choice(&["early_stopping", "metric"], x, METRICS)?,
-    };
-    Some(EarlyStopping {
-        patience: r.uint(&["early_stopping", "patience"], m.get("patience"), 5, 1),
-        metric,
-        min_delta: r.float(
-            &["early_stopping", "min_delta"],
-            m.get("min_delta"),
-            0.0,
-            0.0,
-            f64::INFINITY,
-            false,
-        ),
-    })
+    let stopping = s.choice("metric").map(|metric| EarlyStopping {
+        patience: s.whole("patience").unwrap_or_default(),
+        metric: metric.into(),
+        min_delta: s.number("min_delta").unwrap_or_default(),
+    });
+    r.absorb(s);
+    stopping
 }
 
 #[cfg(test)]

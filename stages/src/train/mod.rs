@@ -11,6 +11,7 @@
 
 mod config;
 mod device;
+mod options;
 
 use crate::arrays;
 use crate::problems::relative;
@@ -46,6 +47,9 @@ impl Stage for Train {
     }
     fn check(&self, with: &Value) -> Vec<ConfigProblem> {
         TrainConfig::parse(with).err().unwrap_or_default()
+    }
+    fn with_schema(&self) -> Option<Value> {
+        Some(crate::fields::schema(options::FIELDS, options::EXAMPLES))
     }
     /// The worker's code and the pinned runtime: a new trainer retrains.
     fn env_facts(&self, _with: &Value) -> Vec<(String, String)> {
