@@ -455,7 +455,8 @@ fn parse_optimizer(r: &mut Reader<'_>, lr_given: &mut bool) -> Optimizer {
             None => [0.9, 0.999],
             Some(b) => match b
                 .as_array()
-                .map(|a| a.iter().filter_map(Value::as_f64).collect::<Vec<_>>())
+                // Every element must be a number: `[0.9, "x", 0.999]` is not two numbers.
+                .and_then(|a| a.iter().map(Value::as_f64).collect::<Option<Vec<_>>>())
             {
                 Some(v) if v.len() == 2 && v.iter().all(|x| (0.0..1.0).contains(x)) => [v[0], v[1]],
                 _ => {
@@ -629,6 +630,20 @@ mod tests {
             text.contains("augment.flip: unknown option `flip`"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn betas_are_two_numbers_with_nothing_else() {
+        for bad in [json!([0.9, "x", 0.999]), json!([0.9]), json!([0.9, 1.0]), json!("0.9")] {
+            let p = problems(json!({"optimizer": {"betas": bad.clone()}}));
+            assert_eq!(
+                p,
+                vec![format!(
+                    "optimizer.betas: `optimizer.betas` must be two numbers in [0, 1), not {bad}"
+                )]
+            );
+        }
+        assert!(problems(json!({"optimizer": {"betas": [0.5, 0.5]}})).is_empty());
     }
 
     #[test]
