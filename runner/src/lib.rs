@@ -7,6 +7,7 @@ pub mod cache;
 pub mod cancel;
 mod canonical;
 pub mod diag;
+pub mod error;
 pub mod events;
 pub mod exec;
 pub mod fingerprint;
@@ -29,6 +30,7 @@ pub mod validate;
 pub mod watch;
 pub mod workspace;
 
+pub use error::StageError;
 pub use events::{Event, Outcome};
 pub use job::ENV_ALLOWLIST;
 pub use pipeline::{Pipeline, StageDef, StageId, StageKind};

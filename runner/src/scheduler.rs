@@ -5,6 +5,7 @@
 
 use crate::cancel::{CancelReason, CancelToken};
 use crate::events::{Event, Outcome};
+use crate::error::StageError;
 use crate::exec::signal_group;
 use crate::job::{check_up_to_date, run_job, Completed, Job, JobMsg, JobResult, RunCtx};
 use crate::lock::{LockEntry, LockFile, LockedOutput};
@@ -121,7 +122,7 @@ pub(crate) fn dispatch(
                     // reported done and the dispatcher would wait for it forever.
                     let result = crate::panics::catch(|| run_job(&ctx, &job, &tx)).unwrap_or_else(
                         |message| JobResult::Failed {
-                            message,
+                            error: message.into(),
                             log_tail: Vec::new(),
                         },
                     );
@@ -462,7 +463,7 @@ impl Dispatcher {
                 i,
                 Outcome::Skipped,
                 Instant::now(),
-                Some(format!("upstream `{failed}` did not succeed")),
+                Some(format!("upstream `{failed}` did not succeed").into()),
                 Vec::new(),
             );
             return;
@@ -510,18 +511,22 @@ impl Dispatcher {
                 (Outcome::Ran, None, Vec::new())
             }
             JobResult::Failed { log_tail, .. } if timed_out => {
-                (Outcome::TimedOut, Some(timeout_msg()), log_tail)
+                (Outcome::TimedOut, Some(timeout_msg().into()), log_tail)
             }
-            JobResult::Failed { message, log_tail } => (Outcome::Failed, Some(message), log_tail),
+            JobResult::Failed { error, log_tail } => (Outcome::Failed, Some(error), log_tail),
             JobResult::Cancelled { log_tail } if timed_out => {
-                (Outcome::TimedOut, Some(timeout_msg()), log_tail)
+                (Outcome::TimedOut, Some(timeout_msg().into()), log_tail)
             }
             JobResult::Cancelled { .. } => (
                 Outcome::Cancelled,
-                Some(format!(
-                    "{}; partial outputs removed",
-                    stopped_by.map_or_else(|| "cancelled".into(), |why| why.describe(timeout))
-                )),
+                Some(
+                    format!(
+                        "{}; partial outputs removed",
+                        stopped_by
+                            .map_or_else(|| "cancelled".into(), |why| why.describe(timeout))
+                    )
+                    .into(),
+                ),
                 Vec::new(),
             ),
         };
@@ -561,7 +566,7 @@ impl Dispatcher {
                 self.record(&name, cached.then_some(c));
                 (Outcome::Ran, None)
             }
-            JobResult::Failed { message, .. } => (Outcome::Failed, Some(message)),
+            JobResult::Failed { error, .. } => (Outcome::Failed, Some(error)),
             JobResult::Cancelled { .. } => (
                 Outcome::Cancelled,
                 Some(
@@ -571,7 +576,7 @@ impl Dispatcher {
                         }
                         Supersede::Withdraw => "definition changed; partial outputs removed",
                     }
-                    .to_string(),
+                    .into(),
                 ),
             ),
         };
@@ -622,7 +627,7 @@ impl Dispatcher {
                     i,
                     Outcome::Skipped,
                     Instant::now(),
-                    Some(format!("upstream `{failed}` failed")),
+                    Some(format!("upstream `{failed}` failed").into()),
                     Vec::new(),
                 );
             }
@@ -672,15 +677,17 @@ impl Dispatcher {
         idx: usize,
         outcome: Outcome,
         started: Instant,
-        message: Option<String>,
+        failure: Option<StageError>,
         log_tail: Vec<String>,
     ) {
         let duration = started.elapsed();
+        let (message, hint) = failure.map_or((None, None), |f| (Some(f.message), f.hint));
         let _ = self.ctx.events.send(Event::StageFinished {
             stage: self.ctx.pipeline.stages[idx].id.0.clone(),
             outcome,
             duration_ms: duration.as_millis() as u64,
             message,
+            hint,
             log_tail,
         });
         self.done.insert(idx, StageReport { outcome, duration });

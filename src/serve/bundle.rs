@@ -116,7 +116,10 @@ impl Bundle {
         let mut pool = Vec::with_capacity(sessions.max(1));
         for _ in 0..sessions.max(1) {
             // No memory arena: a session would otherwise keep the largest batch it ever ran.
-            pool.push((Mutex::new(()), Model::load_per_run(&model_path, 1)?));
+            pool.push((
+                Mutex::new(()),
+                Model::load_per_run(&model_path, 1).map_err(|e| e.message)?,
+            ));
         }
         let bundle = Bundle {
             name: name.to_string(),
