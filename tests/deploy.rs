@@ -61,7 +61,7 @@ fn failure(r: &Run) -> String {
     r.events()
         .into_iter()
         .find(|e| e["event"] == "stage_finished" && e["stage"] == "deploy")
-        .and_then(|e| e["message"].as_str().map(String::from))
+        .and_then(|e| common::failure_text(&e))
         .unwrap_or_else(|| panic!("no failure message:\n{}", r.stdout))
 }
 
@@ -145,7 +145,7 @@ fn a_symbolic_link_does_not_carry_the_registry_out() {
     let m = failure(&ws.run(&[]));
     assert_eq!(
         m,
-        "the registry `models/reg` resolves outside the workspace through a symbolic link\nhint: point `registry` at a directory inside the workspace, or add `allow_outside_workspace: true` to publish there on purpose"
+        "the registry `models/reg` resolves outside the workspace through a symbolic link\n  = help: point `registry` at a directory inside the workspace, or add `allow_outside_workspace: true` to publish there on purpose"
     );
     assert!(entries(outside.path()).is_empty());
     // Opting in follows the link.
@@ -159,7 +159,7 @@ fn a_symbolic_link_does_not_carry_the_registry_out() {
 
 #[test]
 fn a_bundle_that_would_not_serve_publishes_nothing() {
-    let hint = "hint: give `deploy` the `model` of the `train` stage and the `preprocess` output of the `normalize` stage that prepared its training data";
+    let hint = "  = help: give `deploy` the `model` of the `train` stage and the `preprocess` output of the `normalize` stage that prepared its training data";
     // Not a model at all.
     let ws = deploy_ws("{registry: models, name: m}");
     ws.write("models/net.onnx", "not an onnx file");

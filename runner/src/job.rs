@@ -274,13 +274,16 @@ fn failed(error: StageError, log: Option<&StageLog>) -> JobResult {
     }
 }
 
+/// What `metadata_snapshot` records of one input, compared before and after the stage runs.
+type InputSnapshot = Vec<(PathBuf, u64, i128, u64)>;
+
 /// What a stage gets before it starts: its log, an empty scratch directory, and no previous
 /// run's outputs; and what its inputs looked like, to notice edits made while it runs.
 struct Prepared {
     log: StageLog,
     log_path: PathBuf,
     scratch: PathBuf,
-    before: Vec<Vec<(PathBuf, u64, i128, u64)>>,
+    before: Vec<InputSnapshot>,
 }
 
 fn prepare(ctx: &RunCtx, stage: &StageDef) -> Result<Prepared, String> {
@@ -322,7 +325,7 @@ fn prepare(ctx: &RunCtx, stage: &StageDef) -> Result<Prepared, String> {
     })
 }
 
-fn input_snapshots(stage: &StageDef, root: &std::path::Path) -> Vec<Vec<(PathBuf, u64, i128, u64)>> {
+fn input_snapshots(stage: &StageDef, root: &std::path::Path) -> Vec<InputSnapshot> {
     stage
         .inputs
         .iter()
@@ -400,7 +403,7 @@ fn invoke(
                 stdin: None,
                 stdout: Stdout::Log,
             };
-            Ok(run_process(ctx, job, &spec, events, log, tx, false)?)
+            run_process(ctx, job, &spec, events, log, tx, false).map_err(StageError::from)
         }
         StageKind::Plugin {
             name: kind,
@@ -431,7 +434,7 @@ fn invoke(
                 stdin: Some(body),
                 stdout: Stdout::Protocol,
             };
-            Ok(run_process(ctx, job, &spec, events, log, tx, true)?)
+            run_process(ctx, job, &spec, events, log, tx, true).map_err(StageError::from)
         }
     }
 }
@@ -491,7 +494,7 @@ fn hash_outputs(
 /// log and as a warning.
 fn inputs_changed(
     stage: &StageDef,
-    before: &[Vec<(PathBuf, u64, i128, u64)>],
+    before: &[InputSnapshot],
     log: &StageLog,
     events: &StageEventSink,
     root: &std::path::Path,

@@ -4,8 +4,8 @@
 //! state, so there are no locks around it.
 
 use crate::cancel::{CancelReason, CancelToken};
-use crate::events::{Event, Outcome};
 use crate::error::StageError;
+use crate::events::{Event, Outcome};
 use crate::exec::signal_group;
 use crate::job::{check_up_to_date, run_job, Completed, Job, JobMsg, JobResult, RunCtx};
 use crate::lock::{LockEntry, LockFile, LockedOutput};
@@ -522,8 +522,7 @@ impl Dispatcher {
                 Some(
                     format!(
                         "{}; partial outputs removed",
-                        stopped_by
-                            .map_or_else(|| "cancelled".into(), |why| why.describe(timeout))
+                        stopped_by.map_or_else(|| "cancelled".into(), |why| why.describe(timeout))
                     )
                     .into(),
                 ),

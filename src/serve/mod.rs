@@ -90,9 +90,8 @@ pub(crate) fn run(mut opts: Options) -> Result<(), ServeFailure> {
     }
     let (catalog, failures) = (scan.catalog, scan.failures);
     if let Some(f) = failures.first() {
-        return Err(
-            anyhow::anyhow!("cannot serve the bundle `{}`: {}", f.dir.display(), f.error).into(),
-        );
+        let context = format!("cannot serve the bundle `{}`", f.dir.display());
+        return Err(anyhow::Error::from(f.error.clone()).context(context).into());
     }
     if catalog.models.is_empty() {
         tracing::warn!("the registry holds no models yet; new ones are picked up as they appear");
@@ -114,8 +113,11 @@ async fn serve(opts: Options, scanner: Scanner, catalog: Catalog) -> anyhow::Res
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             return Err(anyhow::Error::from(
-                StageError::new(format!("cannot listen on {}: the address is in use", opts.addr))
-                    .hint("stop what holds it, or pick another with `--addr 127.0.0.1:PORT`"),
+                StageError::new(format!(
+                    "cannot listen on {}: the address is in use",
+                    opts.addr
+                ))
+                .hint("stop what holds it, or pick another with `--addr 127.0.0.1:PORT`"),
             ))
         }
         Err(e) => bail!("cannot listen on {}: {e}", opts.addr),
@@ -293,7 +295,11 @@ async fn poll(state: Arc<State>, scanner: Scanner, every: Duration, slots: Arc<S
         }
         let (catalog, failures) = (scan.catalog, scan.failures);
         for f in failures {
-            tracing::error!("cannot load `{}`: {}", f.dir.display(), f.error);
+            tracing::error!(
+                "cannot load `{}`: {}",
+                f.dir.display(),
+                crate::report::with_hint(&f.error.message, f.error.hint.as_deref())
+            );
         }
         let old = state
             .catalog

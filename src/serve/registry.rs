@@ -6,6 +6,7 @@
 //! unload a model.
 
 use super::bundle::Bundle;
+use sluice_runner::StageError;
 use sluice_stages::deploy::{self, BUNDLE, LATEST, REGISTRY_MARKER};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -134,7 +135,7 @@ impl Catalog {
 /// A version that failed to load, with why.
 pub(crate) struct LoadFailure {
     pub dir: PathBuf,
-    pub error: String,
+    pub error: StageError,
 }
 
 /// A directory that could not be listed; what it held stays as it was.

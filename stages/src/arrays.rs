@@ -84,9 +84,8 @@ impl Array {
 }
 
 fn bad(shown: &str, why: &str) -> StageError {
-    StageError::new(format!("`{shown}`: {why}")).hint(
-        "this should be a split directory written by `normalize` (features.npy, labels.npy)",
-    )
+    StageError::new(format!("`{shown}`: {why}"))
+        .hint("this should be a split directory written by `normalize` (features.npy, labels.npy)")
 }
 
 /// Reads the header of `path`; `shown` is the path as messages show it.
@@ -104,11 +103,7 @@ pub fn header(path: &Path, shown: &str) -> Result<Header, StageError> {
     Ok(h)
 }
 
-fn parse_header(
-    head: &[u8; 12],
-    rest: &mut impl Read,
-    shown: &str,
-) -> Result<Header, StageError> {
+fn parse_header(head: &[u8; 12], rest: &mut impl Read, shown: &str) -> Result<Header, StageError> {
     if &head[..6] != b"\x93NUMPY" {
         return Err(bad(shown, "not a NumPy .npy file"));
     }

@@ -157,7 +157,8 @@ mod tests {
         assert!(e.hint.unwrap().starts_with("give `deploy`"));
         let e = parse_artifact(b"{\"format\": 99}", "p.json").err().unwrap();
         assert!(
-            e.message.starts_with("`p.json` is not a preprocess artifact: "),
+            e.message
+                .starts_with("`p.json` is not a preprocess artifact: "),
             "{e}"
         );
         let e = parse_artifact(b"\xff\xfe", "p.json").err().unwrap();

@@ -180,11 +180,7 @@ impl Model {
 
     /// Loads `path` for `provider`. A CUDA provider that cannot be registered (a CPU build, a
     /// missing library, no device) is an error, never a silent fall-back to the CPU.
-    pub fn load_on(
-        path: &Path,
-        threads: usize,
-        provider: Provider,
-    ) -> Result<Model, StageError> {
+    pub fn load_on(path: &Path, threads: usize, provider: Provider) -> Result<Model, StageError> {
         Model::load_with(path, threads, provider, Memory::Arena)
     }
 

@@ -74,7 +74,9 @@ pub struct PythonEnv {
 pub enum EnvError {
     #[error("training needs Python 3 (3.11 or newer): `{program}` was not found")]
     NoPython { program: String },
-    #[error("`{python} -m venv` failed, so sluice cannot create the training environment:\n{output}")]
+    #[error(
+        "`{python} -m venv` failed, so sluice cannot create the training environment:\n{output}"
+    )]
     NoVenv { python: String, output: String },
     #[error("pip could not install the training environment ({flavor}) into `{dir}`:\n{output}")]
     Pip {

@@ -346,3 +346,13 @@ impl Ws {
 /// The reason on every test that needs an NVIDIA GPU (`#[ignore = ...]` wants a literal, so the
 /// tests repeat it; this is what they assert with).
 pub const NEEDS_GPU: &str = "needs an NVIDIA GPU (nvidia-smi -L lists one); run with `cargo test -- --ignored` on a GPU machine";
+
+/// A `stage_finished` event's failure as the terminal shows it: its `message`, then its `hint`
+/// (a separate field, never part of the message) the way diagnostics show their help.
+pub fn failure_text(event: &serde_json::Value) -> Option<String> {
+    let message = event["message"].as_str()?;
+    Some(match event["hint"].as_str() {
+        Some(hint) => format!("{message}\n  = help: {hint}"),
+        None => message.to_string(),
+    })
+}

@@ -71,7 +71,7 @@ pub(crate) fn choose(
             "no GPU is available to this stage; evaluating on the CPU (a stage gets one with `resources: {gpus: 1}` on a machine that has one)".into(),
         ))),
         (Device::Auto, Some(_), CudaRuntime::NotInstalled) => Ok(cpu(Some(format!(
-            "GPU {} is assigned, but ONNX Runtime's CUDA build is not installed (`sluice setup --cuda` installs it once); evaluating on the CPU",
+            "GPU {} is assigned, but ONNX Runtime's CUDA build is not installed; evaluating on the CPU (`sluice setup --cuda` installs it once)",
             gpus.join(",")
         )))),
         (Device::Auto, Some(_), CudaRuntime::CpuBuildLoaded) => Ok(cpu(Some(format!(

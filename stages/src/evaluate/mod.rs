@@ -292,10 +292,8 @@ fn load_model(
                 return Err(StageError::new(e.message)
                     .hint(format!("{hint}; `device: auto` falls back to the CPU")));
             }
-            ctx.events.warn(format!(
-                "{}; evaluating on the CPU ({hint})",
-                e.message
-            ));
+            ctx.events
+                .warn(format!("{}; evaluating on the CPU ({hint})", e.message));
             Ok((Model::load(path, 0).map_err(shown)?, Provider::Cpu))
         }
     }
@@ -322,7 +320,8 @@ fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
         return Err(format!(
             "`{}` must hold float32 features",
             relative(ws, &features_path)
-        ).into());
+        )
+        .into());
     };
     let labels = arrays::read(&labels_path, &relative(ws, &labels_path))?;
     let n = shape.first().copied().unwrap_or(0);
@@ -338,7 +337,8 @@ fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
             "`{}` has shape {:?}, but the features have {n} rows",
             relative(ws, &labels_path),
             labels.shape()
-        ).into());
+        )
+        .into());
     }
     let preprocess = match ctx.inputs.get("preprocess") {
         Some(p) => Some(
@@ -412,7 +412,8 @@ fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
                         "`{}` row {i}: class id {l} is outside 0..{}",
                         relative(ws, &labels_path),
                         k - 1
-                    ).into());
+                    )
+                    .into());
                 }
                 ids.push(l as usize);
             }

@@ -45,7 +45,7 @@ pub(crate) fn choose(
             "no GPU is available to this stage; training on the CPU (a stage gets one with `resources: {gpus: 1}` on a machine that has one)".into(),
         ))),
         Device::Auto if !cuda_env_ready => Ok(cpu(Some(format!(
-            "GPU {} is assigned, but the CUDA training environment is not installed (`sluice setup --cuda` installs it once, as does `device: cuda` on the next run); training on the CPU",
+            "GPU {} is assigned, but the CUDA training environment is not installed; training on the CPU (`sluice setup --cuda` installs it once, as does `device: cuda` on the next run)",
             gpus.join(",")
         )))),
         Device::Auto => Ok(Choice {

@@ -155,10 +155,12 @@ fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
         (_, Some(0), _) => {
             Err("the training worker exited without its final result (see the stage log)".into())
         }
-        (_, Some(code), _) => Err(format!(
-            "the training worker exited with code {code} (see the stage log)"
-        ).into()),
-        (_, None, Some(sig)) => Err(format!("the training worker was killed by signal {sig}").into()),
+        (_, Some(code), _) => {
+            Err(format!("the training worker exited with code {code} (see the stage log)").into())
+        }
+        (_, None, Some(sig)) => {
+            Err(format!("the training worker was killed by signal {sig}").into())
+        }
         _ => Err("the training worker ended without an exit status".into()),
     }
 }
