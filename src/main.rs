@@ -376,7 +376,11 @@ fn overrides(args: &PipelineArgs) -> Result<Vec<(String, String)>, Failure> {
         .map(|kv| match kv.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
             _ => Err(Failure::Invalid(format!(
-                "error: `--set {kv}` is not NAME=VALUE\n  = help: e.g. `--set epochs=10`\n"
+                "error: {}\n",
+                report::with_hint(
+                    &format!("`--set {kv}` is not NAME=VALUE"),
+                    Some("e.g. `--set epochs=10`")
+                )
             ))),
         })
         .collect()
@@ -393,13 +397,12 @@ fn open(file: &Path, overrides: &[(String, String)]) -> Result<(Engine, Pipeline
     let registry = sluice_stages::registry();
     let display = file.display().to_string();
     if !file.exists() {
-        let hint = if file == Path::new(DEFAULT_PIPELINE) {
-            "\n  = help: name a pipeline file (e.g. `sluice run pipelines/quickstart.yaml`) or create sluice.yaml"
-        } else {
-            ""
-        };
+        let hint = (file == Path::new(DEFAULT_PIPELINE)).then_some(
+            "name a pipeline file (e.g. `sluice run pipelines/quickstart.yaml`) or create sluice.yaml",
+        );
         return Err(Failure::Invalid(format!(
-            "error: pipeline file `{display}` not found{hint}\n"
+            "error: {}\n",
+            report::with_hint(&format!("pipeline file `{display}` not found"), hint)
         )));
     }
     let started = std::time::Instant::now();
