@@ -671,16 +671,18 @@ impl Dispatcher {
         }
     }
 
+    /// Reports a stage's end. `detail` is why it failed, or was skipped or cancelled.
     fn finish(
         &mut self,
         idx: usize,
         outcome: Outcome,
         started: Instant,
-        failure: Option<StageError>,
+        detail: Option<StageError>,
         log_tail: Vec<String>,
     ) {
         let duration = started.elapsed();
-        let (message, hint) = failure.map_or((None, None), |f| (Some(f.message), f.hint));
+        // A failure's hint stays apart from its message all the way to the reporters.
+        let (message, hint) = detail.map_or((None, None), |d| (Some(d.message), d.hint));
         let _ = self.ctx.events.send(Event::StageFinished {
             stage: self.ctx.pipeline.stages[idx].id.0.clone(),
             outcome,
