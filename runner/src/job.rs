@@ -253,9 +253,9 @@ fn execute(
     }
     let outputs = match hash_outputs(ctx, stage, log) {
         Ok(o) => o,
-        Err(failure) => {
+        Err(error) => {
             drop_outputs(ctx, stage);
-            return failure;
+            return failed(error, Some(log));
         }
     };
     // Scratch directories go with the run's own at the end: deleting one per stage made ext4's
@@ -451,7 +451,7 @@ fn hash_outputs(
     ctx: &RunCtx,
     stage: &StageDef,
     log: &StageLog,
-) -> Result<BTreeMap<String, OutputRecord>, JobResult> {
+) -> Result<BTreeMap<String, OutputRecord>, StageError> {
     let mut records = BTreeMap::new();
     for o in &stage.outputs {
         match ctx.hasher.hash_path(&o.path.to_abs(&ctx.pipeline.root)) {
@@ -470,21 +470,13 @@ fn hash_outputs(
                     "[sluice] failed: output `{}` (`{}`) was not written",
                     o.name, o.path
                 ));
-                return Err(failed(
-                    format!(
-                        "the stage succeeded but did not write its output `{}` (`{}`)",
-                        o.name, o.path
-                    )
-                    .into(),
-                    Some(log),
-                ));
+                return Err(format!(
+                    "the stage succeeded but did not write its output `{}` (`{}`)",
+                    o.name, o.path
+                )
+                .into());
             }
-            Err(e) => {
-                return Err(failed(
-                    format!("cannot read output `{}`: {e}", o.path).into(),
-                    Some(log),
-                ))
-            }
+            Err(e) => return Err(format!("cannot read output `{}`: {e}", o.path).into()),
         }
     }
     Ok(records)
