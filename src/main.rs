@@ -16,7 +16,8 @@ use sluice_runner::cache::{GcOptions, GcStats};
 use sluice_runner::plan::{Decision, Planned};
 use sluice_runner::render::{render_dag, DagFormat};
 use sluice_runner::{
-    Engine, EngineError, LoadError, LoadOptions, Pipeline, RunOptions, Selection, Workspace,
+    Engine, EngineError, LoadError, LoadOptions, Pipeline, RunOptions, Selection, StageError,
+    Workspace,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -72,10 +73,16 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_INVALID)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("error: {e:#}");
-            if let Some(h) = e.downcast_ref::<EngineError>().and_then(|e| e.help()) {
-                eprintln!("  = help: {h}");
-            }
+            let hint = e.chain().find_map(|cause| {
+                cause
+                    .downcast_ref::<EngineError>()
+                    .and_then(EngineError::help)
+                    .or_else(|| cause.downcast_ref::<StageError>()?.hint.clone())
+            });
+            eprintln!(
+                "error: {}",
+                report::with_hint(&format!("{e:#}"), hint.as_deref())
+            );
             ExitCode::from(EXIT_FAILED)
         }
     }
@@ -347,11 +354,10 @@ impl SignalChannel {
 fn engine_failure(e: EngineError) -> Failure {
     match e {
         EngineError::UnknownStage { .. } | EngineError::ForceOutsideSelection { .. } => {
-            let help = e
-                .help()
-                .map(|h| format!("\n  = help: {h}"))
-                .unwrap_or_default();
-            Failure::Invalid(format!("error: {e}{help}\n"))
+            Failure::Invalid(format!(
+                "error: {}\n",
+                report::with_hint(&e.to_string(), e.help().as_deref())
+            ))
         }
         other => Failure::Runtime(other.into()),
     }
@@ -377,7 +383,11 @@ fn overrides(args: &PipelineArgs) -> Result<Vec<(String, String)>, Failure> {
         .map(|kv| match kv.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
             _ => Err(Failure::Invalid(format!(
-                "error: `--set {kv}` is not NAME=VALUE\n  = help: e.g. `--set epochs=10`\n"
+                "error: {}\n",
+                report::with_hint(
+                    &format!("`--set {kv}` is not NAME=VALUE"),
+                    Some("e.g. `--set epochs=10`")
+                )
             ))),
         })
         .collect()
@@ -394,13 +404,12 @@ fn open(file: &Path, overrides: &[(String, String)]) -> Result<(Engine, Pipeline
     let registry = sluice_stages::registry();
     let display = file.display().to_string();
     if !file.exists() {
-        let hint = if file == Path::new(DEFAULT_PIPELINE) {
-            "\n  = help: name a pipeline file (e.g. `sluice run pipelines/quickstart.yaml`) or create sluice.yaml"
-        } else {
-            ""
-        };
+        let hint = (file == Path::new(DEFAULT_PIPELINE)).then_some(
+            "name a pipeline file (e.g. `sluice run pipelines/quickstart.yaml`) or create sluice.yaml",
+        );
         return Err(Failure::Invalid(format!(
-            "error: pipeline file `{display}` not found{hint}\n"
+            "error: {}\n",
+            report::with_hint(&format!("pipeline file `{display}` not found"), hint)
         )));
     }
     let started = std::time::Instant::now();
@@ -413,7 +422,7 @@ fn open(file: &Path, overrides: &[(String, String)]) -> Result<(Engine, Pipeline
     })
     .map_err(|e| match e {
         LoadError::Invalid(d) => Failure::Invalid(d.render()),
-        other => Failure::Invalid(format!("error: {other}\n")),
+        other => Failure::Invalid(format!("error: {}\n", sluice_runner::error::chain(&other))),
     })?;
     tracing::debug!(
         stages = pipeline.stages.len(),

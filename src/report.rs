@@ -49,6 +49,16 @@ pub fn color_enabled(choice: crate::cli::ColorChoice) -> bool {
     }
 }
 
+/// An error's message with its hint under it, the hint shown as diagnostics show their `help`.
+/// Every failure that carries a hint (a stage's, setup's, serve's) reaches the terminal through
+/// this, so hints look the same everywhere and never repeat.
+pub fn with_hint(message: &str, hint: Option<&str>) -> String {
+    match hint {
+        Some(h) => format!("{message}\n  = help: {h}"),
+        None => message.to_string(),
+    }
+}
+
 /// Prints events as JSON lines until the channel closes.
 pub fn json(rx: Receiver<Event>) {
     let stdout = std::io::stdout();
@@ -235,6 +245,7 @@ impl Human {
                 outcome,
                 duration_ms,
                 message,
+                hint,
                 log_tail,
             } => {
                 if let Some(pb) = bars.remove(&stage) {
@@ -264,7 +275,7 @@ impl Human {
                                     "TIMED OUT"
                                 }
                             ),
-                            message.unwrap_or_default()
+                            with_hint(&message.unwrap_or_default(), hint.as_deref())
                         );
                         if !log_tail.is_empty() {
                             s.push_str("\n  last lines of its log:");

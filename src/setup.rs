@@ -7,6 +7,7 @@
 use crate::gpus;
 use anyhow::{bail, Context as _};
 use sluice_runner::stage::CancelToken;
+use sluice_runner::StageError;
 use sluice_stages::infer;
 use sluice_stages::pyenv::{self, Flavor, Step};
 
@@ -37,7 +38,9 @@ const PROBE_MODEL: &[u8] = b"\x08\x09\x3a\x3f\x0a\x0c\x0a\x01x\x12\x01y\x22\x04R
 pub fn run(cuda: bool) -> anyhow::Result<()> {
     let flavor = if cuda { Flavor::Cuda } else { Flavor::Cpu };
     if cuda && gpus::detect(None).is_empty() {
-        bail!("`--cuda` asks for the CUDA training environment, but this machine shows no GPU (CUDA_VISIBLE_DEVICES is empty or nvidia-smi found none)\nhint: run `sluice setup` for the CPU environment");
+        return Err(StageError::new("`--cuda` asks for the CUDA training environment, but this machine shows no GPU (CUDA_VISIBLE_DEVICES is empty or nvidia-smi found none)")
+            .hint("run `sluice setup` for the CPU environment")
+            .into());
     }
     if let Some(env) = pyenv::find(flavor) {
         eprintln!(
@@ -46,7 +49,8 @@ pub fn run(cuda: bool) -> anyhow::Result<()> {
             env.dir.display()
         );
     } else {
-        let env = pyenv::ensure(flavor, &CancelToken::default(), &mut printer())?;
+        let env = pyenv::ensure(flavor, &CancelToken::default(), &mut printer())
+            .map_err(StageError::from)?;
         eprintln!("installed: {}", env.dir.display());
     }
     if let Some(lib) = pyenv::find_runtime() {
@@ -56,7 +60,8 @@ pub fn run(cuda: bool) -> anyhow::Result<()> {
             if let Step::Phase(text) = step {
                 eprintln!("{text}");
             }
-        })?;
+        })
+        .map_err(StageError::from)?;
         eprintln!("installed: {}", lib.display());
     }
     if cuda {
@@ -75,7 +80,7 @@ pub fn run(cuda: bool) -> anyhow::Result<()> {
 /// Runs the probe in the CUDA training environment.
 fn training_cuda(flavor: Flavor) -> anyhow::Result<()> {
     let env = pyenv::find(flavor).context("the environment vanished after installing it")?;
-    let worker = pyenv::worker_dir(&env)?;
+    let worker = pyenv::worker_dir(&env).map_err(StageError::from)?;
     let out = sluice_runner::exec::guard::output(
         std::process::Command::new(&env.python)
             .args(["-c", CUDA_PROBE])
@@ -85,10 +90,12 @@ fn training_cuda(flavor: Flavor) -> anyhow::Result<()> {
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(8).collect();
-        bail!(
-            "the CUDA execution provider does not load for training:\n{}\nhint: the NVIDIA driver must support CUDA 11.8 (`nvidia-smi` shows the version); the CUDA and cuDNN libraries come from the environment's NVIDIA wheels",
+        return Err(StageError::new(format!(
+            "the CUDA execution provider does not load for training:\n{}",
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
+        ))
+        .hint("the NVIDIA driver must support CUDA 11.8 (`nvidia-smi` shows the version); the CUDA and cuDNN libraries come from the environment's NVIDIA wheels")
+        .into());
     }
     eprintln!(
         "the CUDA execution provider loads for training: {}",
@@ -108,7 +115,8 @@ fn gpu_runtime() -> anyhow::Result<pyenv::GpuRuntime> {
             r
         }
         None => {
-            let r = pyenv::ensure_gpu_runtime(&CancelToken::default(), &mut printer())?;
+            let r = pyenv::ensure_gpu_runtime(&CancelToken::default(), &mut printer())
+                .map_err(StageError::from)?;
             eprintln!("installed: {}", r.library.display());
             r
         }
@@ -121,17 +129,14 @@ fn inference_cuda(runtime: pyenv::GpuRuntime) -> anyhow::Result<()> {
         path: runtime.library,
         build: infer::Build::Cuda,
         cuda_libraries: runtime.cuda_libraries,
-    })
-    .map_err(anyhow::Error::msg)?;
+    })?;
     let probe_model =
         std::env::temp_dir().join(format!("sluice-cuda-probe-{}.onnx", std::process::id()));
     std::fs::write(&probe_model, PROBE_MODEL)
         .with_context(|| format!("cannot write `{}`", probe_model.display()))?;
     let loaded = infer::Model::load_on(&probe_model, 1, infer::Provider::Cuda { device: 0 });
     let _ = std::fs::remove_file(&probe_model);
-    let model = loaded
-        .map_err(anyhow::Error::msg)
-        .context("the CUDA execution provider does not load for inference")?;
+    let model = loaded.context("the CUDA execution provider does not load for inference")?;
     model
         .run(&[1, 1], vec![1.0])
         .map_err(anyhow::Error::msg)

@@ -173,7 +173,7 @@ fn failing(csv: &str, with: &str) -> String {
     r.events()
         .into_iter()
         .find(|e| e["event"] == "stage_finished" && e["stage"] == "c")
-        .and_then(|e| e["message"].as_str().map(String::from))
+        .and_then(|e| common::failure_text(&e))
         .unwrap()
 }
 
@@ -185,7 +185,7 @@ fn bad_input_names_the_file_row_and_column() {
     );
     assert_eq!(
         failing(PEOPLE, "{cast: {agg: int}}"),
-        "`data/rows.csv` has no column `agg`; did you mean `age`?\nhint: its columns are `id`, `age`, `city`, `income`"
+        "`data/rows.csv` has no column `agg`; did you mean `age`?\n  = help: its columns are `id`, `age`, `city`, `income`"
     );
     assert_eq!(
         failing(PEOPLE, "{cast: {city: int}}"),

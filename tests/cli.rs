@@ -169,3 +169,23 @@ fn json_log_format_and_quiet() {
         "{text}"
     );
 }
+
+/// An error caused by an OS error prints the OS error once: the engine's error names it as its
+/// source instead of repeating it in its own message.
+#[test]
+fn an_os_error_is_printed_once() {
+    let ws = Ws::new();
+    ws.pipeline("stages:\n  a: {run: 'true'}\n");
+    // The run lock cannot be opened when a directory stands in its place.
+    std::fs::create_dir_all(ws.path(".sluice/run.lock")).unwrap();
+    let r = ws.sluice(&["run"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let os = std::io::Error::from_raw_os_error(libc::EISDIR).to_string();
+    assert!(
+        r.stderr
+            .contains(&format!("error: cannot take the workspace lock: {os}\n")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.matches(&os).count(), 1, "{}", r.stderr);
+}

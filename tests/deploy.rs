@@ -127,7 +127,7 @@ fn a_symbolic_link_does_not_carry_the_registry_out() {
     let m = ws.run(&[]).failure("deploy");
     assert_eq!(
         m,
-        "the registry `models/reg` resolves outside the workspace through a symbolic link\nhint: point `registry` at a directory inside the workspace, or add `allow_outside_workspace: true` to publish there on purpose"
+        "the registry `models/reg` resolves outside the workspace through a symbolic link\n  = help: point `registry` at a directory inside the workspace, or add `allow_outside_workspace: true` to publish there on purpose"
     );
     assert!(entries(outside.path()).is_empty());
     // Opting in follows the link.
@@ -141,7 +141,7 @@ fn a_symbolic_link_does_not_carry_the_registry_out() {
 
 #[test]
 fn a_bundle_that_would_not_serve_publishes_nothing() {
-    let hint = "hint: give `deploy` the `model` of the `train` stage and the `preprocess` output of the `normalize` stage that prepared its training data";
+    let hint = "  = help: give `deploy` the `model` of the `train` stage and the `preprocess` output of the `normalize` stage that prepared its training data";
     // Not a model at all.
     let ws = deploy_ws("{registry: models, name: m}");
     ws.write("models/net.onnx", "not an onnx file");

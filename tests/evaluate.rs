@@ -403,7 +403,7 @@ fn a_cuda_provider_that_does_not_load_fails_cuda_and_warns_with_auto() {
     let (code, stderr) = run_with_a_gpu();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("the CUDA execution provider does not load (CUDA device 0): CUDA execution provider is not enabled in this build\nhint: `sluice setup --cuda` checks that the CUDA provider loads; `device: auto` falls back to the CPU"),
+        stderr.contains("the CUDA execution provider does not load (CUDA device 0): CUDA execution provider is not enabled in this build\n  = help: `sluice setup --cuda` checks that the CUDA provider loads; `device: auto` falls back to the CPU"),
         "{stderr}"
     );
 

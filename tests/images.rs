@@ -221,7 +221,7 @@ fn a_folder_without_class_subfolders_is_an_error() {
         .events()
         .into_iter()
         .find(|e| e["event"] == "stage_finished" && e["stage"] == "c")
-        .and_then(|e| e["message"].as_str().map(String::from))
+        .and_then(|e| common::failure_text(&e))
         .unwrap();
     assert!(
         message.starts_with("`data/flat` has no class subfolders"),
@@ -271,7 +271,7 @@ fn failure(r: &Run, stage: &str) -> String {
     r.events()
         .into_iter()
         .find(|e| e["event"] == "stage_finished" && e["stage"] == stage)
-        .and_then(|e| e["message"].as_str().map(String::from))
+        .and_then(|e| common::failure_text(&e))
         .unwrap_or_else(|| panic!("no failure message for `{stage}`: {}", r.stderr))
 }
 

@@ -332,7 +332,7 @@ fn failure(ws: &Ws, r: &Run) -> String {
     r.events()
         .into_iter()
         .find(|e| e["event"] == "stage_finished" && e["stage"] == "n")
-        .and_then(|e| e["message"].as_str().map(String::from))
+        .and_then(|e| common::failure_text(&e))
         .unwrap_or_else(|| panic!("no failure message:\n{}", r.stdout))
 }
 
@@ -341,7 +341,7 @@ fn a_label_the_train_split_never_saw_is_an_error() {
     let (ws, r) = hand_made("x,city,size,y\n4,a,M,yes\n2,a,M,maybe\n", "{label: y}");
     assert_eq!(
         failure(&ws, &r),
-        "`data/test.csv` row 2: label `maybe` of the test split does not occur in the train split\nhint: the model can only predict classes it was trained on; split with `method: stratified`"
+        "`data/test.csv` row 2: label `maybe` of the test split does not occur in the train split\n  = help: the model can only predict classes it was trained on; split with `method: stratified`"
     );
 }
 
@@ -353,7 +353,7 @@ fn an_unknown_category_is_an_error_when_asked() {
     );
     assert_eq!(
         failure(&ws, &r),
-        "`data/test.csv` row 1: column `city` has the category `d`, which the train split does not have\nhint: `unknown_category: ignore` encodes it as all zeros (one-hot) or -1 (ordinal)"
+        "`data/test.csv` row 1: column `city` has the category `d`, which the train split does not have\n  = help: `unknown_category: ignore` encodes it as all zeros (one-hot) or -1 (ordinal)"
     );
 }
 
@@ -362,7 +362,7 @@ fn a_numeric_method_on_a_text_column_names_the_column() {
     let (ws, r) = hand_made(TRAIN, "{label: y, numeric: {columns: {city: zscore}}}");
     assert_eq!(
         failure(&ws, &r),
-        "`data/train.csv`: column `city` has type Utf8, which `zscore` cannot scale\nhint: encode it instead: `categorical: {columns: {city: onehot}}`"
+        "`data/train.csv`: column `city` has type Utf8, which `zscore` cannot scale\n  = help: encode it instead: `categorical: {columns: {city: onehot}}`"
     );
 }
 
@@ -371,12 +371,12 @@ fn missing_values_and_unknown_columns_are_named() {
     let (ws, r) = hand_made("x,city,size,y\n4,a,,yes\n", "{label: y}");
     assert_eq!(
         failure(&ws, &r),
-        "`data/test.csv` row 1: column `size` is empty\nhint: fill or drop missing values first with `clean`'s `missing` rule"
+        "`data/test.csv` row 1: column `size` is empty\n  = help: fill or drop missing values first with `clean`'s `missing` rule"
     );
     let (ws, r) = hand_made(TRAIN, "{label: y, drop: [ctiy]}");
     assert_eq!(
         failure(&ws, &r),
-        "`data/train.csv` has no column `ctiy`; did you mean `city`?\nhint: its columns are `x`, `city`, `size`, `y`"
+        "`data/train.csv` has no column `ctiy`; did you mean `city`?\n  = help: its columns are `x`, `city`, `size`, `y`"
     );
 }
 
@@ -458,7 +458,7 @@ fn an_infinite_value_names_its_row_and_column_and_the_run_ends() {
         );
         assert_eq!(
             failure(&ws, &r),
-            format!("`data/train.csv` row 3: column `x` holds `{shown}`\nhint: a model cannot be fed infinite values; remove those rows or replace the values before `normalize`")
+            format!("`data/train.csv` row 3: column `x` holds `{shown}`\n  = help: a model cannot be fed infinite values; remove those rows or replace the values before `normalize`")
         );
         assert_eq!(r.outcomes()["other"], "ran", "{}", r.stdout);
     }

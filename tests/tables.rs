@@ -286,7 +286,7 @@ fn an_unknown_column_lists_the_columns_there_are() {
     );
     assert_eq!(
         m,
-        "`data/rows.csv` has no column `Y`\nhint: its columns are `id`, `x`, `y`, `g`"
+        "`data/rows.csv` has no column `Y`\n  = help: its columns are `id`, `x`, `y`, `g`"
     );
     let (_, m) = failing(
         &rows_csv(30),
@@ -295,12 +295,44 @@ fn an_unknown_column_lists_the_columns_there_are() {
     assert!(m.contains("has no column `gg`; did you mean `g`?"), "{m}");
 }
 
+/// The terminal shows a stage's hint once, under its message, as diagnostics show their help;
+/// `--json` carries it in its own field, apart from the message.
+#[test]
+fn a_failed_stage_shows_its_hint_once_as_help() {
+    let ws = Ws::new();
+    ws.write("data/rows.csv", &rows_csv(3)).pipeline(
+        "stages:\n  s: {uses: split, inputs: {table: data/rows.csv}, with: {ratios: {train: 0.8, val: 0.1, test: 0.1}}}\n",
+    );
+    let r = ws.sluice(&["run"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let message = "`data/rows.csv`: the val split is empty: 3 rows × 0.1 rounds to 0";
+    let help = "  = help: use more data or a larger ratio";
+    assert!(
+        r.stderr.contains(&format!(
+            "FAILED s: {message}\n{help}\n  last lines of its log:"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.matches("use more data").count(), 1, "{}", r.stderr);
+    assert!(!r.stderr.contains("hint:"), "{}", r.stderr);
+
+    let r = ws.run(&[]);
+    let event = r
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "stage_finished" && e["stage"] == "s")
+        .unwrap();
+    assert_eq!(event["message"], message);
+    assert_eq!(event["hint"], "use more data or a larger ratio");
+}
+
 #[test]
 fn an_empty_split_is_an_error() {
     let (_, m) = failing(&rows_csv(3), "{ratios: {train: 0.8, val: 0.1, test: 0.1}}");
     assert_eq!(
         m,
-        "`data/rows.csv`: the val split is empty: 3 rows × 0.1 rounds to 0\nhint: use more data or a larger ratio"
+        "`data/rows.csv`: the val split is empty: 3 rows × 0.1 rounds to 0\n  = help: use more data or a larger ratio"
     );
     let (_, m) = failing("id,x\n", "{ratios: {train: 0.5, test: 0.5}}");
     assert_eq!(

@@ -28,7 +28,7 @@ pub enum EngineError {
     Busy { pid: Option<u32> },
     #[error(transparent)]
     Lock(#[from] LockReadError),
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]

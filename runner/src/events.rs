@@ -83,6 +83,9 @@ pub enum Event {
         duration_ms: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         message: Option<String>,
+        /// How to fix a failure, apart from its message (rendered like a diagnostic's help).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hint: Option<String>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         log_tail: Vec<String>,
     },

@@ -48,7 +48,7 @@ pub struct Fingerprint {
 pub enum FingerprintError {
     #[error("input `{name}` (`{path}`) does not exist")]
     MissingInput { name: String, path: WorkPath },
-    #[error("cannot read `{path}`: {source}")]
+    #[error("cannot read `{path}`")]
     Io {
         path: String,
         #[source]

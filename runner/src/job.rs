@@ -3,6 +3,7 @@
 
 use crate::cache::{CacheStore, OutputRecord, RestoreError, StageRecord, RECORD_FORMAT};
 use crate::cancel::CancelToken;
+use crate::error::StageError;
 use crate::events::{Event, StageEventSink};
 use crate::exec::protocol::{Devices, Request, PROTOCOL_VERSION};
 use crate::exec::{ExecControl, ExecOutcome, Executor, ProcessSpec, StageLog, Stdout};
@@ -55,7 +56,7 @@ pub(crate) enum JobResult {
     /// Ran and succeeded; `cached` is false when its inputs changed while it ran.
     Ran(Completed, bool),
     Failed {
-        message: String,
+        error: StageError,
         log_tail: Vec<String>,
     },
     Cancelled {
@@ -129,13 +130,10 @@ pub(crate) fn check_up_to_date(ctx: &RunCtx, idx: usize) -> Option<Completed> {
 pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult {
     let stage = &ctx.pipeline.stages[job.idx];
     let root = &ctx.pipeline.root;
-    let fail = |message: String| JobResult::Failed {
-        message,
-        log_tail: Vec::new(),
-    };
+    let fail = |message: String| failed(message.into(), None);
     let fp = match Fingerprint::compute(stage, root, &ctx.hasher, &Overlay::new()) {
         Ok(fp) => fp,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail(crate::error::chain(&e)),
     };
     let key = fp.key();
     tracing::debug!(stage = %stage.id, key = %key.short(), "fingerprint computed");
@@ -171,7 +169,7 @@ pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult
                 });
                 RunReason::CacheCorrupt(why)
             }
-            Err(e) => return fail(e.to_string()),
+            Err(e) => return fail(crate::error::chain(&e)),
         },
         Decision::Run(reason) => reason,
     };
@@ -206,6 +204,8 @@ fn after_restore(ctx: &RunCtx, stage: &StageDef) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs a stage that has to execute: prepares its log, scratch and outputs, runs it, then
+/// records and caches what it wrote.
 fn execute(
     ctx: &RunCtx,
     job: &Job,
@@ -215,60 +215,17 @@ fn execute(
     reason: RunReason,
     tx: &Sender<JobMsg>,
 ) -> JobResult {
-    let root = &ctx.pipeline.root;
     let name = &stage.id.0;
-    let fail = |message: String, log: Option<&StageLog>| JobResult::Failed {
-        message,
-        log_tail: log.map(|l| l.tail()).unwrap_or_default(),
+    let prepared = match prepare(ctx, stage) {
+        Ok(p) => p,
+        Err(message) => return failed(message.into(), None),
     };
-    for o in &stage.outputs {
-        if !resolves_inside(root, &o.path) {
-            return fail(
-                format!(
-                    "output `{}` (`{}`) resolves outside the workspace through a symbolic link",
-                    o.name, o.path
-                ),
-                None,
-            );
-        }
-    }
-    let log_path = ctx.ws.logs_dir(&ctx.run_id).join(format!("{name}.log"));
-    let log = match StageLog::create(&log_path) {
-        Ok(l) => l,
-        Err(e) => {
-            return fail(
-                format!("cannot create log `{}`: {e}", log_path.display()),
-                None,
-            )
-        }
-    };
-    // Stale outputs go first: a stage must never find (or leave) a previous run's files.
-    for o in &stage.outputs {
-        let abs = o.path.to_abs(root);
-        if let Err(e) = crate::atomic::remove_path(&abs) {
-            return fail(format!("cannot remove old output `{}`: {e}", o.path), None);
-        }
-        if let Some(parent) = abs.parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
-    }
-    let scratch = ctx.ws.scratch_dir(&ctx.run_id, name);
-    let _ = crate::atomic::remove_path(&scratch);
-    if let Err(e) = std::fs::create_dir_all(&scratch) {
-        return fail(
-            format!(
-                "cannot create scratch directory `{}`: {e}",
-                scratch.display()
-            ),
-            None,
-        );
-    }
-    let before: Vec<_> = stage
-        .inputs
-        .iter()
-        .map(|i| metadata_snapshot(&i.path.to_abs(root)))
-        .collect();
-
+    let Prepared {
+        log,
+        log_path,
+        scratch,
+        before,
+    } = &prepared;
     let _ = ctx.events.send(Event::StageStarted {
         stage: name.clone(),
         reason: reason.to_string(),
@@ -277,6 +234,119 @@ fn execute(
     });
     log.line(&format!("[sluice] running `{name}` ({reason})"));
     let events = StageEventSink::new(name, ctx.events.clone());
+    let outcome = invoke(ctx, job, stage, &key, scratch, &events, log, tx);
+    if let Some(reason) = job.cancel.reason() {
+        drop_outputs(ctx, stage);
+        log.line(&format!(
+            "[sluice] stopped: {}; partial outputs removed",
+            reason.describe(stage.timeout)
+        ));
+        return JobResult::Cancelled {
+            log_tail: log.tail(),
+        };
+    }
+    if let Err(error) = outcome {
+        drop_outputs(ctx, stage);
+        // The hint is not logged: the log's tail is shown under the failure, which has it.
+        log.line(&format!("[sluice] failed: {}", error.message));
+        return failed(error, Some(log));
+    }
+    let outputs = match hash_outputs(ctx, stage, log) {
+        Ok(o) => o,
+        Err(error) => {
+            drop_outputs(ctx, stage);
+            return failed(error, Some(log));
+        }
+    };
+    // Scratch directories go with the run's own at the end: deleting one per stage made ext4's
+    // inode allocation measurably slower on long runs.
+    let completed = Completed { fp, key, outputs };
+    if inputs_changed(stage, before, log, &events, &ctx.pipeline.root) {
+        return JobResult::Ran(completed, false);
+    }
+    store(ctx, stage, completed, &events)
+}
+
+fn failed(error: StageError, log: Option<&StageLog>) -> JobResult {
+    JobResult::Failed {
+        error,
+        log_tail: log.map(|l| l.tail()).unwrap_or_default(),
+    }
+}
+
+/// What `metadata_snapshot` records of one input, compared before and after the stage runs.
+type InputSnapshot = Vec<(PathBuf, u64, i128, u64)>;
+
+/// What a stage gets before it starts: its log, an empty scratch directory, and no previous
+/// run's outputs; and what its inputs looked like, to notice edits made while it runs.
+struct Prepared {
+    log: StageLog,
+    log_path: PathBuf,
+    scratch: PathBuf,
+    before: Vec<InputSnapshot>,
+}
+
+fn prepare(ctx: &RunCtx, stage: &StageDef) -> Result<Prepared, String> {
+    let root = &ctx.pipeline.root;
+    let name = &stage.id.0;
+    for o in &stage.outputs {
+        if !resolves_inside(root, &o.path) {
+            return Err(format!(
+                "output `{}` (`{}`) resolves outside the workspace through a symbolic link",
+                o.name, o.path
+            ));
+        }
+    }
+    let log_path = ctx.ws.logs_dir(&ctx.run_id).join(format!("{name}.log"));
+    let log = StageLog::create(&log_path)
+        .map_err(|e| format!("cannot create log `{}`: {e}", log_path.display()))?;
+    // Stale outputs go first: a stage must never find (or leave) a previous run's files.
+    for o in &stage.outputs {
+        let abs = o.path.to_abs(root);
+        crate::atomic::remove_path(&abs)
+            .map_err(|e| format!("cannot remove old output `{}`: {e}", o.path))?;
+        if let Some(parent) = abs.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+    }
+    let scratch = ctx.ws.scratch_dir(&ctx.run_id, name);
+    let _ = crate::atomic::remove_path(&scratch);
+    std::fs::create_dir_all(&scratch).map_err(|e| {
+        format!(
+            "cannot create scratch directory `{}`: {e}",
+            scratch.display()
+        )
+    })?;
+    Ok(Prepared {
+        log,
+        log_path,
+        scratch,
+        before: input_snapshots(stage, root),
+    })
+}
+
+fn input_snapshots(stage: &StageDef, root: &std::path::Path) -> Vec<InputSnapshot> {
+    stage
+        .inputs
+        .iter()
+        .map(|i| metadata_snapshot(&i.path.to_abs(root)))
+        .collect()
+}
+
+/// Runs the stage itself, by its kind: in process, as a shell command, or as a plugin.
+#[allow(clippy::too_many_arguments)]
+fn invoke(
+    ctx: &RunCtx,
+    job: &Job,
+    stage: &StageDef,
+    key: &ContentHash,
+    scratch: &std::path::Path,
+    events: &StageEventSink,
+    log: &StageLog,
+    tx: &Sender<JobMsg>,
+) -> Result<(), StageError> {
+    let root = &ctx.pipeline.root;
+    let name = &stage.id.0;
     let inputs: BTreeMap<String, PathBuf> = stage
         .inputs
         .iter()
@@ -287,54 +357,53 @@ fn execute(
         .iter()
         .map(|o| (o.name.clone(), o.path.to_abs(root)))
         .collect();
-
-    let outcome: Result<(), String> = match &stage.kind {
+    match &stage.kind {
         StageKind::Builtin { name: kind, .. } => {
             let _ = tx.send(JobMsg::Executing {
                 idx: job.idx,
                 pgid: None,
             });
-            match ctx.registry.get(kind) {
-                None => Err(format!("built-in stage kind `{kind}` is not in this build")),
-                // Caught here as well as around the whole job, so that a panicking stage's
-                // partial outputs are removed and its log says what happened, like any failure.
-                Some(imp) => crate::panics::catch(|| {
-                    imp.run(&StageContext {
-                        key: key.to_string(),
-                        env: process_env(ctx, stage, job, &scratch),
-                        processes: &JobProcesses {
-                            ctx,
-                            job,
-                            events: &events,
-                            log: &log,
-                            tx,
-                        },
-                        pipeline: &ctx.pipeline.name,
-                        stage: name,
-                        workspace: root.clone(),
-                        inputs: inputs.clone(),
-                        outputs: outputs.clone(),
-                        with: &stage.with,
-                        params: &stage.params,
-                        scratch: scratch.clone(),
-                        gpus: ctx.gpu_names(&job.gpus),
-                        cancel: job.cancel.clone(),
-                        events: events.clone(),
-                    })
+            let Some(imp) = ctx.registry.get(kind) else {
+                return Err(format!("built-in stage kind `{kind}` is not in this build").into());
+            };
+            // Caught here as well as around the whole job, so that a panicking stage's partial
+            // outputs are removed and its log says what happened, like any failure.
+            crate::panics::catch(|| {
+                imp.run(&StageContext {
+                    key: key.to_string(),
+                    env: process_env(ctx, stage, job, scratch),
+                    processes: &JobProcesses {
+                        ctx,
+                        job,
+                        events,
+                        log,
+                        tx,
+                    },
+                    pipeline: &ctx.pipeline.name,
+                    stage: name,
+                    workspace: root.clone(),
+                    inputs,
+                    outputs,
+                    with: &stage.with,
+                    params: &stage.params,
+                    scratch: scratch.to_path_buf(),
+                    gpus: ctx.gpu_names(&job.gpus),
+                    cancel: job.cancel.clone(),
+                    events: events.clone(),
                 })
-                .unwrap_or_else(Err),
-            }
+            })
+            .unwrap_or_else(|panic| Err(panic.into()))
         }
         StageKind::Run { command } => {
             let spec = ProcessSpec {
                 program: "sh".into(),
                 args: vec!["-c".into(), command.clone()],
-                env: process_env(ctx, stage, job, &scratch),
+                env: process_env(ctx, stage, job, scratch),
                 cwd: root.clone(),
                 stdin: None,
                 stdout: Stdout::Log,
             };
-            run_process(ctx, job, &spec, &events, &log, tx, false)
+            run_process(ctx, job, &spec, events, log, tx, false).map_err(StageError::from)
         }
         StageKind::Plugin {
             name: kind,
@@ -346,11 +415,11 @@ fn execute(
                 stage: name,
                 kind,
                 workspace: root.clone(),
-                inputs: inputs.clone(),
-                outputs: outputs.clone(),
+                inputs,
+                outputs,
                 with: &stage.with,
                 params: &stage.params,
-                scratch: scratch.clone(),
+                scratch: scratch.to_path_buf(),
                 devices: Devices {
                     gpus: ctx.gpu_names(&job.gpus),
                 },
@@ -360,38 +429,32 @@ fn execute(
             let spec = ProcessSpec {
                 program: command[0].clone(),
                 args: command[1..].to_vec(),
-                env: process_env(ctx, stage, job, &scratch),
+                env: process_env(ctx, stage, job, scratch),
                 cwd: root.clone(),
                 stdin: Some(body),
                 stdout: Stdout::Protocol,
             };
-            run_process(ctx, job, &spec, &events, &log, tx, true)
+            run_process(ctx, job, &spec, events, log, tx, true).map_err(StageError::from)
         }
-    };
+    }
+}
 
-    let drop_outputs = || {
-        for o in &stage.outputs {
-            let _ = crate::atomic::remove_path(&o.path.to_abs(root));
-        }
-    };
-    if let Some(reason) = job.cancel.reason() {
-        drop_outputs();
-        log.line(&format!(
-            "[sluice] stopped: {}; partial outputs removed",
-            reason.describe(stage.timeout)
-        ));
-        return JobResult::Cancelled {
-            log_tail: log.tail(),
-        };
+/// A stopped or failed stage leaves nothing behind that a later run could mistake for a result.
+fn drop_outputs(ctx: &RunCtx, stage: &StageDef) {
+    for o in &stage.outputs {
+        let _ = crate::atomic::remove_path(&o.path.to_abs(&ctx.pipeline.root));
     }
-    if let Err(message) = outcome {
-        drop_outputs();
-        log.line(&format!("[sluice] failed: {message}"));
-        return fail(message, Some(&log));
-    }
+}
+
+/// The hashes of what the stage wrote; a declared output it did not write fails it.
+fn hash_outputs(
+    ctx: &RunCtx,
+    stage: &StageDef,
+    log: &StageLog,
+) -> Result<BTreeMap<String, OutputRecord>, StageError> {
     let mut records = BTreeMap::new();
     for o in &stage.outputs {
-        match ctx.hasher.hash_path(&o.path.to_abs(root)) {
+        match ctx.hasher.hash_path(&o.path.to_abs(&ctx.pipeline.root)) {
             Ok(Some(h)) => {
                 records.insert(
                     o.name.clone(),
@@ -403,59 +466,65 @@ fn execute(
                 );
             }
             Ok(None) => {
-                drop_outputs();
                 log.line(&format!(
                     "[sluice] failed: output `{}` (`{}`) was not written",
                     o.name, o.path
                 ));
-                return fail(
-                    format!(
-                        "the stage succeeded but did not write its output `{}` (`{}`)",
-                        o.name, o.path
-                    ),
-                    Some(&log),
-                );
+                return Err(format!(
+                    "the stage succeeded but did not write its output `{}` (`{}`)",
+                    o.name, o.path
+                )
+                .into());
             }
-            Err(e) => {
-                drop_outputs();
-                return fail(format!("cannot read output `{}`: {e}", o.path), Some(&log));
-            }
+            Err(e) => return Err(format!("cannot read output `{}`: {e}", o.path).into()),
         }
     }
-    // Scratch directories go with the run's own at the end: deleting one per stage made ext4's
-    // inode allocation measurably slower on long runs.
-    let after: Vec<_> = stage
-        .inputs
-        .iter()
-        .map(|i| metadata_snapshot(&i.path.to_abs(root)))
-        .collect();
-    let completed = Completed {
-        fp,
-        key,
-        outputs: records,
-    };
-    if let Some(changed) = stage
+    Ok(records)
+}
+
+/// Whether an input changed while the stage ran (then its result is not cached), said in its
+/// log and as a warning.
+fn inputs_changed(
+    stage: &StageDef,
+    before: &[InputSnapshot],
+    log: &StageLog,
+    events: &StageEventSink,
+    root: &std::path::Path,
+) -> bool {
+    let after = input_snapshots(stage, root);
+    let Some(changed) = stage
         .inputs
         .iter()
         .zip(before.iter().zip(&after))
         .find(|(_, (b, a))| b != a)
-    {
-        let msg = format!(
-            "input `{}` ({}) changed while the stage ran; its result is not cached and it will run again next time",
-            changed.0.name, changed.0.path
-        );
-        log.line(&format!("[sluice] {msg}"));
-        events.warn(msg);
-        return JobResult::Ran(completed, false);
-    }
+    else {
+        return false;
+    };
+    let msg = format!(
+        "input `{}` ({}) changed while the stage ran; its result is not cached and it will run again next time",
+        changed.0.name, changed.0.path
+    );
+    log.line(&format!("[sluice] {msg}"));
+    events.warn(msg);
+    true
+}
+
+/// Stores a successful result in the cache; a store that fails leaves it uncached, with a
+/// warning, rather than failing the stage.
+fn store(
+    ctx: &RunCtx,
+    stage: &StageDef,
+    completed: Completed,
+    events: &StageEventSink,
+) -> JobResult {
     let record = StageRecord {
         format: RECORD_FORMAT,
-        stage: name.clone(),
+        stage: stage.id.0.clone(),
         key: completed.key,
         outputs: completed.outputs.clone(),
     };
-    tracing::debug!(stage = %name, key = %record.key.short(), "storing outputs in the cache");
-    if let Err(e) = ctx.store.store(root, &record, &ctx.hasher) {
+    tracing::debug!(stage = %stage.id, key = %record.key.short(), "storing outputs in the cache");
+    if let Err(e) = ctx.store.store(&ctx.pipeline.root, &record, &ctx.hasher) {
         events.warn(format!("could not store outputs in the cache: {e}"));
         return JobResult::Ran(completed, false);
     }

@@ -8,6 +8,7 @@ pub mod cancel;
 mod canonical;
 pub mod diag;
 pub mod engine;
+pub mod error;
 pub mod events;
 pub mod exec;
 pub mod fingerprint;
@@ -30,6 +31,7 @@ pub mod watch;
 pub mod workspace;
 
 pub use engine::{Engine, EngineError, RunOptions, RunSummary, Selection};
+pub use error::StageError;
 pub use events::{Event, Outcome};
 pub use job::ENV_ALLOWLIST;
 pub use pipeline::{Pipeline, StageDef, StageId, StageKind};

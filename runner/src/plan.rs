@@ -369,7 +369,10 @@ pub fn plan_ahead(
                 Decision::Run(RunReason::InputMissing(format!("`{name}` ({path})"))),
                 None,
             ),
-            Err(e) => (Decision::Run(RunReason::InputMissing(e.to_string())), None),
+            Err(e) => (
+                Decision::Run(RunReason::InputMissing(crate::error::chain(&e))),
+                None,
+            ),
         };
         match &decision {
             Decision::Restore(rec) => {

@@ -6,6 +6,7 @@
 //! of `sluice watch` in `control.rs`.
 
 use crate::cancel::{CancelReason, CancelToken};
+use crate::error::StageError;
 use crate::events::{Event, Outcome};
 use crate::exec::signal_group;
 use crate::job::{check_up_to_date, Completed, Job, JobMsg, JobResult, RunCtx};
@@ -424,18 +425,21 @@ impl Dispatcher {
                 (Outcome::Ran, None, Vec::new())
             }
             JobResult::Failed { log_tail, .. } if timed_out => {
-                (Outcome::TimedOut, Some(timeout_msg()), log_tail)
+                (Outcome::TimedOut, Some(timeout_msg().into()), log_tail)
             }
-            JobResult::Failed { message, log_tail } => (Outcome::Failed, Some(message), log_tail),
+            JobResult::Failed { error, log_tail } => (Outcome::Failed, Some(error), log_tail),
             JobResult::Cancelled { log_tail } if timed_out => {
-                (Outcome::TimedOut, Some(timeout_msg()), log_tail)
+                (Outcome::TimedOut, Some(timeout_msg().into()), log_tail)
             }
             JobResult::Cancelled { .. } => (
                 Outcome::Cancelled,
-                Some(format!(
-                    "{}; partial outputs removed",
-                    stopped_by.map_or_else(|| "cancelled".into(), |why| why.describe(timeout))
-                )),
+                Some(
+                    format!(
+                        "{}; partial outputs removed",
+                        stopped_by.map_or_else(|| "cancelled".into(), |why| why.describe(timeout))
+                    )
+                    .into(),
+                ),
                 Vec::new(),
             ),
         };
@@ -492,7 +496,7 @@ impl Dispatcher {
                     i,
                     Outcome::Skipped,
                     Instant::now(),
-                    Some(format!("upstream `{failed}` failed")),
+                    Some(format!("upstream `{failed}` failed").into()),
                     Vec::new(),
                 );
             }
@@ -537,20 +541,24 @@ impl Dispatcher {
         }
     }
 
+    /// Reports a stage's end. `detail` is why it failed, or was skipped or cancelled.
     fn finish(
         &mut self,
         idx: usize,
         outcome: Outcome,
         started: Instant,
-        message: Option<String>,
+        detail: Option<StageError>,
         log_tail: Vec<String>,
     ) {
         let duration = started.elapsed();
+        // A failure's hint stays apart from its message all the way to the reporters.
+        let (message, hint) = detail.map_or((None, None), |d| (Some(d.message), d.hint));
         let _ = self.ctx.events.send(Event::StageFinished {
             stage: self.ctx.pipeline.stages[idx].id.0.clone(),
             outcome,
             duration_ms: duration.as_millis() as u64,
             message,
+            hint,
             log_tail,
         });
         self.done.insert(idx, StageReport { outcome, duration });

@@ -2,6 +2,7 @@
 //! `StageRegistry` the binary fills from the `sluice-stages` crate. The runner never names a
 //! built-in stage itself: it only knows the trait.
 
+pub use crate::error::StageError;
 use crate::events::StageEventSink;
 use crate::exec::{ExecOutcome, ProcessSpec};
 use std::collections::BTreeMap;
@@ -194,7 +195,8 @@ pub trait Stage: Send + Sync {
     fn gpus_optional(&self, _with: &serde_json::Value) -> bool {
         false
     }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<(), String>;
+    /// Runs the stage. A failure's message and hint stay apart: the binary renders the hint.
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError>;
     /// Called when the stage's outputs were restored from the cache, for a stage whose effects
     /// reach past its outputs (deploy moves a registry's `latest` pointer) to bring them in line
     /// with the restored result. `Ok(Some(line))` is logged as a notice; `Err(why)` makes the

@@ -3,14 +3,15 @@
 
 use sluice_runner::stage::ConfigProblem;
 use sluice_runner::{
-    Engine, Event, LoadOptions, Outcome, RunOptions, Selection, Stage, StageContext, StageRegistry,
-    Workspace,
+    Engine, Event, LoadOptions, Outcome, RunOptions, Selection, Stage, StageContext, StageError,
+    StageRegistry, Workspace,
 };
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Upper-cases its `text` input; `with: {spin: true}` loops until cancelled; `with: {panic: m}`
-/// writes half its output, then panics with `m` (a bug in a built-in stage).
+/// writes half its output, then panics with `m` (a bug in a built-in stage); `with: {fail: m}`
+/// fails with `m` and a hint.
 struct Upper;
 
 impl Stage for Upper {
@@ -27,21 +28,24 @@ impl Stage for Upper {
         with.as_object()
             .into_iter()
             .flat_map(|m| m.keys())
-            .filter(|k| *k != "spin" && *k != "panic")
+            .filter(|k| !["spin", "panic", "fail"].contains(&k.as_str()))
             .map(|k| ConfigProblem {
                 path: vec![k.clone()],
                 message: format!("unknown option `{k}`"),
-                help: Some("`upper` takes: spin, panic".into()),
+                help: Some("`upper` takes: spin, panic, fail".into()),
                 at_key: true,
             })
             .collect()
     }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
         if ctx.with.get("spin").and_then(|v| v.as_bool()) == Some(true) {
             while !ctx.cancel.is_cancelled() {
                 std::thread::sleep(Duration::from_millis(5));
             }
             return Err("cancelled".into());
+        }
+        if let Some(message) = ctx.with.get("fail").and_then(|v| v.as_str()) {
+            return Err(StageError::new(message).hint("write less"));
         }
         let text = std::fs::read_to_string(&ctx.inputs["text"]).map_err(|e| e.to_string())?;
         if let Some(message) = ctx.with.get("panic").and_then(|v| v.as_str()) {
@@ -50,7 +54,8 @@ impl Stage for Upper {
         }
         ctx.events
             .progress(1.0, Some(1.0), Some("files".into()), None);
-        std::fs::write(&ctx.outputs["text"], text.to_uppercase()).map_err(|e| e.to_string())
+        std::fs::write(&ctx.outputs["text"], text.to_uppercase())
+            .map_err(|e| StageError::new(e.to_string()))
     }
 }
 
@@ -184,6 +189,39 @@ fn message<'a>(events: &'a [Event], stage: &str) -> &'a str {
             _ => None,
         })
         .unwrap_or_else(|| panic!("no message for `{stage}` in {events:?}"))
+}
+
+/// A stage's hint travels apart from its message, to the event the reporters read.
+#[test]
+fn a_failed_builtin_stage_reports_its_hint_apart_from_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "x").unwrap();
+    let (events, ok) = run(
+        dir.path(),
+        "stages:\n  up: {uses: upper, inputs: {text: in.txt}, with: {fail: too long}}\n",
+    );
+    assert!(!ok);
+    let finished = events
+        .iter()
+        .find_map(|e| match e {
+            Event::StageFinished {
+                stage,
+                outcome,
+                message,
+                hint,
+                ..
+            } if stage == "up" => Some((*outcome, message.clone(), hint.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        finished,
+        (
+            Outcome::Failed,
+            Some("too long".to_string()),
+            Some("write less".to_string())
+        )
+    );
 }
 
 /// A panic in a built-in stage fails that stage with the panic's message and location, drops its

@@ -12,6 +12,7 @@
 use super::error::ServeError;
 use super::protocol::{DataType, Elements, OutTensor, OutValues, Tensor};
 use serde_json::{json, Map, Value};
+use sluice_runner::StageError;
 use sluice_stages::evaluate::metrics;
 use sluice_stages::infer::Model;
 use sluice_stages::preprocess::{ImagePreprocess, Preprocess, Task};
@@ -61,6 +62,10 @@ pub(crate) struct Bundle {
     next: AtomicUsize,
 }
 
+/// What to do about a model and an artifact that do not fit each other.
+const BUNDLE_HINT: &str =
+    "deploy the model together with the preprocess.json of the normalize run that trained it";
+
 fn read(dir: &Path, file: &str) -> Result<String, String> {
     std::fs::read_to_string(dir.join(file))
         .map_err(|e| format!("cannot read `{}`: {e}", dir.join(file).display()))
@@ -74,7 +79,7 @@ impl Bundle {
         name: &str,
         version: u64,
         sessions: usize,
-    ) -> Result<Bundle, String> {
+    ) -> Result<Bundle, StageError> {
         let text = read(dir, "preprocess.json")?;
         let artifact = dir.join("preprocess.json");
         let kind: Value = serde_json::from_str(&text)
@@ -104,7 +109,7 @@ impl Bundle {
                 let head = match (pre.label.task, &pre.label.classes) {
                     (Task::Classification, Some(classes)) => Head::Classes(classes.clone().into()),
                     (Task::Classification, None) => {
-                        return Err(bad(&"a classification label without `classes`"))
+                        return Err(bad(&"a classification label without `classes`").into())
                     }
                     (Task::Regression, _) => Head::Regression,
                 };
@@ -133,7 +138,7 @@ impl Bundle {
 
     /// Runs one row of zeros: the model must take the artifact's features and answer one value
     /// per class (or one for regression).
-    fn check(&self, model_path: &Path) -> Result<(), String> {
+    fn check(&self, model_path: &Path) -> Result<(), StageError> {
         let model = &self.pool[0].1;
         let declared = &model.input_shape;
         let expected: Vec<i64> = self.row_shape.iter().map(|&d| d as i64).collect();
@@ -143,11 +148,12 @@ impl Bundle {
                 .zip(&expected)
                 .all(|(&d, &e)| d < 0 || d == e);
         if !fits {
-            return Err(format!(
-                "the model `{}` takes `{}` with shape {declared:?}, but its preprocess artifact makes rows of shape {expected:?}\nhint: deploy the model together with the preprocess.json of the normalize run that trained it",
+            return Err(StageError::new(format!(
+                "the model `{}` takes `{}` with shape {declared:?}, but its preprocess artifact makes rows of shape {expected:?}",
                 model_path.display(),
                 model.input,
-            ));
+            ))
+            .hint(BUNDLE_HINT));
         }
         let mut shape = vec![1];
         shape.extend(&self.row_shape);
@@ -163,11 +169,12 @@ impl Bundle {
             Head::Regression => (width == 1, "1 (a regression target)".to_string()),
         };
         if !ok {
-            return Err(format!(
-                "the model `{}` answers {width} values per row in `{}`, but its preprocess artifact expects {wanted}\nhint: deploy the model together with the preprocess.json of the normalize run that trained it",
+            return Err(StageError::new(format!(
+                "the model `{}` answers {width} values per row in `{}`, but its preprocess artifact expects {wanted}",
                 model_path.display(),
                 first.name
-            ));
+            ))
+            .hint(BUNDLE_HINT));
         }
         Ok(())
     }

@@ -24,6 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use registry::{Catalog, Scanner, Source};
 use routes::State;
 use sluice_runner::stage::CancelToken;
+use sluice_runner::StageError;
 use sluice_stages::pyenv::{self, Step};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,8 +63,12 @@ impl From<anyhow::Error> for ServeFailure {
 
 pub(crate) fn run(mut opts: Options) -> Result<(), ServeFailure> {
     memory::tune();
-    let source =
-        Source::open(&opts.target).map_err(|e| ServeFailure::Invalid(format!("error: {e}")))?;
+    let source = Source::open(&opts.target).map_err(|e| {
+        ServeFailure::Invalid(format!(
+            "error: {}",
+            crate::report::with_hint(&e.message, Some(&e.hint))
+        ))
+    })?;
     let lib = match pyenv::find_runtime() {
         Some(lib) => lib,
         None => pyenv::ensure_runtime(&CancelToken::default(), &mut |step| {
@@ -71,9 +76,10 @@ pub(crate) fn run(mut opts: Options) -> Result<(), ServeFailure> {
                 eprintln!("{text}");
             }
         })
+        .map_err(StageError::from)
         .context("cannot fetch ONNX Runtime")?,
     };
-    sluice_stages::infer::init(&lib).map_err(anyhow::Error::msg)?;
+    sluice_stages::infer::init(&lib).map_err(anyhow::Error::from)?;
 
     let mut scanner = Scanner::new(source, opts.threads);
     let scan = scanner
@@ -84,9 +90,8 @@ pub(crate) fn run(mut opts: Options) -> Result<(), ServeFailure> {
     }
     let (catalog, failures) = (scan.catalog, scan.failures);
     if let Some(f) = failures.first() {
-        return Err(
-            anyhow::anyhow!("cannot serve the bundle `{}`: {}", f.dir.display(), f.error).into(),
-        );
+        let context = format!("cannot serve the bundle `{}`", f.dir.display());
+        return Err(anyhow::Error::from(f.error.clone()).context(context).into());
     }
     if catalog.models.is_empty() {
         tracing::warn!("the registry holds no models yet; new ones are picked up as they appear");
@@ -106,10 +111,15 @@ pub(crate) fn run(mut opts: Options) -> Result<(), ServeFailure> {
 async fn serve(opts: Options, scanner: Scanner, catalog: Catalog) -> anyhow::Result<()> {
     let listener = match listen(opts.addr) {
         Ok(l) => l,
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
-            "cannot listen on {}: the address is in use\nhint: stop what holds it, or pick another with `--addr 127.0.0.1:PORT`",
-            opts.addr
-        ),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(anyhow::Error::from(
+                StageError::new(format!(
+                    "cannot listen on {}: the address is in use",
+                    opts.addr
+                ))
+                .hint("stop what holds it, or pick another with `--addr 127.0.0.1:PORT`"),
+            ))
+        }
         Err(e) => bail!("cannot listen on {}: {e}", opts.addr),
     };
     let local = listener
@@ -285,7 +295,11 @@ async fn poll(state: Arc<State>, scanner: Scanner, every: Duration, slots: Arc<S
         }
         let (catalog, failures) = (scan.catalog, scan.failures);
         for f in failures {
-            tracing::error!("cannot load `{}`: {}", f.dir.display(), f.error);
+            tracing::error!(
+                "cannot load `{}`: {}",
+                f.dir.display(),
+                crate::report::with_hint(&f.error.message, f.error.hint.as_deref())
+            );
         }
         let old = state
             .catalog

@@ -6,6 +6,7 @@
 //! unload a model.
 
 use super::bundle::Bundle;
+use sluice_runner::StageError;
 use sluice_stages::deploy::{self, BUNDLE, LATEST, REGISTRY_MARKER};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,14 +25,11 @@ pub(crate) enum Source {
     },
 }
 
-/// Why a path cannot be served.
+/// Why a path cannot be served, and what to serve instead.
 #[derive(Debug)]
-pub(crate) struct NotServable(pub String);
-
-impl std::fmt::Display for NotServable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+pub(crate) struct NotServable {
+    pub message: String,
+    pub hint: String,
 }
 
 impl Source {
@@ -39,9 +37,10 @@ impl Source {
     pub(crate) fn open(path: &Path) -> Result<Source, NotServable> {
         let shown = path.display();
         if !path.is_dir() {
-            return Err(NotServable(format!(
-                "`{shown}` is not a directory\nhint: name a model registry (the `registry` of a `deploy` stage, e.g. `models`) or one bundle in it (`models/iris/1`)"
-            )));
+            return Err(NotServable {
+                message: format!("`{shown}` is not a directory"),
+                hint: "name a model registry (the `registry` of a `deploy` stage, e.g. `models`) or one bundle in it (`models/iris/1`)".into(),
+            });
         }
         if path.join(REGISTRY_MARKER).exists() {
             return Ok(Source::Registry(path.to_path_buf()));
@@ -78,17 +77,20 @@ impl Source {
         }
         let hint = if path.join(LATEST).is_file() || !deploy::versions(path).is_empty() {
             format!(
-                "\nhint: this looks like one model's directory; serve its registry (`{}`) instead",
+                "this looks like one model's directory; serve its registry (`{}`) instead",
                 path.parent()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default()
             )
         } else {
-            "\nhint: a `deploy` stage creates a registry (`with: {registry: models, name: iris}`); serve that directory".into()
+            "a `deploy` stage creates a registry (`with: {registry: models, name: iris}`); serve that directory".into()
         };
-        Err(NotServable(format!(
-            "`{shown}` is neither a model registry (no `{REGISTRY_MARKER}`) nor a bundle (no `model.onnx` and `preprocess.json`){hint}"
-        )))
+        Err(NotServable {
+            message: format!(
+                "`{shown}` is neither a model registry (no `{REGISTRY_MARKER}`) nor a bundle (no `model.onnx` and `preprocess.json`)"
+            ),
+            hint,
+        })
     }
 }
 
@@ -133,7 +135,7 @@ impl Catalog {
 /// A version that failed to load, with why.
 pub(crate) struct LoadFailure {
     pub dir: PathBuf,
-    pub error: String,
+    pub error: StageError,
 }
 
 /// A directory that could not be listed; what it held stays as it was.

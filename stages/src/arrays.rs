@@ -7,6 +7,7 @@
 //! is allocated for the data, so a hostile or damaged header is an error, never a huge
 //! allocation, an overflow or a panic.
 
+use sluice_runner::StageError;
 use std::io::Read;
 use std::path::Path;
 
@@ -48,7 +49,7 @@ impl Header {
     }
 
     /// Checks that a file of `file_len` bytes holds exactly the data the header describes.
-    fn check_len(&self, file_len: u64, shown: &str) -> Result<(), String> {
+    fn check_len(&self, file_len: u64, shown: &str) -> Result<(), StageError> {
         let body = file_len.saturating_sub(self.offset as u64);
         match self.data_len() {
             Some(want) if want as u64 == body => Ok(()),
@@ -82,12 +83,13 @@ impl Array {
     }
 }
 
-fn bad(shown: &str, why: &str) -> String {
-    format!("`{shown}`: {why}\nhint: this should be a split directory written by `normalize` (features.npy, labels.npy)")
+fn bad(shown: &str, why: &str) -> StageError {
+    StageError::new(format!("`{shown}`: {why}"))
+        .hint("this should be a split directory written by `normalize` (features.npy, labels.npy)")
 }
 
 /// Reads the header of `path`; `shown` is the path as messages show it.
-pub fn header(path: &Path, shown: &str) -> Result<Header, String> {
+pub fn header(path: &Path, shown: &str) -> Result<Header, StageError> {
     let mut f = std::fs::File::open(path).map_err(|e| bad(shown, &format!("cannot open: {e}")))?;
     let mut head = [0u8; 12];
     f.read_exact(&mut head)
@@ -101,7 +103,7 @@ pub fn header(path: &Path, shown: &str) -> Result<Header, String> {
     Ok(h)
 }
 
-fn parse_header(head: &[u8; 12], rest: &mut impl Read, shown: &str) -> Result<Header, String> {
+fn parse_header(head: &[u8; 12], rest: &mut impl Read, shown: &str) -> Result<Header, StageError> {
     if &head[..6] != b"\x93NUMPY" {
         return Err(bad(shown, "not a NumPy .npy file"));
     }
@@ -169,7 +171,7 @@ fn parse_header(head: &[u8; 12], rest: &mut impl Read, shown: &str) -> Result<He
 }
 
 /// Reads a whole array.
-pub fn read(path: &Path, shown: &str) -> Result<Array, String> {
+pub fn read(path: &Path, shown: &str) -> Result<Array, StageError> {
     let bytes = std::fs::read(path).map_err(|e| bad(shown, &format!("cannot read: {e}")))?;
     if bytes.len() < 12 {
         return Err(bad(shown, "not a NumPy .npy file"));
@@ -225,6 +227,7 @@ mod tests {
         std::fs::write(&l, b"hello world, not npy").unwrap();
         assert!(read(&l, "l.npy")
             .unwrap_err()
+            .message
             .contains("not a NumPy .npy file"));
     }
 
@@ -251,7 +254,7 @@ mod tests {
         std::fs::write(&f, bytes).unwrap();
         let r = read(&f, "x.npy").unwrap_err();
         assert_eq!(header(&f, "x.npy").unwrap_err(), r);
-        r
+        r.message
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use crate::infer::{self, Build, Library, Model};
 use crate::preprocess::{ImagePreprocess, Preprocess, Task};
 use serde_json::Value;
+use sluice_runner::StageError;
 use std::path::Path;
 
 /// What the artifact says about the model's input and output.
@@ -17,7 +18,7 @@ struct Expected {
     classes: Option<Vec<String>>,
 }
 
-const HINT: &str = "hint: give `deploy` the `model` of the `train` stage and the `preprocess` output of the `normalize` stage that prepared its training data";
+const HINT: &str = "give `deploy` the `model` of the `train` stage and the `preprocess` output of the `normalize` stage that prepared its training data";
 
 /// Parses `preprocess` (the text of the file `shown_pre`) and loads and probes the model at
 /// `model_path` (shown as `shown_model`). `runtime` yields the ONNX Runtime library to load when
@@ -27,18 +28,19 @@ pub(crate) fn check(
     shown_model: &str,
     preprocess: &[u8],
     shown_pre: &str,
-    runtime: impl FnOnce() -> Result<Library, String>,
-) -> Result<(), String> {
+    runtime: impl FnOnce() -> Result<Library, StageError>,
+) -> Result<(), StageError> {
     let expected = parse_artifact(preprocess, shown_pre)?;
     if infer::loaded().is_none() {
         infer::init_library(&runtime()?)?;
     }
     let model = Model::load(model_path, 1).map_err(|e| {
         let prefix = format!("cannot load the model `{}`: ", model_path.display());
-        format!(
-            "`{shown_model}` does not load in ONNX Runtime: {}\n{HINT}",
-            e.strip_prefix(&prefix).unwrap_or(&e)
-        )
+        StageError::new(format!(
+            "`{shown_model}` does not load in ONNX Runtime: {}",
+            e.message.strip_prefix(&prefix).unwrap_or(&e.message)
+        ))
+        .hint(HINT)
     })?;
     let declared = &model.input_shape;
     let fits = declared.len() == expected.row.len() + 1
@@ -47,10 +49,11 @@ pub(crate) fn check(
             .zip(&expected.row)
             .all(|(&d, &e)| d < 0 || d as usize == e);
     if !fits {
-        return Err(format!(
-            "the model `{shown_model}` takes `{}` with shape {declared:?}, but `{shown_pre}` makes rows of shape {:?}\n{HINT}",
+        return Err(StageError::new(format!(
+            "the model `{shown_model}` takes `{}` with shape {declared:?}, but `{shown_pre}` makes rows of shape {:?}",
             model.input, expected.row
-        ));
+        ))
+        .hint(HINT));
     }
     let mut shape = vec![1];
     shape.extend(&expected.row);
@@ -70,19 +73,21 @@ pub(crate) fn check(
         None => (width == 1, "1 (a regression target)".to_string()),
     };
     if !ok {
-        return Err(format!(
-            "the model `{shown_model}` answers {width} values per row in `{}`, but `{shown_pre}` expects {wanted}\n{HINT}",
+        return Err(StageError::new(format!(
+            "the model `{shown_model}` answers {width} values per row in `{}`, but `{shown_pre}` expects {wanted}",
             first.name
-        ));
+        ))
+        .hint(HINT));
     }
     Ok(())
 }
 
 /// The row shape and classes of a table or image preprocess artifact, read as `sluice serve`
 /// reads it.
-fn parse_artifact(text: &[u8], shown: &str) -> Result<Expected, String> {
-    let bad =
-        |e: &dyn std::fmt::Display| format!("`{shown}` is not a preprocess artifact: {e}\n{HINT}");
+fn parse_artifact(text: &[u8], shown: &str) -> Result<Expected, StageError> {
+    let bad = |e: &dyn std::fmt::Display| {
+        StageError::new(format!("`{shown}` is not a preprocess artifact: {e}")).hint(HINT)
+    };
     let text = std::str::from_utf8(text).map_err(|e| bad(&e))?;
     let kind: Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
     if kind.get("kind").and_then(Value::as_str) == Some("images") {
@@ -111,8 +116,8 @@ fn parse_artifact(text: &[u8], shown: &str) -> Result<Expected, String> {
 /// build when it is installed (it runs CPU sessions too, so a later CUDA `evaluate` in the same
 /// run can still use it), else the CPU build, fetched first when needed.
 pub(crate) fn runtime_library(
-    fetch_cpu: impl FnOnce() -> Result<std::path::PathBuf, String>,
-) -> Result<Library, String> {
+    fetch_cpu: impl FnOnce() -> Result<std::path::PathBuf, StageError>,
+) -> Result<Library, StageError> {
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
         return Ok(Library {
             path: path.into(),
@@ -144,16 +149,19 @@ mod tests {
             .err()
             .unwrap();
         assert!(
-            e.starts_with("`out/pre.json` is not a preprocess artifact: EOF while parsing"),
+            e.message
+                .starts_with("`out/pre.json` is not a preprocess artifact: EOF while parsing"),
             "{e}"
         );
-        assert!(e.contains("\nhint: give `deploy`"), "{e}");
+        assert!(!e.message.contains("hint"), "{e}");
+        assert!(e.hint.unwrap().starts_with("give `deploy`"));
         let e = parse_artifact(b"{\"format\": 99}", "p.json").err().unwrap();
         assert!(
-            e.starts_with("`p.json` is not a preprocess artifact: "),
+            e.message
+                .starts_with("`p.json` is not a preprocess artifact: "),
             "{e}"
         );
         let e = parse_artifact(b"\xff\xfe", "p.json").err().unwrap();
-        assert!(e.contains("invalid utf-8"), "{e}");
+        assert!(e.message.contains("invalid utf-8"), "{e}");
     }
 }

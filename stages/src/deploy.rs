@@ -19,7 +19,7 @@ use crate::problems::problem;
 use serde_json::{json, Value};
 use sluice_runner::paths::{resolves_inside, PathProblem, WorkPath};
 use sluice_runner::stage::{ConfigProblem, Inputs, Restored};
-use sluice_runner::{Stage, StageContext};
+use sluice_runner::{Stage, StageContext, StageError};
 use std::path::{Path, PathBuf};
 
 /// Marks a directory as a sluice model registry (for `sluice serve`).
@@ -104,7 +104,7 @@ impl Place {
     }
 
     /// The registry's directory for a workspace at `ws` (canonical).
-    fn dir(&self, ws: &Path, raw: &str, name: &str) -> Result<PathBuf, String> {
+    fn dir(&self, ws: &Path, raw: &str, name: &str) -> Result<PathBuf, StageError> {
         match self {
             Place::Anywhere(p) => Ok(ws.join(p)),
             Place::Inside(p) => {
@@ -113,9 +113,10 @@ impl Place {
                 let probe = WorkPath::parse(&format!("{p}/{name}/{LATEST}"), ws)
                     .map_err(|_| format!("`registry` `{raw}` is outside the workspace"))?;
                 if !resolves_inside(ws, &probe) {
-                    return Err(format!(
-                        "the registry `{raw}` resolves outside the workspace through a symbolic link\nhint: point `registry` at a directory inside the workspace, or add `allow_outside_workspace: true` to publish there on purpose"
-                    ));
+                    return Err(StageError::new(format!(
+                        "the registry `{raw}` resolves outside the workspace through a symbolic link"
+                    ))
+                    .hint("point `registry` at a directory inside the workspace, or add `allow_outside_workspace: true` to publish there on purpose"));
                 }
                 Ok(p.to_abs(ws))
             }
@@ -192,7 +193,7 @@ impl Stage for Deploy {
     fn with_schema(&self) -> Option<Value> {
         Some(crate::fields::schema(FIELDS, EXAMPLES))
     }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
         run(ctx)
     }
     /// A deploy restored from the cache (say, after going back to an earlier config) points
@@ -246,12 +247,14 @@ fn io_err<'a>(what: &str, p: &'a Path) -> impl FnOnce(std::io::Error) -> String 
     move |e| format!("cannot {what} `{}`: {e}", p.display())
 }
 
-fn run(ctx: &StageContext<'_>) -> Result<(), String> {
+fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
     let config = DeployConfig::parse(ctx.with).map_err(|p| crate::problems::one_line(&p))?;
     let ws = &ctx.workspace;
     let input = |name: &str| {
         ctx.inputs.get(name).ok_or_else(|| {
-            format!("`deploy` needs an input named `{name}`\nhint: write `inputs: {{model: ${{{{ stages.train.outputs.model }}}}, preprocess: ${{{{ stages.normalize.outputs.preprocess }}}}, metrics: ${{{{ stages.evaluate.outputs.metrics }}}}}}`")
+            StageError::new(format!("`deploy` needs an input named `{name}`")).hint(
+                "write `inputs: {model: ${{ stages.train.outputs.model }}, preprocess: ${{ stages.normalize.outputs.preprocess }}, metrics: ${{ stages.evaluate.outputs.metrics }}}`",
+            )
         })
     };
     let model = std::fs::read(input("model")?).map_err(io_err("read", input("model")?))?;
@@ -288,7 +291,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
                         Some(format!("pip: {line}")),
                     ),
                 })
-                .map_err(|e| e.to_string())
+                .map_err(StageError::from)
             })
         },
     )?;
@@ -373,7 +376,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
             (serde_json::to_string_pretty(&record).expect("json") + "\n").as_bytes(),
         )
         .map_err(|e| e.to_string())?;
-    staged.commit().map_err(|e| e.to_string())
+    Ok(staged.commit().map_err(|e| e.to_string())?)
 }
 
 /// The numbered version directories of a model, ascending.

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FolderError {
-    #[error("`{path}` is not a directory\nhint: an image input is a folder with one subfolder per class, e.g. `{path}/cat/1.png`")]
+    #[error("`{path}` is not a directory")]
     NotADirectory { path: String },
-    #[error("`{path}` has no class subfolders\nhint: an image folder holds one subfolder per class, e.g. `{path}/cat/1.png`")]
+    #[error("`{path}` has no class subfolders")]
     NoClasses { path: String },
-    #[error("`{path}/{class}` holds no images\nhint: every class folder needs at least one file; remove the folder to drop the class")]
+    #[error("`{path}/{class}` holds no images")]
     EmptyClass { path: String, class: String },
     #[error("cannot read `{path}`: {source}")]
     Read {
@@ -27,6 +27,25 @@ pub(crate) enum FolderError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl FolderError {
+    /// How to fix it, for the renderer to show apart from the message.
+    pub(crate) fn hint(&self) -> Option<String> {
+        match self {
+            FolderError::NotADirectory { path } => Some(format!(
+                "an image input is a folder with one subfolder per class, e.g. `{path}/cat/1.png`"
+            )),
+            FolderError::NoClasses { path } => Some(format!(
+                "an image folder holds one subfolder per class, e.g. `{path}/cat/1.png`"
+            )),
+            FolderError::EmptyClass { .. } => Some(
+                "every class folder needs at least one file; remove the folder to drop the class"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// One file of a folder.

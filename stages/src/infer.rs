@@ -14,6 +14,7 @@
 
 use ort::session::Session;
 use ort::value::{Tensor, TensorElementType};
+use sluice_runner::StageError;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -43,11 +44,11 @@ struct Loaded {
     env: ort::environment::Environment,
 }
 
-static ENV: OnceLock<Result<Loaded, String>> = OnceLock::new();
-static CUDA_PRELOAD: OnceLock<Result<(), String>> = OnceLock::new();
+static ENV: OnceLock<Result<Loaded, StageError>> = OnceLock::new();
+static CUDA_PRELOAD: OnceLock<Result<(), StageError>> = OnceLock::new();
 
 /// Loads the ONNX Runtime library at `lib` (once per process; the first library wins).
-pub fn init(lib: &Path) -> Result<(), String> {
+pub fn init(lib: &Path) -> Result<(), StageError> {
     init_library(&Library {
         path: lib.to_path_buf(),
         build: Build::Cpu,
@@ -57,18 +58,19 @@ pub fn init(lib: &Path) -> Result<(), String> {
 }
 
 /// Loads `lib` unless the process has loaded a library already; returns the build in use.
-pub fn init_library(lib: &Library) -> Result<Build, String> {
+pub fn init_library(lib: &Library) -> Result<Build, StageError> {
     let got = ENV.get_or_init(|| {
         let builder = ort::init_from(&lib.path).map_err(|e| {
-            format!(
-                "cannot load ONNX Runtime from `{}`: {e}\nhint: run `sluice setup`, or point ORT_DYLIB_PATH at a libonnxruntime.so of version 1.31",
+            StageError::new(format!(
+                "cannot load ONNX Runtime from `{}`: {e}",
                 lib.path.display()
-            )
+            ))
+            .hint("run `sluice setup`, or point ORT_DYLIB_PATH at a libonnxruntime.so of version 1.31")
         })?;
         let env = builder
             .with_name("sluice")
             .build()
-            .map_err(|e| format!("cannot start ONNX Runtime: {e}"))?;
+            .map_err(|e| StageError::new(format!("cannot start ONNX Runtime: {e}")))?;
         Ok(Loaded {
             build: lib.build,
             cuda_libraries: lib.cuda_libraries.clone(),
@@ -86,7 +88,7 @@ pub fn loaded() -> Option<Build> {
     }
 }
 
-fn loaded_env() -> Result<&'static Loaded, String> {
+fn loaded_env() -> Result<&'static Loaded, StageError> {
     match ENV.get() {
         Some(Ok(l)) => Ok(l),
         Some(Err(e)) => Err(e.clone()),
@@ -115,7 +117,7 @@ impl Provider {
 }
 
 /// Loads the CUDA and cuDNN libraries of the loaded build by absolute path (once per process).
-fn preload_cuda(loaded: &Loaded) -> Result<(), String> {
+fn preload_cuda(loaded: &Loaded) -> Result<(), StageError> {
     CUDA_PRELOAD
         .get_or_init(|| {
             for lib in &loaded.cuda_libraries {
@@ -123,10 +125,11 @@ fn preload_cuda(loaded: &Loaded) -> Result<(), String> {
                     // libloading's own text is only "dlopen failed"; the reason is its source.
                     let why = std::error::Error::source(&e)
                         .map_or_else(|| e.to_string(), |s| s.to_string());
-                    format!(
-                        "cannot load the CUDA library `{}`: {why}\nhint: the NVIDIA driver (libcuda.so.1) must be installed and support CUDA 13 (driver 580 or newer; `nvidia-smi` shows it)",
+                    StageError::new(format!(
+                        "cannot load the CUDA library `{}`: {why}",
                         lib.display()
-                    )
+                    ))
+                    .hint("the NVIDIA driver (libcuda.so.1) must be installed and support CUDA 13 (driver 580 or newer; `nvidia-smi` shows it)")
                 })?;
             }
             Ok(())
@@ -164,20 +167,20 @@ pub struct Output {
 
 impl Model {
     /// Loads `path` with `threads` intra-op threads (0: ONNX Runtime's default) on the CPU.
-    pub fn load(path: &Path, threads: usize) -> Result<Model, String> {
+    pub fn load(path: &Path, threads: usize) -> Result<Model, StageError> {
         Model::load_on(path, threads, Provider::Cpu)
     }
 
     /// Loads `path` on the CPU without ONNX Runtime's memory arena: each run allocates what it
     /// needs and frees it after, instead of keeping the largest batch's peak for the life of the
     /// session. For `serve`, where one huge request must not hold its memory forever.
-    pub fn load_per_run(path: &Path, threads: usize) -> Result<Model, String> {
+    pub fn load_per_run(path: &Path, threads: usize) -> Result<Model, StageError> {
         Model::load_with(path, threads, Provider::Cpu, Memory::PerRun)
     }
 
     /// Loads `path` for `provider`. A CUDA provider that cannot be registered (a CPU build, a
     /// missing library, no device) is an error, never a silent fall-back to the CPU.
-    pub fn load_on(path: &Path, threads: usize, provider: Provider) -> Result<Model, String> {
+    pub fn load_on(path: &Path, threads: usize, provider: Provider) -> Result<Model, StageError> {
         Model::load_with(path, threads, provider, Memory::Arena)
     }
 
@@ -186,7 +189,7 @@ impl Model {
         threads: usize,
         provider: Provider,
         memory: Memory,
-    ) -> Result<Model, String> {
+    ) -> Result<Model, StageError> {
         let what =
             |e: &dyn std::fmt::Display| format!("cannot load the model `{}`: {e}", path.display());
         let loaded = loaded_env()?;
@@ -222,13 +225,15 @@ impl Model {
             return Err(what(&format!(
                 "it has {} inputs, and sluice feeds exactly one (`features`)",
                 session.inputs().len()
-            )));
+            ))
+            .into());
         };
         if input.dtype().tensor_type() != Some(TensorElementType::Float32) {
             return Err(what(&format!(
                 "its input `{}` is not a float32 tensor",
                 input.name()
-            )));
+            ))
+            .into());
         }
         let input_shape = input
             .dtype()

@@ -8,6 +8,10 @@ use sluice_runner::stage::ConfigProblem;
 use std::path::Path;
 use std::sync::OnceLock;
 
+/// What `clean` and `split` say when their input is missing.
+pub(crate) const TABLE_OR_IMAGES_HINT: &str =
+    "write `inputs: {table: data/rows.csv}`, or `inputs: {images: data/pictures}` for an image folder";
+
 /// A problem at `path` inside `with:`.
 pub(crate) fn problem(
     path: &[&str],

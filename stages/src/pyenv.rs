@@ -9,6 +9,7 @@
 //! attempt wipes and rebuilds.
 
 use sluice_runner::cancel::CancelToken;
+use sluice_runner::StageError;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -71,11 +72,13 @@ pub struct PythonEnv {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {
-    #[error("training needs Python 3 (3.11 or newer): `{program}` was not found\nhint: install Python 3, or set SLUICE_PYTHON to an interpreter")]
+    #[error("training needs Python 3 (3.11 or newer): `{program}` was not found")]
     NoPython { program: String },
-    #[error("`{python} -m venv` failed, so sluice cannot create the training environment:\n{output}\nhint: install Python's venv module (Debian/Ubuntu: `apt install python3-venv`), or set SLUICE_PYTHON to an interpreter that has it")]
+    #[error(
+        "`{python} -m venv` failed, so sluice cannot create the training environment:\n{output}"
+    )]
     NoVenv { python: String, output: String },
-    #[error("pip could not install the training environment ({flavor}) into `{dir}`:\n{output}\nhint: pip needs to reach PyPI; the full log is `{log}`")]
+    #[error("pip could not install the training environment ({flavor}) into `{dir}`:\n{output}")]
     Pip {
         flavor: &'static str,
         dir: String,
@@ -86,14 +89,38 @@ pub enum EnvError {
         "there is no cache directory: neither SLUICE_CACHE_DIR, XDG_CACHE_HOME nor HOME is set"
     )]
     NoCacheDir,
-    #[error("cannot {what} `{path}`: {source}")]
+    #[error("cannot {what} `{path}`")]
     Io {
         what: &'static str,
         path: String,
+        #[source]
         source: std::io::Error,
     },
     #[error("cancelled")]
     Cancelled,
+}
+
+impl EnvError {
+    /// How to fix it, for the renderer to show apart from the message.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            EnvError::NoPython { .. } => {
+                Some("install Python 3, or set SLUICE_PYTHON to an interpreter".into())
+            }
+            EnvError::NoVenv { .. } => Some("install Python's venv module (Debian/Ubuntu: `apt install python3-venv`), or set SLUICE_PYTHON to an interpreter that has it".into()),
+            EnvError::Pip { log, .. } => Some(format!(
+                "pip needs to reach PyPI; the full log is `{log}`"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The message with its OS error (printed once: the message leaves it to the source).
+impl From<EnvError> for StageError {
+    fn from(e: EnvError) -> StageError {
+        StageError::new(sluice_runner::error::chain(&e)).hint_opt(e.hint())
+    }
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> EnvError + 'a {

@@ -77,16 +77,15 @@ impl Run {
             .unwrap_or_else(|| panic!("no stage_finished for `{stage}`: {self:?}"))
     }
 
-    /// The failure message of `stage` in a `--json` run that failed (exit 1).
+    /// The failure of `stage` in a `--json` run that failed (exit 1): its message, and its hint
+    /// as the `= help:` line the terminal shows (see [`failure_text`]).
     pub fn failure(&self, stage: &str) -> String {
         assert_eq!(
             self.code, 1,
             "expected a failed run\n{}\n{}",
             self.stdout, self.stderr
         );
-        self.finished(stage)["message"]
-            .as_str()
-            .map(String::from)
+        failure_text(&self.finished(stage))
             .unwrap_or_else(|| panic!("no failure message for `{stage}`:\n{}", self.stdout))
     }
 
@@ -401,3 +400,13 @@ impl Ws {
 /// The reason on every test that needs an NVIDIA GPU (`#[ignore = ...]` wants a literal, so the
 /// tests repeat it; this is what they assert with).
 pub const NEEDS_GPU: &str = "needs an NVIDIA GPU (nvidia-smi -L lists one); run with `cargo test -- --ignored` on a GPU machine";
+
+/// A `stage_finished` event's failure as the terminal shows it: its `message`, then its `hint`
+/// (a separate field, never part of the message) the way diagnostics show their help.
+pub fn failure_text(event: &serde_json::Value) -> Option<String> {
+    let message = event["message"].as_str()?;
+    Some(match event["hint"].as_str() {
+        Some(hint) => format!("{message}\n  = help: {hint}"),
+        None => message.to_string(),
+    })
+}

@@ -38,7 +38,7 @@ pub enum RestoreError {
     Corrupt(String),
     #[error("output `{0}` resolves outside the workspace through a symbolic link")]
     Escapes(WorkPath),
-    #[error("cannot restore `{path}`: {source}")]
+    #[error("cannot restore `{path}`")]
     Io {
         path: String,
         #[source]

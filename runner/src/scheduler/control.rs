@@ -95,7 +95,7 @@ impl Dispatcher {
                 i,
                 Outcome::Skipped,
                 Instant::now(),
-                Some(format!("upstream `{failed}` did not succeed")),
+                Some(format!("upstream `{failed}` did not succeed").into()),
                 Vec::new(),
             );
             return;
@@ -133,7 +133,7 @@ impl Dispatcher {
                 self.record(&name, cached.then_some(c));
                 (Outcome::Ran, None)
             }
-            JobResult::Failed { message, .. } => (Outcome::Failed, Some(message)),
+            JobResult::Failed { error, .. } => (Outcome::Failed, Some(error)),
             JobResult::Cancelled { .. } => (
                 Outcome::Cancelled,
                 Some(
@@ -143,7 +143,7 @@ impl Dispatcher {
                         }
                         Supersede::Withdraw => "definition changed; partial outputs removed",
                     }
-                    .to_string(),
+                    .into(),
                 ),
             ),
         };

@@ -30,7 +30,7 @@ impl Workers {
                         // reported done and the dispatcher would wait for it forever.
                         let result = crate::panics::catch(|| run_job(&ctx, &job, &tx))
                             .unwrap_or_else(|message| JobResult::Failed {
-                                message,
+                                error: message.into(),
                                 log_tail: Vec::new(),
                             });
                         let _ = tx.send(JobMsg::Done {

@@ -49,7 +49,7 @@ pub struct LoadOptions<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read pipeline file `{path}`: {source}")]
+    #[error("cannot read pipeline file `{path}`")]
     Read {
         path: String,
         #[source]

@@ -358,7 +358,7 @@ impl Watch {
             }
             Err(e) => {
                 self.emit(Notice::PipelineInvalid {
-                    errors: format!("error: {e}\n"),
+                    errors: format!("error: {}\n", crate::error::chain(&e)),
                 });
                 return;
             }
@@ -519,8 +519,8 @@ impl Watch {
             }
             Err(e) => self.emit(Notice::WatchWarning {
                 message: match e.help() {
-                    Some(h) => format!("{e} (help: {h})"),
-                    None => e.to_string(),
+                    Some(h) => format!("{} (help: {h})", crate::error::chain(&e)),
+                    None => crate::error::chain(&e),
                 },
             }),
         }

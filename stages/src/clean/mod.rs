@@ -21,7 +21,7 @@ use config::CleanConfig;
 use rayon::prelude::*;
 use serde_json::{json, Map, Value};
 use sluice_runner::stage::{ConfigProblem, Inputs};
-use sluice_runner::{Stage, StageContext};
+use sluice_runner::{Stage, StageContext, StageError};
 
 const INPUT: &str = "table";
 const IMAGES: &str = "images";
@@ -38,7 +38,7 @@ pub(crate) struct Clean;
 enum CleanError {
     #[error("{0}")]
     Config(String),
-    #[error("`clean` needs an input named `table` (or `images`){}\nhint: write `inputs: {{table: data/rows.csv}}`, or `inputs: {{images: data/pictures}}` for an image folder", .suggestion.as_ref().map(|s| format!("; {s}")).unwrap_or_default())]
+    #[error("`clean` needs an input named `table` (or `images`){}", .suggestion.as_ref().map(|s| format!("; {s}")).unwrap_or_default())]
     NoInput { suggestion: Option<String> },
     #[error(transparent)]
     Folder(#[from] FolderError),
@@ -56,6 +56,18 @@ enum CleanError {
     Staged(#[from] StagedError),
     #[error("cancelled")]
     Cancelled,
+}
+
+impl From<CleanError> for StageError {
+    fn from(e: CleanError) -> StageError {
+        let hint = match &e {
+            CleanError::NoInput { .. } => Some(crate::problems::TABLE_OR_IMAGES_HINT.to_string()),
+            CleanError::Folder(f) => f.hint(),
+            CleanError::Table(t) => t.hint(),
+            _ => None,
+        };
+        StageError::new(e.to_string()).hint_opt(hint)
+    }
 }
 
 impl Stage for Clean {
@@ -98,8 +110,8 @@ impl Stage for Clean {
             crate::fields::schema(images::FIELDS, images::EXAMPLES),
         ]}))
     }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
-        run(ctx).map_err(|e| e.to_string())
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
+        Ok(run(ctx)?)
     }
 }
 

@@ -5,6 +5,7 @@
 //! `note` says why, and the stage logs it.
 
 use crate::train::Device;
+use sluice_runner::StageError;
 
 /// What this process can offer the CUDA provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +43,7 @@ pub(crate) fn choose(
     requested: Device,
     gpus: &[String],
     runtime: CudaRuntime,
-) -> Result<Choice, String> {
+) -> Result<Choice, StageError> {
     let cpu = |note: Option<String>| Choice {
         target: Target::Cpu,
         auto: requested == Device::Auto,
@@ -56,21 +57,21 @@ pub(crate) fn choose(
     let gpu = gpus.first();
     match (requested, gpu, runtime) {
         (Device::Cpu, _, _) => Ok(cpu(None)),
-        (Device::Cuda, None, _) => Err(
-            "`device: cuda` but this stage has no GPU: none was detected (CUDA_VISIBLE_DEVICES, nvidia-smi), or the stage asks for none\nhint: give the stage `resources: {gpus: 1}`, or use `device: auto` to evaluate on the CPU where there is no GPU".into(),
-        ),
-        (Device::Cuda, Some(_), CudaRuntime::NotInstalled) => Err(
-            "`device: cuda` needs ONNX Runtime's CUDA build, which is not installed\nhint: run `sluice setup --cuda` once (it fetches onnxruntime-gpu with the CUDA 13 and cuDNN 9 libraries from PyPI, about 1.6 GB)".into(),
-        ),
-        (Device::Cuda, Some(_), CudaRuntime::CpuBuildLoaded) => Err(
-            "`device: cuda`, but an earlier stage of this run loaded ONNX Runtime's CPU build, and a process can load ONNX Runtime only once\nhint: give every evaluate stage of the pipeline a GPU (`resources: {gpus: 1}`), so that the CUDA build is the one loaded (it runs CPU sessions too)".into(),
-        ),
+        (Device::Cuda, None, _) => Err(StageError::new(
+            "`device: cuda` but this stage has no GPU: none was detected (CUDA_VISIBLE_DEVICES, nvidia-smi), or the stage asks for none",
+        ).hint("give the stage `resources: {gpus: 1}`, or use `device: auto` to evaluate on the CPU where there is no GPU")),
+        (Device::Cuda, Some(_), CudaRuntime::NotInstalled) => Err(StageError::new(
+            "`device: cuda` needs ONNX Runtime's CUDA build, which is not installed",
+        ).hint("run `sluice setup --cuda` once (it fetches onnxruntime-gpu with the CUDA 13 and cuDNN 9 libraries from PyPI, about 1.6 GB)")),
+        (Device::Cuda, Some(_), CudaRuntime::CpuBuildLoaded) => Err(StageError::new(
+            "`device: cuda`, but an earlier stage of this run loaded ONNX Runtime's CPU build, and a process can load ONNX Runtime only once",
+        ).hint("give every evaluate stage of the pipeline a GPU (`resources: {gpus: 1}`), so that the CUDA build is the one loaded (it runs CPU sessions too)")),
         (Device::Cuda, Some(g), CudaRuntime::Ready) => Ok(cuda(g)),
         (Device::Auto, None, _) => Ok(cpu(Some(
             "no GPU is available to this stage; evaluating on the CPU (a stage gets one with `resources: {gpus: 1}` on a machine that has one)".into(),
         ))),
         (Device::Auto, Some(_), CudaRuntime::NotInstalled) => Ok(cpu(Some(format!(
-            "GPU {} is assigned, but ONNX Runtime's CUDA build is not installed; evaluating on the CPU\nhint: run `sluice setup --cuda` once",
+            "GPU {} is assigned, but ONNX Runtime's CUDA build is not installed; evaluating on the CPU (`sluice setup --cuda` installs it once)",
             gpus.join(",")
         )))),
         (Device::Auto, Some(_), CudaRuntime::CpuBuildLoaded) => Ok(cpu(Some(format!(
@@ -124,14 +125,16 @@ mod tests {
         for runtime in ALL {
             let e = choose(Device::Cuda, &[], runtime).unwrap_err();
             assert!(
-                e.contains("`device: cuda` but this stage has no GPU"),
+                e.message
+                    .contains("`device: cuda` but this stage has no GPU"),
                 "{e}"
             );
+            assert!(e.hint.unwrap().contains("`device: auto`"));
         }
         let e = choose(Device::Cuda, &gpu(), CudaRuntime::NotInstalled).unwrap_err();
-        assert!(e.contains("sluice setup --cuda"), "{e}");
+        assert!(e.hint.unwrap().contains("sluice setup --cuda"));
         let e = choose(Device::Cuda, &gpu(), CudaRuntime::CpuBuildLoaded).unwrap_err();
-        assert!(e.contains("loaded ONNX Runtime's CPU build"), "{e}");
+        assert!(e.message.contains("loaded ONNX Runtime's CPU build"), "{e}");
         let c = choose(Device::Cuda, &gpu(), CudaRuntime::Ready).unwrap();
         assert_eq!(
             (c.target, c.auto, c.note),

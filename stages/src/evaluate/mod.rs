@@ -22,7 +22,7 @@ use device::{CudaRuntime, Target};
 use serde_json::{json, Value};
 use sluice_runner::diag::did_you_mean;
 use sluice_runner::stage::{ConfigProblem, Inputs};
-use sluice_runner::{Stage, StageContext};
+use sluice_runner::{Stage, StageContext, StageError};
 use std::path::Path;
 
 /// The options of `evaluate`: what the parser reads and the schema editors get.
@@ -212,13 +212,13 @@ impl Stage for Evaluate {
     fn gpus_optional(&self, with: &Value) -> bool {
         EvaluateConfig::parse(with).map_or(true, |c| c.device != Device::Cuda)
     }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
         run(ctx)
     }
 }
 
 /// The CPU library, fetched first when needed (with notices).
-fn cpu_library(ctx: &StageContext<'_>) -> Result<Library, String> {
+fn cpu_library(ctx: &StageContext<'_>) -> Result<Library, StageError> {
     let path = pyenv::ensure_runtime(&ctx.cancel, &mut |step| match step {
         Step::Phase(text) => ctx.events.log("notice", text.to_string()),
         Step::Packages { line, .. } => ctx.events.progress(
@@ -228,7 +228,7 @@ fn cpu_library(ctx: &StageContext<'_>) -> Result<Library, String> {
             Some(format!("pip: {line}")),
         ),
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(StageError::from)?;
     Ok(Library {
         path,
         build: Build::Cpu,
@@ -243,7 +243,7 @@ fn load_model(
     ctx: &StageContext<'_>,
     config: &EvaluateConfig,
     path: &Path,
-) -> Result<(Model, Provider), String> {
+) -> Result<(Model, Provider), StageError> {
     let custom = std::env::var_os("ORT_DYLIB_PATH")
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from);
@@ -279,41 +279,49 @@ fn load_model(
         };
         infer::init_library(&library)?;
     }
-    let shown = |e: String| e.replace(&format!("{}/", ctx.workspace.display()), "");
+    let shown = |mut e: StageError| {
+        e.message = e
+            .message
+            .replace(&format!("{}/", ctx.workspace.display()), "");
+        e
+    };
     let Target::Cuda { gpu } = choice.target else {
         return Ok((Model::load(path, 0).map_err(shown)?, Provider::Cpu));
     };
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     let device = device::cuda_ordinal(&gpu, visible.as_deref()).ok_or_else(|| {
-        format!("GPU `{gpu}` is not among this process's CUDA_VISIBLE_DEVICES ({})\nhint: name GPUs by index or by the identifiers CUDA_VISIBLE_DEVICES lists", visible.as_deref().unwrap_or("unset"))
+        StageError::new(format!(
+            "GPU `{gpu}` is not among this process's CUDA_VISIBLE_DEVICES ({})",
+            visible.as_deref().unwrap_or("unset")
+        ))
+        .hint("name GPUs by index or by the identifiers CUDA_VISIBLE_DEVICES lists")
     })?;
     let provider = Provider::Cuda { device };
     match Model::load_on(path, 0, provider) {
         Ok(model) => Ok((model, provider)),
         Err(e) => {
             let e = shown(e);
-            // The message, then its hint (the provider's own, or how to check the provider).
-            let (what, hint) = e.split_once("\nhint: ").unwrap_or((
-                &e,
-                "`sluice setup --cuda` checks that the CUDA provider loads",
-            ));
+            // The provider's own hint, or how to check the provider.
+            let hint = e.hint.unwrap_or_else(|| {
+                "`sluice setup --cuda` checks that the CUDA provider loads".into()
+            });
             if !choice.auto {
-                return Err(format!(
-                    "{what}\nhint: {hint}; `device: auto` falls back to the CPU"
-                ));
+                return Err(StageError::new(e.message)
+                    .hint(format!("{hint}; `device: auto` falls back to the CPU")));
             }
             ctx.events
-                .warn(format!("{what}; evaluating on the CPU\nhint: {hint}"));
+                .warn(format!("{}; evaluating on the CPU ({hint})", e.message));
             Ok((Model::load(path, 0).map_err(shown)?, Provider::Cpu))
         }
     }
 }
 
-fn run(ctx: &StageContext<'_>) -> Result<(), String> {
+fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
     let config = EvaluateConfig::parse(ctx.with).map_err(|p| crate::problems::one_line(&p))?;
     let need = |name: &str, what: &str| {
         ctx.inputs.get(name).ok_or_else(|| {
-            format!("`evaluate` needs an input named `{name}`: {what}\nhint: write `inputs: {{model: ${{{{ stages.train.outputs.model }}}}, test: ${{{{ stages.normalize.outputs.test }}}}, preprocess: ...}}`")
+            StageError::new(format!("`evaluate` needs an input named `{name}`: {what}"))
+                .hint("write `inputs: {model: ${{ stages.train.outputs.model }}, test: ${{ stages.normalize.outputs.test }}, preprocess: ...}`")
         })
     };
     let model_path = need("model", "the model.onnx that `train` writes")?;
@@ -329,19 +337,25 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
         return Err(format!(
             "`{}` must hold float32 features",
             relative(ws, &features_path)
-        ));
+        )
+        .into());
     };
     let labels = arrays::read(&labels_path, &relative(ws, &labels_path))?;
     let n = shape.first().copied().unwrap_or(0);
     if n == 0 {
-        return Err(format!("`{}`: the test split has no rows, so there is nothing to evaluate\nhint: give `split` a test ratio above 0", relative(ws, test)));
+        return Err(StageError::new(format!(
+            "`{}`: the test split has no rows, so there is nothing to evaluate",
+            relative(ws, test)
+        ))
+        .hint("give `split` a test ratio above 0"));
     }
     if labels.shape() != [n] {
         return Err(format!(
             "`{}` has shape {:?}, but the features have {n} rows",
             relative(ws, &labels_path),
             labels.shape()
-        ));
+        )
+        .into());
     }
     let preprocess = match ctx.inputs.get("preprocess") {
         Some(p) => Some(
@@ -402,10 +416,11 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
             } else if width == 1 && k == 2 {
                 metrics::sigmoid_pairs(&outputs)
             } else {
-                return Err(format!(
-                    "the model's output `{output_name}` has {width} values per row, but there are {k} classes ({})\nhint: evaluate the model `train` wrote from the same normalize outputs",
+                return Err(StageError::new(format!(
+                    "the model's output `{output_name}` has {width} values per row, but there are {k} classes ({})",
                     classes.join(", ")
-                ));
+                ))
+                .hint("evaluate the model `train` wrote from the same normalize outputs"));
             };
             let mut ids = Vec::with_capacity(n);
             for (i, &l) in data.iter().enumerate() {
@@ -414,7 +429,8 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
                         "`{}` row {i}: class id {l} is outside 0..{}",
                         relative(ws, &labels_path),
                         k - 1
-                    ));
+                    )
+                    .into());
                 }
                 ids.push(l as usize);
             }
@@ -443,7 +459,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
         }
         Array::F32 { data, .. } => {
             if width != 1 {
-                return Err(format!("the model's output `{output_name}` has {width} values per row; a regression model predicts one"));
+                return Err(format!("the model's output `{output_name}` has {width} values per row; a regression model predicts one").into());
             }
             let report = metrics::regression(&data, &outputs);
             let mut csv = String::from("row,target,prediction\n");
@@ -460,12 +476,18 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
     let mut failed = Vec::new();
     for gate in &config.gates {
         let Some(value) = report["metrics"][&gate.metric].as_f64() else {
-            return Err(format!(
-                "`require` names `{}`, which this {} evaluation does not compute\nhint: it reports {}",
+            return Err(StageError::new(format!(
+                "`require` names `{}`, which this {} evaluation does not compute",
                 gate.metric,
                 report["task"].as_str().unwrap_or_default(),
-                report["metrics"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default()
-            ));
+            ))
+            .hint(format!(
+                "it reports {}",
+                report["metrics"]
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
+            )));
         };
         ctx.events.metric(&gate.metric, value, None);
         if !gate.passes(value) {
@@ -483,11 +505,12 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
             .flatten()
             .filter_map(|(name, v)| v.as_f64().map(|x| format!("{name} {x:.4}")))
             .collect();
-        return Err(format!(
-            "the model misses its bar: {}\n  its metrics on the test split: {}\nhint: improve the model or relax `require`",
+        return Err(StageError::new(format!(
+            "the model misses its bar: {}\n  its metrics on the test split: {}",
             failed.join("; "),
             figures.join(" · ")
-        ));
+        ))
+        .hint("improve the model or relax `require`"));
     }
     for (k, v) in report["metrics"].as_object().into_iter().flatten() {
         if let Some(x) = v.as_f64() {

@@ -22,7 +22,7 @@ use arrow::datatypes::DataType;
 use config::NormalizeConfig;
 use preprocess::Preprocess;
 use sluice_runner::stage::{ConfigProblem, Inputs};
-use sluice_runner::{Stage, StageContext};
+use sluice_runner::{Stage, StageContext, StageError};
 use std::path::Path;
 
 const SPLITS: [&str; 3] = ["train", "val", "test"];
@@ -38,7 +38,7 @@ pub(crate) struct Normalize;
 pub(crate) enum NormalizeError {
     #[error("{0}")]
     Config(String),
-    #[error("`normalize` needs an input named `train`{}\nhint: write `inputs: {{train: ..., val: ..., test: ...}}`; only `train` is required", maybe(.suggestion))]
+    #[error("`normalize` needs an input named `train`{}", maybe(.suggestion))]
     NoInput { suggestion: Option<String> },
     #[error("the pipeline gave no path for output `{0}`")]
     NoOutput(&'static str),
@@ -46,46 +46,46 @@ pub(crate) enum NormalizeError {
     Table(#[from] TableError),
     #[error("`{path}`: the train split has no rows, so there is nothing to fit")]
     EmptyTrain { path: String },
-    #[error("`{path}`: column `{column}` has type {data_type}, which `{method}` cannot scale\nhint: encode it instead: `categorical: {{columns: {{{column}: onehot}}}}`")]
+    #[error("`{path}`: column `{column}` has type {data_type}, which `{method}` cannot scale")]
     NotNumeric {
         path: String,
         column: String,
         data_type: DataType,
         method: &'static str,
     },
-    #[error("`{path}`: column `{column}` has type {data_type}, which `normalize` cannot encode\nhint: drop it with `drop: [{column}]`, or cast it with `clean`")]
+    #[error("`{path}`: column `{column}` has type {data_type}, which `normalize` cannot encode")]
     Unsupported {
         path: String,
         column: String,
         data_type: DataType,
     },
-    #[error("`{path}`: the label `{column}` has type {data_type}, and a regression label must be numeric\nhint: use `task: classification`, or cast the column with `clean`")]
+    #[error("`{path}`: the label `{column}` has type {data_type}, and a regression label must be numeric")]
     LabelType {
         path: String,
         column: String,
         data_type: DataType,
     },
-    #[error("`{path}` row {row}: column `{column}` is empty\nhint: fill or drop missing values first with `clean`'s `missing` rule")]
+    #[error("`{path}` row {row}: column `{column}` is empty")]
     Missing {
         path: String,
         row: usize,
         column: String,
     },
-    #[error("`{path}` row {row}: column `{column}` holds `{value}`\nhint: a model cannot be fed infinite values; remove those rows or replace the values before `normalize`")]
+    #[error("`{path}` row {row}: column `{column}` holds `{value}`")]
     Infinite {
         path: String,
         row: usize,
         column: String,
         value: f64,
     },
-    #[error("`{path}` row {row}: label `{value}` of the {split} split does not occur in the train split\nhint: the model can only predict classes it was trained on; split with `method: stratified`")]
+    #[error("`{path}` row {row}: label `{value}` of the {split} split does not occur in the train split")]
     UnknownLabel {
         path: String,
         split: &'static str,
         row: usize,
         value: String,
     },
-    #[error("`{path}` row {row}: column `{column}` has the category `{value}`, which the train split does not have\nhint: `unknown_category: ignore` encodes it as all zeros (one-hot) or -1 (ordinal)")]
+    #[error("`{path}` row {row}: column `{column}` has the category `{value}`, which the train split does not have")]
     UnknownCategory {
         path: String,
         row: usize,
@@ -94,11 +94,11 @@ pub(crate) enum NormalizeError {
     },
     #[error(transparent)]
     Folder(#[from] crate::image_folder::FolderError),
-    #[error("`{path}`: {message}\nhint: `clean` drops files that do not decode; run it first")]
+    #[error("`{path}`: {message}")]
     Image { path: String, message: String },
-    #[error("`{path}`: the class is not in the train split `{train}`\nhint: the model can only predict classes it was trained on; split with `split`, which keeps every class in train")]
+    #[error("`{path}`: the class is not in the train split `{train}`")]
     UnknownClass { path: String, train: String },
-    #[error("the train split is a folder of images, so `{split}` must be one too\nhint: give `normalize` the three outputs of one `split` stage")]
+    #[error("the train split is a folder of images, so `{split}` must be one too")]
     MixedInputs { split: String },
     #[error(transparent)]
     Staged(#[from] StagedError),
@@ -107,6 +107,42 @@ pub(crate) enum NormalizeError {
 }
 
 impl NormalizeError {
+    /// How to fix it, for the renderer to show apart from the message.
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            NormalizeError::NoInput { .. } => {
+                "write `inputs: {train: ..., val: ..., test: ...}`; only `train` is required".into()
+            }
+            NormalizeError::Table(t) => return t.hint(),
+            NormalizeError::Folder(f) => return f.hint(),
+            NormalizeError::NotNumeric { column, .. } => {
+                format!("encode it instead: `categorical: {{columns: {{{column}: onehot}}}}`")
+            }
+            NormalizeError::Unsupported { column, .. } => {
+                format!("drop it with `drop: [{column}]`, or cast it with `clean`")
+            }
+            NormalizeError::LabelType { .. } => {
+                "use `task: classification`, or cast the column with `clean`".into()
+            }
+            NormalizeError::Missing { .. } => {
+                "fill or drop missing values first with `clean`'s `missing` rule".into()
+            }
+            NormalizeError::Infinite { .. } => "a model cannot be fed infinite values; remove those rows or replace the values before `normalize`".into(),
+            NormalizeError::UnknownLabel { .. } => "the model can only predict classes it was trained on; split with `method: stratified`".into(),
+            NormalizeError::UnknownCategory { .. } => "`unknown_category: ignore` encodes it as all zeros (one-hot) or -1 (ordinal)".into(),
+            NormalizeError::Image { .. } => "`clean` drops files that do not decode; run it first".into(),
+            NormalizeError::UnknownClass { .. } => "the model can only predict classes it was trained on; split with `split`, which keeps every class in train".into(),
+            NormalizeError::MixedInputs { .. } => {
+                "give `normalize` the three outputs of one `split` stage".into()
+            }
+            NormalizeError::Config(_)
+            | NormalizeError::NoOutput(_)
+            | NormalizeError::EmptyTrain { .. }
+            | NormalizeError::Staged(_)
+            | NormalizeError::Cancelled => return None,
+        })
+    }
+
     /// The error with its row number counted from `by` rows earlier: an error found in one
     /// piece of a table, named by its row in the whole table.
     fn shifted(self, by: usize) -> NormalizeError {
@@ -147,6 +183,12 @@ fn maybe(s: &Option<String>) -> String {
     s.as_ref().map(|s| format!("; {s}")).unwrap_or_default()
 }
 
+impl From<NormalizeError> for StageError {
+    fn from(e: NormalizeError) -> StageError {
+        StageError::new(e.to_string()).hint_opt(e.hint())
+    }
+}
+
 impl Stage for Normalize {
     fn kind(&self) -> &'static str {
         "normalize"
@@ -185,8 +227,8 @@ impl Stage for Normalize {
             crate::fields::schema(images::FIELDS, images::EXAMPLES),
         ]}))
     }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
-        run(ctx).map_err(|e| e.to_string())
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
+        Ok(run(ctx)?)
     }
 }
 

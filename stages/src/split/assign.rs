@@ -44,25 +44,42 @@ impl Assignment {
 pub(crate) enum AssignError {
     #[error("nothing to split: the table has no rows")]
     NoRows,
-    #[error("the {part} split is empty: {rows} rows × {ratio} rounds to 0\nhint: use more data or a larger ratio")]
+    #[error("the {part} split is empty: {rows} rows × {ratio} rounds to 0")]
     EmptySplit {
         part: &'static str,
         rows: usize,
         ratio: f64,
     },
-    #[error("class `{class}` of column `{column}` has {count} row(s), too few to stratify into {needed} splits\nhint: each class needs at least {needed} rows; merge or drop rare classes, or set the val ratio to 0")]
+    #[error("class `{class}` of column `{column}` has {count} row(s), too few to stratify into {needed} splits")]
     SmallClass {
         column: String,
         class: String,
         count: usize,
         needed: usize,
     },
-    #[error("column `{column}` has {groups} distinct group(s), too few for {needed} splits\nhint: a grouped split puts each group in one split, so it needs at least one group per split")]
+    #[error("column `{column}` has {groups} distinct group(s), too few for {needed} splits")]
     TooFewGroups {
         column: String,
         groups: usize,
         needed: usize,
     },
+}
+
+impl AssignError {
+    /// How to fix it, for the renderer to show apart from the message.
+    pub(crate) fn hint(&self) -> Option<String> {
+        match self {
+            AssignError::NoRows => None,
+            AssignError::EmptySplit { .. } => Some("use more data or a larger ratio".into()),
+            AssignError::SmallClass { needed, .. } => Some(format!(
+                "each class needs at least {needed} rows; merge or drop rare classes, or set the val ratio to 0"
+            )),
+            AssignError::TooFewGroups { .. } => Some(
+                "a grouped split puts each group in one split, so it needs at least one group per split"
+                    .into(),
+            ),
+        }
+    }
 }
 
 /// The splits that are to receive rows.
@@ -292,10 +309,12 @@ mod tests {
 
     #[test]
     fn random_refuses_an_empty_split() {
+        let e = random(3, &r(0.8, 0.1, 0.1), 0).unwrap_err();
         assert_eq!(
-            random(3, &r(0.8, 0.1, 0.1), 0).unwrap_err().to_string(),
-            "the val split is empty: 3 rows × 0.1 rounds to 0\nhint: use more data or a larger ratio"
+            e.to_string(),
+            "the val split is empty: 3 rows × 0.1 rounds to 0"
         );
+        assert_eq!(e.hint().as_deref(), Some("use more data or a larger ratio"));
         assert_eq!(random(0, &r(0.5, 0.0, 0.5), 0), Err(AssignError::NoRows));
     }
 

@@ -21,7 +21,7 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use config::{Method, SplitConfig};
 use rayon::prelude::*;
 use sluice_runner::stage::{ConfigProblem, Inputs};
-use sluice_runner::{Stage, StageContext};
+use sluice_runner::{Stage, StageContext, StageError};
 
 /// One of the three splits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,7 +59,7 @@ pub(crate) struct Split;
 enum SplitError {
     #[error("{0}")]
     Config(String),
-    #[error("`split` needs an input named `table` (or `images`){}\nhint: write `inputs: {{table: data/rows.csv}}`, or `inputs: {{images: data/pictures}}` for an image folder", .suggestion.as_ref().map(|s| format!("; {s}")).unwrap_or_default())]
+    #[error("`split` needs an input named `table` (or `images`){}", .suggestion.as_ref().map(|s| format!("; {s}")).unwrap_or_default())]
     NoInput { suggestion: Option<String> },
     #[error(transparent)]
     Folder(#[from] FolderError),
@@ -83,6 +83,19 @@ enum SplitError {
     Staged(#[from] StagedError),
     #[error("cancelled")]
     Cancelled,
+}
+
+impl From<SplitError> for StageError {
+    fn from(e: SplitError) -> StageError {
+        let hint = match &e {
+            SplitError::NoInput { .. } => Some(crate::problems::TABLE_OR_IMAGES_HINT.to_string()),
+            SplitError::Folder(f) => f.hint(),
+            SplitError::Table(t) => t.hint(),
+            SplitError::Assign { source, .. } => source.hint(),
+            _ => None,
+        };
+        StageError::new(e.to_string()).hint_opt(hint)
+    }
 }
 
 impl Stage for Split {
@@ -111,8 +124,8 @@ impl Stage for Split {
     fn with_schema(&self) -> Option<serde_json::Value> {
         Some(crate::fields::schema(config::FIELDS, config::EXAMPLES))
     }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
-        run(ctx).map_err(|e| e.to_string())
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
+        Ok(run(ctx)?)
     }
 }
 

@@ -30,7 +30,7 @@ pub(crate) enum TableError {
         #[source]
         source: std::io::Error,
     },
-    #[error("`{path}` is neither a CSV nor a Parquet file\nhint: name it `*.csv` or `*.parquet`")]
+    #[error("`{path}` is neither a CSV nor a Parquet file")]
     UnknownFormat { path: String },
     #[error("`{path}` is empty: a CSV file needs at least a header line")]
     NoHeader { path: String },
@@ -50,7 +50,7 @@ pub(crate) enum TableError {
         #[source]
         source: parquet::errors::ParquetError,
     },
-    #[error("`{path}` has no column `{column}`{}\nhint: its columns are {}", maybe(.suggestion), list(.available))]
+    #[error("`{path}` has no column `{column}`{}", maybe(.suggestion))]
     UnknownColumn {
         path: String,
         column: String,
@@ -73,6 +73,19 @@ pub(crate) enum TableError {
     },
     #[error("cannot write `{path}`: {detail}")]
     Write { path: String, detail: String },
+}
+
+impl TableError {
+    /// How to fix it, for the renderer to show apart from the message.
+    pub(crate) fn hint(&self) -> Option<String> {
+        match self {
+            TableError::UnknownFormat { .. } => Some("name it `*.csv` or `*.parquet`".into()),
+            TableError::UnknownColumn { available, .. } => {
+                Some(format!("its columns are {}", list(available)))
+            }
+            _ => None,
+        }
+    }
 }
 
 fn maybe(s: &Option<String>) -> String {
@@ -423,11 +436,12 @@ mod tests {
 
     #[test]
     fn unknown_columns_are_named_with_the_alternatives() {
-        let e = table().column_index("specis").unwrap_err().to_string();
+        let e = table().column_index("specis").unwrap_err();
         assert_eq!(
-            e,
-            "`t.csv` has no column `specis`; did you mean `species`?\nhint: its columns are `species`, `n`"
+            e.to_string(),
+            "`t.csv` has no column `specis`; did you mean `species`?"
         );
+        assert_eq!(e.hint().as_deref(), Some("its columns are `species`, `n`"));
     }
 
     #[test]

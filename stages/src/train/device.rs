@@ -5,6 +5,7 @@
 
 use super::config::Device;
 use crate::pyenv::Flavor;
+use sluice_runner::StageError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Choice {
@@ -21,7 +22,7 @@ pub(crate) fn choose(
     requested: Device,
     gpus: &[String],
     cuda_env_ready: bool,
-) -> Result<Choice, String> {
+) -> Result<Choice, StageError> {
     let cpu = |note: Option<String>| Choice {
         flavor: Flavor::Cpu,
         device: "cpu",
@@ -30,9 +31,10 @@ pub(crate) fn choose(
     };
     match requested {
         Device::Cpu => Ok(cpu(None)),
-        Device::Cuda if gpus.is_empty() => Err(
-            "`device: cuda` but this stage has no GPU: none was detected (CUDA_VISIBLE_DEVICES, nvidia-smi)\nhint: use `device: auto` to train on the CPU where there is no GPU".into(),
-        ),
+        Device::Cuda if gpus.is_empty() => Err(StageError::new(
+            "`device: cuda` but this stage has no GPU: none was detected (CUDA_VISIBLE_DEVICES, nvidia-smi)",
+        )
+        .hint("use `device: auto` to train on the CPU where there is no GPU")),
         Device::Cuda => Ok(Choice {
             flavor: Flavor::Cuda,
             device: "cuda",
@@ -43,7 +45,7 @@ pub(crate) fn choose(
             "no GPU is available to this stage; training on the CPU (a stage gets one with `resources: {gpus: 1}` on a machine that has one)".into(),
         ))),
         Device::Auto if !cuda_env_ready => Ok(cpu(Some(format!(
-            "GPU {} is assigned, but the CUDA training environment is not installed; training on the CPU\nhint: run `sluice setup --cuda` once, or write `device: cuda` to install it on the next run",
+            "GPU {} is assigned, but the CUDA training environment is not installed; training on the CPU (`sluice setup --cuda` installs it once, as does `device: cuda` on the next run)",
             gpus.join(",")
         )))),
         Device::Auto => Ok(Choice {
@@ -78,9 +80,11 @@ mod tests {
     fn cuda_needs_a_gpu_and_installs_its_environment() {
         let e = choose(Device::Cuda, &[], true).unwrap_err();
         assert!(
-            e.contains("`device: cuda` but this stage has no GPU"),
+            e.message
+                .contains("`device: cuda` but this stage has no GPU"),
             "{e}"
         );
+        assert!(e.hint.unwrap().contains("`device: auto`"));
         let c = choose(Device::Cuda, &gpu(), false).unwrap();
         assert_eq!((c.flavor, c.device, c.auto), (Flavor::Cuda, "cuda", false));
     }

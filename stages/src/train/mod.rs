@@ -21,7 +21,7 @@ use config::{DataFacts, Model, Task, TrainConfig};
 use serde_json::{json, Value};
 use sluice_runner::exec::{ProcessSpec, Stdout};
 use sluice_runner::stage::{ConfigProblem, Inputs};
-use sluice_runner::{Stage, StageContext};
+use sluice_runner::{Stage, StageContext, StageError};
 use std::path::{Path, PathBuf};
 
 /// The `train` stage kind.
@@ -59,20 +59,26 @@ impl Stage for Train {
     fn gpus_optional(&self, with: &Value) -> bool {
         TrainConfig::parse(with).map_or(true, |c| c.device != Device::Cuda)
     }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<(), String> {
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
         run(ctx)
     }
 }
 
-fn run(ctx: &StageContext<'_>) -> Result<(), String> {
+fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
     let config =
         TrainConfig::parse(ctx.with).map_err(|problems| crate::problems::one_line(&problems))?;
-    let train = ctx.inputs.get("train").ok_or(
-        "`train` needs an input named `train`: a split directory written by `normalize`\nhint: write `inputs: {train: ${{ stages.normalize.outputs.train }}, val: ..., preprocess: ...}`",
-    )?;
+    let train = ctx.inputs.get("train").ok_or_else(|| {
+        StageError::new(
+            "`train` needs an input named `train`: a split directory written by `normalize`",
+        )
+        .hint("write `inputs: {train: ${{ stages.normalize.outputs.train }}, val: ..., preprocess: ...}`")
+    })?;
     let facts = data_facts(ctx, &config, train)?;
     if config.augment.any() && !facts.images {
-        return Err("`augment` applies to images, and this data is a table\nhint: remove `augment`, or train on an image split".into());
+        return Err(
+            StageError::new("`augment` applies to images, and this data is a table")
+                .hint("remove `augment`, or train on an image split"),
+        );
     }
     let model_path = match &config.model {
         Some(Model::Onnx { path, .. }) => Some(user_model(ctx, path)?),
@@ -93,7 +99,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
         }
     }
     let env = prepare(ctx, choice.flavor)?;
-    let worker = pyenv::worker_dir(&env).map_err(|e| e.to_string())?;
+    let worker = pyenv::worker_dir(&env)?;
 
     let resume = ctx.workspace.join(".sluice").join("resume").join(&ctx.key);
     let request = json!({
@@ -148,20 +154,23 @@ fn run(ctx: &StageContext<'_>) -> Result<(), String> {
         (Some(r), _, _) if !r.is_ok() => Err(r
             .message
             .unwrap_or(r.status)
-            .replace(&format!("{}/", ctx.workspace.display()), "")),
+            .replace(&format!("{}/", ctx.workspace.display()), "")
+            .into()),
         (_, Some(0), _) => {
             Err("the training worker exited without its final result (see the stage log)".into())
         }
-        (_, Some(code), _) => Err(format!(
-            "the training worker exited with code {code} (see the stage log)"
-        )),
-        (_, None, Some(sig)) => Err(format!("the training worker was killed by signal {sig}")),
+        (_, Some(code), _) => {
+            Err(format!("the training worker exited with code {code} (see the stage log)").into())
+        }
+        (_, None, Some(sig)) => {
+            Err(format!("the training worker was killed by signal {sig}").into())
+        }
         _ => Err("the training worker ended without an exit status".into()),
     }
 }
 
 /// The Python environment, installed on first use with its progress on the stage's display.
-fn prepare(ctx: &StageContext<'_>, flavor: Flavor) -> Result<pyenv::PythonEnv, String> {
+fn prepare(ctx: &StageContext<'_>, flavor: Flavor) -> Result<pyenv::PythonEnv, StageError> {
     let mut last = 0;
     pyenv::ensure(flavor, &ctx.cancel, &mut |step| match step {
         Step::Phase(text) => {
@@ -184,7 +193,7 @@ fn prepare(ctx: &StageContext<'_>, flavor: Flavor) -> Result<pyenv::PythonEnv, S
             );
         }
     })
-    .map_err(|e| e.to_string())
+    .map_err(StageError::from)
 }
 
 /// Task, class names and data kind: from the `preprocess` artifact when given (it is what
@@ -193,7 +202,7 @@ fn data_facts(
     ctx: &StageContext<'_>,
     config: &TrainConfig,
     train: &Path,
-) -> Result<DataFacts, String> {
+) -> Result<DataFacts, StageError> {
     let features = train.join("features.npy");
     let labels = train.join("labels.npy");
     let shape = arrays::header(&features, &relative(&ctx.workspace, &features))?.shape;
@@ -203,7 +212,7 @@ fn data_facts(
         return Err(format!(
             "`{}` has shape {shape:?}; `train` reads [N, F] tables or [N, C, H, W] images, as `normalize` writes them",
             relative(&ctx.workspace, &features)
-        ));
+        ).into());
     }
     let from_labels = if label_dtype == arrays::Dtype::I64 {
         Task::Classification
@@ -220,7 +229,11 @@ fn data_facts(
     let text = std::fs::read_to_string(pre)
         .map_err(|e| format!("cannot read `{}`: {e}", relative(&ctx.workspace, pre)))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| {
-        format!("`{}` is not a preprocess artifact: {e}\nhint: give the `preprocess` output of `normalize`", relative(&ctx.workspace, pre))
+        StageError::new(format!(
+            "`{}` is not a preprocess artifact: {e}",
+            relative(&ctx.workspace, pre)
+        ))
+        .hint(PREPROCESS_HINT)
     })?;
     let strings = |v: Option<&Value>| {
         v.and_then(Value::as_array).map(|a| {
@@ -237,29 +250,32 @@ fn data_facts(
             Some("regression") => Task::Regression,
             Some("classification") => Task::Classification,
             _ => {
-                return Err(format!(
-                    "`{}` names no label task\nhint: give the `preprocess` output of `normalize`",
+                return Err(StageError::new(format!(
+                    "`{}` names no label task",
                     relative(&ctx.workspace, pre)
                 ))
+                .hint(PREPROCESS_HINT))
             }
         };
         (task, strings(label.and_then(|l| l.get("classes"))))
     };
     if let Some(t) = config.task.filter(|t| *t != task) {
-        return Err(format!(
-            "`task: {}` contradicts `{}`, which says the label is for {}\nhint: drop `task:`; it is read from the preprocess artifact",
+        return Err(StageError::new(format!(
+            "`task: {}` contradicts `{}`, which says the label is for {}",
             json!(t).as_str().unwrap_or_default(),
             relative(&ctx.workspace, pre),
             json!(task).as_str().unwrap_or_default()
-        ));
+        ))
+        .hint("drop `task:`; it is read from the preprocess artifact"));
     }
     if task != from_labels {
-        return Err(format!(
-            "`{}` holds {label_dtype:?} labels, which does not fit the {} task of `{}`\nhint: give the split and the preprocess artifact of the same `normalize` stage",
+        return Err(StageError::new(format!(
+            "`{}` holds {label_dtype:?} labels, which does not fit the {} task of `{}`",
             relative(&ctx.workspace, &labels),
             json!(task).as_str().unwrap_or_default(),
             relative(&ctx.workspace, pre)
-        ));
+        ))
+        .hint("give the split and the preprocess artifact of the same `normalize` stage"));
     }
     Ok(DataFacts {
         task,
@@ -268,17 +284,25 @@ fn data_facts(
     })
 }
 
+const PREPROCESS_HINT: &str = "give the `preprocess` output of `normalize`";
+
 /// A user model must be a declared input too, so that editing it retrains.
-fn user_model(ctx: &StageContext<'_>, path: &str) -> Result<PathBuf, String> {
+fn user_model(ctx: &StageContext<'_>, path: &str) -> Result<PathBuf, StageError> {
     let abs = ctx.workspace.join(path);
     let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
     if !abs.is_file() {
-        return Err(format!("`model.onnx`: `{path}` does not exist\nhint: give the path of an ONNX file, relative to the workspace"));
+        return Err(
+            StageError::new(format!("`model.onnx`: `{path}` does not exist"))
+                .hint("give the path of an ONNX file, relative to the workspace"),
+        );
     }
     if !ctx.inputs.values().any(|p| canon(p) == canon(&abs)) {
-        return Err(format!(
-            "`model.onnx`: `{path}` must also be a declared input, so that editing the model retrains it\nhint: write `inputs: {{model: {path}}}` and `model: {{onnx: \"${{{{ inputs.model }}}}\"}}`"
-        ));
+        return Err(StageError::new(format!(
+            "`model.onnx`: `{path}` must also be a declared input, so that editing the model retrains it"
+        ))
+        .hint(format!(
+            "write `inputs: {{model: {path}}}` and `model: {{onnx: \"${{{{ inputs.model }}}}\"}}`"
+        )));
     }
     Ok(abs)
 }
