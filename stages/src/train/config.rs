@@ -634,7 +634,12 @@ mod tests {
 
     #[test]
     fn betas_are_two_numbers_with_nothing_else() {
-        for bad in [json!([0.9, "x", 0.999]), json!([0.9]), json!([0.9, 1.0]), json!("0.9")] {
+        for bad in [
+            json!([0.9, "x", 0.999]),
+            json!([0.9]),
+            json!([0.9, 1.0]),
+            json!("0.9"),
+        ] {
             let p = problems(json!({"optimizer": {"betas": bad.clone()}}));
             assert_eq!(
                 p,
