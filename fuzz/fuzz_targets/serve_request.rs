@@ -1,4 +1,4 @@
-//! `sluice serve`'s request decoding (src/serve/protocol.rs): OIP v2 JSON and Triton's binary
+//! `sluice serve`'s request decoding (src/serve/protocol/): OIP v2 JSON and Triton's binary
 //! tensors. The server is a binary crate, so its protocol module is compiled in here by path.
 //!
 //! Input: the first 4 bytes (little-endian) pick the `Inference-Header-Content-Length`
@@ -14,8 +14,8 @@ use libfuzzer_sys::fuzz_target;
 #[allow(dead_code)]
 #[path = "../../src/serve/error.rs"]
 mod error;
-#[allow(dead_code)]
-#[path = "../../src/serve/protocol.rs"]
+#[allow(dead_code, unused_imports)]
+#[path = "../../src/serve/protocol/mod.rs"]
 mod protocol;
 
 use protocol::{Elements, InferRequest};

@@ -4,7 +4,7 @@
 //! and lets the requests in flight finish.
 //!
 //! Layout: `registry.rs` finds and loads bundles, `bundle.rs` turns raw request tensors into
-//! features and model outputs into probabilities and class names, `protocol.rs` is the wire
+//! features and model outputs into probabilities and class names, `protocol/` is the wire
 //! format (JSON and Triton's binary-data extension), `routes.rs` the HTTP routes,
 //! `connections.rs` the connection cap and timeouts, `memory.rs` giving memory back.
 
