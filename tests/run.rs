@@ -1,5 +1,6 @@
 //! `sluice run` on temporary workspaces with `run:` stages: graph shapes, parallelism, caching
 //! (skip, restore, rerun and why), targets, failure handling, timeouts, the lock file, status.
+//! One crate over ~700 lines on purpose: each test crate is another ~300 MB binary to link.
 
 mod common;
 
