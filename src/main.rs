@@ -499,7 +499,7 @@ fn gc_report(stats: &GcStats, dry_run: bool, verify: bool) -> String {
         plural(stats.records_removed, "y", "ies"),
         stats.blobs_removed,
         plural(stats.blobs_removed, "", "s"),
-        human_bytes(stats.bytes_freed),
+        indicatif::HumanBytes(stats.bytes_freed),
         stats.records_kept,
         plural(stats.records_kept, "y", "ies"),
     );
@@ -528,17 +528,26 @@ fn gc_report(stats: &GcStats, dry_run: bool, verify: bool) -> String {
     text
 }
 
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gc_report_gives_freed_bytes_in_binary_units() {
+        let stats = |bytes_freed| GcStats {
+            records_removed: 2,
+            blobs_removed: 1,
+            bytes_freed,
+            records_kept: 1,
+            ..GcStats::default()
+        };
+        assert_eq!(
+            gc_report(&stats(10), false, false),
+            "removed 2 cache entries and 1 blob (10 B); kept 1 entry\n"
+        );
+        assert_eq!(
+            gc_report(&stats(3 * 1024 * 1024 / 2), true, false),
+            "would remove 2 cache entries and 1 blob (1.50 MiB); kept 1 entry\n"
+        );
     }
 }

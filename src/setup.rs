@@ -81,7 +81,7 @@ pub fn run(cuda: bool) -> anyhow::Result<()> {
 fn training_cuda(flavor: Flavor) -> anyhow::Result<()> {
     let env = pyenv::find(flavor).context("the environment vanished after installing it")?;
     let worker = pyenv::worker_dir(&env).map_err(StageError::from)?;
-    let out = sluice_runner::exec::guard::output(
+    let out = sluice_runner::exec::output(
         std::process::Command::new(&env.python)
             .args(["-c", CUDA_PROBE])
             .envs(pyenv::worker_env(&env, &worker)),

@@ -11,11 +11,8 @@
 use sluice_runner::cancel::CancelToken;
 use sluice_runner::StageError;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, ExitStatus};
 
 const REQUIREMENTS_CPU: &str = include_str!("../python/requirements.txt");
 const REQUIREMENTS_CUDA: &str = include_str!("../python/requirements-cuda.txt");
@@ -229,22 +226,23 @@ pub fn ensure(
         flavor.name(),
         dir.display()
     )));
-    let venv = sluice_runner::exec::guard::output(
-        Command::new(&base)
-            .args(["-m", "venv"])
-            .arg(&dir)
-            .stdin(Stdio::null()),
+    let mut venv_output = Vec::new();
+    let venv = run_tool(
+        Command::new(&base).args(["-m", "venv"]).arg(&dir),
+        cancel,
+        &mut |line| venv_output.push(line.to_string()),
     )
-    .map_err(|_| EnvError::NoPython {
-        program: base.display().to_string(),
+    .map_err(|e| match e {
+        ToolError::Cancelled => EnvError::Cancelled,
+        ToolError::Start(_) => EnvError::NoPython {
+            program: base.display().to_string(),
+        },
     })?;
-    if !venv.status.success() {
+    if !venv.success() {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(EnvError::NoVenv {
             python: base.display().to_string(),
-            output: tail(&String::from_utf8_lossy(
-                &[venv.stdout, venv.stderr].concat(),
-            )),
+            output: tail(&venv_output.join("\n")),
         });
     }
     let req = dir.join("requirements.txt");
@@ -325,77 +323,93 @@ fn pip(
 ) -> Result<bool, EnvError> {
     use std::io::Write;
     let mut log_file = std::fs::File::create(log).map_err(io("create", log))?;
-    // Same lifetime rules as a stage's process (runner/src/exec/process.rs): its own group,
-    // registered with the guardian so it dies with sluice, the group killed when pip exits.
-    sluice_runner::exec::guard::start();
-    let mut child = Command::new(python)
-        .args(["-m", "pip"])
-        .args(args)
-        .args([
-            "--disable-pip-version-check",
-            "--no-input",
-            "--progress-bar",
-            "off",
-        ])
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(io("start", python))?;
-    let pid = child.id() as i32;
-    let _tracked = sluice_runner::exec::guard::track(pid);
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let readers: Vec<_> = [
-        Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().expect("piped")),
-    ]
-    .into_iter()
-    .map(|r| {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(r).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        })
-    })
-    .collect();
-    drop(tx);
     let mut done = 0;
-    loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) => {
-                let _ = writeln!(log_file, "{line}");
-                if line.starts_with("Collecting ") {
-                    done += 1;
-                }
-                // "Collecting numpy==2.4.6 (from -r /long/path/requirements.txt (line 7))"
-                let shown = line.split(" (from ").next().unwrap_or("").trim();
-                if !shown.is_empty() {
-                    progress(Step::Packages {
-                        done: done.min(total),
-                        total,
-                        line: shown,
-                    });
-                }
+    let status = run_tool(
+        Command::new(python)
+            .args(["-m", "pip"])
+            .args(args)
+            .args([
+                "--disable-pip-version-check",
+                "--no-input",
+                "--progress-bar",
+                "off",
+            ])
+            .env("PYTHONUNBUFFERED", "1"),
+        cancel,
+        &mut |line| {
+            let _ = writeln!(log_file, "{line}");
+            if line.starts_with("Collecting ") {
+                done += 1;
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        if cancel.is_cancelled() {
-            sluice_runner::exec::signal_group(pid, libc::SIGKILL);
-            let _ = child.wait();
-            return Err(EnvError::Cancelled);
-        }
-    }
-    for r in readers {
-        let _ = r.join();
-    }
-    let status = child.wait().map_err(io("wait for", python))?;
-    // Whatever pip left running in its group (build backends) goes with it.
-    sluice_runner::exec::signal_group(pid, libc::SIGKILL);
+            // "Collecting numpy==2.4.6 (from -r /long/path/requirements.txt (line 7))"
+            let shown = line.split(" (from ").next().unwrap_or("").trim();
+            if !shown.is_empty() {
+                progress(Step::Packages {
+                    done: done.min(total),
+                    total,
+                    line: shown,
+                });
+            }
+        },
+    )
+    .map_err(|e| match e {
+        ToolError::Cancelled => EnvError::Cancelled,
+        ToolError::Start(source) => EnvError::Io {
+            what: "start",
+            path: python.display().to_string(),
+            source,
+        },
+    })?;
     Ok(status.success())
+}
+
+enum ToolError {
+    Start(std::io::Error),
+    Cancelled,
+}
+
+/// Runs a setup tool (`venv`, pip) through the engine's process runner
+/// (`sluice_runner::exec::run_in_group`: its own process group, registered with the guardian so
+/// it dies with sluice, the group killed when the tool exits or `cancel` fires), handing its
+/// stdout and stderr lines to `on_line` on this thread as they come.
+fn run_tool(
+    cmd: &mut Command,
+    cancel: &CancelToken,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<ExitStatus, ToolError> {
+    use sluice_runner::exec::{run_in_group, GroupIo};
+    // The runner reads the pipes on threads of its own, and `on_line` (a progress display) need
+    // not be `Send`: lines come over a channel to this thread while another one runs the tool.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let status = std::thread::scope(|s| {
+        let running = s.spawn(move || {
+            let err_tx = tx.clone();
+            run_in_group(
+                cmd,
+                GroupIo {
+                    stdin: None,
+                    on_spawn: &|_| {},
+                    stdout: &mut |line| {
+                        let _ = tx.send(line.to_string());
+                    },
+                    stderr: &mut |line| {
+                        let _ = err_tx.send(line.to_string());
+                    },
+                    kill_on_cancel: Some(cancel),
+                },
+            )
+        });
+        // Ends when the runner is done and has dropped both senders.
+        for line in rx {
+            on_line(&line);
+        }
+        running.join().expect("the tool runner does not panic")
+    });
+    let status = status.map_err(ToolError::Start)?;
+    if cancel.is_cancelled() && !status.success() {
+        return Err(ToolError::Cancelled);
+    }
+    Ok(status)
 }
 
 /// The last lines of a tool's output, enough to see why it failed.
@@ -724,6 +738,74 @@ pub fn ensure_gpu_runtime(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stand-in for `python` that acts like `python -m pip install`: the shell script `body`.
+    fn fake_python(dir: &Path, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("python");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn pip_output_goes_to_the_log_and_the_progress_and_a_failure_is_false() {
+        let dir = tempfile::tempdir().unwrap();
+        let python = fake_python(
+            dir.path(),
+            "echo 'Collecting numpy==2.4.6 (from -r req.txt (line 7))'\n\
+             echo 'Collecting onnx==1.0 (from -r req.txt (line 8))'\n\
+             echo 'ERROR: no matching distribution' >&2\n\
+             exit 1",
+        );
+        let log = dir.path().join("pip.log");
+        let mut seen = Vec::new();
+        let ok = pip(
+            &python,
+            &["install".into()],
+            &log,
+            2,
+            &CancelToken::default(),
+            &mut |step| {
+                if let Step::Packages { done, total, line } = step {
+                    seen.push((done, total, line.to_string()));
+                }
+            },
+        )
+        .unwrap();
+        assert!(!ok);
+        assert!(
+            seen.contains(&(1, 2, "Collecting numpy==2.4.6".into())),
+            "{seen:?}"
+        );
+        assert!(
+            seen.contains(&(2, 2, "Collecting onnx==1.0".into())),
+            "{seen:?}"
+        );
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            logged.contains("ERROR: no matching distribution"),
+            "{logged}"
+        );
+        assert!(logged.contains("Collecting onnx==1.0 (from"), "{logged}");
+    }
+
+    #[test]
+    fn a_cancelled_pip_is_killed_with_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        // A build backend left running in pip's group would keep the pipes open for a minute.
+        let python = fake_python(dir.path(), "sleep 60 &\necho 'Collecting x'\nsleep 60");
+        let cancel = CancelToken::default();
+        let result = pip(
+            &python,
+            &[],
+            &dir.path().join("pip.log"),
+            1,
+            &cancel,
+            &mut |_| cancel.cancel(sluice_runner::cancel::CancelReason::Interrupt),
+        );
+        assert!(matches!(result, Err(EnvError::Cancelled)), "{result:?}");
+    }
 
     #[test]
     fn the_cuda_build_is_the_release_the_cpu_library_is() {

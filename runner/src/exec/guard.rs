@@ -187,21 +187,3 @@ fn close_inherited_descriptors() {
         }
     }
 }
-
-/// Runs `cmd` to completion like [`Command::output`], in a process group of its own that is
-/// registered with the guardian and killed as a whole when its leader exits. For short helper
-/// processes (creating a virtual environment) that need no streaming.
-pub fn output(cmd: &mut Command) -> io::Result<std::process::Output> {
-    start();
-    let child = cmd
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let pgid = child.id() as i32;
-    let tracked = track(pgid);
-    let out = child.wait_with_output();
-    super::signal_group(pgid, libc::SIGKILL);
-    drop(tracked);
-    out
-}

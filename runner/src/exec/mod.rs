@@ -2,12 +2,14 @@
 //! that is `LocalExecutor` (child processes in their own process groups), and a cluster executor
 //! can implement the same trait later.
 
+mod child;
 pub mod guard;
 mod logfile;
 mod process;
 pub mod procfs;
 pub mod protocol;
 
+pub use child::{output, run_in_group, GroupIo};
 pub use logfile::StageLog;
 pub use process::LocalExecutor;
 

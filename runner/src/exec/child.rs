@@ -1,0 +1,243 @@
+//! `run_in_group`: the one way sluice runs a child process, whoever asks for it — a stage's
+//! process (`LocalExecutor`), pip and `venv` while the training environment is installed
+//! (`sluice_stages::pyenv`, inside a stage or from `sluice setup`), and short helpers
+//! ([`output`]).
+//!
+//! Signal handling and process lifetime, documented here beside the spawn:
+//!
+//! - Each child gets its own process group (`process_group(0)`), so a terminal's Ctrl-C reaches
+//!   only sluice, which then decides what to do: for a stage the scheduler sends SIGTERM to the
+//!   group, waits a grace period, then SIGKILL; a caller without a scheduler passes a
+//!   [`CancelToken`] in [`GroupIo::kill_on_cancel`] and the group is SIGKILLed when it fires.
+//! - When the child exits on its own, whatever it left behind in its group is killed too, so no
+//!   stage outlives its run and no pipe stays open. The leader is waited for without being
+//!   reaped (`waitid` with `WNOWAIT`) until the group is killed: while the leader is a zombie its
+//!   pid, and so the group's number, cannot be reused by an unrelated process.
+//! - Every group is registered with the guardian (`guard.rs`) before the child can have done
+//!   much, and unregistered only after the group is killed and the leader reaped: if sluice dies
+//!   (SIGKILL included) the guardian kills what is still registered.
+//! - The child inherits the run lock's descriptor (`Workspace::lock_run` clears its
+//!   close-on-exec flag), and so does everything it starts: the lock stays held while any
+//!   process of the run lives, a later run cannot start beside them, and the guardian finds
+//!   even a process that left its group by the lock it holds.
+//! - No `pre_exec` hook (such as `PR_SET_PDEATHSIG`, which would reach only the direct child
+//!   anyway): with one, std forks instead of using `posix_spawn`, copying sluice's page tables
+//!   for every stage.
+
+use super::{guard, signal_group};
+use crate::cancel::CancelToken;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+/// What a child reads and writes, and who hears about it. Output arrives line by line (lossily
+/// decoded, line ends removed) on the threads that read the pipes.
+pub struct GroupIo<'a> {
+    /// Written to the child's stdin (then closed); `None`: stdin is `/dev/null`.
+    pub stdin: Option<&'a [u8]>,
+    /// Called with the process group id right after the spawn.
+    pub on_spawn: &'a (dyn Fn(i32) + Sync),
+    pub stdout: &'a mut (dyn FnMut(&str) + Send),
+    pub stderr: &'a mut (dyn FnMut(&str) + Send),
+    /// SIGKILL the group once this token is cancelled. `None` where someone else signals the
+    /// group (the scheduler escalates from SIGTERM for a stage's process).
+    pub kill_on_cancel: Option<&'a CancelToken>,
+}
+
+/// How often a [`GroupIo::kill_on_cancel`] token is looked at while the child runs.
+const CANCEL_POLL: Duration = Duration::from_millis(100);
+
+/// Runs `cmd` (program, arguments, environment and directory already set) in a process group of
+/// its own, registered with the guardian, until its leader exits; then kills what is left in the
+/// group and returns the leader's status once both pipes are read to the end.
+pub fn run_in_group(cmd: &mut Command, io: GroupIo<'_>) -> io::Result<ExitStatus> {
+    let GroupIo {
+        stdin,
+        on_spawn,
+        stdout,
+        stderr,
+        kill_on_cancel,
+    } = io;
+    cmd.process_group(0)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    guard::start();
+    let mut child = cmd.spawn()?;
+    let pgid = child.id() as i32;
+    let tracked = guard::track(pgid);
+    on_spawn(pgid);
+    let child_stdin = child.stdin.take();
+    let child_stdout = child.stdout.take().expect("stdout is piped");
+    let child_stderr = child.stderr.take().expect("stderr is piped");
+    // `true` while the leader is unreaped, so the group's number is still ours to signal.
+    let alive = (Mutex::new(true), Condvar::new());
+    let status = std::thread::scope(|s| {
+        if let (Some(mut w), Some(bytes)) = (child_stdin, stdin) {
+            s.spawn(move || {
+                // A child that exits without reading its input is not our error here.
+                let _ = w.write_all(bytes);
+            });
+        }
+        s.spawn(|| pump(child_stderr, stderr));
+        s.spawn(|| pump(child_stdout, stdout));
+        if let Some(cancel) = kill_on_cancel {
+            let alive = &alive;
+            s.spawn(move || {
+                let mut running = alive.0.lock().unwrap_or_else(|e| e.into_inner());
+                while *running {
+                    if cancel.is_cancelled() {
+                        signal_group(pgid, libc::SIGKILL);
+                        break;
+                    }
+                    running = alive
+                        .1
+                        .wait_timeout(running, CANCEL_POLL)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            });
+        }
+        let exited = wait_unreaped(pgid);
+        // Kill stragglers the child left in its group, so the pipes close; the leader is not
+        // reaped yet, so the group's number is still ours.
+        signal_group(pgid, libc::SIGKILL);
+        *alive.0.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        alive.1.notify_all();
+        exited.and_then(|()| child.wait())
+    });
+    drop(tracked);
+    status
+}
+
+/// Runs `cmd` to completion like [`Command::output`], through [`run_in_group`]: for short
+/// helper processes that need no streaming. Output comes back as its lines, each ended by `\n`.
+pub fn output(cmd: &mut Command) -> io::Result<std::process::Output> {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let collect = |buf: &mut Vec<u8>, line: &str| {
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+    };
+    let status = run_in_group(
+        cmd,
+        GroupIo {
+            stdin: None,
+            on_spawn: &|_| {},
+            stdout: &mut |line| collect(&mut out, line),
+            stderr: &mut |line| collect(&mut err, line),
+            kill_on_cancel: None,
+        },
+    )?;
+    Ok(std::process::Output {
+        status,
+        stdout: out,
+        stderr: err,
+    })
+}
+
+/// Waits until process `pid` (a child of ours) has exited, leaving it unreaped.
+fn wait_unreaped(pid: i32) -> io::Result<()> {
+    loop {
+        // SAFETY: waitid(2) writes only into the zeroed siginfo we pass.
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Reads lines (lossily decoded) until end of file.
+fn pump<R: Read>(r: R, f: &mut (dyn FnMut(&str) + Send)) {
+    let mut reader = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&buf);
+                f(text.trim_end_matches(['\n', '\r']));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    #[test]
+    fn output_keeps_both_streams_and_the_status() {
+        let out =
+            output(Command::new("sh").args(["-c", "echo one; echo two >&2; exit 3"])).unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(out.stdout, b"one\n");
+        assert_eq!(out.stderr, b"two\n");
+    }
+
+    #[test]
+    fn stdin_is_written_and_the_group_is_reported() {
+        let seen = AtomicI32::new(0);
+        let mut lines = Vec::new();
+        let status = run_in_group(
+            &mut Command::new("cat"),
+            GroupIo {
+                stdin: Some(b"a\nb\n"),
+                on_spawn: &|pgid| seen.store(pgid, Ordering::SeqCst),
+                stdout: &mut |l| lines.push(l.to_string()),
+                stderr: &mut |_| {},
+                kill_on_cancel: None,
+            },
+        )
+        .unwrap();
+        assert!(status.success());
+        assert_eq!(lines, ["a", "b"]);
+        assert!(seen.load(Ordering::SeqCst) > 0);
+    }
+
+    #[test]
+    fn a_cancelled_token_kills_the_whole_group() {
+        let cancel = CancelToken::default();
+        // The child cancels its own run once it is running, and leaves a grandchild behind that
+        // would keep stdout open for a minute if the group were not killed.
+        let mut started = false;
+        let status = run_in_group(
+            Command::new("sh").args(["-c", "sleep 60 & echo up; sleep 60"]),
+            GroupIo {
+                stdin: None,
+                on_spawn: &|_| {},
+                stdout: &mut |l| {
+                    if l == "up" {
+                        started = true;
+                        cancel.cancel(crate::cancel::CancelReason::Interrupt);
+                    }
+                },
+                stderr: &mut |_| {},
+                kill_on_cancel: Some(&cancel),
+            },
+        )
+        .unwrap();
+        assert!(started);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+}
