@@ -73,8 +73,10 @@ pub(crate) fn bars(path: &Path, ranked: &[Importance], metric: &str) -> DrawResu
             BLACK.stroke_width(1),
         ))
         .map_err(err)?;
-        let mut ticks = vec![lo, 0.0, hi];
-        ticks.dedup();
+        // Zero and the ends, leaving out an end too close to zero for its label to fit.
+        let ticks = [lo, 0.0, hi]
+            .into_iter()
+            .filter(|&v| v == 0.0 || (x(v) - zero).abs() > 60);
         for v in ticks {
             root.draw(&Text::new(
                 format!("{v:.3}"),
