@@ -161,3 +161,52 @@ fn explain_names_a_preprocess_artifact_that_does_not_match_the_features() {
         "{text}"
     );
 }
+
+/// `y = 3·a − 2·b + noise`: a linear regression model, and R² as the metric.
+fn regression_table(rows: usize) -> String {
+    let mut rng = Lcg(19);
+    let mut csv = String::from("n1,n2,a,n3,b,n4,y\n");
+    for _ in 0..rows {
+        let mut x = || rng.uniform() * 2.0 - 1.0;
+        let (n1, n2, a, n3, b, n4, noise) = (x(), x(), x(), x(), x(), x(), x());
+        let y = 3.0 * a - 2.0 * b + 0.2 * noise;
+        csv.push_str(&format!(
+            "{n1:.4},{n2:.4},{a:.4},{n3:.4},{b:.4},{n4:.4},{y:.4}\n"
+        ));
+    }
+    csv
+}
+
+#[test]
+fn regression_ranks_by_the_drop_in_r2() {
+    let ws = Ws::new();
+    ws.write("data.csv", &regression_table(600));
+    let pipeline = PIPELINE
+        .replace("method: stratified, label: label, ", "")
+        .replace("with: {label: label}", "with: {label: y, task: regression}")
+        .replace(
+            "model: {type: mlp, hidden: [16]}\n      optimizer: {type: adamw, lr: 0.02}",
+            "model: linear\n      optimizer: {type: adamw, lr: 0.05, weight_decay: 0}",
+        );
+    ws.pipeline(&pipeline);
+    ws.run(&[]).assert_ok();
+
+    let report = ws.json("out/importance.json");
+    assert_eq!(report["task"], "regression");
+    assert_eq!(report["metric"], "r2");
+    assert!(report["baseline"].as_f64().unwrap() > 0.9, "{report:#}");
+    let features = report["features"].as_array().unwrap();
+    let names: Vec<&str> = features
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    // `a` weighs more than `b`, and neither per-class figures nor recall exist for a regression.
+    assert_eq!(names[..2], ["a", "b"], "{report:#}");
+    for f in features {
+        assert!(f.get("per_class").is_none(), "{f}");
+    }
+    assert!(report.get("baseline_recall").is_none());
+    for f in &features[2..] {
+        assert!(f["mean"].as_f64().unwrap().abs() < 0.05, "{f}");
+    }
+}
