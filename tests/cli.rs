@@ -54,9 +54,17 @@ fn schema_is_json_schema_that_describes_the_stage_keys() {
         .collect();
     assert_eq!(
         kinds,
-        ["clean", "deploy", "evaluate", "normalize", "split", "train"]
+        [
+            "clean",
+            "deploy",
+            "evaluate",
+            "explain",
+            "normalize",
+            "split",
+            "train"
+        ]
     );
-    let split = &by_kind[4]["then"]["properties"]["with"];
+    let split = &by_kind[5]["then"]["properties"]["with"];
     assert_eq!(split["required"], serde_json::json!(["ratios"]));
     let method = &split["properties"]["method"];
     assert_eq!(method["default"], "random");

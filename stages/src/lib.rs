@@ -4,7 +4,8 @@
 //! randomness they use, `npy` the NumPy arrays the trainer reads. [`preprocess`] is public: it is
 //! the artifact `normalize` writes and the code that applies it to raw rows. `train` runs ONNX
 //! Runtime training in a Python worker whose environment [`pyenv`] manages; `evaluate` runs the
-//! model in Rust ([`infer`], ONNX Runtime through `ort`) and `deploy` publishes bundles that
+//! model in Rust ([`infer`], ONNX Runtime through `ort`), `explain` ranks its inputs by
+//! permutation importance through the same inference, and `deploy` publishes bundles that
 //! `sluice serve` reads.
 
 mod arrays;
@@ -12,6 +13,7 @@ mod bundle_check;
 mod clean;
 pub mod deploy;
 pub mod evaluate;
+mod explain;
 mod fields;
 pub mod fuzzing;
 mod image_folder;
@@ -40,6 +42,7 @@ pub fn registry() -> StageRegistry {
     registry.register(Arc::new(clean::Clean));
     registry.register(Arc::new(deploy::Deploy));
     registry.register(Arc::new(evaluate::Evaluate));
+    registry.register(Arc::new(explain::Explain));
     registry.register(Arc::new(normalize::Normalize));
     registry.register(Arc::new(split::Split));
     registry.register(Arc::new(train::Train));

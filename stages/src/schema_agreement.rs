@@ -308,6 +308,7 @@ fn the_kinds_that_declare_a_schema() {
             "clean",
             "deploy",
             "evaluate",
+            "explain",
             "normalize",
             "normalize",
             "split",

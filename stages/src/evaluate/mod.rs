@@ -8,7 +8,7 @@
 
 mod device;
 pub mod metrics;
-mod plots;
+pub(crate) mod plots;
 
 use crate::arrays::{self, Array};
 use crate::fields::{Field, Reader, Type, Wording};
@@ -239,7 +239,7 @@ fn cpu_library(ctx: &StageContext<'_>) -> Result<Library, StageError> {
 /// Chooses the provider (`device`, the stage's GPUs, what is installed and loaded), loads ONNX
 /// Runtime if this process has not yet, and loads the model there. A CUDA provider that does
 /// not load is an error with `device: cuda` and a warning and the CPU with `device: auto`.
-fn load_model(
+pub(crate) fn load_model(
     ctx: &StageContext<'_>,
     config: &EvaluateConfig,
     path: &Path,

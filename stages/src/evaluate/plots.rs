@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Once;
 
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
-const FAMILY: &str = "sans-serif";
+pub(crate) const FAMILY: &str = "sans-serif";
 
 fn fonts() {
     static ONCE: Once = Once::new();
@@ -19,14 +19,15 @@ fn fonts() {
     });
 }
 
-type DrawResult<T> = Result<T, String>;
+pub(crate) type DrawResult<T> = Result<T, String>;
 
-fn err<E: std::fmt::Debug>(e: E) -> String {
+pub(crate) fn err<E: std::fmt::Debug>(e: E) -> String {
     format!("cannot draw the plot: {e:?}")
 }
 
-/// Draws into a `w`×`h` RGB buffer with `draw`, then writes a PNG.
-fn png(
+/// Draws into a `w`×`h` RGB buffer with `draw`, then writes a PNG (`explain` draws its chart
+/// through it too).
+pub(crate) fn png(
     path: &Path,
     (w, h): (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> DrawResult<()>,
