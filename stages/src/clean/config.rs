@@ -1,7 +1,7 @@
 //! [`CleanConfig`]: the `with:` block of a `clean` stage, parsed once into types.
 //!
-//! The same parser serves `check()`, which reports every problem with its path inside `with:`,
-//! and `run()`, which can then trust the values. Column names are only checked against the file
+//! It runs once, in `prepare()` when the pipeline loads, which reports every problem with its path
+//! inside `with:`; `run()` gets the parsed config and can trust the values. Column names are only checked against the file
 //! when the stage runs; here they are checked against each other (a dropped column cannot be
 //! used by a later rule).
 

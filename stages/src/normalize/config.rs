@@ -1,7 +1,7 @@
 //! [`NormalizeConfig`]: the `with:` block of a `normalize` stage, parsed once into types.
 //!
-//! The same parser serves `check()`, which reports every problem with its path inside `with:`,
-//! and `run()`, which can then trust the values. Column names are checked against the table only
+//! It runs once, in `prepare()` when the pipeline loads, which reports every problem with its path
+//! inside `with:`; `run()` gets the parsed config and can trust the values. Column names are checked against the table only
 //! when the stage runs; here they are checked against each other (the label cannot also be a
 //! feature, a column cannot have two methods, a dropped column cannot have one).
 
