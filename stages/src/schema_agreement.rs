@@ -377,7 +377,7 @@ fn keys_outside_the_schema_are_refused_at_every_level() {
                 for example in &examples {
                     let with = with_value(example, &path, json!(1)).unwrap();
                     assert!(!valid(schema, &with), "`{kind}`'s schema takes {with}");
-                    let problems = refusals(&*stage, &with);
+                    let problems = refusals(&**stage, &with);
                     assert!(
                         // A nested mapping's keys may be names (a split, a metric) rather
                         // than options: the caret then points at the value.
