@@ -249,8 +249,8 @@ pub trait Stage: Send + Sync {
     }
     /// True when the stage can run without the GPUs its `resources` ask for (it falls back to
     /// the CPU itself, and says so): on a machine with fewer GPUs it gets what there is instead
-    /// of failing.
-    /// Called only with what this kind's `prepare` returned.
+    /// of failing. `config` is what this kind's `prepare` returned (nothing where it refused
+    /// `with:`, and the pipeline with it).
     fn gpus_optional(&self, _config: &Prepared) -> bool {
         false
     }

@@ -164,7 +164,7 @@ fn run(ctx: &StageContext<'_>, modes: &CleanModes) -> Result<(), CleanError> {
     let mut pieces = table::Pieces::read(input, &source)?;
     let rows_in = pieces.rows();
     step(1.0, format!("read {rows_in} rows from {source}"))?;
-    for name in named_columns(&config) {
+    for name in named_columns(config) {
         pieces.column_index(name)?;
     }
 

@@ -371,7 +371,7 @@ fn run(ctx: &StageContext<'_>, config: &EvaluateConfig) -> Result<(), StageError
         None => None,
     };
 
-    let (model, provider) = load_model(ctx, &config, model_path)?;
+    let (model, provider) = load_model(ctx, config, model_path)?;
     ctx.events.log(
         "info",
         match provider {

@@ -279,7 +279,7 @@ fn run(ctx: &StageContext<'_>, modes: &NormalizeModes) -> Result<(), NormalizeEr
     step(1.0, "read the splits".into())?;
 
     let train = tables[0].1.as_ref().expect("`train` was checked above");
-    let fitted = fit::fit(&config, train)?;
+    let fitted = fit::fit(config, train)?;
     // Every split is encoded by the artifact as read back from its own text, exactly as a later
     // consumer will read it, so that re-applying the file reproduces `features.npy` bit for bit.
     let text = fitted.to_json();

@@ -1,6 +1,6 @@
 //! [`SplitConfig`]: the `with:` block of a `split` stage, parsed once into types.
 //!
-//! It runs once, in `prepare()` when the pipeline loads, which reports every problem with its path
+//! `prepare()` parses it once, when the pipeline loads, and reports every problem with its path
 //! inside `with:` so that the engine can point at the YAML; `run()` gets the parsed config and can
 //! trust the values.
 

@@ -179,7 +179,7 @@ pub(super) fn run(
         .outputs
         .get(super::SUMMARY)
         .ok_or(SplitError::NoOutput(super::SUMMARY))?;
-    let mut text = serde_json::to_string_pretty(&summary(&config, &source, &folder, &parts))
+    let mut text = serde_json::to_string_pretty(&summary(config, &source, &folder, &parts))
         .expect("JSON values always serialize");
     text.push('\n');
     staged.write(super::SUMMARY, dest, text.as_bytes())?;

@@ -249,13 +249,7 @@ fn run(ctx: &StageContext<'_>, modes: &SplitModes) -> Result<(), SplitError> {
         )?;
     }
 
-    let summary = summary::build(
-        &config,
-        &source,
-        &assigned,
-        labels.as_ref(),
-        groups.as_ref(),
-    );
+    let summary = summary::build(config, &source, &assigned, labels.as_ref(), groups.as_ref());
     let dest = ctx
         .outputs
         .get(SUMMARY)

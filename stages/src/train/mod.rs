@@ -73,7 +73,7 @@ fn run(ctx: &StageContext<'_>, config: &TrainConfig) -> Result<(), StageError> {
         )
         .hint("write `inputs: {train: ${{ stages.normalize.outputs.train }}, val: ..., preprocess: ...}`")
     })?;
-    let facts = data_facts(ctx, &config, train)?;
+    let facts = data_facts(ctx, config, train)?;
     if config.augment.any() && !facts.images {
         return Err(
             StageError::new("`augment` applies to images, and this data is a table")
