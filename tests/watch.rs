@@ -436,6 +436,39 @@ fn a_new_image_in_a_class_folder_reruns_the_image_pipeline_from_clean() {
     assert_eq!(w.interrupt(), 130);
 }
 
+/// A `clean` stage dropping `drop`, writing its report to `out/report.json`.
+fn clean_dropping(drop: &str) -> String {
+    format!(
+        "stages:\n  c:\n    uses: clean\n    inputs: {{table: data/t.csv}}\n    outputs: {{table: out/t.parquet, report: out/report.json}}\n    with: {{drop_columns: [{drop}]}}\n"
+    )
+}
+
+/// The columns the last `clean` run dropped, as its report says.
+fn dropped(ws: &Ws) -> Value {
+    let report: Value = serde_json::from_str(&ws.read("out/report.json")).unwrap();
+    report["drop_columns"]["dropped"].clone()
+}
+
+/// An edit of a built-in stage's `with:` reruns it with the new options: the reloaded
+/// definition carries its own prepared config, not the one the first load made.
+#[test]
+fn an_edit_of_a_builtin_stages_with_reruns_it_with_the_new_options() {
+    let ws = Ws::new();
+    ws.write("data/t.csv", "a,b\n1,2\n3,4\n")
+        .pipeline(&clean_dropping("b"));
+    let w = Watcher::start(&ws, &[]);
+    let first = w.idle(0);
+    assert_eq!(w.started(0, first), ["c"]);
+    assert_eq!(dropped(&ws), serde_json::json!(["b"]));
+    ws.pipeline(&clean_dropping("a"));
+    let at = w.changed(first, "sluice.yaml");
+    assert_eq!(names(&w.events()[at]), ["c"]);
+    let end = w.idle(at);
+    assert_eq!(w.started(at, end), ["c"]);
+    assert_eq!(dropped(&ws), serde_json::json!(["a"]));
+    assert_eq!(w.interrupt(), 130);
+}
+
 #[test]
 fn ctrl_c_during_a_round_kills_the_running_stage_and_exits_130() {
     let ws = Ws::new();

@@ -385,6 +385,7 @@ fn invoke(
                     inputs,
                     outputs,
                     with: &stage.with,
+                    prepared: &stage.prepared,
                     params: &stage.params,
                     scratch: scratch.to_path_buf(),
                     gpus: ctx.gpu_names(&job.gpus),

@@ -35,6 +35,6 @@ pub use error::StageError;
 pub use events::{Event, Outcome};
 pub use job::ENV_ALLOWLIST;
 pub use pipeline::{Pipeline, StageDef, StageId, StageKind};
-pub use stage::{Stage, StageContext, StageRegistry};
+pub use stage::{Prepared, Stage, StageContext, StageRegistry};
 pub use validate::{load, LoadError, LoadOptions};
 pub use workspace::Workspace;

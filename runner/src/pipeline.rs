@@ -4,6 +4,7 @@
 
 use crate::graph::StageGraph;
 use crate::paths::WorkPath;
+use crate::stage::Prepared;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
@@ -76,6 +77,8 @@ pub struct StageDef {
     /// substituted text: params, input and output paths are keyed on their own, so a changed
     /// param shows up as that param alone in `status`.
     pub config_text: String,
+    /// What the built-in kind's `prepare` made of `with`, for its runs; nothing for other kinds.
+    pub prepared: Prepared,
     /// The params this stage references, with their values.
     pub params: BTreeMap<String, serde_json::Value>,
     /// Declared environment variables, resolved.

@@ -5,7 +5,9 @@
 pub use crate::error::StageError;
 use crate::events::StageEventSink;
 use crate::exec::{ExecOutcome, ProcessSpec};
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,7 +22,10 @@ pub struct StageContext<'a> {
     pub workspace: PathBuf,
     pub inputs: BTreeMap<String, PathBuf>,
     pub outputs: BTreeMap<String, PathBuf>,
+    /// `with:` as substituted, raw; kinds read their options from `prepared` instead.
     pub with: &'a serde_json::Value,
+    /// What the kind's [`Stage::prepare`] made of `with:` when the pipeline loaded.
+    pub prepared: &'a Prepared,
     pub params: &'a BTreeMap<String, serde_json::Value>,
     /// A private directory, empty when the stage starts, removed at the end of the run.
     pub scratch: PathBuf,
@@ -37,6 +42,57 @@ pub struct StageContext<'a> {
     pub env: BTreeMap<String, String>,
     /// Starts child processes on the stage's behalf.
     pub processes: &'a dyn ProcessHost,
+}
+
+impl StageContext<'_> {
+    /// The stage's prepared config as the type its kind's [`Stage::prepare`] built. Failing
+    /// means a stage ran with a definition that no load prepared: a bug in sluice, not in the
+    /// pipeline.
+    pub fn config<T: Any>(&self) -> Result<&T, StageError> {
+        self.prepared.get::<T>().ok_or_else(|| {
+            StageError::new(format!(
+                "stage `{}`: its `with:` was not prepared as `{}` when the pipeline loaded",
+                self.stage,
+                std::any::type_name::<T>()
+            ))
+            .hint("this is a bug in sluice; please report it")
+        })
+    }
+}
+
+/// A stage's `with:` as its kind's [`Stage::prepare`] read it when the pipeline loaded, kept on
+/// the validated definition and handed to each of its runs, so that `with:` is parsed once.
+/// Opaque to the engine: only the kind knows the type inside. It is derived from `with:`, which
+/// keys, compares and prints the stage, so it takes no part in any of those itself.
+#[derive(Clone)]
+pub struct Prepared(Arc<dyn Any + Send + Sync>);
+
+impl Prepared {
+    pub fn new<T: Any + Send + Sync>(config: T) -> Self {
+        Prepared(Arc::new(config))
+    }
+
+    /// What a kind without options prepares, and what a stage that is not built in (or whose
+    /// `with:` was refused, so that it never runs) holds.
+    pub fn nothing() -> Self {
+        Prepared::new(())
+    }
+
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl Default for Prepared {
+    fn default() -> Self {
+        Prepared::nothing()
+    }
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Prepared(..)")
+    }
 }
 
 /// How a built-in stage runs a child process (the training worker, pip): exactly as plugin
@@ -176,9 +232,11 @@ pub trait Stage: Send + Sync {
     fn inputs(&self) -> Option<Inputs> {
         None
     }
-    /// Validates `with:` before anything runs.
-    fn check(&self, _with: &serde_json::Value) -> Vec<ConfigProblem> {
-        Vec::new()
+    /// Reads `with:` (substituted) once per stage when the pipeline loads: its problems are
+    /// reported with their places before anything runs, and the config is what every run of the
+    /// stage gets (`ctx.config::<T>()`), so `with:` is never parsed again.
+    fn prepare(&self, _with: &serde_json::Value) -> Result<Prepared, Vec<ConfigProblem>> {
+        Ok(Prepared::nothing())
     }
     /// The JSON Schema of the kind's `with:` block, for `sluice schema`; `None` leaves it an
     /// unchecked mapping.
@@ -191,8 +249,9 @@ pub trait Stage: Send + Sync {
     }
     /// True when the stage can run without the GPUs its `resources` ask for (it falls back to
     /// the CPU itself, and says so): on a machine with fewer GPUs it gets what there is instead
-    /// of failing.
-    fn gpus_optional(&self, _with: &serde_json::Value) -> bool {
+    /// of failing. `config` is what this kind's `prepare` returned (nothing where it refused
+    /// `with:`, and the pipeline with it).
+    fn gpus_optional(&self, _config: &Prepared) -> bool {
         false
     }
     /// Runs the stage. A failure's message and hint stay apart: the binary renders the hint.

@@ -3,16 +3,28 @@
 
 use sluice_runner::stage::ConfigProblem;
 use sluice_runner::{
-    Engine, Event, LoadOptions, Outcome, RunOptions, Selection, Stage, StageContext, StageError,
-    StageRegistry, Workspace,
+    Engine, Event, LoadOptions, Outcome, Pipeline, Prepared, RunOptions, Selection, Stage,
+    StageContext, StageError, StageRegistry, Workspace,
 };
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Upper-cases its `text` input; `with: {spin: true}` loops until cancelled; `with: {panic: m}`
-/// writes half its output, then panics with `m` (a bug in a built-in stage); `with: {fail: m}`
-/// fails with `m` and a hint.
-struct Upper;
+/// Upper-cases its `text` input and appends `suffix`; `with: {spin: true}` loops until
+/// cancelled; `with: {panic: m}` writes half its output, then panics with `m` (a bug in a
+/// built-in stage); `with: {fail: m}` fails with `m` and a hint. Counts its `prepare` calls.
+#[derive(Default)]
+struct Upper {
+    prepared: Arc<AtomicUsize>,
+}
+
+/// `upper`'s `with:`, as its `prepare` reads it.
+struct UpperConfig {
+    spin: bool,
+    panic: Option<String>,
+    fail: Option<String>,
+    suffix: String,
+}
 
 impl Stage for Upper {
     fn kind(&self) -> &'static str {
@@ -24,44 +36,62 @@ impl Stage for Upper {
     fn outputs(&self) -> &'static [&'static str] {
         &["text"]
     }
-    fn check(&self, with: &serde_json::Value) -> Vec<ConfigProblem> {
-        with.as_object()
+    fn prepare(&self, with: &serde_json::Value) -> Result<Prepared, Vec<ConfigProblem>> {
+        self.prepared.fetch_add(1, Ordering::SeqCst);
+        let problems: Vec<ConfigProblem> = with
+            .as_object()
             .into_iter()
             .flat_map(|m| m.keys())
-            .filter(|k| !["spin", "panic", "fail"].contains(&k.as_str()))
+            .filter(|k| !["spin", "panic", "fail", "suffix"].contains(&k.as_str()))
             .map(|k| ConfigProblem {
                 path: vec![k.clone()],
                 message: format!("unknown option `{k}`"),
-                help: Some("`upper` takes: spin, panic, fail".into()),
+                help: Some("`upper` takes: spin, panic, fail, suffix".into()),
                 at_key: true,
             })
-            .collect()
+            .collect();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let text = |key: &str| with.get(key).and_then(|v| v.as_str()).map(String::from);
+        Ok(Prepared::new(UpperConfig {
+            spin: with.get("spin").and_then(|v| v.as_bool()) == Some(true),
+            panic: text("panic"),
+            fail: text("fail"),
+            suffix: text("suffix").unwrap_or_default(),
+        }))
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
-        if ctx.with.get("spin").and_then(|v| v.as_bool()) == Some(true) {
+        let config = ctx.config::<UpperConfig>()?;
+        if config.spin {
             while !ctx.cancel.is_cancelled() {
                 std::thread::sleep(Duration::from_millis(5));
             }
             return Err("cancelled".into());
         }
-        if let Some(message) = ctx.with.get("fail").and_then(|v| v.as_str()) {
+        if let Some(message) = &config.fail {
             return Err(StageError::new(message).hint("write less"));
         }
         let text = std::fs::read_to_string(&ctx.inputs["text"]).map_err(|e| e.to_string())?;
-        if let Some(message) = ctx.with.get("panic").and_then(|v| v.as_str()) {
+        if let Some(message) = &config.panic {
             std::fs::write(&ctx.outputs["text"], &text[..text.len() / 2]).unwrap();
             panic!("{message}");
         }
         ctx.events
             .progress(1.0, Some(1.0), Some("files".into()), None);
-        std::fs::write(&ctx.outputs["text"], text.to_uppercase())
+        std::fs::write(&ctx.outputs["text"], text.to_uppercase() + &config.suffix)
             .map_err(|e| StageError::new(e.to_string()))
     }
 }
 
 fn registry() -> StageRegistry {
+    registry_counting(Arc::default())
+}
+
+/// A registry whose `upper` counts its `prepare` calls in `prepared`.
+fn registry_counting(prepared: Arc<AtomicUsize>) -> StageRegistry {
     let mut r = StageRegistry::default();
-    r.register(Arc::new(Upper));
+    r.register(Arc::new(Upper { prepared }));
     r
 }
 
@@ -70,10 +100,20 @@ fn run(dir: &std::path::Path, yaml: &str) -> (Vec<Event>, bool) {
 }
 
 fn run_with(dir: &std::path::Path, yaml: &str, keep_going: bool) -> (Vec<Event>, bool) {
+    run_loaded(dir, yaml, keep_going, registry(), |_| {})
+}
+
+/// Loads `yaml` with `registry`, lets `edit` change the validated pipeline, and runs it.
+fn run_loaded(
+    dir: &std::path::Path,
+    yaml: &str,
+    keep_going: bool,
+    registry: StageRegistry,
+    edit: impl FnOnce(&mut Pipeline),
+) -> (Vec<Event>, bool) {
     std::fs::write(dir.join("p.yaml"), yaml).unwrap();
     let ws = Workspace::open(dir).unwrap();
-    let registry = registry();
-    let pipeline = sluice_runner::load(&LoadOptions {
+    let mut pipeline = sluice_runner::load(&LoadOptions {
         root: &ws.root,
         file: &dir.join("p.yaml"),
         display: "p.yaml".into(),
@@ -81,6 +121,7 @@ fn run_with(dir: &std::path::Path, yaml: &str, keep_going: bool) -> (Vec<Event>,
         registry: &registry,
     })
     .unwrap_or_else(|e| panic!("{e}"));
+    edit(&mut pipeline);
     let engine = Engine::new(ws, registry);
     let (tx, rx) = crossbeam_channel::unbounded();
     let (_sig_tx, sig_rx) = crossbeam_channel::unbounded();
@@ -252,4 +293,61 @@ fn a_panicking_builtin_stage_fails_and_the_run_ends() {
     assert!(!dir.path().join("out/p/boom/text").exists());
     assert_eq!(outcome(&events, "after"), Outcome::Skipped);
     assert_eq!(outcome(&events, "other"), Outcome::Ran);
+}
+
+/// `with:` is read once per stage when the pipeline loads, with its `${{ }}` substituted, and
+/// that reading is what each run gets: running never reads it again.
+#[test]
+fn a_builtin_stage_runs_with_the_config_prepared_once_per_load() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "hello\n").unwrap();
+    let yaml = "params: {mark: '!'}\nstages:\n  up: {uses: upper, inputs: {text: in.txt}, with: {suffix: '${{ params.mark }}'}}\n  again: {uses: upper, inputs: {text: '${{ stages.up.outputs.text }}'}, with: {suffix: '?'}}\n";
+    let prepared = Arc::new(AtomicUsize::new(0));
+    let (events, ok) = run_loaded(
+        dir.path(),
+        yaml,
+        false,
+        registry_counting(prepared.clone()),
+        |_| {},
+    );
+    assert!(ok, "{events:?}");
+    assert_eq!(outcome(&events, "again"), Outcome::Ran);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/p/again/text")).unwrap(),
+        "HELLO\n!?"
+    );
+    assert_eq!(prepared.load(Ordering::SeqCst), 2);
+    let (events, ok) = run_loaded(
+        dir.path(),
+        yaml,
+        false,
+        registry_counting(prepared.clone()),
+        |_| {},
+    );
+    assert!(ok);
+    assert_eq!(outcome(&events, "again"), Outcome::UpToDate);
+    assert_eq!(prepared.load(Ordering::SeqCst), 4);
+}
+
+/// A definition that reaches a run without its kind's prepared config (no load prepared it) is
+/// a bug in sluice, and the stage says so instead of running on defaults.
+#[test]
+fn a_stage_without_its_prepared_config_fails_as_a_bug() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "x").unwrap();
+    let (events, ok) = run_loaded(
+        dir.path(),
+        "stages:\n  up: {uses: upper, inputs: {text: in.txt}}\n",
+        false,
+        registry(),
+        |p| p.stages[0].prepared = Prepared::nothing(),
+    );
+    assert!(!ok);
+    assert_eq!(outcome(&events, "up"), Outcome::Failed);
+    let m = message(&events, "up");
+    assert!(
+        m.starts_with("stage `up`: its `with:` was not prepared as `")
+            && m.ends_with("UpperConfig` when the pipeline loaded"),
+        "{m}"
+    );
 }

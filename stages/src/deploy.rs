@@ -19,7 +19,7 @@ use crate::problems::problem;
 use serde_json::{json, Value};
 use sluice_runner::paths::{resolves_inside, PathProblem, WorkPath};
 use sluice_runner::stage::{ConfigProblem, Inputs, Restored};
-use sluice_runner::{Stage, StageContext, StageError};
+use sluice_runner::{Prepared, Stage, StageContext, StageError};
 use std::path::{Path, PathBuf};
 
 /// Marks a directory as a sluice model registry (for `sluice serve`).
@@ -187,14 +187,14 @@ impl Stage for Deploy {
             optional: &["metrics"],
         })
     }
-    fn check(&self, with: &Value) -> Vec<ConfigProblem> {
-        DeployConfig::parse(with).err().unwrap_or_default()
+    fn prepare(&self, with: &Value) -> Result<Prepared, Vec<ConfigProblem>> {
+        DeployConfig::parse(with).map(Prepared::new)
     }
     fn with_schema(&self) -> Option<Value> {
         Some(crate::fields::schema(FIELDS, EXAMPLES))
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
-        run(ctx)
+        run(ctx, ctx.config::<DeployConfig>()?)
     }
     /// A deploy restored from the cache (say, after going back to an earlier config) points
     /// `latest` at the version its record names, as deploying that model again would; if the
@@ -247,8 +247,7 @@ fn io_err<'a>(what: &str, p: &'a Path) -> impl FnOnce(std::io::Error) -> String 
     move |e| format!("cannot {what} `{}`: {e}", p.display())
 }
 
-fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
-    let config = DeployConfig::parse(ctx.with).map_err(|p| crate::problems::one_line(&p))?;
+fn run(ctx: &StageContext<'_>, config: &DeployConfig) -> Result<(), StageError> {
     let ws = &ctx.workspace;
     let input = |name: &str| {
         ctx.inputs.get(name).ok_or_else(|| {

@@ -18,6 +18,7 @@ mod fields;
 pub mod fuzzing;
 mod image_folder;
 pub mod infer;
+mod modes;
 mod normalize;
 mod npy;
 mod problems;

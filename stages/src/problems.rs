@@ -1,7 +1,7 @@
 //! Shared pieces of config checking and messages: building a `ConfigProblem`, reading `with:` as
-//! a mapping, naming files workspace-relative, and turning problems found again at run time (a
-//! stage re-parses `with:` when it runs, in case the engine was driven without validation) into
-//! one line of its failure message.
+//! a mapping, naming files workspace-relative, and turning problems found at run time (`with:`
+//! read for the mode a stage's inputs select, where the load reported the other mode's problems)
+//! into one line of its failure message.
 
 use serde_json::{Map, Value};
 use sluice_runner::stage::ConfigProblem;

@@ -1,9 +1,10 @@
 //! Tests that each kind's `with:` schema and its parser agree both ways: every example in the
-//! schema passes `check()`; every key the schema lists is accepted and every other key refused;
+//! schema passes `prepare()`; every key the schema lists is accepted and every other key refused;
 //! and for a spread of probe values at each option (wrong types, range edges, each enum name),
 //! the schema accepts the value exactly when the parser does with some example around it.
 
 use serde_json::{json, Map, Value};
+use sluice_runner::stage::ConfigProblem;
 use sluice_runner::Stage;
 
 /// Options whose parser rules go past what a schema says, so probing them one at a time is
@@ -257,8 +258,13 @@ fn probes(schema: &Value) -> Vec<Value> {
     out
 }
 
+/// The problems `stage`'s `prepare` finds in `with`.
+fn refusals(stage: &dyn Stage, with: &Value) -> Vec<ConfigProblem> {
+    stage.prepare(with).err().unwrap_or_default()
+}
+
 fn accepts(stage: &dyn Stage, with: &Value) -> bool {
-    stage.check(with).is_empty()
+    refusals(stage, with).is_empty()
 }
 
 /// Each kind with a schema, once per mode: a schema that is `anyOf` modes (images or tables,
@@ -328,7 +334,7 @@ fn every_example_is_valid_and_accepted() {
             assert!(
                 accepts(&*stage, &e),
                 "`{kind}` refuses its schema's example {e}: {:?}",
-                stage.check(&e)
+                refusals(&*stage, &e)
             );
         }
     }
@@ -372,7 +378,7 @@ fn keys_outside_the_schema_are_refused_at_every_level() {
                 for example in &examples {
                     let with = with_value(example, &path, json!(1)).unwrap();
                     assert!(!valid(schema, &with), "`{kind}`'s schema takes {with}");
-                    let problems = stage.check(&with);
+                    let problems = refusals(&**stage, &with);
                     assert!(
                         // A nested mapping's keys may be names (a split, a metric) rather
                         // than options: the caret then points at the value.
@@ -428,7 +434,7 @@ fn schema_and_parser_accept_the_same_values() {
                     "`{kind}` `{dotted}: {probe}`: the schema {} it, the parser {} it ({:?})",
                     if by_schema { "accepts" } else { "refuses" },
                     if by_parser { "accepts" } else { "refuses" },
-                    stage.check(&withs[0]),
+                    refusals(&*stage, &withs[0]),
                 );
             }
         }

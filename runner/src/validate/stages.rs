@@ -1,5 +1,5 @@
 //! Pass 2, stage by stage, once every stage's kind and outputs are known: inputs, `with:`
-//! (spliced, then checked by its kind), the `run:` command, `env:`, `timeout`, `version`, and the
+//! (spliced, then prepared by its kind), the `run:` command, `env:`, `timeout`, `version`, and the
 //! inputs implied by references to other stages' outputs. The result is a [`Defined`] stage.
 
 use super::duration::{parse_duration, DurationError};
@@ -12,6 +12,7 @@ use crate::pipeline::{Input, Output, StageDef, StageId, StageKind};
 use crate::spec::raw::RawStage;
 use crate::spec::Seg;
 use crate::spec::YPath;
+use crate::stage::Prepared;
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -32,9 +33,10 @@ pub(super) struct Defined {
     pub(super) input_at: Vec<YPath>,
 }
 
-/// What a built-in kind says about a stage's `with:` beyond checking it.
+/// What a built-in kind made of a stage's `with:` besides its problems.
 #[derive(Default)]
 struct KindFacts {
+    prepared: Prepared,
     facts: Vec<(String, String)>,
     gpus_optional: bool,
 }
@@ -72,7 +74,7 @@ impl Validator<'_, '_> {
         let env = self.env(s, &scope, &mut used);
         let timeout = self.timeout(s);
         self.check_version(s);
-        let kind_facts = self.check_with_kind(s, kind.as_ref(), &with, &unresolved);
+        let kind_facts = self.prepare_with_kind(s, kind.as_ref(), &with, &unresolved);
         self.needs(idx, s, known.stage_names, known.index, edges);
         let (inputs, input_at) = all_inputs(s, inputs, &used, known);
 
@@ -95,6 +97,7 @@ impl Validator<'_, '_> {
             outputs,
             with,
             config_text: config_text(s),
+            prepared: kind_facts.prepared,
             params,
             env,
             cpus: s.cpus,
@@ -238,9 +241,10 @@ impl Validator<'_, '_> {
         }
     }
 
-    /// A built-in kind's own checks of the stage's input names and `with:`, leaving out problems
-    /// under `unresolved` paths, and what it says about the stage's environment.
-    fn check_with_kind(
+    /// A built-in kind's own checks of the stage's input names, and its `with:` prepared (its
+    /// problems reported, leaving out those under `unresolved` paths), with what the kind says
+    /// about the stage's environment.
+    fn prepare_with_kind(
         &mut self,
         s: &RawStage,
         kind: Option<&StageKind>,
@@ -269,7 +273,12 @@ impl Validator<'_, '_> {
             }
         }
         let with_path = s.path.k("with");
-        for problem in stage.check(with) {
+        let (prepared, problems) = match stage.prepare(with) {
+            Ok(prepared) => (prepared, Vec::new()),
+            // The pipeline is refused, so the stage never runs and needs no config.
+            Err(problems) => (Prepared::nothing(), problems),
+        };
+        for problem in problems {
             let mut p = with_path.clone();
             for seg in &problem.path {
                 p = p.k(seg);
@@ -288,7 +297,8 @@ impl Validator<'_, '_> {
         }
         KindFacts {
             facts: stage.env_facts(with),
-            gpus_optional: stage.gpus_optional(with),
+            gpus_optional: stage.gpus_optional(&prepared),
+            prepared,
         }
     }
 }

@@ -114,9 +114,14 @@ fn look(entry: &Entry) -> Look {
     }
 }
 
-pub(super) fn run(ctx: &StageContext<'_>, input: &Path) -> Result<(), CleanError> {
-    let config = ImageCleanConfig::parse(ctx.with)
-        .map_err(|problems| CleanError::Config(crate::problems::one_line(&problems)))?;
+pub(super) fn run(
+    ctx: &StageContext<'_>,
+    input: &Path,
+    config: &Result<ImageCleanConfig, Vec<ConfigProblem>>,
+) -> Result<(), CleanError> {
+    let config = config
+        .as_ref()
+        .map_err(|problems| CleanError::Config(crate::problems::one_line(problems)))?;
     let source = relative(&ctx.workspace, input);
     let step = |done: f64, message: String| {
         ctx.events

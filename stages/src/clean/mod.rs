@@ -14,6 +14,7 @@ pub(crate) use images::{parse_size, size_schema};
 mod rules;
 
 use crate::image_folder::FolderError;
+use crate::modes::Modes;
 use crate::problems::relative;
 use crate::staged::{Staged, StagedError};
 use crate::table::{self, TableError};
@@ -21,7 +22,10 @@ use config::CleanConfig;
 use rayon::prelude::*;
 use serde_json::{json, Map, Value};
 use sluice_runner::stage::{ConfigProblem, Inputs};
-use sluice_runner::{Stage, StageContext, StageError};
+use sluice_runner::{Prepared, Stage, StageContext, StageError};
+
+/// `with:` read for tables and for images.
+type CleanModes = Modes<CleanConfig, images::ImageCleanConfig>;
 
 const INPUT: &str = "table";
 const IMAGES: &str = "images";
@@ -89,19 +93,18 @@ impl Stage for Clean {
             optional: &[],
         })
     }
-    /// `check` sees `with:` but not the inputs: a `with:` naming an image option is checked
-    /// as the image mode's, any other as the table mode's; `run` parses for its mode again.
-    fn check(&self, with: &serde_json::Value) -> Vec<ConfigProblem> {
+    /// `prepare` sees `with:` but not the inputs: it parses `with:` for both modes, and reports
+    /// the image mode's problems for a `with:` naming an image option, the table mode's for any
+    /// other; `run` takes the parse of its mode.
+    fn prepare(&self, with: &serde_json::Value) -> Result<Prepared, Vec<ConfigProblem>> {
         let for_images = with
             .as_object()
             .is_some_and(|m| m.keys().any(|k| images::ImageCleanConfig::is_image_key(k)));
-        if for_images {
-            images::ImageCleanConfig::parse(with)
-                .err()
-                .unwrap_or_default()
-        } else {
-            CleanConfig::parse(with).err().unwrap_or_default()
-        }
+        CleanModes::prepare(
+            CleanConfig::parse(with),
+            images::ImageCleanConfig::parse(with),
+            for_images,
+        )
     }
     fn with_schema(&self) -> Option<serde_json::Value> {
         // Image options select the image mode, any other `with:` is the table mode's.
@@ -111,7 +114,7 @@ impl Stage for Clean {
         ]}))
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
-        Ok(run(ctx)?)
+        Ok(run(ctx, ctx.config::<CleanModes>()?)?)
     }
 }
 
@@ -131,13 +134,15 @@ fn named_columns(config: &CleanConfig) -> Vec<&str> {
     names
 }
 
-fn run(ctx: &StageContext<'_>) -> Result<(), CleanError> {
+fn run(ctx: &StageContext<'_>, modes: &CleanModes) -> Result<(), CleanError> {
     if let Some(folder) = ctx.inputs.get(IMAGES) {
-        return images::run(ctx, folder);
+        return images::run(ctx, folder, &modes.images);
     }
     let _memory = table::MemoryScope::enter();
-    let config = CleanConfig::parse(ctx.with)
-        .map_err(|problems| CleanError::Config(crate::problems::one_line(&problems)))?;
+    let config = modes
+        .table
+        .as_ref()
+        .map_err(|problems| CleanError::Config(crate::problems::one_line(problems)))?;
     let input = ctx.inputs.get(INPUT).ok_or_else(|| CleanError::NoInput {
         suggestion: sluice_runner::diag::did_you_mean(INPUT, ctx.inputs.keys().map(String::as_str)),
     })?;
@@ -159,7 +164,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), CleanError> {
     let mut pieces = table::Pieces::read(input, &source)?;
     let rows_in = pieces.rows();
     step(1.0, format!("read {rows_in} rows from {source}"))?;
-    for name in named_columns(&config) {
+    for name in named_columns(config) {
         pieces.column_index(name)?;
     }
 

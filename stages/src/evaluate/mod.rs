@@ -22,7 +22,7 @@ use device::{CudaRuntime, Target};
 use serde_json::{json, Value};
 use sluice_runner::diag::did_you_mean;
 use sluice_runner::stage::{ConfigProblem, Inputs};
-use sluice_runner::{Stage, StageContext, StageError};
+use sluice_runner::{Prepared, Stage, StageContext, StageError};
 use std::path::Path;
 
 /// The options of `evaluate`: what the parser reads and the schema editors get.
@@ -198,8 +198,8 @@ impl Stage for Evaluate {
             optional: &["preprocess", "history"],
         })
     }
-    fn check(&self, with: &Value) -> Vec<ConfigProblem> {
-        EvaluateConfig::parse(with).err().unwrap_or_default()
+    fn prepare(&self, with: &Value) -> Result<Prepared, Vec<ConfigProblem>> {
+        EvaluateConfig::parse(with).map(Prepared::new)
     }
     fn with_schema(&self) -> Option<Value> {
         Some(crate::fields::schema(FIELDS, EXAMPLES))
@@ -209,11 +209,13 @@ impl Stage for Evaluate {
         vec![("onnxruntime".into(), pyenv::ORT_VERSION.into())]
     }
     /// `device: auto` evaluates on the CPU where there is no GPU; only `device: cuda` insists.
-    fn gpus_optional(&self, with: &Value) -> bool {
-        EvaluateConfig::parse(with).map_or(true, |c| c.device != Device::Cuda)
+    fn gpus_optional(&self, config: &Prepared) -> bool {
+        config
+            .get::<EvaluateConfig>()
+            .is_none_or(|c| c.device != Device::Cuda)
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
-        run(ctx)
+        run(ctx, ctx.config::<EvaluateConfig>()?)
     }
 }
 
@@ -316,8 +318,7 @@ pub(crate) fn load_model(
     }
 }
 
-fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
-    let config = EvaluateConfig::parse(ctx.with).map_err(|p| crate::problems::one_line(&p))?;
+fn run(ctx: &StageContext<'_>, config: &EvaluateConfig) -> Result<(), StageError> {
     let need = |name: &str, what: &str| {
         ctx.inputs.get(name).ok_or_else(|| {
             StageError::new(format!("`evaluate` needs an input named `{name}`: {what}"))
@@ -370,7 +371,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
         None => None,
     };
 
-    let (model, provider) = load_model(ctx, &config, model_path)?;
+    let (model, provider) = load_model(ctx, config, model_path)?;
     ctx.events.log(
         "info",
         match provider {

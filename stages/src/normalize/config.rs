@@ -1,9 +1,10 @@
 //! [`NormalizeConfig`]: the `with:` block of a `normalize` stage, parsed once into types.
 //!
-//! The same parser serves `check()`, which reports every problem with its path inside `with:`,
-//! and `run()`, which can then trust the values. Column names are checked against the table only
-//! when the stage runs; here they are checked against each other (the label cannot also be a
-//! feature, a column cannot have two methods, a dropped column cannot have one).
+//! `prepare()` parses it once, when the pipeline loads, and reports every problem with its path
+//! inside `with:`; `run()` gets the parsed config and can trust the values. Column names are
+//! checked against the table only when the stage runs; here they are checked against each other
+//! (the label cannot also be a feature, a column cannot have two methods, a dropped column cannot
+//! have one).
 
 use super::preprocess::{Encoding, Scaling, Task, Unknown};
 use crate::fields::{Field, Reader, Type, Wording};

@@ -231,9 +231,13 @@ fn fit(images: &[Vec<u8>], channels: usize) -> (Vec<f64>, Vec<f64>) {
     (means, stds)
 }
 
-pub(super) fn run(ctx: &StageContext<'_>) -> Result<(), NormalizeError> {
-    let config = ImageNormalizeConfig::parse(ctx.with)
-        .map_err(|problems| NormalizeError::Config(crate::problems::one_line(&problems)))?;
+pub(super) fn run(
+    ctx: &StageContext<'_>,
+    config: &Result<ImageNormalizeConfig, Vec<ConfigProblem>>,
+) -> Result<(), NormalizeError> {
+    let config = config
+        .as_ref()
+        .map_err(|problems| NormalizeError::Config(crate::problems::one_line(problems)))?;
     let step = |done: f64, message: String| {
         ctx.events
             .progress(done, Some(STEPS), Some("steps".into()), Some(message));

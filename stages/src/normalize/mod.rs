@@ -21,8 +21,11 @@ use crate::table::{self, Pieces, TableError};
 use arrow::datatypes::DataType;
 use config::NormalizeConfig;
 use preprocess::Preprocess;
+
+/// `with:` read for tables and for images.
+type NormalizeModes = crate::modes::Modes<NormalizeConfig, images::ImageNormalizeConfig>;
 use sluice_runner::stage::{ConfigProblem, Inputs};
-use sluice_runner::{Stage, StageContext, StageError};
+use sluice_runner::{Prepared, Stage, StageContext, StageError};
 use std::path::Path;
 
 const SPLITS: [&str; 3] = ["train", "val", "test"];
@@ -199,26 +202,25 @@ impl Stage for Normalize {
     fn outputs(&self) -> &'static [&'static str] {
         &["train", "val", "test", PREPROCESS]
     }
-    /// `check` sees `with:` but not the inputs: a `with:` naming an image option is checked
-    /// as the image mode's, any other as the table mode's; `run` parses for its mode again.
+    /// `prepare` sees `with:` but not the inputs: it parses `with:` for both modes, and reports
+    /// the image mode's problems for a `with:` naming an image option, the table mode's for any
+    /// other; `run` takes the parse of its mode.
     fn inputs(&self) -> Option<Inputs> {
         Some(Inputs {
             required: &[&["train"]],
             optional: &["val", "test"],
         })
     }
-    fn check(&self, with: &serde_json::Value) -> Vec<ConfigProblem> {
+    fn prepare(&self, with: &serde_json::Value) -> Result<Prepared, Vec<ConfigProblem>> {
         let for_images = with.as_object().is_some_and(|m| {
             m.keys()
                 .any(|k| images::ImageNormalizeConfig::is_image_key(k))
         });
-        if for_images {
-            images::ImageNormalizeConfig::parse(with)
-                .err()
-                .unwrap_or_default()
-        } else {
-            NormalizeConfig::parse(with).err().unwrap_or_default()
-        }
+        NormalizeModes::prepare(
+            NormalizeConfig::parse(with),
+            images::ImageNormalizeConfig::parse(with),
+            for_images,
+        )
     }
     fn with_schema(&self) -> Option<serde_json::Value> {
         // Image options select the image mode, any other `with:` is the table mode's.
@@ -228,11 +230,11 @@ impl Stage for Normalize {
         ]}))
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
-        Ok(run(ctx)?)
+        Ok(run(ctx, ctx.config::<NormalizeModes>()?)?)
     }
 }
 
-fn run(ctx: &StageContext<'_>) -> Result<(), NormalizeError> {
+fn run(ctx: &StageContext<'_>, modes: &NormalizeModes) -> Result<(), NormalizeError> {
     if !ctx.inputs.contains_key("train") {
         return Err(NormalizeError::NoInput { suggestion: None });
     }
@@ -248,11 +250,13 @@ fn run(ctx: &StageContext<'_>) -> Result<(), NormalizeError> {
                 });
             }
         }
-        return images::run(ctx);
+        return images::run(ctx, &modes.images);
     }
     let _memory = table::MemoryScope::enter();
-    let config = NormalizeConfig::parse(ctx.with)
-        .map_err(|problems| NormalizeError::Config(crate::problems::one_line(&problems)))?;
+    let config = modes
+        .table
+        .as_ref()
+        .map_err(|problems| NormalizeError::Config(crate::problems::one_line(problems)))?;
     let step = |done: f64, message: String| {
         ctx.events
             .progress(done, Some(STEPS), Some("steps".into()), Some(message));
@@ -275,7 +279,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), NormalizeError> {
     step(1.0, "read the splits".into())?;
 
     let train = tables[0].1.as_ref().expect("`train` was checked above");
-    let fitted = fit::fit(&config, train)?;
+    let fitted = fit::fit(config, train)?;
     // Every split is encoded by the artifact as read back from its own text, exactly as a later
     // consumer will read it, so that re-applying the file reproduces `features.npy` bit for bit.
     let text = fitted.to_json();

@@ -1,7 +1,8 @@
 //! [`SplitConfig`]: the `with:` block of a `split` stage, parsed once into types.
 //!
-//! The same parser serves `check()`, which reports every problem with its path inside `with:` so
-//! that the engine can point at the YAML, and `run()`, which can then trust the values.
+//! `prepare()` parses it once, when the pipeline loads, and reports every problem with its path
+//! inside `with:` so that the engine can point at the YAML; `run()` gets the parsed config and can
+//! trust the values.
 
 use super::Part;
 use crate::fields::{Field, Reader, Type, Wording};

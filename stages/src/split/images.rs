@@ -111,9 +111,14 @@ fn summary(config: &SplitConfig, source: &str, folder: &Folder, parts: &[Vec<usi
     })
 }
 
-pub(super) fn run(ctx: &StageContext<'_>, input: &Path) -> Result<(), SplitError> {
-    let config = parse(ctx.with)
-        .map_err(|problems| SplitError::Config(crate::problems::one_line(&problems)))?;
+pub(super) fn run(
+    ctx: &StageContext<'_>,
+    input: &Path,
+    config: &Result<SplitConfig, Vec<ConfigProblem>>,
+) -> Result<(), SplitError> {
+    let config = config
+        .as_ref()
+        .map_err(|problems| SplitError::Config(crate::problems::one_line(problems)))?;
     let source = relative(&ctx.workspace, input);
     let step = |done: f64, message: String| {
         ctx.events
@@ -174,7 +179,7 @@ pub(super) fn run(ctx: &StageContext<'_>, input: &Path) -> Result<(), SplitError
         .outputs
         .get(super::SUMMARY)
         .ok_or(SplitError::NoOutput(super::SUMMARY))?;
-    let mut text = serde_json::to_string_pretty(&summary(&config, &source, &folder, &parts))
+    let mut text = serde_json::to_string_pretty(&summary(config, &source, &folder, &parts))
         .expect("JSON values always serialize");
     text.push('\n');
     staged.write(super::SUMMARY, dest, text.as_bytes())?;

@@ -21,7 +21,10 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use config::{Method, SplitConfig};
 use rayon::prelude::*;
 use sluice_runner::stage::{ConfigProblem, Inputs};
-use sluice_runner::{Stage, StageContext, StageError};
+use sluice_runner::{Prepared, Stage, StageContext, StageError};
+
+/// `with:` read for tables and for images.
+type SplitModes = crate::modes::Modes<SplitConfig, SplitConfig>;
 
 /// One of the three splits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -110,22 +113,23 @@ impl Stage for Split {
     fn outputs(&self) -> &'static [&'static str] {
         &["train", "val", "test", SUMMARY]
     }
-    /// `check` sees `with:` but not the inputs. Every image `with:` is a valid table one except
-    /// for a `label` (which image mode refuses when it runs), so the table rules apply.
+    /// `prepare` sees `with:` but not the inputs. Every image `with:` is a valid table one
+    /// except for a `label` (which image mode refuses when it runs), so the table rules' problems
+    /// are reported; both modes' parses are kept, and `run` takes the one for its mode.
     fn inputs(&self) -> Option<Inputs> {
         Some(Inputs {
             required: &[&[INPUT, IMAGES]],
             optional: &[],
         })
     }
-    fn check(&self, with: &serde_json::Value) -> Vec<ConfigProblem> {
-        SplitConfig::parse(with).err().unwrap_or_default()
+    fn prepare(&self, with: &serde_json::Value) -> Result<Prepared, Vec<ConfigProblem>> {
+        SplitModes::prepare(SplitConfig::parse(with), images::parse(with), false)
     }
     fn with_schema(&self) -> Option<serde_json::Value> {
         Some(crate::fields::schema(config::FIELDS, config::EXAMPLES))
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
-        Ok(run(ctx)?)
+        Ok(run(ctx, ctx.config::<SplitModes>()?)?)
     }
 }
 
@@ -151,13 +155,15 @@ fn pick(
     RecordBatch::try_new_with_options(schema.clone(), columns, &options)
 }
 
-fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
+fn run(ctx: &StageContext<'_>, modes: &SplitModes) -> Result<(), SplitError> {
     if let Some(folder) = ctx.inputs.get(IMAGES) {
-        return images::run(ctx, folder);
+        return images::run(ctx, folder, &modes.images);
     }
     let _memory = table::MemoryScope::enter();
-    let config = SplitConfig::parse(ctx.with)
-        .map_err(|problems| SplitError::Config(crate::problems::one_line(&problems)))?;
+    let config = modes
+        .table
+        .as_ref()
+        .map_err(|problems| SplitError::Config(crate::problems::one_line(problems)))?;
     let input = ctx.inputs.get(INPUT).ok_or_else(|| SplitError::NoInput {
         suggestion: sluice_runner::diag::did_you_mean(INPUT, ctx.inputs.keys().map(String::as_str)),
     })?;
@@ -243,13 +249,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
         )?;
     }
 
-    let summary = summary::build(
-        &config,
-        &source,
-        &assigned,
-        labels.as_ref(),
-        groups.as_ref(),
-    );
+    let summary = summary::build(config, &source, &assigned, labels.as_ref(), groups.as_ref());
     let dest = ctx
         .outputs
         .get(SUMMARY)

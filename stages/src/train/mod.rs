@@ -21,7 +21,7 @@ use config::{DataFacts, Model, Task, TrainConfig};
 use serde_json::{json, Value};
 use sluice_runner::exec::{ProcessSpec, Stdout};
 use sluice_runner::stage::{ConfigProblem, Inputs};
-use sluice_runner::{Stage, StageContext, StageError};
+use sluice_runner::{Prepared, Stage, StageContext, StageError};
 use std::path::{Path, PathBuf};
 
 /// The `train` stage kind.
@@ -45,8 +45,8 @@ impl Stage for Train {
             optional: &["val", "preprocess", "model"],
         })
     }
-    fn check(&self, with: &Value) -> Vec<ConfigProblem> {
-        TrainConfig::parse(with).err().unwrap_or_default()
+    fn prepare(&self, with: &Value) -> Result<Prepared, Vec<ConfigProblem>> {
+        TrainConfig::parse(with).map(Prepared::new)
     }
     fn with_schema(&self) -> Option<Value> {
         Some(crate::fields::schema(options::FIELDS, options::EXAMPLES))
@@ -56,24 +56,24 @@ impl Stage for Train {
         vec![("train.worker".into(), pyenv::code_fact())]
     }
     /// `device: auto` trains on the CPU where there is no GPU; only `device: cuda` insists.
-    fn gpus_optional(&self, with: &Value) -> bool {
-        TrainConfig::parse(with).map_or(true, |c| c.device != Device::Cuda)
+    fn gpus_optional(&self, config: &Prepared) -> bool {
+        config
+            .get::<TrainConfig>()
+            .is_none_or(|c| c.device != Device::Cuda)
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
-        run(ctx)
+        run(ctx, ctx.config::<TrainConfig>()?)
     }
 }
 
-fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
-    let config =
-        TrainConfig::parse(ctx.with).map_err(|problems| crate::problems::one_line(&problems))?;
+fn run(ctx: &StageContext<'_>, config: &TrainConfig) -> Result<(), StageError> {
     let train = ctx.inputs.get("train").ok_or_else(|| {
         StageError::new(
             "`train` needs an input named `train`: a split directory written by `normalize`",
         )
         .hint("write `inputs: {train: ${{ stages.normalize.outputs.train }}, val: ..., preprocess: ...}`")
     })?;
-    let facts = data_facts(ctx, &config, train)?;
+    let facts = data_facts(ctx, config, train)?;
     if config.augment.any() && !facts.images {
         return Err(
             StageError::new("`augment` applies to images, and this data is a table")
