@@ -23,7 +23,7 @@ use crate::train::Device;
 use importance::{Group, Importance, Score, Scorer, Spread};
 use serde_json::{json, Value};
 use sluice_runner::stage::{ConfigProblem, Inputs};
-use sluice_runner::{Stage, StageContext, StageError};
+use sluice_runner::{Prepared, Stage, StageContext, StageError};
 
 /// The options of `explain`: what the parser reads and the schema editors get.
 const FIELDS: &[Field] = &[
@@ -123,8 +123,8 @@ impl Stage for Explain {
             optional: &["preprocess"],
         })
     }
-    fn check(&self, with: &Value) -> Vec<ConfigProblem> {
-        ExplainConfig::parse(with).err().unwrap_or_default()
+    fn prepare(&self, with: &Value) -> Result<Prepared, Vec<ConfigProblem>> {
+        ExplainConfig::parse(with).map(Prepared::new)
     }
     fn with_schema(&self) -> Option<Value> {
         Some(crate::fields::schema(FIELDS, EXAMPLES))
@@ -134,11 +134,13 @@ impl Stage for Explain {
         vec![("onnxruntime".into(), pyenv::ORT_VERSION.into())]
     }
     /// `device: auto` runs on the CPU where there is no GPU; only `device: cuda` insists.
-    fn gpus_optional(&self, with: &Value) -> bool {
-        ExplainConfig::parse(with).map_or(true, |c| c.device != Device::Cuda)
+    fn gpus_optional(&self, config: &Prepared) -> bool {
+        config
+            .get::<ExplainConfig>()
+            .is_none_or(|c| c.device != Device::Cuda)
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
-        run(ctx)
+        run(ctx, ctx.config::<ExplainConfig>()?)
     }
 }
 
@@ -216,8 +218,7 @@ fn read_preprocess(
     Ok((groups, p.label.classes))
 }
 
-fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
-    let config = ExplainConfig::parse(ctx.with).map_err(|p| crate::problems::one_line(&p))?;
+fn run(ctx: &StageContext<'_>, config: &ExplainConfig) -> Result<(), StageError> {
     let need = |name: &str, what: &str| {
         ctx.inputs.get(name).ok_or_else(|| {
             StageError::new(format!("`explain` needs an input named `{name}`: {what}"))

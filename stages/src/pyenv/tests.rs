@@ -1,6 +1,6 @@
-use super::*;
 #[cfg(test)]
 use super::runtime::{gpu_runtime_in, CUDA_LIBRARIES};
+use super::*;
 
 /// A stand-in for `python` that acts like `python -m pip install`: the shell script `body`.
 fn fake_python(dir: &Path, body: &str) -> PathBuf {
