@@ -288,7 +288,7 @@ fn run(ctx: &StageContext<'_>, config: &ExplainConfig) -> Result<(), StageError>
         imps.sort_by(|a, b| b.overall.mean.total_cmp(&a.overall.mean));
         imps
     };
-    let report = report(&config, &scorer, &baseline, rows, provider, &ranked);
+    let report = report(config, &scorer, &baseline, rows, provider, &ranked);
 
     let out = |name: &str| {
         ctx.outputs
