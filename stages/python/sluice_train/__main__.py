@@ -31,7 +31,11 @@ import numpy as np
 from . import data, models
 
 # Bump when the artifacts or the resume state change meaning: both are keyed or checked by it.
-FORMAT = 1
+# 2: weight decay left out of the optimizer graph (the worker decays weights only, see
+# `decayed_params`), and regression targets standardized.
+FORMAT = 2
+# Epochs in a row of a growing training loss before the learning rate is called out.
+LOSS_GROWTH_EPOCHS = 3
 PROGRESS_INTERVAL_S = 0.2
 EVAL_BATCH = 1024
 INPUT_NAMES = {"train", "val", "preprocess", "model"}
@@ -179,6 +183,7 @@ class Training:
         self.load_data()
         self.ort, self.api, artifacts, optim = _import_ort()
         forward, requires_grad, key_model = self.forward_model()
+        self.decayed = decayed_params(forward, requires_grad)
         key = self.artifact_key(key_model, requires_grad)
         self.artifact_dir = self.ensure_artifacts(key, forward, requires_grad, artifacts, optim)
         self.config_key = _sha256_json({"artifacts": key, "with": self.cfg, "n_train": len(self.train_x)})
@@ -213,10 +218,26 @@ class Training:
                 raise Fail(f"early_stopping.metric {wrong} does not apply to task {self.task}\nhint: use val_loss")
         self.sample_shape = tuple(int(d) for d in self.train_x.shape[1:])
         self.out_size, self.out_why = self.output_size(train_y)
+        self.train_labels = train_y
+        self.target = self.target_statistics(train_y)
         self.train_y = self.graph_labels(train_y, self.inputs["train"])
         if self.val_x is not None:
             self.val_labels = self.val_y
             self.val_y = self.graph_labels(self.val_y, self.inputs["val"])
+
+    def target_statistics(self, labels: np.ndarray) -> tuple[float, float] | None:
+        """(mean, std) of the train split's regression targets when they are standardized, else
+        None. Unscaled targets far from 0 (a mean of 155, or 1,000 + 100·x) leave the output
+        bias to crawl there at the learning rate's pace while weight decay pulls the other way;
+        standardized, every target sits where the initial model already is."""
+        if self.task != "regression" or self.cfg.get("target_scaling", "none") != "standard":
+            return None
+        mean = float(np.mean(labels, dtype=np.float64))
+        std = float(np.std(labels, dtype=np.float64))
+        # A constant target (or a single row) keeps its units: there is nothing to scale by.
+        if not math.isfinite(std) or std == 0.0:
+            std = 1.0
+        return mean, std
 
     def output_size(self, labels: np.ndarray) -> tuple[int, str]:
         """The model's output width, and words for where it comes from."""
@@ -255,6 +276,9 @@ class Training:
                 )
             if self.loss == "cross_entropy":
                 return labels
+        if self.target is not None:
+            mean, std = self.target
+            labels = (labels.astype(np.float64) - mean) / std
         return labels.astype(np.float32).reshape(-1, 1)
 
     def forward_model(self):
@@ -294,7 +318,10 @@ class Training:
         """The optimizer settings baked into optimizer_model.onnx (the lr is an input, not baked)."""
         o = self.cfg["optimizer"]
         if o["type"] == "adamw":
-            return {"type": "adamw", "betas": list(o["betas"]), "eps": o["eps"], "weight_decay": o["weight_decay"]}
+            # Weight decay is applied by the worker (see `decay_weights`): ORT's AdamW node decays
+            # every parameter of its one sequence, biases included, and the training API binds
+            # exactly one parameter sequence, so the graph cannot leave biases out.
+            return {"type": "adamw", "betas": list(o["betas"]), "eps": o["eps"], "weight_decay": 0.0}
         return {"type": "sgd"}
 
     def artifact_key(self, key_model: dict, requires_grad: list) -> str:
@@ -449,7 +476,7 @@ class Training:
             checkpoint = os.path.join(resume.dir, st["checkpoint"])
         else:
             st = {"epoch": 0, "step": 0, "history": [], "best": None, "bad_epochs": 0, "stopped_early": False,
-                  "checkpoint": None, "best_checkpoint": None}
+                  "checkpoint": None, "best_checkpoint": None, "warnings": []}
             checkpoint = os.path.join(self.artifact_dir, "checkpoint")
         self.choose_provider()
         state, module, optimizer = self.open_module(checkpoint)
@@ -467,6 +494,8 @@ class Training:
         # Python is a visible share of a step.
         train_x, train_y, msg, lr_at = self.train_x, self.train_y, self.msg, self.lr_at
         set_lr, optimizer_step, reset_grad = optimizer.set_learning_rate, optimizer.step, module.lazy_reset_grad
+        weight_decay = float(cfg["optimizer"].get("weight_decay") or 0.0) if cfg["optimizer"]["type"] == "adamw" else 0.0
+        decayed = [state.parameters[name] for name in self.decayed] if weight_decay > 0 else []
         isfinite, monotonic = math.isfinite, time.monotonic
         while epoch < epochs and not st["stopped_early"]:
             epoch += 1
@@ -489,6 +518,11 @@ class Training:
                 if not isfinite(loss):
                     raise self.loss_failure(loss, epoch, b)
                 optimizer_step()
+                if decayed:
+                    # AdamW's decoupled decay, p ← p − lr·λ·p, on weights only.
+                    factor = 1.0 - lr * weight_decay
+                    for p in decayed:
+                        p.data = p.data * factor
                 reset_grad()
                 step += 1
                 loss_sum += loss * len(idx)
@@ -520,6 +554,7 @@ class Training:
                     st["bad_epochs"] += 1
                     st["stopped_early"] = bool(es) and st["bad_epochs"] >= int(es["patience"])
             self.report_epoch(row, epochs)
+            self.check_loss_growth(st)
             st.update(epoch=epoch, step=step)
             resume.save(st, state, improved)
             if st["stopped_early"]:
@@ -540,11 +575,65 @@ class Training:
         out = np.concatenate(outputs)
         row = {"val_loss": loss_sum / len(self.val_x)}
         if self.task == "regression":
-            row["val_rmse"] = float(np.sqrt(np.mean((out[:, 0] - self.val_labels) ** 2)))
+            row["val_rmse"] = float(np.sqrt(np.mean((self.target_units(out[:, 0]) - self.val_labels) ** 2)))
         else:
             predicted = (out[:, 0] > 0).astype(np.int64) if self.loss == "bce_with_logits" else out.argmax(axis=1)
             row["val_accuracy"] = float(np.mean(predicted == self.val_labels))
         return row
+
+    def target_units(self, predictions: np.ndarray) -> np.ndarray:
+        """Predictions of the training graph in the units of the labels."""
+        if self.target is None:
+            return predictions
+        mean, std = self.target
+        return predictions.astype(np.float64) * std + mean
+
+    def warn(self, st: dict, kind: str, message: str) -> None:
+        """A warning for the log and for history.json's `warnings`."""
+        st["warnings"].append({"kind": kind, "message": message})
+        self.msg.log(message, "warning")
+
+    def check_loss_growth(self, st: dict) -> None:
+        """Warns, once, when the training loss has grown LOSS_GROWTH_EPOCHS epochs in a row: the
+        usual sign of a learning rate too high to descend (a loss that settles or slowly falls
+        is not one)."""
+        rows = st["history"]
+        if len(rows) <= LOSS_GROWTH_EPOCHS or any(w["kind"] == "loss_growing" for w in st["warnings"]):
+            return
+        recent = [r["train_loss"] for r in rows[-LOSS_GROWTH_EPOCHS - 1 :]]
+        if all(b > a for a, b in zip(recent, recent[1:])):
+            self.warn(
+                st,
+                "loss_growing",
+                f"the training loss grew for {LOSS_GROWTH_EPOCHS} epochs in a row (epochs "
+                f"{rows[-LOSS_GROWTH_EPOCHS - 1]['epoch']}–{rows[-1]['epoch']}: {recent[0]:.4g} → {recent[-1]:.4g}); "
+                f"optimizer.lr {self.cfg['optimizer']['lr']} may be too high",
+            )
+
+    def baseline(self) -> dict | None:
+        """What predicting without features scores on the validation split: the train split's
+        mean target (RMSE) or its most frequent class (accuracy). None without validation."""
+        if self.val_x is None:
+            return None
+        if self.task == "regression":
+            mean = float(np.mean(self.train_labels, dtype=np.float64))
+            rmse = float(np.sqrt(np.mean((self.val_labels.astype(np.float64) - mean) ** 2)))
+            return {"metric": "val_rmse", "value": rmse, "predicts": "the train mean"}
+        majority = int(np.bincount(self.train_labels).argmax())
+        return {"metric": "val_accuracy", "value": float(np.mean(self.val_labels == majority)), "predicts": "the majority class"}
+
+    def check_baseline(self, st: dict, at_export: dict, baseline: dict | None) -> None:
+        if baseline is None or baseline["metric"] not in at_export:
+            return
+        value, base = at_export[baseline["metric"]], baseline["value"]
+        worse = value > base if baseline["metric"] == "val_rmse" else value < base
+        if worse:
+            self.warn(
+                st,
+                "worse_than_baseline",
+                f"the exported model (epoch {at_export['epoch']}) has {baseline['metric']} {value:.4g}, worse than "
+                f"{base:.4g} from always predicting {baseline['predicts']}; check the learning rate, epochs and features",
+            )
 
     def report_epoch(self, row: dict, epochs: int) -> None:
         for name in ("train_loss", "val_loss", "val_accuracy", "val_rmse", "lr", "samples_per_sec"):
@@ -567,7 +656,17 @@ class Training:
             state, module, _ = self.open_module(os.path.join(resume.dir, st["best_checkpoint"]))
             self.msg.log(f"exporting the model of epoch {exported}, the best by {best['metric']}")
         name = models.output_name(self.task)
-        _atomic_file(self.outputs["model"], lambda p: module.export_model_for_inferencing(p, [name]))
+
+        def export(path: str) -> None:
+            if self.target is None:
+                module.export_model_for_inferencing(path, [name])
+                return
+            # The graph is trained on standardized targets; the exported model maps them back,
+            # so evaluate, serve and any ONNX consumer see target units.
+            module.export_model_for_inferencing(path, [name])
+            models.append_target_inverse(path, *self.target)
+
+        _atomic_file(self.outputs["model"], export)
 
         def write_artifacts(tmp: str) -> None:
             for file in ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx"):
@@ -575,6 +674,11 @@ class Training:
             self.api.CheckpointState.save_checkpoint(state, os.path.join(tmp, "checkpoint"))
 
         _atomic_dir(self.outputs["artifacts"], write_artifacts)
+        st.setdefault("warnings", [])
+        rows = st["history"]
+        baseline = self.baseline()
+        if rows:
+            self.check_baseline(st, rows[exported - 1], baseline)
         history = {
             "format": 1,
             "task": self.task,
@@ -586,10 +690,15 @@ class Training:
             "best": {"metric": best["metric"], "value": best["value"]} if best else None,
             "stopped_early": st["stopped_early"],
             "resumed_from_epoch": resumed_from,
+            # Training graph outputs and losses are in these units; the exported model's are not.
+            "target_scaling": (
+                {"method": "standard", "mean": self.target[0], "std": self.target[1]} if self.target else None
+            ),
+            "baseline": baseline,
+            "warnings": st["warnings"],
         }
         _atomic_file(self.outputs["history"], lambda p: _write_json(p, history))
         resume.clear()
-        rows = st["history"]
         metrics = {"best_epoch": exported, "epochs_run": len(rows)}
         if rows:
             final, at_best = rows[-1], rows[exported - 1]
@@ -679,6 +788,14 @@ class Resume:
                 os.remove(os.path.join(self.dir, name))
         with contextlib.suppress(OSError):  # left in place if something else lives there
             os.rmdir(self.dir)
+
+
+def decayed_params(model, trainable: list) -> list:
+    """The trainable parameters weight decay applies to: those of rank 2 or more (weight matrices,
+    conv kernels). Biases and normalization scales and shifts are vectors, and decaying them only
+    pulls the model's offsets towards 0 (the convention of PyTorch's and timm's recipes)."""
+    ranks = {i.name: len(i.dims) for i in model.graph.initializer}
+    return [name for name in trainable if ranks.get(name, 0) >= 2]
 
 
 def _sha256_json(value) -> str:

@@ -110,6 +110,8 @@ pub(crate) struct TrainConfig {
     pub early_stopping: Option<EarlyStopping>,
     pub device: Device,
     pub task: Option<Task>,
+    /// `standard` (the default) or `none`; applies to regression only.
+    pub target_scaling: String,
 }
 
 /// The default learning rate, and the default for fully connected models on tables.
@@ -193,6 +195,14 @@ impl TrainConfig {
             Some("regression") => Some(Task::Regression),
             _ => None,
         };
+        let target_scaling = r.choice("target_scaling").unwrap_or("standard").to_string();
+        if task == Some(Task::Classification) && r.has("target_scaling") {
+            r.report(
+                &["target_scaling"],
+                "`target_scaling` applies to regression, and `task` is classification".into(),
+                Some("remove `target_scaling`".into()),
+            );
+        }
         if let (Some(Task::Regression), Some(l)) = (task, &loss) {
             if l == "cross_entropy" || l == "bce_with_logits" {
                 r.report(
@@ -220,6 +230,7 @@ impl TrainConfig {
             early_stopping,
             device,
             task,
+            target_scaling,
         })
     }
 
@@ -270,6 +281,11 @@ impl TrainConfig {
             "seed": self.seed,
             "augment": self.augment,
             "early_stopping": self.early_stopping,
+            // Class ids are not scaled: only regression targets are.
+            "target_scaling": match data.task {
+                Task::Regression => self.target_scaling.as_str(),
+                Task::Classification => "none",
+            },
         })
     }
 }
