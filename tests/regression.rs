@@ -1,7 +1,8 @@
 //! Regression with default settings, through the real binary: clean → split → normalize →
 //! train → evaluate on a generated linear target with noise and a large offset
 //! (1,000 + 100·x₁ − 50·x₂ + 20·x₃), whose test R² must come within 5% of ordinary least squares
-//! fitted in closed form on the same train split. Also: `target_scaling: none`, the training-time
+//! fitted in closed form on the same train split; the same for the shipped diabetes example
+//! (pipelines/diabetes.yaml). Also: weight decay sparing the bias, `target_scaling: none`, the training-time
 //! warnings (a growing loss, a model worse than the mean) and a continuous label under the
 //! default classification task.
 
@@ -311,4 +312,23 @@ fn weight_decay_leaves_the_bias_alone() {
         .collect();
     let mean = values.iter().sum::<f64>() / values.len() as f64;
     assert!((900.0..1100.0).contains(&mean), "mean prediction {mean}");
+}
+
+#[test]
+fn the_diabetes_example_matches_least_squares() {
+    let ws = Ws::new();
+    ws.copy_from_repo("examples/data/diabetes.csv")
+        .copy_from_repo("pipelines/diabetes.yaml");
+    ws.run(&["pipelines/diabetes.yaml"]).assert_ok();
+    let (train_x, train_y) = design(&ws.path("out/diabetes/normalized/train"));
+    let (test_x, test_y) = design(&ws.path("out/diabetes/normalized/test"));
+    let reference = r2(&test_x, &test_y, &least_squares(&train_x, &train_y));
+    let sluice = ws.json("out/diabetes/metrics.json")["metrics"]["r2"]
+        .as_f64()
+        .unwrap();
+    eprintln!("diabetes: sluice test R² {sluice:.4}, least squares {reference:.4}");
+    assert!(
+        sluice >= 0.95 * reference,
+        "sluice R² {sluice} is not within 5% of least squares {reference}"
+    );
 }
