@@ -151,11 +151,12 @@ fn least_squares(rows: &[Vec<f64>], y: &[f64]) -> Vec<f64> {
             .max_by(|&p, &q| a[p][c].abs().total_cmp(&a[q][c].abs()))
             .unwrap();
         a.swap(c, pivot);
-        for r in 0..k {
+        let pivot_row = a[c].clone();
+        for (r, row) in a.iter_mut().enumerate() {
             if r != c {
-                let f = a[r][c] / a[c][c];
-                for j in c..=k {
-                    a[r][j] -= f * a[c][j];
+                let f = row[c] / pivot_row[c];
+                for (x, p) in row.iter_mut().zip(&pivot_row).skip(c) {
+                    *x -= f * p;
                 }
             }
         }
