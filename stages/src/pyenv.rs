@@ -36,6 +36,10 @@ const WORKER: &[(&str, &str)] = &[
         "sluice_train/data.py",
         include_str!("../python/sluice_train/data.py"),
     ),
+    (
+        "sluice_train/regularize.py",
+        include_str!("../python/sluice_train/regularize.py"),
+    ),
 ];
 
 /// Which ONNX Runtime training build an environment holds.

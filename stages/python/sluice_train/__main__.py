@@ -28,14 +28,12 @@ import types
 
 import numpy as np
 
-from . import data, models
+from . import data, models, regularize
 
 # Bump when the artifacts or the resume state change meaning: both are keyed or checked by it.
 # 2: weight decay left out of the optimizer graph (the worker decays weights only, see
-# `decayed_params`), and regression targets standardized.
+# regularize.py), and regression targets standardized.
 FORMAT = 2
-# Epochs in a row of a growing training loss before the learning rate is called out.
-LOSS_GROWTH_EPOCHS = 3
 PROGRESS_INTERVAL_S = 0.2
 EVAL_BATCH = 1024
 INPUT_NAMES = {"train", "val", "preprocess", "model"}
@@ -183,7 +181,7 @@ class Training:
         self.load_data()
         self.ort, self.api, artifacts, optim = _import_ort()
         forward, requires_grad, key_model = self.forward_model()
-        self.decayed = decayed_params(forward, requires_grad)
+        self.decayed = regularize.decayed_params(forward, requires_grad)
         key = self.artifact_key(key_model, requires_grad)
         self.artifact_dir = self.ensure_artifacts(key, forward, requires_grad, artifacts, optim)
         self.config_key = _sha256_json({"artifacts": key, "with": self.cfg, "n_train": len(self.train_x)})
@@ -318,9 +316,7 @@ class Training:
         """The optimizer settings baked into optimizer_model.onnx (the lr is an input, not baked)."""
         o = self.cfg["optimizer"]
         if o["type"] == "adamw":
-            # Weight decay is applied by the worker (see `decay_weights`): ORT's AdamW node decays
-            # every parameter of its one sequence, biases included, and the training API binds
-            # exactly one parameter sequence, so the graph cannot leave biases out.
+            # Weight decay is applied by the worker, to weights only (regularize.py).
             return {"type": "adamw", "betas": list(o["betas"]), "eps": o["eps"], "weight_decay": 0.0}
         return {"type": "sgd"}
 
@@ -495,7 +491,8 @@ class Training:
         train_x, train_y, msg, lr_at = self.train_x, self.train_y, self.msg, self.lr_at
         set_lr, optimizer_step, reset_grad = optimizer.set_learning_rate, optimizer.step, module.lazy_reset_grad
         weight_decay = float(cfg["optimizer"].get("weight_decay") or 0.0) if cfg["optimizer"]["type"] == "adamw" else 0.0
-        decayed = [state.parameters[name] for name in self.decayed] if weight_decay > 0 else []
+        decay = regularize.WeightDecay(state, self.decayed, weight_decay)
+        decay_step = decay.step if decay else None
         isfinite, monotonic = math.isfinite, time.monotonic
         while epoch < epochs and not st["stopped_early"]:
             epoch += 1
@@ -518,11 +515,8 @@ class Training:
                 if not isfinite(loss):
                     raise self.loss_failure(loss, epoch, b)
                 optimizer_step()
-                if decayed:
-                    # AdamW's decoupled decay, p ← p − lr·λ·p, on weights only.
-                    factor = 1.0 - lr * weight_decay
-                    for p in decayed:
-                        p.data = p.data * factor
+                if decay_step:
+                    decay_step(lr)
                 reset_grad()
                 step += 1
                 loss_sum += loss * len(idx)
@@ -594,46 +588,11 @@ class Training:
         self.msg.log(message, "warning")
 
     def check_loss_growth(self, st: dict) -> None:
-        """Warns, once, when the training loss has grown LOSS_GROWTH_EPOCHS epochs in a row: the
-        usual sign of a learning rate too high to descend (a loss that settles or slowly falls
-        is not one)."""
-        rows = st["history"]
-        if len(rows) <= LOSS_GROWTH_EPOCHS or any(w["kind"] == "loss_growing" for w in st["warnings"]):
+        """Warns, once, when the training loss keeps growing."""
+        if any(w["kind"] == "loss_growing" for w in st["warnings"]):
             return
-        recent = [r["train_loss"] for r in rows[-LOSS_GROWTH_EPOCHS - 1 :]]
-        if all(b > a for a, b in zip(recent, recent[1:])):
-            self.warn(
-                st,
-                "loss_growing",
-                f"the training loss grew for {LOSS_GROWTH_EPOCHS} epochs in a row (epochs "
-                f"{rows[-LOSS_GROWTH_EPOCHS - 1]['epoch']}–{rows[-1]['epoch']}: {recent[0]:.4g} → {recent[-1]:.4g}); "
-                f"optimizer.lr {self.cfg['optimizer']['lr']} may be too high",
-            )
-
-    def baseline(self) -> dict | None:
-        """What predicting without features scores on the validation split: the train split's
-        mean target (RMSE) or its most frequent class (accuracy). None without validation."""
-        if self.val_x is None:
-            return None
-        if self.task == "regression":
-            mean = float(np.mean(self.train_labels, dtype=np.float64))
-            rmse = float(np.sqrt(np.mean((self.val_labels.astype(np.float64) - mean) ** 2)))
-            return {"metric": "val_rmse", "value": rmse, "predicts": "the train mean"}
-        majority = int(np.bincount(self.train_labels).argmax())
-        return {"metric": "val_accuracy", "value": float(np.mean(self.val_labels == majority)), "predicts": "the majority class"}
-
-    def check_baseline(self, st: dict, at_export: dict, baseline: dict | None) -> None:
-        if baseline is None or baseline["metric"] not in at_export:
-            return
-        value, base = at_export[baseline["metric"]], baseline["value"]
-        worse = value > base if baseline["metric"] == "val_rmse" else value < base
-        if worse:
-            self.warn(
-                st,
-                "worse_than_baseline",
-                f"the exported model (epoch {at_export['epoch']}) has {baseline['metric']} {value:.4g}, worse than "
-                f"{base:.4g} from always predicting {baseline['predicts']}; check the learning rate, epochs and features",
-            )
+        if message := regularize.loss_growth(st["history"], self.cfg["optimizer"]["lr"]):
+            self.warn(st, "loss_growing", message)
 
     def report_epoch(self, row: dict, epochs: int) -> None:
         for name in ("train_loss", "val_loss", "val_accuracy", "val_rmse", "lr", "samples_per_sec"):
@@ -676,9 +635,9 @@ class Training:
         _atomic_dir(self.outputs["artifacts"], write_artifacts)
         st.setdefault("warnings", [])
         rows = st["history"]
-        baseline = self.baseline()
-        if rows:
-            self.check_baseline(st, rows[exported - 1], baseline)
+        baseline = None if self.val_x is None else regularize.baseline(self.task, self.train_labels, self.val_labels)
+        if rows and baseline and (message := regularize.worse_than_baseline(rows[exported - 1], baseline)):
+            self.warn(st, "worse_than_baseline", message)
         history = {
             "format": 1,
             "task": self.task,
@@ -788,14 +747,6 @@ class Resume:
                 os.remove(os.path.join(self.dir, name))
         with contextlib.suppress(OSError):  # left in place if something else lives there
             os.rmdir(self.dir)
-
-
-def decayed_params(model, trainable: list) -> list:
-    """The trainable parameters weight decay applies to: those of rank 2 or more (weight matrices,
-    conv kernels). Biases and normalization scales and shifts are vectors, and decaying them only
-    pulls the model's offsets towards 0 (the convention of PyTorch's and timm's recipes)."""
-    ranks = {i.name: len(i.dims) for i in model.graph.initializer}
-    return [name for name in trainable if ranks.get(name, 0) >= 2]
 
 
 def _sha256_json(value) -> str:
