@@ -357,4 +357,80 @@ fn the_diabetes_example_matches_least_squares() {
         sluice >= 0.95 * reference,
         "sluice R² {sluice} is not within 5% of least squares {reference}"
     );
+    served_in_target_units(&ws);
+}
+
+/// `sluice serve` answers the deployed diabetes model's first raw test row with what `evaluate`
+/// predicted for it: in target units, not standardized ones.
+fn served_in_target_units(ws: &Ws) {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, Float64Type};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let file = std::fs::File::open(ws.path("out/diabetes/test.parquet")).unwrap();
+    let batch = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let inputs: Vec<Value> = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .filter(|(f, _)| f.name() != "progression")
+        .map(|(f, c)| {
+            let c = arrow::compute::cast(c, &DataType::Float64).unwrap();
+            let v = c.as_primitive::<Float64Type>().value(0);
+            serde_json::json!({"name": f.name(), "shape": [1], "datatype": "FP64", "data": [v]})
+        })
+        .collect();
+    let body = serde_json::json!({ "inputs": inputs }).to_string();
+
+    let mut child = ws
+        .command(&["serve", "models", "--addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("listening on http://").map(str::to_string))
+        .expect("the server says where it listens");
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "POST /v2/models/diabetes/infer HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let answer: Value = serde_json::from_str(raw.split("\r\n\r\n").nth(1).unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {raw}"));
+    let served = answer["outputs"][0]["data"][0].as_f64().unwrap();
+    let predictions = ws.read("out/diabetes/predictions.csv");
+    let header: Vec<&str> = predictions.lines().next().unwrap().split(',').collect();
+    let column = header.iter().position(|c| c.contains("predict")).unwrap();
+    let evaluated: f64 = predictions
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .nth(column)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (served - evaluated).abs() < 1e-3 * evaluated.abs(),
+        "served {served}, evaluated {evaluated}: {answer}"
+    );
+    assert!((25.0..346.0).contains(&served), "served {served}");
 }
