@@ -675,4 +675,30 @@ mod tests {
             vec!["loss: `cross_entropy` is a classification loss, and `task` is regression"]
         );
     }
+
+    #[test]
+    fn regression_targets_are_standardized_unless_turned_off() {
+        let facts = |task| DataFacts {
+            task,
+            classes: None,
+            images: false,
+        };
+        let c = TrainConfig::parse(&Value::Null).unwrap();
+        let regression = c.resolve(&facts(Task::Regression), None);
+        assert_eq!(regression["target_scaling"], "standard");
+        assert_eq!(regression["model"]["type"], "linear");
+        // Class ids are never scaled.
+        let classes = c.resolve(&facts(Task::Classification), None);
+        assert_eq!(classes["target_scaling"], "none");
+        let off = TrainConfig::parse(&json!({"target_scaling": "none"})).unwrap();
+        assert_eq!(
+            off.resolve(&facts(Task::Regression), None)["target_scaling"],
+            "none"
+        );
+        assert_eq!(
+            problems(json!({"task": "classification", "target_scaling": "standard"})),
+            vec!["target_scaling: `target_scaling` applies to regression, and `task` is classification"]
+        );
+        assert_eq!(problems(json!({"target_scaling": "minmax"})).len(), 1);
+    }
 }
