@@ -29,11 +29,8 @@ import types
 import numpy as np
 
 from . import data, models, regularize
+from .persist import FORMAT, Resume, atomic_dir, atomic_file, mkdtemp, write_json
 
-# Bump when the artifacts or the resume state change meaning: both are keyed or checked by it.
-# 2: weight decay left out of the optimizer graph (the worker decays weights only, see
-# regularize.py), and regression targets standardized.
-FORMAT = 2
 PROGRESS_INTERVAL_S = 0.2
 EVAL_BATCH = 1024
 INPUT_NAMES = {"train", "val", "preprocess", "model"}
@@ -346,7 +343,7 @@ class Training:
             self.msg.log(f"reusing training artifacts {key[:12]}")
             return final
         os.makedirs(cache, exist_ok=True)
-        tmp = _mkdtemp(cache, f".tmp-{key[:12]}-")
+        tmp = mkdtemp(cache, f".tmp-{key[:12]}-")
         started = time.monotonic()
         losses = {
             "cross_entropy": artifacts.LossType.CrossEntropyLoss,
@@ -625,14 +622,14 @@ class Training:
             module.export_model_for_inferencing(path, [name])
             models.append_target_inverse(path, *self.target)
 
-        _atomic_file(self.outputs["model"], export)
+        atomic_file(self.outputs["model"], export)
 
         def write_artifacts(tmp: str) -> None:
             for file in ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx"):
                 shutil.copyfile(os.path.join(self.artifact_dir, file), os.path.join(tmp, file))
             self.api.CheckpointState.save_checkpoint(state, os.path.join(tmp, "checkpoint"))
 
-        _atomic_dir(self.outputs["artifacts"], write_artifacts)
+        atomic_dir(self.outputs["artifacts"], write_artifacts)
         st.setdefault("warnings", [])
         rows = st["history"]
         baseline = None if self.val_x is None else regularize.baseline(self.task, self.train_labels, self.val_labels)
@@ -656,7 +653,7 @@ class Training:
             "baseline": baseline,
             "warnings": st["warnings"],
         }
-        _atomic_file(self.outputs["history"], lambda p: _write_json(p, history))
+        atomic_file(self.outputs["history"], lambda p: write_json(p, history))
         resume.clear()
         metrics = {"best_epoch": exported, "epochs_run": len(rows)}
         if rows:
@@ -667,132 +664,8 @@ class Training:
         self.msg.send("result", status="ok", metrics=metrics)
 
 
-class Resume:
-    """The resume directory: `epoch-E.ckpt` (weights and optimizer state after epoch E),
-    `best-E.ckpt` (weights of the best epoch so far) and `state-E.json`, written last, naming
-    them. A crash at any point leaves either the previous state or the new one, both consistent.
-
-    Every file gets a name of its own instead of replacing its predecessor: on ext4 (default
-    `auto_da_alloc`), renaming over an existing file, or truncating one, flushes the new data to
-    disk first, which blocked the worker ~4 ms per epoch. The previous epoch's files are removed
-    once the new state names its successors."""
-
-    def __init__(self, directory: str, config_key: str, api):
-        self.api = api
-        self.dir = directory
-        self.config_key = config_key
-
-    def _states(self) -> list[tuple[int, str]]:
-        """(epoch, file name) of the state files present, newest first."""
-        try:
-            names = os.listdir(self.dir)
-        except FileNotFoundError:
-            return []
-        found = []
-        for name in names:
-            number = name[len("state-"):-len(".json")] if name.startswith("state-") and name.endswith(".json") else ""
-            if number.isdigit():
-                found.append((int(number), name))
-        return sorted(found, reverse=True)
-
-    def load(self, msg: Messages) -> dict | None:
-        states = self._states()
-        if not states:
-            return None
-        path = os.path.join(self.dir, states[0][1])
-        try:
-            with open(path) as f:
-                st = json.load(f)
-        except (OSError, ValueError) as e:
-            msg.log(f"ignoring the unreadable resume state {path}: {e}", "warning")
-            return None
-        files = [st.get("checkpoint"), st.get("best_checkpoint")]
-        if st.get("format") != FORMAT or st.get("config") != self.config_key:
-            msg.log(f"ignoring the resume state in {self.dir}: it was written for another configuration", "warning")
-            return None
-        if not all(f is None or os.path.isfile(os.path.join(self.dir, f)) for f in files):
-            msg.log(f"ignoring the resume state in {self.dir}: a checkpoint it names is missing", "warning")
-            return None
-        return st
-
-    def save(self, st: dict, state, improved: bool) -> None:
-        api = self.api
-        os.makedirs(self.dir, exist_ok=True)
-        epoch = st["epoch"]
-        st["checkpoint"] = f"epoch-{epoch}.ckpt"
-        _atomic_file(
-            os.path.join(self.dir, st["checkpoint"]),
-            lambda p: api.CheckpointState.save_checkpoint(state, p, include_optimizer_state=True),
-        )
-        if improved:
-            st["best_checkpoint"] = f"best-{epoch}.ckpt"
-            _atomic_file(os.path.join(self.dir, st["best_checkpoint"]), lambda p: api.CheckpointState.save_checkpoint(state, p))
-        current = f"state-{epoch}.json"
-        _atomic_file(
-            os.path.join(self.dir, current),
-            lambda p: _write_json(p, {**st, "format": FORMAT, "config": self.config_key}, indent=None),
-        )
-        keep = {current, st["checkpoint"], st["best_checkpoint"]}
-        for name in os.listdir(self.dir):
-            if (name.endswith(".ckpt") or name.startswith("state-")) and name not in keep:
-                os.remove(os.path.join(self.dir, name))
-
-    def clear(self) -> None:
-        """After the outputs are written the checkpoints are dead weight, and a later rerun of the
-        stage should train afresh."""
-        if not os.path.isdir(self.dir):
-            return
-        for name in os.listdir(self.dir):
-            if name.startswith("state-") or name.endswith(".ckpt"):
-                os.remove(os.path.join(self.dir, name))
-        with contextlib.suppress(OSError):  # left in place if something else lives there
-            os.rmdir(self.dir)
-
-
 def _sha256_json(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _write_json(path: str, value, indent: int | None = 2) -> None:
-    """json.dumps, not json.dump: dump streams through the pure-Python encoder, which made
-    rewriting the growing resume state each epoch the slowest part of small trainings."""
-    with open(path, "w") as f:
-        f.write(json.dumps(value, indent=indent) + "\n")
-
-
-def _atomic_file(final: str, write) -> None:
-    """Calls write(tmp) on a temporary name in the same directory, then renames it over `final`.
-    The temporary keeps the extension: ORT picks formats by it."""
-    directory, name = os.path.split(final)
-    stem, ext = os.path.splitext(name)
-    tmp = os.path.join(directory, f".{stem}.tmp-{os.getpid()}{ext}")
-    try:
-        write(tmp)
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _mkdtemp(parent: str, prefix: str) -> str:
-    """mkdtemp, with the permissions of a plain mkdir: these directories become outputs."""
-    tmp = tempfile.mkdtemp(dir=parent, prefix=prefix)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    return tmp
-
-
-def _atomic_dir(final: str, fill) -> None:
-    parent = os.path.dirname(final)
-    tmp = _mkdtemp(parent, f".{os.path.basename(final)}.tmp-")
-    try:
-        fill(tmp)
-        if os.path.isdir(final):
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
