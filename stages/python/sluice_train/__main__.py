@@ -28,10 +28,9 @@ import types
 
 import numpy as np
 
-from . import data, models
+from . import data, models, regularize
+from .persist import FORMAT, Resume, atomic_dir, atomic_file, mkdtemp, write_json
 
-# Bump when the artifacts or the resume state change meaning: both are keyed or checked by it.
-FORMAT = 1
 PROGRESS_INTERVAL_S = 0.2
 EVAL_BATCH = 1024
 INPUT_NAMES = {"train", "val", "preprocess", "model"}
@@ -179,6 +178,7 @@ class Training:
         self.load_data()
         self.ort, self.api, artifacts, optim = _import_ort()
         forward, requires_grad, key_model = self.forward_model()
+        self.decayed = regularize.decayed_params(forward, requires_grad)
         key = self.artifact_key(key_model, requires_grad)
         self.artifact_dir = self.ensure_artifacts(key, forward, requires_grad, artifacts, optim)
         self.config_key = _sha256_json({"artifacts": key, "with": self.cfg, "n_train": len(self.train_x)})
@@ -213,10 +213,26 @@ class Training:
                 raise Fail(f"early_stopping.metric {wrong} does not apply to task {self.task}\nhint: use val_loss")
         self.sample_shape = tuple(int(d) for d in self.train_x.shape[1:])
         self.out_size, self.out_why = self.output_size(train_y)
+        self.train_labels = train_y
+        self.target = self.target_statistics(train_y)
         self.train_y = self.graph_labels(train_y, self.inputs["train"])
         if self.val_x is not None:
             self.val_labels = self.val_y
             self.val_y = self.graph_labels(self.val_y, self.inputs["val"])
+
+    def target_statistics(self, labels: np.ndarray) -> tuple[float, float] | None:
+        """(mean, std) of the train split's regression targets when they are standardized, else
+        None. Unscaled targets far from 0 (a mean of 155, or 1,000 + 100·x) leave the output
+        bias to crawl there at the learning rate's pace while weight decay pulls the other way;
+        standardized, every target sits where the initial model already is."""
+        if self.task != "regression" or self.cfg.get("target_scaling", "none") != "standard":
+            return None
+        mean = float(np.mean(labels, dtype=np.float64))
+        std = float(np.std(labels, dtype=np.float64))
+        # A constant target (or a single row) keeps its units: there is nothing to scale by.
+        if not math.isfinite(std) or std == 0.0:
+            std = 1.0
+        return mean, std
 
     def output_size(self, labels: np.ndarray) -> tuple[int, str]:
         """The model's output width, and words for where it comes from."""
@@ -255,6 +271,9 @@ class Training:
                 )
             if self.loss == "cross_entropy":
                 return labels
+        if self.target is not None:
+            mean, std = self.target
+            labels = (labels.astype(np.float64) - mean) / std
         return labels.astype(np.float32).reshape(-1, 1)
 
     def forward_model(self):
@@ -294,7 +313,8 @@ class Training:
         """The optimizer settings baked into optimizer_model.onnx (the lr is an input, not baked)."""
         o = self.cfg["optimizer"]
         if o["type"] == "adamw":
-            return {"type": "adamw", "betas": list(o["betas"]), "eps": o["eps"], "weight_decay": o["weight_decay"]}
+            # Weight decay is applied by the worker, to weights only (regularize.py).
+            return {"type": "adamw", "betas": list(o["betas"]), "eps": o["eps"], "weight_decay": 0.0}
         return {"type": "sgd"}
 
     def artifact_key(self, key_model: dict, requires_grad: list) -> str:
@@ -323,7 +343,7 @@ class Training:
             self.msg.log(f"reusing training artifacts {key[:12]}")
             return final
         os.makedirs(cache, exist_ok=True)
-        tmp = _mkdtemp(cache, f".tmp-{key[:12]}-")
+        tmp = mkdtemp(cache, f".tmp-{key[:12]}-")
         started = time.monotonic()
         losses = {
             "cross_entropy": artifacts.LossType.CrossEntropyLoss,
@@ -449,7 +469,7 @@ class Training:
             checkpoint = os.path.join(resume.dir, st["checkpoint"])
         else:
             st = {"epoch": 0, "step": 0, "history": [], "best": None, "bad_epochs": 0, "stopped_early": False,
-                  "checkpoint": None, "best_checkpoint": None}
+                  "checkpoint": None, "best_checkpoint": None, "warnings": []}
             checkpoint = os.path.join(self.artifact_dir, "checkpoint")
         self.choose_provider()
         state, module, optimizer = self.open_module(checkpoint)
@@ -467,6 +487,9 @@ class Training:
         # Python is a visible share of a step.
         train_x, train_y, msg, lr_at = self.train_x, self.train_y, self.msg, self.lr_at
         set_lr, optimizer_step, reset_grad = optimizer.set_learning_rate, optimizer.step, module.lazy_reset_grad
+        weight_decay = float(cfg["optimizer"].get("weight_decay") or 0.0) if cfg["optimizer"]["type"] == "adamw" else 0.0
+        decay = regularize.WeightDecay(state, self.decayed, weight_decay)
+        decay_step = decay.step if decay else None
         isfinite, monotonic = math.isfinite, time.monotonic
         while epoch < epochs and not st["stopped_early"]:
             epoch += 1
@@ -489,6 +512,8 @@ class Training:
                 if not isfinite(loss):
                     raise self.loss_failure(loss, epoch, b)
                 optimizer_step()
+                if decay_step:
+                    decay_step(lr)
                 reset_grad()
                 step += 1
                 loss_sum += loss * len(idx)
@@ -520,6 +545,7 @@ class Training:
                     st["bad_epochs"] += 1
                     st["stopped_early"] = bool(es) and st["bad_epochs"] >= int(es["patience"])
             self.report_epoch(row, epochs)
+            self.check_loss_growth(st)
             st.update(epoch=epoch, step=step)
             resume.save(st, state, improved)
             if st["stopped_early"]:
@@ -540,11 +566,30 @@ class Training:
         out = np.concatenate(outputs)
         row = {"val_loss": loss_sum / len(self.val_x)}
         if self.task == "regression":
-            row["val_rmse"] = float(np.sqrt(np.mean((out[:, 0] - self.val_labels) ** 2)))
+            row["val_rmse"] = float(np.sqrt(np.mean((self.target_units(out[:, 0]) - self.val_labels) ** 2)))
         else:
             predicted = (out[:, 0] > 0).astype(np.int64) if self.loss == "bce_with_logits" else out.argmax(axis=1)
             row["val_accuracy"] = float(np.mean(predicted == self.val_labels))
         return row
+
+    def target_units(self, predictions: np.ndarray) -> np.ndarray:
+        """Predictions of the training graph in the units of the labels."""
+        if self.target is None:
+            return predictions
+        mean, std = self.target
+        return predictions.astype(np.float64) * std + mean
+
+    def warn(self, st: dict, kind: str, message: str) -> None:
+        """A warning for the log and for history.json's `warnings`."""
+        st["warnings"].append({"kind": kind, "message": message})
+        self.msg.log(message, "warning")
+
+    def check_loss_growth(self, st: dict) -> None:
+        """Warns, once, when the training loss keeps growing."""
+        if any(w["kind"] == "loss_growing" for w in st["warnings"]):
+            return
+        if message := regularize.loss_growth(st["history"], self.cfg["optimizer"]["lr"]):
+            self.warn(st, "loss_growing", message)
 
     def report_epoch(self, row: dict, epochs: int) -> None:
         for name in ("train_loss", "val_loss", "val_accuracy", "val_rmse", "lr", "samples_per_sec"):
@@ -567,14 +612,29 @@ class Training:
             state, module, _ = self.open_module(os.path.join(resume.dir, st["best_checkpoint"]))
             self.msg.log(f"exporting the model of epoch {exported}, the best by {best['metric']}")
         name = models.output_name(self.task)
-        _atomic_file(self.outputs["model"], lambda p: module.export_model_for_inferencing(p, [name]))
+
+        def export(path: str) -> None:
+            if self.target is None:
+                module.export_model_for_inferencing(path, [name])
+                return
+            # The graph is trained on standardized targets; the exported model maps them back,
+            # so evaluate, serve and any ONNX consumer see target units.
+            module.export_model_for_inferencing(path, [name])
+            models.append_target_inverse(path, *self.target)
+
+        atomic_file(self.outputs["model"], export)
 
         def write_artifacts(tmp: str) -> None:
             for file in ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx"):
                 shutil.copyfile(os.path.join(self.artifact_dir, file), os.path.join(tmp, file))
             self.api.CheckpointState.save_checkpoint(state, os.path.join(tmp, "checkpoint"))
 
-        _atomic_dir(self.outputs["artifacts"], write_artifacts)
+        atomic_dir(self.outputs["artifacts"], write_artifacts)
+        st.setdefault("warnings", [])
+        rows = st["history"]
+        baseline = None if self.val_x is None else regularize.baseline(self.task, self.train_labels, self.val_labels)
+        if rows and baseline and (message := regularize.worse_than_baseline(rows[exported - 1], baseline)):
+            self.warn(st, "worse_than_baseline", message)
         history = {
             "format": 1,
             "task": self.task,
@@ -586,10 +646,15 @@ class Training:
             "best": {"metric": best["metric"], "value": best["value"]} if best else None,
             "stopped_early": st["stopped_early"],
             "resumed_from_epoch": resumed_from,
+            # Training graph outputs and losses are in these units; the exported model's are not.
+            "target_scaling": (
+                {"method": "standard", "mean": self.target[0], "std": self.target[1]} if self.target else None
+            ),
+            "baseline": baseline,
+            "warnings": st["warnings"],
         }
-        _atomic_file(self.outputs["history"], lambda p: _write_json(p, history))
+        atomic_file(self.outputs["history"], lambda p: write_json(p, history))
         resume.clear()
-        rows = st["history"]
         metrics = {"best_epoch": exported, "epochs_run": len(rows)}
         if rows:
             final, at_best = rows[-1], rows[exported - 1]
@@ -599,132 +664,8 @@ class Training:
         self.msg.send("result", status="ok", metrics=metrics)
 
 
-class Resume:
-    """The resume directory: `epoch-E.ckpt` (weights and optimizer state after epoch E),
-    `best-E.ckpt` (weights of the best epoch so far) and `state-E.json`, written last, naming
-    them. A crash at any point leaves either the previous state or the new one, both consistent.
-
-    Every file gets a name of its own instead of replacing its predecessor: on ext4 (default
-    `auto_da_alloc`), renaming over an existing file, or truncating one, flushes the new data to
-    disk first, which blocked the worker ~4 ms per epoch. The previous epoch's files are removed
-    once the new state names its successors."""
-
-    def __init__(self, directory: str, config_key: str, api):
-        self.api = api
-        self.dir = directory
-        self.config_key = config_key
-
-    def _states(self) -> list[tuple[int, str]]:
-        """(epoch, file name) of the state files present, newest first."""
-        try:
-            names = os.listdir(self.dir)
-        except FileNotFoundError:
-            return []
-        found = []
-        for name in names:
-            number = name[len("state-"):-len(".json")] if name.startswith("state-") and name.endswith(".json") else ""
-            if number.isdigit():
-                found.append((int(number), name))
-        return sorted(found, reverse=True)
-
-    def load(self, msg: Messages) -> dict | None:
-        states = self._states()
-        if not states:
-            return None
-        path = os.path.join(self.dir, states[0][1])
-        try:
-            with open(path) as f:
-                st = json.load(f)
-        except (OSError, ValueError) as e:
-            msg.log(f"ignoring the unreadable resume state {path}: {e}", "warning")
-            return None
-        files = [st.get("checkpoint"), st.get("best_checkpoint")]
-        if st.get("format") != FORMAT or st.get("config") != self.config_key:
-            msg.log(f"ignoring the resume state in {self.dir}: it was written for another configuration", "warning")
-            return None
-        if not all(f is None or os.path.isfile(os.path.join(self.dir, f)) for f in files):
-            msg.log(f"ignoring the resume state in {self.dir}: a checkpoint it names is missing", "warning")
-            return None
-        return st
-
-    def save(self, st: dict, state, improved: bool) -> None:
-        api = self.api
-        os.makedirs(self.dir, exist_ok=True)
-        epoch = st["epoch"]
-        st["checkpoint"] = f"epoch-{epoch}.ckpt"
-        _atomic_file(
-            os.path.join(self.dir, st["checkpoint"]),
-            lambda p: api.CheckpointState.save_checkpoint(state, p, include_optimizer_state=True),
-        )
-        if improved:
-            st["best_checkpoint"] = f"best-{epoch}.ckpt"
-            _atomic_file(os.path.join(self.dir, st["best_checkpoint"]), lambda p: api.CheckpointState.save_checkpoint(state, p))
-        current = f"state-{epoch}.json"
-        _atomic_file(
-            os.path.join(self.dir, current),
-            lambda p: _write_json(p, {**st, "format": FORMAT, "config": self.config_key}, indent=None),
-        )
-        keep = {current, st["checkpoint"], st["best_checkpoint"]}
-        for name in os.listdir(self.dir):
-            if (name.endswith(".ckpt") or name.startswith("state-")) and name not in keep:
-                os.remove(os.path.join(self.dir, name))
-
-    def clear(self) -> None:
-        """After the outputs are written the checkpoints are dead weight, and a later rerun of the
-        stage should train afresh."""
-        if not os.path.isdir(self.dir):
-            return
-        for name in os.listdir(self.dir):
-            if name.startswith("state-") or name.endswith(".ckpt"):
-                os.remove(os.path.join(self.dir, name))
-        with contextlib.suppress(OSError):  # left in place if something else lives there
-            os.rmdir(self.dir)
-
-
 def _sha256_json(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _write_json(path: str, value, indent: int | None = 2) -> None:
-    """json.dumps, not json.dump: dump streams through the pure-Python encoder, which made
-    rewriting the growing resume state each epoch the slowest part of small trainings."""
-    with open(path, "w") as f:
-        f.write(json.dumps(value, indent=indent) + "\n")
-
-
-def _atomic_file(final: str, write) -> None:
-    """Calls write(tmp) on a temporary name in the same directory, then renames it over `final`.
-    The temporary keeps the extension: ORT picks formats by it."""
-    directory, name = os.path.split(final)
-    stem, ext = os.path.splitext(name)
-    tmp = os.path.join(directory, f".{stem}.tmp-{os.getpid()}{ext}")
-    try:
-        write(tmp)
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _mkdtemp(parent: str, prefix: str) -> str:
-    """mkdtemp, with the permissions of a plain mkdir: these directories become outputs."""
-    tmp = tempfile.mkdtemp(dir=parent, prefix=prefix)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    return tmp
-
-
-def _atomic_dir(final: str, fill) -> None:
-    parent = os.path.dirname(final)
-    tmp = _mkdtemp(parent, f".{os.path.basename(final)}.tmp-")
-    try:
-        fill(tmp)
-        if os.path.isdir(final):
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -241,6 +241,27 @@ def trainable_names(floats: list, trainable: list | None, frozen: list, path: st
     return chosen
 
 
+def append_target_inverse(path: str, mean: float, std: float) -> None:
+    """Rewrites the exported regression model at `path` so that `prediction` is in target units:
+    the trained output (standardized targets) times `std` plus `mean`."""
+    model = onnx.load(path)
+    graph = model.graph
+    name = output_name("regression")
+    scaled = name + "_standardized"
+    _rename(graph, name, scaled)
+    graph.output[0].name = name
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array(std, np.float32), "target_std"),
+        numpy_helper.from_array(np.array(mean, np.float32), "target_mean"),
+    ])
+    graph.node.extend([
+        helper.make_node("Mul", [scaled, "target_std"], [scaled + "_times_std"]),
+        helper.make_node("Add", [scaled + "_times_std", "target_mean"], [name]),
+    ])
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
 def _dims(value) -> list | None:
     t = value.type.tensor_type
     if not t.HasField("shape"):

@@ -42,6 +42,11 @@ fn distinct(pieces: &[ArrayRef]) -> Vec<String> {
     sorted.into_iter().map(String::from).collect()
 }
 
+/// More distinct values than this in a float label read as a measurement, not class ids: such
+/// a label with the default `task: classification` would otherwise fail later, on the first
+/// val or test value the train split lacks, with a hint about stratified splits.
+const CONTINUOUS_LABEL_VALUES: usize = 20;
+
 pub(super) fn fit(config: &NormalizeConfig, train: &Pieces) -> Result<Preprocess, NormalizeError> {
     if train.rows() == 0 {
         return Err(NormalizeError::EmptyTrain {
@@ -86,7 +91,19 @@ pub(super) fn fit(config: &NormalizeConfig, train: &Pieces) -> Result<Preprocess
         }
     }
     let classes = match config.task {
-        Task::Classification => Some(distinct(&train.keys(&config.label, "label")?)),
+        Task::Classification => {
+            let classes = distinct(&train.keys(&config.label, "label")?);
+            let data_type = schema.field(train.column_index(&config.label)?).data_type();
+            if data_type.is_floating() && classes.len() > CONTINUOUS_LABEL_VALUES {
+                return Err(NormalizeError::ContinuousLabel {
+                    path: train.source.clone(),
+                    column: config.label.clone(),
+                    data_type: data_type.clone(),
+                    distinct: classes.len(),
+                });
+            }
+            Some(classes)
+        }
         Task::Regression => None,
     };
     Ok(Preprocess {

@@ -68,6 +68,13 @@ pub(crate) enum NormalizeError {
         column: String,
         data_type: DataType,
     },
+    #[error("`{path}`: the label `{column}` looks continuous ({data_type} with {distinct} distinct values in the train split), and `task` is classification")]
+    ContinuousLabel {
+        path: String,
+        column: String,
+        data_type: DataType,
+        distinct: usize,
+    },
     #[error("`{path}` row {row}: column `{column}` is empty")]
     Missing {
         path: String,
@@ -127,6 +134,9 @@ impl NormalizeError {
             NormalizeError::LabelType { .. } => {
                 "use `task: classification`, or cast the column with `clean`".into()
             }
+            NormalizeError::ContinuousLabel { column, .. } => format!(
+                "set `task: regression` to predict `{column}` as a number; if its values are class ids, cast it to text or integers with `clean`"
+            ),
             NormalizeError::Missing { .. } => {
                 "fill or drop missing values first with `clean`'s `missing` rule".into()
             }

@@ -33,6 +33,14 @@ const WORKER: &[(&str, &str)] = &[
         "sluice_train/data.py",
         include_str!("../../python/sluice_train/data.py"),
     ),
+    (
+        "sluice_train/regularize.py",
+        include_str!("../python/sluice_train/regularize.py"),
+    ),
+    (
+        "sluice_train/persist.py",
+        include_str!("../python/sluice_train/persist.py"),
+    ),
 ];
 
 /// Which ONNX Runtime training build an environment holds.

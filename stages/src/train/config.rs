@@ -110,6 +110,8 @@ pub(crate) struct TrainConfig {
     pub early_stopping: Option<EarlyStopping>,
     pub device: Device,
     pub task: Option<Task>,
+    /// `standard` (the default) or `none`; applies to regression only.
+    pub target_scaling: String,
 }
 
 /// The default learning rate, and the default for fully connected models on tables.
@@ -193,6 +195,14 @@ impl TrainConfig {
             Some("regression") => Some(Task::Regression),
             _ => None,
         };
+        let target_scaling = r.choice("target_scaling").unwrap_or("standard").to_string();
+        if task == Some(Task::Classification) && r.has("target_scaling") {
+            r.report(
+                &["target_scaling"],
+                "`target_scaling` applies to regression, and `task` is classification".into(),
+                Some("remove `target_scaling`".into()),
+            );
+        }
         if let (Some(Task::Regression), Some(l)) = (task, &loss) {
             if l == "cross_entropy" || l == "bce_with_logits" {
                 r.report(
@@ -220,6 +230,7 @@ impl TrainConfig {
             early_stopping,
             device,
             task,
+            target_scaling,
         })
     }
 
@@ -270,6 +281,11 @@ impl TrainConfig {
             "seed": self.seed,
             "augment": self.augment,
             "early_stopping": self.early_stopping,
+            // Class ids are not scaled: only regression targets are.
+            "target_scaling": match data.task {
+                Task::Regression => self.target_scaling.as_str(),
+                Task::Classification => "none",
+            },
         })
     }
 }
@@ -658,5 +674,31 @@ mod tests {
             p,
             vec!["loss: `cross_entropy` is a classification loss, and `task` is regression"]
         );
+    }
+
+    #[test]
+    fn regression_targets_are_standardized_unless_turned_off() {
+        let facts = |task| DataFacts {
+            task,
+            classes: None,
+            images: false,
+        };
+        let c = TrainConfig::parse(&Value::Null).unwrap();
+        let regression = c.resolve(&facts(Task::Regression), None);
+        assert_eq!(regression["target_scaling"], "standard");
+        assert_eq!(regression["model"]["type"], "linear");
+        // Class ids are never scaled.
+        let classes = c.resolve(&facts(Task::Classification), None);
+        assert_eq!(classes["target_scaling"], "none");
+        let off = TrainConfig::parse(&json!({"target_scaling": "none"})).unwrap();
+        assert_eq!(
+            off.resolve(&facts(Task::Regression), None)["target_scaling"],
+            "none"
+        );
+        assert_eq!(
+            problems(json!({"task": "classification", "target_scaling": "standard"})),
+            vec!["target_scaling: `target_scaling` applies to regression, and `task` is classification"]
+        );
+        assert_eq!(problems(json!({"target_scaling": "minmax"})).len(), 1);
     }
 }

@@ -88,7 +88,15 @@ pub(crate) const FIELDS: &[Field] = &[
         choice(&["classification", "regression"]),
         "default: taken from the data (classification for a text label or images).",
     ),
+    Field::new(
+        "target_scaling",
+        choice(TARGET_SCALINGS),
+        "Regression only: standard trains on targets standardized by the train split's mean and std, and the exported model maps its predictions back to target units; none trains on the raw targets.",
+    )
+    .default("\"standard\""),
 ];
+
+pub(super) const TARGET_SCALINGS: &[&str] = &["standard", "none"];
 
 const SCHEDULE: &[Field] = &[
     Field::new(
@@ -234,7 +242,7 @@ pub(super) const ADAMW: &[Field] = &[
     Field::new(
         "weight_decay",
         number(0.0, 1.0, false),
-        "Decoupled weight decay.",
+        "Decoupled weight decay of weight matrices and kernels (parameters of rank 2 or more); biases and normalization parameters are not decayed.",
     )
     .default("0.01"),
 ];
