@@ -35,11 +35,11 @@ const WORKER: &[(&str, &str)] = &[
     ),
     (
         "sluice_train/regularize.py",
-        include_str!("../python/sluice_train/regularize.py"),
+        include_str!("../../python/sluice_train/regularize.py"),
     ),
     (
         "sluice_train/persist.py",
-        include_str!("../python/sluice_train/persist.py"),
+        include_str!("../../python/sluice_train/persist.py"),
     ),
 ];
 
