@@ -162,6 +162,45 @@ fn a_missed_gate_fails_evaluate_and_blocks_deploy() {
     );
     assert!(!ws.exists("out/iris/metrics.json"));
     assert!(!ws.exists("models/iris"), "deploy ran after a failed gate");
+
+    // `sluice metrics` still shows the figures, marked as failing the gate.
+    let out = ws.sluice(&["metrics", "pipelines/iris.yaml", "--json"]);
+    out.assert_ok();
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    let e = &doc["evaluate"];
+    assert_eq!(e["failed_gate"], true, "{doc}");
+    assert!(
+        e["metrics"]["log_loss"].as_f64().unwrap() > 0.000001,
+        "{doc}"
+    );
+    assert!(e["metrics"]["accuracy"].as_f64().is_some(), "{doc}");
+    let missed = e["missed"].as_array().unwrap();
+    assert_eq!(missed.len(), 1, "{doc}");
+    assert!(missed[0].as_str().unwrap().starts_with("log_loss is 0."));
+    let text = ws.sluice(&["metrics", "pipelines/iris.yaml"]);
+    text.assert_ok();
+    assert!(
+        text.stdout.contains("failed its gate")
+            && text.stdout.contains("log_loss")
+            && !text.stdout.contains("not evaluated yet"),
+        "{}",
+        text.stdout
+    );
+
+    // A passing evaluation afterwards is the current one again, with no failure attached.
+    let yaml = ws.read("pipelines/iris.yaml");
+    ws.write(
+        "pipelines/iris.yaml",
+        &yaml.replace(r#"require: {log_loss: "< 0.000001"}"#, "require: {}"),
+    );
+    ws.run(&["pipelines/iris.yaml"]).assert_ok();
+    let out = ws.sluice(&["metrics", "pipelines/iris.yaml", "--json"]);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["evaluate"]["failed_gate"], false, "{doc}");
+    assert_eq!(
+        doc["evaluate"]["metrics"],
+        ws.json("out/iris/metrics.json")["metrics"]
+    );
 }
 
 #[test]

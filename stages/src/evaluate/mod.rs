@@ -498,7 +498,9 @@ fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
         }
     }
     if !failed.is_empty() {
-        // A failed stage keeps no outputs, so the figures go into the message itself.
+        // A failed stage keeps no outputs, so the figures go into the message itself, and into
+        // the history, where `sluice metrics` shows them as failing the gate.
+        remember(ctx, &report["metrics"], &failed);
         let figures: Vec<String> = report["metrics"]
             .as_object()
             .into_iter()
@@ -562,7 +564,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
         plots::curves(&dir.join("training_curves.png"), &history)?;
     }
     staged.commit().map_err(|e| e.to_string())?;
-    remember(ctx, &report["metrics"]);
+    remember(ctx, &report["metrics"], &[]);
     Ok(())
 }
 
@@ -576,11 +578,16 @@ pub fn history_path(workspace: &Path, pipeline: &str, stage: &str) -> std::path:
         .join(format!("{stage}.jsonl"))
 }
 
-/// Appends this evaluation to the history. Best effort: losing a line only loses a comparison.
-fn remember(ctx: &StageContext<'_>, metrics: &Value) {
+/// Appends this evaluation to the history, with the bars it `missed` (a line for each) when it
+/// failed its gate. Best effort: losing a line only loses a comparison or a failed figure.
+fn remember(ctx: &StageContext<'_>, metrics: &Value, missed: &[String]) {
     use std::io::Write;
     let path = history_path(&ctx.workspace, ctx.pipeline, ctx.stage);
-    let line = json!({"key": ctx.key, "metrics": metrics}).to_string() + "\n";
+    let mut line = json!({"key": ctx.key, "metrics": metrics});
+    if !missed.is_empty() {
+        line["missed"] = json!(missed);
+    }
+    let line = line.to_string() + "\n";
     let _ = std::fs::create_dir_all(path.parent().expect("has a parent"));
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
