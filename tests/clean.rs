@@ -49,7 +49,7 @@ fn clean(csv: &str, with: &str) -> Ws {
 }
 
 fn report(ws: &Ws) -> serde_json::Value {
-    serde_json::from_str(&ws.read("out/sluice/c/report")).unwrap()
+    serde_json::from_str(&ws.read("out/sluice/c/report.json")).unwrap()
 }
 
 const PEOPLE: &str = "id,age,city,income\n1,30,A,100\n2,,B,200\n3,40,,300\n4,50,A,\n1,30,A,100\n";
@@ -61,7 +61,7 @@ fn missing_values_are_filled_per_column_and_dropped_by_default() {
         "{missing: {default: drop, columns: {age: mean, city: mode}}}",
     );
     assert_eq!(
-        table(&ws, "out/sluice/c/table"),
+        table(&ws, "out/sluice/c/table.parquet"),
         [
             "id:Int64: 1,2,3,1",
             "age:Int64: 30,38,40,30",
@@ -90,7 +90,7 @@ fn constants_median_and_duplicates() {
         "{missing: {columns: {age: median, city: {constant: unknown}, income: {constant: 0}}}, duplicates: drop}",
     );
     assert_eq!(
-        table(&ws, "out/sluice/c/table"),
+        table(&ws, "out/sluice/c/table.parquet"),
         [
             "id:Int64: 1,2,3,4",
             "age:Int64: 30,35,40,50",
@@ -108,7 +108,7 @@ fn drop_columns_cast_and_filter() {
         r#"{drop_columns: [income], cast: {id: string, age: float}, filter: "(age >= 35 or city == 'A') and not id == '4'"}"#,
     );
     assert_eq!(
-        table(&ws, "out/sluice/c/table"),
+        table(&ws, "out/sluice/c/table.parquet"),
         [
             "id:Utf8: 1,3,1",
             "age:Float64: 30.0,40.0,30.0",
@@ -129,7 +129,7 @@ fn outliers_are_dropped_or_clipped() {
     let csv = "x,y\n1,a\n2,b\n3,c\n4,d\n100,e\n";
     let ws = clean(csv, "{outliers: {columns: [x], method: iqr, k: 1.5}}");
     assert_eq!(
-        table(&ws, "out/sluice/c/table"),
+        table(&ws, "out/sluice/c/table.parquet"),
         ["x:Int64: 1,2,3,4", "y:Utf8: a,b,c,d"]
     );
     assert_eq!(
@@ -137,12 +137,18 @@ fn outliers_are_dropped_or_clipped() {
         serde_json::json!({"low": -1.0, "high": 7.0, "dropped": 1, "clipped": 0})
     );
     let ws = clean(csv, "{outliers: {columns: [x], action: clip}}");
-    assert_eq!(table(&ws, "out/sluice/c/table")[0], "x:Int64: 1,2,3,4,7");
+    assert_eq!(
+        table(&ws, "out/sluice/c/table.parquet")[0],
+        "x:Int64: 1,2,3,4,7"
+    );
     let ws = clean(
         csv,
         "{outliers: {columns: [x], method: zscore, threshold: 1.5}}",
     );
-    assert_eq!(table(&ws, "out/sluice/c/table")[0], "x:Int64: 1,2,3,4");
+    assert_eq!(
+        table(&ws, "out/sluice/c/table.parquet")[0],
+        "x:Int64: 1,2,3,4"
+    );
 }
 
 #[test]
@@ -169,7 +175,7 @@ fn failing(csv: &str, with: &str) -> String {
     ));
     let r = ws.run(&[]);
     assert_eq!(r.code, 1, "expected a failed run\n{}", r.stderr);
-    assert!(!ws.exists("out/sluice/c/table") && !ws.exists("out/sluice/c/report"));
+    assert!(!ws.exists("out/sluice/c/table.parquet") && !ws.exists("out/sluice/c/report.json"));
     r.events()
         .into_iter()
         .find(|e| e["event"] == "stage_finished" && e["stage"] == "c")

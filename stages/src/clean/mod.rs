@@ -82,6 +82,14 @@ impl Stage for Clean {
     fn outputs(&self) -> &'static [&'static str] {
         &[TABLE, REPORT]
     }
+    /// Tables are Parquet; in the image mode the table is a folder.
+    fn output_extension(&self, output: &str, inputs: &[&str]) -> Option<&'static str> {
+        match output {
+            TABLE if inputs.contains(&IMAGES) => None,
+            TABLE => Some("parquet"),
+            _ => Some("json"),
+        }
+    }
     /// One table or one image folder: which one decides the mode.
     fn inputs(&self) -> Option<Inputs> {
         Some(Inputs {

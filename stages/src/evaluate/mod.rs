@@ -192,6 +192,13 @@ impl Stage for Evaluate {
     fn outputs(&self) -> &'static [&'static str] {
         &["metrics", "plots", "predictions"]
     }
+    fn output_extension(&self, output: &str, _inputs: &[&str]) -> Option<&'static str> {
+        match output {
+            "metrics" => Some("json"),
+            "predictions" => Some("csv"),
+            _ => None,
+        }
+    }
     fn inputs(&self) -> Option<Inputs> {
         Some(Inputs {
             required: &[&["model"], &["test"]],

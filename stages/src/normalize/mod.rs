@@ -199,6 +199,10 @@ impl Stage for Normalize {
     fn outputs(&self) -> &'static [&'static str] {
         &["train", "val", "test", PREPROCESS]
     }
+    /// The parts are folders of `.npy` files.
+    fn output_extension(&self, output: &str, _inputs: &[&str]) -> Option<&'static str> {
+        (output == PREPROCESS).then_some("json")
+    }
     /// `check` sees `with:` but not the inputs: a `with:` naming an image option is checked
     /// as the image mode's, any other as the table mode's; `run` parses for its mode again.
     fn inputs(&self) -> Option<Inputs> {

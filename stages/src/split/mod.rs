@@ -110,6 +110,14 @@ impl Stage for Split {
     fn outputs(&self) -> &'static [&'static str] {
         &["train", "val", "test", SUMMARY]
     }
+    /// The parts are Parquet tables, or folders in the image mode.
+    fn output_extension(&self, output: &str, inputs: &[&str]) -> Option<&'static str> {
+        match output {
+            SUMMARY => Some("json"),
+            _ if inputs.contains(&IMAGES) => None,
+            _ => Some("parquet"),
+        }
+    }
     /// `check` sees `with:` but not the inputs. Every image `with:` is a valid table one except
     /// for a `label` (which image mode refuses when it runs), so the table rules apply.
     fn inputs(&self) -> Option<Inputs> {
