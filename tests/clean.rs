@@ -66,7 +66,9 @@ fn missing_values_are_filled_per_column_and_dropped_by_default() {
             "id:Int64: 1,2,3,1",
             "age:Int64: 30,38,40,30",
             "city:Utf8: A,B,A,A",
-            "income:Int64: 100,200,300,100"
+            "income:Int64: 100,200,300,100",
+            // Each kept row's index in data/rows.csv: the row missing `income` is gone.
+            "sluice_row:Int64: 0,1,2,4"
         ]
     );
     let r = report(&ws);
@@ -95,7 +97,9 @@ fn constants_median_and_duplicates() {
             "id:Int64: 1,2,3,4",
             "age:Int64: 30,35,40,50",
             "city:Utf8: A,B,unknown,A",
-            "income:Int64: 100,200,300,0"
+            "income:Int64: 100,200,300,0",
+            // The duplicate (row 4) is dropped; the row ids do not make it unique.
+            "sluice_row:Int64: 0,1,2,3"
         ]
     );
     assert_eq!(report(&ws)["duplicates"]["dropped"], 1);
@@ -112,7 +116,9 @@ fn drop_columns_cast_and_filter() {
         [
             "id:Utf8: 1,3,1",
             "age:Float64: 30.0,40.0,30.0",
-            "city:Utf8: A,-,A"
+            "city:Utf8: A,-,A",
+            // The ids follow the rows the filter keeps.
+            "sluice_row:Int64: 0,2,4"
         ]
     );
     let r = report(&ws);
@@ -130,7 +136,11 @@ fn outliers_are_dropped_or_clipped() {
     let ws = clean(csv, "{outliers: {columns: [x], method: iqr, k: 1.5}}");
     assert_eq!(
         table(&ws, "out/sluice/c/table.parquet"),
-        ["x:Int64: 1,2,3,4", "y:Utf8: a,b,c,d"]
+        [
+            "x:Int64: 1,2,3,4",
+            "y:Utf8: a,b,c,d",
+            "sluice_row:Int64: 0,1,2,3"
+        ]
     );
     assert_eq!(
         report(&ws)["outliers"]["x"],

@@ -173,7 +173,8 @@ stages:
             "sepal_width",
             "petal_length",
             "petal_width",
-            "species"
+            "species",
+            "sluice_row"
         ]
     );
 }
@@ -225,7 +226,7 @@ fn a_zero_val_ratio_writes_an_empty_file_with_the_schema() {
     ws.run(&[]).assert_ok();
     let (val, names) = column(&ws, "out/sluice/s/val.parquet", "id");
     assert!(val.is_empty());
-    assert_eq!(names, ["id", "x", "y", "g"]);
+    assert_eq!(names, ["id", "x", "y", "g", "sluice_row"]);
     assert_eq!(values(&ws, "out/sluice/s/train.parquet", "id").len(), 8);
     let s = summary(&ws, "out/sluice/s/summary.json");
     assert_eq!(s["splits"]["val"]["rows"], 0);
@@ -266,7 +267,31 @@ stages:
         .iter()
         .map(|f| f.data_type().to_string())
         .collect();
-    assert_eq!(types, ["Int64", "Float64", "Utf8", "Utf8"]);
+    assert_eq!(types, ["Int64", "Float64", "Utf8", "Utf8", "Int64"]);
+    // The second split keeps the first one's row ids: they still point into data/rows.csv.
+    assert_eq!(
+        values(&ws, "out/sluice/second/test.parquet", "sluice_row"),
+        values(&ws, "out/sluice/second/test.parquet", "id")
+    );
+}
+
+#[test]
+fn each_split_row_carries_its_row_number_in_the_input_table() {
+    let ws = Ws::new();
+    ws.write("data/rows.csv", &rows_csv(60)).pipeline(
+        "stages:\n  s: {uses: split, inputs: {table: data/rows.csv}, with: {method: stratified, label: y, seed: 5, ratios: {train: 0.6, val: 0.2, test: 0.2}}}\n",
+    );
+    ws.run(&[]).assert_ok();
+    let mut seen = Vec::new();
+    for part in ["train", "val", "test"] {
+        let rel = format!("out/sluice/s/{part}.parquet");
+        // `id` is the row's number in rows.csv, so the id column must repeat it.
+        let ids = values(&ws, &rel, "sluice_row");
+        assert_eq!(ids, values(&ws, &rel, "id"), "{part}");
+        seen.extend(ids.into_iter().map(|i| i.parse::<usize>().unwrap()));
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..60).collect::<Vec<_>>());
 }
 
 fn failing(csv: &str, with: &str) -> (Ws, String) {

@@ -7,8 +7,11 @@
 //! writes the outputs together through `Staged`.
 
 mod device;
+mod history;
 pub mod metrics;
+pub use history::history_path;
 mod plots;
+mod source_rows;
 
 use crate::arrays::{self, Array};
 use crate::fields::{Field, Reader, Type, Wording};
@@ -480,6 +483,11 @@ fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
         }
     };
 
+    let predictions = match source_rows::read(ctx, test, n)? {
+        Some(ids) => source_rows::prepend(&predictions, &ids),
+        None => predictions,
+    };
+
     let mut failed = Vec::new();
     for gate in &config.gates {
         let Some(value) = report["metrics"][&gate.metric].as_f64() else {
@@ -507,7 +515,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
     if !failed.is_empty() {
         // A failed stage keeps no outputs, so the figures go into the message itself, and into
         // the history, where `sluice metrics` shows them as failing the gate.
-        remember(ctx, &report["metrics"], &failed);
+        history::remember(ctx, &report["metrics"], &failed);
         let figures: Vec<String> = report["metrics"]
             .as_object()
             .into_iter()
@@ -571,39 +579,8 @@ fn run(ctx: &StageContext<'_>) -> Result<(), StageError> {
         plots::curves(&dir.join("training_curves.png"), &history)?;
     }
     staged.commit().map_err(|e| e.to_string())?;
-    remember(ctx, &report["metrics"], &[]);
+    history::remember(ctx, &report["metrics"], &[]);
     Ok(())
-}
-
-/// Where `sluice metrics --diff` finds earlier results: one JSON line per evaluation that ran,
-/// under `.sluice/metrics/<pipeline>/<stage>.jsonl`.
-pub fn history_path(workspace: &Path, pipeline: &str, stage: &str) -> std::path::PathBuf {
-    workspace
-        .join(".sluice")
-        .join("metrics")
-        .join(pipeline)
-        .join(format!("{stage}.jsonl"))
-}
-
-/// Appends this evaluation to the history, with the bars it `missed` (a line for each) when it
-/// failed its gate. Best effort: losing a line only loses a comparison or a failed figure.
-fn remember(ctx: &StageContext<'_>, metrics: &Value, missed: &[String]) {
-    use std::io::Write;
-    let path = history_path(&ctx.workspace, ctx.pipeline, ctx.stage);
-    let mut line = json!({"key": ctx.key, "metrics": metrics});
-    if !missed.is_empty() {
-        line["missed"] = json!(missed);
-    }
-    let line = line.to_string() + "\n";
-    let _ = std::fs::create_dir_all(path.parent().expect("has a parent"));
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-    {
-        // One write of one line: appends from concurrent runs do not interleave.
-        let _ = f.write_all(line.as_bytes());
-    }
 }
 
 fn with_task(

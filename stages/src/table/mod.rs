@@ -8,6 +8,7 @@
 mod chunked;
 pub(crate) mod hash;
 pub(crate) mod io;
+pub(crate) mod row_id;
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, SchemaRef};
