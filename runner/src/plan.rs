@@ -147,10 +147,6 @@ impl Reasons {
         &self.0[0]
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &RunReason> {
-        self.0.iter()
-    }
-
     /// Each reason as its own line, a `Changed` split into its changes.
     pub fn lines(&self) -> Vec<String> {
         self.0.iter().flat_map(RunReason::lines).collect()
