@@ -215,6 +215,24 @@ fn bad_input_names_the_file_row_and_column() {
         failing(PEOPLE, "{filter: \"city > 3\"}"),
         "`data/rows.csv`: the filter compares column `city` of type Utf8 with a number"
     );
+    assert_eq!(
+        failing("x,sluice_row\n1,a\n", "{}"),
+        "`data/rows.csv`: column `sluice_row` holds sluice's source row ids, which are whole numbers (Int64) with none missing\n  = help: rename your column `sluice_row`: the name is reserved"
+    );
+}
+
+#[test]
+fn row_ids_from_an_earlier_clean_are_kept() {
+    let ws = Ws::new();
+    ws.write("data/rows.csv", PEOPLE).pipeline(
+        "stages:\n  a: {uses: clean, inputs: {table: data/rows.csv}, with: {filter: \"not id == 2\"}}\n  b: {uses: clean, inputs: {table: \"${{ stages.a.outputs.table }}\"}, with: {duplicates: drop}}\n",
+    );
+    ws.run(&[]).assert_ok();
+    // Rows 0, 2, 3 and 4 pass `a`; row 4 repeats row 0, so `b` keeps 0, 2 and 3 of the raw file.
+    assert_eq!(
+        table(&ws, "out/sluice/b/table.parquet").last().unwrap(),
+        "sluice_row:Int64: 0,2,3"
+    );
 }
 
 #[test]

@@ -172,7 +172,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), CleanError> {
     let rows_in = pieces.rows();
     // The source row ids stay out of the rules' way (a duplicate is a duplicate whatever its
     // row), follow the rows `filter` keeps, and are written back beside the rows kept.
-    let (mut pieces, ids) = row_id::detach(pieces);
+    let (mut pieces, ids) = row_id::detach(pieces)?;
     let mut ids = ids.unwrap_or_else(|| (0..rows_in as i64).collect());
     step(1.0, format!("read {rows_in} rows from {source}"))?;
     for name in named_columns(&config) {
@@ -198,7 +198,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), CleanError> {
         let with_ids =
             row_id::attach(pieces, &ids).map_err(|e| rule_error(rules::RuleError::Arrow(e)))?;
         let (p, r) = rules::filter(&with_ids, text, expr).map_err(rule_error)?;
-        let (p, kept) = row_id::detach(p);
+        let (p, kept) = row_id::detach(p)?;
         pieces = p;
         ids = kept.expect("`filter` keeps every column, the ids included");
         report.insert("filter".into(), r);

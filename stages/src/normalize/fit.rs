@@ -58,8 +58,7 @@ pub(super) fn fit(config: &NormalizeConfig, train: &Pieces) -> Result<Preprocess
 
     let schema = train.schema.clone();
     // Each column is fitted on its own, all on every core; results (and the first error) are
-    // taken in column order.
-    // The source row id that `split` adds is no feature: it goes beside them as `rows.npy`.
+    // taken in column order. The source row id is no feature: it goes beside them as `rows.npy`.
     let fitted = schema
         .fields()
         .par_iter()

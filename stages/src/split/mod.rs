@@ -182,6 +182,7 @@ fn run(ctx: &StageContext<'_>) -> Result<(), SplitError> {
 
     // The row groups as read, never joined: rows are picked from them directly.
     let pieces = table::Pieces::read(input, &source)?;
+    row_id::carried(&pieces)?;
     let rows = pieces.rows();
     step(1.0, format!("read {rows} rows from {source}"))?;
 

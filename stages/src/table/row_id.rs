@@ -4,7 +4,7 @@
 //! prediction joins back to its row of the raw table. A table that already has the column (one
 //! that went through `clean` or `split` before) keeps its ids.
 
-use super::Pieces;
+use super::{Pieces, TableError};
 use arrow::array::{Array, AsArray, Int64Array};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -40,10 +40,24 @@ pub(crate) fn add_ids(
     RecordBatch::try_new(out.clone(), columns)
 }
 
+/// The ids `pieces` carry: `None` without the column, an error when a column of that name is
+/// not ids (another type, or missing values).
+pub(crate) fn carried(pieces: &Pieces) -> Result<Option<Vec<i64>>, TableError> {
+    if pieces.schema.index_of(ROW_ID).is_err() {
+        return Ok(None);
+    }
+    match ids(&pieces.schema, &pieces.batches) {
+        Some(ids) => Ok(Some(ids)),
+        None => Err(TableError::RowIdColumn {
+            path: pieces.source.clone(),
+        }),
+    }
+}
+
 /// `pieces` without the id column, and the ids it held (`None` when it had none).
-pub(crate) fn detach(pieces: Pieces) -> (Pieces, Option<Vec<i64>>) {
-    let Some(ids) = ids(&pieces.schema, &pieces.batches) else {
-        return (pieces, None);
+pub(crate) fn detach(pieces: Pieces) -> Result<(Pieces, Option<Vec<i64>>), TableError> {
+    let Some(ids) = carried(&pieces)? else {
+        return Ok((pieces, None));
     };
     let index = pieces.schema.index_of(ROW_ID).expect("ids found it");
     let fields: Vec<Arc<Field>> = (pieces.schema.fields().iter())
@@ -68,7 +82,7 @@ pub(crate) fn detach(pieces: Pieces) -> (Pieces, Option<Vec<i64>>) {
         batches,
         source: pieces.source,
     };
-    (pieces, Some(ids))
+    Ok((pieces, Some(ids)))
 }
 
 /// `pieces` (which have no id column) with `ids`, one per row, as their last column.
@@ -124,5 +138,31 @@ mod tests {
         assert_eq!(with_id_field(&out), out);
         let again = add_ids(with.clone(), &[0, 1], &out).unwrap();
         assert_eq!(ids(&out, &[again]), Some(vec![7, 3]));
+    }
+
+    #[test]
+    fn detached_ids_attach_again_and_a_column_that_is_not_ids_is_refused() {
+        let batch = |ids: Arc<dyn Array>| {
+            RecordBatch::try_from_iter([
+                ("x", Arc::new(Int64Array::from(vec![5, 6, 7])) as _),
+                (ROW_ID, ids),
+            ])
+            .unwrap()
+        };
+        let pieces = |b: RecordBatch| Pieces {
+            schema: b.schema(),
+            batches: vec![b.slice(0, 1), b.slice(1, 2)],
+            source: "t.csv".into(),
+        };
+        let (bare, got) = detach(pieces(batch(Arc::new(Int64Array::from(vec![9, 4, 2]))))).unwrap();
+        assert_eq!(got, Some(vec![9, 4, 2]));
+        assert_eq!(bare.schema.fields().len(), 1);
+        let back = attach(bare, &[9, 4, 2]).unwrap();
+        assert_eq!(ids(&back.schema, &back.batches), Some(vec![9, 4, 2]));
+        let text = arrow::array::StringArray::from(vec!["a", "b", "c"]);
+        assert!(matches!(
+            detach(pieces(batch(Arc::new(text)))),
+            Err(TableError::RowIdColumn { .. })
+        ));
     }
 }
