@@ -437,11 +437,17 @@ fn print_plan(pipeline: &Pipeline, planned: &[Planned], json: bool, dry_run: boo
         let rows: Vec<serde_json::Value> = planned
             .iter()
             .map(|p| {
-                let (state, reason) = state_of(&p.decision, dry_run);
+                let (state, reasons) = state_of(&p.decision);
+                // `reason` is the first of `reasons`, as it was before the list existed.
+                let (reason, reasons) = match &p.decision {
+                    Decision::Run(why) => (Some(why.first().to_string()), why.lines()),
+                    _ => (reasons.clone(), reasons.into_iter().collect()),
+                };
                 serde_json::json!({
                     "stage": pipeline.stages[p.idx].id.0,
                     "state": state,
                     "reason": reason,
+                    "reasons": reasons,
                     "key": p.key.map(|k| k.hex()),
                 })
             })
@@ -464,7 +470,7 @@ fn print_plan(pipeline: &Pipeline, planned: &[Planned], json: bool, dry_run: boo
         if dry_run { "plan" } else { "state" }
     );
     for p in planned {
-        let (state, reason) = state_of(&p.decision, dry_run);
+        let (_, reason) = state_of(&p.decision);
         let label = match (&p.decision, dry_run) {
             (Decision::UpToDate(_), _) => "up to date",
             (Decision::Restore(_), true) => "would restore",
@@ -472,7 +478,6 @@ fn print_plan(pipeline: &Pipeline, planned: &[Planned], json: bool, dry_run: boo
             (Decision::Run(_), true) => "would run",
             (Decision::Run(_), false) => "stale",
         };
-        let _ = state;
         println!(
             "{:<width$}  {label:<13}  {}",
             pipeline.stages[p.idx].id.0,
@@ -481,7 +486,8 @@ fn print_plan(pipeline: &Pipeline, planned: &[Planned], json: bool, dry_run: boo
     }
 }
 
-fn state_of(d: &Decision, _dry_run: bool) -> (&'static str, Option<String>) {
+/// The state word of `--json` and the reason text, every reason joined.
+fn state_of(d: &Decision) -> (&'static str, Option<String>) {
     match d {
         Decision::UpToDate(_) => ("up_to_date", None),
         Decision::Restore(_) => ("restore", Some("outputs are in the cache".into())),

@@ -1,6 +1,8 @@
 //! `sluice metrics [PIPELINE] [--json] [--diff]`: the latest figures of every `evaluate` stage,
 //! read from their `metrics` outputs; `--diff` puts each next to the previous different
-//! evaluation, which the stage appends to `.sluice/metrics/<pipeline>/<stage>.jsonl`.
+//! evaluation, which the stage appends to `.sluice/metrics/<pipeline>/<stage>.jsonl`. A stage
+//! that failed its `require:` gate keeps no `metrics` output, so its figures are the history's
+//! last line, shown with the bars they missed.
 
 use serde_json::{json, Map, Value};
 use sluice_runner::{Pipeline, StageKind};
@@ -10,7 +12,23 @@ struct Entry {
     stage: String,
     file: String,
     current: Option<Map<String, Value>>,
+    /// The bars the current figures missed; empty unless the last evaluation failed its gate.
+    missed: Vec<String>,
     previous: Option<Map<String, Value>>,
+}
+
+/// The last evaluation in the history, when it failed its gate: its figures and missed bars.
+fn failed_last(history: &str) -> Option<(Map<String, Value>, Vec<String>)> {
+    let last: Value = history
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())?;
+    let missed: Vec<String> = last["missed"]
+        .as_array()?
+        .iter()
+        .filter_map(|m| m.as_str().map(str::to_string))
+        .collect();
+    Some((last["metrics"].as_object()?.clone(), missed))
 }
 
 fn entries(pipeline: &Pipeline) -> Vec<Entry> {
@@ -22,23 +40,32 @@ fn entries(pipeline: &Pipeline) -> Vec<Entry> {
         let Some(output) = stage.outputs.iter().find(|o| o.name == "metrics") else {
             continue;
         };
-        let current = std::fs::read_to_string(output.path.to_abs(&pipeline.root))
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .and_then(|v| v["metrics"].as_object().cloned());
         let history =
             sluice_stages::evaluate::history_path(&pipeline.root, &pipeline.name, &stage.id.0);
-        let previous = std::fs::read_to_string(history).ok().and_then(|text| {
-            text.lines()
-                .rev()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter_map(|v| v["metrics"].as_object().cloned())
-                .find(|m| Some(m) != current.as_ref())
-        });
+        let history = std::fs::read_to_string(history).unwrap_or_default();
+        let mut missed = Vec::new();
+        // The output is the last passing evaluation (run or restored); only without it is a
+        // failed one the latest.
+        let current = match std::fs::read_to_string(output.path.to_abs(&pipeline.root)) {
+            Ok(t) => serde_json::from_str::<Value>(&t)
+                .ok()
+                .and_then(|v| v["metrics"].as_object().cloned()),
+            Err(_) => failed_last(&history).map(|(m, why)| {
+                missed = why;
+                m
+            }),
+        };
+        let previous = history
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v["metrics"].as_object().cloned())
+            .find(|m| Some(m) != current.as_ref());
         out.push(Entry {
             stage: stage.id.0.clone(),
             file: output.path.to_string(),
             current,
+            missed,
             previous,
         });
     }
@@ -51,7 +78,12 @@ pub fn print(pipeline: &Pipeline, as_json: bool, diff: bool) -> bool {
     if as_json {
         let mut doc = Map::new();
         for e in &entries {
-            let mut v = json!({"file": e.file, "metrics": e.current});
+            let mut v = json!({
+                "file": e.file,
+                "metrics": e.current,
+                "failed_gate": !e.missed.is_empty(),
+                "missed": e.missed,
+            });
             if diff {
                 v["previous"] = json!(e.previous);
             }
@@ -72,6 +104,13 @@ pub fn print(pipeline: &Pipeline, as_json: bool, diff: bool) -> bool {
             );
             continue;
         };
+        if !e.missed.is_empty() {
+            println!(
+                "  failed its gate, so `{}` was not written: {}",
+                e.file,
+                e.missed.join("; ")
+            );
+        }
         let width = current.keys().map(String::len).max().unwrap_or(6);
         for (name, value) in current {
             let v = value.as_f64().unwrap_or(f64::NAN);

@@ -49,7 +49,7 @@ fn clean(csv: &str, with: &str) -> Ws {
 }
 
 fn report(ws: &Ws) -> serde_json::Value {
-    serde_json::from_str(&ws.read("out/sluice/c/report")).unwrap()
+    serde_json::from_str(&ws.read("out/sluice/c/report.json")).unwrap()
 }
 
 const PEOPLE: &str = "id,age,city,income\n1,30,A,100\n2,,B,200\n3,40,,300\n4,50,A,\n1,30,A,100\n";
@@ -61,12 +61,14 @@ fn missing_values_are_filled_per_column_and_dropped_by_default() {
         "{missing: {default: drop, columns: {age: mean, city: mode}}}",
     );
     assert_eq!(
-        table(&ws, "out/sluice/c/table"),
+        table(&ws, "out/sluice/c/table.parquet"),
         [
             "id:Int64: 1,2,3,1",
             "age:Int64: 30,38,40,30",
             "city:Utf8: A,B,A,A",
-            "income:Int64: 100,200,300,100"
+            "income:Int64: 100,200,300,100",
+            // Each kept row's index in data/rows.csv: the row missing `income` is gone.
+            "sluice_row:Int64: 0,1,2,4"
         ]
     );
     let r = report(&ws);
@@ -90,12 +92,14 @@ fn constants_median_and_duplicates() {
         "{missing: {columns: {age: median, city: {constant: unknown}, income: {constant: 0}}}, duplicates: drop}",
     );
     assert_eq!(
-        table(&ws, "out/sluice/c/table"),
+        table(&ws, "out/sluice/c/table.parquet"),
         [
             "id:Int64: 1,2,3,4",
             "age:Int64: 30,35,40,50",
             "city:Utf8: A,B,unknown,A",
-            "income:Int64: 100,200,300,0"
+            "income:Int64: 100,200,300,0",
+            // The duplicate (row 4) is dropped; the row ids do not make it unique.
+            "sluice_row:Int64: 0,1,2,3"
         ]
     );
     assert_eq!(report(&ws)["duplicates"]["dropped"], 1);
@@ -108,11 +112,13 @@ fn drop_columns_cast_and_filter() {
         r#"{drop_columns: [income], cast: {id: string, age: float}, filter: "(age >= 35 or city == 'A') and not id == '4'"}"#,
     );
     assert_eq!(
-        table(&ws, "out/sluice/c/table"),
+        table(&ws, "out/sluice/c/table.parquet"),
         [
             "id:Utf8: 1,3,1",
             "age:Float64: 30.0,40.0,30.0",
-            "city:Utf8: A,-,A"
+            "city:Utf8: A,-,A",
+            // The ids follow the rows the filter keeps.
+            "sluice_row:Int64: 0,2,4"
         ]
     );
     let r = report(&ws);
@@ -129,20 +135,30 @@ fn outliers_are_dropped_or_clipped() {
     let csv = "x,y\n1,a\n2,b\n3,c\n4,d\n100,e\n";
     let ws = clean(csv, "{outliers: {columns: [x], method: iqr, k: 1.5}}");
     assert_eq!(
-        table(&ws, "out/sluice/c/table"),
-        ["x:Int64: 1,2,3,4", "y:Utf8: a,b,c,d"]
+        table(&ws, "out/sluice/c/table.parquet"),
+        [
+            "x:Int64: 1,2,3,4",
+            "y:Utf8: a,b,c,d",
+            "sluice_row:Int64: 0,1,2,3"
+        ]
     );
     assert_eq!(
         report(&ws)["outliers"]["x"],
         serde_json::json!({"low": -1.0, "high": 7.0, "dropped": 1, "clipped": 0})
     );
     let ws = clean(csv, "{outliers: {columns: [x], action: clip}}");
-    assert_eq!(table(&ws, "out/sluice/c/table")[0], "x:Int64: 1,2,3,4,7");
+    assert_eq!(
+        table(&ws, "out/sluice/c/table.parquet")[0],
+        "x:Int64: 1,2,3,4,7"
+    );
     let ws = clean(
         csv,
         "{outliers: {columns: [x], method: zscore, threshold: 1.5}}",
     );
-    assert_eq!(table(&ws, "out/sluice/c/table")[0], "x:Int64: 1,2,3,4");
+    assert_eq!(
+        table(&ws, "out/sluice/c/table.parquet")[0],
+        "x:Int64: 1,2,3,4"
+    );
 }
 
 #[test]
@@ -169,7 +185,7 @@ fn failing(csv: &str, with: &str) -> String {
     ));
     let r = ws.run(&[]);
     assert_eq!(r.code, 1, "expected a failed run\n{}", r.stderr);
-    assert!(!ws.exists("out/sluice/c/table") && !ws.exists("out/sluice/c/report"));
+    assert!(!ws.exists("out/sluice/c/table.parquet") && !ws.exists("out/sluice/c/report.json"));
     r.events()
         .into_iter()
         .find(|e| e["event"] == "stage_finished" && e["stage"] == "c")
@@ -198,6 +214,24 @@ fn bad_input_names_the_file_row_and_column() {
     assert_eq!(
         failing(PEOPLE, "{filter: \"city > 3\"}"),
         "`data/rows.csv`: the filter compares column `city` of type Utf8 with a number"
+    );
+    assert_eq!(
+        failing("x,sluice_row\n1,a\n", "{}"),
+        "`data/rows.csv`: column `sluice_row` holds sluice's source row ids, which are whole numbers (Int64) with none missing\n  = help: rename your column `sluice_row`: the name is reserved"
+    );
+}
+
+#[test]
+fn row_ids_from_an_earlier_clean_are_kept() {
+    let ws = Ws::new();
+    ws.write("data/rows.csv", PEOPLE).pipeline(
+        "stages:\n  a: {uses: clean, inputs: {table: data/rows.csv}, with: {filter: \"not id == 2\"}}\n  b: {uses: clean, inputs: {table: \"${{ stages.a.outputs.table }}\"}, with: {duplicates: drop}}\n",
+    );
+    ws.run(&[]).assert_ok();
+    // Rows 0, 2, 3 and 4 pass `a`; row 4 repeats row 0, so `b` keeps 0, 2 and 3 of the raw file.
+    assert_eq!(
+        table(&ws, "out/sluice/b/table.parquet").last().unwrap(),
+        "sluice_row:Int64: 0,2,3"
     );
 }
 

@@ -139,6 +139,9 @@ fn status_fresh_up_to_date_and_stale() {
     ws.pipeline(&CHAIN.replace("tr a-z A-Z <", "tr a-z A-Z  <"));
     t.sluice(&["status"]);
     t.sluice(&["status", "b"]);
+    t.note("b's command changed and a's param set: b lists both reasons");
+    t.sluice(&["status", "--set", "greeting=hi"]);
+    t.sluice(&["status", "--json", "--set", "greeting=hi"]);
     t.note("data.txt edited");
     ws.write("data.txt", "abcd\n");
     t.sluice(&["status"]);

@@ -156,14 +156,14 @@ fn a_bundle_that_would_not_serve_publishes_nothing() {
     let m = ws.run(&[]).failure("deploy");
     assert_eq!(
         m,
-        format!("the model `models/net.onnx` takes `input` with shape [-1, 5], but `out/d/n/preprocess` makes rows of shape [7]\n{hint}")
+        format!("the model `models/net.onnx` takes `input` with shape [-1, 5], but `out/d/n/preprocess.json` makes rows of shape [7]\n{hint}")
     );
     // Three answers for two classes.
     model(&ws, "models/net.onnx", 7, 3);
     let m = ws.run(&[]).failure("deploy");
     assert_eq!(
         m,
-        format!("the model `models/net.onnx` answers 3 values per row in `output`, but `out/d/n/preprocess` expects 2 (one per class: no, yes)\n{hint}")
+        format!("the model `models/net.onnx` answers 3 values per row in `output`, but `out/d/n/preprocess.json` expects 2 (one per class: no, yes)\n{hint}")
     );
     assert!(!ws.exists("models/m"));
     // An artifact that does not parse, with a model that loads.

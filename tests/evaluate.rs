@@ -39,17 +39,24 @@ fn iris_runs_to_a_deployed_bundle_and_redeploys_only_on_change() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "row,label,predicted,p_setosa,p_versicolor,p_virginica"
+        "source_row,row,label,predicted,p_setosa,p_versicolor,p_virginica"
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len() as u64, m["rows"].as_u64().unwrap());
-    let right = rows.iter().filter(|r| r[1] == r[2]).count();
+    let right = rows.iter().filter(|r| r[2] == r[3]).count();
     let accuracy = m["metrics"]["accuracy"].as_f64().unwrap();
     assert!((accuracy - right as f64 / rows.len() as f64).abs() < 1e-12);
     for r in &rows {
-        let sum: f64 = r[3..].iter().map(|p| p.parse::<f64>().unwrap()).sum();
+        let sum: f64 = r[4..].iter().map(|p| p.parse::<f64>().unwrap()).sum();
         assert!((sum - 1.0).abs() < 1e-5, "{r:?}");
     }
+    // Through clean (which drops iris's duplicate row) and split, the ids still name raw rows.
+    traces_back(
+        &ws,
+        "out/iris/preprocess.json",
+        "out/iris/normalized/test",
+        "out/iris/predictions.csv",
+    );
     let matrix = &m["confusion_matrix"]["matrix"];
     let total: u64 = matrix
         .as_array()
@@ -162,6 +169,45 @@ fn a_missed_gate_fails_evaluate_and_blocks_deploy() {
     );
     assert!(!ws.exists("out/iris/metrics.json"));
     assert!(!ws.exists("models/iris"), "deploy ran after a failed gate");
+
+    // `sluice metrics` still shows the figures, marked as failing the gate.
+    let out = ws.sluice(&["metrics", "pipelines/iris.yaml", "--json"]);
+    out.assert_ok();
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    let e = &doc["evaluate"];
+    assert_eq!(e["failed_gate"], true, "{doc}");
+    assert!(
+        e["metrics"]["log_loss"].as_f64().unwrap() > 0.000001,
+        "{doc}"
+    );
+    assert!(e["metrics"]["accuracy"].as_f64().is_some(), "{doc}");
+    let missed = e["missed"].as_array().unwrap();
+    assert_eq!(missed.len(), 1, "{doc}");
+    assert!(missed[0].as_str().unwrap().starts_with("log_loss is 0."));
+    let text = ws.sluice(&["metrics", "pipelines/iris.yaml"]);
+    text.assert_ok();
+    assert!(
+        text.stdout.contains("failed its gate")
+            && text.stdout.contains("log_loss")
+            && !text.stdout.contains("not evaluated yet"),
+        "{}",
+        text.stdout
+    );
+
+    // A passing evaluation afterwards is the current one again, with no failure attached.
+    let yaml = ws.read("pipelines/iris.yaml");
+    ws.write(
+        "pipelines/iris.yaml",
+        &yaml.replace(r#"require: {log_loss: "< 0.000001"}"#, "require: {}"),
+    );
+    ws.run(&["pipelines/iris.yaml"]).assert_ok();
+    let out = ws.sluice(&["metrics", "pipelines/iris.yaml", "--json"]);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["evaluate"]["failed_gate"], false, "{doc}");
+    assert_eq!(
+        doc["evaluate"]["metrics"],
+        ws.json("out/iris/metrics.json")["metrics"]
+    );
 }
 
 #[test]
@@ -470,5 +516,107 @@ fn evaluate_on_cuda_when_a_gpu_is_present() {
     assert_eq!(
         ws.json("out/metrics.json")["provider"],
         "CUDAExecutionProvider"
+    );
+}
+
+/// The f32 values of a NumPy 1.0 file.
+fn npy_f32s(bytes: &[u8]) -> Vec<f32> {
+    let header = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[10 + header..]
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Split reads the raw CSV itself, every other stage writes to its default paths.
+const TRACED: &str = r#"
+name: traced
+stages:
+  s:
+    uses: split
+    inputs: {table: examples/data/iris.csv}
+    with: {method: stratified, label: species, ratios: {train: 0.7, val: 0.15, test: 0.15}, seed: 3}
+  n:
+    uses: normalize
+    inputs: {train: "${{ stages.s.outputs.train }}", val: "${{ stages.s.outputs.val }}", test: "${{ stages.s.outputs.test }}"}
+    with: {label: species}
+  t:
+    uses: train
+    inputs: {train: "${{ stages.n.outputs.train }}", val: "${{ stages.n.outputs.val }}", preprocess: "${{ stages.n.outputs.preprocess }}"}
+    with: {model: logistic, epochs: 3, batch_size: 16, device: cpu}
+  e:
+    uses: evaluate
+    inputs: {model: "${{ stages.t.outputs.model }}", test: "${{ stages.n.outputs.test }}", preprocess: "${{ stages.n.outputs.preprocess }}"}
+    with: {device: cpu}
+"#;
+
+#[test]
+fn each_prediction_names_its_row_of_the_raw_table_and_default_paths_have_extensions() {
+    let ws = Ws::new();
+    ws.copy_from_repo("examples/data/iris.csv");
+    ws.pipeline(TRACED);
+    ws.run(&[]).assert_ok();
+    for f in [
+        "s/test.parquet",
+        "s/summary.json",
+        "n/preprocess.json",
+        "n/test/rows.npy",
+        "t/model.onnx",
+        "t/history.json",
+        "e/metrics.json",
+        "e/predictions.csv",
+    ] {
+        assert!(ws.exists(&format!("out/traced/{f}")), "{f}");
+    }
+
+    traces_back(
+        &ws,
+        "out/traced/n/preprocess.json",
+        "out/traced/n/test",
+        "out/traced/e/predictions.csv",
+    );
+}
+
+/// Every prediction's `source_row` is the raw iris row with its label and (as normalize scaled
+/// them) its features; and the ids are not merely the rows' order in the test split.
+fn traces_back(ws: &Ws, preprocess: &str, test: &str, predictions: &str) {
+    let raw: Vec<Vec<String>> = ws
+        .read("examples/data/iris.csv")
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    let pre = ws.json(preprocess);
+    let features = npy_f32s(&std::fs::read(ws.path(&format!("{test}/features.npy"))).unwrap());
+    let csv = ws.read(predictions);
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "source_row,row,label,predicted,p_setosa,p_versicolor,p_virginica"
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), features.len() / 4);
+    let mut moved = 0;
+    for r in &rows {
+        let (source, row): (usize, usize) = (r[0].parse().unwrap(), r[1].parse().unwrap());
+        moved += usize::from(source != row);
+        let raw_row = &raw[source];
+        // The label, and every feature as normalize scaled it, are the raw row's.
+        assert_eq!(raw_row[4], r[2], "row {row} → raw row {source}");
+        for (j, column) in pre["numeric"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(pre["features"][j], column["name"]);
+            let x: f64 = raw_row[j].parse().unwrap();
+            let scaled =
+                (x - column["center"].as_f64().unwrap()) / column["scale"].as_f64().unwrap();
+            let got = features[row * 4 + j] as f64;
+            assert!(
+                (scaled - got).abs() < 1e-5,
+                "row {row} feature {j}: {scaled} vs {got}"
+            );
+        }
+    }
+    assert!(
+        moved > 0,
+        "the test split is in the raw table's order: {csv}"
     );
 }

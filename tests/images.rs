@@ -116,7 +116,7 @@ fn i64s(data: &[u8]) -> Vec<i64> {
 #[test]
 fn clean_drops_the_corrupt_the_duplicate_and_the_too_small_file_and_says_why() {
     let ws = pets_ws();
-    let report = ws.json("out/sluice/c/report");
+    let report = ws.json("out/sluice/c/report.json");
     let dropped: Vec<(&str, &str)> = report["dropped"]
         .as_array()
         .unwrap()
@@ -144,7 +144,7 @@ fn clean_drops_the_corrupt_the_duplicate_and_the_too_small_file_and_says_why() {
 #[test]
 fn split_keeps_every_class_in_proportion_and_normalize_fits_on_train_only() {
     let ws = pets_ws();
-    let summary = ws.json("out/sluice/s/summary");
+    let summary = ws.json("out/sluice/s/summary.json");
     assert_eq!(summary["method"], "stratified");
     for (part, n) in [("train", 4), ("val", 2), ("test", 2)] {
         assert_eq!(summary["splits"][part]["classes"]["cat"], n);
@@ -154,7 +154,7 @@ fn split_keeps_every_class_in_proportion_and_normalize_fits_on_train_only() {
         assert_eq!(files.len(), 2 * n);
     }
 
-    let artifact = ImagePreprocess::from_json(&ws.read("out/sluice/n/preprocess")).unwrap();
+    let artifact = ImagePreprocess::from_json(&ws.read("out/sluice/n/preprocess.json")).unwrap();
     assert_eq!(artifact.classes, ["cat", "dog"]);
     assert_eq!(artifact.size, [4, 4]);
     assert!(artifact.fitted);
@@ -193,8 +193,8 @@ fn split_keeps_every_class_in_proportion_and_normalize_fits_on_train_only() {
 fn the_same_folder_and_seed_give_the_same_bytes() {
     let (a, b) = (pets_ws(), pets_ws());
     for rel in [
-        "out/sluice/s/summary",
-        "out/sluice/n/preprocess",
+        "out/sluice/s/summary.json",
+        "out/sluice/n/preprocess.json",
         "out/sluice/n/train/features.npy",
         "out/sluice/n/test/labels.npy",
     ] {
@@ -307,7 +307,7 @@ fn normalize_names_an_image_it_cannot_decode() {
         "the hint names the clean stage: {message}"
     );
     assert!(!ws.exists("out/sluice/n/train"), "nothing half-written");
-    assert!(!ws.exists("out/sluice/n/preprocess"));
+    assert!(!ws.exists("out/sluice/n/preprocess.json"));
 }
 
 #[test]

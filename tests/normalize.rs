@@ -132,9 +132,9 @@ fn artifact(ws: &Ws, rel: &str) -> (Value, Preprocess) {
 #[test]
 fn statistics_are_the_train_splits_own_not_the_whole_tables() {
     let ws = iris_ws();
-    let (json, _) = artifact(&ws, "out/sluice/n/preprocess");
+    let (json, _) = artifact(&ws, "out/sluice/n/preprocess.json");
     assert_eq!(json["format"], 1);
-    let train = raw_rows(&ws, "out/sluice/s/train");
+    let train = raw_rows(&ws, "out/sluice/s/train.parquet");
     let whole: Vec<f64> = ws
         .read("data/iris.csv")
         .lines()
@@ -190,9 +190,9 @@ fn statistics_are_the_train_splits_own_not_the_whole_tables() {
 #[test]
 fn the_artifact_reproduces_the_features_from_raw_rows() {
     let ws = iris_ws();
-    let (_, p) = artifact(&ws, "out/sluice/n/preprocess");
+    let (_, p) = artifact(&ws, "out/sluice/n/preprocess.json");
     for split in ["train", "val", "test"] {
-        let rows = raw_rows(&ws, &format!("out/sluice/s/{split}"));
+        let rows = raw_rows(&ws, &format!("out/sluice/s/{split}.parquet"));
         let features = Npy::read(&ws, &format!("out/sluice/n/{split}/features.npy"));
         assert_eq!(features.shape, [rows.len(), 4]);
         let applied: Vec<f32> = rows.iter().flat_map(|r| p.apply(r).unwrap()).collect();
@@ -236,7 +236,7 @@ fn onehot_ordinal_and_label_codes_are_laid_out_exactly() {
         "{label: y, numeric: {default: minmax}, categorical: {columns: {size: ordinal}}}",
     );
     r.assert_ok();
-    let (json, _) = artifact(&ws, "out/sluice/n/preprocess");
+    let (json, _) = artifact(&ws, "out/sluice/n/preprocess.json");
     assert_eq!(
         json["features"],
         json!(["x", "city=a", "city=b", "city=c", "size"])
@@ -309,7 +309,7 @@ fn regression_labels_are_float32_and_robust_scaling_uses_the_iqr() {
     // median 3, q1 2, q3 4 (NumPy's linear interpolation).
     let features = Npy::read(&ws, "out/sluice/n/train/features.npy");
     assert_eq!(features.f32s(), [-1.0, -0.5, 0.0, 0.5, 3.5]);
-    let (json, _) = artifact(&ws, "out/sluice/n/preprocess");
+    let (json, _) = artifact(&ws, "out/sluice/n/preprocess.json");
     assert_eq!(
         json["label"],
         json!({"column": "price", "task": "regression"})
@@ -323,7 +323,7 @@ fn regression_labels_are_float32_and_robust_scaling_uses_the_iqr() {
 /// The failure message of `stage` in a `--json` run; the failed stage left no outputs.
 fn failure(ws: &Ws, r: &Run) -> String {
     assert_eq!(r.code, 1, "expected a failed run\n{}", r.stderr);
-    for name in ["train", "val", "test", "preprocess"] {
+    for name in ["train", "val", "test", "preprocess.json"] {
         assert!(
             !ws.exists(&format!("out/sluice/n/{name}")),
             "{name} left behind"

@@ -200,16 +200,19 @@ fn test_rows(ws: &Ws) -> serde_json::Map<String, Value> {
     out
 }
 
-/// `predictions.csv`: per row, the predicted class and the probabilities.
+/// `predictions.csv`: per row, the predicted class and the probabilities (the columns after
+/// `predicted`; a table's predictions start with `source_row`, an image folder's do not).
 fn evaluated(ws: &Ws, predictions: &str) -> Vec<(String, Vec<f64>)> {
-    ws.read(predictions)
-        .lines()
-        .skip(1)
+    let text = ws.read(predictions);
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let at = header.iter().position(|h| *h == "predicted").unwrap();
+    lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
             (
-                f[2].to_string(),
-                f[3..].iter().map(|p| p.parse().unwrap()).collect(),
+                f[at].to_string(),
+                f[at + 1..].iter().map(|p| p.parse().unwrap()).collect(),
             )
         })
         .collect()

@@ -70,7 +70,12 @@ fn summary(ws: &Ws, rel: &str) -> serde_json::Value {
 }
 
 fn assert_no_outputs(ws: &Ws, dir: &str) {
-    for name in ["train", "val", "test", "summary"] {
+    for name in [
+        "train.parquet",
+        "val.parquet",
+        "test.parquet",
+        "summary.json",
+    ] {
         assert!(
             !ws.exists(&format!("{dir}/{name}")),
             "{dir}/{name} was left behind"
@@ -96,7 +101,12 @@ fn the_same_seed_gives_the_same_split_in_every_workspace() {
         ws.write("data/rows.csv", &rows_csv(100)).pipeline(SEEDED);
         ws.run(&[]).assert_ok();
     }
-    for name in ["train", "val", "test", "summary"] {
+    for name in [
+        "train.parquet",
+        "val.parquet",
+        "test.parquet",
+        "summary.json",
+    ] {
         let rel = format!("out/sluice/s/{name}");
         assert_eq!(
             std::fs::read(a.path(&rel)).unwrap(),
@@ -104,26 +114,26 @@ fn the_same_seed_gives_the_same_split_in_every_workspace() {
             "{name} differs between workspaces"
         );
     }
-    let train = values(&a, "out/sluice/s/train", "id");
+    let train = values(&a, "out/sluice/s/train.parquet", "id");
     assert_eq!(train.len(), 60);
-    assert_eq!(values(&a, "out/sluice/s/val", "id").len(), 20);
-    assert_eq!(values(&a, "out/sluice/s/test", "id").len(), 20);
+    assert_eq!(values(&a, "out/sluice/s/val.parquet", "id").len(), 20);
+    assert_eq!(values(&a, "out/sluice/s/test.parquet", "id").len(), 20);
     // Rows keep their original order inside a split.
     let ids: Vec<usize> = train.iter().map(|s| s.parse().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
 
     // Another seed, through `--set`, deals other rows; every row still lands exactly once.
     b.run(&["--set", "seed=8"]).assert_ok();
-    let other = values(&b, "out/sluice/s/train", "id");
+    let other = values(&b, "out/sluice/s/train.parquet", "id");
     assert_ne!(train, other);
     let mut all: Vec<usize> = ["train", "val", "test"]
         .iter()
-        .flat_map(|n| values(&b, &format!("out/sluice/s/{n}"), "id"))
+        .flat_map(|n| values(&b, &format!("out/sluice/s/{n}.parquet"), "id"))
         .map(|s| s.parse().unwrap())
         .collect();
     all.sort_unstable();
     assert_eq!(all, (0..100).collect::<Vec<_>>());
-    assert_eq!(summary(&b, "out/sluice/s/summary")["seed"], 8);
+    assert_eq!(summary(&b, "out/sluice/s/summary.json")["seed"], 8);
 }
 
 #[test]
@@ -141,9 +151,9 @@ stages:
     ws.run(&[]).assert_ok();
     // 50 per species × (0.7, 0.15, 0.15) = (35, 7.5, 7.5): the tied remainder goes to val.
     let expected = [("train", 35), ("val", 8), ("test", 7)];
-    let s = summary(&ws, "out/sluice/s/summary");
+    let s = summary(&ws, "out/sluice/s/summary.json");
     for (split, per_class) in expected {
-        let species = values(&ws, &format!("out/sluice/s/{split}"), "species");
+        let species = values(&ws, &format!("out/sluice/s/{split}.parquet"), "species");
         let got = counts(&species);
         assert_eq!(got.len(), 3, "{split} lacks a species: {got:?}");
         for (class, n) in &got {
@@ -155,7 +165,7 @@ stages:
     assert_eq!(s["rows"], 150);
     assert_eq!(s["method"], "stratified");
     assert_eq!(s["input"], "data/iris.csv");
-    let (_, names) = column(&ws, "out/sluice/s/train", "species");
+    let (_, names) = column(&ws, "out/sluice/s/train.parquet", "species");
     assert_eq!(
         names,
         [
@@ -163,7 +173,8 @@ stages:
             "sepal_width",
             "petal_length",
             "petal_width",
-            "species"
+            "species",
+            "sluice_row"
         ]
     );
 }
@@ -184,7 +195,7 @@ stages:
     let groups: Vec<BTreeSet<String>> = ["train", "val", "test"]
         .iter()
         .map(|n| {
-            values(&ws, &format!("out/sluice/s/{n}"), "g")
+            values(&ws, &format!("out/sluice/s/{n}.parquet"), "g")
                 .into_iter()
                 .collect()
         })
@@ -193,7 +204,7 @@ stages:
     assert!(groups[0].is_disjoint(&groups[2]));
     assert!(groups[1].is_disjoint(&groups[2]));
     assert_eq!(groups.iter().map(BTreeSet::len).sum::<usize>(), 30);
-    let s = summary(&ws, "out/sluice/s/summary");
+    let s = summary(&ws, "out/sluice/s/summary.json");
     // 30 groups of 7 rows: the targets (147, 31.5, 31.5) are met to within a group.
     for (i, (split, target)) in [("train", 147.0), ("val", 31.5), ("test", 31.5)]
         .into_iter()
@@ -213,11 +224,11 @@ fn a_zero_val_ratio_writes_an_empty_file_with_the_schema() {
         "stages:\n  s: {uses: split, inputs: {table: data/rows.csv}, with: {ratios: {train: 0.8, val: 0, test: 0.2}}}\n",
     );
     ws.run(&[]).assert_ok();
-    let (val, names) = column(&ws, "out/sluice/s/val", "id");
+    let (val, names) = column(&ws, "out/sluice/s/val.parquet", "id");
     assert!(val.is_empty());
-    assert_eq!(names, ["id", "x", "y", "g"]);
-    assert_eq!(values(&ws, "out/sluice/s/train", "id").len(), 8);
-    let s = summary(&ws, "out/sluice/s/summary");
+    assert_eq!(names, ["id", "x", "y", "g", "sluice_row"]);
+    assert_eq!(values(&ws, "out/sluice/s/train.parquet", "id").len(), 8);
+    let s = summary(&ws, "out/sluice/s/summary.json");
     assert_eq!(s["splits"]["val"]["rows"], 0);
     assert!(s["splits"]["val"]["note"]
         .as_str()
@@ -242,11 +253,11 @@ stages:
 "#,
     );
     ws.run(&[]).assert_ok();
-    let s = summary(&ws, "out/sluice/second/summary");
+    let s = summary(&ws, "out/sluice/second/summary.json");
     assert_eq!(s["rows"], 50);
-    assert_eq!(s["input"], "out/sluice/first/train");
+    assert_eq!(s["input"], "out/sluice/first/train.parquet");
     // Column types survive the round trip through Parquet.
-    let file = std::fs::File::open(ws.path("out/sluice/second/test")).unwrap();
+    let file = std::fs::File::open(ws.path("out/sluice/second/test.parquet")).unwrap();
     let schema = ParquetRecordBatchReaderBuilder::try_new(file)
         .unwrap()
         .schema()
@@ -256,7 +267,31 @@ stages:
         .iter()
         .map(|f| f.data_type().to_string())
         .collect();
-    assert_eq!(types, ["Int64", "Float64", "Utf8", "Utf8"]);
+    assert_eq!(types, ["Int64", "Float64", "Utf8", "Utf8", "Int64"]);
+    // The second split keeps the first one's row ids: they still point into data/rows.csv.
+    assert_eq!(
+        values(&ws, "out/sluice/second/test.parquet", "sluice_row"),
+        values(&ws, "out/sluice/second/test.parquet", "id")
+    );
+}
+
+#[test]
+fn each_split_row_carries_its_row_number_in_the_input_table() {
+    let ws = Ws::new();
+    ws.write("data/rows.csv", &rows_csv(60)).pipeline(
+        "stages:\n  s: {uses: split, inputs: {table: data/rows.csv}, with: {method: stratified, label: y, seed: 5, ratios: {train: 0.6, val: 0.2, test: 0.2}}}\n",
+    );
+    ws.run(&[]).assert_ok();
+    let mut seen = Vec::new();
+    for part in ["train", "val", "test"] {
+        let rel = format!("out/sluice/s/{part}.parquet");
+        // `id` is the row's number in rows.csv, so the id column must repeat it.
+        let ids = values(&ws, &rel, "sluice_row");
+        assert_eq!(ids, values(&ws, &rel, "id"), "{part}");
+        seen.extend(ids.into_iter().map(|i| i.parse::<usize>().unwrap()));
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..60).collect::<Vec<_>>());
 }
 
 fn failing(csv: &str, with: &str) -> (Ws, String) {
@@ -374,7 +409,7 @@ fn a_failed_rerun_leaves_nothing_of_the_previous_outputs() {
         "stages:\n  s: {uses: split, inputs: {table: data/rows.csv}, with: {ratios: {train: 0.5, test: 0.5}}}\n",
     );
     ws.run(&[]).assert_ok();
-    assert!(ws.exists("out/sluice/s/train"));
+    assert!(ws.exists("out/sluice/s/train.parquet"));
     ws.write("data/rows.csv", "id,x\n1,2\n3\n");
     let m = ws.run(&[]).failure("s");
     assert_eq!(m, "`data/rows.csv` line 3: expected 2 fields, found 1");

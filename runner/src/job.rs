@@ -12,7 +12,7 @@ use crate::hash::{metadata_snapshot, ContentHash, Hasher};
 use crate::lock::LockFile;
 use crate::paths::resolves_inside;
 use crate::pipeline::{Pipeline, StageDef, StageKind};
-use crate::plan::{Checker, Decision, RunReason};
+use crate::plan::{Checker, Decision, Reasons, RunReason};
 use crate::stage::{ProcessHost, StageContext, StageRegistry};
 use crate::workspace::Workspace;
 use crossbeam_channel::Sender;
@@ -138,7 +138,7 @@ pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult
     let key = fp.key();
     tracing::debug!(stage = %stage.id, key = %key.short(), "fingerprint computed");
     let decision = if job.forced {
-        Decision::Run(RunReason::Forced)
+        Decision::Run(RunReason::Forced.into())
     } else {
         Checker {
             root,
@@ -159,7 +159,7 @@ pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult
                         outputs: record.outputs,
                     })
                 }
-                Err(why) => RunReason::RestoreRefused(why),
+                Err(why) => RunReason::RestoreRefused(why).into(),
             },
             Err(RestoreError::Corrupt(why)) => {
                 ctx.store.forget(&key);
@@ -167,7 +167,7 @@ pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult
                     stage: Some(stage.id.0.clone()),
                     message: format!("dropped a corrupt cache entry ({why}); running instead"),
                 });
-                RunReason::CacheCorrupt(why)
+                RunReason::CacheCorrupt(why).into()
             }
             Err(e) => return fail(crate::error::chain(&e)),
         },
@@ -212,7 +212,7 @@ fn execute(
     stage: &StageDef,
     fp: Fingerprint,
     key: ContentHash,
-    reason: RunReason,
+    reason: Reasons,
     tx: &Sender<JobMsg>,
 ) -> JobResult {
     let name = &stage.id.0;

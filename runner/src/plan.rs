@@ -123,12 +123,60 @@ impl fmt::Display for RunReason {
     }
 }
 
+impl RunReason {
+    /// One line per reason: the changes of `Changed` apart, so a list shows each on its own.
+    fn lines(&self) -> Vec<String> {
+        match self {
+            RunReason::Changed(changes) if !changes.is_empty() => {
+                changes.iter().map(|c| c.to_string()).collect()
+            }
+            r => vec![r.to_string()],
+        }
+    }
+}
+
+/// Every reason a stage must run, most decisive first: a stale upstream leads, because it alone
+/// would make the stage run, and the stage's own changes follow so that none is hidden behind it.
+/// Never empty.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reasons(Vec<RunReason>);
+
+impl Reasons {
+    /// The first reason; what `status --json` printed as `reason` before the list existed.
+    pub fn first(&self) -> &RunReason {
+        &self.0[0]
+    }
+
+    /// Each reason as its own line, a `Changed` split into its changes.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.iter().flat_map(RunReason::lines).collect()
+    }
+}
+
+impl From<RunReason> for Reasons {
+    fn from(r: RunReason) -> Self {
+        Reasons(vec![r])
+    }
+}
+
+impl fmt::Display for Reasons {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{r}")?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Decision {
     /// Outputs on disk match the key; carries their hashes.
     UpToDate(BTreeMap<String, OutputRecord>),
     Restore(StageRecord),
-    Run(RunReason),
+    Run(Reasons),
 }
 
 impl Decision {
@@ -157,6 +205,7 @@ impl Checker<'_> {
         key: &ContentHash,
         lock: Option<&LockEntry>,
     ) -> Decision {
+        let run = |why: RunReason| Decision::Run(why.into());
         let (root, hasher, store) = (self.root, self.hasher, self.store);
         let current = |out: &OutputRecord| -> Option<OutputRecord> {
             let h = hasher.hash_path(&out.path.to_abs(root)).ok()??;
@@ -203,23 +252,23 @@ impl Checker<'_> {
             return Decision::UpToDate(now);
         }
         match lock {
-            None => Decision::Run(RunReason::NeverRun),
+            None => run(RunReason::NeverRun),
             Some(entry) if &entry.key == key => {
                 // Same key, outputs differ, nothing cached: say which output.
                 for o in &stage.outputs {
                     match hasher.hash_path(&o.path.to_abs(root)).ok().flatten() {
-                        None => return Decision::Run(RunReason::OutputMissing(o.name.clone())),
+                        None => return run(RunReason::OutputMissing(o.name.clone())),
                         Some(h)
                             if entry.output_hashes.get(&o.name).map(|l| l.hash) != Some(h.hash) =>
                         {
-                            return Decision::Run(RunReason::OutputModified(o.name.clone()))
+                            return run(RunReason::OutputModified(o.name.clone()))
                         }
                         _ => {}
                     }
                 }
-                Decision::Run(RunReason::Changed(Vec::new()))
+                run(RunReason::Changed(Vec::new()))
             }
-            Some(entry) => Decision::Run(RunReason::Changed(diff(&entry.fingerprint, fp))),
+            Some(entry) => run(RunReason::Changed(diff(&entry.fingerprint, fp))),
         }
     }
 }
@@ -317,28 +366,33 @@ pub fn plan_ahead(
         store,
     };
     let mut overlay = Overlay::new();
-    let mut will_run: BTreeMap<usize, String> = BTreeMap::new();
+    let mut will_run: BTreeSet<usize> = BTreeSet::new();
     let mut out = Vec::new();
     for &idx in pipeline.graph.topo_order() {
         if !selection.contains(&idx) {
             continue;
         }
         let stage = &pipeline.stages[idx];
-        let stale_dep = pipeline
+        let stale: BTreeSet<&str> = pipeline
             .graph
             .deps(idx)
-            .filter_map(|d| will_run.get(&d).map(|_| pipeline.stages[d].id.0.clone()))
-            .min();
-        if let Some(dep) = stale_dep {
-            let decision = if forced.contains(&idx) {
-                Decision::Run(RunReason::Forced)
+            .filter(|d| will_run.contains(d))
+            .map(|d| pipeline.stages[d].id.0.as_str())
+            .collect();
+        if !stale.is_empty() {
+            let reasons = if forced.contains(&idx) {
+                vec![RunReason::Forced]
             } else {
-                Decision::Run(RunReason::UpstreamWillRun(dep))
+                let upstream = stale
+                    .iter()
+                    .map(|s| RunReason::UpstreamWillRun(s.to_string()));
+                let own = own_reasons(&checker, stage, lock, &overlay, &stale);
+                upstream.chain(own).collect()
             };
-            will_run.insert(idx, String::new());
+            will_run.insert(idx);
             out.push(Planned {
                 idx,
-                decision,
+                decision: Decision::Run(Reasons(reasons)),
                 key: None,
             });
             continue;
@@ -347,7 +401,7 @@ pub fn plan_ahead(
             Ok(fp) => {
                 let key = fp.key();
                 let d = if forced.contains(&idx) {
-                    Decision::Run(RunReason::Forced)
+                    Decision::Run(RunReason::Forced.into())
                 } else {
                     checker.decide(stage, &fp, &key, lock.stages.get(&stage.id.0))
                 };
@@ -357,7 +411,7 @@ pub fn plan_ahead(
                 let d = match d {
                     Decision::Restore(rec) => match store.verify(&rec, hasher) {
                         Err(RestoreError::Corrupt(why)) => {
-                            Decision::Run(RunReason::CacheCorrupt(why))
+                            Decision::Run(RunReason::CacheCorrupt(why).into())
                         }
                         _ => Decision::Restore(rec),
                     },
@@ -365,14 +419,7 @@ pub fn plan_ahead(
                 };
                 (d, Some(key))
             }
-            Err(FingerprintError::MissingInput { name, path }) => (
-                Decision::Run(RunReason::InputMissing(format!("`{name}` ({path})"))),
-                None,
-            ),
-            Err(e) => (
-                Decision::Run(RunReason::InputMissing(crate::error::chain(&e))),
-                None,
-            ),
+            Err(e) => (Decision::Run(missing_input(e).into()), None),
         };
         match &decision {
             Decision::Restore(rec) => {
@@ -381,13 +428,49 @@ pub fn plan_ahead(
                 }
             }
             Decision::Run(_) => {
-                will_run.insert(idx, String::new());
+                will_run.insert(idx);
             }
             Decision::UpToDate(_) => {}
         }
         out.push(Planned { idx, decision, key });
     }
     out
+}
+
+/// Why a stage below a stale one would run even if its upstream reran to the same outputs: its
+/// own changes, judged against its inputs as they are now. An input that a stale upstream has not
+/// written yet is no reason of its own.
+fn own_reasons(
+    checker: &Checker<'_>,
+    stage: &StageDef,
+    lock: &LockFile,
+    overlay: &Overlay,
+    stale: &BTreeSet<&str>,
+) -> Vec<RunReason> {
+    let Some(entry) = lock.stages.get(&stage.id.0) else {
+        return vec![RunReason::NeverRun];
+    };
+    match Fingerprint::compute(stage, checker.root, checker.hasher, overlay) {
+        Ok(fp) => match checker.decide(stage, &fp, &fp.key(), Some(entry)) {
+            Decision::Run(reasons) => reasons.0,
+            Decision::UpToDate(_) | Decision::Restore(_) => Vec::new(),
+        },
+        Err(FingerprintError::MissingInput { name, .. })
+            if upstream_ref(&name).is_some_and(|(s, _)| stale.contains(s)) =>
+        {
+            Vec::new()
+        }
+        Err(e) => vec![missing_input(e)],
+    }
+}
+
+fn missing_input(e: FingerprintError) -> RunReason {
+    match e {
+        FingerprintError::MissingInput { name, path } => {
+            RunReason::InputMissing(format!("`{name}` ({path})"))
+        }
+        e => RunReason::InputMissing(crate::error::chain(&e)),
+    }
 }
 
 #[cfg(test)]

@@ -263,6 +263,12 @@ pub trait Stage: Send + Sync {
     fn after_restore(&self, _restored: &Restored<'_>) -> Result<Option<String>, String> {
         Ok(None)
     }
+    /// The extension of output `output`'s default path (`json` for `out/P/S/metrics.json`), so
+    /// that other tools open it; `None` for a directory. `inputs` are the names of the stage's
+    /// inputs: a kind whose mode they decide writes a file in one mode and a folder in another.
+    fn output_extension(&self, _output: &str, _inputs: &[&str]) -> Option<&'static str> {
+        None
+    }
 }
 
 /// The built-in stage kinds known to this binary.

@@ -181,6 +181,9 @@ impl Stage for Deploy {
     fn outputs(&self) -> &'static [&'static str] {
         &["record"]
     }
+    fn output_extension(&self, _output: &str, _inputs: &[&str]) -> Option<&'static str> {
+        Some("json")
+    }
     fn inputs(&self) -> Option<Inputs> {
         Some(Inputs {
             required: &[&["model"], &["preprocess"]],

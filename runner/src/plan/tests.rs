@@ -152,7 +152,10 @@ fn a_new_pipeline_runs_from_the_top_and_its_downstream_waits_on_it() {
     let w = world(&[]);
     assert_eq!(
         w.plan(&[]),
-        said(&[("a", "run: never run"), ("b", "run: upstream `a` is stale")])
+        said(&[
+            ("a", "run: never run"),
+            ("b", "run: upstream `a` is stale; never run")
+        ])
     );
 }
 
@@ -231,7 +234,10 @@ fn a_corrupt_cache_blob_is_not_promised_as_a_restore() {
         plan[0].1.starts_with("run: cache entry is corrupt ("),
         "{plan:?}"
     );
-    assert_eq!(plan[1], said(&[("b", "run: upstream `a` is stale")])[0]);
+    assert_eq!(
+        plan[1],
+        said(&[("b", "run: upstream `a` is stale; never run")])[0]
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -270,5 +276,61 @@ fn a_changed_param_or_input_is_named_as_the_reason() {
     assert_eq!(
         w.plan(&[])[0],
         said(&[("a", "run: input `d` (data.txt) is missing")])[0]
+    );
+}
+
+#[test]
+fn a_stage_below_a_stale_one_also_names_its_own_changes() {
+    let mut w = world(&[]);
+    w.ran("a", "a1", false);
+    w.ran("b", "b1", false);
+    let yaml = std::fs::read_to_string(w.dir.path().join("sluice.yaml")).unwrap();
+    std::fs::write(
+        w.dir.path().join("sluice.yaml"),
+        yaml.replace("cat ${{ stages.a", "cat  ${{ stages.a"),
+    )
+    .unwrap();
+    w.reload(&[("n".to_string(), "2".to_string())]);
+    assert_eq!(
+        w.plan(&[]),
+        said(&[
+            ("a", "run: param `n` changed (1 → 2)"),
+            (
+                "b",
+                "run: upstream `a` is stale; config (`with`/`run`) changed"
+            )
+        ])
+    );
+    let all: BTreeSet<usize> = (0..2).collect();
+    let planned = plan_ahead(
+        &w.pipeline,
+        &all,
+        &BTreeSet::new(),
+        &w.lock,
+        &w.store,
+        &w.hasher,
+    );
+    let Decision::Run(reasons) = &planned[1].decision else {
+        panic!("{:?}", planned[1].decision)
+    };
+    assert_eq!(reasons.first(), &RunReason::UpstreamWillRun("a".into()));
+    assert_eq!(
+        reasons.lines(),
+        ["upstream `a` is stale", "config (`with`/`run`) changed"]
+    );
+}
+
+#[test]
+fn an_input_a_stale_upstream_has_not_written_yet_is_not_a_reason_of_its_own() {
+    let mut w = world(&[]);
+    w.ran("a", "a1", false);
+    w.ran("b", "b1", false);
+    std::fs::remove_file(w.out("a")).unwrap();
+    assert_eq!(
+        w.plan(&[]),
+        said(&[
+            ("a", "run: output `o` missing"),
+            ("b", "run: upstream `a` is stale")
+        ])
     );
 }

@@ -1,5 +1,5 @@
 //! Output paths: each stage's declared outputs (checked against its kind's, defaulted under
-//! `out/PIPELINE/STAGE/`), each path kept inside the workspace, out of `.sluice/` and off symbolic
+//! `out/PIPELINE/STAGE/`, with the extension the kind gives each file), each path kept inside the workspace, out of `.sluice/` and off symbolic
 //! links that escape it; then, across stages, no path written twice nor inside another's output.
 
 use super::Validator;
@@ -34,10 +34,14 @@ impl Validator<'_, '_> {
                     }
                     (p, s.path.k("outputs").k(&n))
                 }
-                None => (
-                    format!("out/{pipeline}/{}/{n}", s.name),
-                    s.path.k("outputs").k(&n).key_of(),
-                ),
+                None => {
+                    let ext = self.default_extension(s, kind, &n);
+                    let dot = if ext.is_some() { "." } else { "" };
+                    (
+                        format!("out/{pipeline}/{}/{n}{dot}{}", s.name, ext.unwrap_or("")),
+                        s.path.k("outputs").k(&n).key_of(),
+                    )
+                }
             };
             let valid = self.output_path(&n, &text, &ypath, containment);
             // An invalid output still gets a (never used) path, so that references to it do not
@@ -54,6 +58,20 @@ impl Validator<'_, '_> {
             }
         }
         out
+    }
+
+    /// The extension a built-in kind gives output `name`'s default path, if any.
+    fn default_extension(
+        &self,
+        s: &RawStage,
+        kind: Option<&StageKind>,
+        name: &str,
+    ) -> Option<&'static str> {
+        let Some(StageKind::Builtin { name: k, .. }) = kind else {
+            return None;
+        };
+        let inputs: Vec<&str> = s.inputs.iter().map(|(n, _)| n.as_str()).collect();
+        self.opts.registry.get(k)?.output_extension(name, &inputs)
     }
 
     /// The outputs as written, name and path; a built-in kind's are checked against the ones it

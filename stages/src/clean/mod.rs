@@ -17,7 +17,9 @@ use crate::image_folder::FolderError;
 use crate::modes::Modes;
 use crate::problems::relative;
 use crate::staged::{Staged, StagedError};
-use crate::table::{self, TableError};
+use crate::table::{self, row_id, TableError};
+use arrow::array::{ArrayRef, Int64Array};
+use arrow::record_batch::RecordBatch;
 use config::CleanConfig;
 use rayon::prelude::*;
 use serde_json::{json, Map, Value};
@@ -26,6 +28,7 @@ use sluice_runner::{Prepared, Stage, StageContext, StageError};
 
 /// `with:` read for tables and for images.
 type CleanModes = Modes<CleanConfig, images::ImageCleanConfig>;
+use std::sync::Arc;
 
 const INPUT: &str = "table";
 const IMAGES: &str = "images";
@@ -79,12 +82,21 @@ impl Stage for Clean {
         "clean"
     }
     /// 2: Parquet written in parallel, floats without a dictionary; 3: floats uncompressed;
-    /// 4: row groups of 1,048,576 kept rows (the same data each time).
+    /// 4: row groups of 1,048,576 kept rows (the same data each time); 5: the source row id
+    /// column `sluice_row`.
     fn version(&self) -> u32 {
-        4
+        5
     }
     fn outputs(&self) -> &'static [&'static str] {
         &[TABLE, REPORT]
+    }
+    /// Tables are Parquet; in the image mode the table is a folder.
+    fn output_extension(&self, output: &str, inputs: &[&str]) -> Option<&'static str> {
+        match output {
+            TABLE if inputs.contains(&IMAGES) => None,
+            TABLE => Some("parquet"),
+            _ => Some("json"),
+        }
     }
     /// One table or one image folder: which one decides the mode.
     fn inputs(&self) -> Option<Inputs> {
@@ -161,8 +173,12 @@ fn run(ctx: &StageContext<'_>, modes: &CleanModes) -> Result<(), CleanError> {
         source: e,
     };
 
-    let mut pieces = table::Pieces::read(input, &source)?;
+    let pieces = table::Pieces::read(input, &source)?;
     let rows_in = pieces.rows();
+    // The source row ids stay out of the rules' way (a duplicate is a duplicate whatever its
+    // row), follow the rows `filter` keeps, and are written back beside the rows kept.
+    let (mut pieces, ids) = row_id::detach(pieces)?;
+    let mut ids = ids.unwrap_or_else(|| (0..rows_in as i64).collect());
     step(1.0, format!("read {rows_in} rows from {source}"))?;
     for name in named_columns(config) {
         pieces.column_index(name)?;
@@ -184,8 +200,12 @@ fn run(ctx: &StageContext<'_>, modes: &CleanModes) -> Result<(), CleanError> {
     }
     step(3.0, "cast columns".into())?;
     if let Some((text, expr)) = &config.filter {
-        let (p, r) = rules::filter(&pieces, text, expr).map_err(rule_error)?;
+        let with_ids =
+            row_id::attach(pieces, &ids).map_err(|e| rule_error(rules::RuleError::Arrow(e)))?;
+        let (p, r) = rules::filter(&with_ids, text, expr).map_err(rule_error)?;
+        let (p, kept) = row_id::detach(p)?;
         pieces = p;
+        ids = kept.expect("`filter` keeps every column, the ids included");
         report.insert("filter".into(), r);
     }
     step(4.0, "filtered rows".into())?;
@@ -215,7 +235,8 @@ fn run(ctx: &StageContext<'_>, modes: &CleanModes) -> Result<(), CleanError> {
     let mut staged = Staged::new(&ctx.scratch);
     let dest = ctx.outputs.get(TABLE).ok_or(CleanError::NoOutput(TABLE))?;
     let tmp = staged.path_for(TABLE, dest)?;
-    let mut out = table::io::ParquetOut::create(&tmp, pieces.schema.clone())?;
+    let out_schema = row_id::with_id_field(&pieces.schema);
+    let mut out = table::io::ParquetOut::create(&tmp, out_schema.clone())?;
     // The rows still in, a row group's worth at a time, filtered on every core: never a second
     // copy of the table. Pieces are freed once written, and their memory serves the next filter.
     let mut units = Vec::new();
@@ -238,11 +259,20 @@ fn run(ctx: &StageContext<'_>, modes: &CleanModes) -> Result<(), CleanError> {
         }
         let group = group
             .into_par_iter()
-            .map(|(unit, first)| match &keep {
-                Some(keep) => {
-                    arrow::compute::filter_record_batch(&unit, &keep.slice(first, unit.num_rows()))
-                }
-                None => Ok(unit),
+            .map(|(unit, first)| {
+                let n = unit.num_rows();
+                let unit_ids = Int64Array::from(ids[first..first + n].to_vec());
+                let (unit, unit_ids) = match &keep {
+                    Some(keep) => {
+                        let keep = keep.slice(first, n);
+                        let ids = arrow::compute::filter(&unit_ids, &keep)?;
+                        (arrow::compute::filter_record_batch(&unit, &keep)?, ids)
+                    }
+                    None => (unit, Arc::new(unit_ids) as ArrayRef),
+                };
+                let mut columns = unit.columns().to_vec();
+                columns.push(unit_ids);
+                RecordBatch::try_new(out_schema.clone(), columns)
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| rule_error(rules::RuleError::Arrow(e)))?;

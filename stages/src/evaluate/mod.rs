@@ -7,8 +7,11 @@
 //! writes the outputs together through `Staged`.
 
 mod device;
+mod history;
 pub mod metrics;
+pub use history::history_path;
 pub(crate) mod plots;
+mod source_rows;
 
 use crate::arrays::{self, Array};
 use crate::fields::{Field, Reader, Type, Wording};
@@ -191,6 +194,13 @@ impl Stage for Evaluate {
     }
     fn outputs(&self) -> &'static [&'static str] {
         &["metrics", "plots", "predictions"]
+    }
+    fn output_extension(&self, output: &str, _inputs: &[&str]) -> Option<&'static str> {
+        match output {
+            "metrics" => Some("json"),
+            "predictions" => Some("csv"),
+            _ => None,
+        }
     }
     fn inputs(&self) -> Option<Inputs> {
         Some(Inputs {
@@ -474,6 +484,11 @@ fn run(ctx: &StageContext<'_>, config: &EvaluateConfig) -> Result<(), StageError
         }
     };
 
+    let predictions = match source_rows::read(ctx, test, n)? {
+        Some(ids) => source_rows::prepend(&predictions, &ids),
+        None => predictions,
+    };
+
     let mut failed = Vec::new();
     for gate in &config.gates {
         let Some(value) = report["metrics"][&gate.metric].as_f64() else {
@@ -499,7 +514,9 @@ fn run(ctx: &StageContext<'_>, config: &EvaluateConfig) -> Result<(), StageError
         }
     }
     if !failed.is_empty() {
-        // A failed stage keeps no outputs, so the figures go into the message itself.
+        // A failed stage keeps no outputs, so the figures go into the message itself, and into
+        // the history, where `sluice metrics` shows them as failing the gate.
+        history::remember(ctx, &report["metrics"], &failed);
         let figures: Vec<String> = report["metrics"]
             .as_object()
             .into_iter()
@@ -563,34 +580,8 @@ fn run(ctx: &StageContext<'_>, config: &EvaluateConfig) -> Result<(), StageError
         plots::curves(&dir.join("training_curves.png"), &history)?;
     }
     staged.commit().map_err(|e| e.to_string())?;
-    remember(ctx, &report["metrics"]);
+    history::remember(ctx, &report["metrics"], &[]);
     Ok(())
-}
-
-/// Where `sluice metrics --diff` finds earlier results: one JSON line per evaluation that ran,
-/// under `.sluice/metrics/<pipeline>/<stage>.jsonl`.
-pub fn history_path(workspace: &Path, pipeline: &str, stage: &str) -> std::path::PathBuf {
-    workspace
-        .join(".sluice")
-        .join("metrics")
-        .join(pipeline)
-        .join(format!("{stage}.jsonl"))
-}
-
-/// Appends this evaluation to the history. Best effort: losing a line only loses a comparison.
-fn remember(ctx: &StageContext<'_>, metrics: &Value) {
-    use std::io::Write;
-    let path = history_path(&ctx.workspace, ctx.pipeline, ctx.stage);
-    let line = json!({"key": ctx.key, "metrics": metrics}).to_string() + "\n";
-    let _ = std::fs::create_dir_all(path.parent().expect("has a parent"));
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-    {
-        // One write of one line: appends from concurrent runs do not interleave.
-        let _ = f.write_all(line.as_bytes());
-    }
 }
 
 fn with_task(

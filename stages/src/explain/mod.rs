@@ -126,6 +126,13 @@ impl Stage for Explain {
     fn prepare(&self, with: &Value) -> Result<Prepared, Vec<ConfigProblem>> {
         ExplainConfig::parse(with).map(Prepared::new)
     }
+    fn output_extension(&self, output: &str, _inputs: &[&str]) -> Option<&'static str> {
+        match output {
+            "importance" => Some("json"),
+            "plot" => Some("png"),
+            _ => None,
+        }
+    }
     fn with_schema(&self) -> Option<Value> {
         Some(crate::fields::schema(FIELDS, EXAMPLES))
     }

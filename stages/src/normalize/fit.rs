@@ -63,10 +63,11 @@ pub(super) fn fit(config: &NormalizeConfig, train: &Pieces) -> Result<Preprocess
 
     let schema = train.schema.clone();
     // Each column is fitted on its own, all on every core; results (and the first error) are
-    // taken in column order.
+    // taken in column order. The source row id is no feature: it goes beside them as `rows.npy`.
     let fitted = schema
         .fields()
         .par_iter()
+        .filter(|field| field.name() != crate::table::row_id::ROW_ID)
         .map(|field| fit_column(config, train, field))
         .collect::<Vec<_>>();
     let mut inputs = Vec::new();

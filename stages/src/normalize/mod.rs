@@ -1,6 +1,6 @@
 //! The `normalize` stage: train/val/test tables in; per split a directory with `features.npy`
-//! (float32 `[N, F]`) and `labels.npy` (int64 or float32 `[N]`), and the `preprocess` JSON
-//! artifact out.
+//! (float32 `[N, F]`), `labels.npy` (int64 or float32 `[N]`) and, when `split` gave the rows
+//! their source ids, `rows.npy` (int64 `[N]`); and the `preprocess` JSON artifact out.
 //!
 //! `config` parses `with:`, `fit` learns the statistics from the train split only, `preprocess`
 //! holds the artifact and applies it, `encode` turns a table into arrays. This file reads the
@@ -17,7 +17,7 @@ pub mod preprocess;
 use crate::npy;
 use crate::problems::relative;
 use crate::staged::{OutputFile, Staged, StagedError};
-use crate::table::{self, Pieces, TableError};
+use crate::table::{self, row_id, Pieces, TableError};
 use arrow::datatypes::DataType;
 use config::NormalizeConfig;
 use preprocess::Preprocess;
@@ -32,6 +32,8 @@ const SPLITS: [&str; 3] = ["train", "val", "test"];
 const PREPROCESS: &str = "preprocess";
 const FEATURES: &str = "features.npy";
 const LABELS: &str = "labels.npy";
+/// Each row's id in the table `split` read (see `table::row_id`), when the split carries it.
+const ROWS: &str = "rows.npy";
 const STEPS: f64 = 5.0;
 
 /// The `normalize` stage kind.
@@ -212,6 +214,10 @@ impl Stage for Normalize {
     fn outputs(&self) -> &'static [&'static str] {
         &["train", "val", "test", PREPROCESS]
     }
+    /// The parts are folders of `.npy` files.
+    fn output_extension(&self, output: &str, _inputs: &[&str]) -> Option<&'static str> {
+        (output == PREPROCESS).then_some("json")
+    }
     /// `prepare` sees `with:` but not the inputs: it parses `with:` for both modes, and reports
     /// the image mode's problems for a `with:` naming an image option, the table mode's for any
     /// other; `run` takes the parse of its mode.
@@ -328,6 +334,15 @@ fn run(ctx: &StageContext<'_>, modes: &NormalizeModes) -> Result<(), NormalizeEr
         OutputFile::create(&path)
             .and_then(|mut file| labels.write(&mut file))
             .map_err(io(&path))?;
+        if let Some(ids) = table
+            .as_ref()
+            .and_then(|t| row_id::ids(&t.schema, &t.batches))
+        {
+            let path = dir.join(ROWS);
+            OutputFile::create(&path)
+                .and_then(|mut file| npy::write_vector(&mut file, &ids))
+                .map_err(io(&path))?;
+        }
         step(
             3.0 + i as f64 * 0.5,
             format!("wrote {rows} rows of the {split} split"),

@@ -14,7 +14,7 @@ mod summary;
 use crate::image_folder::FolderError;
 use crate::problems::relative;
 use crate::staged::{Staged, StagedError};
-use crate::table::{self, TableError};
+use crate::table::{self, row_id, TableError};
 use arrow::array::Array;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -106,12 +106,20 @@ impl Stage for Split {
         "split"
     }
     /// 2: Parquet written in parallel, floats without a dictionary; 3: floats uncompressed
-    /// (the same data each time).
+    /// (the same data each time); 4: the source row id column `sluice_row`.
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn outputs(&self) -> &'static [&'static str] {
         &["train", "val", "test", SUMMARY]
+    }
+    /// The parts are Parquet tables, or folders in the image mode.
+    fn output_extension(&self, output: &str, inputs: &[&str]) -> Option<&'static str> {
+        match output {
+            SUMMARY => Some("json"),
+            _ if inputs.contains(&IMAGES) => None,
+            _ => Some("parquet"),
+        }
     }
     /// `prepare` sees `with:` but not the inputs. Every image `with:` is a valid table one
     /// except for a `label` (which image mode refuses when it runs), so the table rules' problems
@@ -180,6 +188,7 @@ fn run(ctx: &StageContext<'_>, modes: &SplitModes) -> Result<(), SplitError> {
 
     // The row groups as read, never joined: rows are picked from them directly.
     let pieces = table::Pieces::read(input, &source)?;
+    row_id::carried(&pieces)?;
     let rows = pieces.rows();
     step(1.0, format!("read {rows} rows from {source}"))?;
 
@@ -228,14 +237,16 @@ fn run(ctx: &StageContext<'_>, modes: &SplitModes) -> Result<(), SplitError> {
             .get(part.name())
             .ok_or(SplitError::NoOutput(part.name()))?;
         let tmp = staged.path_for(part.name(), dest)?;
-        let mut out = table::io::ParquetOut::create(&tmp, pieces.schema.clone())?;
+        let out_schema = row_id::with_id_field(&pieces.schema);
+        let mut out = table::io::ParquetOut::create(&tmp, out_schema.clone())?;
         // A row group's worth of the split's rows at a time: never a copy of the whole split.
         for rows in assigned.rows(part).chunks(table::io::ROW_GROUP) {
-            let batch =
-                pick(&pieces.schema, &pieces_ref, &starts, rows).map_err(|e| SplitError::Take {
-                    part: part.name(),
-                    source: e,
-                })?;
+            let take = |e| SplitError::Take {
+                part: part.name(),
+                source: e,
+            };
+            let batch = pick(&pieces.schema, &pieces_ref, &starts, rows).map_err(take)?;
+            let batch = row_id::add_ids(batch, rows, &out_schema).map_err(take)?;
             out.write(&batch)?;
         }
         out.finish()?;

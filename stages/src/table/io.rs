@@ -33,8 +33,8 @@ pub(crate) enum Format {
 
 impl Format {
     /// Decided by the extension. A file without one is Parquet if it starts with Parquet's magic
-    /// bytes: that is what another built-in stage writes to its default, extension-less output
-    /// paths (`out/<pipeline>/<stage>/train`), and those must chain without renaming.
+    /// bytes: a table output the user named without an extension, or a default output path
+    /// from before defaults had `.parquet` (`out/<pipeline>/<stage>/train`).
     pub(crate) fn of(path: &Path) -> Option<Format> {
         match path.extension() {
             Some(ext) => match ext.to_str()?.to_ascii_lowercase().as_str() {

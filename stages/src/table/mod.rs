@@ -8,6 +8,7 @@
 mod chunked;
 pub(crate) mod hash;
 pub(crate) mod io;
+pub(crate) mod row_id;
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, SchemaRef};
@@ -32,6 +33,8 @@ pub(crate) enum TableError {
     },
     #[error("`{path}` is neither a CSV nor a Parquet file")]
     UnknownFormat { path: String },
+    #[error("`{path}`: column `{}` holds sluice's source row ids, which are whole numbers (Int64) with none missing", row_id::ROW_ID)]
+    RowIdColumn { path: String },
     #[error("`{path}` is empty: a CSV file needs at least a header line")]
     NoHeader { path: String },
     #[error("`{path}` line 1: column `{column}` appears twice in the header")]
@@ -80,6 +83,10 @@ impl TableError {
     pub(crate) fn hint(&self) -> Option<String> {
         match self {
             TableError::UnknownFormat { .. } => Some("name it `*.csv` or `*.parquet`".into()),
+            TableError::RowIdColumn { .. } => Some(format!(
+                "rename your column `{}`: the name is reserved",
+                row_id::ROW_ID
+            )),
             TableError::UnknownColumn { available, .. } => {
                 Some(format!("its columns are {}", list(available)))
             }

@@ -37,6 +37,13 @@ impl Stage for Train {
     fn outputs(&self) -> &'static [&'static str] {
         &["artifacts", "history", "model"]
     }
+    fn output_extension(&self, output: &str, _inputs: &[&str]) -> Option<&'static str> {
+        match output {
+            "model" => Some("onnx"),
+            "history" => Some("json"),
+            _ => None,
+        }
+    }
     /// `model` is a user's own ONNX model (`model: {onnx: ...}`), as an input so that editing
     /// it retrains.
     fn inputs(&self) -> Option<Inputs> {
