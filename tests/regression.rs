@@ -381,7 +381,8 @@ fn served_in_target_units(ws: &Ws) {
         .fields()
         .iter()
         .zip(batch.columns())
-        .filter(|(f, _)| f.name() != "progression")
+        // The label and split's source-row id are not model inputs.
+        .filter(|(f, _)| f.name() != "progression" && f.name() != "sluice_row")
         .map(|(f, c)| {
             let c = arrow::compute::cast(c, &DataType::Float64).unwrap();
             let v = c.as_primitive::<Float64Type>().value(0);
