@@ -28,29 +28,35 @@ use sluice_runner::stage::{ConfigProblem, Inputs};
 use sluice_runner::{Prepared, Stage, StageContext, StageError};
 use std::path::Path;
 
+/// `batch_size` of the stages that run a model over a split (evaluate, explain).
+pub(crate) const BATCH_SIZE: Field = Field::new(
+    "batch_size",
+    Type::Whole {
+        min: 1,
+        expect: None,
+    },
+    "Rows per inference batch.",
+)
+.default("1024");
+
+/// `device` of the stages that run a model over a split (evaluate, explain).
+pub(crate) const DEVICE: Field = Field::new(
+    "device",
+    Type::Choice {
+        names: &["auto", "cpu", "cuda"],
+        wording: Wording::Noun {
+            listing: "choose one of",
+            help_on_wrong_type: true,
+        },
+    },
+    "Where the model runs: auto uses a GPU when the stage has one and CUDA is installed.",
+)
+.default("\"auto\"");
+
 /// The options of `evaluate`: what the parser reads and the schema editors get.
 const FIELDS: &[Field] = &[
-    Field::new(
-        "batch_size",
-        Type::Whole {
-            min: 1,
-            expect: None,
-        },
-        "Rows per inference batch.",
-    )
-    .default("1024"),
-    Field::new(
-        "device",
-        Type::Choice {
-            names: &["auto", "cpu", "cuda"],
-            wording: Wording::Noun {
-                listing: "choose one of",
-                help_on_wrong_type: true,
-            },
-        },
-        "Where the model runs: auto uses a GPU when the stage has one and CUDA is installed.",
-    )
-    .default("\"auto\""),
+    BATCH_SIZE,
+    DEVICE,
     Field::new(
         "require",
         Type::Custom(require_schema),

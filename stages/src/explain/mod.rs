@@ -13,7 +13,7 @@ mod importance;
 
 use crate::arrays::{self, Array};
 use crate::evaluate::EvaluateConfig;
-use crate::fields::{Field, Reader, Type, Wording};
+use crate::fields::{Field, Reader, Type};
 use crate::infer::{Model, Provider};
 use crate::preprocess::Preprocess;
 use crate::problems::relative;
@@ -45,27 +45,8 @@ const FIELDS: &[Field] = &[
         "Seeds the shuffles: the same seed, model and data give the same figures.",
     )
     .default("0"),
-    Field::new(
-        "batch_size",
-        Type::Whole {
-            min: 1,
-            expect: None,
-        },
-        "Rows per inference batch.",
-    )
-    .default("1024"),
-    Field::new(
-        "device",
-        Type::Choice {
-            names: &["auto", "cpu", "cuda"],
-            wording: Wording::Noun {
-                listing: "choose one of",
-                help_on_wrong_type: true,
-            },
-        },
-        "Where the model runs: auto uses a GPU when the stage has one and CUDA is installed.",
-    )
-    .default("\"auto\""),
+    crate::evaluate::BATCH_SIZE,
+    crate::evaluate::DEVICE,
 ];
 
 /// Full `with:` blocks that `explain` accepts, for the schema's examples.
