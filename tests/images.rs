@@ -361,3 +361,116 @@ fn jpeg_files_are_decoded_like_png() {
         }
     }
 }
+
+const TRACED: &str = r#"
+stages:
+  s:
+    uses: split
+    inputs: {images: data/odd}
+    with: {ratios: {train: 0.5, val: 0.25, test: 0.25}, seed: 3}
+  n:
+    uses: normalize
+    inputs:
+      train: ${{ stages.s.outputs.train }}
+      val: ${{ stages.s.outputs.val }}
+      test: ${{ stages.s.outputs.test }}
+    with: {size: [4, 4]}
+  t:
+    uses: train
+    inputs: {train: "${{ stages.n.outputs.train }}", preprocess: "${{ stages.n.outputs.preprocess }}"}
+    with: {model: {type: cnn, channels: [4], hidden: 8}, epochs: 1, batch_size: 8, device: cpu}
+  e:
+    uses: evaluate
+    inputs: {model: "${{ stages.t.outputs.model }}", test: "${{ stages.n.outputs.test }}", preprocess: "${{ stages.n.outputs.preprocess }}"}
+    with: {device: cpu}
+"#;
+
+/// The records of an RFC 4180 CSV text: quoted fields may hold commas, doubled quotes and
+/// newlines.
+fn csv_records(text: &str) -> Vec<Vec<String>> {
+    let (mut records, mut record, mut field) = (Vec::new(), Vec::new(), String::new());
+    let (mut quoted, mut chars) = (false, text.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => record.push(std::mem::take(&mut field)),
+            ('\n', false) => {
+                record.push(std::mem::take(&mut field));
+                records.push(std::mem::take(&mut record));
+            }
+            _ => field.push(c),
+        }
+    }
+    records
+}
+
+#[test]
+fn each_image_prediction_names_its_source_file() {
+    // Every name holds a comma, quotes and a newline, so each `source_file` cell must be quoted.
+    let ws = Ws::new();
+    for (c, class) in ["cat", "dog"].into_iter().enumerate() {
+        for i in 0..8u32 {
+            let bytes = png(6, 6, |x, y| {
+                [(x * 40 + i * 3) as u8, (y * 40 + c as u32 * 90) as u8, 9]
+            });
+            put(&ws, &format!("data/odd/{class}/{i}, \"no\"\n.png"), &bytes);
+        }
+    }
+    ws.pipeline(TRACED);
+    ws.run(&[]).assert_ok();
+
+    // Every part lists its own images, which together are the split's input once each.
+    let mut listed = Vec::new();
+    for part in ["train", "val", "test"] {
+        let files: Vec<String> =
+            serde_json::from_value(ws.json(&format!("out/sluice/n/{part}/files.json"))).unwrap();
+        let (_, shape, _) = npy(&ws, &format!("out/sluice/n/{part}/features.npy"));
+        assert_eq!(files.len(), shape[0], "{part}");
+        for f in &files {
+            let prefix = format!("out/sluice/s/{part}/");
+            listed.push(
+                f.strip_prefix(&prefix)
+                    .unwrap_or_else(|| panic!("{f}"))
+                    .to_string(),
+            );
+        }
+    }
+    listed.sort();
+    assert_eq!(listed, listing(&ws.path("data/odd")));
+
+    let artifact = ImagePreprocess::from_json(&ws.read("out/sluice/n/preprocess.json")).unwrap();
+    let (_, _, data) = npy(&ws, "out/sluice/n/test/features.npy");
+    let features = f32s(&data);
+    let records = csv_records(&ws.read("out/sluice/e/predictions.csv"));
+    assert_eq!(
+        records[0][..4],
+        ["source_file", "row", "label", "predicted"],
+        "{:?}",
+        records[0]
+    );
+    assert_eq!(records.len() - 1, features.len() / 48);
+    for r in &records[1..] {
+        let (file, row) = (Path::new(&r[0]), r[1].parse::<usize>().unwrap());
+        // The file is in its true label's class folder, and is the raw file's copy.
+        let class = file.parent().unwrap().file_name().unwrap();
+        assert_eq!(class.to_str().unwrap(), r[2], "{r:?}");
+        let bytes = std::fs::read(ws.path(&r[0])).unwrap_or_else(|e| panic!("{r:?}: {e}"));
+        let raw = Path::new("data/odd")
+            .join(class)
+            .join(file.file_name().unwrap());
+        assert_eq!(
+            bytes,
+            std::fs::read(ws.path(raw.to_str().unwrap())).unwrap()
+        );
+        // Its features are the ones evaluate scored for this row.
+        assert_eq!(
+            artifact.apply(&bytes).unwrap(),
+            features[row * 48..(row + 1) * 48],
+            "{r:?}"
+        );
+    }
+}

@@ -491,7 +491,7 @@ fn run(ctx: &StageContext<'_>, config: &EvaluateConfig) -> Result<(), StageError
     };
 
     let predictions = match source_rows::read(ctx, test, n)? {
-        Some(ids) => source_rows::prepend(&predictions, &ids),
+        Some(source) => source_rows::prepend(&predictions, &source),
         None => predictions,
     };
 
@@ -629,7 +629,7 @@ fn class_names(preprocess: Option<&Value>, labels: &[i64], width: usize) -> Vec<
 }
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
+    if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()

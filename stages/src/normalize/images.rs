@@ -2,10 +2,12 @@
 //! every image is decoded, converted, resized and scaled in parallel, the per-channel mean and
 //! standard deviation are taken from `with:` or fitted on the train split, and each split becomes
 //! `features.npy` (float32 `[N, C, H, W]`) and `labels.npy` (int64 `[N]`, the index of the class
-//! folder in the train split's sorted classes). Images come in sorted order: class, then name.
+//! folder in the train split's sorted classes), and `files.json`, each row's source file as a
+//! JSON list of workspace-relative paths, for `evaluate`'s `source_file` column. Images come in
+//! sorted order: class, then name; decoding in parallel keeps it (an indexed collect).
 
 use super::preprocess::{Color, Filter, ImagePreprocess, IMAGE_FORMAT};
-use super::{relative, write, NormalizeError, FEATURES, LABELS, PREPROCESS, SPLITS};
+use super::{relative, write, NormalizeError, FEATURES, FILES, LABELS, PREPROCESS, SPLITS};
 use crate::clean::parse_size;
 use crate::fields::{Field, Reader, Type, Wording};
 use crate::image_folder::{self, Folder};
@@ -312,7 +314,7 @@ pub(super) fn run(
             .outputs
             .get(split)
             .ok_or(NormalizeError::NoOutput(SPLITS[i]))?;
-        let (pixels, labels) = match &folders[i] {
+        let (pixels, labels, files) = match &folders[i] {
             Some((shown, folder)) => {
                 let pixels = match train_pixels.take() {
                     Some(p) if i == 0 => p,
@@ -326,9 +328,16 @@ pub(super) fn run(
                         artifact.classes.iter().position(|c| c == name).unwrap_or(0) as i64
                     })
                     .collect();
-                (pixels, labels)
+                // The path of the file decoded, which is the split's copy: a user opens it
+                // as it is, and its `class/name` is the name in the folder `split` read.
+                let files: Vec<String> = folder
+                    .files
+                    .iter()
+                    .map(|e| relative(&ctx.workspace, &e.path))
+                    .collect();
+                (pixels, labels, files)
             }
-            None => (Vec::new(), Vec::new()),
+            None => (Vec::new(), Vec::new(), Vec::new()),
         };
         let per = artifact.values();
         let mut features = vec![0.0f32; pixels.len() * per];
@@ -346,6 +355,9 @@ pub(super) fn run(
         let dir = staged.dir_for(split, dest)?;
         write(&dir.join(FEATURES), &npy::f32_array(&shape, &features))?;
         write(&dir.join(LABELS), &npy::i64_vector(&labels))?;
+        let mut list = serde_json::to_string_pretty(&files).expect("strings always serialize");
+        list.push('\n');
+        write(&dir.join(FILES), list.as_bytes())?;
         step(
             3.0 + i as f64 * 0.5,
             format!("wrote {} images of the {split} split", pixels.len()),

@@ -1,6 +1,7 @@
 //! The `normalize` stage: train/val/test tables in; per split a directory with `features.npy`
 //! (float32 `[N, F]`), `labels.npy` (int64 or float32 `[N]`) and, when `split` gave the rows
-//! their source ids, `rows.npy` (int64 `[N]`); and the `preprocess` JSON artifact out.
+//! their source ids, `rows.npy` (int64 `[N]`); and the `preprocess` JSON artifact out. Images
+//! get `files.json` instead of `rows.npy`: each row's source file.
 //!
 //! `config` parses `with:`, `fit` learns the statistics from the train split only, `preprocess`
 //! holds the artifact and applies it, `encode` turns a table into arrays. This file reads the
@@ -34,6 +35,8 @@ const FEATURES: &str = "features.npy";
 const LABELS: &str = "labels.npy";
 /// Each row's id in the table `split` read (see `table::row_id`), when the split carries it.
 const ROWS: &str = "rows.npy";
+/// Each image row's source file, workspace-relative, in the features' row order.
+const FILES: &str = "files.json";
 const STEPS: f64 = 5.0;
 
 /// The `normalize` stage kind.
@@ -208,8 +211,9 @@ impl Stage for Normalize {
     fn kind(&self) -> &'static str {
         "normalize"
     }
+    /// 2: image parts hold `files.json`.
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn outputs(&self) -> &'static [&'static str] {
         &["train", "val", "test", PREPROCESS]
