@@ -261,6 +261,26 @@ fn the_digits_pipeline_runs_end_to_end() {
         total += shape[0];
     }
     assert_eq!(total, 1797);
+    // Each test row's listed file is a digit of its label's class folder, with its features.
+    let files: Vec<String> =
+        serde_json::from_value(ws.json("out/digits/normalized/test/files.json")).unwrap();
+    let (_, _, labels) = npy(&ws, "out/digits/normalized/test/labels.npy");
+    let (_, _, data) = npy(&ws, "out/digits/normalized/test/features.npy");
+    let features = f32s(&data);
+    assert_eq!(files.len(), i64s(&labels).len());
+    for (row, (file, label)) in files.iter().zip(i64s(&labels)).enumerate() {
+        let class = &artifact.classes[label as usize];
+        assert!(
+            file.starts_with(&format!("out/digits/test/{class}/")),
+            "{file}"
+        );
+        let bytes = std::fs::read(ws.path(file)).unwrap();
+        assert_eq!(
+            artifact.apply(&bytes).unwrap(),
+            features[row * 1024..(row + 1) * 1024],
+            "{file}"
+        );
+    }
     let again = ws.run(&["pipelines/digits.yaml", "normalize"]);
     again.assert_ok();
     assert_eq!(again.outcomes()["normalize"], "up_to_date");

@@ -195,8 +195,9 @@ impl Stage for Evaluate {
     fn kind(&self) -> &'static str {
         "evaluate"
     }
+    /// 2: a field holding a carriage return is quoted in the predictions.
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn outputs(&self) -> &'static [&'static str] {
         &["metrics", "plots", "predictions"]
