@@ -1073,7 +1073,9 @@ fn non_finite_values_and_repeated_inputs_are_400s_naming_the_input() {
     let text = String::from_utf8_lossy(&body);
     assert_eq!(status, 400, "{text}");
     assert!(
-        text.contains("input `sepal_width`: element 1 is NaN, not a finite number"),
+        text.contains(
+            "input `sepal_width` row 1 is missing (NaN), and the model has no fill for it"
+        ),
         "{text}"
     );
     let mut twice = good_request(1);

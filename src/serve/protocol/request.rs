@@ -232,8 +232,9 @@ fn decode_input(input: RawInput, binary: &mut &[u8]) -> Result<Tensor, ServeErro
         (Some(_), Some(_)) => return Err(bad("has both `data` and `binary_data_size`".into())),
         (None, None) => return Err(bad("has neither `data` nor `binary_data_size`".into())),
     };
+    // NaN is a missing value, which the bundle fills from the artifact or refuses.
     if let Elements::Numbers(v) = &data {
-        if let Some(at) = v.iter().position(|x| !x.is_finite()) {
+        if let Some(at) = v.iter().position(|x| x.is_infinite()) {
             return Err(bad(format!(
                 "element {at} is {}, not a finite number",
                 v[at]

@@ -6,7 +6,7 @@
 //! (the label cannot also be a feature, a column cannot have two methods, a dropped column cannot
 //! have one).
 
-use super::preprocess::{Encoding, Scaling, Task, Unknown};
+use super::preprocess::{Encoding, Impute, Scaling, Task, Unknown};
 use crate::fields::{Field, Reader, Type, Wording};
 use crate::problems::problem;
 use serde_json::{json, Value};
@@ -35,6 +35,8 @@ pub(crate) struct NormalizeConfig {
     pub(crate) task: Task,
     pub(crate) numeric: PerColumn<Scaling>,
     pub(crate) categorical: PerColumn<Encoding>,
+    /// Missing-value fills, fitted on the train split.
+    pub(crate) impute: PerColumn<Impute>,
     pub(crate) drop: Vec<String>,
     pub(crate) unknown_category: Unknown,
 }
@@ -68,6 +70,11 @@ pub(crate) const FIELDS: &[Field] = &[
         "categorical",
         Type::Section(CATEGORICAL),
         "How text columns are encoded: a default encoding and the columns that differ.",
+    ),
+    Field::new(
+        "impute",
+        Type::Section(IMPUTE),
+        "How missing values are filled, from the train split only: a default method and the columns that differ.",
     ),
     Field::new(
         "drop",
@@ -119,10 +126,27 @@ const CATEGORICAL: &[Field] = &[
     ),
 ];
 
+const IMPUTE: &[Field] = &[
+    Field::new(
+        "default",
+        Type::Choice {
+            names: &Impute::NAMES,
+            wording: Wording::ValueFor,
+        },
+        "The fill of every feature column not under `columns`; text columns fill `median` and `mean` with `mode`.",
+    )
+    .default("\"none\""),
+    Field::new(
+        "columns",
+        Type::Custom(impute_columns_schema),
+        "Per-column fill: COLUMN: METHOD.",
+    ),
+];
+
 /// Full table-mode `with:` blocks that `normalize` accepts, for the schema's examples.
 pub(crate) const EXAMPLES: &[&str] = &[
     r#"{"label": "species", "task": "classification", "numeric": {"default": "zscore", "columns": {"petal_length": "minmax"}}, "categorical": {"default": "onehot", "columns": {"island": "ordinal"}}, "drop": ["id"], "unknown_category": "ignore"}"#,
-    r#"{"label": "price", "task": "regression"}"#,
+    r#"{"label": "price", "task": "regression", "impute": {"default": "median", "columns": {"city": "mode"}}}"#,
 ];
 
 fn drop_schema() -> Value {
@@ -135,6 +159,10 @@ fn numeric_columns_schema() -> Value {
 
 fn categorical_columns_schema() -> Value {
     json!({"type": "object", "additionalProperties": {"type": "string", "enum": Encoding::NAMES}})
+}
+
+fn impute_columns_schema() -> Value {
+    json!({"type": "object", "additionalProperties": {"type": "string", "enum": Impute::NAMES}})
 }
 
 /// A keyword value at `path` among `names`.
@@ -228,6 +256,7 @@ impl NormalizeConfig {
             .unwrap_or(Task::Classification);
         let numeric = per_column(&mut r, "numeric", &Scaling::NAMES, Scaling::parse);
         let categorical = per_column(&mut r, "categorical", &Encoding::NAMES, Encoding::parse);
+        let impute = per_column(&mut r, "impute", &Impute::NAMES, Impute::parse);
         let unknown_category = r
             .choice("unknown_category")
             .and_then(Unknown::parse)
@@ -270,12 +299,13 @@ impl NormalizeConfig {
                 ));
             }
         }
-        let sections: [(&str, Vec<&String>); 2] = [
+        let sections: [(&str, Vec<&String>); 3] = [
             ("numeric", numeric.columns.iter().map(|(c, _)| c).collect()),
             (
                 "categorical",
                 categorical.columns.iter().map(|(c, _)| c).collect(),
             ),
+            ("impute", impute.columns.iter().map(|(c, _)| c).collect()),
         ];
         for (section, columns) in &sections {
             for column in columns {
@@ -311,6 +341,7 @@ impl NormalizeConfig {
                 task,
                 numeric,
                 categorical,
+                impute,
                 drop,
                 unknown_category,
             }),

@@ -77,6 +77,15 @@ pub(crate) enum NormalizeError {
         data_type: DataType,
         distinct: usize,
     },
+    #[error("`{path}`: column `{column}` has type {data_type}, which `{method}` cannot fill")]
+    FillType {
+        path: String,
+        column: String,
+        data_type: DataType,
+        method: &'static str,
+    },
+    #[error("`{path}`: column `{column}` has no value in the train split to fit a fill from")]
+    NothingToImpute { path: String, column: String },
     #[error("`{path}` row {row}: column `{column}` is empty")]
     Missing {
         path: String,
@@ -139,8 +148,14 @@ impl NormalizeError {
             NormalizeError::ContinuousLabel { column, .. } => format!(
                 "set `task: regression` to predict `{column}` as a number; if its values are class ids, cast it to text or integers with `clean`"
             ),
-            NormalizeError::Missing { .. } => {
-                "fill or drop missing values first with `clean`'s `missing` rule".into()
+            NormalizeError::Missing { column, .. } => format!(
+                "fill it from the train split with `impute: {{columns: {{{column}: median}}}}` (or `mode` for text), or drop such rows with `clean`'s `missing: {{{column}: drop}}`"
+            ),
+            NormalizeError::FillType { column, .. } => format!(
+                "fill text columns with their most frequent value: `impute: {{columns: {{{column}: mode}}}}`"
+            ),
+            NormalizeError::NothingToImpute { column, .. } => {
+                format!("drop the column with `drop: [{column}]`")
             }
             NormalizeError::Infinite { .. } => "a model cannot be fed infinite values; remove those rows or replace the values before `normalize`".into(),
             NormalizeError::UnknownLabel { .. } => "the model can only predict classes it was trained on; split with `method: stratified`".into(),

@@ -113,6 +113,46 @@ impl Unknown {
     }
 }
 
+/// How a feature column's missing values (empty, null, NaN) are filled: with a statistic of the
+/// train split's values, so that no val or test row shapes the fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Impute {
+    /// Not filled: a missing value is an error.
+    None,
+    /// The median of the train values (numeric columns).
+    Median,
+    /// The mean of the train values (numeric columns).
+    Mean,
+    /// The most frequent train value, ties to the smallest.
+    Mode,
+}
+
+impl Impute {
+    pub(crate) const NAMES: [&'static str; 4] = ["none", "median", "mean", "mode"];
+
+    pub(crate) fn parse(s: &str) -> Option<Impute> {
+        match s {
+            "none" => Some(Impute::None),
+            "median" => Some(Impute::Median),
+            "mean" => Some(Impute::Mean),
+            "mode" => Some(Impute::Mode),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+/// A fitted fill: the method and the value it gave on the train split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fill<T> {
+    pub method: Impute,
+    pub value: T,
+}
+
 /// A raw column of the train table and what became of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputColumn {
@@ -133,6 +173,10 @@ pub struct NumericColumn {
     pub center: f64,
     pub scale: f64,
     pub stats: std::collections::BTreeMap<String, f64>,
+    /// What a missing value becomes; absent (artifacts before `impute`, or none asked for):
+    /// a missing value is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill: Option<Fill<f64>>,
 }
 
 /// A fitted categorical column: its categories, sorted, as text.
@@ -141,6 +185,9 @@ pub struct CategoricalColumn {
     pub name: String,
     pub method: Encoding,
     pub categories: Vec<String>,
+    /// What a missing value becomes, as for [`NumericColumn::fill`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill: Option<Fill<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,19 +278,27 @@ impl Preprocess {
     pub fn apply(&self, row: &serde_json::Map<String, Value>) -> Result<Vec<f32>, ApplyError> {
         let mut numbers = Vec::with_capacity(self.numeric.len());
         for c in &self.numeric {
-            match row.get(&c.name) {
-                None | Some(Value::Null) => return Err(ApplyError::Missing(c.name.clone())),
-                Some(v) => numbers.push(v.as_f64().ok_or_else(|| ApplyError::Type {
+            let value = match row.get(&c.name) {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(v.as_f64().ok_or_else(|| ApplyError::Type {
                     column: c.name.clone(),
                     expected: "a number",
                     value: v.to_string(),
                 })?),
+            };
+            match (value.filter(|x| !x.is_nan()), &c.fill) {
+                (Some(x), _) => numbers.push(x),
+                (None, Some(fill)) => numbers.push(fill.value),
+                (None, None) => return Err(ApplyError::Missing(c.name.clone())),
             }
         }
         let mut texts = Vec::with_capacity(self.categorical.len());
         for c in &self.categorical {
             match row.get(&c.name) {
-                None | Some(Value::Null) => return Err(ApplyError::Missing(c.name.clone())),
+                None | Some(Value::Null) => match &c.fill {
+                    Some(fill) => texts.push(fill.value.clone()),
+                    None => return Err(ApplyError::Missing(c.name.clone())),
+                },
                 Some(Value::String(s)) => texts.push(s.clone()),
                 Some(v @ (Value::Number(_) | Value::Bool(_))) => texts.push(v.to_string()),
                 Some(v) => {
@@ -603,17 +658,20 @@ mod tests {
                 center: 2.0,
                 scale: 4.0,
                 stats: Default::default(),
+                fill: None,
             }],
             categorical: vec![
                 CategoricalColumn {
                     name: "c".into(),
                     method: Encoding::Onehot,
                     categories: vec!["a".into(), "b".into(), "c".into()],
+                    fill: None,
                 },
                 CategoricalColumn {
                     name: "d".into(),
                     method: Encoding::Ordinal,
                     categories: vec!["1".into(), "2".into()],
+                    fill: None,
                 },
             ],
             features: vec![
