@@ -554,3 +554,31 @@ fn a_numeric_fill_on_a_text_column_names_the_column() {
         "`data/train.csv`: column `city` has type Utf8, which `median` cannot fill\n  = help: fill text columns with their most frequent value: `impute: {columns: {city: mode}}`"
     );
 }
+
+#[test]
+fn clipping_fences_are_fitted_on_the_train_split_only() {
+    // Train quartiles 2 and 4: fences at [-1, 7]. The test rows' 1000s would widen them.
+    let ws = Ws::new();
+    ws.write("data/train.csv", "x,y\n1,a\n2,b\n3,a\n4,b\n100,a\n")
+        .write("data/test.csv", "x,y\n1000,a\n1000,b\n-5,a\n5,b\n")
+        .pipeline(
+            "stages:\n  n:\n    uses: normalize\n    inputs: {train: data/train.csv, test: data/test.csv}\n    with: {label: y, numeric: {default: none}, clip: {columns: [x], method: iqr, k: 1.5}}\n",
+        );
+    ws.run(&[]).assert_ok();
+    let (json, p) = artifact(&ws, "out/sluice/n/preprocess.json");
+    assert_eq!(
+        json["numeric"][0]["clip"],
+        json!({"method": "iqr", "k": 1.5, "low": -1.0, "high": 7.0})
+    );
+    assert_eq!(
+        Npy::read(&ws, "out/sluice/n/train/features.npy").f32s(),
+        [1.0, 2.0, 3.0, 4.0, 7.0]
+    );
+    assert_eq!(
+        Npy::read(&ws, "out/sluice/n/test/features.npy").f32s(),
+        [7.0, 7.0, -1.0, 5.0]
+    );
+    let mut row = Map::new();
+    row.insert("x".into(), json!(-1e9));
+    assert_eq!(p.apply(&row).unwrap(), [-1.0]);
+}

@@ -39,9 +39,10 @@ pub(super) fn warnings(config: &CleanConfig) -> Vec<ConfigProblem> {
             format!(
                 "the `{method}` fences of `outliers` are computed on every row, test rows included, so the test split leaks into training"
             ),
-            Some(
-                "bound the values without fitting them: a `filter` with fixed bounds (e.g. `filter: \"income <= 250000\"`) drops the same rows whatever the split holds".into(),
-            ),
+            Some(format!(
+                "clip with fences fitted on the train split instead: remove it here and give the `normalize` stage `clip: {{columns: [{}], method: {method}}}`; to drop rows, use a `filter` with fixed bounds, which fits nothing",
+                outliers.columns.join(", ")
+            )),
         ));
     }
     out

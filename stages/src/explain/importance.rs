@@ -235,6 +235,7 @@ mod tests {
             scale: 1.0,
             stats: Default::default(),
             fill: None,
+            clip: None,
         };
         let p = Preprocess {
             format: 1,

@@ -4,8 +4,8 @@
 use super::config::NormalizeConfig;
 use super::encode::{piece_numbers, piece_texts, OnMissing};
 use super::preprocess::{
-    self, CategoricalColumn, Encoding, Fill, Impute, InputColumn, Label, NumericColumn, Preprocess,
-    Task,
+    self, CategoricalColumn, Clip, Encoding, Fence, Fill, Impute, InputColumn, Label,
+    NumericColumn, Preprocess, Task,
 };
 use super::NormalizeError;
 use crate::table::hash::TextHash;
@@ -59,6 +59,7 @@ pub(super) fn fit(config: &NormalizeConfig, train: &Pieces) -> Result<Preprocess
     let named = config.numeric.columns.iter().map(|(c, _)| c);
     let named = named.chain(config.categorical.columns.iter().map(|(c, _)| c));
     let named = named.chain(config.impute.columns.iter().map(|(c, _)| c));
+    let named = named.chain(config.clip.iter().flat_map(|(columns, _)| columns));
     for column in named.chain(&config.drop) {
         train.column_index(column)?;
     }
@@ -170,6 +171,23 @@ fn fit_column(
             .map_or(OnMissing::Fail, |f| OnMissing::Fill(f.value));
         let values = piece_numbers(train, name, method.name(), on_missing)?;
         let slices: Vec<&[f64]> = values.iter().map(|v| &v[..]).collect();
+        let (clip, clipped) = match &config.clip {
+            Some((columns, fence)) if columns.contains(name) => {
+                let clip = fences(*fence, &slices);
+                // Scaled as the model will see the column: clipped (a copy, for these only).
+                let clipped: Vec<Vec<f64>> = slices
+                    .iter()
+                    .map(|p| p.iter().map(|x| x.clamp(clip.low, clip.high)).collect())
+                    .collect();
+                (Some(clip), clipped)
+            }
+            _ => (None, Vec::new()),
+        };
+        let slices = if clip.is_some() {
+            clipped.iter().map(|v| &v[..]).collect()
+        } else {
+            slices
+        };
         let (center, scale, stats) = preprocess::fit_pieces(method, &slices);
         numeric = Some(NumericColumn {
             name: name.clone(),
@@ -178,11 +196,20 @@ fn fit_column(
             scale,
             stats: stats.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             fill,
+            clip,
         });
         "numeric"
     } else if let Some(method) =
         encoding.or(is_text(data_type).then_some(config.categorical.default))
     {
+        if config.clip.as_ref().is_some_and(|(c, _)| c.contains(name)) {
+            return Err(NormalizeError::NotNumeric {
+                path: train.source.clone(),
+                column: name.clone(),
+                data_type: data_type.clone(),
+                method: "clip",
+            });
+        }
         // `median` and `mean` as a default mean "the usual fill" for text columns too: `mode`.
         let fill = match config.impute.get(name).unwrap_or(config.impute.default) {
             Impute::None => None,
@@ -229,6 +256,28 @@ fn fit_column(
         numeric,
         categorical,
     ))
+}
+
+/// The fences of `fence` over a (filled) train column; `pieces` is not empty.
+fn fences(fence: Fence, pieces: &[&[f64]]) -> Clip {
+    let (low, high) = match fence {
+        Fence::Iqr { k } => {
+            let parts: Vec<_> = pieces
+                .iter()
+                .map(|p| crate::quantile::Part::new(p, None))
+                .collect();
+            let q = crate::quantile::quantiles(&parts, &[0.25, 0.75])
+                .expect("the train split has rows and no NaN");
+            let iqr = q[1] - q[0];
+            (q[0] - k * iqr, q[1] + k * iqr)
+        }
+        Fence::Zscore { threshold } => {
+            let (_, _, stats) = preprocess::fit_pieces(preprocess::Scaling::Zscore, pieces);
+            let (mean, std) = (stats[0].1, stats[1].1);
+            (mean - threshold * std, mean + threshold * std)
+        }
+    };
+    Clip { fence, low, high }
 }
 
 /// The fill `impute` gives for the present values of a numeric column; `None` without any.

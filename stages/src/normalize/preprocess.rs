@@ -153,6 +153,29 @@ pub struct Fill<T> {
     pub value: T,
 }
 
+/// How clipping fences are fitted on the train split.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "method")]
+pub enum Fence {
+    /// `[Q1 − k·IQR, Q3 + k·IQR]`.
+    Iqr { k: f64 },
+    /// `mean ± threshold·sd` (population standard deviation).
+    Zscore { threshold: f64 },
+}
+
+impl Fence {
+    pub(crate) const NAMES: [&'static str; 2] = ["iqr", "zscore"];
+}
+
+/// Fitted clipping fences: a value below `low` becomes `low`, one above `high` becomes `high`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Clip {
+    #[serde(flatten)]
+    pub fence: Fence,
+    pub low: f64,
+    pub high: f64,
+}
+
 /// A raw column of the train table and what became of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputColumn {
@@ -177,6 +200,9 @@ pub struct NumericColumn {
     /// a missing value is an error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fill: Option<Fill<f64>>,
+    /// The fences a value is clipped to after filling and before scaling; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<Clip>,
 }
 
 /// A fitted categorical column: its categories, sorted, as text.
@@ -354,7 +380,11 @@ impl Preprocess {
     ) {
         let mut at = 0;
         for (i, c) in self.numeric.iter().enumerate() {
-            out[at] = ((number(i) - c.center) / c.scale) as f32;
+            let x = match c.clip {
+                Some(clip) => number(i).clamp(clip.low, clip.high),
+                None => number(i),
+            };
+            out[at] = ((x - c.center) / c.scale) as f32;
             at += 1;
         }
         for (i, c) in self.categorical.iter().enumerate() {
@@ -659,6 +689,7 @@ mod tests {
                 scale: 4.0,
                 stats: Default::default(),
                 fill: None,
+                clip: None,
             }],
             categorical: vec![
                 CategoricalColumn {
