@@ -3,9 +3,10 @@
 //! their source ids, `rows.npy` (int64 `[N]`); and the `preprocess` JSON artifact out.
 //!
 //! `config` parses `with:`, `fit` learns the statistics from the train split only, `preprocess`
-//! holds the artifact and applies it, `encode` turns a table into arrays. This file reads the
-//! inputs, writes the outputs through `Staged` so that a failure leaves none of them, and turns
-//! every failure into one message naming the file. When the train input is a directory, the
+//! holds the artifact and applies it (with `repair`'s missing-value fills and clipping fences),
+//! `encode` turns a table into arrays. This file reads the inputs, writes the outputs through
+//! `Staged` so that a failure leaves none of them, and turns every failure into one message
+//! naming the file. When the train input is a directory, the
 //! splits are ImageFolders and `images` does the work: `features.npy` is float32 `[N, C, H, W]`.
 
 mod config;
@@ -13,6 +14,7 @@ mod encode;
 mod fit;
 mod images;
 pub mod preprocess;
+mod repair;
 
 use crate::npy;
 use crate::problems::relative;

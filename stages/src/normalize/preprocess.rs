@@ -12,6 +12,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use super::repair::{Clip, Fence, Fill, Impute};
+
 /// The artifact layout; bumped when a field changes meaning.
 pub const FORMAT: u32 = 1;
 
@@ -111,69 +113,6 @@ impl Unknown {
             _ => None,
         }
     }
-}
-
-/// How a feature column's missing values (empty, null, NaN) are filled: with a statistic of the
-/// train split's values, so that no val or test row shapes the fill.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Impute {
-    /// Not filled: a missing value is an error.
-    None,
-    /// The median of the train values (numeric columns).
-    Median,
-    /// The mean of the train values (numeric columns).
-    Mean,
-    /// The most frequent train value, ties to the smallest.
-    Mode,
-}
-
-impl Impute {
-    pub(crate) const NAMES: [&'static str; 4] = ["none", "median", "mean", "mode"];
-
-    pub(crate) fn parse(s: &str) -> Option<Impute> {
-        match s {
-            "none" => Some(Impute::None),
-            "median" => Some(Impute::Median),
-            "mean" => Some(Impute::Mean),
-            "mode" => Some(Impute::Mode),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        Self::NAMES[self as usize]
-    }
-}
-
-/// A fitted fill: the method and the value it gave on the train split.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Fill<T> {
-    pub method: Impute,
-    pub value: T,
-}
-
-/// How clipping fences are fitted on the train split.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "method")]
-pub enum Fence {
-    /// `[Q1 − k·IQR, Q3 + k·IQR]`.
-    Iqr { k: f64 },
-    /// `mean ± threshold·sd` (population standard deviation).
-    Zscore { threshold: f64 },
-}
-
-impl Fence {
-    pub(crate) const NAMES: [&'static str; 2] = ["iqr", "zscore"];
-}
-
-/// Fitted clipping fences: a value below `low` becomes `low`, one above `high` becomes `high`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Clip {
-    #[serde(flatten)]
-    pub fence: Fence,
-    pub low: f64,
-    pub high: f64,
 }
 
 /// A raw column of the train table and what became of it.
