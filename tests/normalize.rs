@@ -582,3 +582,52 @@ fn clipping_fences_are_fitted_on_the_train_split_only() {
     row.insert("x".into(), json!(-1e9));
     assert_eq!(p.apply(&row).unwrap(), [-1.0]);
 }
+
+#[test]
+fn after_split_the_fill_is_the_train_rows_median() {
+    // 60 rows, every fifth one without `x`; the values grow fast, so which rows are in train
+    // moves the median a lot.
+    let mut csv = String::from("x,y\n");
+    for i in 0..60 {
+        let x = if i % 5 == 0 {
+            String::new()
+        } else {
+            (i * i).to_string()
+        };
+        csv.push_str(&format!("{x},{}\n", ["a", "b"][i % 2]));
+    }
+    let ws = Ws::new();
+    ws.write("data/rows.csv", &csv).pipeline(
+        "stages:\n  s:\n    uses: split\n    inputs: {table: data/rows.csv}\n    with: {ratios: {train: 0.6, val: 0.2, test: 0.2}, seed: 7}\n  n:\n    uses: normalize\n    inputs:\n      train: ${{ stages.s.outputs.train }}\n      test: ${{ stages.s.outputs.test }}\n    with: {label: y, impute: {default: median}}\n",
+    );
+    ws.run(&[]).assert_ok();
+    let present = |rel: &str| -> Vec<f64> {
+        let file = std::fs::File::open(ws.path(rel)).unwrap();
+        let mut out = Vec::new();
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
+            let batch = batch.unwrap();
+            let x = batch.column(batch.schema().index_of("x").unwrap());
+            let x = arrow::compute::cast(x, &DataType::Float64).unwrap();
+            out.extend(x.as_primitive::<Float64Type>().iter().flatten());
+        }
+        out
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        (v[(n - 1) / 2] + v[n / 2]) / 2.0
+    };
+    let train = median(present("out/sluice/s/train.parquet"));
+    let mut all = present("out/sluice/s/train.parquet");
+    all.extend(present("out/sluice/s/test.parquet"));
+    assert_ne!(train, median(all), "the split must tell the two apart");
+    let (json, _) = artifact(&ws, "out/sluice/n/preprocess.json");
+    assert_eq!(
+        json["numeric"][0]["fill"],
+        json!({"method": "median", "value": train})
+    );
+}
