@@ -216,6 +216,31 @@ mod tests {
     }
 
     #[test]
+    fn each_rendered_alone_is_what_render_labels_error() {
+        let d = Diagnostics {
+            file: "p.yaml".into(),
+            source: "a: 1\nb: 2\n".into(),
+            items: vec![
+                Diagnostic::new("first").at(Some(Location { line: 2, column: 4 })),
+                Diagnostic::new("second").help("do this"),
+            ],
+        };
+        let each = d.render_each();
+        assert_eq!(
+            each,
+            [
+                "first\n  --> p.yaml:2:4\n  |\n2 | b: 2\n  |    ^\n",
+                "second\n  --> p.yaml\n  = help: do this\n",
+            ]
+        );
+        let labelled: String = each.iter().map(|e| format!("error: {e}\n")).collect();
+        assert_eq!(
+            d.render(),
+            format!("{labelled}error: p.yaml has 2 problems; nothing was run\n")
+        );
+    }
+
+    #[test]
     fn suggests_close_names() {
         assert_eq!(
             did_you_mean("inptus", ["inputs", "outputs", "with"]).as_deref(),
