@@ -255,6 +255,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_null_in_a_float_tensor_is_a_missing_value() {
+        let json = br#"{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","data":[null,2]}]}"#;
+        let r = InferRequest::parse(json, None).unwrap();
+        let Elements::Numbers(v) = &r.inputs[0].data else {
+            panic!("numbers")
+        };
+        assert!(v[0].is_nan() && v[1] == 2.0, "{v:?}");
+        for datatype in ["INT64", "BYTES", "BOOL"] {
+            let json = format!(
+                r#"{{"inputs":[{{"name":"a","shape":[1],"datatype":"{datatype}","data":[null]}}]}}"#
+            );
+            let e = InferRequest::parse(json.as_bytes(), None).unwrap_err();
+            assert!(
+                e.message.contains("null is not a"),
+                "{datatype}: {}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
     fn json_and_binary_inputs_decode_alike() {
         let json = br#"{"inputs":[{"name":"a","shape":[2],"datatype":"FP64","data":[1.5,2]},
             {"name":"b","shape":[2,1],"datatype":"BYTES","data":[["x"],["yz"]]}]}"#;
