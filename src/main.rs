@@ -16,8 +16,8 @@ use sluice_runner::cache::{GcOptions, GcStats};
 use sluice_runner::plan::{Decision, Planned};
 use sluice_runner::render::{render_dag, DagFormat};
 use sluice_runner::{
-    Engine, EngineError, LoadError, LoadOptions, Pipeline, RunOptions, Selection, StageError,
-    Workspace,
+    Engine, EngineError, Event, LoadError, LoadOptions, Pipeline, RunOptions, Selection,
+    StageError, Workspace,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -168,6 +168,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Status(args) => {
             let (file, stages) = split_args(&args.args);
             let (engine, pipeline) = open(&file, &overrides(&args.pipeline)?)?;
+            print_warnings(&pipeline);
             let planned = engine
                 .plan(
                     &pipeline,
@@ -252,6 +253,7 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
         downstream: args.downstream,
     };
     if args.dry_run {
+        print_warnings(&pipeline);
         let planned = engine
             .plan(&pipeline, &selection, &args.force)
             .map_err(engine_failure)?;
@@ -274,6 +276,13 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
             report::human(ev_rx, style)
         }
     });
+    // Validation's warnings go with the run's events: in `--json` they are events too.
+    for message in &pipeline.warnings {
+        let _ = ev_tx.send(Event::Warning {
+            stage: None,
+            message: message.trim_end().to_string(),
+        });
+    }
     let result = engine.run(
         Arc::new(pipeline),
         RunOptions {
@@ -430,6 +439,13 @@ fn open(file: &Path, overrides: &[(String, String)]) -> Result<(Engine, Pipeline
         "pipeline loaded and validated"
     );
     Ok((Engine::new(ws, registry), pipeline))
+}
+
+/// Validation's warnings on stderr, for commands that show no run events.
+pub(crate) fn print_warnings(pipeline: &Pipeline) {
+    for message in &pipeline.warnings {
+        eprintln!("warning: {message}");
+    }
 }
 
 fn print_plan(pipeline: &Pipeline, planned: &[Planned], json: bool, dry_run: bool) {

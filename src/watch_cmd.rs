@@ -5,7 +5,8 @@
 use crate::cli::{Cli, WatchArgs};
 use crate::report::{self, Human};
 use crate::{
-    gpus_for, jobs, open, overrides, Failure, SignalChannel, DEFAULT_PIPELINE, EXIT_INTERRUPTED,
+    gpus_for, jobs, open, overrides, print_warnings, Failure, SignalChannel, DEFAULT_PIPELINE,
+    EXIT_INTERRUPTED,
 };
 use crossbeam_channel::Receiver;
 use sluice_runner::watch::{watch as watch_loop, Notice, WatchEnd, WatchEvent, WatchOptions};
@@ -22,6 +23,7 @@ pub fn watch(cli: &Cli, args: &WatchArgs) -> Result<ExitCode, Failure> {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PIPELINE));
     let overrides = overrides(&args.pipeline)?;
     let (engine, pipeline) = open(&file, &overrides)?;
+    print_warnings(&pipeline);
     let jobs = jobs(args.jobs);
     let kill_grace = args.kill_grace;
     let gpus = gpus_for(&pipeline, args.gpus);

@@ -254,3 +254,47 @@ fn config_errors_point_at_the_yaml() {
     assert!(e.contains("sluice.yaml:5:12"), "{e}");
     assert!(e.contains("sluice.yaml:5:37"), "{e}");
 }
+
+#[test]
+fn rules_fitted_on_every_row_warn_at_the_rule_and_the_run_succeeds() {
+    let ws = Ws::new();
+    ws.write("data/rows.csv", PEOPLE).pipeline(
+        "stages:\n  c:\n    uses: clean\n    inputs: {table: data/rows.csv}\n    with:\n      missing: {default: drop, columns: {age: median, city: {constant: X}}}\n",
+    );
+    let warning = "stage `c`: the `median` fill of `age` is computed on every row, test rows included, so the test split leaks into training\n  --> sluice.yaml:6:47\n  |\n6 |       missing: {default: drop, columns: {age: median, city: {constant: X}}}\n  |                                               ^\n  = help: fill it from the train split instead: remove it here and give the `normalize` stage `impute: {columns: {age: median}}`; `drop` and `{constant: VALUE}` fit nothing and may stay";
+    // `--json`: one warning event, before the run starts; the run still succeeds.
+    let r = ws.run(&[]);
+    r.assert_ok();
+    let warnings: Vec<_> = r
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "warning")
+        .collect();
+    assert_eq!(
+        warnings,
+        [serde_json::json!({"event": "warning", "message": warning})]
+    );
+    // In a terminal, and for `status`, once on stderr.
+    for args in [&["run"][..], &["status"]] {
+        let r = ws.sluice(args);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        assert_eq!(
+            r.stderr.matches("leaks into training").count(),
+            1,
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains(&format!("warning: {warning}")),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+
+    // Rules that fit nothing say nothing.
+    ws.pipeline(
+        "stages:\n  c:\n    uses: clean\n    inputs: {table: data/rows.csv}\n    with:\n      missing: {default: drop, columns: {city: {constant: X}}}\n      duplicates: drop\n      filter: \"income < 250\"\n",
+    );
+    let r = ws.sluice(&["status"]);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+}

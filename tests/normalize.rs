@@ -371,7 +371,7 @@ fn missing_values_and_unknown_columns_are_named() {
     let (ws, r) = hand_made("x,city,size,y\n4,a,,yes\n", "{label: y}");
     assert_eq!(
         failure(&ws, &r),
-        "`data/test.csv` row 1: column `size` is empty\n  = help: fill or drop missing values first with `clean`'s `missing` rule"
+        "`data/test.csv` row 1: column `size` is empty\n  = help: fill it from the train split with `impute: {columns: {size: median}}` (or `mode` for text), or drop such rows with `clean`'s `missing: {size: drop}`"
     );
     let (ws, r) = hand_made(TRAIN, "{label: y, drop: [ctiy]}");
     assert_eq!(
@@ -462,4 +462,172 @@ fn an_infinite_value_names_its_row_and_column_and_the_run_ends() {
         );
         assert_eq!(r.outcomes()["other"], "ran", "{}", r.stdout);
     }
+}
+
+#[test]
+fn fills_are_fitted_on_the_train_split_only_and_applied_to_every_split() {
+    // The test rows' values would move the median (to 4) and the mode (to `b`) if they counted.
+    let ws = Ws::new();
+    ws.write("data/train.csv", "x,c,y\n1,a,no\n2,a,yes\n,b,no\n4,,yes\n10,b,no\n")
+        .write(
+            "data/test.csv",
+            "x,c,y\n,b,yes\n1000,b,no\n1000,b,yes\n1000,,no\n",
+        )
+        .pipeline(
+            "stages:\n  n:\n    uses: normalize\n    inputs: {train: data/train.csv, test: data/test.csv}\n    with: {label: y, numeric: {default: robust}, impute: {default: median}}\n",
+        );
+    ws.run(&[]).assert_ok();
+    let (json, p) = artifact(&ws, "out/sluice/n/preprocess.json");
+    let present = |csv: &str| -> Vec<f64> {
+        csv.lines()
+            .skip(1)
+            .filter_map(|l| l.split(',').next().unwrap().parse().ok())
+            .collect()
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        (v[(n - 1) / 2] + v[n / 2]) / 2.0
+    };
+    let train_median = median(present(&ws.read("data/train.csv")));
+    let mut all = present(&ws.read("data/train.csv"));
+    all.extend(present(&ws.read("data/test.csv")));
+    assert_ne!(
+        train_median,
+        median(all),
+        "the data must tell the two apart"
+    );
+    assert_eq!(
+        json["numeric"][0]["fill"],
+        json!({"method": "median", "value": train_median})
+    );
+    // A text column's default fill is the train split's mode; ties go to the smallest.
+    assert_eq!(
+        json["categorical"][0]["fill"],
+        json!({"method": "mode", "value": "a"})
+    );
+    // The robust scaling is fitted on the filled train column, 1 2 3 4 10: median 3, IQR 2.
+    assert_eq!(json["numeric"][0]["stats"]["median"], json!(3.0));
+    assert_eq!(json["numeric"][0]["stats"]["q1"], json!(2.0));
+    // Every split's missing values become the recorded fills, as `apply` fills raw rows.
+    let rows: Vec<Map<String, Value>> = ws
+        .read("data/test.csv")
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let mut m = Map::new();
+            m.insert(
+                "x".into(),
+                f[0].parse::<f64>().map_or(Value::Null, |x| json!(x)),
+            );
+            m.insert(
+                "c".into(),
+                if f[1].is_empty() {
+                    Value::Null
+                } else {
+                    json!(f[1])
+                },
+            );
+            m
+        })
+        .collect();
+    let applied: Vec<f32> = rows.iter().flat_map(|r| p.apply(r).unwrap()).collect();
+    let features = Npy::read(&ws, "out/sluice/n/test/features.npy");
+    assert_eq!(features.f32s(), applied);
+    // Row 1 (x missing) is the median, scaled to 0; row 4 (c missing) is `a`.
+    assert_eq!(applied[..3], [0.0, 0.0, 1.0]);
+    assert_eq!(applied[9..], [498.5, 1.0, 0.0]);
+    let mut empty = Map::new();
+    empty.insert("x".into(), Value::Null);
+    assert_eq!(p.apply(&empty).unwrap(), [0.0, 1.0, 0.0]);
+}
+
+#[test]
+fn a_numeric_fill_on_a_text_column_names_the_column() {
+    let (ws, r) = hand_made(
+        "x,city,size,y\n4,a,M,yes\n",
+        "{label: y, impute: {columns: {city: median}}}",
+    );
+    assert_eq!(
+        failure(&ws, &r),
+        "`data/train.csv`: column `city` has type Utf8, which `median` cannot fill\n  = help: fill text columns with their most frequent value: `impute: {columns: {city: mode}}`"
+    );
+}
+
+#[test]
+fn clipping_fences_are_fitted_on_the_train_split_only() {
+    // Train quartiles 2 and 4: fences at [-1, 7]. The test rows' 1000s would widen them.
+    let ws = Ws::new();
+    ws.write("data/train.csv", "x,y\n1,a\n2,b\n3,a\n4,b\n100,a\n")
+        .write("data/test.csv", "x,y\n1000,a\n1000,b\n-5,a\n5,b\n")
+        .pipeline(
+            "stages:\n  n:\n    uses: normalize\n    inputs: {train: data/train.csv, test: data/test.csv}\n    with: {label: y, numeric: {default: none}, clip: {columns: [x], method: iqr, k: 1.5}}\n",
+        );
+    ws.run(&[]).assert_ok();
+    let (json, p) = artifact(&ws, "out/sluice/n/preprocess.json");
+    assert_eq!(
+        json["numeric"][0]["clip"],
+        json!({"method": "iqr", "k": 1.5, "low": -1.0, "high": 7.0})
+    );
+    assert_eq!(
+        Npy::read(&ws, "out/sluice/n/train/features.npy").f32s(),
+        [1.0, 2.0, 3.0, 4.0, 7.0]
+    );
+    assert_eq!(
+        Npy::read(&ws, "out/sluice/n/test/features.npy").f32s(),
+        [7.0, 7.0, -1.0, 5.0]
+    );
+    let mut row = Map::new();
+    row.insert("x".into(), json!(-1e9));
+    assert_eq!(p.apply(&row).unwrap(), [-1.0]);
+}
+
+#[test]
+fn after_split_the_fill_is_the_train_rows_median() {
+    // 60 rows, every fifth one without `x`; the values grow fast, so which rows are in train
+    // moves the median a lot.
+    let mut csv = String::from("x,y\n");
+    for i in 0..60 {
+        let x = if i % 5 == 0 {
+            String::new()
+        } else {
+            (i * i).to_string()
+        };
+        csv.push_str(&format!("{x},{}\n", ["a", "b"][i % 2]));
+    }
+    let ws = Ws::new();
+    ws.write("data/rows.csv", &csv).pipeline(
+        "stages:\n  s:\n    uses: split\n    inputs: {table: data/rows.csv}\n    with: {ratios: {train: 0.6, val: 0.2, test: 0.2}, seed: 7}\n  n:\n    uses: normalize\n    inputs:\n      train: ${{ stages.s.outputs.train }}\n      test: ${{ stages.s.outputs.test }}\n    with: {label: y, impute: {default: median}}\n",
+    );
+    ws.run(&[]).assert_ok();
+    let present = |rel: &str| -> Vec<f64> {
+        let file = std::fs::File::open(ws.path(rel)).unwrap();
+        let mut out = Vec::new();
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
+            let batch = batch.unwrap();
+            let x = batch.column(batch.schema().index_of("x").unwrap());
+            let x = arrow::compute::cast(x, &DataType::Float64).unwrap();
+            out.extend(x.as_primitive::<Float64Type>().iter().flatten());
+        }
+        out
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        (v[(n - 1) / 2] + v[n / 2]) / 2.0
+    };
+    let train = median(present("out/sluice/s/train.parquet"));
+    let mut all = present("out/sluice/s/train.parquet");
+    all.extend(present("out/sluice/s/test.parquet"));
+    assert_ne!(train, median(all), "the split must tell the two apart");
+    let (json, _) = artifact(&ws, "out/sluice/n/preprocess.json");
+    assert_eq!(
+        json["numeric"][0]["fill"],
+        json!({"method": "median", "value": train})
+    );
 }

@@ -1028,6 +1028,42 @@ fn idle_and_stalled_connections_are_closed() {
 }
 
 #[test]
+fn a_missing_value_gets_the_fill_the_artifact_recorded() {
+    let _ = trained();
+    let dir = registry_copy();
+    // As `normalize` with `impute:` records it: `sepal_width` is filled, the others are not.
+    let path = dir.path().join("models/iris/1/preprocess.json");
+    let mut pre: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for c in pre["numeric"].as_array_mut().unwrap() {
+        if c["name"] == "sepal_width" {
+            c["fill"] = json!({"method": "median", "value": 3.25});
+        }
+    }
+    std::fs::write(&path, serde_json::to_string(&pre).unwrap()).unwrap();
+    let server = Server::start(dir.path(), &["models"]);
+    let infer = "/v2/models/iris/infer";
+    // A JSON null is a missing value: the same answer as the fill sent as a value.
+    let mut request = good_request(2);
+    request["inputs"][1]["data"] = json!([null, 3.25]);
+    let (status, answer) = post_json(&server.addr, infer, &request);
+    assert_eq!(status, 200, "{answer}");
+    let p = answer["outputs"][0]["data"].as_array().unwrap();
+    assert_eq!(p.len(), 6, "{answer}");
+    assert_eq!(p[..3], p[3..], "{answer}");
+    // A column without a fill still refuses a missing value, naming it.
+    let mut request = good_request(1);
+    request["inputs"][0]["data"] = json!([null]);
+    let (status, answer) = post_json(&server.addr, infer, &request);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains(
+            "input `sepal_length` row 0 is missing (NaN), and the model has no fill for it"
+        ),
+        "{answer}"
+    );
+}
+
+#[test]
 fn non_finite_values_and_repeated_inputs_are_400s_naming_the_input() {
     let ws = trained();
     let server = Server::start(ws.root(), &["models"]);
@@ -1073,7 +1109,9 @@ fn non_finite_values_and_repeated_inputs_are_400s_naming_the_input() {
     let text = String::from_utf8_lossy(&body);
     assert_eq!(status, 400, "{text}");
     assert!(
-        text.contains("input `sepal_width`: element 1 is NaN, not a finite number"),
+        text.contains(
+            "input `sepal_width` row 1 is missing (NaN), and the model has no fill for it"
+        ),
         "{text}"
     );
     let mut twice = good_request(1);

@@ -62,31 +62,7 @@ impl Diagnostics {
         let mut out = String::new();
         let lines: Vec<&str> = self.source.lines().collect();
         for d in self.items.iter().take(SHOWN) {
-            let _ = writeln!(out, "error: {}", d.message);
-            match d.location {
-                Some(loc) => {
-                    let _ = writeln!(out, "  --> {}:{}:{}", self.file, loc.line, loc.column);
-                    if let Some(text) = lines.get(loc.line.saturating_sub(1)) {
-                        let num = loc.line.to_string();
-                        let pad = " ".repeat(num.len());
-                        let (text, column) = excerpt(text, loc.column);
-                        let _ = writeln!(out, "{pad} |");
-                        let _ = writeln!(out, "{num} | {text}");
-                        let caret_pad: String = text
-                            .chars()
-                            .take(column.saturating_sub(1))
-                            .map(|c| if c == '\t' { '\t' } else { ' ' })
-                            .collect();
-                        let _ = writeln!(out, "{pad} | {caret_pad}^");
-                    }
-                }
-                None => {
-                    let _ = writeln!(out, "  --> {}", self.file);
-                }
-            }
-            if let Some(h) = &d.help {
-                let _ = writeln!(out, "  = help: {h}");
-            }
+            let _ = write!(out, "error: {}", self.render_one(d, &lines));
             out.push('\n');
         }
         let n = self.items.len();
@@ -104,6 +80,48 @@ impl Diagnostics {
             self.file,
             if n == 1 { "" } else { "s" }
         );
+        out
+    }
+
+    /// Each diagnostic rendered on its own, without a label: for warnings, which a consumer
+    /// labels (`warning:` in a terminal, an event in `--json`).
+    pub fn render_each(&self) -> Vec<String> {
+        let lines: Vec<&str> = self.source.lines().collect();
+        self.items
+            .iter()
+            .map(|d| self.render_one(d, &lines))
+            .collect()
+    }
+
+    /// One diagnostic: its message, place, source line with a caret, and `help:`, each line
+    /// ending in a newline.
+    fn render_one(&self, d: &Diagnostic, lines: &[&str]) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "{}", d.message);
+        match d.location {
+            Some(loc) => {
+                let _ = writeln!(out, "  --> {}:{}:{}", self.file, loc.line, loc.column);
+                if let Some(text) = lines.get(loc.line.saturating_sub(1)) {
+                    let num = loc.line.to_string();
+                    let pad = " ".repeat(num.len());
+                    let (text, column) = excerpt(text, loc.column);
+                    let _ = writeln!(out, "{pad} |");
+                    let _ = writeln!(out, "{num} | {text}");
+                    let caret_pad: String = text
+                        .chars()
+                        .take(column.saturating_sub(1))
+                        .map(|c| if c == '\t' { '\t' } else { ' ' })
+                        .collect();
+                    let _ = writeln!(out, "{pad} | {caret_pad}^");
+                }
+            }
+            None => {
+                let _ = writeln!(out, "  --> {}", self.file);
+            }
+        }
+        if let Some(h) = &d.help {
+            let _ = writeln!(out, "  = help: {h}");
+        }
         out
     }
 }
@@ -194,6 +212,31 @@ mod tests {
         assert_eq!(
             excerpt("a: \"x\0y\x1b[31m\"\t", 6),
             ("a: \"x\u{2400}y\u{241b}[31m\"\t".to_string(), 6)
+        );
+    }
+
+    #[test]
+    fn each_rendered_alone_is_what_render_labels_error() {
+        let d = Diagnostics {
+            file: "p.yaml".into(),
+            source: "a: 1\nb: 2\n".into(),
+            items: vec![
+                Diagnostic::new("first").at(Some(Location { line: 2, column: 4 })),
+                Diagnostic::new("second").help("do this"),
+            ],
+        };
+        let each = d.render_each();
+        assert_eq!(
+            each,
+            [
+                "first\n  --> p.yaml:2:4\n  |\n2 | b: 2\n  |    ^\n",
+                "second\n  --> p.yaml\n  = help: do this\n",
+            ]
+        );
+        let labelled: String = each.iter().map(|e| format!("error: {e}\n")).collect();
+        assert_eq!(
+            d.render(),
+            format!("{labelled}error: p.yaml has 2 problems; nothing was run\n")
         );
     }
 

@@ -107,6 +107,9 @@ pub struct Pipeline {
     pub stages: Vec<StageDef>,
     pub graph: StageGraph,
     pub by_name: HashMap<String, usize>,
+    /// What validation found worth saying but not worth refusing, each rendered with its place
+    /// in the file (message, location, source line, `help:`), without the `warning:` label.
+    pub warnings: Vec<String>,
 }
 
 impl Pipeline {

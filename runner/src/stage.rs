@@ -238,6 +238,12 @@ pub trait Stage: Send + Sync {
     fn prepare(&self, _with: &serde_json::Value) -> Result<Prepared, Vec<ConfigProblem>> {
         Ok(Prepared::nothing())
     }
+    /// Problems with a prepared `with:` that do not stop the pipeline: a setting that works but
+    /// gives worse results than another way (a statistic fitted on test rows, say). Reported
+    /// with their places when the pipeline loads, once per command, as warnings.
+    fn warnings(&self, _prepared: &Prepared) -> Vec<ConfigProblem> {
+        Vec::new()
+    }
     /// The JSON Schema of the kind's `with:` block, for `sluice schema`; `None` leaves it an
     /// unchecked mapping.
     fn with_schema(&self) -> Option<serde_json::Value> {

@@ -404,6 +404,19 @@ fn table_features(
     for i in 0..rows {
         for t in &found {
             let value = match &t.data {
+                Elements::Numbers(v) if v[i].is_nan() => {
+                    let filled = pre
+                        .numeric
+                        .iter()
+                        .any(|c| c.name == t.name && c.fill.is_some());
+                    if !filled {
+                        return Err(ServeError::bad_request(format!(
+                            "input `{}` row {i} is missing (NaN), and the model has no fill for it\nhint: fill missing values from the train split with `normalize`'s `impute:`, or send a value",
+                            t.name
+                        )));
+                    }
+                    Value::Null
+                }
                 Elements::Numbers(v) => serde_json::Number::from_f64(v[i])
                     .map(Value::Number)
                     .ok_or_else(|| {

@@ -66,17 +66,24 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Pipeline, LoadError> {
     let source = read_source(opts)?;
     let file = std::path::absolute(opts.file).unwrap_or_else(|_| opts.file.to_path_buf());
     let (raw, mut problems) = parse_raw(&source);
+    let mut warnings = Problems::default();
     let pipeline = if problems.is_fatal() {
         None
     } else {
         Validator {
             opts,
             problems: &mut problems,
+            warnings: &mut warnings,
         }
         .run(raw, file)
     };
     match pipeline {
-        Some(p) if problems.is_empty() => Ok(p),
+        Some(mut p) if problems.is_empty() => {
+            if !warnings.is_empty() {
+                p.warnings = located(warnings, source, opts).render_each();
+            }
+            Ok(p)
+        }
         _ => Err(LoadError::Invalid(located(problems, source, opts))),
     }
 }
@@ -154,6 +161,8 @@ fn read_source(opts: &LoadOptions<'_>) -> Result<String, LoadError> {
 struct Validator<'a, 'b> {
     opts: &'a LoadOptions<'a>,
     problems: &'b mut Problems,
+    /// What does not refuse the pipeline: [`crate::Stage::warnings`].
+    warnings: &'b mut Problems,
 }
 
 /// Pass 1's findings, which references to outputs need before any stage is read further.
@@ -194,6 +203,7 @@ impl Validator<'_, '_> {
             stages,
             graph,
             by_name: index,
+            warnings: Vec::new(),
         })
     }
 

@@ -273,12 +273,16 @@ impl Validator<'_, '_> {
             }
         }
         let with_path = s.path.k("with");
-        let (prepared, problems) = match stage.prepare(with) {
-            Ok(prepared) => (prepared, Vec::new()),
+        let (prepared, problems, warnings) = match stage.prepare(with) {
+            Ok(prepared) => {
+                let warnings = stage.warnings(&prepared);
+                (prepared, Vec::new(), warnings)
+            }
             // The pipeline is refused, so the stage never runs and needs no config.
-            Err(problems) => (Prepared::nothing(), problems),
+            Err(problems) => (Prepared::nothing(), problems, Vec::new()),
         };
-        for problem in problems {
+        let problems = problems.into_iter().map(|p| (p, false));
+        for (problem, warning) in problems.chain(warnings.into_iter().map(|p| (p, true))) {
             let mut p = with_path.clone();
             for seg in &problem.path {
                 p = p.k(seg);
@@ -289,7 +293,12 @@ impl Validator<'_, '_> {
             if problem.at_key {
                 p = p.key_of();
             }
-            self.problems.push(
+            let into = if warning {
+                &mut *self.warnings
+            } else {
+                &mut *self.problems
+            };
+            into.push(
                 &p,
                 format!("stage `{}`: {}", s.name, problem.message),
                 problem.help,

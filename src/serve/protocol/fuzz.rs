@@ -200,7 +200,8 @@ fn fuzzed_request_bodies_decode_or_fail_cleanly() {
                         shown()
                     );
                     if let Elements::Numbers(v) = &t.data {
-                        assert!(v.iter().all(|x| x.is_finite()), "{}", shown());
+                        // NaN is a missing value, for the bundle to fill or refuse.
+                        assert!(v.iter().all(|x| !x.is_infinite()), "{}", shown());
                     }
                 }
             }

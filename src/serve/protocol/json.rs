@@ -120,6 +120,14 @@ impl<'de> Visitor<'de> for Leaves<'_> {
         Ok(())
     }
 
+    /// `null` in a float tensor is a missing value (NaN), as in the binary form.
+    fn visit_unit<E: de::Error>(mut self) -> Result<(), E> {
+        match self.datatype {
+            DataType::F32 | DataType::F64 => self.number(f64::NAN),
+            _ => Err(self.wrong("null")),
+        }
+    }
+
     fn visit_bool<E: de::Error>(mut self, b: bool) -> Result<(), E> {
         match self.datatype {
             DataType::Bool => self.number(f64::from(u8::from(b))),
@@ -172,10 +180,6 @@ impl<'de> Visitor<'de> for Leaves<'_> {
             }
             _ => Err(self.wrong(serde_json::Value::from(shorten(s)))),
         }
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Err(self.wrong("null"))
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {

@@ -232,8 +232,9 @@ fn decode_input(input: RawInput, binary: &mut &[u8]) -> Result<Tensor, ServeErro
         (Some(_), Some(_)) => return Err(bad("has both `data` and `binary_data_size`".into())),
         (None, None) => return Err(bad("has neither `data` nor `binary_data_size`".into())),
     };
+    // NaN is a missing value, which the bundle fills from the artifact or refuses.
     if let Elements::Numbers(v) = &data {
-        if let Some(at) = v.iter().position(|x| !x.is_finite()) {
+        if let Some(at) = v.iter().position(|x| x.is_infinite()) {
             return Err(bad(format!(
                 "element {at} is {}, not a finite number",
                 v[at]
@@ -252,6 +253,27 @@ fn decode_input(input: RawInput, binary: &mut &[u8]) -> Result<Tensor, ServeErro
 mod tests {
     use super::super::counting;
     use super::*;
+
+    #[test]
+    fn a_null_in_a_float_tensor_is_a_missing_value() {
+        let json = br#"{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","data":[null,2]}]}"#;
+        let r = InferRequest::parse(json, None).unwrap();
+        let Elements::Numbers(v) = &r.inputs[0].data else {
+            panic!("numbers")
+        };
+        assert!(v[0].is_nan() && v[1] == 2.0, "{v:?}");
+        for datatype in ["INT64", "BYTES", "BOOL"] {
+            let json = format!(
+                r#"{{"inputs":[{{"name":"a","shape":[1],"datatype":"{datatype}","data":[null]}}]}}"#
+            );
+            let e = InferRequest::parse(json.as_bytes(), None).unwrap_err();
+            assert!(
+                e.message.contains("null is not a"),
+                "{datatype}: {}",
+                e.message
+            );
+        }
+    }
 
     #[test]
     fn json_and_binary_inputs_decode_alike() {

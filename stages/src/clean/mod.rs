@@ -11,6 +11,7 @@ mod config;
 pub(crate) mod expr;
 mod images;
 pub(crate) use images::{parse_size, size_schema};
+mod leakage;
 mod rules;
 
 use crate::image_folder::FolderError;
@@ -117,6 +118,13 @@ impl Stage for Clean {
             images::ImageCleanConfig::parse(with),
             for_images,
         )
+    }
+    /// Rules fitted on every row, test rows included (see `leakage`).
+    fn warnings(&self, prepared: &Prepared) -> Vec<ConfigProblem> {
+        match prepared.get::<CleanModes>().map(|m| &m.table) {
+            Some(Ok(config)) => leakage::warnings(config),
+            _ => Vec::new(),
+        }
     }
     fn with_schema(&self) -> Option<serde_json::Value> {
         // Image options select the image mode, any other `with:` is the table mode's.

@@ -234,6 +234,8 @@ mod tests {
             center: 0.0,
             scale: 1.0,
             stats: Default::default(),
+            fill: None,
+            clip: None,
         };
         let p = Preprocess {
             format: 1,
@@ -244,11 +246,13 @@ mod tests {
                     name: "color".into(),
                     method: Encoding::Onehot,
                     categories: vec!["blue".into(), "green".into(), "red".into()],
+                    fill: None,
                 },
                 CategoricalColumn {
                     name: "size".into(),
                     method: Encoding::Ordinal,
                     categories: vec!["l".into(), "s".into()],
+                    fill: None,
                 },
             ],
             features: Vec::new(),

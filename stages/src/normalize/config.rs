@@ -6,7 +6,7 @@
 //! (the label cannot also be a feature, a column cannot have two methods, a dropped column cannot
 //! have one).
 
-use super::preprocess::{Encoding, Scaling, Task, Unknown};
+use super::preprocess::{Encoding, Fence, Impute, Scaling, Task, Unknown};
 use crate::fields::{Field, Reader, Type, Wording};
 use crate::problems::problem;
 use serde_json::{json, Value};
@@ -35,6 +35,10 @@ pub(crate) struct NormalizeConfig {
     pub(crate) task: Task,
     pub(crate) numeric: PerColumn<Scaling>,
     pub(crate) categorical: PerColumn<Encoding>,
+    /// Missing-value fills, fitted on the train split.
+    pub(crate) impute: PerColumn<Impute>,
+    /// Numeric columns clipped to fences fitted on the train split, and how.
+    pub(crate) clip: Option<(Vec<String>, Fence)>,
     pub(crate) drop: Vec<String>,
     pub(crate) unknown_category: Unknown,
 }
@@ -68,6 +72,16 @@ pub(crate) const FIELDS: &[Field] = &[
         "categorical",
         Type::Section(CATEGORICAL),
         "How text columns are encoded: a default encoding and the columns that differ.",
+    ),
+    Field::new(
+        "impute",
+        Type::Section(IMPUTE),
+        "How missing values are filled, from the train split only: a default method and the columns that differ.",
+    ),
+    Field::new(
+        "clip",
+        Type::Section(CLIP),
+        "Numeric columns clipped to outlier fences fitted on the train split only.",
     ),
     Field::new(
         "drop",
@@ -119,10 +133,59 @@ const CATEGORICAL: &[Field] = &[
     ),
 ];
 
+const IMPUTE: &[Field] = &[
+    Field::new(
+        "default",
+        Type::Choice {
+            names: &Impute::NAMES,
+            wording: Wording::ValueFor,
+        },
+        "The fill of every feature column not under `columns`; text columns fill `median` and `mean` with `mode`.",
+    )
+    .default("\"none\""),
+    Field::new(
+        "columns",
+        Type::Custom(impute_columns_schema),
+        "Per-column fill: COLUMN: METHOD.",
+    ),
+];
+
+const ABOVE_0: Type = Type::Number {
+    min: 0.0,
+    max: f64::INFINITY,
+    open_min: true,
+};
+
+const CLIP: &[Field] = &[
+    Field::new(
+        "columns",
+        Type::Custom(drop_schema),
+        "The numeric feature columns to clip.",
+    )
+    .required(),
+    Field::new(
+        "method",
+        Type::Choice {
+            names: &Fence::NAMES,
+            wording: Wording::ValueFor,
+        },
+        "iqr fences at [Q1 - k·IQR, Q3 + k·IQR]; zscore at mean ± threshold·sd.",
+    )
+    .default("\"iqr\""),
+    Field::new("k", ABOVE_0, "The IQR multiple of `method: iqr`.").default("1.5"),
+    Field::new(
+        "threshold",
+        ABOVE_0,
+        "The standard deviations of `method: zscore`.",
+    )
+    .default("3.0"),
+];
+
 /// Full table-mode `with:` blocks that `normalize` accepts, for the schema's examples.
 pub(crate) const EXAMPLES: &[&str] = &[
     r#"{"label": "species", "task": "classification", "numeric": {"default": "zscore", "columns": {"petal_length": "minmax"}}, "categorical": {"default": "onehot", "columns": {"island": "ordinal"}}, "drop": ["id"], "unknown_category": "ignore"}"#,
-    r#"{"label": "price", "task": "regression"}"#,
+    r#"{"label": "price", "task": "regression", "impute": {"default": "median", "columns": {"city": "mode"}}, "clip": {"columns": ["area"], "method": "iqr", "k": 1.5}}"#,
+    r#"{"label": "price", "task": "regression", "clip": {"columns": ["area"], "method": "zscore", "threshold": 3}}"#,
 ];
 
 fn drop_schema() -> Value {
@@ -135,6 +198,10 @@ fn numeric_columns_schema() -> Value {
 
 fn categorical_columns_schema() -> Value {
     json!({"type": "object", "additionalProperties": {"type": "string", "enum": Encoding::NAMES}})
+}
+
+fn impute_columns_schema() -> Value {
+    json!({"type": "object", "additionalProperties": {"type": "string", "enum": Impute::NAMES}})
 }
 
 /// A keyword value at `path` among `names`.
@@ -210,6 +277,62 @@ fn per_column<M: Copy>(
     out
 }
 
+/// `clip: {columns: [...], method: iqr, k: 1.5}` or `{..., method: zscore, threshold: 3}`.
+fn parse_clip(r: &mut Reader<'_>) -> Option<(Vec<String>, Fence)> {
+    let example = "clip: {columns: [income], method: iqr, k: 1.5}";
+    let mut s = r.section("clip", example)?;
+    let mut columns = Vec::new();
+    match s.get("columns") {
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Value::String(c) if !c.is_empty() => columns.push(c.clone()),
+                    v => s.report(
+                        &["columns", &i.to_string()],
+                        format!("expected a column name, not {v}"),
+                        None,
+                    ),
+                }
+            }
+        }
+        Some(v) => s.report(
+            &["columns"],
+            format!("`clip.columns` must be a list of column names, not {v}"),
+            Some(format!("write e.g. `{example}`")),
+        ),
+        None => s.report(
+            &[],
+            "`clip` needs `columns`, the numeric columns to clip".into(),
+            Some(format!("write e.g. `{example}`")),
+        ),
+    }
+    let fence = if s.choice("method").unwrap_or("iqr") == "iqr" {
+        if s.has("threshold") {
+            s.report(
+                &["threshold"],
+                "`threshold` applies to `method: zscore`; `iqr` takes `k`".into(),
+                None,
+            );
+        }
+        Fence::Iqr {
+            k: s.number("k").unwrap_or(1.5),
+        }
+    } else {
+        if s.has("k") {
+            s.report(
+                &["k"],
+                "`k` applies to `method: iqr`; `zscore` takes `threshold`".into(),
+                None,
+            );
+        }
+        Fence::Zscore {
+            threshold: s.number("threshold").unwrap_or(3.0),
+        }
+    };
+    r.absorb(s);
+    Some((columns, fence))
+}
+
 impl NormalizeConfig {
     /// Parses `with`, collecting every problem rather than stopping at the first.
     pub(crate) fn parse(with: &Value) -> Result<NormalizeConfig, Vec<ConfigProblem>> {
@@ -228,6 +351,8 @@ impl NormalizeConfig {
             .unwrap_or(Task::Classification);
         let numeric = per_column(&mut r, "numeric", &Scaling::NAMES, Scaling::parse);
         let categorical = per_column(&mut r, "categorical", &Encoding::NAMES, Encoding::parse);
+        let impute = per_column(&mut r, "impute", &Impute::NAMES, Impute::parse);
+        let clip = parse_clip(&mut r);
         let unknown_category = r
             .choice("unknown_category")
             .and_then(Unknown::parse)
@@ -270,13 +395,34 @@ impl NormalizeConfig {
                 ));
             }
         }
-        let sections: [(&str, Vec<&String>); 2] = [
+        let sections: [(&str, Vec<&String>); 3] = [
             ("numeric", numeric.columns.iter().map(|(c, _)| c).collect()),
             (
                 "categorical",
                 categorical.columns.iter().map(|(c, _)| c).collect(),
             ),
+            ("impute", impute.columns.iter().map(|(c, _)| c).collect()),
         ];
+        if let Some((columns, _)) = &clip {
+            for (i, column) in columns.iter().enumerate() {
+                let path = ["clip", "columns", &i.to_string()];
+                if label.as_ref() == Some(column) || drop.contains(column) {
+                    problems.push(problem(
+                        &path,
+                        format!("column `{column}` is the label or dropped, so it is no feature to clip"),
+                        Some("`clip` takes numeric feature columns".into()),
+                    ));
+                } else if categorical.get(column).is_some() {
+                    problems.push(problem(
+                        &path,
+                        format!(
+                            "column `{column}` is encoded as categories, so it cannot be clipped"
+                        ),
+                        Some("`clip` takes numeric feature columns".into()),
+                    ));
+                }
+            }
+        }
         for (section, columns) in &sections {
             for column in columns {
                 if label.as_ref() == Some(*column) {
@@ -311,6 +457,8 @@ impl NormalizeConfig {
                 task,
                 numeric,
                 categorical,
+                impute,
+                clip,
                 drop,
                 unknown_category,
             }),
@@ -395,6 +543,24 @@ mod tests {
                 "numeric.columns.d: column `d` is dropped, so it cannot have a method",
                 "numeric.columns.y: `y` is the label; it is encoded by `task`, not as a feature",
                 "drop.1: `y` is the label and cannot be dropped",
+            ]
+        );
+    }
+
+    #[test]
+    fn clip_takes_numeric_features_and_its_method_s_own_parameter() {
+        let c = NormalizeConfig::parse(&json!({"label": "y", "clip": {"columns": ["x"]}})).unwrap();
+        assert_eq!(c.clip, Some((vec!["x".to_string()], Fence::Iqr { k: 1.5 })));
+        assert_eq!(
+            messages(json!({
+                "label": "y", "drop": ["d"], "categorical": {"columns": {"c": "onehot"}},
+                "clip": {"columns": ["y", "d", "c"], "method": "zscore", "k": 2}
+            })),
+            [
+                "clip.k: `k` applies to `method: iqr`; `zscore` takes `threshold`",
+                "clip.columns.0: column `y` is the label or dropped, so it is no feature to clip",
+                "clip.columns.1: column `d` is the label or dropped, so it is no feature to clip",
+                "clip.columns.2: column `c` is encoded as categories, so it cannot be clipped",
             ]
         );
     }

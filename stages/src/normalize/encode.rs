@@ -38,14 +38,26 @@ impl Labels {
     }
 }
 
+/// What becomes of a missing (empty or NaN) numeric value.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum OnMissing {
+    /// It is an error.
+    Fail,
+    /// It becomes this value.
+    Fill(f64),
+    /// It is left out (the values a fill is fitted from).
+    Skip,
+}
+
 /// Column `name` as numbers; `method` names what needs them, in the error for a text column.
-/// Empty values, NaN and infinities are errors: a model cannot be fed them, and `clean` can fill
-/// the missing ones. An infinity would also break the fitted artifact, whose JSON has no number
-/// for it.
+/// Empty values and NaN are errors unless `on_missing` fills or skips them, and infinities
+/// always are: a model cannot be fed them. An infinity would also break the fitted artifact,
+/// whose JSON has no number for it.
 pub(super) fn numbers(
     table: &Table,
     name: &str,
     method: &'static str,
+    on_missing: OnMissing,
 ) -> Result<ScalarBuffer<f64>, NormalizeError> {
     let column = table.batch.column(table.column_index(name)?);
     if !column.data_type().is_numeric() {
@@ -65,6 +77,37 @@ pub(super) fn numbers(
         }
     })?;
     let values = cast.as_primitive::<Float64Type>();
+    let present = |row: usize| values.is_valid(row) && !values.value(row).is_nan();
+    if !matches!(on_missing, OnMissing::Fail) {
+        if let Some(row) = values.iter().position(|x| x.is_some_and(f64::is_infinite)) {
+            return Err(NormalizeError::Infinite {
+                path: table.source.clone(),
+                row: row + 1,
+                column: name.to_string(),
+                value: values.value(row),
+            });
+        }
+    }
+    match on_missing {
+        OnMissing::Fail => {}
+        OnMissing::Fill(fill) => {
+            return Ok((0..values.len())
+                .map(|row| {
+                    if present(row) {
+                        values.value(row)
+                    } else {
+                        fill
+                    }
+                })
+                .collect())
+        }
+        OnMissing::Skip => {
+            return Ok((0..values.len())
+                .filter(|&row| present(row))
+                .map(|row| values.value(row))
+                .collect())
+        }
+    }
     let bad = match values.nulls() {
         Some(nulls) if nulls.null_count() > 0 => {
             values.iter().position(|x| x.is_none_or(|x| !x.is_finite()))
@@ -118,8 +161,13 @@ pub(super) fn codes(text: &StringArray, categories: &[String]) -> Vec<i32> {
 }
 
 /// Column `name` as a `Utf8` array without nulls, for categories: `1` in a CSV and `1` in a
-/// Parquet integer column are the same category.
-pub(super) fn texts(table: &Table, name: &str) -> Result<ArrayRef, NormalizeError> {
+/// Parquet integer column are the same category. A null becomes `fill`, or is an error without
+/// one.
+pub(super) fn texts(
+    table: &Table,
+    name: &str,
+    fill: Option<&str>,
+) -> Result<ArrayRef, NormalizeError> {
     let column = table.batch.column(table.column_index(name)?);
     let cast =
         arrow::compute::cast(column, &DataType::Utf8).map_err(|_| NormalizeError::Unsupported {
@@ -127,9 +175,20 @@ pub(super) fn texts(table: &Table, name: &str) -> Result<ArrayRef, NormalizeErro
             column: name.to_string(),
             data_type: column.data_type().clone(),
         })?;
-    match cast.logical_nulls().and_then(|n| n.iter().position(|v| !v)) {
-        Some(row) => Err(missing(table, row, name)),
-        None => Ok(cast),
+    match (
+        cast.logical_nulls().and_then(|n| n.iter().position(|v| !v)),
+        fill,
+    ) {
+        (Some(_), Some(fill)) => {
+            let filled: StringArray = cast
+                .as_string::<i32>()
+                .iter()
+                .map(|v| Some(v.unwrap_or(fill)))
+                .collect();
+            Ok(std::sync::Arc::new(filled))
+        }
+        (Some(row), None) => Err(missing(table, row, name)),
+        (None, _) => Ok(cast),
     }
 }
 
@@ -153,14 +212,20 @@ fn encode_features(
     let numeric = artifact
         .numeric
         .par_iter()
-        .map(|c| numbers(table, &c.name, c.method.name()))
+        .map(|c| {
+            let on_missing = c
+                .fill
+                .as_ref()
+                .map_or(OnMissing::Fail, |f| OnMissing::Fill(f.value));
+            numbers(table, &c.name, c.method.name(), on_missing)
+        })
         .collect::<Vec<_>>()
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
     let categorical = artifact
         .categorical
         .iter()
-        .map(|c| texts(table, &c.name))
+        .map(|c| texts(table, &c.name, c.fill.as_ref().map(|f| f.value.as_str())))
         .collect::<Result<Vec<_>, _>>()?;
     let coded: Vec<Vec<i32>> = artifact
         .categorical
@@ -208,18 +273,25 @@ pub(super) fn piece_numbers(
     pieces: &Pieces,
     name: &str,
     method: &'static str,
+    on_missing: OnMissing,
 ) -> Result<Vec<ScalarBuffer<f64>>, NormalizeError> {
     pieces
         .tables()
-        .map(|(first, table)| numbers(&table, name, method).map_err(|e| e.shifted(first)))
+        .map(|(first, table)| {
+            numbers(&table, name, method, on_missing).map_err(|e| e.shifted(first))
+        })
         .collect()
 }
 
 /// Column `name` of every piece as text (see [`texts`]); errors name rows of the whole table.
-pub(super) fn piece_texts(pieces: &Pieces, name: &str) -> Result<Vec<ArrayRef>, NormalizeError> {
+pub(super) fn piece_texts(
+    pieces: &Pieces,
+    name: &str,
+    fill: Option<&str>,
+) -> Result<Vec<ArrayRef>, NormalizeError> {
     pieces
         .tables()
-        .map(|(first, table)| texts(&table, name).map_err(|e| e.shifted(first)))
+        .map(|(first, table)| texts(&table, name, fill).map_err(|e| e.shifted(first)))
         .collect()
 }
 
@@ -274,7 +346,7 @@ pub(super) fn encode(
                 });
             }
             let mut labels = Vec::with_capacity(pieces.rows());
-            for values in piece_numbers(pieces, &label.column, "regression")? {
+            for values in piece_numbers(pieces, &label.column, "regression", OnMissing::Fail)? {
                 labels.extend(values.iter().map(|&x| x as f32));
             }
             Ok(Labels::Values(labels))

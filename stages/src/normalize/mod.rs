@@ -4,9 +4,10 @@
 //! get `files.json` instead of `rows.npy`: each row's source file.
 //!
 //! `config` parses `with:`, `fit` learns the statistics from the train split only, `preprocess`
-//! holds the artifact and applies it, `encode` turns a table into arrays. This file reads the
-//! inputs, writes the outputs through `Staged` so that a failure leaves none of them, and turns
-//! every failure into one message naming the file. When the train input is a directory, the
+//! holds the artifact and applies it (with `repair`'s missing-value fills and clipping fences),
+//! `encode` turns a table into arrays. This file reads the inputs, writes the outputs through
+//! `Staged` so that a failure leaves none of them, and turns every failure into one message
+//! naming the file. When the train input is a directory, the
 //! splits are ImageFolders and `images` does the work: `features.npy` is float32 `[N, C, H, W]`.
 
 mod config;
@@ -14,6 +15,7 @@ mod encode;
 mod fit;
 mod images;
 pub mod preprocess;
+mod repair;
 
 use crate::npy;
 use crate::problems::relative;
@@ -80,6 +82,15 @@ pub(crate) enum NormalizeError {
         data_type: DataType,
         distinct: usize,
     },
+    #[error("`{path}`: column `{column}` has type {data_type}, which `{method}` cannot fill")]
+    FillType {
+        path: String,
+        column: String,
+        data_type: DataType,
+        method: &'static str,
+    },
+    #[error("`{path}`: column `{column}` has no value in the train split to fit a fill from")]
+    NothingToImpute { path: String, column: String },
     #[error("`{path}` row {row}: column `{column}` is empty")]
     Missing {
         path: String,
@@ -142,8 +153,14 @@ impl NormalizeError {
             NormalizeError::ContinuousLabel { column, .. } => format!(
                 "set `task: regression` to predict `{column}` as a number; if its values are class ids, cast it to text or integers with `clean`"
             ),
-            NormalizeError::Missing { .. } => {
-                "fill or drop missing values first with `clean`'s `missing` rule".into()
+            NormalizeError::Missing { column, .. } => format!(
+                "fill it from the train split with `impute: {{columns: {{{column}: median}}}}` (or `mode` for text), or drop such rows with `clean`'s `missing: {{{column}: drop}}`"
+            ),
+            NormalizeError::FillType { column, .. } => format!(
+                "fill text columns with their most frequent value: `impute: {{columns: {{{column}: mode}}}}`"
+            ),
+            NormalizeError::NothingToImpute { column, .. } => {
+                format!("drop the column with `drop: [{column}]`")
             }
             NormalizeError::Infinite { .. } => "a model cannot be fed infinite values; remove those rows or replace the values before `normalize`".into(),
             NormalizeError::UnknownLabel { .. } => "the model can only predict classes it was trained on; split with `method: stratified`".into(),

@@ -12,6 +12,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use super::repair::{Clip, Fence, Fill, Impute};
+
 /// The artifact layout; bumped when a field changes meaning.
 pub const FORMAT: u32 = 1;
 
@@ -133,6 +135,13 @@ pub struct NumericColumn {
     pub center: f64,
     pub scale: f64,
     pub stats: std::collections::BTreeMap<String, f64>,
+    /// What a missing value becomes; absent (artifacts before `impute`, or none asked for):
+    /// a missing value is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill: Option<Fill<f64>>,
+    /// The fences a value is clipped to after filling and before scaling; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<Clip>,
 }
 
 /// A fitted categorical column: its categories, sorted, as text.
@@ -141,6 +150,9 @@ pub struct CategoricalColumn {
     pub name: String,
     pub method: Encoding,
     pub categories: Vec<String>,
+    /// What a missing value becomes, as for [`NumericColumn::fill`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill: Option<Fill<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,19 +243,27 @@ impl Preprocess {
     pub fn apply(&self, row: &serde_json::Map<String, Value>) -> Result<Vec<f32>, ApplyError> {
         let mut numbers = Vec::with_capacity(self.numeric.len());
         for c in &self.numeric {
-            match row.get(&c.name) {
-                None | Some(Value::Null) => return Err(ApplyError::Missing(c.name.clone())),
-                Some(v) => numbers.push(v.as_f64().ok_or_else(|| ApplyError::Type {
+            let value = match row.get(&c.name) {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(v.as_f64().ok_or_else(|| ApplyError::Type {
                     column: c.name.clone(),
                     expected: "a number",
                     value: v.to_string(),
                 })?),
+            };
+            match (value.filter(|x| !x.is_nan()), &c.fill) {
+                (Some(x), _) => numbers.push(x),
+                (None, Some(fill)) => numbers.push(fill.value),
+                (None, None) => return Err(ApplyError::Missing(c.name.clone())),
             }
         }
         let mut texts = Vec::with_capacity(self.categorical.len());
         for c in &self.categorical {
             match row.get(&c.name) {
-                None | Some(Value::Null) => return Err(ApplyError::Missing(c.name.clone())),
+                None | Some(Value::Null) => match &c.fill {
+                    Some(fill) => texts.push(fill.value.clone()),
+                    None => return Err(ApplyError::Missing(c.name.clone())),
+                },
                 Some(Value::String(s)) => texts.push(s.clone()),
                 Some(v @ (Value::Number(_) | Value::Bool(_))) => texts.push(v.to_string()),
                 Some(v) => {
@@ -299,7 +319,11 @@ impl Preprocess {
     ) {
         let mut at = 0;
         for (i, c) in self.numeric.iter().enumerate() {
-            out[at] = ((number(i) - c.center) / c.scale) as f32;
+            let x = match c.clip {
+                Some(clip) => number(i).clamp(clip.low, clip.high),
+                None => number(i),
+            };
+            out[at] = ((x - c.center) / c.scale) as f32;
             at += 1;
         }
         for (i, c) in self.categorical.iter().enumerate() {
@@ -603,17 +627,21 @@ mod tests {
                 center: 2.0,
                 scale: 4.0,
                 stats: Default::default(),
+                fill: None,
+                clip: None,
             }],
             categorical: vec![
                 CategoricalColumn {
                     name: "c".into(),
                     method: Encoding::Onehot,
                     categories: vec!["a".into(), "b".into(), "c".into()],
+                    fill: None,
                 },
                 CategoricalColumn {
                     name: "d".into(),
                     method: Encoding::Ordinal,
                     categories: vec!["1".into(), "2".into()],
+                    fill: None,
                 },
             ],
             features: vec![
