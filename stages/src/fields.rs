@@ -124,15 +124,7 @@ impl<'a> Reader<'a> {
         listing: &str,
         example: &str,
     ) -> Result<Reader<'a>, Vec<ConfigProblem>> {
-        let map = crate::problems::with_map(with, example)?;
-        let mut reader = Reader {
-            map,
-            fields,
-            path: Vec::new(),
-            problems: Vec::new(),
-        };
-        reader.unknown_keys(listing, "");
-        Ok(reader)
+        Self::checked(with, fields, example, listing, "")
     }
 
     /// [`Reader::open`] for one mode of a kind with several (images or tables), which words an
@@ -144,6 +136,17 @@ impl<'a> Reader<'a> {
         mode: &str,
         example: &str,
     ) -> Result<Reader<'a>, Vec<ConfigProblem>> {
+        Self::checked(with, fields, example, &format!("{what} takes: "), mode)
+    }
+
+    /// A reader of `with`'s map that has already reported every undeclared key.
+    fn checked(
+        with: &'a Value,
+        fields: &'static [Field],
+        example: &str,
+        listing: &str,
+        mode: &str,
+    ) -> Result<Reader<'a>, Vec<ConfigProblem>> {
         let map = crate::problems::with_map(with, example)?;
         let mut reader = Reader {
             map,
@@ -151,7 +154,7 @@ impl<'a> Reader<'a> {
             path: Vec::new(),
             problems: Vec::new(),
         };
-        reader.unknown_keys(&format!("{what} takes: "), mode);
+        reader.unknown_keys(listing, mode);
         Ok(reader)
     }
 

@@ -14,6 +14,7 @@ mod clean;
 pub mod deploy;
 pub mod evaluate;
 mod explain;
+mod fence;
 mod fields;
 pub mod fuzzing;
 mod image_folder;

@@ -6,6 +6,7 @@
 //! dropped column cannot be used by a later rule).
 
 use super::expr::Expr;
+use crate::fence::Fence;
 use crate::fields::{Field, Reader, Type, Wording};
 use crate::problems::problem;
 use serde_json::{json, Value};
@@ -67,15 +68,6 @@ pub(crate) struct Missing {
     pub(crate) columns: Vec<(String, Fill)>,
 }
 
-/// How outlier fences are computed.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Method {
-    /// `[Q1 - k·IQR, Q3 + k·IQR]`.
-    Iqr { k: f64 },
-    /// `mean ± threshold·sd` (population standard deviation).
-    Zscore { threshold: f64 },
-}
-
 /// What happens to a value outside the fences.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
@@ -86,7 +78,7 @@ pub(crate) enum Action {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Outliers {
     pub(crate) columns: Vec<String>,
-    pub(crate) method: Method,
+    pub(crate) method: Fence,
     pub(crate) action: Action,
 }
 
@@ -470,30 +462,7 @@ fn parse_outliers(r: &mut Reader<'_>) -> Option<Outliers> {
             Vec::new()
         }
     };
-    let method = s.choice("method").unwrap_or("iqr");
-    let method = if method == "iqr" {
-        if s.has("threshold") {
-            s.report(
-                &["threshold"],
-                "`threshold` applies to `method: zscore`; `iqr` takes `k`".into(),
-                None,
-            );
-        }
-        Method::Iqr {
-            k: s.number("k").unwrap_or_default(),
-        }
-    } else {
-        if s.has("k") {
-            s.report(
-                &["k"],
-                "`k` applies to `method: iqr`; `zscore` takes `threshold`".into(),
-                None,
-            );
-        }
-        Method::Zscore {
-            threshold: s.number("threshold").unwrap_or_default(),
-        }
-    };
+    let method = Fence::read(&mut s);
     let action = match s.choice("action") {
         Some("clip") => Action::Clip,
         _ => Action::Drop,
@@ -538,7 +507,7 @@ mod tests {
         assert_eq!(m.columns[1], ("city".into(), Fill::Constant(json!("?"))));
         assert!(c.drop_duplicates);
         let o = c.outliers.unwrap();
-        assert_eq!(o.method, Method::Zscore { threshold: 2.5 });
+        assert_eq!(o.method, Fence::Zscore { threshold: 2.5 });
         assert_eq!(o.action, Action::Clip);
     }
 
@@ -551,7 +520,7 @@ mod tests {
             .unwrap()
             .outliers
             .unwrap();
-        assert_eq!((o.method, o.action), (Method::Iqr { k: 1.5 }, Action::Drop));
+        assert_eq!((o.method, o.action), (Fence::Iqr { k: 1.5 }, Action::Drop));
     }
 
     #[test]

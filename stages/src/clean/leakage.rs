@@ -3,7 +3,7 @@
 //! statistic has seen the test rows, and the test metrics are no longer those of unseen data.
 //! Rules that fit nothing (drop, constant fills, filters, casts, duplicates) are left alone.
 
-use super::config::{CleanConfig, Fill, Method};
+use super::config::{CleanConfig, Fill};
 use crate::problems::problem;
 use sluice_runner::stage::ConfigProblem;
 
@@ -30,10 +30,7 @@ pub(super) fn warnings(config: &CleanConfig) -> Vec<ConfigProblem> {
         }
     }
     if let Some(outliers) = &config.outliers {
-        let method = match outliers.method {
-            Method::Iqr { .. } => "iqr",
-            Method::Zscore { .. } => "zscore",
-        };
+        let method = outliers.method.name();
         out.push(problem(
             &["outliers"],
             format!(

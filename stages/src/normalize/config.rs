@@ -306,29 +306,7 @@ fn parse_clip(r: &mut Reader<'_>) -> Option<(Vec<String>, Fence)> {
             Some(format!("write e.g. `{example}`")),
         ),
     }
-    let fence = if s.choice("method").unwrap_or("iqr") == "iqr" {
-        if s.has("threshold") {
-            s.report(
-                &["threshold"],
-                "`threshold` applies to `method: zscore`; `iqr` takes `k`".into(),
-                None,
-            );
-        }
-        Fence::Iqr {
-            k: s.number("k").unwrap_or(1.5),
-        }
-    } else {
-        if s.has("k") {
-            s.report(
-                &["k"],
-                "`k` applies to `method: iqr`; `zscore` takes `threshold`".into(),
-                None,
-            );
-        }
-        Fence::Zscore {
-            threshold: s.number("threshold").unwrap_or(3.0),
-        }
-    };
+    let fence = Fence::read(&mut s);
     r.absorb(s);
     Some((columns, fence))
 }

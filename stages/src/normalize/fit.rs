@@ -260,23 +260,13 @@ fn fit_column(
 
 /// The fences of `fence` over a (filled) train column; `pieces` is not empty.
 fn fences(fence: Fence, pieces: &[&[f64]]) -> Clip {
-    let (low, high) = match fence {
-        Fence::Iqr { k } => {
-            let parts: Vec<_> = pieces
-                .iter()
-                .map(|p| crate::quantile::Part::new(p, None))
-                .collect();
-            let q = crate::quantile::quantiles(&parts, &[0.25, 0.75])
-                .expect("the train split has rows and no NaN");
-            let iqr = q[1] - q[0];
-            (q[0] - k * iqr, q[1] + k * iqr)
-        }
-        Fence::Zscore { threshold } => {
-            let (_, _, stats) = preprocess::fit_pieces(preprocess::Scaling::Zscore, pieces);
-            let (mean, std) = (stats[0].1, stats[1].1);
-            (mean - threshold * std, mean + threshold * std)
-        }
-    };
+    let parts: Vec<_> = pieces
+        .iter()
+        .map(|p| crate::quantile::Part::new(p, None))
+        .collect();
+    let (low, high) = fence
+        .bounds(&parts)
+        .expect("the train split has rows and no NaN");
     Clip { fence, low, high }
 }
 

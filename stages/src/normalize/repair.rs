@@ -44,19 +44,7 @@ pub struct Fill<T> {
     pub value: T,
 }
 
-/// How clipping fences are fitted on the train split.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "method")]
-pub enum Fence {
-    /// `[Q1 − k·IQR, Q3 + k·IQR]`.
-    Iqr { k: f64 },
-    /// `mean ± threshold·sd` (population standard deviation).
-    Zscore { threshold: f64 },
-}
-
-impl Fence {
-    pub(crate) const NAMES: [&'static str; 2] = ["iqr", "zscore"];
-}
+pub use crate::fence::Fence;
 
 /// Fitted clipping fences: a value below `low` becomes `low`, one above `high` becomes `high`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -2,8 +2,7 @@
 //! marked to drop or clipped to the fences.
 
 use super::{column_pieces, counted_floats, parts, replace, RuleError};
-use crate::clean::config::{Action, Method, Outliers};
-use crate::quantile;
+use crate::clean::config::{Action, Outliers};
 use crate::table::Pieces;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Float64Array};
 use arrow::buffer::BooleanBuffer;
@@ -11,24 +10,6 @@ use arrow::datatypes::{DataType, Float64Type};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-
-/// The fences outside which a value is an outlier, from the values that count of one column.
-fn fences(method: Method, parts: &[quantile::Part<'_>]) -> Option<(f64, f64)> {
-    match method {
-        Method::Iqr { k } => {
-            let q = quantile::quantiles(parts, &[0.25, 0.75])?;
-            let (q1, q3) = (q[0], q[1]);
-            Some((q1 - k * (q3 - q1), q3 + k * (q3 - q1)))
-        }
-        Method::Zscore { threshold } => {
-            let (n, mean) = quantile::count_and_mean(parts)?;
-            let mut squares = 0.0;
-            quantile::each(parts, |x| squares += (x - mean).powi(2));
-            let sd = (squares / n as f64).sqrt();
-            Some((mean - threshold * sd, mean + threshold * sd))
-        }
-    }
-}
 
 /// Marks the rows outside any column's fences (`drop`, in the returned mask) or clips them.
 /// Fences and counts come from the rows `keep` leaves in, the table the earlier rules left.
@@ -53,7 +34,7 @@ pub(crate) fn outliers(
         .map(|&(column, index)| {
             let arrays = column_pieces(&pieces, index);
             let counted = counted_floats("outliers", column, &arrays, before.as_ref())?;
-            let Some((low, high)) = fences(rule.method, &parts(&counted)) else {
+            let Some((low, high)) = rule.method.bounds(&parts(&counted)) else {
                 return Ok((column, index, arrays, None));
             };
             // Missing values and NaN count as inside: other rules handle them.
@@ -140,6 +121,7 @@ fn clip(array: &ArrayRef, low: f64, high: f64) -> Result<ArrayRef, RuleError> {
 mod tests {
     use super::*;
     use crate::clean::rules::testing::{apply, batch, both, col, ints};
+    use crate::fence::Fence;
     use arrow::record_batch::RecordBatch;
 
     fn outliers(b: RecordBatch, o: &Outliers) -> Result<(RecordBatch, Value), RuleError> {
@@ -167,7 +149,7 @@ mod tests {
         )]);
         let iqr = |action| Outliers {
             columns: vec!["x".into()],
-            method: Method::Iqr { k: 1.5 },
+            method: Fence::Iqr { k: 1.5 },
             action,
         };
         // Q1 = 2, Q3 = 4, IQR = 2: fences -1 and 7.
@@ -182,7 +164,7 @@ mod tests {
         assert_eq!(r["x"]["clipped"], 1);
         let z = Outliers {
             columns: vec!["x".into()],
-            method: Method::Zscore { threshold: 1.0 },
+            method: Fence::Zscore { threshold: 1.0 },
             action: Action::Drop,
         };
         let (out, _) = outliers(b.clone(), &z).unwrap();
