@@ -428,6 +428,7 @@ fn open(file: &Path, overrides: &[(String, String)]) -> Result<(Engine, Pipeline
         display,
         overrides,
         registry: &registry,
+        sweep: None,
     })
     .map_err(|e| match e {
         LoadError::Invalid(d) => Failure::Invalid(d.render()),

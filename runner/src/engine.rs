@@ -140,30 +140,25 @@ impl Engine {
         pipeline: &Pipeline,
         names: &[String],
     ) -> Result<BTreeSet<usize>, EngineError> {
-        names
-            .iter()
-            .map(|n| {
-                pipeline
-                    .by_name
-                    .get(n)
-                    .copied()
-                    .ok_or_else(|| EngineError::UnknownStage {
+        let mut out = BTreeSet::new();
+        for n in names {
+            match pipeline.select_name(n) {
+                Some(found) => out.extend(found),
+                None => {
+                    return Err(EngineError::UnknownStage {
                         name: n.clone(),
                         help: did_you_mean(n, pipeline.stages.iter().map(|s| s.id.0.as_str()))
                             .or_else(|| {
-                                Some(format!(
-                                    "stages: {}",
-                                    pipeline
-                                        .stages
-                                        .iter()
-                                        .map(|s| s.id.0.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                ))
+                                let mut bases: Vec<&str> =
+                                    pipeline.stages.iter().map(|s| s.base.as_str()).collect();
+                                bases.dedup();
+                                Some(format!("stages: {}", bases.join(", ")))
                             }),
                     })
-            })
-            .collect()
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// `--force` names, which must be among the selected stages.

@@ -84,6 +84,11 @@ impl Fingerprint {
             }
             StageKind::Builtin { .. } => {}
         }
+        // In a sweep, paths are keyed without the sweep's slot: a trial keys like a plain run.
+        let keyed = |p: &WorkPath| match &stage.sweep_dir {
+            Some(dir) => p.keyed(dir),
+            None => p.clone(),
+        };
         let mut inputs = BTreeMap::new();
         for input in &stage.inputs {
             let hash = match overlay.get(&input.path) {
@@ -93,7 +98,7 @@ impl Fingerprint {
             inputs.insert(
                 input.name.clone(),
                 InputStamp {
-                    path: input.path.clone(),
+                    path: keyed(&input.path),
                     hash,
                 },
             );
@@ -108,7 +113,7 @@ impl Fingerprint {
             outputs: stage
                 .outputs
                 .iter()
-                .map(|o| (o.name.clone(), o.path.clone()))
+                .map(|o| (o.name.clone(), keyed(&o.path)))
                 .collect(),
             env: stage
                 .env

@@ -59,6 +59,28 @@ impl WorkPath {
         Ok(WorkPath(parts.join("/")))
     }
 
+    /// This path inside `dir` (a normalised workspace-relative directory): where a sweep
+    /// puts a stage's outputs.
+    pub fn under(&self, dir: &str) -> WorkPath {
+        WorkPath(format!("{}/{}", dir.trim_end_matches('/'), self.0))
+    }
+
+    /// The path a sweep's key hashes: a path inside the sweep's directory `dir` without `dir`
+    /// and its slot (`shared/` or `trials/<n>/`); any other path as it is.
+    pub fn keyed(&self, dir: &str) -> WorkPath {
+        let Some(rest) = self.0.strip_prefix(dir).and_then(|r| r.strip_prefix('/')) else {
+            return self.clone();
+        };
+        match rest.strip_prefix("shared/").or_else(|| {
+            rest.strip_prefix("trials/")
+                .and_then(|r| r.split_once('/'))
+                .map(|(_, r)| r)
+        }) {
+            Some(r) => WorkPath(r.to_string()),
+            None => self.clone(),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

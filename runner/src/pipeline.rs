@@ -66,6 +66,15 @@ pub struct Output {
 pub struct StageDef {
     pub id: StageId,
     pub idx: usize,
+    /// The stage's name as written under `stages:`; an instance of a `matrix:` stage (or a sweep
+    /// trial's copy) has `id` `base@key=value,...`.
+    pub base: String,
+    /// The instance's matrix values (and a sweep's `trial`), in order; empty for a plain stage.
+    pub bindings: Vec<(String, serde_json::Value)>,
+    /// A sweep's directory (`.sluice/sweeps/<id>`) when this stage is part of one: the key
+    /// hashes paths under it without their slot (`shared/`, `trials/<n>/`), so a trial's stage
+    /// has the key a plain run with the trial's params would have.
+    pub sweep_dir: Option<String>,
     pub kind: StageKind,
     /// Sorted by name. Includes upstream outputs referenced from `with` or `run`.
     pub inputs: Vec<Input>,
@@ -107,6 +116,10 @@ pub struct Pipeline {
     pub stages: Vec<StageDef>,
     pub graph: StageGraph,
     pub by_name: HashMap<String, usize>,
+    /// Instances by the name written under `stages:` (a plain stage is its own one instance).
+    pub by_base: HashMap<String, Vec<usize>>,
+    /// Where the lock file is, when not beside the pipeline (a sweep keeps its own).
+    pub lock_file: Option<PathBuf>,
     /// What validation found worth saying but not worth refusing, each rendered with its place
     /// in the file (message, location, source line, `help:`), without the `warning:` label.
     pub warnings: Vec<String>,
@@ -117,8 +130,20 @@ impl Pipeline {
         self.by_name.get(name).map(|&i| &self.stages[i])
     }
 
-    /// The lock file that sits beside the pipeline file.
+    /// The stages a name selects: the instance of that name, or every instance of the stage
+    /// written under that name.
+    pub fn select_name(&self, name: &str) -> Option<Vec<usize>> {
+        match self.by_name.get(name) {
+            Some(&i) => Some(vec![i]),
+            None => self.by_base.get(name).cloned(),
+        }
+    }
+
+    /// The lock file: beside the pipeline file (or where a sweep keeps its own).
     pub fn lock_path(&self) -> PathBuf {
+        if let Some(f) = &self.lock_file {
+            return f.clone();
+        }
         let stem = self
             .file
             .file_stem()

@@ -62,5 +62,10 @@ pub fn render_dag(p: &Pipeline, format: DagFormat) -> String {
 }
 
 fn mermaid_id(s: &str) -> String {
-    format!("s_{}", s.replace('-', "_"))
+    // Mermaid ids take letters, digits and `_`; a matrix instance's `@`, `=`, `,` and `.` (and
+    // `-`) become `_` (the label keeps the real name).
+    format!(
+        "s_{}",
+        s.replace(|c: char| !(c.is_ascii_alphanumeric() || c == '_'), "_")
+    )
 }

@@ -91,7 +91,19 @@ pub fn pipeline_schema(registry: &StageRegistry) -> Value {
                             ],
                             "description": "Extra environment variables; null (or a bare name) passes sluice's own value through. Part of the cache key."
                         },
-                        "version": {"type": ["string", "number"], "description": "Bump to force a rerun."}
+                        "version": {"type": ["string", "number"], "description": "Bump to force a rerun."},
+                        "matrix": {
+                            "type": "object",
+                            "minProperties": 1,
+                            "propertyNames": {"pattern": "^[A-Za-z0-9_-]+$", "not": {"const": "trial"}},
+                            "additionalProperties": {
+                                "type": "array",
+                                "minItems": 1,
+                                "uniqueItems": true,
+                                "items": {"type": ["string", "number", "boolean"]}
+                            },
+                            "description": "One instance of the stage per combination of values, named STAGE@key=value,...; `${{ matrix.KEY }}` reads the instance's value (also in output paths). docs/sweeps.md"
+                        }
                     }
                 }
             }

@@ -119,6 +119,7 @@ fn run_loaded(
         display: "p.yaml".into(),
         overrides: &[],
         registry: &registry,
+        sweep: None,
     })
     .unwrap_or_else(|e| panic!("{e}"));
     edit(&mut pipeline);
@@ -193,6 +194,7 @@ fn builtin_config_is_checked_before_running() {
         display: "p.yaml".into(),
         overrides: &[],
         registry: &registry(),
+        sweep: None,
     })
     .unwrap_err()
     .to_string();

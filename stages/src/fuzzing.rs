@@ -27,6 +27,7 @@ pub fn pipeline(yaml: &[u8], root: &Path) -> Result<(), String> {
         display: "sluice.yaml".into(),
         overrides: &[],
         registry,
+        sweep: None,
     })
     .map(|_| ())
     .map_err(|e| e.to_string())

@@ -56,6 +56,7 @@ fn setup() -> Setup {
             display: "sluice.yaml".into(),
             overrides: &[],
             registry: &registry,
+            sweep: None,
         })
         .unwrap_or_else(|e| panic!("{e}")),
     );

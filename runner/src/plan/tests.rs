@@ -31,6 +31,7 @@ fn load_pipeline(root: &std::path::Path, overrides: &[(String, String)]) -> Pipe
         display: "sluice.yaml".into(),
         overrides,
         registry: &StageRegistry::default(),
+        sweep: None,
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }

@@ -4,6 +4,7 @@
 //! `${{ }}` expressions.
 
 pub mod locate;
+pub mod matrix;
 pub mod raw;
 pub mod template;
 pub mod yaml;

@@ -80,6 +80,20 @@ pub struct RawStage {
     /// Variable name and its value; `None` passes sluice's own value through.
     pub env: Vec<(String, Option<String>)>,
     pub version: Option<String>,
+    /// `matrix:` as written: each key with its values (expanded by `spec::matrix`).
+    pub matrix: Vec<(String, Vec<serde_json::Value>)>,
+    /// The name as written under `stages:` (an instance's `name` adds its bindings).
+    pub base: String,
+    /// The name without a sweep's `trial` binding: what keys, default output paths and
+    /// implied input names use, so that a trial keys like a plain run with its params.
+    pub logical: String,
+    /// Matrix values (and a sweep's `trial`), in order: `train@lr=0.1,trial=3`.
+    pub bindings: Vec<(String, serde_json::Value)>,
+    /// A sweep trial's params, over the pipeline's.
+    pub param_overrides: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Where a sweep puts this stage's outputs (`.sluice/sweeps/<id>/trials/3`), prefixed to
+    /// every output path; `None` in a plain run.
+    pub root: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -88,9 +102,18 @@ pub struct RawPipeline {
     pub params: Vec<(String, Value)>,
     pub plugins: Vec<RawPlugin>,
     pub stages: Vec<RawStage>,
+    /// `sweep:` as written; read by `sweep::spec`.
+    pub sweep: Option<Value>,
 }
 
-const TOP_KEYS: &[&str] = &["name", "description", "params", "plugins", "stages"];
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "params",
+    "plugins",
+    "stages",
+    "sweep",
+];
 const STAGE_KEYS: &[&str] = &[
     "uses",
     "run",
@@ -103,6 +126,7 @@ const STAGE_KEYS: &[&str] = &[
     "env",
     "version",
     "description",
+    "matrix",
 ];
 const PLUGIN_KEYS: &[&str] = &["command", "description"];
 const RESOURCE_KEYS: &[&str] = &["cpus", "gpus"];
@@ -167,6 +191,9 @@ pub fn parse_raw(source: &str) -> (RawPipeline, Problems) {
                 }
             }
         }
+    }
+    if let Some(v) = map.get("sweep") {
+        raw.sweep = Some(v.clone());
     }
     if let Some(v) = map.get("plugins") {
         let p = root.k("plugins");
@@ -268,6 +295,12 @@ fn stage(name: &str, v: &Value, path: &YPath, problems: &mut Problems) -> Option
         timeout: None,
         env: Vec::new(),
         version: None,
+        matrix: Vec::new(),
+        base: name.to_string(),
+        logical: name.to_string(),
+        bindings: Vec::new(),
+        param_overrides: Default::default(),
+        root: None,
     };
     if let Some(v) = m.get("uses") {
         s.uses = string(v, &path.k("uses"), "`uses`", problems);
@@ -362,6 +395,9 @@ fn stage(name: &str, v: &Value, path: &YPath, problems: &mut Problems) -> Option
     if let Some(v) = m.get("version") {
         s.version = scalar_string(v, &path.k("version"), "`version`", problems);
     }
+    if let Some(v) = m.get("matrix") {
+        s.matrix = super::matrix::read(v, &path.k("matrix"), problems);
+    }
     if let Some(v) = m.get("env") {
         let p = path.k("env");
         match v {
@@ -414,7 +450,7 @@ fn check_keys(
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
+pub(super) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -426,7 +462,7 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn as_map<'a>(
+pub(super) fn as_map<'a>(
     v: &'a Value,
     path: &YPath,
     what: &str,
@@ -445,7 +481,7 @@ fn as_map<'a>(
     }
 }
 
-fn key_str(k: &Value, parent: &YPath, problems: &mut Problems) -> Option<String> {
+pub(super) fn key_str(k: &Value, parent: &YPath, problems: &mut Problems) -> Option<String> {
     match k {
         Value::String(s) => Some(s.clone()),
         other => {

@@ -6,8 +6,15 @@
 pub enum Ref {
     /// `params.NAME`
     Param(String),
-    /// `stages.STAGE.outputs.NAME`
-    StageOutput { stage: String, output: String },
+    /// `stages.STAGE.outputs.NAME`, or with `[*]` (`all`) every instance of a matrix stage's
+    /// output as a list.
+    StageOutput {
+        stage: String,
+        output: String,
+        all: bool,
+    },
+    /// `matrix.KEY`: the instance's value of one of its stage's matrix keys.
+    Matrix(String),
     /// `outputs.NAME`: one of this stage's own outputs.
     Output(String),
     /// `inputs.NAME`: one of this stage's own inputs.
@@ -54,6 +61,10 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 fn parse_ref(expr: &str) -> Result<Ref, String> {
+    let (expr, all) = match expr.strip_suffix("[*]") {
+        Some(e) if e.starts_with("stages.") => (e.trim_end(), true),
+        _ => (expr, false),
+    };
     let parts: Vec<&str> = expr.split('.').map(str::trim).collect();
     let ok_ident = |p: &str| {
         !p.is_empty()
@@ -70,11 +81,13 @@ fn parse_ref(expr: &str) -> Result<Ref, String> {
         ["stages", stage, "outputs", output] => Ok(Ref::StageOutput {
             stage: stage.to_string(),
             output: output.to_string(),
+            all,
         }),
+        ["matrix", key] => Ok(Ref::Matrix(key.to_string())),
         ["outputs", name] => Ok(Ref::Output(name.to_string())),
         ["inputs", name] => Ok(Ref::Input(name.to_string())),
         _ => Err(format!(
-            "unknown expression `${{{{ {shown} }}}}`: expected `params.NAME`, `stages.STAGE.outputs.NAME`, `inputs.NAME` or `outputs.NAME`"
+            "unknown expression `${{{{ {shown} }}}}`: expected `params.NAME`, `matrix.KEY`, `stages.STAGE.outputs.NAME`, `inputs.NAME` or `outputs.NAME`"
         )),
     }
 }

@@ -2,6 +2,7 @@
 //! inside an input directory), inputs that exist nowhere, and finally the sealed graph, which
 //! refuses a cycle and names it as a path.
 
+use super::stages::Known;
 use super::Validator;
 use crate::diag::did_you_mean;
 use crate::graph::StageGraph;
@@ -15,25 +16,23 @@ use std::collections::{BTreeSet, HashMap};
 pub(super) type Edges = BTreeSet<(usize, usize)>;
 
 impl Validator<'_, '_> {
-    /// An edge into stage `idx` from each stage it `needs:`.
-    pub(super) fn needs(
-        &mut self,
-        idx: usize,
-        s: &RawStage,
-        stage_names: &[String],
-        index: &HashMap<String, usize>,
-        edges: &mut Edges,
-    ) {
+    /// An edge into stage `idx` from each stage it `needs:`: every instance of a matrix stage
+    /// that agrees with this stage's bindings.
+    pub(super) fn needs(&mut self, idx: usize, s: &RawStage, known: &Known<'_>, edges: &mut Edges) {
         for (i, n) in s.needs.iter().enumerate() {
-            match index.get(n) {
-                Some(&d) => {
-                    edges.insert((d, idx));
+            match known.by_base.get(n) {
+                Some(instances) => {
+                    for &d in instances {
+                        if crate::spec::matrix::agree(&s.bindings, &known.stages[d].bindings) {
+                            edges.insert((d, idx));
+                        }
+                    }
                 }
                 None => {
-                    let help = did_you_mean(n, stage_names.iter().map(String::as_str));
+                    let help = did_you_mean(n, known.stage_names.iter().map(String::as_str));
                     self.problems.push(
                         &s.path.k("needs").i(i),
-                        format!("stage `{}` needs unknown stage `{n}`", s.name),
+                        format!("stage `{}` needs unknown stage `{n}`", s.base),
                         help,
                     );
                 }

@@ -57,7 +57,7 @@ impl Validator<'_, '_> {
             (Some(_), Some(_)) => {
                 self.problems.push(
                     &s.path.k("run").key_of(),
-                    format!("stage `{}` has both `uses` and `run`", s.name),
+                    format!("stage `{}` has both `uses` and `run`", s.base),
                     Some("a stage either uses a kind or runs a command; keep one".into()),
                 );
                 None
@@ -65,7 +65,7 @@ impl Validator<'_, '_> {
             (None, None) => {
                 self.problems.push(
                     &s.path.key_of(),
-                    format!("stage `{}` has neither `uses` nor `run`", s.name),
+                    format!("stage `{}` has neither `uses` nor `run`", s.base),
                     Some("add `uses: KIND` (a built-in or a plugin) or `run: COMMAND`".into()),
                 );
                 None
@@ -73,7 +73,7 @@ impl Validator<'_, '_> {
             (None, Some(run)) if run.trim().is_empty() => {
                 self.problems.push(
                     &s.path.k("run"),
-                    format!("stage `{}` has an empty `run`", s.name),
+                    format!("stage `{}` has an empty `run`", s.base),
                     Some("write the command to run, e.g. `run: python3 prepare.py`".into()),
                 );
                 None

@@ -45,6 +45,8 @@ pub struct LoadOptions<'a> {
     /// `--set NAME=VALUE` overrides, values parsed as YAML scalars.
     pub overrides: &'a [(String, String)],
     pub registry: &'a StageRegistry,
+    /// A sweep's trials: stages copied per trial over the matrix-expanded pipeline.
+    pub sweep: Option<&'a crate::sweep::expand::Layout>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +114,16 @@ fn located(problems: Problems, source: String, opts: &LoadOptions<'_>) -> Diagno
             .map(|l| (l.line, l.column))
             .unwrap_or((usize::MAX, 0))
     });
+    // The instances of a matrix stage (or a sweep's trials) share their text: a problem in it
+    // is found once per instance, and said once.
+    let mut seen = std::collections::HashSet::new();
+    items.retain(|d| {
+        seen.insert((
+            d.location.map(|l| (l.line, l.column)),
+            d.message.clone(),
+            d.help.clone(),
+        ))
+    });
     Diagnostics {
         file: opts.display.clone(),
         source,
@@ -169,25 +181,39 @@ struct Validator<'a, 'b> {
 struct Declared {
     kinds: Vec<Option<StageKind>>,
     outputs_by_stage: HashMap<String, BTreeMap<String, WorkPath>>,
+    /// In a sweep, where each logical output went.
+    sweep: Option<stages::SweepPaths>,
 }
 
 impl Validator<'_, '_> {
-    fn run(mut self, raw: RawPipeline, file: PathBuf) -> Option<Pipeline> {
+    fn run(mut self, mut raw: RawPipeline, file: PathBuf) -> Option<Pipeline> {
         let name = self.pipeline_name(raw.name.as_deref(), &file);
         let params = self.params(&raw.params);
         let plugins = self.plugins(&raw.plugins);
-        let stage_names = self.stage_names(&raw.stages);
+        let bases = self.stage_names(&raw.stages);
+        crate::spec::matrix::expand(&mut raw, self.problems);
+        if let Some(layout) = self.opts.sweep {
+            layout.apply(&mut raw);
+        }
         let declared = self.declare_stages(&raw.stages, &plugins, &name);
-        let index: HashMap<String, usize> = stage_names
+        let index: HashMap<String, usize> = raw
+            .stages
             .iter()
             .enumerate()
-            .map(|(i, n)| (n.clone(), i))
+            .map(|(i, s)| (s.name.clone(), i))
             .collect();
+        let mut by_base: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, s) in raw.stages.iter().enumerate() {
+            by_base.entry(s.base.clone()).or_default().push(i);
+        }
         let known = Known {
             params: &params,
             outputs_by_stage: &declared.outputs_by_stage,
-            stage_names: &stage_names,
+            stage_names: &bases,
             index: &index,
+            by_base: &by_base,
+            stages: &raw.stages,
+            sweep: declared.sweep.as_ref(),
         };
         let (mut stages, input_at, mut edges) =
             self.define_stages(&raw.stages, declared.kinds, &known);
@@ -203,6 +229,8 @@ impl Validator<'_, '_> {
             stages,
             graph,
             by_name: index,
+            by_base,
+            lock_file: self.opts.sweep.map(|l| l.lock_file.clone()),
             warnings: Vec::new(),
         })
     }
@@ -224,7 +252,7 @@ impl Validator<'_, '_> {
         name
     }
 
-    /// The stages' names, in order, each checked.
+    /// The stages' names as written, in order, each checked (before matrix expansion).
     fn stage_names(&mut self, stages: &[RawStage]) -> Vec<String> {
         for s in stages {
             if !is_ident(&s.name) {
@@ -251,15 +279,28 @@ impl Validator<'_, '_> {
         let mut kinds = Vec::new();
         let mut outputs_by_stage = HashMap::new();
         let mut containment = Containment::new(self.opts.root);
-        for s in stages {
+        let mut sweep = self.opts.sweep.map(|l| stages::SweepPaths {
+            dir: l.dir.clone(),
+            logical: HashMap::new(),
+        });
+        for (i, s) in stages.iter().enumerate() {
             let kind = self.kind(s, plugins);
-            let outs = self.outputs(s, kind.as_ref(), pipeline, &mut containment);
+            let mut outs = self.outputs(s, kind.as_ref(), pipeline, &mut containment);
+            if let Some(root) = &s.root {
+                for p in outs.values_mut() {
+                    if let Some(w) = sweep.as_mut() {
+                        w.logical.entry(p.as_str().to_string()).or_default().push(i);
+                    }
+                    *p = p.under(root);
+                }
+            }
             kinds.push(kind);
             outputs_by_stage.insert(s.name.clone(), outs);
         }
         Declared {
             kinds,
             outputs_by_stage,
+            sweep,
         }
     }
 

@@ -38,7 +38,7 @@ impl Validator<'_, '_> {
                     let ext = self.default_extension(s, kind, &n);
                     let dot = if ext.is_some() { "." } else { "" };
                     (
-                        format!("out/{pipeline}/{}/{n}{dot}{}", s.name, ext.unwrap_or("")),
+                        format!("out/{pipeline}/{}/{n}{dot}{}", s.logical, ext.unwrap_or("")),
                         s.path.k("outputs").k(&n).key_of(),
                     )
                 }
@@ -195,7 +195,21 @@ impl Validator<'_, '_> {
                         b.0, a.0
                     )
                 };
-                let help = "every output path belongs to exactly one stage".to_string();
+                let help = if stages[a.1].base == stages[b.1].base
+                    && !stages[a.1].bindings.is_empty()
+                {
+                    let keys: Vec<String> = stages[b.1]
+                        .bindings
+                        .iter()
+                        .map(|(k, _)| format!("`${{{{ matrix.{k} }}}}`"))
+                        .collect();
+                    format!(
+                        "every instance of a matrix stage needs its own outputs: put {} in the path, or leave the path out for the default `out/<pipeline>/<instance>/<name>`",
+                        keys.join(" and ")
+                    )
+                } else {
+                    "every output path belongs to exactly one stage".to_string()
+                };
                 let p = if raw[b.1]
                     .outputs
                     .iter()

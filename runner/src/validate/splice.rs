@@ -15,7 +15,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 #[derive(Default)]
 pub(super) struct Used {
     pub(super) params: BTreeSet<String>,
+    /// Matrix keys, keyed as params named `matrix.KEY`.
+    pub(super) matrix: BTreeSet<String>,
+    /// Instance names and output names.
     pub(super) stage_outputs: BTreeSet<(String, String)>,
+}
+
+/// What an expression stands for: one value, or (a gather, `[*]`) a list of them.
+enum Resolved {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Where a template appears decides how values are spliced in.
@@ -30,12 +39,30 @@ pub(super) enum Splice {
 /// What an expression may refer to from where it is written.
 pub(super) struct Scope<'s> {
     pub(super) params: &'s BTreeMap<String, Json>,
+    /// A sweep trial's params, looked up before `params`.
+    pub(super) overrides: &'s BTreeMap<String, Json>,
     pub(super) outputs_by_stage: &'s HashMap<String, BTreeMap<String, WorkPath>>,
+    /// The stages' names as written (for did-you-mean).
     pub(super) stage_names: &'s [String],
+    /// Instances (as indices into `stages`) by the name written under `stages:`.
+    pub(super) by_base: &'s HashMap<String, Vec<usize>>,
+    pub(super) stages: &'s [crate::spec::RawStage],
     pub(super) own: &'s str,
+    pub(super) own_base: &'s str,
+    /// The stage's matrix values (and sweep trial): what `matrix.KEY` reads, and what picks the
+    /// instance of another matrix stage a reference means.
+    pub(super) bindings: &'s [(String, Json)],
     /// `None` while the inputs themselves are read: an input cannot refer to other inputs.
     pub(super) own_inputs: Option<&'s BTreeMap<String, WorkPath>>,
+    /// Declared inputs that gather every instance of an output (`[*]`), as lists.
+    pub(super) own_lists: Option<&'s BTreeMap<String, Vec<WorkPath>>>,
     pub(super) allow_own_outputs: bool,
+}
+
+impl Scope<'_> {
+    fn param(&self, name: &str) -> Option<&Json> {
+        self.overrides.get(name).or_else(|| self.params.get(name))
+    }
 }
 
 impl Validator<'_, '_> {
@@ -59,12 +86,22 @@ impl Validator<'_, '_> {
                 };
                 if let [Piece::Expr(Ref::Param(name))] = pieces.as_slice() {
                     used.params.insert(name.clone());
-                    match scope.params.get(name) {
+                    match scope.param(name) {
                         Some(v) => v.clone(),
                         None => {
                             self.unknown_param(name, path, scope);
                             return None;
                         }
+                    }
+                } else if let [Piece::Expr(Ref::Matrix(key))] = pieces.as_slice() {
+                    self.matrix_value(key, path, scope, used)?
+                } else if let [Piece::Expr(
+                    r @ (Ref::StageOutput { all: true, .. } | Ref::Input(_)),
+                )] = pieces.as_slice()
+                {
+                    match self.resolve_ref(r, path, scope, used)? {
+                        Resolved::One(t) => Json::String(t),
+                        Resolved::Many(v) => Json::Array(v.into_iter().map(Json::String).collect()),
                     }
                 } else {
                     Json::String(self.splice_pieces(&pieces, path, scope, Splice::Text, used)?)
@@ -137,9 +174,20 @@ impl Validator<'_, '_> {
                 }
                 Piece::Expr(r) => self.resolve_ref(r, path, scope, used),
             };
+            let quote = |t: &str| {
+                if mode == Splice::Shell {
+                    shell_quote(t)
+                } else {
+                    t.to_string()
+                }
+            };
             match text {
-                Some(t) if mode == Splice::Shell => out.push_str(&shell_quote(&t)),
-                Some(t) => out.push_str(&t),
+                Some(Resolved::One(t)) => out.push_str(&quote(&t)),
+                // A list becomes words: one per item, each quoted on its own in a command.
+                Some(Resolved::Many(items)) => {
+                    let words: Vec<String> = items.iter().map(|t| quote(t)).collect();
+                    out.push_str(&words.join(" "));
+                }
                 None => ok = false,
             }
         }
@@ -152,53 +200,62 @@ impl Validator<'_, '_> {
         path: &YPath,
         scope: &Scope<'_>,
         used: &mut Used,
-    ) -> Option<String> {
+    ) -> Option<Resolved> {
         match r {
             Ref::Param(name) => {
                 used.params.insert(name.clone());
-                match scope.params.get(name) {
-                    Some(Json::String(s)) => Some(s.clone()),
-                    Some(Json::Null) => Some(String::new()),
-                    Some(other) => Some(other.to_string()),
+                match scope.param(name) {
+                    Some(Json::String(s)) => Some(Resolved::One(s.clone())),
+                    Some(Json::Null) => Some(Resolved::One(String::new())),
+                    Some(other) => Some(Resolved::One(other.to_string())),
                     None => {
                         self.unknown_param(name, path, scope);
                         None
                     }
                 }
             }
-            Ref::StageOutput { stage, output } => {
-                let Some(outs) = scope.outputs_by_stage.get(stage) else {
-                    let help = did_you_mean(stage, scope.stage_names.iter().map(String::as_str));
-                    self.problems
-                        .push(path, format!("reference to unknown stage `{stage}`"), help);
-                    return None;
-                };
-                match outs.get(output) {
-                    Some(p) => {
-                        used.stage_outputs.insert((stage.clone(), output.clone()));
-                        Some(p.to_string())
-                    }
-                    None => {
-                        let help =
-                            did_you_mean(output, outs.keys().map(String::as_str)).or_else(|| {
-                                Some(format!(
-                                    "stage `{stage}` has outputs: {}",
-                                    outs.keys().cloned().collect::<Vec<_>>().join(", ")
-                                ))
-                            });
-                        self.problems.push(
-                            path,
-                            format!("stage `{stage}` has no output `{output}`"),
-                            help,
-                        );
-                        None
+            Ref::Matrix(key) => {
+                let v = self.matrix_value(key, path, scope, used)?;
+                Some(Resolved::One(crate::spec::matrix::value_text(&v)))
+            }
+            Ref::StageOutput { stage, output, all } => {
+                let instances = self.instances_of(stage, path, scope, *all)?;
+                let mut paths = Vec::with_capacity(instances.len());
+                for i in instances {
+                    let name = &scope.stages[i].name;
+                    let outs = scope.outputs_by_stage.get(name)?;
+                    match outs.get(output) {
+                        Some(p) => {
+                            used.stage_outputs.insert((name.clone(), output.clone()));
+                            paths.push(p.to_string());
+                        }
+                        None => {
+                            let help = did_you_mean(output, outs.keys().map(String::as_str))
+                                .or_else(|| {
+                                    Some(format!(
+                                        "stage `{stage}` has outputs: {}",
+                                        outs.keys().cloned().collect::<Vec<_>>().join(", ")
+                                    ))
+                                });
+                            self.problems.push(
+                                path,
+                                format!("stage `{stage}` has no output `{output}`"),
+                                help,
+                            );
+                            return None;
+                        }
                     }
                 }
+                Some(if *all {
+                    Resolved::Many(paths)
+                } else {
+                    Resolved::One(paths.pop()?)
+                })
             }
             Ref::Output(name) => {
                 let own = scope.outputs_by_stage.get(scope.own);
                 match own.and_then(|m| m.get(name)) {
-                    Some(p) if scope.allow_own_outputs => Some(p.to_string()),
+                    Some(p) if scope.allow_own_outputs => Some(Resolved::One(p.to_string())),
                     Some(_) => {
                         self.problems.push(
                             path,
@@ -225,20 +282,138 @@ impl Validator<'_, '_> {
                         .push(path, "an input cannot refer to other inputs", None);
                     None
                 }
-                Some(inputs) => match inputs.get(name) {
-                    Some(p) => Some(p.to_string()),
-                    None => {
-                        let help = did_you_mean(name, inputs.keys().map(String::as_str));
-                        self.problems.push(
-                            path,
-                            format!("stage `{}` declares no input `{name}`", scope.own),
-                            help,
-                        );
-                        None
+                Some(inputs) => {
+                    if let Some(list) = scope.own_lists.and_then(|l| l.get(name)) {
+                        return Some(Resolved::Many(list.iter().map(|p| p.to_string()).collect()));
                     }
-                },
+                    match inputs.get(name) {
+                        Some(p) => Some(Resolved::One(p.to_string())),
+                        None => {
+                            let help = did_you_mean(
+                                name,
+                                inputs.keys().map(String::as_str).chain(
+                                    scope
+                                        .own_lists
+                                        .into_iter()
+                                        .flat_map(|l| l.keys().map(String::as_str)),
+                                ),
+                            );
+                            self.problems.push(
+                                path,
+                                format!("stage `{}` declares no input `{name}`", scope.own),
+                                help,
+                            );
+                            None
+                        }
+                    }
+                }
             },
         }
+    }
+
+    /// The instance's value of matrix key `key`, recorded as the param `matrix.KEY` it keys as.
+    fn matrix_value(
+        &mut self,
+        key: &str,
+        path: &YPath,
+        scope: &Scope<'_>,
+        used: &mut Used,
+    ) -> Option<Json> {
+        let keys = || {
+            scope
+                .bindings
+                .iter()
+                .filter(|(k, _)| k != crate::spec::matrix::TRIAL_KEY)
+        };
+        match keys().find(|(k, _)| k == key) {
+            Some((_, v)) => {
+                used.matrix.insert(key.to_string());
+                Some(v.clone())
+            }
+            None => {
+                let base = scope.own_base;
+                let (message, help) = if keys().next().is_none() {
+                    (
+                        format!(
+                            "stage `{base}` has no `matrix`, so `matrix.{key}` means nothing here"
+                        ),
+                        Some(format!(
+                            "add `matrix: {{{key}: [...]}}` to the stage, or use a param"
+                        )),
+                    )
+                } else {
+                    (
+                        format!("stage `{base}` has no matrix key `{key}`"),
+                        did_you_mean(key, keys().map(|(k, _)| k.as_str())).or_else(|| {
+                            Some(format!(
+                                "its matrix keys: {}",
+                                keys()
+                                    .map(|(k, _)| k.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ))
+                        }),
+                    )
+                };
+                self.problems.push(path, message, help);
+                None
+            }
+        }
+    }
+
+    /// The instances of `stage` a reference from this stage means: those whose bindings agree
+    /// with this stage's on every key both have. Without `all`, exactly one must.
+    fn instances_of(
+        &mut self,
+        stage: &str,
+        path: &YPath,
+        scope: &Scope<'_>,
+        all: bool,
+    ) -> Option<Vec<usize>> {
+        let Some(candidates) = scope.by_base.get(stage) else {
+            let help = did_you_mean(stage, scope.stage_names.iter().map(String::as_str));
+            self.problems
+                .push(path, format!("reference to unknown stage `{stage}`"), help);
+            return None;
+        };
+        let matching: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| crate::spec::matrix::agree(scope.bindings, &scope.stages[i].bindings))
+            .collect();
+        if all || matching.len() == 1 {
+            return Some(matching);
+        }
+        let keys: Vec<&str> = scope.stages[candidates[0]]
+            .bindings
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| *k != crate::spec::matrix::TRIAL_KEY)
+            .collect();
+        let base = scope.own_base;
+        if matching.is_empty() {
+            self.problems.push(
+                path,
+                format!("no instance of stage `{stage}` matches `{}`", scope.own),
+                Some(format!(
+                    "`{stage}`'s matrix ({}) has no instance with this stage's values",
+                    keys.join(", ")
+                )),
+            );
+        } else {
+            self.problems.push(
+                path,
+                format!(
+                    "stage `{stage}` has {} instances (matrix: {}) and this reference from `{base}` does not pick one",
+                    matching.len(),
+                    keys.join(", ")
+                ),
+                Some(format!(
+                    "give `{base}` the same matrix keys to pair instance by instance, or gather them all as a list with `${{{{ stages.{stage}.outputs.NAME[*] }}}}`"
+                )),
+            );
+        }
+        None
     }
 
     fn unknown_param(&mut self, name: &str, path: &YPath, scope: &Scope<'_>) {

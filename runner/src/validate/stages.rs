@@ -23,6 +23,18 @@ pub(super) struct Known<'k> {
     pub(super) outputs_by_stage: &'k HashMap<String, BTreeMap<String, WorkPath>>,
     pub(super) stage_names: &'k [String],
     pub(super) index: &'k HashMap<String, usize>,
+    pub(super) by_base: &'k HashMap<String, Vec<usize>>,
+    pub(super) stages: &'k [RawStage],
+    /// A sweep's directory, and which stages' outputs each logical output path stands for
+    /// (`None` outside a sweep): a path written literally in a trial's `inputs:` means that
+    /// trial's copy.
+    pub(super) sweep: Option<&'k SweepPaths>,
+}
+
+/// Where a sweep moved outputs: logical output path → the stages whose outputs it was.
+pub(super) struct SweepPaths {
+    pub(super) dir: String,
+    pub(super) logical: HashMap<String, Vec<usize>>,
 }
 
 /// A stage's definition, and where a problem with each of its inputs points (in the order of
@@ -60,14 +72,21 @@ impl Validator<'_, '_> {
         let mut used = Used::default();
         let mut scope = Scope {
             params: known.params,
+            overrides: &s.param_overrides,
             outputs_by_stage: known.outputs_by_stage,
             stage_names: known.stage_names,
+            by_base: known.by_base,
+            stages: known.stages,
             own: &s.name,
+            own_base: &s.base,
+            bindings: &s.bindings,
             own_inputs: None,
+            own_lists: None,
             allow_own_outputs: false,
         };
-        let inputs = self.inputs(s, &scope, &mut used);
+        let (inputs, lists) = self.inputs(s, &scope, &mut used, known);
         scope.own_inputs = Some(&inputs);
+        scope.own_lists = Some(&lists);
         scope.allow_own_outputs = true;
         let (with, unresolved) = self.with(s, &scope, &mut used);
         let kind = self.command(s, kind, &scope, &mut used);
@@ -75,14 +94,23 @@ impl Validator<'_, '_> {
         let timeout = self.timeout(s);
         self.check_version(s);
         let kind_facts = self.prepare_with_kind(s, kind.as_ref(), &with, &unresolved);
-        self.needs(idx, s, known.stage_names, known.index, edges);
-        let (inputs, input_at) = all_inputs(s, inputs, &used, known);
+        self.needs(idx, s, known, edges);
+        let (inputs, input_at) = all_inputs(s, inputs, lists, &used, known);
 
-        let params = used
+        let mut params: BTreeMap<String, Json> = used
             .params
             .iter()
-            .filter_map(|p| known.params.get(p).map(|v| (p.clone(), v.clone())))
+            .filter_map(|p| {
+                let v = s.param_overrides.get(p).or_else(|| known.params.get(p));
+                v.map(|v| (p.clone(), v.clone()))
+            })
             .collect();
+        // Matrix values key like params, so `status` names the one that differs.
+        for k in &used.matrix {
+            if let Some((_, v)) = s.bindings.iter().find(|(b, _)| b == k) {
+                params.insert(format!("matrix.{k}"), v.clone());
+            }
+        }
         let outputs = own_outputs
             .into_iter()
             .map(|(name, path)| Output { name, path })
@@ -90,6 +118,9 @@ impl Validator<'_, '_> {
         let def = StageDef {
             id: StageId(s.name.clone()),
             idx,
+            base: s.base.clone(),
+            bindings: s.bindings.clone(),
+            sweep_dir: known.sweep.map(|w| w.dir.clone()),
             kind: kind.unwrap_or(StageKind::Run {
                 command: String::new(),
             }),
@@ -110,24 +141,47 @@ impl Validator<'_, '_> {
         Defined { def, input_at }
     }
 
-    /// The declared inputs, spliced and checked as workspace paths.
+    /// The declared inputs, spliced and checked as workspace paths; those that gather every
+    /// instance of a matrix stage's output (`[*]`) as lists.
     fn inputs(
         &mut self,
         s: &RawStage,
         scope: &Scope<'_>,
         used: &mut Used,
-    ) -> BTreeMap<String, WorkPath> {
+        known: &Known<'_>,
+    ) -> (BTreeMap<String, WorkPath>, BTreeMap<String, Vec<WorkPath>>) {
         let mut inputs = BTreeMap::new();
+        let mut lists = BTreeMap::new();
         for (k, v) in &s.inputs {
             let p = s.path.k("inputs").k(k);
+            if is_gather(v) {
+                let Some(Json::Array(items)) =
+                    self.splice_value(&yaml_serde::Value::String(v.clone()), &p, scope, used)
+                else {
+                    continue;
+                };
+                let paths: Vec<WorkPath> = items
+                    .iter()
+                    .filter_map(|i| i.as_str())
+                    .filter_map(|t| self.work_path(t, &p, &format!("input `{k}`")))
+                    .collect();
+                lists.insert(k.clone(), paths);
+                continue;
+            }
+            let refs_before = used.stage_outputs.len();
             let Some(text) = self.splice_text(v, &p, scope, Splice::Text, used) else {
                 continue;
             };
-            if let Some(wp) = self.work_path(&text, &p, &format!("input `{k}`")) {
+            if let Some(mut wp) = self.work_path(&text, &p, &format!("input `{k}`")) {
+                if used.stage_outputs.len() == refs_before {
+                    if let Some(moved) = known.sweep.and_then(|w| w.moved(&wp, s, known)) {
+                        wp = moved;
+                    }
+                }
                 inputs.insert(k.clone(), wp);
             }
         }
-        inputs
+        (inputs, lists)
     }
 
     /// `with:` spliced, and the paths in it whose `${{ }}` failed to resolve.
@@ -269,7 +323,7 @@ impl Validator<'_, '_> {
                     None => s.path.k("inputs"),
                 };
                 self.problems
-                    .push(&at, format!("stage `{}`: {message}", s.name), help);
+                    .push(&at, format!("stage `{}`: {message}", s.base), help);
             }
         }
         let with_path = s.path.k("with");
@@ -300,7 +354,7 @@ impl Validator<'_, '_> {
             };
             into.push(
                 &p,
-                format!("stage `{}`: {}", s.name, problem.message),
+                format!("stage `{}`: {}", s.base, problem.message),
                 problem.help,
             );
         }
@@ -312,18 +366,55 @@ impl Validator<'_, '_> {
     }
 }
 
-/// The declared inputs, then the upstream outputs referenced from `with:`/`run:` that no declared
-/// input already names, sorted by name; each with where a problem with it points.
+/// An input written as one gathering expression, `${{ stages.S.outputs.N[*] }}`.
+fn is_gather(v: &str) -> bool {
+    matches!(
+        crate::spec::template::parse(v).as_deref(),
+        Ok([crate::spec::template::Piece::Expr(
+            crate::spec::template::Ref::StageOutput { all: true, .. }
+        )])
+    )
+}
+
+impl SweepPaths {
+    /// Where a sweep put the output a literal input path names (or lies inside): the copy of
+    /// the producing stage that agrees with `s` (its own trial's, or the shared one).
+    fn moved(&self, p: &WorkPath, s: &RawStage, known: &Known<'_>) -> Option<WorkPath> {
+        let mut cur = p.as_str();
+        loop {
+            if let Some(producers) = self.logical.get(cur) {
+                let j = producers.iter().copied().find(|&j| {
+                    crate::spec::matrix::agree(&s.bindings, &known.stages[j].bindings)
+                })?;
+                return Some(p.under(known.stages[j].root.as_ref()?));
+            }
+            cur = &cur[..cur.rfind('/')?];
+        }
+    }
+}
+
+/// The declared inputs (a gathered list as `NAME[0]`, `NAME[1]`, …), then the upstream outputs
+/// referenced from `with:`/`run:` that no declared input already names, sorted by name; each
+/// with where a problem with it points.
 fn all_inputs(
     s: &RawStage,
     declared: BTreeMap<String, WorkPath>,
+    lists: BTreeMap<String, Vec<WorkPath>>,
     used: &Used,
     known: &Known<'_>,
 ) -> (Vec<Input>, Vec<YPath>) {
+    let listed = lists.into_iter().flat_map(|(name, paths)| {
+        paths
+            .into_iter()
+            .enumerate()
+            .map(move |(i, p)| (format!("{name}[{i}]"), p, name.clone()))
+    });
     let mut all: Vec<(Input, YPath)> = declared
         .into_iter()
-        .map(|(name, path)| {
-            let at = s.path.k("inputs").k(&name);
+        .map(|(name, path)| (name.clone(), path, name))
+        .chain(listed)
+        .map(|(name, path, written)| {
+            let at = s.path.k("inputs").k(&written);
             let input = Input {
                 name,
                 path,
@@ -337,8 +428,14 @@ fn all_inputs(
             continue;
         };
         if !all.iter().any(|(i, _)| &i.path == path) {
+            // Named by the logical name: a sweep trial's input keys as a plain run's would.
+            let logical = known
+                .index
+                .get(st)
+                .map(|&i| known.stages[i].logical.as_str())
+                .unwrap_or(st);
             let input = Input {
-                name: format!("stages.{st}.outputs.{out}"),
+                name: format!("stages.{logical}.outputs.{out}"),
                 path: path.clone(),
                 producer: None,
             };

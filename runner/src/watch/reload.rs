@@ -70,6 +70,7 @@ mod tests {
             display: "sluice.yaml".into(),
             overrides: &[],
             registry: &StageRegistry::default(),
+            sweep: None,
         })
         .unwrap_or_else(|e| panic!("{e}"))
     }

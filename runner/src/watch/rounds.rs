@@ -349,6 +349,7 @@ impl Watch {
             display: self.opts.display.clone(),
             overrides: &self.opts.overrides,
             registry: &self.engine.registry,
+            sweep: None,
         });
         let new = match loaded {
             Ok(p) => p,

@@ -192,6 +192,7 @@ pub(super) fn setup(yaml: &str) -> Setup {
         display: "sluice.yaml".into(),
         overrides: &[],
         registry: &StageRegistry::default(),
+        sweep: None,
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let ws = Workspace::open(&root).unwrap();
