@@ -26,6 +26,7 @@ pub mod scheduler;
 pub mod schema;
 pub mod spec;
 pub mod stage;
+pub mod sweep;
 pub mod validate;
 pub mod watch;
 pub mod workspace;
