@@ -295,9 +295,16 @@ impl Human {
                             message.unwrap_or_default()
                         )
                     }),
+                    Outcome::Pruned => {
+                        // The message starts with the word itself (`pruned: val_loss 0.91 at
+                        // epoch 5 is worse ...`), which the label already says.
+                        let why = message.unwrap_or_default();
+                        let why = why.strip_prefix("pruned: ").unwrap_or(&why);
+                        Some(format!("{} {stage}: {why}", style.paint("35", "pruned")))
+                    }
                 };
                 if let Some(line) = line {
-                    if !style.quiet || matches!(outcome, Outcome::Failed | Outcome::TimedOut) {
+                    if !style.quiet || outcome.is_failure() {
                         say(line);
                     }
                 }
@@ -322,6 +329,7 @@ impl Human {
                 restored,
                 failed,
                 skipped,
+                pruned,
             } => {
                 let _ = mp.clear();
                 if style.quiet && ok {
@@ -371,8 +379,14 @@ impl Human {
                 } else {
                     style.paint("31;1", "failed")
                 };
+                // Only sweeps prune, so other runs keep their summary as it always was.
+                let pruned = if pruned > 0 {
+                    format!(", {pruned} pruned")
+                } else {
+                    String::new()
+                };
                 out.push_str(&format!(
-                    "{verdict}: {ran} ran, {up_to_date} up to date, {restored} restored, {failed} failed, {skipped} skipped in {:.2}s\n",
+                    "{verdict}: {ran} ran, {up_to_date} up to date, {restored} restored, {failed} failed, {skipped} skipped{pruned} in {:.2}s\n",
                     duration_ms as f64 / 1000.0
                 ));
                 eprint!("{out}");

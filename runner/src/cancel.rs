@@ -9,25 +9,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Why running stages are being stopped, in increasing severity.
+///
+/// The two stops a caller asks for come first, because neither says anything went wrong:
+/// `Superseded` (the stage runs again with new inputs, no verdict) ranks below `Pruned` (a
+/// final verdict, though not a failure). Both rank below `TimedOut`, the stage's own failure,
+/// and below the run-wide stops. The first reason given is kept whatever its rank, so the order
+/// only matters where the dispatcher compares run-wide stops (`>= Interrupt`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum CancelReason {
     /// `sluice watch`: the stage's inputs or definition changed while it ran (see
     /// `scheduler::Control`).
     Superseded = 1,
+    /// A sweep's pruning rule gave up on the trial (`scheduler::Control::Prune`): stopped, not
+    /// failed.
+    Pruned = 2,
     /// The stage ran past its own `timeout:`.
-    TimedOut = 2,
+    TimedOut = 3,
     /// Another stage failed and `--keep-going` is off.
-    StageFailed = 3,
+    StageFailed = 4,
     /// First SIGINT/SIGTERM: SIGTERM to every stage, SIGKILL after the grace period.
-    Interrupt = 4,
+    Interrupt = 5,
     /// Second signal: SIGKILL now.
-    ForceKill = 5,
+    ForceKill = 6,
 }
 
 impl CancelReason {
-    const ALL: [CancelReason; 5] = [
+    const ALL: [CancelReason; 6] = [
         CancelReason::Superseded,
+        CancelReason::Pruned,
         CancelReason::TimedOut,
         CancelReason::StageFailed,
         CancelReason::Interrupt,
@@ -42,6 +52,7 @@ impl CancelReason {
     pub fn describe(self, timeout: Option<Duration>) -> String {
         match self {
             CancelReason::Superseded => "superseded (its inputs or definition changed)".into(),
+            CancelReason::Pruned => "pruned".into(),
             CancelReason::TimedOut => {
                 format!("timed out after {}", humane(timeout.unwrap_or_default()))
             }
@@ -118,7 +129,8 @@ mod tests {
         let mut sorted = CancelReason::ALL;
         sorted.sort();
         assert_eq!(sorted, CancelReason::ALL);
-        assert!(CancelReason::Superseded < CancelReason::TimedOut);
+        assert!(CancelReason::Superseded < CancelReason::Pruned);
+        assert!(CancelReason::Pruned < CancelReason::TimedOut);
         assert!(CancelReason::StageFailed < CancelReason::Interrupt);
         assert!(CancelReason::Interrupt < CancelReason::ForceKill);
         for r in CancelReason::ALL {

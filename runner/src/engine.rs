@@ -90,8 +90,15 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// Whether the run did what was asked of it: not interrupted, and every stage succeeded,
+    /// was pruned, or was skipped. A skipped stage in a run that was neither interrupted nor
+    /// had a failure can only sit below a pruned one, so a sweep whose only non-successes are
+    /// prunes and their skips is ok, while any failure or cancellation is not.
     pub fn ok(&self) -> bool {
-        !self.interrupted && self.stages.values().all(|s| s.outcome.is_success())
+        !self.interrupted
+            && self.stages.values().all(|s| {
+                s.outcome.is_success() || matches!(s.outcome, Outcome::Pruned | Outcome::Skipped)
+            })
     }
     pub fn count(&self, o: Outcome) -> usize {
         self.stages.values().filter(|s| s.outcome == o).count()
@@ -363,8 +370,13 @@ impl Engine {
             ran: summary.count(Outcome::Ran),
             up_to_date: summary.count(Outcome::UpToDate),
             restored: summary.count(Outcome::Restored),
-            failed: summary.count(Outcome::Failed) + summary.count(Outcome::TimedOut),
+            failed: summary
+                .stages
+                .values()
+                .filter(|s| s.outcome.is_failure())
+                .count(),
             skipped: summary.count(Outcome::Skipped) + summary.count(Outcome::Cancelled),
+            pruned: summary.count(Outcome::Pruned),
         });
         Ok(summary)
     }

@@ -17,13 +17,24 @@ pub enum Outcome {
     TimedOut,
     /// Stopped by a failure elsewhere or by an interrupt.
     Cancelled,
-    /// Never started: an upstream stage failed, or the run stopped first.
+    /// Never started: an upstream stage failed or was pruned, or the run stopped first.
     Skipped,
+    /// Stopped, or never started, because a sweep's pruning rule gave up on it
+    /// (`scheduler::Control::Prune`). Not a success (nothing it would have produced exists), but
+    /// not a failure either.
+    Pruned,
 }
 
 impl Outcome {
+    /// The stage's outputs exist and match its key.
     pub fn is_success(self) -> bool {
         matches!(self, Outcome::UpToDate | Outcome::Restored | Outcome::Ran)
+    }
+    /// The stage itself went wrong: what makes a run fail (exit code, `RunFinished::failed`).
+    /// Cancelled and skipped stages are consequences of a failure or an interrupt, and pruned
+    /// ones of a decision, so they are neither.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::TimedOut)
     }
     pub fn label(self) -> &'static str {
         match self {
@@ -34,6 +45,7 @@ impl Outcome {
             Outcome::TimedOut => "timed out",
             Outcome::Cancelled => "cancelled",
             Outcome::Skipped => "skipped",
+            Outcome::Pruned => "pruned",
         }
     }
 }
@@ -103,6 +115,9 @@ pub enum Event {
         restored: usize,
         failed: usize,
         skipped: usize,
+        /// Stages stopped or not started by a sweep's pruning rule (their downstream counts
+        /// as skipped).
+        pruned: usize,
     },
 }
 

@@ -3,7 +3,7 @@
 //! timeouts and kill escalation are deadlines the loop wakes up for. Nothing else writes run
 //! state, so there are no locks around it. `Dispatcher` holds that state and handles each kind
 //! of message in a method of its own; the worker pool is in `workers.rs`, the `Control` requests
-//! of `sluice watch` in `control.rs`.
+//! of `sluice watch` and `sluice sweep` in `control.rs`.
 
 use crate::cancel::{CancelReason, CancelToken};
 use crate::error::StageError;
@@ -88,6 +88,8 @@ struct Dispatcher {
     lock_error: Option<String>,
     /// Running stages being stopped by a `Control`: to run again, or to be dropped.
     superseded: BTreeMap<usize, Supersede>,
+    /// Running stages being stopped by `Control::Prune`, with why.
+    pruning: BTreeMap<usize, String>,
     deferred: BTreeSet<usize>,
 }
 
@@ -202,6 +204,7 @@ impl Dispatcher {
             lock_interval: LOCK_WRITE_INTERVAL,
             lock_error: None,
             superseded: BTreeMap::new(),
+            pruning: BTreeMap::new(),
             deferred: BTreeSet::new(),
             opts,
         };
@@ -405,6 +408,9 @@ impl Dispatcher {
         let timeout = self.ctx.pipeline.stages[idx].timeout;
         let stopped_by = r.cancel.reason();
         let timed_out = stopped_by == Some(CancelReason::TimedOut);
+        // Only a stage that did stop is pruned: one whose result made it out before the request
+        // keeps it.
+        let pruned = self.pruning.remove(&idx);
         let timeout_msg = || {
             format!(
                 "{}; its process group was killed",
@@ -431,6 +437,11 @@ impl Dispatcher {
             JobResult::Cancelled { log_tail } if timed_out => {
                 (Outcome::TimedOut, Some(timeout_msg().into()), log_tail)
             }
+            JobResult::Cancelled { .. } if pruned.is_some() => (
+                Outcome::Pruned,
+                Some(pruned_message(pruned.as_deref(), "; partial outputs removed").into()),
+                Vec::new(),
+            ),
             JobResult::Cancelled { .. } => (
                 Outcome::Cancelled,
                 Some(
@@ -455,8 +466,10 @@ impl Dispatcher {
                     }
                 }
             }
-        } else if matches!(outcome, Outcome::Failed | Outcome::TimedOut) {
+        } else if outcome.is_failure() {
             self.on_failure(idx);
+        } else if outcome == Outcome::Pruned {
+            self.skip_downstream(idx, "was pruned");
         }
     }
 
@@ -480,29 +493,35 @@ impl Dispatcher {
 
     fn on_failure(&mut self, idx: usize) {
         if self.opts.keep_going {
-            let below = self
-                .ctx
-                .pipeline
-                .graph
-                .downstream_closure(&[idx].into_iter().collect());
-            let failed = self.ctx.pipeline.stages[idx].id.0.clone();
-            for i in below {
-                if i == idx || !self.opts.selection.contains(&i) || self.done.contains_key(&i) {
-                    continue;
-                }
-                self.waiting.remove(&i);
-                self.ready.retain(|&(_, j)| j != i);
-                self.finish(
-                    i,
-                    Outcome::Skipped,
-                    Instant::now(),
-                    Some(format!("upstream `{failed}` failed").into()),
-                    Vec::new(),
-                );
-            }
+            self.skip_downstream(idx, "failed");
         } else if self.stop.is_none() {
             self.stop = Some(CancelReason::StageFailed);
             self.cancel_all(CancelReason::StageFailed);
+        }
+    }
+
+    /// Skips every selected stage below `idx` that has not finished, saying the upstream stage
+    /// `what` ("failed", "was pruned").
+    fn skip_downstream(&mut self, idx: usize, what: &str) {
+        let below = self
+            .ctx
+            .pipeline
+            .graph
+            .downstream_closure(&[idx].into_iter().collect());
+        let upstream = self.ctx.pipeline.stages[idx].id.0.clone();
+        for i in below {
+            if i == idx || !self.opts.selection.contains(&i) || self.done.contains_key(&i) {
+                continue;
+            }
+            self.waiting.remove(&i);
+            self.ready.retain(|&(_, j)| j != i);
+            self.finish(
+                i,
+                Outcome::Skipped,
+                Instant::now(),
+                Some(format!("upstream `{upstream}` {what}").into()),
+                Vec::new(),
+            );
         }
     }
 
@@ -579,6 +598,14 @@ impl Dispatcher {
         self.lock_written = Instant::now();
         // Writing a large lock file takes a while; keep it under a tenth of the dispatcher's time.
         self.lock_interval = LOCK_WRITE_INTERVAL.max(t.elapsed() * 10);
+    }
+}
+
+/// A pruned stage's message: `pruned: ` and the caller's reason, then `rest`.
+fn pruned_message(why: Option<&str>, rest: &str) -> String {
+    match why.filter(|w| !w.is_empty()) {
+        Some(w) => format!("pruned: {w}{rest}"),
+        None => format!("pruned{rest}"),
     }
 }
 

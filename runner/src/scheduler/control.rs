@@ -1,17 +1,19 @@
-//! Requests that reach a running dispatch from outside (`sluice watch`): rerun or withdraw
-//! stages whose inputs or definitions changed. The `Dispatcher` methods here are called from its
-//! loop only, so run state keeps one writer.
+//! Requests that reach a running dispatch from outside: `sluice watch` reruns or withdraws
+//! stages whose inputs or definitions changed, `sluice sweep` prunes trials its stopping rule
+//! gave up on. The `Dispatcher` methods here are called from its loop only, so run state keeps
+//! one writer.
 
-use super::{cancel_one, Dispatcher};
+use super::{cancel_one, pruned_message, Dispatcher};
 use crate::cancel::CancelReason;
 use crate::events::Outcome;
 use crate::job::JobResult;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-/// Requests from outside a run while it is going (`sluice watch`), delivered to the dispatch loop
-/// like signals and completions. Sets are stage indices of the run's pipeline; the dispatcher
-/// takes their downstream closure itself, so a request never leaves a dependent behind.
+/// Requests from outside a run while it is going (`sluice watch`, `sluice sweep`), delivered to
+/// the dispatch loop like signals and completions. Stages are indices of the run's pipeline; the
+/// dispatcher takes their downstream closure itself, so a request never leaves a dependent
+/// behind.
 #[derive(Debug, Clone)]
 pub enum Control {
     /// The stages' inputs changed: stop the running ones (process groups killed, partial outputs
@@ -21,6 +23,13 @@ pub enum Control {
     /// Stop the stages and drop them from this run without a verdict (their definitions changed,
     /// so the caller runs them in a later run with the new pipeline).
     Withdraw(BTreeSet<usize>),
+    /// Give up on the stages without failing the run, each with why (shown after `pruned: `):
+    /// running ones are stopped like a cancellation (process group stopped, partial outputs
+    /// dropped, nothing cached or locked) and reported `Outcome::Pruned`; ones not started yet
+    /// are reported pruned without running. Their downstream is skipped. Stages already
+    /// finished are left alone, and so is everything once the run is stopping: its stop already
+    /// decides what becomes of them.
+    Prune(Vec<(usize, String)>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +46,7 @@ impl Dispatcher {
         let (set, how) = match c {
             Control::Rerun(s) => (graph.downstream_closure(&s), Supersede::Rerun),
             Control::Withdraw(s) => (graph.downstream_closure(&s), Supersede::Withdraw),
+            Control::Prune(stages) => return self.prune(stages),
         };
         if self.stop.is_some() {
             // The run is winding down and starts nothing new; the caller reruns these later.
@@ -76,6 +86,41 @@ impl Dispatcher {
         }
     }
 
+    /// `Control::Prune`. A running stage's verdict comes when its job ends (`job_done`); a
+    /// timeout or a supersede given first keeps its own.
+    fn prune(&mut self, stages: Vec<(usize, String)>) {
+        if self.stop.is_some() {
+            return;
+        }
+        let grace = self.opts.kill_grace;
+        for (i, why) in stages {
+            if !self.opts.selection.contains(&i)
+                || self.done.contains_key(&i)
+                || self.superseded.contains_key(&i)
+                || self.pruning.contains_key(&i)
+            {
+                continue;
+            }
+            if let Some(r) = self.running.get_mut(&i) {
+                cancel_one(r, CancelReason::Pruned, grace);
+                if r.cancel.reason() == Some(CancelReason::Pruned) {
+                    self.pruning.insert(i, why);
+                }
+                continue;
+            }
+            self.waiting.remove(&i);
+            self.ready.retain(|&(_, j)| j != i);
+            self.finish(
+                i,
+                Outcome::Pruned,
+                Instant::now(),
+                Some(pruned_message(Some(&why), "; not started").into()),
+                Vec::new(),
+            );
+            self.skip_downstream(i, "was pruned");
+        }
+    }
+
     /// Puts a stage back into the run: ready, waiting for its upstream, or skipped when an
     /// upstream stage of this run has already failed.
     fn enqueue(&mut self, i: usize) {
@@ -86,16 +131,21 @@ impl Dispatcher {
             .deps(i)
             .filter(|d| self.opts.selection.contains(d))
             .collect();
-        if let Some(&failed) = deps
+        if let Some((&failed, r)) = deps
             .iter()
-            .find(|d| self.done.get(d).is_some_and(|r| !r.outcome.is_success()))
+            .find_map(|d| self.done.get(d).map(|r| (d, r)).filter(|(_, r)| !r.outcome.is_success()))
         {
+            let what = if r.outcome == Outcome::Pruned {
+                "was pruned"
+            } else {
+                "did not succeed"
+            };
             let failed = self.ctx.pipeline.stages[failed].id.0.clone();
             self.finish(
                 i,
                 Outcome::Skipped,
                 Instant::now(),
-                Some(format!("upstream `{failed}` did not succeed").into()),
+                Some(format!("upstream `{failed}` {what}").into()),
                 Vec::new(),
             );
             return;

@@ -5,6 +5,7 @@
 //! the engine's events, never on sleeps.
 
 mod harness;
+mod prune;
 
 use super::*;
 use crossbeam_channel::unbounded;
