@@ -240,6 +240,42 @@ impl Human {
                     say(format!("      {stage}: {name}={value}{at}"));
                 }
             }
+            Event::TrialFinished {
+                trial,
+                of,
+                state,
+                metric_name,
+                metric,
+                params,
+                duration_ms,
+            } => {
+                if !style.quiet {
+                    let width = of.to_string().len();
+                    let shown = match metric {
+                        Some(m) => format!("{metric_name} {m:.4}"),
+                        None => format!("{metric_name} -"),
+                    };
+                    let params: Vec<String> = params
+                        .iter()
+                        .map(|(k, v)| match v {
+                            serde_json::Value::String(s) => format!("{k}={s}"),
+                            other => format!("{k}={other}"),
+                        })
+                        .collect();
+                    let colour = match state.as_str() {
+                        "done" => "32",
+                        "pruned" => "33",
+                        _ => "31",
+                    };
+                    say(format!(
+                        "{} {trial:>width$}/{of} {:<7} {shown}  {}  ({:.1}s)",
+                        style.paint("1", "trial"),
+                        style.paint(colour, &state),
+                        params.join(" "),
+                        duration_ms as f64 / 1000.0
+                    ));
+                }
+            }
             Event::StageFinished {
                 stage,
                 outcome,

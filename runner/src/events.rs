@@ -101,6 +101,19 @@ pub enum Event {
         #[serde(skip_serializing_if = "Vec::is_empty")]
         log_tail: Vec<String>,
     },
+    /// Every stage of one sweep trial has finished (`sluice sweep`'s live table).
+    TrialFinished {
+        trial: usize,
+        /// Trials in the sweep.
+        of: usize,
+        /// done, pruned, failed, cancelled or pending.
+        state: String,
+        metric_name: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metric: Option<f64>,
+        params: std::collections::BTreeMap<String, serde_json::Value>,
+        duration_ms: u64,
+    },
     Warning {
         #[serde(skip_serializing_if = "Option::is_none")]
         stage: Option<String>,

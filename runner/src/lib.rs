@@ -2,6 +2,8 @@
 //! `Pipeline` with a sealed `StageGraph` → `plan` (decisions) → `scheduler` + `job` (execution)
 //! → `cache` and `lock`. The engine emits `events` and never prints.
 
+#![recursion_limit = "256"]
+
 pub mod atomic;
 pub mod cache;
 pub mod cancel;

@@ -120,6 +120,8 @@ pub struct Pipeline {
     pub by_base: HashMap<String, Vec<usize>>,
     /// Where the lock file is, when not beside the pipeline (a sweep keeps its own).
     pub lock_file: Option<PathBuf>,
+    /// `sweep:`, read and checked; `sluice run` leaves it alone.
+    pub sweep: Option<crate::sweep::spec::SweepSpec>,
     /// What validation found worth saying but not worth refusing, each rendered with its place
     /// in the file (message, location, source line, `help:`), without the `warning:` label.
     pub warnings: Vec<String>,

@@ -4,6 +4,7 @@
 //! trial, each in its own directory), `prune` is the median stopping rule, `drive` runs it all
 //! as one engine run, `results` holds, ranks, writes and reads back what the trials gave.
 
+pub mod drive;
 pub mod expand;
 pub mod prune;
 pub mod results;

@@ -191,6 +191,7 @@ impl Validator<'_, '_> {
         let params = self.params(&raw.params);
         let plugins = self.plugins(&raw.plugins);
         let bases = self.stage_names(&raw.stages);
+        let sweep = self.sweep(raw.sweep.as_ref(), &params, &raw.stages);
         crate::spec::matrix::expand(&mut raw, self.problems);
         if let Some(layout) = self.opts.sweep {
             layout.apply(&mut raw);
@@ -231,6 +232,7 @@ impl Validator<'_, '_> {
             by_name: index,
             by_base,
             lock_file: self.opts.sweep.map(|l| l.lock_file.clone()),
+            sweep,
             warnings: Vec::new(),
         })
     }
@@ -250,6 +252,56 @@ impl Validator<'_, '_> {
             );
         }
         name
+    }
+
+    /// `sweep:`, read and checked against the pipeline: varied params declared, the metric's
+    /// and `skip:`'s stages present.
+    fn sweep(
+        &mut self,
+        v: Option<&yaml_serde::Value>,
+        params: &BTreeMap<String, serde_json::Value>,
+        stages: &[RawStage],
+    ) -> Option<crate::sweep::spec::SweepSpec> {
+        let path = YPath::root().k("sweep");
+        let spec = crate::sweep::spec::parse(v?, &path, self.problems)?;
+        for (name, _) in &spec.params {
+            if !params.contains_key(name) {
+                let help = crate::diag::did_you_mean(name, params.keys().map(String::as_str))
+                    .unwrap_or_else(|| {
+                        format!("declare `{name}` under `params:` with the value a plain run uses")
+                    });
+                self.problems.push(
+                    &path.k("params").k(name).key_of(),
+                    format!("sweep param `{name}` is not declared under `params:`"),
+                    Some(help),
+                );
+            }
+        }
+        let names = || stages.iter().map(|s| s.base.as_str());
+        let check_stage = |what: String, name: &str, at: YPath, problems: &mut Problems| {
+            if !names().any(|n| n == name) {
+                problems.push(
+                    &at,
+                    format!("{what} names unknown stage `{name}`"),
+                    crate::diag::did_you_mean(name, names()),
+                );
+            }
+        };
+        check_stage(
+            format!("sweep metric `{}`", spec.metric),
+            &spec.metric.stage,
+            path.k("metric"),
+            self.problems,
+        );
+        for (i, k) in spec.skip.iter().enumerate() {
+            check_stage(
+                "`sweep.skip`".to_string(),
+                k,
+                path.k("skip").i(i),
+                self.problems,
+            );
+        }
+        Some(spec)
     }
 
     /// The stages' names as written, in order, each checked (before matrix expansion).
