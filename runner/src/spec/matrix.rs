@@ -172,8 +172,9 @@ fn combinations(matrix: &[(String, Vec<Json>)]) -> Vec<Vec<(String, Json)>> {
 }
 
 fn instance(s: &RawStage, bindings: Vec<(String, Json)>) -> RawStage {
+    // The instance keeps `matrix` (not expanded again): problems with a value taken from it
+    // point at the value.
     let mut i = s.clone();
-    i.matrix = Vec::new();
     i.name = instance_name(&s.base, &bindings);
     i.logical = i.name.clone();
     i.outputs = s

@@ -82,6 +82,9 @@ pub struct RawStage {
     pub version: Option<String>,
     /// `matrix:` as written: each key with its values (expanded by `spec::matrix`).
     pub matrix: Vec<(String, Vec<serde_json::Value>)>,
+    /// `matrix:` was written but had problems (already reported): `${{ matrix.K }}` in the
+    /// stage is not reported again.
+    pub matrix_broken: bool,
     /// The name as written under `stages:` (an instance's `name` adds its bindings).
     pub base: String,
     /// The name without a sweep's `trial` binding: what keys, default output paths and
@@ -296,6 +299,7 @@ fn stage(name: &str, v: &Value, path: &YPath, problems: &mut Problems) -> Option
         env: Vec::new(),
         version: None,
         matrix: Vec::new(),
+        matrix_broken: false,
         base: name.to_string(),
         logical: name.to_string(),
         bindings: Vec::new(),
@@ -396,7 +400,9 @@ fn stage(name: &str, v: &Value, path: &YPath, problems: &mut Problems) -> Option
         s.version = scalar_string(v, &path.k("version"), "`version`", problems);
     }
     if let Some(v) = m.get("matrix") {
+        let before = problems.0.len();
         s.matrix = super::matrix::read(v, &path.k("matrix"), problems);
+        s.matrix_broken = problems.0.len() > before;
     }
     if let Some(v) = m.get("env") {
         let p = path.k("env");

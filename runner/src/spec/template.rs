@@ -97,6 +97,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn parses_gather_and_matrix() {
+        assert_eq!(
+            parse("${{ stages.t.outputs.model[*] }}").unwrap(),
+            vec![Piece::Expr(Ref::StageOutput {
+                stage: "t".into(),
+                output: "model".into(),
+                all: true,
+            })]
+        );
+        assert_eq!(
+            parse("${{ matrix.lr }}").unwrap(),
+            vec![Piece::Expr(Ref::Matrix("lr".into()))]
+        );
+        assert!(parse("${{ params.x[*] }}").is_err());
+    }
+
+    #[test]
     fn parses_mixed_text() {
         let p = parse("python x.py ${{ stages.a.outputs.m }} > ${{outputs.r}}").unwrap();
         assert_eq!(
@@ -105,7 +122,8 @@ mod tests {
                 Piece::Text("python x.py ".into()),
                 Piece::Expr(Ref::StageOutput {
                     stage: "a".into(),
-                    output: "m".into()
+                    output: "m".into(),
+                    all: false,
                 }),
                 Piece::Text(" > ".into()),
                 Piece::Expr(Ref::Output("r".into())),

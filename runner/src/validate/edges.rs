@@ -123,7 +123,7 @@ impl Validator<'_, '_> {
                 ypath,
                 format!(
                     "input `{}` of stage `{}` (`{}`) is a symbolic link {what}",
-                    input.name, s.id, input.path
+                    input.name, s.base, input.path
                 ),
                 Some("fix or remove the link, or point the input at the data itself".into()),
             );
@@ -132,7 +132,7 @@ impl Validator<'_, '_> {
                 ypath,
                 format!(
                     "input `{}` of stage `{}` (`{}`) does not exist and no stage produces it",
-                    input.name, s.id, input.path
+                    input.name, s.base, input.path
                 ),
                 Some("check the path, or add the stage that writes it".into()),
             );

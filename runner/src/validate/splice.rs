@@ -49,6 +49,8 @@ pub(super) struct Scope<'s> {
     pub(super) stages: &'s [crate::spec::RawStage],
     pub(super) own: &'s str,
     pub(super) own_base: &'s str,
+    /// The stage's `matrix:` had problems of its own: references to it are not reported too.
+    pub(super) matrix_broken: bool,
     /// The stage's matrix values (and sweep trial): what `matrix.KEY` reads, and what picks the
     /// instance of another matrix stage a reference means.
     pub(super) bindings: &'s [(String, Json)],
@@ -330,6 +332,7 @@ impl Validator<'_, '_> {
                 used.matrix.insert(key.to_string());
                 Some(v.clone())
             }
+            None if scope.matrix_broken => None,
             None => {
                 let base = scope.own_base;
                 let (message, help) = if keys().next().is_none() {

@@ -79,6 +79,7 @@ impl Validator<'_, '_> {
             stages: known.stages,
             own: &s.name,
             own_base: &s.base,
+            matrix_broken: s.matrix_broken,
             bindings: &s.bindings,
             own_inputs: None,
             own_lists: None,
@@ -352,6 +353,22 @@ impl Validator<'_, '_> {
             } else {
                 &mut *self.problems
             };
+            // A value that came from the matrix is wrong where the matrix lists it.
+            if let Some((key, i, text)) = matrix_source(s, &problem.path) {
+                let shown: Vec<&str> = problem.path.iter().map(String::as_str).collect();
+                into.push(
+                    &s.path.k("matrix").k(&key).i(i),
+                    format!(
+                        "stage `{}`: `with.{}` takes `{text}` from `matrix.{key}` (instance `{}`): {}",
+                        s.base,
+                        shown.join("."),
+                        s.name,
+                        problem.message
+                    ),
+                    problem.help,
+                );
+                continue;
+            }
             into.push(
                 &p,
                 format!("stage `{}`: {}", s.base, problem.message),
@@ -364,6 +381,33 @@ impl Validator<'_, '_> {
             prepared,
         }
     }
+}
+
+/// The matrix key and value index a `with:` value at `path` was taken from, when it is written
+/// as exactly `${{ matrix.KEY }}` in a matrix stage's instance.
+fn matrix_source(s: &RawStage, path: &[String]) -> Option<(String, usize, String)> {
+    use crate::spec::template::{parse, Piece, Ref};
+    let mut v = &s.with;
+    for seg in path {
+        v = match v {
+            yaml_serde::Value::Mapping(m) => m.get(seg.as_str())?,
+            yaml_serde::Value::Sequence(items) => items.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    let yaml_serde::Value::String(text) = v else {
+        return None;
+    };
+    let Ok(pieces) = parse(text) else {
+        return None;
+    };
+    let [Piece::Expr(Ref::Matrix(key))] = pieces.as_slice() else {
+        return None;
+    };
+    let (_, value) = s.bindings.iter().find(|(k, _)| k == key)?;
+    let (_, values) = s.matrix.iter().find(|(k, _)| k == key)?;
+    let i = values.iter().position(|x| x == value)?;
+    Some((key.clone(), i, crate::spec::matrix::value_text(value)))
 }
 
 /// An input written as one gathering expression, `${{ stages.S.outputs.N[*] }}`.
