@@ -147,8 +147,8 @@ pub fn read_promoted(
         Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
             return Err(whole(
                 format!(
-                    "the promoted params file is larger than {} KiB",
-                    MAX_PROMOTED_BYTES / 1024
+                    "the promoted params file is larger than {} MiB",
+                    MAX_PROMOTED_BYTES / (1024 * 1024)
                 ),
                 "it holds one trial's params; delete it, or promote the trial again",
             ))

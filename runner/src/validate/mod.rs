@@ -119,8 +119,31 @@ pub fn load_with(opts: &LoadOptions<'_>, promoted: PromotedParams) -> Result<Pip
             p.promoted = promoted;
             Ok(p)
         }
-        _ => Err(LoadError::Invalid(located(problems, source, &opts.display))),
+        _ => {
+            promoted_given(opts, &mut problems);
+            Err(LoadError::Invalid(located(problems, source, &opts.display)))
+        }
     }
+}
+
+/// A promoted params file named where a pipeline was expected (it does not validate as one):
+/// says which pipeline it belongs to.
+fn promoted_given(opts: &LoadOptions<'_>, problems: &mut Problems) {
+    let name = opts.file.file_name().map(|n| n.to_string_lossy());
+    let Some(stem) = name
+        .as_deref()
+        .and_then(|n| n.strip_suffix(".promoted.yaml"))
+    else {
+        return;
+    };
+    let pipeline = Path::new(&opts.display).with_file_name(format!("{stem}.yaml"));
+    problems.push_unlocated(
+        format!("`{}` is a promoted params file, not a pipeline", opts.display),
+        Some(format!(
+            "name the pipeline it belongs to, `{}`: every command layers these params over its `params:`",
+            pipeline.display()
+        )),
+    );
 }
 
 /// The problems as diagnostics of the file named `file`, each at its place in `source`, in file
