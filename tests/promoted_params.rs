@@ -103,7 +103,7 @@ fn set_wins_over_a_promoted_param_and_the_notice_says_so() {
     assert_eq!(ws.read("out/fit.txt"), "lr=0.5 hidden=64\n");
     assert_eq!(
         messages(&run, "notice"),
-        ["params from pipelines/p.promoted.yaml (trial 7 of sweep p-1a2b3c4d): hidden=64; `--set` overrides `lr`"]
+        ["params from pipelines/p.promoted.yaml (trial 7 of sweep p-1a2b3c4d): hidden=64, `--set` overrides `lr`"]
     );
     // The record is of the promotion, which is still in place; `--set` is explicit and per run.
     assert!(ws.read("pipelines/p.lock").contains(RECORD));

@@ -48,21 +48,25 @@ impl Promoted {
             .params
             .iter()
             .partition(|(k, v)| effective.get(*k).is_none_or(|e| e == *v));
-        let mut line = format!(
+        let mut parts: Vec<String> = kept
+            .iter()
+            .map(|(k, v)| format!("{k}={}", render_value(v)))
+            .collect();
+        if !overridden.is_empty() {
+            let names: Vec<_> = overridden.iter().map(|(k, _)| format!("`{k}`")).collect();
+            parts.push(format!("`--set` overrides {}", names.join(", ")));
+        }
+        format!(
             "params from {} (trial {} of sweep {}): {}",
             self.display,
             self.trial,
             self.sweep,
-            kept.iter()
-                .map(|(k, v)| format!("{k}={}", render_value(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        if !overridden.is_empty() {
-            let names: Vec<_> = overridden.iter().map(|(k, _)| format!("`{k}`")).collect();
-            line.push_str(&format!("; `--set` overrides {}", names.join(", ")));
-        }
-        line
+            if parts.is_empty() {
+                "none".to_string()
+            } else {
+                parts.join(", ")
+            }
+        )
     }
 
     /// What the lock file records of this promotion.
@@ -438,7 +442,7 @@ mod tests {
         set.insert("lr".into(), json!(0.5));
         assert!(read
             .notice(&set)
-            .ends_with("name=yes, on=true, v=1.0; `--set` overrides `lr`"));
+            .ends_with("name=yes, on=true, v=1.0, `--set` overrides `lr`"));
     }
 
     #[test]
