@@ -120,6 +120,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_PIPELINE));
             let (_, pipeline) = open(&file, &[])?;
+            print_promoted(&pipeline);
             if !metrics::print(&pipeline, args.json, args.diff) {
                 return Err(Failure::Invalid(format!(
                     "error: `{}` has no evaluate stage\n",
@@ -146,6 +147,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_PIPELINE));
             let (_, pipeline) = open(&file, &[])?;
+            print_promoted(&pipeline);
             let format = match args.format {
                 DagFormatArg::Text => DagFormat::Text,
                 DagFormatArg::Dot => DagFormat::Dot,
@@ -276,7 +278,13 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
             report::human(ev_rx, style)
         }
     });
-    // Validation's warnings go with the run's events: in `--json` they are events too.
+    // Validation's warnings and the promotion's notice go with the run's events: in `--json`
+    // they are events too.
+    if let Some(p) = &pipeline.promoted {
+        let _ = ev_tx.send(Event::Notice {
+            message: p.notice(&pipeline.params),
+        });
+    }
     for message in &pipeline.warnings {
         let _ = ev_tx.send(Event::Warning {
             stage: None,
@@ -442,8 +450,18 @@ fn open(file: &Path, overrides: &[(String, String)]) -> Result<(Engine, Pipeline
     Ok((Engine::new(ws, registry), pipeline))
 }
 
-/// Validation's warnings on stderr, for commands that show no run events.
+/// The promotion's notice, on stderr: every command that loads a pipeline says where its params
+/// came from when they are not all its own.
+fn print_promoted(pipeline: &Pipeline) {
+    if let Some(p) = &pipeline.promoted {
+        eprintln!("note: {}", p.notice(&pipeline.params));
+    }
+}
+
+/// The promotion's notice and validation's warnings on stderr, for commands that show no run
+/// events.
 pub(crate) fn print_warnings(pipeline: &Pipeline) {
+    print_promoted(pipeline);
     for message in &pipeline.warnings {
         eprintln!("warning: {message}");
     }

@@ -356,6 +356,7 @@ impl Human {
                 let who = stage.map(|s| format!("{s}: ")).unwrap_or_default();
                 say(format!("{} {who}{message}", style.paint("33", "warning:")));
             }
+            Event::Notice { message } => say(format!("{} {message}", style.paint("36", "note:"))),
             Event::RunFinished {
                 ok,
                 interrupted,

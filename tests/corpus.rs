@@ -348,6 +348,34 @@ fn setup(name: &str, ws: &Ws, file: &str) -> Result<(), String> {
             );
             ws.write("sluice.lock", &text);
         }
+        // Promoted params files (`sluice sweep promote`) beside the pipeline `sluice.yaml`.
+        "promoted_typo" => {
+            ws.write(
+                "sluice.promoted.yaml",
+                "sweep: s-1a2b3c4d\ntrial: 3\nparams:\n  lrr: 0.1\n  seed: 2\n",
+            );
+        }
+        "promoted_shape" => {
+            ws.write(
+                "sluice.promoted.yaml",
+                "sweep: [s]\ntrial: -1\nparams: [lr]\ntrail: 3\n",
+            );
+        }
+        "promoted_binary" => {
+            std::fs::write(ws.path("sluice.promoted.yaml"), noise(4096, 13)).unwrap()
+        }
+        "promoted_alias_bomb" => {
+            let text = format!("sweep: s\ntrial: 1\nx:\n{}params: *a9\n", bomb());
+            ws.write("sluice.promoted.yaml", &text);
+        }
+        "promoted_huge" => {
+            let text = format!(
+                "sweep: s\ntrial: 1\nparams: {{}}\n#{}\n",
+                "x".repeat(2 << 20)
+            );
+            ws.write("sluice.promoted.yaml", &text);
+        }
+        "promoted_dir" => std::fs::create_dir_all(ws.path("sluice.promoted.yaml")).unwrap(),
         "pipeline_dir" => {
             std::fs::remove_file(&path).unwrap();
             std::fs::create_dir_all(&path).unwrap();

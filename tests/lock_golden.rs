@@ -14,6 +14,8 @@ use common::*;
 const PIPELINE: &str = include_str!("fixtures/lock_golden/sluice.yaml");
 const DATA: &str = include_str!("fixtures/lock_golden/data.txt");
 const GOLDEN: &[u8] = include_bytes!("fixtures/lock_golden/sluice.lock.golden");
+const PROMOTED: &str = include_str!("fixtures/lock_golden/sluice.promoted.yaml");
+const PROMOTED_GOLDEN: &[u8] = include_bytes!("fixtures/lock_golden/sluice.promoted.lock.golden");
 
 fn golden_ws() -> Ws {
     let ws = Ws::new();
@@ -56,4 +58,30 @@ fn golden_lock_file_is_read_as_up_to_date_and_left_unchanged() {
         again.started()
     );
     assert_eq!(lock_bytes(&ws), GOLDEN);
+}
+
+#[test]
+fn lock_file_with_a_promotion_matches_its_golden_and_reads_back_unchanged() {
+    let ws = golden_ws();
+    ws.write("sluice.promoted.yaml", PROMOTED);
+    ws.run(&[]).assert_ok();
+    let written = lock_bytes(&ws);
+    assert!(
+        written == PROMOTED_GOLDEN,
+        "lock file differs from the golden:\n--- written\n{}\n--- golden\n{}",
+        String::from_utf8_lossy(&written),
+        String::from_utf8_lossy(PROMOTED_GOLDEN)
+    );
+    ws.write(
+        "sluice.lock",
+        std::str::from_utf8(PROMOTED_GOLDEN).expect("golden is UTF-8"),
+    );
+    let again = ws.run(&[]);
+    again.assert_ok();
+    assert!(
+        again.started().is_empty(),
+        "nothing should run: {:?}",
+        again.started()
+    );
+    assert_eq!(lock_bytes(&ws), PROMOTED_GOLDEN);
 }

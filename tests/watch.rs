@@ -527,3 +527,53 @@ stages:
     assert_eq!(ws.read("out/slow.txt"), "2\n");
     assert_eq!(w.interrupt(), 130);
 }
+
+#[test]
+fn a_promotion_written_or_deleted_while_watching_reruns_the_stages_it_changes() {
+    let ws = Ws::new();
+    ws.pipeline(
+        r#"
+params: {lr: 0.1, seed: 1}
+stages:
+  fit: {run: "echo lr=${{ params.lr }} > ${{ outputs.o }}", outputs: {o: out/fit.txt}}
+  other: {run: "echo seed=${{ params.seed }} > ${{ outputs.o }}", outputs: {o: out/other.txt}}
+"#,
+    );
+    let w = Watcher::start(&ws, &[]);
+    let first = w.idle(0);
+    assert_eq!(ws.read("out/fit.txt"), "lr=0.1\n");
+
+    // What `sluice sweep promote` writes beside the pipeline.
+    save_atomically(
+        &ws,
+        "sluice.promoted.yaml",
+        "sweep: s-1\ntrial: 2\nparams: {lr: 0.01}\n",
+    );
+    let at = w.changed(first, "sluice.yaml");
+    assert_eq!(names(&w.events()[at]), ["fit"]);
+    let end = w.idle(at);
+    assert_eq!(w.started(at, end), ["fit"]);
+    assert_eq!(ws.read("out/fit.txt"), "lr=0.01\n");
+
+    std::fs::remove_file(ws.path("sluice.promoted.yaml")).unwrap();
+    let at = w.changed(end, "sluice.yaml");
+    let end = w.idle(at);
+    // The first round's result, from the cache.
+    let finished = w.slice(at, end, "stage_finished");
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert_eq!(
+        (&finished[0]["stage"], &finished[0]["outcome"]),
+        (&Value::from("fit"), &Value::from("restored"))
+    );
+    assert_eq!(ws.read("out/fit.txt"), "lr=0.1\n");
+    let warnings = w.slice(at, end, "warning");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lr 0.01 -> 0.1"),
+        "{warnings:?}"
+    );
+    assert_eq!(w.interrupt(), 130);
+}

@@ -298,6 +298,14 @@ impl Engine {
             ms = t.elapsed().as_millis() as u64,
             "lock file loaded"
         );
+        if let Some(message) =
+            crate::sweep::promote::reverted_warning(&pipeline, lock.promoted.as_ref())
+        {
+            let _ = events.send(Event::Warning {
+                stage: None,
+                message,
+            });
+        }
         let t = Instant::now();
         let hasher = Arc::new(Hasher::load(&self.ws.memo_path()));
         tracing::debug!(ms = t.elapsed().as_millis() as u64, "hash memo loaded");

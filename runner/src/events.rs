@@ -119,6 +119,8 @@ pub enum Event {
         stage: Option<String>,
         message: String,
     },
+    /// Worth knowing about the run, not a problem: the params come from a promoted file.
+    Notice { message: String },
     RunFinished {
         ok: bool,
         interrupted: bool,

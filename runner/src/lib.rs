@@ -39,5 +39,5 @@ pub use events::{Event, Outcome};
 pub use job::ENV_ALLOWLIST;
 pub use pipeline::{Pipeline, StageDef, StageId, StageKind};
 pub use stage::{Prepared, Stage, StageContext, StageRegistry};
-pub use validate::{load, LoadError, LoadOptions};
+pub use validate::{load, load_with, LoadError, LoadOptions, PromotedParams};
 pub use workspace::Workspace;

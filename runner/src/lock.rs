@@ -14,8 +14,23 @@ pub const LOCK_VERSION: u32 = 1;
 pub struct LockFile {
     pub version: u32,
     pub pipeline: String,
+    /// The promotion the pipeline's params came from when the lock was written (none: the
+    /// pipeline's own params). Absent from the file when there is none, so lock files written
+    /// before promotions existed read and rewrite unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<LockPromoted>,
     #[serde(default)]
     pub stages: BTreeMap<String, LockEntry>,
+}
+
+/// The lock file's `promoted:` record: which sweep trial's params were layered over `params:`
+/// (see `sweep::promote`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LockPromoted {
+    pub sweep: String,
+    pub trial: usize,
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -146,6 +161,7 @@ impl LockFile {
                 return Ok(LockFile {
                     version: LOCK_VERSION,
                     pipeline: pipeline.to_string(),
+                    promoted: None,
                     stages: BTreeMap::new(),
                 })
             }
@@ -232,6 +248,7 @@ mod tests {
         let mut lock = LockFile {
             version: LOCK_VERSION,
             pipeline: "first".into(),
+            promoted: None,
             stages: BTreeMap::new(),
         };
         lock.save_mirrored(&path, &mirrors).unwrap();

@@ -125,6 +125,9 @@ pub struct Pipeline {
     /// What validation found worth saying but not worth refusing, each rendered with its place
     /// in the file (message, location, source line, `help:`), without the `warning:` label.
     pub warnings: Vec<String>,
+    /// The promoted params layered over `params:` (under `--set`), when the pipeline has a
+    /// promoted file and the load layered it.
+    pub promoted: Option<crate::sweep::promote::Promoted>,
 }
 
 impl Pipeline {

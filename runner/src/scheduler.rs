@@ -171,6 +171,10 @@ impl Dispatcher {
         let mut lock = (*ctx.lock).clone();
         lock.pipeline = ctx.pipeline.name.clone();
         lock.retain_stages(ctx.pipeline.stages.iter().map(|s| s.id.0.as_str()));
+        // The record follows the promotion this run's params came from, and is written even
+        // when no stage changes: a dropped promotion is warned about once, by the run that drops it.
+        lock.promoted = ctx.pipeline.promoted.as_ref().map(|p| p.record());
+        let lock_dirty = lock.promoted != ctx.lock.promoted;
         let mut waiting = BTreeMap::new();
         let mut ready = BTreeSet::new();
         for &i in &opts.selection {
@@ -199,7 +203,7 @@ impl Dispatcher {
             cpus_free: jobs,
             stop: None,
             lock,
-            lock_dirty: false,
+            lock_dirty,
             lock_written: Instant::now(),
             lock_interval: LOCK_WRITE_INTERVAL,
             lock_error: None,

@@ -29,6 +29,7 @@ use crate::spec::raw::{parse_raw, Problems, RawStage};
 use crate::spec::yaml::MAX_FILE_BYTES;
 use crate::spec::{RawPipeline, YPath};
 use crate::stage::StageRegistry;
+use crate::sweep::promote::{read_promoted, Promoted};
 use edges::Edges;
 use stages::{Defined, Known};
 use std::collections::{BTreeMap, HashMap};
@@ -63,35 +64,93 @@ pub enum LoadError {
     Invalid(Diagnostics),
 }
 
-/// Reads, parses and validates a pipeline file.
+/// Whether `load` layers the pipeline's promoted params file (`sweep::promote`) over its
+/// `params:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromotedParams {
+    /// Every command that runs or shows the pipeline: the promotion is what the pipeline means now.
+    Layer,
+    /// `sluice sweep`: a sweep searches around the pipeline as written, so that its trials, its
+    /// shared stages and its id depend on the pipeline file and the sweep spec alone, never on
+    /// an earlier sweep's promotion.
+    Ignore,
+}
+
+/// Reads, parses and validates a pipeline file, with its promoted params layered in.
 pub fn load(opts: &LoadOptions<'_>) -> Result<Pipeline, LoadError> {
+    load_with(opts, PromotedParams::Layer)
+}
+
+/// `load`, choosing whether the promoted params file is layered in.
+pub fn load_with(opts: &LoadOptions<'_>, promoted: PromotedParams) -> Result<Pipeline, LoadError> {
     let source = read_source(opts)?;
     let file = std::path::absolute(opts.file).unwrap_or_else(|_| opts.file.to_path_buf());
     let (raw, mut problems) = parse_raw(&source);
+    // The promoted file is checked against the names under `params:`; its problems are its
+    // own file's, reported once the pipeline itself has none.
+    let (promoted, promoted_problems) = match promoted {
+        PromotedParams::Layer if !problems.is_fatal() => {
+            let declared: Vec<&str> = raw.params.iter().map(|(k, _)| k.as_str()).collect();
+            match read_promoted(&file, &opts.display, &declared) {
+                Ok(p) => (p, None),
+                Err(d) => (None, Some(d)),
+            }
+        }
+        _ => (None, None),
+    };
     let mut warnings = Problems::default();
     let pipeline = if problems.is_fatal() {
         None
     } else {
         Validator {
             opts,
+            promoted: promoted.as_ref(),
             problems: &mut problems,
             warnings: &mut warnings,
         }
         .run(raw, file)
     };
     match pipeline {
+        Some(_) if problems.is_empty() && promoted_problems.is_some() => Err(LoadError::Invalid(
+            promoted_problems.expect("checked just above"),
+        )),
         Some(mut p) if problems.is_empty() => {
             if !warnings.is_empty() {
-                p.warnings = located(warnings, source, opts).render_each();
+                p.warnings = located(warnings, source, &opts.display).render_each();
             }
+            p.promoted = promoted;
             Ok(p)
         }
-        _ => Err(LoadError::Invalid(located(problems, source, opts))),
+        _ => {
+            promoted_given(opts, &mut problems);
+            Err(LoadError::Invalid(located(problems, source, &opts.display)))
+        }
     }
 }
 
-/// The problems as diagnostics, each at its place in the file, in file order.
-fn located(problems: Problems, source: String, opts: &LoadOptions<'_>) -> Diagnostics {
+/// A promoted params file named where a pipeline was expected (it does not validate as one):
+/// says which pipeline it belongs to.
+fn promoted_given(opts: &LoadOptions<'_>, problems: &mut Problems) {
+    let name = opts.file.file_name().map(|n| n.to_string_lossy());
+    let Some(stem) = name
+        .as_deref()
+        .and_then(|n| n.strip_suffix(".promoted.yaml"))
+    else {
+        return;
+    };
+    let pipeline = Path::new(&opts.display).with_file_name(format!("{stem}.yaml"));
+    problems.push_unlocated(
+        format!("`{}` is a promoted params file, not a pipeline", opts.display),
+        Some(format!(
+            "name the pipeline it belongs to, `{}`: every command layers these params over its `params:`",
+            pipeline.display()
+        )),
+    );
+}
+
+/// The problems as diagnostics of the file named `file`, each at its place in `source`, in file
+/// order.
+pub(crate) fn located(problems: Problems, source: String, file: &str) -> Diagnostics {
     // One pass over the file positions every problem, however many there are.
     let index = problems
         .0
@@ -125,7 +184,7 @@ fn located(problems: Problems, source: String, opts: &LoadOptions<'_>) -> Diagno
         ))
     });
     Diagnostics {
-        file: opts.display.clone(),
+        file: file.to_string(),
         source,
         items,
     }
@@ -172,6 +231,8 @@ fn read_source(opts: &LoadOptions<'_>) -> Result<String, LoadError> {
 /// of its phases, each a method in the module named for what it checks.
 struct Validator<'a, 'b> {
     opts: &'a LoadOptions<'a>,
+    /// Params layered between `params:` and `--set`.
+    promoted: Option<&'a Promoted>,
     problems: &'b mut Problems,
     /// What does not refuse the pipeline: [`crate::Stage::warnings`].
     warnings: &'b mut Problems,
@@ -234,6 +295,7 @@ impl Validator<'_, '_> {
             lock_file: self.opts.sweep.map(|l| l.lock_file.clone()),
             sweep,
             warnings: Vec::new(),
+            promoted: None,
         })
     }
 

@@ -1,5 +1,6 @@
-//! Params: the pipeline's `params:` as JSON values, then the `--set NAME=VALUE` overrides on top
-//! (only of declared params, each read as a YAML scalar within bounds).
+//! Params: the pipeline's `params:` as JSON values, then the promoted params (`sweep::promote`,
+//! read and checked by `load`) over them, then the `--set NAME=VALUE` overrides on top (only of
+//! declared params, each read as a YAML scalar within bounds).
 
 use super::Validator;
 use crate::diag::did_you_mean;
@@ -15,9 +16,15 @@ pub const MAX_SET_BYTES: usize = 64 * 1024;
 pub(super) type Params = BTreeMap<String, Json>;
 
 impl Validator<'_, '_> {
-    /// The declared params with the `--set` overrides applied.
+    /// The declared params with the promoted params and then the `--set` overrides applied.
     pub(super) fn params(&mut self, declared: &[(String, yaml_serde::Value)]) -> Params {
         let mut params = self.declared_params(declared);
+        if let Some(promoted) = self.promoted {
+            // `read_promoted` took only names declared under `params:`.
+            for (k, v) in &promoted.params {
+                params.insert(k.clone(), v.clone());
+            }
+        }
         self.apply_overrides(&mut params);
         params
     }

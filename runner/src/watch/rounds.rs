@@ -20,11 +20,12 @@ use crate::events::Event;
 use crate::hash::{ContentHash, Hasher};
 use crate::pipeline::Pipeline;
 use crate::scheduler::Control;
+use crate::sweep::promote::promoted_path;
 use crate::validate::{load, LoadError, LoadOptions};
 use crossbeam_channel::{never, select, Receiver, Sender};
 use notify_debouncer_full::DebounceEventResult;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -84,12 +85,28 @@ struct Round {
     thread: JoinHandle<()>,
 }
 
+/// What a pipeline's definition is read from, by content (`None`: missing or unreadable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Definition {
+    pipeline: Option<ContentHash>,
+    promoted: Option<ContentHash>,
+}
+
+fn definition(hasher: &Hasher, pipeline_file: &Path) -> Definition {
+    Definition {
+        pipeline: content(hasher, pipeline_file),
+        promoted: content(hasher, &promoted_path(pipeline_file)),
+    }
+}
+
 struct Watch {
     engine: Arc<Engine>,
     opts: WatchOptions,
     out: Sender<WatchEvent>,
     pipeline: Arc<Pipeline>,
-    pipeline_seen: Option<ContentHash>,
+    /// The content of the pipeline file and of its promoted params file: either edited (a
+    /// `sluice sweep promote`, the promotion deleted) reloads the pipeline.
+    pipeline_seen: Definition,
     sources: Sources,
     hasher: Hasher,
     fs: FsWatch,
@@ -116,7 +133,7 @@ pub fn watch(
     let fs = FsWatch::new(opts.debounce, fs_tx, opts.poll_only);
     let hasher = Hasher::load(&engine.ws.memo_path());
     let sources = Sources::new(&pipeline, &engine.ws.dir, &hasher, None);
-    let pipeline_seen = content(&hasher, &pipeline.file);
+    let pipeline_seen = definition(&hasher, &pipeline.file);
     let mut w = Watch {
         engine,
         opts,
@@ -233,6 +250,7 @@ impl Watch {
                     // The kernel's event queue overflowed: anything may have changed.
                     paths.extend(self.sources.abs_paths());
                     paths.insert(self.pipeline.file.clone());
+                    paths.insert(promoted_path(&self.pipeline.file));
                 }
                 if paths.is_empty() {
                     return;
@@ -280,7 +298,11 @@ impl Watch {
     fn on_paths(&mut self, paths: BTreeSet<PathBuf>) {
         self.fs.refresh_roots(&paths);
         let pipeline_file = self.pipeline.file.clone();
-        if paths.iter().any(|p| pipeline_file.starts_with(p)) {
+        let promoted_file = promoted_path(&pipeline_file);
+        if paths
+            .iter()
+            .any(|p| pipeline_file.starts_with(p) || promoted_file.starts_with(p))
+        {
             self.check_pipeline();
         }
         let changed = self.sources.confirm(&paths, &self.hasher);
@@ -332,14 +354,15 @@ impl Watch {
         }
     }
 
-    /// The pipeline file was touched: reload it if its bytes changed.
+    /// The pipeline file (or its promoted params file) was touched: reload it if its bytes
+    /// changed.
     fn check_pipeline(&mut self) {
-        let now = content(&self.hasher, &self.pipeline.file);
+        let now = definition(&self.hasher, &self.pipeline.file);
         if now == self.pipeline_seen {
             return;
         }
         self.pipeline_seen = now;
-        if now.is_none() {
+        if now.pipeline.is_none() {
             // Mid-save (removed before the new file is renamed in): the next event settles it.
             return;
         }
