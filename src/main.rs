@@ -57,6 +57,18 @@ fn main() -> ExitCode {
     // same executable (`/proc/self/exe` stays valid even if the file is replaced meanwhile).
     sluice_runner::exec::guard::enable(Path::new("/proc/self/exe"));
     init_logging(&cli);
+    if matches!(
+        cli.command,
+        Command::Metrics(_) | Command::Schema | Command::Dag(_) | Command::Status(_)
+    ) {
+        // Commands that only print: `sluice status --json | head` ends quietly when `head`
+        // closes the pipe, like other Unix tools, instead of panicking in `println!`. Not for
+        // commands that start processes: a stage closing its stdin early must not kill sluice.
+        // SAFETY: restoring a signal's default disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     if let Some(dir) = &cli.dir {
         if let Err(e) = std::env::set_current_dir(dir) {
             eprintln!("error: cannot enter `{}`: {e}", dir.display());

@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use std::os::fd::FromRawFd;
 
 /// The help texts are snapshotted whole in `tests/cli_snapshots.rs`; the version is not there, as
 /// it changes with every release.
@@ -196,4 +197,32 @@ fn an_os_error_is_printed_once() {
         r.stderr
     );
     assert_eq!(r.stderr.matches(&os).count(), 1, "{}", r.stderr);
+}
+
+#[test]
+fn a_closed_stdout_ends_printing_commands_quietly() {
+    // `sluice status --json | head -1`: the reader is gone before sluice prints. A pipe whose
+    // read end is closed makes every write fail, so this does not depend on timing.
+    let ws = Ws::new();
+    ws.pipeline("stages:\n  a:\n    run: echo hi > ${{ outputs.o }}\n    outputs: [o]\n");
+    let mut fds = [0; 2];
+    // SAFETY: `pipe` fills two fresh descriptors; the read end is closed at once and the write
+    // end is handed to the child and owned by its `Stdio`.
+    let write = unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        libc::close(fds[0]);
+        std::os::fd::OwnedFd::from_raw_fd(fds[1])
+    };
+    for args in [&["status", "--json"][..], &["dag"][..], &["schema"][..]] {
+        let out = ws
+            .command(args)
+            .stdout(std::process::Stdio::from(write.try_clone().unwrap()))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {stderr}");
+    }
 }

@@ -577,3 +577,39 @@ stages:
     );
     assert_eq!(w.interrupt(), 130);
 }
+
+#[test]
+fn watch_reruns_matrix_instances_one_by_one() {
+    let ws = Ws::new();
+    let pipeline = |values: &str| {
+        format!(
+            r#"
+stages:
+  gen:
+    matrix: {{n: [{values}]}}
+    inputs: {{i: data/in.txt}}
+    run: "(cat ${{{{ inputs.i }}}}; echo n=${{{{ matrix.n }}}}) > ${{{{ outputs.o }}}}"
+    outputs: [o]
+  all: {{run: "cat ${{{{ stages.gen.outputs.o[*] }}}} > ${{{{ outputs.o }}}}", outputs: [o]}}
+"#
+        )
+    };
+    ws.write("data/in.txt", "x\n").pipeline(&pipeline("1, 2"));
+    let w = Watcher::start(&ws, &[]);
+    let first = w.idle(0);
+    // A new matrix value: its instance and the gather run, the others stay.
+    ws.pipeline(&pipeline("1, 2, 3"));
+    let at = w.changed(first, "sluice.yaml");
+    assert_eq!(names(&w.events()[at]), ["all", "gen@n=3"]);
+    let end = w.idle(at);
+    let mut started = w.started(at, end);
+    started.sort();
+    assert_eq!(started, ["all", "gen@n=3"]);
+    assert_eq!(ws.read("out/sluice/all/o"), "x\nn=1\nx\nn=2\nx\nn=3\n");
+    // An input every instance reads reruns them all.
+    ws.write("data/in.txt", "y\n");
+    let at = w.changed(end, "data/in.txt");
+    assert_eq!(names(&w.events()[at]), ["all", "gen@n=1", "gen@n=2", "gen@n=3"]);
+    w.idle(at);
+    assert_eq!(w.interrupt(), 130);
+}
