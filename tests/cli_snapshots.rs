@@ -81,8 +81,8 @@ fn tables() -> Ws {
 
 /// The subcommands whose `--help` is snapshotted; `every_command_has_a_help_snapshot` keeps the
 /// list in step with `sluice --help`.
-const COMMANDS: [&str; 9] = [
-    "run", "status", "watch", "dag", "gc", "schema", "setup", "metrics", "serve",
+const COMMANDS: [&str; 10] = [
+    "run", "status", "watch", "dag", "gc", "schema", "setup", "metrics", "sweep", "serve",
 ];
 
 #[test]
