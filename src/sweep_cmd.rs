@@ -152,7 +152,9 @@ fn invalid(message: &str, hint: Option<&str>) -> Failure {
 fn show(args: &SweepShowArgs) -> Result<ExitCode, Failure> {
     let ws = crate::workspace()?;
     let (id, dir) = find(&ws, args.id.as_deref())?;
-    let results = SweepResults::load(&dir).map_err(|e| Failure::Runtime(e.into()))?;
+    let mut results = SweepResults::load(&dir).map_err(|e| Failure::Runtime(e.into()))?;
+    // Ranked again so that results written before the sweep finished read the same way.
+    results.rank();
     if args.json {
         println!(
             "{}",
@@ -188,13 +190,15 @@ fn is_older(file: &Path, than: &Path) -> bool {
 
 /// `plot.png`: the sweep's metric against each varied param, for every trial with a metric.
 pub(crate) fn write_plot(results: &SweepResults, path: &Path) -> Result<(), String> {
+    // In trial order, so that a categorical axis lists its values as the sweep met them.
+    let mut trials: Vec<_> = results.trials.iter().collect();
+    trials.sort_by_key(|t| t.trial);
     let panels: Vec<Panel> = results
         .varied
         .iter()
         .map(|param| Panel {
             param: param.clone(),
-            points: results
-                .trials
+            points: trials
                 .iter()
                 .filter_map(|t| {
                     let metric = t.metric.filter(|m| m.is_finite())?;

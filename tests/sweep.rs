@@ -12,9 +12,12 @@ fn written(ws: &Ws, id: &str) -> SweepResults {
     let trial = |n: usize, lr: f64, act: &str, state, metric: Option<f64>| TrialResult {
         trial: n,
         rank: 0,
-        params: [("lr".to_string(), json!(lr)), ("act".to_string(), json!(act))]
-            .into_iter()
-            .collect(),
+        params: [
+            ("lr".to_string(), json!(lr)),
+            ("act".to_string(), json!(act)),
+        ]
+        .into_iter()
+        .collect(),
         state,
         metric,
         metrics: metric
@@ -72,7 +75,11 @@ plot:    .sluice/sweeps/iris-0123abcd/plot.png
     );
     // The plot missing from the results is drawn by `show`.
     let plot = image::open(ws.path(".sluice/sweeps/iris-0123abcd/plot.png")).unwrap();
-    assert_eq!((plot.width(), plot.height()), (2 * 400, 360), "one panel per param");
+    assert_eq!(
+        (plot.width(), plot.height()),
+        (2 * 400, 28 + 360),
+        "one panel per param"
+    );
 
     let by_id = ws.sluice(&["sweep", "show", "iris-0123abcd", "--json"]);
     by_id.assert_ok();
@@ -87,7 +94,8 @@ fn show_picks_the_latest_and_names_the_known_ones() {
     let none = ws.sluice(&["sweep", "show"]);
     assert_eq!(none.code, 2, "{none:?}");
     assert!(
-        none.stderr.contains("no sweep has results in this workspace"),
+        none.stderr
+            .contains("no sweep has results in this workspace"),
         "{}",
         none.stderr
     );
@@ -122,7 +130,9 @@ fn show_picks_the_latest_and_names_the_known_ones() {
     let broken = ws.sluice(&["sweep", "show", "iris-00000001"]);
     assert_eq!(broken.code, 1, "{broken:?}");
     assert!(
-        broken.stderr.contains("results.json` is not a sweep's results"),
+        broken
+            .stderr
+            .contains("results.json` is not a sweep's results"),
         "{}",
         broken.stderr
     );
@@ -138,5 +148,9 @@ fn flags_are_checked_before_anything_runs() {
     assert_eq!(mixed.code, 2, "{mixed:?}");
     let both = ws.sluice(&["sweep", "promote", "--trial", "3", "--best"]);
     assert_eq!(both.code, 2, "{both:?}");
-    assert!(both.stderr.contains("cannot be used with"), "{}", both.stderr);
+    assert!(
+        both.stderr.contains("cannot be used with"),
+        "{}",
+        both.stderr
+    );
 }

@@ -24,6 +24,9 @@ pub struct Panel {
 }
 
 const PANEL: (u32, u32) = (400, 360);
+/// The strip above the panels that says what the marks mean.
+const LEGEND: u32 = 28;
+const COLOR: RGBColor = RGBColor(31, 119, 180);
 const PER_ROW: usize = 4;
 /// Most distinct labels a categorical axis names; more are still drawn, unnamed.
 const MAX_LABELS: usize = 24;
@@ -112,12 +115,14 @@ pub fn plot_sweep(path: &Path, metric: &str, panels: &[Panel]) -> Result<(), Str
     fonts();
     let cols = panels.len().clamp(1, PER_ROW);
     let rows = panels.len().div_ceil(PER_ROW).max(1);
-    let (w, h) = (PANEL.0 * cols as u32, PANEL.1 * rows as u32);
+    let (w, h) = (PANEL.0 * cols as u32, LEGEND + PANEL.1 * rows as u32);
     let mut buf = vec![0u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let areas = root.split_evenly((rows, cols));
+        let (legend, body) = root.split_vertically(LEGEND);
+        draw_legend(&legend)?;
+        let areas = body.split_evenly((rows, cols));
         let (ylo, yhi) = padded(panels.iter().flat_map(|p| p.points.iter().map(|q| q.1)));
         for (panel, area) in panels.iter().zip(&areas) {
             draw_panel(area, metric, panel, (ylo, yhi))?;
@@ -130,6 +135,22 @@ pub fn plot_sweep(path: &Path, metric: &str, panels: &[Panel]) -> Result<(), Str
         .map_err(|e| format!("cannot encode the plot: {e}"))?;
     sluice_runner::atomic::write(path, &png)
         .map_err(|e| format!("cannot write `{}`: {e}", path.display()))
+}
+
+fn draw_legend(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+) -> Result<(), String> {
+    let font = (FAMILY, 13).into_font();
+    let y = LEGEND as i32 / 2;
+    area.draw(&Circle::new((16, y), 5, COLOR.filled()))
+        .map_err(err)?;
+    area.draw(&Text::new("done", (26, y - 4), font.clone()))
+        .map_err(err)?;
+    area.draw(&Circle::new((86, y), 6, COLOR.stroke_width(1)))
+        .map_err(err)?;
+    area.draw(&Text::new("pruned or unfinished", (96, y - 4), font))
+        .map_err(err)?;
+    Ok(())
 }
 
 fn draw_panel(
@@ -185,21 +206,31 @@ fn draw_panel(
         .label_style((FAMILY, 12))
         .draw()
         .map_err(err)?;
-    let color = RGBColor(31, 119, 180);
-    let points = panel
+    let points: Vec<(f64, f64, bool)> = panel
         .points
         .iter()
         .map(|(x, y, hollow)| (axis.position(x), *y, *hollow))
-        .filter(|(x, y, _)| x.is_finite() && y.is_finite());
+        .filter(|(x, y, _)| x.is_finite() && y.is_finite())
+        .collect();
+    let done = points.iter().filter(|p| !p.2).map(|&(x, y, _)| (x, y));
     chart
-        .draw_series(points.map(|(x, y, hollow)| {
-            let style = if hollow {
-                color.stroke_width(2)
-            } else {
-                color.filled()
-            };
-            Circle::new((x, y), 5, style)
-        }))
+        .draw_series(done.map(|p| Circle::new(p, 5, COLOR.filled())))
+        .map_err(err)?;
+    // A white disc under the ring, so that a hollow trial stays readable over a filled one.
+    let hollow: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|p| p.2)
+        .map(|&(x, y, _)| (x, y))
+        .collect();
+    chart
+        .draw_series(hollow.iter().map(|&p| Circle::new(p, 6, WHITE.filled())))
+        .map_err(err)?;
+    chart
+        .draw_series(
+            hollow
+                .iter()
+                .map(|&p| Circle::new(p, 6, COLOR.stroke_width(1))),
+        )
         .map_err(err)?;
     Ok(())
 }
@@ -250,12 +281,12 @@ mod tests {
         let size = std::fs::metadata(&path).unwrap().len();
         assert!((5_000..2_000_000).contains(&size), "{size} bytes");
         let img = image::open(&path).unwrap();
-        assert_eq!((img.width(), img.height()), (3 * PANEL.0, PANEL.1));
+        assert_eq!((img.width(), img.height()), (3 * PANEL.0, LEGEND + PANEL.1));
         // Something besides the white background was drawn in every panel.
         let rgb = img.to_rgb8();
         for p in 0..3 {
             let inked = (p as u32 * PANEL.0..(p as u32 + 1) * PANEL.0)
-                .flat_map(|x| (0..PANEL.1).map(move |y| (x, y)))
+                .flat_map(|x| (LEGEND..LEGEND + PANEL.1).map(move |y| (x, y)))
                 .filter(|&(x, y)| rgb.get_pixel(x, y).0 != [255, 255, 255])
                 .count();
             assert!(inked > 1_000, "panel {p}: {inked} pixels drawn");
@@ -266,18 +297,27 @@ mod tests {
         five.extend(panels().into_iter().take(2));
         plot_sweep(&path, "accuracy", &five).unwrap();
         let img = image::open(&path).unwrap();
-        assert_eq!((img.width(), img.height()), (4 * PANEL.0, 2 * PANEL.1));
+        assert_eq!(
+            (img.width(), img.height()),
+            (4 * PANEL.0, LEGEND + 2 * PANEL.1)
+        );
     }
 
     #[test]
     fn axes_follow_the_values() {
         assert!(matches!(Axis::for_points(&panels()[0].points), Axis::Log));
-        assert!(matches!(Axis::for_points(&panels()[2].points), Axis::Linear));
+        assert!(matches!(
+            Axis::for_points(&panels()[2].points),
+            Axis::Linear
+        ));
         match Axis::for_points(&panels()[1].points) {
             Axis::Categories(l) => assert_eq!(l, ["mlp", "logistic"]),
             _ => panic!("labels make categories"),
         }
-        let mixed = [(X::Num(1.0), 0.5, false), (X::Label("a".into()), 0.5, false)];
+        let mixed = [
+            (X::Num(1.0), 0.5, false),
+            (X::Label("a".into()), 0.5, false),
+        ];
         assert!(matches!(Axis::for_points(&mixed), Axis::Categories(_)));
         assert!(matches!(
             Axis::for_points(&[(X::Num(-1.0), 0.0, false), (X::Num(1000.0), 0.0, false)]),
