@@ -84,6 +84,7 @@ pub enum Dist {
     /// A float drawn uniformly from `[lo, hi]`.
     Uniform(f64, f64),
     /// A float whose logarithm is uniform (`0 < lo < hi`).
+    #[serde(rename = "loguniform")]
     LogUniform(f64, f64),
     /// A whole number from `lo` to `hi`, both included.
     Int(i64, i64),

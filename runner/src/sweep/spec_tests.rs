@@ -341,3 +341,23 @@ fn id_is_stable_and_follows_the_spec() {
     assert_ne!(other.id("iris"), id, "the order numbers the trials");
     assert_ne!(base().id("wine"), id);
 }
+
+#[test]
+fn serde_form_spells_distributions_as_written() {
+    let spec = read(
+        "sweep: {params: {a: [1, x], b: {loguniform: [0.001, 1]}, c: {int: [1, 4]}}, trials: 5, metric: e.m}",
+    )
+    .0
+    .unwrap();
+    let json = serde_json::to_value(&spec).unwrap();
+    assert_eq!(
+        json["params"],
+        serde_json::json!([
+            ["a", {"values": [1, "x"]}],
+            ["b", {"loguniform": [0.001, 1.0]}],
+            ["c", {"int": [1, 4]}],
+        ])
+    );
+    let back: SweepSpec = serde_json::from_value(json).unwrap();
+    assert_eq!(back, spec);
+}
