@@ -182,7 +182,7 @@ pub struct SweepPromoteArgs {
     /// The sweep id (default: the latest sweep in this workspace)
     pub id: Option<String>,
     /// The trial to promote
-    #[arg(long, value_name = "N", conflicts_with = "best")]
+    #[arg(long, value_name = "N", conflicts_with = "best", value_parser = at_least_one)]
     pub trial: Option<usize>,
     /// Promote the best trial (the default)
     #[arg(long)]
