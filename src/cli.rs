@@ -61,6 +61,8 @@ pub enum Command {
     Setup(SetupArgs),
     /// Print the latest metrics of every evaluate stage
     Metrics(MetricsArgs),
+    /// Search over a pipeline's params: run the trials, rank them, show and promote the results
+    Sweep(SweepArgs),
     /// Serve a model registry (or one bundle) over the Open Inference Protocol v2 (KServe, Triton)
     Serve(ServeArgs),
     /// Internal: the guardian that kills what a sluice started once that sluice has exited
@@ -89,6 +91,102 @@ pub struct MetricsArgs {
     /// Compare with the previous different evaluation
     #[arg(long)]
     pub diff: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SweepArgs {
+    #[command(subcommand)]
+    pub command: Option<SweepCommand>,
+    #[command(flatten)]
+    pub run: SweepRunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SweepCommand {
+    /// Print a sweep's ranked trials again (default: the latest sweep)
+    Show(SweepShowArgs),
+    /// Set the workspace to one trial's params and run the pipeline (restored from the cache)
+    Promote(SweepPromoteArgs),
+}
+
+/// `sluice sweep [PIPELINE]`: the sweep flags override the pipeline's `sweep:` section.
+#[derive(Args, Debug)]
+pub struct SweepRunArgs {
+    /// The pipeline file (default: sluice.yaml)
+    #[arg(value_name = "PIPELINE")]
+    pub pipeline: Option<PathBuf>,
+    /// How trials are chosen: every combination, or seeded random draws
+    #[arg(long, value_enum)]
+    pub method: Option<SweepMethodArg>,
+    /// How many trials a random sweep draws
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub trials: Option<usize>,
+    /// The random sweep's seed
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Vary a param: `a,b,c`, `choice:a,b`, `uniform:LO,HI`, `loguniform:LO,HI` or `int:LO,HI`
+    /// (repeatable; replaces that param's spec in the pipeline)
+    #[arg(long = "param", value_name = "NAME=SPEC", value_parser = name_spec)]
+    pub params: Vec<(String, String)>,
+    /// The metric to optimize, as STAGE.METRIC (e.g. evaluate.accuracy)
+    #[arg(long, value_name = "S.M")]
+    pub metric: Option<String>,
+    /// Whether a larger metric is better (default: min for names with loss, error, rmse, mae or
+    /// mse, else max)
+    #[arg(long, value_enum)]
+    pub direction: Option<SweepDirectionArg>,
+    /// Stop trials whose validation metric falls behind the median of finished trials
+    #[arg(long, value_enum)]
+    pub prune: Option<PruneArg>,
+    /// How many stages may run at once (default: the number of CPUs)
+    #[arg(short, long, value_name = "N", value_parser = at_least_one)]
+    pub jobs: Option<usize>,
+    /// Print the trials and what would run; run nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print events as JSON lines on stdout instead of the live display
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum SweepMethodArg {
+    Grid,
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum SweepDirectionArg {
+    Max,
+    Min,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum PruneArg {
+    Median,
+    None,
+}
+
+#[derive(Args, Debug)]
+pub struct SweepShowArgs {
+    /// The sweep id (default: the latest sweep in this workspace)
+    pub id: Option<String>,
+    /// Print results.json
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SweepPromoteArgs {
+    /// The sweep id (default: the latest sweep in this workspace)
+    pub id: Option<String>,
+    /// The trial to promote
+    #[arg(long, value_name = "N", conflicts_with = "best", value_parser = at_least_one)]
+    pub trial: Option<usize>,
+    /// Promote the best trial (the default)
+    #[arg(long)]
+    pub best: bool,
 }
 
 #[derive(Args, Debug)]
@@ -247,6 +345,16 @@ fn at_least_one(text: &str) -> Result<usize, String> {
             Err("too large; it bounds how many stages run at once, e.g. `4`".into())
         }
         Err(_) => Err("expected a whole number, e.g. `4`".into()),
+    }
+}
+
+/// `--param NAME=SPEC`: split at the first `=`; the SPEC is read by the sweep spec's parser.
+fn name_spec(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, spec)) if !name.trim().is_empty() && !spec.trim().is_empty() => {
+            Ok((name.trim().to_string(), spec.trim().to_string()))
+        }
+        _ => Err("expected NAME=SPEC, e.g. `lr=0.1,0.01` or `dropout=uniform:0,0.5`".into()),
     }
 }
 

@@ -7,6 +7,7 @@ mod metrics;
 mod report;
 mod serve;
 mod setup;
+mod sweep_cmd;
 mod watch_cmd;
 
 use anyhow::Context as _;
@@ -208,6 +209,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
             watch_cmd::watch(cli, args)
         }
         Command::Serve(args) => serve(args),
+        Command::Sweep(args) => sweep_cmd::sweep(cli, args),
         // Handled in `main`, before anything else happens.
         Command::Guard(_) => Ok(ExitCode::SUCCESS),
     }

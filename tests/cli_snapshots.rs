@@ -81,9 +81,12 @@ fn tables() -> Ws {
 
 /// The subcommands whose `--help` is snapshotted; `every_command_has_a_help_snapshot` keeps the
 /// list in step with `sluice --help`.
-const COMMANDS: [&str; 9] = [
-    "run", "status", "watch", "dag", "gc", "schema", "setup", "metrics", "serve",
+const COMMANDS: [&str; 10] = [
+    "run", "status", "watch", "dag", "gc", "schema", "setup", "metrics", "sweep", "serve",
 ];
+
+/// Subcommands of subcommands, snapshotted as `help/<command>-<subcommand>`.
+const NESTED: [[&str; 2]; 2] = [["sweep", "show"], ["sweep", "promote"]];
 
 #[test]
 fn help_of_every_command() {
@@ -91,7 +94,10 @@ fn help_of_every_command() {
     let mut failures = Vec::new();
     let top = std::iter::once(("sluice".to_string(), vec!["--help"]));
     let subs = COMMANDS.iter().map(|c| (c.to_string(), vec![*c, "--help"]));
-    for (name, args) in top.chain(subs) {
+    let nested = NESTED
+        .iter()
+        .map(|[c, s]| (format!("{c}-{s}"), vec![*c, *s, "--help"]));
+    for (name, args) in top.chain(subs).chain(nested) {
         let mut t = Transcript::new(&ws);
         t.sluice(&args).assert_ok();
         let path = snapshot::cli_snapshot(&format!("help/{name}"));

@@ -6,7 +6,7 @@
 //! Runtime training in a Python worker whose environment [`pyenv`] manages; `evaluate` runs the
 //! model in Rust ([`infer`], ONNX Runtime through `ort`), `explain` ranks its inputs by
 //! permutation importance through the same inference, and `deploy` publishes bundles that
-//! `sluice serve` reads.
+//! `sluice serve` reads. [`sweep_plot`] draws a sweep's metric against its params.
 
 mod arrays;
 mod bundle_check;
@@ -30,6 +30,7 @@ mod rng;
 mod schema_agreement;
 mod split;
 mod staged;
+pub mod sweep_plot;
 mod table;
 mod train;
 

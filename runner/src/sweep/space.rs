@@ -69,14 +69,14 @@ fn grid(params: &[(String, Dist)]) -> Trials {
 
 fn random(params: &[(String, Dist)], wanted: usize, seed: u64) -> Trials {
     let mut rng = SplitMix64(seed);
-    let mut seen: HashSet<Vec<Json>> = HashSet::with_capacity(wanted);
+    let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(wanted);
     let mut out = Vec::with_capacity(wanted);
     let mut duplicates = 0;
     let mut draws = 0;
     while out.len() < wanted && draws < wanted.saturating_mul(DRAWS_PER_TRIAL) {
         draws += 1;
         let values: Vec<Json> = params.iter().map(|(_, d)| draw(d, &mut rng)).collect();
-        if seen.contains(&values) {
+        if !seen.insert(key(&values)) {
             duplicates += 1;
             continue;
         }
@@ -85,7 +85,6 @@ fn random(params: &[(String, Dist)], wanted: usize, seed: u64) -> Trials {
             .zip(&values)
             .map(|((name, _), v)| (name.clone(), v.clone()))
             .collect();
-        seen.insert(values);
         out.push(Trial {
             n: out.len() + 1,
             params,
@@ -95,6 +94,41 @@ fn random(params: &[(String, Dist)], wanted: usize, seed: u64) -> Trials {
         trials: out,
         duplicates,
     }
+}
+
+/// An assignment as bytes, one tagged value after another: equal exactly when the values are,
+/// and much cheaper to hash than the JSON values themselves.
+fn key(values: &[Json]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(values.len() * 9);
+    for v in values {
+        match v {
+            Json::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    k.push(b'i');
+                    k.extend(i.to_le_bytes());
+                } else if let Some(u) = n.as_u64() {
+                    k.push(b'u');
+                    k.extend(u.to_le_bytes());
+                } else {
+                    k.push(b'f');
+                    k.extend(n.as_f64().unwrap_or(f64::NAN).to_bits().to_le_bytes());
+                }
+            }
+            Json::String(s) => {
+                k.push(b's');
+                k.extend((s.len() as u64).to_le_bytes());
+                k.extend(s.as_bytes());
+            }
+            // Lists hold scalars only (`spec` refuses the rest); these spell any other value.
+            other => {
+                let text = other.to_string();
+                k.push(b'j');
+                k.extend((text.len() as u64).to_le_bytes());
+                k.extend(text.as_bytes());
+            }
+        }
+    }
+    k
 }
 
 fn draw(d: &Dist, rng: &mut SplitMix64) -> Json {

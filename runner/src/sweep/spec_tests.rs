@@ -1,5 +1,8 @@
 use super::*;
+use crate::spec::raw::Problems;
+use crate::spec::yaml::read_yaml;
 use crate::spec::Seg;
+use crate::spec::YPath;
 
 /// Parses `text` (a whole document with a `sweep:` key) and returns the spec and each problem as
 /// `path: message`.
@@ -101,6 +104,12 @@ fn defaults_grid_min_for_losses_and_median() {
     assert_eq!(spec.planned_trials(), 2);
     let (spec, _) = read("sweep: {params: {d: {uniform: [0, 1]}}, trials: 3, metric: e.f1}");
     assert_eq!(spec.unwrap().method, Method::Random, "a range means random");
+    let (spec, _) = read("sweep: {params: {d: [1, 2, 3]}, trials: 2, metric: e.f1}");
+    assert_eq!(
+        spec.unwrap().method,
+        Method::Random,
+        "so does a trial count"
+    );
 }
 
 #[test]
@@ -184,7 +193,7 @@ fn whole_section_problems() {
         ["sweep.params.a: a grid sweep takes lists of values, and `a` has a range"]
     );
     assert_eq!(
-        problems("sweep: {params: {a: [1, 2]}, trials: 4, metric: e.m}"),
+        problems("sweep: {method: grid, params: {a: [1, 2]}, trials: 4, metric: e.m}"),
         ["sweep.trials: `trials` is for random sweeps; a grid runs every combination"]
     );
     let many: Vec<String> = (0..400).map(|i| i.to_string()).collect();
@@ -340,4 +349,24 @@ fn id_is_stable_and_follows_the_spec() {
     other.params.swap(0, 1);
     assert_ne!(other.id("iris"), id, "the order numbers the trials");
     assert_ne!(base().id("wine"), id);
+}
+
+#[test]
+fn serde_form_spells_distributions_as_written() {
+    let spec = read(
+        "sweep: {params: {a: [1, x], b: {loguniform: [0.001, 1]}, c: {int: [1, 4]}}, trials: 5, metric: e.m}",
+    )
+    .0
+    .unwrap();
+    let json = serde_json::to_value(&spec).unwrap();
+    assert_eq!(
+        json["params"],
+        serde_json::json!([
+            ["a", {"values": [1, "x"]}],
+            ["b", {"loguniform": [0.001, 1.0]}],
+            ["c", {"int": [1, 4]}],
+        ])
+    );
+    let back: SweepSpec = serde_json::from_value(json).unwrap();
+    assert_eq!(back, spec);
 }
