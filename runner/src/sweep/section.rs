@@ -227,7 +227,8 @@ pub fn parse(v: &Value, path: &YPath, problems: &mut Problems) -> Option<SweepSp
         if let Err(e) = spec.check() {
             let at = match &e {
                 Whole::GridDist(name) => path.k("params").k(name),
-                Whole::NoTrials => path.k("method"),
+                Whole::NoTrials if m.contains_key("method") => path.k("method"),
+                Whole::NoTrials => path.key_of(),
                 Whole::TrialsInGrid => path.k("trials"),
                 Whole::GridTooLarge(_) => path.k("params"),
                 Whole::TrialsOutOfRange(_) => path.k("trials"),

@@ -189,6 +189,11 @@ fn whole_section_problems() {
         ["sweep.method: a random sweep needs `trials`"]
     );
     assert_eq!(
+        problems("sweep: {params: {a: {int: [1, 3]}}, metric: e.m}"),
+        ["sweep (key): a random sweep needs `trials`"],
+        "random because of the range: no `method` to point at"
+    );
+    assert_eq!(
         problems("sweep: {method: grid, params: {a: {int: [1, 3]}}, metric: e.m}"),
         ["sweep.params.a: a grid sweep takes lists of values, and `a` has a range"]
     );
