@@ -131,10 +131,12 @@ impl Dispatcher {
             .deps(i)
             .filter(|d| self.opts.selection.contains(d))
             .collect();
-        if let Some((&failed, r)) = deps
-            .iter()
-            .find_map(|d| self.done.get(d).map(|r| (d, r)).filter(|(_, r)| !r.outcome.is_success()))
-        {
+        if let Some((&failed, r)) = deps.iter().find_map(|d| {
+            self.done
+                .get(d)
+                .map(|r| (d, r))
+                .filter(|(_, r)| !r.outcome.is_success())
+        }) {
             let what = if r.outcome == Outcome::Pruned {
                 "was pruned"
             } else {

@@ -260,9 +260,11 @@ impl CurvesError {
 
     pub fn help(&self) -> Option<String> {
         match self {
-            CurvesError::TooLarge { .. } | CurvesError::Parse { .. } | CurvesError::Version { .. } => {
-                Some("delete it: the sweep then prunes only against trials that run from now on".into())
-            }
+            CurvesError::TooLarge { .. }
+            | CurvesError::Parse { .. }
+            | CurvesError::Version { .. } => Some(
+                "delete it: the sweep then prunes only against trials that run from now on".into(),
+            ),
             CurvesError::Read { .. } | CurvesError::Write { .. } => None,
         }
     }

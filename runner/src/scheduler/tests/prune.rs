@@ -65,8 +65,17 @@ stages:
     assert_eq!(ended.outcome("evaluate"), Outcome::Skipped);
     assert_eq!(ended.message("evaluate"), "upstream `train` was pruned");
     assert_eq!(ended.outcome("other"), Outcome::Ran);
-    assert!(!partial.exists(), "the pruned stage's partial output was kept");
-    let locked: Vec<&str> = ended.report.lock.stages.keys().map(String::as_str).collect();
+    assert!(
+        !partial.exists(),
+        "the pruned stage's partial output was kept"
+    );
+    let locked: Vec<&str> = ended
+        .report
+        .lock
+        .stages
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(locked, ["other"]);
     let lock = LockFile::load(&s.pipeline.lock_path(), "").unwrap();
     assert!(!lock.stages.contains_key("train"));
@@ -94,7 +103,10 @@ stages:
 "#,
     );
     let first = s.pipeline.graph.topo_order()[0];
-    assert_eq!(s.pipeline.stages[first].id.0, "a", "the test needs `a` first");
+    assert_eq!(
+        s.pipeline.stages[first].id.0, "a",
+        "the test needs `a` first"
+    );
     let (fake, seen) = Fake::new(&s.pipeline, &[("a", Act::Hold)]);
     let run = start(
         &s,

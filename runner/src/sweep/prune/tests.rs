@@ -204,7 +204,10 @@ fn curves_round_trip_through_json_with_nan_as_null() {
     c.report(3, 2, f64::NAN);
     c.save(&path).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains(r#""3":{"values":{"1":0.5,"2":null},"complete":false}"#), "{text}");
+    assert!(
+        text.contains(r#""3":{"values":{"1":0.5,"2":null},"complete":false}"#),
+        "{text}"
+    );
     let back = Curves::load(&path).unwrap();
     assert_eq!(back.trials.len(), 3);
     assert_eq!(back.trials[&1], c.trials[&1]);
