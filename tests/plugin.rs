@@ -264,3 +264,47 @@ fn the_example_plugin_names_a_misspelt_column() {
     assert!(!message.contains("Traceback"), "{message}");
     assert!(!ws.exists("out/features.csv"));
 }
+
+/// What a sweep's pruning reads: one `metric` per epoch with `step` = epoch, arriving as
+/// `stage_metric` events in order, a diverged value sent as `"nan"` included (JSON has no NaN;
+/// the event carries it as `null`).
+#[test]
+fn per_epoch_metrics_arrive_with_their_epoch_and_a_nan_is_not_dropped() {
+    let ws = Ws::new();
+    ws.write(
+        "plugins/epochs.py",
+        r#"import json, sys
+req = json.load(sys.stdin)
+for epoch, value in enumerate([0.9, 0.5, "nan"], 1):
+    print(json.dumps({"type": "metric", "name": "val_loss", "value": value, "step": epoch}), flush=True)
+with open(req["outputs"]["model"], "w") as f:
+    f.write("weights")
+print(json.dumps({"type": "result"}))
+"#,
+    );
+    ws.pipeline(
+        r#"
+plugins:
+  epochs: {command: [python3, plugins/epochs.py]}
+stages:
+  fit: {uses: epochs, outputs: {model: out/model.txt}}
+"#,
+    );
+    let r = ws.run(&[]);
+    r.assert_ok();
+    let ev = r.events();
+    let curve: Vec<(u64, serde_json::Value)> = ev
+        .iter()
+        .filter(|e| e["event"] == "stage_metric" && e["name"] == "val_loss")
+        .map(|e| (e["step"].as_u64().unwrap(), e["value"].clone()))
+        .collect();
+    assert_eq!(
+        curve,
+        [
+            (1, serde_json::json!(0.9)),
+            (2, serde_json::json!(0.5)),
+            (3, serde_json::Value::Null)
+        ]
+    );
+    assert!(!ev.iter().any(|e| e["event"] == "warning"), "{ev:?}");
+}

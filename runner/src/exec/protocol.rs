@@ -49,11 +49,35 @@ pub enum Message {
     },
     Metric {
         name: String,
+        #[serde(deserialize_with = "metric_value")]
         value: f64,
         #[serde(default)]
         step: Option<u64>,
     },
     Result(ResultMsg),
+}
+
+/// A metric's value: a JSON number, or one of the strings `"nan"`, `"inf"`, `"-inf"` (any case;
+/// `"infinity"` too), because JSON has no way to write those and a diverging training's NaN loss
+/// is exactly what a sweep's pruning must see.
+fn metric_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Number(f64),
+        Text(String),
+    }
+    match Written::deserialize(d)? {
+        Written::Number(v) => Ok(v),
+        Written::Text(t) => match t.to_ascii_lowercase().as_str() {
+            "nan" => Ok(f64::NAN),
+            "inf" | "+inf" | "infinity" | "+infinity" => Ok(f64::INFINITY),
+            "-inf" | "-infinity" => Ok(f64::NEG_INFINITY),
+            _ => Err(serde::de::Error::custom(format!(
+                "metric value `{t}` is not a number (nor \"nan\", \"inf\", \"-inf\")"
+            ))),
+        },
+    }
 }
 
 fn info() -> String {
@@ -115,5 +139,37 @@ mod tests {
             Some(Ok(Message::Result(r))) => assert!(!r.is_ok()),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn metric(line: &str) -> Result<(String, f64, Option<u64>), String> {
+        match parse_line(line) {
+            Some(Ok(Message::Metric { name, value, step })) => Ok((name, value, step)),
+            Some(Err(e)) => Err(e),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn per_epoch_metrics_keep_their_step_and_non_finite_values_arrive_as_such() {
+        assert_eq!(
+            metric(r#"{"type":"metric","name":"val_loss","value":0.42,"step":5}"#),
+            Ok(("val_loss".into(), 0.42, Some(5)))
+        );
+        // What the training worker sends for a value JSON cannot hold (Python's `str(x)`).
+        let (_, v, step) =
+            metric(r#"{"type":"metric","name":"val_loss","value":"nan","step":3}"#).unwrap();
+        assert!(v.is_nan());
+        assert_eq!(step, Some(3));
+        for (text, want) in [
+            ("inf", f64::INFINITY),
+            ("-inf", f64::NEG_INFINITY),
+            ("Infinity", f64::INFINITY),
+            ("-Infinity", f64::NEG_INFINITY),
+        ] {
+            let line = format!(r#"{{"type":"metric","name":"x","value":"{text}"}}"#);
+            assert_eq!(metric(&line).unwrap().1, want, "{text}");
+        }
+        let e = metric(r#"{"type":"metric","name":"x","value":"high"}"#).unwrap_err();
+        assert!(e.contains("metric value `high` is not a number"), "{e}");
     }
 }

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// `curves.json` larger than this is refused rather than read: a sweep at its bound (100,000
-/// trials) of a few hundred epochs stays well under it.
+/// `curves.json` larger than this is refused, when read and when written. A value takes about
+/// 25 bytes, so this holds some 2.7 million: 50,000 trials of 50 epochs, or 10,000 of 250.
 pub const MAX_CURVES_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Bumped when `curves.json` changes shape; a file of another version is refused.
@@ -137,11 +137,18 @@ pub struct Curves {
     trials: BTreeMap<usize, Curve>,
 }
 
-/// `curves.json` as written.
-#[derive(Serialize, Deserialize)]
+/// `curves.json` as read.
+#[derive(Deserialize)]
 struct CurvesFile {
     version: u32,
     trials: BTreeMap<usize, Curve>,
+}
+
+/// `curves.json` as written, borrowing the curves rather than copying them.
+#[derive(Serialize)]
+struct CurvesFileOut<'a> {
+    version: u32,
+    trials: &'a BTreeMap<usize, Curve>,
 }
 
 impl Curves {
@@ -211,12 +218,24 @@ impl Curves {
     }
 
     /// Writes `curves.json` atomically: a killed sweep leaves the old curves or the new ones.
+    /// Curves over `MAX_CURVES_BYTES` are not written, since `load` would refuse them.
     pub fn save(&self, path: &Path) -> Result<(), CurvesError> {
-        let file = CurvesFile {
+        self.save_within(path, MAX_CURVES_BYTES)
+    }
+
+    fn save_within(&self, path: &Path, limit: u64) -> Result<(), CurvesError> {
+        let file = CurvesFileOut {
             version: CURVES_VERSION,
-            trials: self.trials.clone(),
+            trials: &self.trials,
         };
         let bytes = serde_json::to_vec(&file).expect("curves always serialize");
+        if bytes.len() as u64 > limit {
+            return Err(CurvesError::TooLargeToWrite {
+                path: path.to_path_buf(),
+                bytes: bytes.len() as u64,
+                limit,
+            });
+        }
         crate::atomic::write(path, &bytes).map_err(|source| CurvesError::Write {
             path: path.to_path_buf(),
             source,
@@ -234,6 +253,17 @@ pub enum CurvesError {
     },
     #[error("`{}` is larger than {} MiB", path.display(), MAX_CURVES_BYTES >> 20)]
     TooLarge { path: PathBuf },
+    #[error(
+        "not writing `{}`: the curves take {} MiB, over the {} MiB limit",
+        path.display(),
+        bytes.div_ceil(1 << 20),
+        limit >> 20
+    )]
+    TooLargeToWrite {
+        path: PathBuf,
+        bytes: u64,
+        limit: u64,
+    },
     #[error("`{}` is not a curves file: {source}", path.display())]
     Parse {
         path: PathBuf,
@@ -264,6 +294,11 @@ impl CurvesError {
             | CurvesError::Parse { .. }
             | CurvesError::Version { .. } => Some(
                 "delete it: the sweep then prunes only against trials that run from now on".into(),
+            ),
+            CurvesError::TooLargeToWrite { .. } => Some(
+                "the file keeps the curves written before, which a resumed sweep prunes against; \
+                 a sweep of fewer trials or epochs stays under the limit"
+                    .into(),
             ),
             CurvesError::Read { .. } | CurvesError::Write { .. } => None,
         }

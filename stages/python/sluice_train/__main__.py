@@ -594,7 +594,11 @@ class Training:
     def report_epoch(self, row: dict, epochs: int) -> None:
         for name in ("train_loss", "val_loss", "val_accuracy", "val_rmse", "lr", "samples_per_sec"):
             if name in row:
-                self.msg.send("metric", name=name, value=row[name], step=row["epoch"])
+                # One message per epoch (`step` = epoch) is what a sweep's pruning judges. JSON
+                # has no NaN or infinity, so those go as the text the protocol accepts ("nan").
+                value = float(row[name])
+                value = value if math.isfinite(value) else str(value)
+                self.msg.send("metric", name=name, value=value, step=row["epoch"])
         parts = [f"{n} {row[n]:.4g}" for n in ("train_loss", "val_loss", "val_accuracy", "val_rmse", "lr") if n in row]
         self.msg.log(
             f"epoch {row['epoch']}/{epochs}: {' · '.join(parts)} · {row['samples_per_sec']:.0f} samples/s · {row['seconds']:.2f}s"

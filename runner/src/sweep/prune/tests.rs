@@ -255,3 +255,22 @@ fn a_curves_file_over_the_bound_is_refused_without_reading_it_all() {
     assert!(matches!(e, CurvesError::TooLarge { .. }), "{e}");
     assert!(e.to_string().ends_with("is larger than 64 MiB"), "{e}");
 }
+
+#[test]
+fn curves_over_the_bound_are_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("curves.json");
+    let small = completed(1, 2, |_, _| 0.5);
+    small.save(&path).unwrap();
+    // The bound scaled down to 1 MiB, which about 40,000 values pass.
+    let big = completed(1_000, 50, |t, e| {
+        (t as u64 * 1000 + e) as f64 + 0.123_456_789
+    });
+    let e = big.save_within(&path, 1 << 20).unwrap_err();
+    assert!(matches!(e, CurvesError::TooLargeToWrite { .. }), "{e}");
+    assert!(e.to_string().contains("MiB, over the 1 MiB limit"), "{e}");
+    // What was there before is intact.
+    assert_eq!(Curves::load(&path).unwrap(), small);
+    big.save_within(&path, 4 << 20).unwrap();
+    assert_eq!(Curves::load(&path).unwrap(), big);
+}
