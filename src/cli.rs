@@ -142,6 +142,9 @@ pub struct SweepRunArgs {
     /// How many stages may run at once (default: the number of CPUs)
     #[arg(short, long, value_name = "N", value_parser = at_least_one)]
     pub jobs: Option<usize>,
+    /// How many GPUs to hand out (default: detected from CUDA_VISIBLE_DEVICES or nvidia-smi)
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<usize>,
     /// Print the trials and what would run; run nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -187,6 +190,9 @@ pub struct SweepPromoteArgs {
     /// Promote the best trial (the default)
     #[arg(long)]
     pub best: bool,
+    /// Print the promoting run's events as JSON lines on stdout instead of the live display
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

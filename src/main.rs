@@ -332,6 +332,27 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
 }
 
 /// `--jobs`, defaulting to the number of CPUs.
+/// `sluice run PIPELINE` with no other flags (what `sweep promote` runs after writing the
+/// promoted params).
+fn run_pipeline(cli: &Cli, file: &Path, json: bool) -> Result<ExitCode, Failure> {
+    run(
+        cli,
+        &cli::RunArgs {
+            args: vec![file.display().to_string()],
+            pipeline: PipelineArgs { set: Vec::new() },
+            jobs: None,
+            gpus: None,
+            keep_going: false,
+            downstream: false,
+            force: Vec::new(),
+            dry_run: false,
+            no_wait: false,
+            json,
+            kill_grace: Duration::from_secs(5),
+        },
+    )
+}
+
 fn jobs(arg: Option<usize>) -> usize {
     arg.unwrap_or_else(|| {
         std::thread::available_parallelism()

@@ -12,7 +12,15 @@ use serde_json::Value as Json;
 use sluice_runner::sweep::results::{self, SweepResults, TrialState};
 use sluice_runner::sweep::spec::{Direction, Method, PruneChoice, SweepOverrides};
 use sluice_runner::Workspace;
+use sluice_runner::engine::{Engine, RunOptions, Selection};
+use sluice_runner::sweep::drive::{self, SweepError};
+use sluice_runner::sweep::expand::Layout;
+use sluice_runner::sweep::promote::write_promoted;
+use sluice_runner::sweep::spec::SweepSpec;
+use sluice_runner::validate::{load_with, LoadError, LoadOptions, PromotedParams};
+use sluice_runner::Event;
 use sluice_stages::sweep_plot::{plot_sweep, Panel, X};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -25,8 +33,6 @@ pub(crate) fn sweep(cli: &crate::cli::Cli, args: &SweepArgs) -> Result<ExitCode,
 }
 
 /// `sluice sweep [PIPELINE] [flags]`, parsed.
-// Read by `run_sweep` once it runs sweeps.
-#[allow(dead_code)]
 #[derive(Debug)]
 pub(crate) struct SweepRequest {
     pub pipeline: PathBuf,
@@ -34,6 +40,7 @@ pub(crate) struct SweepRequest {
     /// it has none (`SweepSpec::from_overrides`).
     pub overrides: SweepOverrides,
     pub jobs: Option<usize>,
+    pub gpus: Option<usize>,
     pub dry_run: bool,
     pub json: bool,
 }
@@ -64,6 +71,7 @@ impl SweepRequest {
                 }),
             },
             jobs: a.jobs,
+            gpus: a.gpus,
             dry_run: a.dry_run,
             json: a.json,
         }
@@ -71,8 +79,6 @@ impl SweepRequest {
 }
 
 /// Which trial `promote` sets the workspace to.
-// Read by `promote` once it promotes.
-#[allow(dead_code)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pick {
     Best,
@@ -80,12 +86,12 @@ pub(crate) enum Pick {
 }
 
 /// `sluice sweep promote [ID] [--trial N | --best]`, parsed.
-#[allow(dead_code)]
 #[derive(Debug)]
 pub(crate) struct PromoteRequest {
     /// `None`: the latest sweep.
     pub id: Option<String>,
     pub pick: Pick,
+    pub json: bool,
 }
 
 impl PromoteRequest {
@@ -93,26 +99,253 @@ impl PromoteRequest {
         PromoteRequest {
             id: a.id.clone(),
             pick: a.trial.map_or(Pick::Best, Pick::Trial),
+            json: a.json,
         }
     }
 }
 
-pub(crate) fn run_sweep(
-    _cli: &crate::cli::Cli,
-    _request: &SweepRequest,
-) -> Result<ExitCode, Failure> {
-    Err(Failure::Runtime(anyhow::anyhow!(
-        "`sluice sweep` is not implemented yet"
-    )))
+pub(crate) fn run_sweep(cli: &crate::cli::Cli, request: &SweepRequest) -> Result<ExitCode, Failure> {
+    let ws = crate::workspace()?;
+    let registry = sluice_stages::registry();
+    let file = &request.pipeline;
+    let display = file.display().to_string();
+    if !file.exists() {
+        return Err(invalid(&format!("pipeline file `{display}` not found"), None));
+    }
+    // A sweep explores the pipeline as written: an earlier promotion is not layered in.
+    let load = |layout: Option<&Layout>| {
+        load_with(
+            &LoadOptions {
+                root: &ws.root,
+                file,
+                display: display.clone(),
+                overrides: &[],
+                registry: &registry,
+                sweep: layout,
+            },
+            PromotedParams::Ignore,
+        )
+    };
+    let base = load(None).map_err(load_failure)?;
+    let spec = match &base.sweep {
+        Some(section) => {
+            let mut spec = section.clone();
+            spec.apply(&request.overrides)
+                .map_err(|e| invalid(&e, None))?;
+            spec
+        }
+        None => SweepSpec::from_overrides(&request.overrides).map_err(|e| {
+            invalid(
+                &format!("{display} has no `sweep:` section, and the command line does not make one: {e}"),
+                Some("add a `sweep:` section (docs/sweeps.md), or give `--param NAME=SPEC` and `--metric STAGE.METRIC`"),
+            )
+        })?,
+    };
+    let engine = Engine::new(ws.clone(), registry.clone());
+    let prep = drive::prepare(&engine, &base, spec, &|l| load(Some(l))).map_err(|e| match e {
+        SweepError::Load(e) => load_failure(e),
+        other => invalid(&other.to_string(), other.help().as_deref()),
+    })?;
+    let rel = Path::new(".sluice").join("sweeps").join(&prep.id);
+    let mut notes = vec![format!(
+        "sweep `{}`: {} trial(s) ({} over {}), {} stage(s) once, {} per trial; results in {}",
+        prep.id,
+        prep.trials.len(),
+        prep.spec.method.as_str(),
+        prep.spec.varied().join(", "),
+        prep.split.shared.len(),
+        prep.split.per_trial.len(),
+        rel.display()
+    )];
+    if !prep.split.left_out.is_empty() {
+        notes.push(format!(
+            "not run by a sweep: {} (promote a trial to run them)",
+            prep.split.left_out.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if prep.duplicates > 0 {
+        notes.push(format!(
+            "{} random draw(s) repeated an earlier trial and were dropped",
+            prep.duplicates
+        ));
+    }
+    if !prep.carried.is_empty() {
+        notes.push(format!(
+            "{} trial(s) pruned by an earlier run of this sweep stay pruned",
+            prep.carried.len()
+        ));
+    }
+    if sluice_runner::sweep::promote::promoted_path(&base.file).exists() {
+        notes.push(format!(
+            "{} is not applied: a sweep explores the pipeline as written",
+            sluice_runner::sweep::promote::promoted_path(Path::new(&display)).display()
+        ));
+    }
+    if request.dry_run {
+        let planned = engine
+            .plan(&prep.pipeline, &Selection::default(), &[])
+            .map_err(crate::engine_failure)?;
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in &planned {
+            *counts.entry(p.decision.label()).or_default() += 1;
+        }
+        if request.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "sweep": prep.id,
+                    "trials": prep.trials.iter().map(|t| serde_json::json!({"trial": t.n, "params": t.params})).collect::<Vec<_>>(),
+                    "shared": prep.split.shared,
+                    "per_trial": prep.split.per_trial,
+                    "left_out": prep.split.left_out,
+                    "stages": prep.pipeline.stages.len(),
+                    "plan": counts,
+                })
+            );
+        } else {
+            for n in &notes {
+                eprintln!("{n}");
+            }
+            let plan: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            println!(
+                "{} trial(s), {} stage(s): {}",
+                prep.trials.len(),
+                prep.pipeline.stages.len(),
+                plan.join(", ")
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let signals = crate::SignalChannel::install()?;
+    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+    let json = request.json;
+    let style = report::Style::for_cli(cli, json);
+    let reporter = std::thread::spawn(move || {
+        if json {
+            report::json(ev_rx)
+        } else {
+            report::human(ev_rx, style)
+        }
+    });
+    for message in notes {
+        let _ = ev_tx.send(Event::Notice { message });
+    }
+    for message in &prep.pipeline.warnings {
+        let _ = ev_tx.send(Event::Warning {
+            stage: None,
+            message: message.trim_end().to_string(),
+        });
+    }
+    let outcome = drive::run(
+        &engine,
+        &prep,
+        RunOptions {
+            selection: Selection::default(),
+            force: Vec::new(),
+            jobs: crate::jobs(request.jobs),
+            gpus: crate::gpus_for(&prep.pipeline, request.gpus),
+            keep_going: true,
+            wait: true,
+            kill_grace: std::time::Duration::from_secs(5),
+        },
+        ev_tx,
+        signals.rx.clone(),
+    );
+    let _ = reporter.join();
+    signals.close();
+    let (results, summary) = outcome.map_err(crate::engine_failure)?;
+    let plot = prep.dir.join("plot.png");
+    if let Err(e) = write_plot(&results, &plot) {
+        eprintln!("warning: cannot draw the sweep's plot: {e}");
+    }
+    if json {
+        let mut v = serde_json::to_value(&results).expect("results serialize");
+        v["event"] = Json::from("sweep_finished");
+        println!("{v}");
+    } else {
+        print!("{}\n{}", results.summary(), results.table());
+        println!("\nresults: {}", rel.join("results.csv").display());
+        if plot.exists() {
+            println!("plot:    {}", rel.join("plot.png").display());
+        }
+        if summary.interrupted {
+            println!("interrupted: run the same `sluice sweep` again to resume (finished trials restore from the cache)");
+        } else if results.best.is_some() {
+            println!("promote the best trial with `sluice sweep promote {}`", prep.id);
+        }
+    }
+    let failed = results.trials.iter().any(|t| t.state == TrialState::Failed);
+    Ok(if summary.interrupted {
+        ExitCode::from(crate::EXIT_INTERRUPTED)
+    } else if failed || !summary.ok() {
+        ExitCode::from(crate::EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-pub(crate) fn promote(
-    _cli: &crate::cli::Cli,
-    _request: &PromoteRequest,
-) -> Result<ExitCode, Failure> {
-    Err(Failure::Runtime(anyhow::anyhow!(
-        "`sluice sweep promote` is not implemented yet"
-    )))
+/// `sluice sweep promote`: the chosen trial's params into the promoted params file, then the
+/// pipeline run as `sluice run` would: every trial stage restores from the cache (same keys),
+/// and what a sweep leaves out (deploy) runs once.
+pub(crate) fn promote(cli: &crate::cli::Cli, request: &PromoteRequest) -> Result<ExitCode, Failure> {
+    let ws = crate::workspace()?;
+    let (id, dir) = find(&ws, request.id.as_deref())?;
+    let mut results = SweepResults::load(&dir).map_err(|e| Failure::Runtime(e.into()))?;
+    results.rank();
+    let n = match request.pick {
+        Pick::Best => results.best.ok_or_else(|| {
+            invalid(
+                &format!("no trial of sweep `{id}` finished with a metric; nothing to promote"),
+                Some("see `sluice sweep show` for why, or run the sweep again to resume it"),
+            )
+        })?,
+        Pick::Trial(n) => n,
+    };
+    let Some(trial) = results.trials.iter().find(|t| t.trial == n) else {
+        return Err(invalid(
+            &format!("sweep `{id}` has no trial {n}"),
+            Some(&format!("its trials are numbered 1 to {}", results.trials.len())),
+        ));
+    };
+    if trial.state != TrialState::Done {
+        return Err(invalid(
+            &format!("trial {n} of sweep `{id}` is {}, not done", trial.state.as_str()),
+            Some("promote a finished trial: `sluice sweep show` lists them"),
+        ));
+    }
+    let file = results.pipeline_file.clone();
+    if !file.exists() {
+        return Err(invalid(
+            &format!("the sweep's pipeline `{}` is gone", results.pipeline),
+            None,
+        ));
+    }
+    let written = write_promoted(&file, &id, n, &trial.params)
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot write the promoted params: {e}")))?;
+    let shown: Vec<String> = trial
+        .params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", sluice_runner::spec::matrix::value_text(v)))
+        .collect();
+    eprintln!(
+        "promoted trial {n} of sweep `{id}` ({}): params in {}",
+        shown.join(", "),
+        relative(&written, &ws.root).display()
+    );
+    let pipeline_arg = relative(&file, &std::env::current_dir().unwrap_or_default());
+    crate::run_pipeline(cli, &pipeline_arg, request.json)
+}
+
+/// `path` relative to `base` when it lies inside it.
+fn relative(path: &Path, base: &Path) -> PathBuf {
+    path.strip_prefix(base).map(Path::to_path_buf).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn load_failure(e: LoadError) -> Failure {
+    match e {
+        LoadError::Invalid(d) => Failure::Invalid(d.render()),
+        other => Failure::Invalid(format!("error: {}\n", sluice_runner::error::chain(&other))),
+    }
 }
 
 /// The sweep `id` names, or the latest one; its directory.

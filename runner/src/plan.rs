@@ -215,13 +215,18 @@ impl Checker<'_> {
                 tree: h.tree,
             })
         };
+        // Where this stage keeps output `name`. Keys hash a sweep's paths without the sweep's
+        // slot, so a lock entry or cache record may come from a run that wrote the same result
+        // elsewhere (a sweep trial, or the plain run a trial is compared with): the record's
+        // hashes hold, its paths are this stage's.
+        let here = |name: &str| stage.outputs.iter().find(|o| o.name == name).map(|o| &o.path);
         // Fast path: the lock says this key produced these hashes, and they are on disk.
         if let Some(entry) = lock.filter(|e| &e.key == key) {
             let mut now = BTreeMap::new();
             let mut all = entry.output_hashes.len() == stage.outputs.len();
             for (name, locked) in &entry.output_hashes {
                 let probe = OutputRecord {
-                    path: locked.path.clone(),
+                    path: here(name).unwrap_or(&locked.path).clone(),
                     hash: locked.hash,
                     tree: None,
                 };
@@ -239,7 +244,12 @@ impl Checker<'_> {
                 return Decision::UpToDate(now);
             }
         }
-        if let Some(record) = store.lookup(key) {
+        if let Some(mut record) = store.lookup(key) {
+            for (name, out) in record.outputs.iter_mut() {
+                if let Some(p) = here(name) {
+                    out.path = p.clone();
+                }
+            }
             let mut now = BTreeMap::new();
             for (name, out) in &record.outputs {
                 match current(out) {
