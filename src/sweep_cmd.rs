@@ -9,16 +9,16 @@ use crate::cli::{
 };
 use crate::{report, Failure, DEFAULT_PIPELINE};
 use serde_json::Value as Json;
-use sluice_runner::sweep::results::{self, SweepResults, TrialState};
-use sluice_runner::sweep::spec::{Direction, Method, PruneChoice, SweepOverrides};
-use sluice_runner::Workspace;
 use sluice_runner::engine::{Engine, RunOptions, Selection};
 use sluice_runner::sweep::drive::{self, SweepError};
 use sluice_runner::sweep::expand::Layout;
 use sluice_runner::sweep::promote::write_promoted;
+use sluice_runner::sweep::results::{self, SweepResults, TrialState};
 use sluice_runner::sweep::spec::SweepSpec;
+use sluice_runner::sweep::spec::{Direction, Method, PruneChoice, SweepOverrides};
 use sluice_runner::validate::{load_with, LoadError, LoadOptions, PromotedParams};
 use sluice_runner::Event;
+use sluice_runner::Workspace;
 use sluice_stages::sweep_plot::{plot_sweep, Panel, X};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -104,13 +104,19 @@ impl PromoteRequest {
     }
 }
 
-pub(crate) fn run_sweep(cli: &crate::cli::Cli, request: &SweepRequest) -> Result<ExitCode, Failure> {
+pub(crate) fn run_sweep(
+    cli: &crate::cli::Cli,
+    request: &SweepRequest,
+) -> Result<ExitCode, Failure> {
     let ws = crate::workspace()?;
     let registry = sluice_stages::registry();
     let file = &request.pipeline;
     let display = file.display().to_string();
     if !file.exists() {
-        return Err(invalid(&format!("pipeline file `{display}` not found"), None));
+        return Err(invalid(
+            &format!("pipeline file `{display}` not found"),
+            None,
+        ));
     }
     // A sweep explores the pipeline as written: an earlier promotion is not layered in.
     let load = |layout: Option<&Layout>| {
@@ -160,7 +166,12 @@ pub(crate) fn run_sweep(cli: &crate::cli::Cli, request: &SweepRequest) -> Result
     if !prep.split.left_out.is_empty() {
         notes.push(format!(
             "not run by a sweep: {} (promote a trial to run them)",
-            prep.split.left_out.iter().cloned().collect::<Vec<_>>().join(", ")
+            prep.split
+                .left_out
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     if prep.duplicates > 0 {
@@ -271,7 +282,10 @@ pub(crate) fn run_sweep(cli: &crate::cli::Cli, request: &SweepRequest) -> Result
         if summary.interrupted {
             println!("interrupted: run the same `sluice sweep` again to resume (finished trials restore from the cache)");
         } else if results.best.is_some() {
-            println!("promote the best trial with `sluice sweep promote {}`", prep.id);
+            println!(
+                "promote the best trial with `sluice sweep promote {}`",
+                prep.id
+            );
         }
     }
     let failed = results.trials.iter().any(|t| t.state == TrialState::Failed);
@@ -287,7 +301,10 @@ pub(crate) fn run_sweep(cli: &crate::cli::Cli, request: &SweepRequest) -> Result
 /// `sluice sweep promote`: the chosen trial's params into the promoted params file, then the
 /// pipeline run as `sluice run` would: every trial stage restores from the cache (same keys),
 /// and what a sweep leaves out (deploy) runs once.
-pub(crate) fn promote(cli: &crate::cli::Cli, request: &PromoteRequest) -> Result<ExitCode, Failure> {
+pub(crate) fn promote(
+    cli: &crate::cli::Cli,
+    request: &PromoteRequest,
+) -> Result<ExitCode, Failure> {
     let ws = crate::workspace()?;
     let (id, dir) = find(&ws, request.id.as_deref())?;
     let mut results = SweepResults::load(&dir).map_err(|e| Failure::Runtime(e.into()))?;
@@ -304,12 +321,18 @@ pub(crate) fn promote(cli: &crate::cli::Cli, request: &PromoteRequest) -> Result
     let Some(trial) = results.trials.iter().find(|t| t.trial == n) else {
         return Err(invalid(
             &format!("sweep `{id}` has no trial {n}"),
-            Some(&format!("its trials are numbered 1 to {}", results.trials.len())),
+            Some(&format!(
+                "its trials are numbered 1 to {}",
+                results.trials.len()
+            )),
         ));
     };
     if trial.state != TrialState::Done {
         return Err(invalid(
-            &format!("trial {n} of sweep `{id}` is {}, not done", trial.state.as_str()),
+            &format!(
+                "trial {n} of sweep `{id}` is {}, not done",
+                trial.state.as_str()
+            ),
             Some("promote a finished trial: `sluice sweep show` lists them"),
         ));
     }
@@ -338,7 +361,9 @@ pub(crate) fn promote(cli: &crate::cli::Cli, request: &PromoteRequest) -> Result
 
 /// `path` relative to `base` when it lies inside it.
 fn relative(path: &Path, base: &Path) -> PathBuf {
-    path.strip_prefix(base).map(Path::to_path_buf).unwrap_or_else(|_| path.to_path_buf())
+    path.strip_prefix(base)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn load_failure(e: LoadError) -> Failure {

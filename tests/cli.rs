@@ -223,6 +223,10 @@ fn a_closed_stdout_ends_printing_commands_quietly() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         use std::os::unix::process::ExitStatusExt;
-        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {stderr}");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {stderr}"
+        );
     }
 }

@@ -2,6 +2,11 @@
 
 mod common;
 
+#[path = "sweeps/matrix.rs"]
+mod matrix;
+#[path = "sweeps/runs.rs"]
+mod runs;
+
 use common::Ws;
 use serde_json::json;
 use sluice_runner::sweep::results::{MetricGoal, SweepResults, TrialResult, TrialState};

@@ -609,7 +609,10 @@ stages:
     // An input every instance reads reruns them all.
     ws.write("data/in.txt", "y\n");
     let at = w.changed(end, "data/in.txt");
-    assert_eq!(names(&w.events()[at]), ["all", "gen@n=1", "gen@n=2", "gen@n=3"]);
+    assert_eq!(
+        names(&w.events()[at]),
+        ["all", "gen@n=1", "gen@n=2", "gen@n=3"]
+    );
     w.idle(at);
     assert_eq!(w.interrupt(), 130);
 }

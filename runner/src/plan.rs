@@ -219,7 +219,13 @@ impl Checker<'_> {
         // slot, so a lock entry or cache record may come from a run that wrote the same result
         // elsewhere (a sweep trial, or the plain run a trial is compared with): the record's
         // hashes hold, its paths are this stage's.
-        let here = |name: &str| stage.outputs.iter().find(|o| o.name == name).map(|o| &o.path);
+        let here = |name: &str| {
+            stage
+                .outputs
+                .iter()
+                .find(|o| o.name == name)
+                .map(|o| &o.path)
+        };
         // Fast path: the lock says this key produced these hashes, and they are on disk.
         if let Some(entry) = lock.filter(|e| &e.key == key) {
             let mut now = BTreeMap::new();

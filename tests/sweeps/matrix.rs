@@ -58,7 +58,11 @@ fn a_matrix_expands_to_named_instances_run_all_or_one() {
     // A no-op rerun of the whole pipeline runs nothing of `gen`.
     let r = ws.run(&["sluice.yaml"]);
     r.assert_ok();
-    assert!(r.started().iter().all(|s| !s.starts_with("gen@")), "{:?}", r.started());
+    assert!(
+        r.started().iter().all(|s| !s.starts_with("gen@")),
+        "{:?}",
+        r.started()
+    );
 }
 
 #[test]
@@ -83,7 +87,10 @@ fn downstream_instances_pair_up_and_gathers_get_lists() {
     // Changing one instance's output reruns its pair and the gathers, nothing else.
     ws.write(
         "sluice.yaml",
-        &MATRIX.replace("model=${{ matrix.model }} seed", "model=${{ matrix.model }}  seed"),
+        &MATRIX.replace(
+            "model=${{ matrix.model }} seed",
+            "model=${{ matrix.model }}  seed",
+        ),
     );
     let r = ws.run(&["sluice.yaml"]);
     r.assert_ok();
@@ -95,7 +102,10 @@ fn matrix_values_key_like_params_and_new_values_run_alone() {
     let ws = Ws::new();
     ws.pipeline(MATRIX);
     ws.run(&["sluice.yaml"]).assert_ok();
-    ws.pipeline(&MATRIX.replace("model: [a, b]}\n    run: echo", "model: [a, b, c]}\n    run: echo"));
+    ws.pipeline(&MATRIX.replace(
+        "model: [a, b]}\n    run: echo",
+        "model: [a, b, c]}\n    run: echo",
+    ));
     let st = ws.sluice(&["status", "sluice.yaml"]);
     assert_eq!(st.code, 0, "{}", st.stderr);
     assert!(st.stdout.contains("gen@lr=0.1,model=c"), "{}", st.stdout);
@@ -113,33 +123,47 @@ fn dag_status_and_json_name_instances() {
     let dot = ws.sluice(&["dag", "sluice.yaml", "--format", "dot"]);
     assert_eq!(dot.code, 0, "{}", dot.stderr);
     assert!(
-        dot.stdout.contains("\"gen@lr=0.1,model=a\" -> \"pair@lr=0.1,model=a\""),
+        dot.stdout
+            .contains("\"gen@lr=0.1,model=a\" -> \"pair@lr=0.1,model=a\""),
         "{}",
         dot.stdout
     );
     let mermaid = ws.sluice(&["dag", "sluice.yaml", "--format", "mermaid"]);
     // Mermaid ids take letters, digits and `_` only; the label keeps the name.
-    assert!(mermaid.stdout.contains("s_gen_lr_0_1_model_a[\"gen@lr=0.1,model=a\"]"), "{}", mermaid.stdout);
+    assert!(
+        mermaid
+            .stdout
+            .contains("s_gen_lr_0_1_model_a[\"gen@lr=0.1,model=a\"]"),
+        "{}",
+        mermaid.stdout
+    );
     for line in mermaid.stdout.lines().filter(|l| l.contains("-->")) {
         assert!(
-            line.chars().all(|c| c.is_ascii_alphanumeric() || " _->".contains(c)),
+            line.chars()
+                .all(|c| c.is_ascii_alphanumeric() || " _->".contains(c)),
             "{line}"
         );
     }
     let st = ws.sluice(&["status", "sluice.yaml", "--json"]);
-    let names: Vec<String> = st
-        .stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    let rows: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    let names: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
         .filter_map(|e| e["stage"].as_str().map(str::to_string))
         .collect();
     for g in GEN {
-        assert!(names.iter().any(|n| n == g), "{g} not in {names:?}\n{}", st.stdout);
+        assert!(
+            names.iter().any(|n| n == g),
+            "{g} not in {names:?}\n{}",
+            st.stdout
+        );
     }
     let schema = ws.sluice(&["schema"]);
     let s: serde_json::Value = serde_json::from_str(&schema.stdout).unwrap();
     assert!(
-        s.pointer("/properties/stages/additionalProperties/properties/matrix").is_some(),
+        s.pointer("/properties/stages/additionalProperties/properties/matrix")
+            .is_some(),
         "no matrix in the schema"
     );
 }
@@ -153,7 +177,8 @@ fn two_instances_writing_one_path_is_refused_naming_both() {
     let r = ws.sluice(&["run", "sluice.yaml"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
-        r.stderr.contains("stages `train@lr=0.1` and `train@lr=0.01` both write `out/m.txt`"),
+        r.stderr
+            .contains("stages `train@lr=0.1` and `train@lr=0.01` both write `out/m.txt`"),
         "{}",
         r.stderr
     );
