@@ -1,7 +1,7 @@
 //! `StageGraph`: the sealed, acyclic petgraph DAG of a validated pipeline, and the walks the
 //! scheduler and the CLI need over it (topological order, upstream and downstream closures).
 
-use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::{Dfs, Reversed};
 use petgraph::Direction;
@@ -24,12 +24,9 @@ impl StageGraph {
         for &(a, b) in edges {
             g.add_edge(NodeIndex::new(a), NodeIndex::new(b), ());
         }
-        match toposort(&g, None) {
-            Ok(order) => {
-                let topo = order.into_iter().map(|n| n.index()).collect();
-                Ok(StageGraph { g, topo })
-            }
-            Err(_) => Err(find_cycle(&g)),
+        match written_order(&g) {
+            Some(topo) => Ok(StageGraph { g, topo }),
+            None => Err(find_cycle(&g)),
         }
     }
 
@@ -94,6 +91,32 @@ impl StageGraph {
 }
 
 /// A concrete cycle inside the first strongly connected component that has one.
+/// A topological order that keeps stages in the order they are written wherever the edges
+/// allow (Kahn's algorithm, the lowest ready index first): `status` lists stages as the file
+/// does, and a sweep starts its trials from the first. `None` when there is a cycle.
+fn written_order(g: &DiGraph<usize, ()>) -> Option<Vec<usize>> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let n = g.node_count();
+    let mut indegree: Vec<usize> = (0..n)
+        .map(|i| g.neighbors_directed(NodeIndex::new(i), Direction::Incoming).count())
+        .collect();
+    let mut ready: BinaryHeap<Reverse<usize>> =
+        (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for d in g.neighbors_directed(NodeIndex::new(i), Direction::Outgoing) {
+            let k = d.index();
+            indegree[k] -= 1;
+            if indegree[k] == 0 {
+                ready.push(Reverse(k));
+            }
+        }
+    }
+    (order.len() == n).then_some(order)
+}
+
 fn find_cycle(g: &DiGraph<usize, ()>) -> Vec<usize> {
     for scc in tarjan_scc(g) {
         let members: BTreeSet<NodeIndex> = scc.iter().copied().collect();
@@ -131,6 +154,14 @@ mod tests {
 
     fn edges(e: &[(usize, usize)]) -> BTreeSet<(usize, usize)> {
         e.iter().copied().collect()
+    }
+
+    #[test]
+    fn order_follows_the_file_where_edges_allow() {
+        // 3 needs 4; the rest are independent.
+        let g = StageGraph::build(5, &edges(&[(4, 3)])).unwrap();
+        assert_eq!(g.topo_order(), [0, 1, 2, 4, 3]);
+        assert!(StageGraph::build(2, &edges(&[(0, 1), (1, 0)])).is_err());
     }
 
     #[test]
