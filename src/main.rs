@@ -513,13 +513,25 @@ fn print_plan(pipeline: &Pipeline, planned: &[Planned], json: bool, dry_run: boo
                     Decision::Run(why) => (Some(why.first().to_string()), why.lines()),
                     _ => (reasons.clone(), reasons.into_iter().collect()),
                 };
-                serde_json::json!({
-                    "stage": pipeline.stages[p.idx].id.0,
+                let stage = &pipeline.stages[p.idx];
+                let mut row = serde_json::json!({
+                    "stage": stage.id.0,
                     "state": state,
                     "reason": reason,
                     "reasons": reasons,
                     "key": p.key.map(|k| k.hex()),
-                })
+                });
+                // A matrix instance also says which stage it is an instance of, and its values.
+                if !stage.bindings.is_empty() {
+                    row["base"] = stage.base.clone().into();
+                    row["matrix"] = stage
+                        .bindings
+                        .iter()
+                        .cloned()
+                        .collect::<serde_json::Map<_, _>>()
+                        .into();
+                }
+                row
             })
             .collect();
         println!(

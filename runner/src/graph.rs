@@ -99,7 +99,10 @@ fn written_order(g: &DiGraph<usize, ()>) -> Option<Vec<usize>> {
     use std::collections::BinaryHeap;
     let n = g.node_count();
     let mut indegree: Vec<usize> = (0..n)
-        .map(|i| g.neighbors_directed(NodeIndex::new(i), Direction::Incoming).count())
+        .map(|i| {
+            g.neighbors_directed(NodeIndex::new(i), Direction::Incoming)
+                .count()
+        })
         .collect();
     let mut ready: BinaryHeap<Reverse<usize>> =
         (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
