@@ -183,3 +183,38 @@ fn a_bundle_that_would_not_serve_publishes_nothing() {
     ws.run(&[]).assert_ok();
     assert_eq!(ws.read("models/m/latest").trim(), "1");
 }
+
+#[test]
+fn a_sweep_publishes_nothing_until_promotion_then_one_version() {
+    // pipelines/iris-sweep.yaml, narrowed to two trials from the command line.
+    let ws = Ws::new();
+    ws.copy_from_repo("pipelines/iris-sweep.yaml")
+        .copy_from_repo("examples/data/iris.csv");
+    let r = ws.sluice(&[
+        "sweep",
+        "pipelines/iris-sweep.yaml",
+        "--param",
+        "lr=0.03,0.01",
+        "--param",
+        "hidden=8",
+        "-j",
+        "2",
+        "--json",
+    ]);
+    r.assert_ok();
+    let o = r.outcomes();
+    assert_eq!(o.len(), 3 + 2 * 2, "clean/split/normalize once, train/evaluate per trial: {o:?}");
+    assert!(!o.keys().any(|s| s.starts_with("deploy")), "{o:?}");
+    assert!(!ws.exists("models"), "a sweep publishes nothing");
+    let p = ws.sluice(&["sweep", "promote", "--json"]);
+    p.assert_ok();
+    let o = p.outcomes();
+    for s in ["clean", "split", "normalize", "train", "evaluate"] {
+        assert_eq!(o[s], "restored", "{s} in {o:?}");
+    }
+    assert_eq!(o["deploy"], "ran");
+    assert_eq!(entries(&ws.path("models/iris-sweep")), ["1", "latest"]);
+    // A plain run afterwards keeps the promoted params: nothing to do, no second version.
+    ws.run(&["pipelines/iris-sweep.yaml"]).assert_ok();
+    assert_eq!(entries(&ws.path("models/iris-sweep")), ["1", "latest"]);
+}
