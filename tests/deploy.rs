@@ -203,7 +203,11 @@ fn a_sweep_publishes_nothing_until_promotion_then_one_version() {
     ]);
     r.assert_ok();
     let o = r.outcomes();
-    assert_eq!(o.len(), 3 + 2 * 2, "clean/split/normalize once, train/evaluate per trial: {o:?}");
+    assert_eq!(
+        o.len(),
+        3 + 2 * 2,
+        "clean/split/normalize once, train/evaluate per trial: {o:?}"
+    );
     assert!(!o.keys().any(|s| s.starts_with("deploy")), "{o:?}");
     assert!(!ws.exists("models"), "a sweep publishes nothing");
     let p = ws.sluice(&["sweep", "promote", "--json"]);

@@ -131,6 +131,18 @@ pub fn prepare(
         ));
     }
     let drawn = trials(&spec);
+    let laid = split.shared.len() + drawn.trials.len() * split.per_trial.len();
+    if laid > crate::spec::matrix::MAX_INSTANCES {
+        return Err(invalid(
+            format!(
+                "the sweep lays out {laid} stages ({} trials x {} per trial); at most {} fit in one run",
+                drawn.trials.len(),
+                split.per_trial.len(),
+                crate::spec::matrix::MAX_INSTANCES
+            ),
+            Some("run fewer trials (`--trials N`), or prune harder".to_string()),
+        ));
+    }
     let id = spec.id(&base.name);
     let rel = format!(".sluice/sweeps/{id}");
     let dir = engine.ws.dir.join("sweeps").join(&id);
@@ -246,10 +258,20 @@ pub fn run(
 ) -> Result<(SweepResults, RunSummary), EngineError> {
     opts.keep_going = true;
     let curves_path = prep.dir.join("curves.json");
-    let curves = Curves::load(&curves_path).unwrap_or_default();
+    let curves = match Curves::load(&curves_path) {
+        Ok(c) => c,
+        Err(e) => {
+            // Pruning then compares with the trials of this run only; worth saying why.
+            let _ = events.send(Event::Warning {
+                stage: None,
+                message: format!("{e}; the curves of earlier trials are not used for pruning"),
+            });
+            Curves::default()
+        }
+    };
     let (inner_tx, inner_rx) = crossbeam_channel::unbounded::<Event>();
     let (control_tx, control_rx) = crossbeam_channel::unbounded::<Control>();
-    let watcher = Watcher::new(prep, curves);
+    let watcher = Watcher::new(prep, curves, curves_path.clone());
     let forward = std::thread::Builder::new()
         .name("sluice-sweep-events".into())
         .spawn(move || watcher.watch(inner_rx, events, control_tx))
@@ -281,6 +303,9 @@ pub fn run(
 /// What the event thread learns while the sweep runs.
 struct Watcher {
     curves: Curves,
+    /// Saved whenever a trial completes, so that a sweep killed outright still resumes with
+    /// the curves its finished trials left.
+    curves_path: PathBuf,
     rule: Option<(MedianRule, String)>,
     /// Stage index by name, and its trial.
     trial_of: HashMap<String, (usize, usize)>,
@@ -301,7 +326,7 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn new(prep: &Prepared, curves: Curves) -> Watcher {
+    fn new(prep: &Prepared, curves: Curves, curves_path: PathBuf) -> Watcher {
         let selection = prep.selection();
         let mut trial_of = HashMap::new();
         let mut remaining: HashMap<usize, usize> = HashMap::new();
@@ -332,6 +357,7 @@ impl Watcher {
         });
         Watcher {
             curves,
+            curves_path,
             rule,
             trial_of,
             remaining,
@@ -423,6 +449,9 @@ impl Watcher {
         let &(_, n) = self.trial_of.get(stage)?;
         if self.reporter.get(&n).is_some_and(|r| r == stage) && outcome.is_success() {
             self.curves.complete(n);
+            if let Err(e) = self.curves.save(&self.curves_path) {
+                tracing::warn!("{e}");
+            }
         }
         self.outcomes.entry(n).or_default().push(outcome);
         *self.durations.entry(n).or_default() += ms;

@@ -144,6 +144,11 @@ fn run(ctx: &StageContext<'_>, config: &TrainConfig) -> Result<(), StageError> {
         .run(&spec)
         .map_err(|e| format!("cannot start the training worker `{}`: {e}", spec.program))?;
     if ctx.cancel.is_cancelled() {
+        // A sweep gave up on this trial for good (a resumed sweep does not run it again): its
+        // checkpoints would only take disk. Any other stop keeps them to resume from.
+        if ctx.cancel.reason() == Some(sluice_runner::cancel::CancelReason::Pruned) {
+            let _ = std::fs::remove_dir_all(&resume);
+        }
         return Err("cancelled".into());
     }
     match (out.result, out.code, out.signal) {
