@@ -120,10 +120,10 @@ fn cpu_slots_are_never_exceeded() {
 fn start_ready_hands_out_exactly_the_free_slots() {
     let s = setup(&format!(
         "stages:\n{}{}",
-        independent(3, ", resources: {cpus: 2}"),
         "  g0: {run: \"fake\", outputs: [o], resources: {gpus: 1}}\n  \
            g1: {run: \"fake\", outputs: [o], resources: {gpus: 1}}\n  \
-           g2: {run: \"fake\", outputs: [o], resources: {gpus: 1}}\n"
+           g2: {run: \"fake\", outputs: [o], resources: {gpus: 1}}\n",
+        independent(3, ", resources: {cpus: 2}"),
     ));
     let (fake, _seen) = Fake::new(&s.pipeline, &[]);
     let (ctx, opts, _events) = context(
@@ -141,9 +141,9 @@ fn start_ready_hands_out_exactly_the_free_slots() {
     let handed = |rx: &crossbeam_channel::Receiver<Job>| -> Vec<(String, Vec<u32>)> {
         rx.try_iter().map(|j| (name(j.idx), j.gpus)).collect()
     };
-    // Six slots and two devices: two of the s stages (four slots) and two g stages (one slot
-    // and one device each), whichever come first in topological position; the third of each
-    // does not fit.
+    // Six slots and two devices, stages in written order: two g stages (one slot and one device
+    // each; the third finds no device), then two of the s stages (four slots); the third does
+    // not fit.
     let position = |n: &str| {
         let i = s.pipeline.stage(n).unwrap().idx;
         s.pipeline.graph.topo_order().iter().position(|&j| j == i)

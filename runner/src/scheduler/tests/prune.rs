@@ -95,11 +95,11 @@ fn stages_pruned_before_they_start_never_run_and_their_downstream_is_skipped() {
     let s = setup(
         r#"
 stages:
-  y: {run: "fake", outputs: [o]}
-  z: {run: "fake ${{ stages.y.outputs.o }}", outputs: [o]}
   a: {run: "fake", outputs: [o]}
   b: {run: "fake ${{ stages.a.outputs.o }}", outputs: [o]}
   c: {run: "fake ${{ stages.b.outputs.o }}", outputs: [o]}
+  y: {run: "fake", outputs: [o]}
+  z: {run: "fake ${{ stages.y.outputs.o }}", outputs: [o]}
 "#,
     );
     let first = s.pipeline.graph.topo_order()[0];
