@@ -370,3 +370,34 @@ stages:
     started.sort();
     assert_eq!(started, ["work@trial=3", "work@trial=4"]);
 }
+
+#[test]
+fn a_matrix_inside_a_sweep_pairs_within_each_trial() {
+    let ws = Ws::new();
+    ws.pipeline(
+        r#"
+params: {lr: 0.1}
+sweep: {params: {lr: [0.1, 0.2]}, metric: best.v}
+stages:
+  fit:
+    matrix: {model: [a, b]}
+    run: echo "${{ matrix.model }} ${{ params.lr }}" > ${{ outputs.o }}
+    outputs: [o]
+  best:
+    run: |
+      cat ${{ stages.fit.outputs.o[*] }} > ${{ outputs.seen }}; echo '{"v": ${{ params.lr }}}' > ${{ outputs.m }}
+    outputs: {m: out/m.json, seen: out/seen.txt}
+"#,
+    );
+    let r = ws.sluice(&["sweep", "-j", "2", "--json"]);
+    r.assert_ok();
+    let o = r.outcomes();
+    assert!(o.contains_key("fit@model=b,trial=2"), "{o:?}");
+    let id = finished(&r)["sweep"].as_str().unwrap().to_string();
+    for (n, lr) in [(1, "0.1"), (2, "0.2")] {
+        assert_eq!(
+            ws.read(&format!(".sluice/sweeps/{id}/trials/{n}/out/seen.txt")),
+            format!("a {lr}\nb {lr}\n")
+        );
+    }
+}

@@ -126,7 +126,10 @@ pub fn prepare(
             "does not depend on any varied param"
         };
         return Err(invalid(
-            format!("the sweep's metric stage `{metric_stage}` {why}: every trial would report the same value"),
+            format!(
+                "{}: `sweep.metric`: stage `{metric_stage}` {why}, so every trial would report the same value",
+                base.display_file
+            ),
             Some(format!("pick a metric of a stage downstream of the stages that use {}", varied.join(", "))),
         ));
     }
