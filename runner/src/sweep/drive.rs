@@ -91,7 +91,8 @@ pub fn prepare(
         if !base.stages.iter().any(|s| s.params.contains_key(v)) {
             return Err(invalid(
                 format!(
-                    "no stage uses sweep param `{v}`: every trial would compute the same thing"
+                    "{}: `sweep.params.{v}`: no stage uses this param, so every trial would compute the same thing",
+                    base.display_file
                 ),
                 Some(format!(
                     "refer to it as `${{{{ params.{v} }}}}` in the stages it should change"
