@@ -30,6 +30,10 @@ fn schema_is_json_schema_that_describes_the_stage_keys() {
     s.assert_ok();
     let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
     assert_eq!(v["$schema"], "http://json-schema.org/draft-07/schema#");
+    assert_eq!(
+        v["properties"]["sweep"]["required"],
+        serde_json::json!(["params", "metric"])
+    );
     let stage = &v["properties"]["stages"]["additionalProperties"]["properties"];
     for key in [
         "uses",
@@ -42,6 +46,7 @@ fn schema_is_json_schema_that_describes_the_stage_keys() {
         "timeout",
         "env",
         "version",
+        "matrix",
     ] {
         assert!(stage.get(key).is_some(), "schema lacks stage key {key}");
     }

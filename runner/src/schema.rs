@@ -27,6 +27,7 @@ pub fn pipeline_schema(registry: &StageRegistry) -> Value {
                 "type": "object",
                 "description": "Values referenced as `${{ params.NAME }}`; override with `sluice run --set NAME=VALUE`."
             },
+            "sweep": sweep_schema(),
             "plugins": {
                 "type": "object",
                 "description": "External stage kinds speaking the JSON stage protocol.",
@@ -157,4 +158,65 @@ fn widen(schema: &mut Value) {
     let expression = json!({"type": "string", "pattern": r"^\s*\$\{\{.*\}\}\s*$"});
     outer.insert("anyOf".into(), json!([inner, expression]));
     *schema = Value::Object(outer);
+}
+
+/// `sweep:` (docs/sweeps.md), as `sweep::section` reads it.
+fn sweep_schema() -> serde_json::Value {
+    let pair = |min: serde_json::Value| json!({"type": "array", "minItems": 2, "maxItems": 2, "items": min});
+    let direction = json!({"enum": ["max", "min"]});
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["params", "metric"],
+        "description": "A search over params with `sluice sweep`: trials share every stage that does not use a varied param, run in parallel, and can be pruned.",
+        "properties": {
+            "method": {"enum": ["grid", "random"], "description": "Default: random when `trials` or a range is given, else grid."},
+            "params": {
+                "type": "object",
+                "minProperties": 1,
+                "description": "Each varied param (declared under `params:`): a list of values, or a distribution.",
+                "additionalProperties": {
+                    "oneOf": [
+                        {"type": "array", "minItems": 1, "items": {"type": ["string", "number", "boolean"]}},
+                        {
+                            "type": "object",
+                            "additionalProperties": false,
+                            "minProperties": 1,
+                            "maxProperties": 1,
+                            "properties": {
+                                "choice": {"type": "array", "minItems": 1, "items": {"type": ["string", "number", "boolean"]}},
+                                "uniform": pair(json!({"type": "number"})),
+                                "loguniform": pair(json!({"type": "number", "exclusiveMinimum": 0})),
+                                "int": pair(json!({"type": "integer"}))
+                            }
+                        }
+                    ]
+                }
+            },
+            "trials": {"type": "integer", "minimum": 1, "maximum": crate::sweep::spec::MAX_TRIALS, "description": "How many trials a random sweep draws."},
+            "seed": {"type": "integer", "minimum": 0},
+            "metric": {"type": "string", "pattern": "^[^.]+\\..+$", "description": "STAGE.METRIC, e.g. evaluate.accuracy."},
+            "direction": direction,
+            "prune": {
+                "oneOf": [
+                    {"enum": ["median", "none", false, null]},
+                    {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "properties": {
+                            "rule": {"enum": ["median"]},
+                            "metric": {"type": "string", "description": "A per-epoch metric the trials report, e.g. val_loss."},
+                            "direction": direction,
+                            "min_trials": {"type": "integer", "minimum": 1},
+                            "warmup_epochs": {"type": "integer", "minimum": 0}
+                        }
+                    }
+                ]
+            },
+            "skip": {
+                "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+                "description": "Stages a sweep does not run, besides deploy stages and what depends on them."
+            }
+        }
+    })
 }
