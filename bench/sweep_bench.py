@@ -85,6 +85,7 @@ except ImportError:  # pragma: no cover
 REPO = Path(__file__).resolve().parent.parent
 PIPELINE = "pipelines/iris-sweep.yaml"
 DATA = "examples/data/iris.csv"
+HISTORY = "out/iris-sweep/history.json"  # train's history in iris-sweep: one entry per epoch
 RACY_WAIT_S = 2.2  # sluice's hash memo does not persist entries for files changed < 2 s ago
 
 
@@ -177,10 +178,18 @@ class Workspace:
         (self.root / PIPELINE).write_text(text)
 
     def results(self) -> dict:
+        """The sweep's results.json, each trial's `epochs` filled from its history.json where the
+        sweep left it empty (it counts epochs from the curves it keeps for pruning only)."""
         found = sorted((self.root / ".sluice" / "sweeps").glob("*/results.json"))
         if len(found) != 1:
             raise Failed(f"expected one results.json under {self.root}/.sluice/sweeps, found {len(found)}")
-        return json.loads(found[0].read_text())
+        res = json.loads(found[0].read_text())
+        for t in res["trials"]:
+            history = found[0].parent / "trials" / str(t["trial"]) / HISTORY
+            if t.get("epochs") is None and history.exists():
+                t["epochs"] = len(json.loads(history.read_text()).get("epochs", []))
+                t["epochs_from"] = "history.json"
+        return res
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -581,6 +590,7 @@ def main() -> None:
     ap.add_argument("--scale-runs", type=int, default=10)
     ap.add_argument("--prune", action="store_true", help="64 random trials with and without `prune: median`")
     ap.add_argument("--all", action="store_true", help="grid, scale and prune")
+    ap.add_argument("--note", default="", help="a line saved with the samples (which binary, what else ran)")
     ap.add_argument("--json", type=Path, default=None, help="where to save the samples (default bench/results/sweep-DATE-COMMIT.json)")
     args = ap.parse_args()
     if args.runs_sequential is None:
@@ -602,7 +612,7 @@ def main() -> None:
                           "platform": platform.platform(), "sluice": version_of([args.sluice, "--version"]),
                           "sluice_path": args.sluice,
                           "dvc": version_of([args.dvc, "--version"]) if args.dvc else "not installed",
-                          "argv": sys.argv[1:]}}
+                          "argv": sys.argv[1:], "note": args.note}}
     sweep_supported = has_sweep(args.sluice)
     base = Path(tempfile.mkdtemp(prefix="sluice-sweep-bench-"))
     try:
