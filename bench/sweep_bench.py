@@ -26,11 +26,14 @@ grid   The 16-trial grid of pipelines/iris-sweep.yaml (lr x hidden, 4 x 4), thre
        the orchestration differs: DVC decides what to run from deps/outs/params (params.yaml holds
        seed, lr, hidden; a stage lists only the params it uses, so clean/split/normalize do not
        depend on lr or hidden and DVC's run cache may skip them), runs each queued experiment in
-       its own temporary copy of the repository, and caches outs in .dvc/cache. What DVC pays on
-       top: its own start-up per command and the copy per experiment; what it saves: nothing is
-       re-implemented. The inner `sluice run` adds its own small start-up and caches its
-       outputs in the temporary copy's .sluice/ (a few ms on these sizes; measured below as
-       the sequential runs' per-run overhead, which has the same cost).
+       its own temporary copy of the repository, and caches outs in .dvc/cache: the costs it adds
+       (its start-up per command, a repository copy per experiment, the queue's workers) are the
+       costs of its design, which is what is compared. DVC is not handicapped by the wrapping
+       either: the inner `sluice run` of one stage costs what a stage costs inside any sluice
+       run (process start, hashing, caching a few small files: about 10 ms here), the same as in
+       the sequential row. Experiments that fail (DVC's parallel workers can race on the run
+       cache, treeverse/dvc#10673) are counted and reported; the wall time still covers the
+       whole queue.
 
 scale  Planning at scale (issue 16's targets): a generated 6-stage chain of `run:` stages whose
        last four read two swept params, with a random sweep of 1,000 trials: `sluice sweep P
@@ -41,7 +44,8 @@ scale  Planning at scale (issue 16's targets): a generated 6-stage chain of `run
 prune  A 64-trial random sweep on iris-sweep (lr loguniform 1e-3..0.3, hidden choice 8/16/32/64,
        seed 0), once with `--prune none` and once with `--prune median`, each in a fresh workspace
        (a shared cache would restore the second one's trials): epochs run (sum of results.json's
-       `epochs`), the fraction saved, wall time, and whether the best trial is the same.
+       `epochs`, or of the trial's history.json where results.json has none), the fraction
+       saved, wall time, and whether the best trial is the same.
 
 Wall time is measured around each child process (or the whole sequence of them). The Python
 environment of the train stage (~/.cache/sluice) is installed beforehand and shared by all
@@ -403,7 +407,7 @@ sweep:
   params:
     x: {uniform: [0.0, 1.0]}
     y: {int: [1, 1000000]}
-  metric: s6.score  # CHECK: a run: stage's metric
+  metric: s6.score  # only planned: no trial runs, so no metric is read
 stages:
   s1: {run: 'echo 1 > ${{ outputs.o }}', outputs: [o]}
   s2: {run: 'cat ${{ stages.s1.outputs.o }} > ${{ outputs.o }}', outputs: [o]}
@@ -436,7 +440,10 @@ def part_scale(args, base: Path, sweep_supported: bool) -> dict:
             walls = []
             try:
                 for _ in range(args.scale_runs):
-                    wall, _ = run([args.sluice, "sweep", "sweep.yaml", "--dry-run"], root)
+                    wall, out = run([args.sluice, "sweep", "sweep.yaml", "--dry-run"], root)
+                    # A plan of fewer trials (a spec misread) would time the wrong thing.
+                    if not re.search(r"\b1000 trial", out):
+                        raise Failed(f"the dry run does not plan 1000 trials:\n{out[:2000]}")
                     walls.append(wall)
                 res["sweep_dry_run"] = {"trials": 1000, "stages": 6, "walls": walls, "median": median(walls)}
                 log(f"scale: 1,000-trial sweep --dry-run: median {median(walls) * 1000:.0f} ms")
@@ -554,6 +561,7 @@ def render(res: dict) -> str:
             lines.append(f"| `sluice sweep --dry-run`, 1,000 random trials, 6 stages | {ms(sc['sweep_dry_run']['median'])} | < 1 s |")
         if "matrix_noop" in sc:
             lines.append(f"| no-op `sluice run`, 1,000-instance matrix | {ms(sc['matrix_noop']['median'])} | < 100 ms |")
+            lines.append(f"| (its cold run: 1,000 `sh` processes) | {s(sc['matrix_noop']['cold'])} | |")
         lines.append("")
     p = res.get("prune")
     if p:
