@@ -26,11 +26,14 @@ grid   The 16-trial grid of pipelines/iris-sweep.yaml (lr x hidden, 4 x 4), thre
        the orchestration differs: DVC decides what to run from deps/outs/params (params.yaml holds
        seed, lr, hidden; a stage lists only the params it uses, so clean/split/normalize do not
        depend on lr or hidden and DVC's run cache may skip them), runs each queued experiment in
-       its own temporary copy of the repository, and caches outs in .dvc/cache. What DVC pays on
-       top: its own start-up per command and the copy per experiment; what it saves: nothing is
-       re-implemented. The inner `sluice run` adds its own small start-up and caches its
-       outputs in the temporary copy's .sluice/ (a few ms on these sizes; measured below as
-       the sequential runs' per-run overhead, which has the same cost).
+       its own temporary copy of the repository, and caches outs in .dvc/cache: the costs it adds
+       (its start-up per command, a repository copy per experiment, the queue's workers) are the
+       costs of its design, which is what is compared. DVC is not handicapped by the wrapping
+       either: the inner `sluice run` of one stage costs what a stage costs inside any sluice
+       run (process start, hashing, caching a few small files: about 10 ms here), the same as in
+       the sequential row. Experiments that fail (DVC's parallel workers can race on the run
+       cache, treeverse/dvc#10673) are counted and reported; the wall time still covers the
+       whole queue.
 
 scale  Planning at scale (issue 16's targets): a generated 6-stage chain of `run:` stages whose
        last four read two swept params, with a random sweep of 1,000 trials: `sluice sweep P
@@ -41,7 +44,8 @@ scale  Planning at scale (issue 16's targets): a generated 6-stage chain of `run
 prune  A 64-trial random sweep on iris-sweep (lr loguniform 1e-3..0.3, hidden choice 8/16/32/64,
        seed 0), once with `--prune none` and once with `--prune median`, each in a fresh workspace
        (a shared cache would restore the second one's trials): epochs run (sum of results.json's
-       `epochs`), the fraction saved, wall time, and whether the best trial is the same.
+       `epochs`, or of the trial's history.json where results.json has none), the fraction
+       saved, wall time, and whether the best trial is the same.
 
 Wall time is measured around each child process (or the whole sequence of them). The Python
 environment of the train stage (~/.cache/sluice) is installed beforehand and shared by all
@@ -85,6 +89,7 @@ except ImportError:  # pragma: no cover
 REPO = Path(__file__).resolve().parent.parent
 PIPELINE = "pipelines/iris-sweep.yaml"
 DATA = "examples/data/iris.csv"
+HISTORY = "out/iris-sweep/history.json"  # train's history in iris-sweep: one entry per epoch
 RACY_WAIT_S = 2.2  # sluice's hash memo does not persist entries for files changed < 2 s ago
 
 
@@ -155,6 +160,14 @@ def fmt_val(v) -> str:
     return json.dumps(v) if not isinstance(v, str) else v
 
 
+def best_of(results: dict) -> dict | None:
+    """The best trial of a results.json (none when no trial finished)."""
+    for t in results["trials"]:
+        if t["trial"] == results.get("best"):
+            return {"trial": t["trial"], "params": t["params"], "metric": t["metric"]}
+    return None
+
+
 class Workspace:
     """A fresh temporary copy of what the iris-sweep pipeline reads."""
 
@@ -169,10 +182,18 @@ class Workspace:
         (self.root / PIPELINE).write_text(text)
 
     def results(self) -> dict:
+        """The sweep's results.json, each trial's `epochs` filled from its history.json where the
+        sweep left it empty (it counts epochs from the curves it keeps for pruning only)."""
         found = sorted((self.root / ".sluice" / "sweeps").glob("*/results.json"))
         if len(found) != 1:
             raise Failed(f"expected one results.json under {self.root}/.sluice/sweeps, found {len(found)}")
-        return json.loads(found[0].read_text())
+        res = json.loads(found[0].read_text())
+        for t in res["trials"]:
+            history = found[0].parent / "trials" / str(t["trial"]) / HISTORY
+            if t.get("epochs") is None and history.exists():
+                t["epochs"] = len(json.loads(history.read_text()).get("epochs", []))
+                t["epochs_from"] = "history.json"
+        return res
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -182,8 +203,8 @@ class Workspace:
 # grid
 
 
-def bench_sweep(sluice: str, base: Path, jobs: int, runs: int) -> dict:
-    walls, counts, best = [], None, None
+def bench_sweep(sluice: str, base: Path, jobs: int, runs: int, trials: int) -> dict:
+    walls, counts, best = [], [], None
     for i in range(runs):
         ws = Workspace(base, "sweep", True)
         try:
@@ -191,21 +212,20 @@ def bench_sweep(sluice: str, base: Path, jobs: int, runs: int) -> dict:
             c = ran_per_base(out)
             res = ws.results()
             states = Counter(t["state"] for t in res["trials"])
-            if states.get("done") != 16:
-                raise Failed(f"sweep run {i + 1}: trial states {dict(states)}, expected 16 done")
-            b = next(t for t in res["trials"] if t["trial"] == res["best"])
-            best = {"trial": b["trial"], "params": b["params"], "metric": b["metric"]}
+            if states.get("done") != trials:
+                raise Failed(f"sweep run {i + 1}: trial states {dict(states)}, expected {trials} done")
+            best = best_of(res)
         finally:
             ws.remove()
         walls.append(wall)
-        counts = counts or dict(c)
+        counts.append(dict(c))
         log(f"sweep      run {i + 1}/{runs}: {wall:7.2f} s  ran {dict(c)}")
     return {"walls": walls, "median": median(walls), "ran": counts, "best": best}
 
 
 def bench_sequential(sluice: str, base: Path, assignments: list[dict], runs: int,
                      sweep_supported: bool) -> dict:
-    walls, counts = [], None
+    walls, counts = [], []
     for i in range(runs):
         ws = Workspace(base, "seq", sweep_supported)
         c: Counter = Counter()
@@ -221,7 +241,7 @@ def bench_sequential(sluice: str, base: Path, assignments: list[dict], runs: int
         finally:
             ws.remove()
         walls.append(wall)
-        counts = counts or dict(c)
+        counts.append(dict(c))
         log(f"sequential run {i + 1}/{runs}: {wall:7.2f} s  ran {dict(c)}")
     return {"walls": walls, "median": median(walls), "ran": counts}
 
@@ -286,10 +306,15 @@ def write_dvc_repo(root: Path, sluice: str, dvc: str, runs_log: Path, pipeline_t
     run(["git", "commit", "-q", "-m", "bench"], root, env=env)
 
 
-def queue_state(dvc: str, root: Path) -> Counter:
-    _, out = run([dvc, "queue", "status"], root)
+def queue_state(dvc: str, root: Path, env: dict) -> Counter:
+    """The tasks of `dvc queue status` per state, and `workers`: how many are active or idle."""
+    _, out = run([dvc, "queue", "status"], root, env=env)
     c: Counter = Counter()
     for line in out.splitlines()[1:]:
+        m = re.search(r"Worker status: (\d+) active, (\d+) idle", line)
+        if m:
+            c["workers"] = int(m.group(1)) + int(m.group(2))
+            continue
         for s in ("Queued", "Running", "Success", "Failed"):
             if re.search(rf"\b{s}\b", line):
                 c[s] += 1
@@ -298,9 +323,11 @@ def queue_state(dvc: str, root: Path) -> Counter:
 
 def bench_dvc(sluice: str, dvc: str, base: Path, assignments: list[dict], runs: int, jobs: int,
               pipeline_text: str) -> dict:
-    walls, run_walls, counts = [], [], None
+    walls, run_walls, counts, failed = [], [], [], []
+    # DVC's queue workers start `dvc` from PATH: put the one benchmarked first.
     env = dict(os.environ, GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@localhost",
-               GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@localhost")
+               GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@localhost",
+               PATH=f"{Path(dvc).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     for i in range(runs):
         root = Path(tempfile.mkdtemp(prefix="dvc-", dir=base))
         runs_log = root.parent / f"{root.name}.runs"
@@ -314,25 +341,38 @@ def bench_dvc(sluice: str, dvc: str, base: Path, assignments: list[dict], runs: 
                 run(argv, root, env=env)
             t1 = time.perf_counter()
             run([dvc, "queue", "start", "-j", str(jobs)], root, env=env)
+            idle_since = None
             while True:
-                st = queue_state(dvc, root)
+                st = queue_state(dvc, root, env)
                 if st["Queued"] == 0 and st["Running"] == 0 and st["Success"] + st["Failed"] >= len(assignments):
                     break
+                # Workers that never came up (or died) leave tasks queued for ever.
+                if st["workers"] == 0 and st["Running"] == 0:
+                    idle_since = idle_since or time.perf_counter()
+                    if time.perf_counter() - idle_since > 30:
+                        raise Failed(f"dvc run {i + 1}: no queue worker for 30 s with {dict(st)}; "
+                                     f"see `dvc queue logs` in {root}")
+                else:
+                    idle_since = None
                 time.sleep(0.5)
             t2 = time.perf_counter()
-            if st["Success"] != len(assignments):
-                raise Failed(f"dvc run {i + 1}: queue ended with {dict(st)}; see `dvc queue logs` in {root}")
+            if st["Failed"]:
+                # Not an error of the benchmark: DVC's parallel workers race on the shared run
+                # cache (treeverse/dvc#10673). The wall time stands; the row says so.
+                log(f"dvc        run {i + 1}: {st['Failed']} of {len(assignments)} experiments failed "
+                    "(`dvc queue logs`: a parallel-worker race, treeverse/dvc#10673)")
+            failed.append(st["Failed"])
         finally:
-            subprocess.run([dvc, "queue", "stop"], cwd=root, capture_output=True)
+            subprocess.run([dvc, "queue", "stop"], cwd=root, capture_output=True, env=env)
         c = Counter(runs_log.read_text().split()) if runs_log.exists() else Counter()
         shutil.rmtree(root, ignore_errors=True)
         runs_log.unlink(missing_ok=True)
         walls.append(t2 - t0)
         run_walls.append(t2 - t1)
-        counts = counts or dict(c)
+        counts.append(dict(c))
         log(f"dvc        run {i + 1}/{runs}: {t2 - t0:7.2f} s (queueing {t1 - t0:.2f} s)  ran {dict(c)}")
     return {"walls": walls, "median": median(walls), "queue_run_walls": run_walls,
-            "queue_run_median": median(run_walls), "ran": counts}
+            "queue_run_median": median(run_walls), "ran": counts, "failed": failed}
 
 
 def part_grid(args, base: Path, sweep_supported: bool) -> dict:
@@ -340,7 +380,7 @@ def part_grid(args, base: Path, sweep_supported: bool) -> dict:
     assignments = grid_assignments(text)
     res: dict = {"assignments": assignments, "jobs": args.jobs}
     if sweep_supported:
-        res["sweep"] = bench_sweep(args.sluice, base, args.jobs, args.runs)
+        res["sweep"] = bench_sweep(args.sluice, base, args.jobs, args.runs, len(assignments))
     else:
         log("sweep: skipped: this sluice has no `sweep` command")
     if args.runs_sequential:
@@ -367,7 +407,7 @@ sweep:
   params:
     x: {uniform: [0.0, 1.0]}
     y: {int: [1, 1000000]}
-  metric: s6.score  # CHECK: a run: stage's metric
+  metric: s6.score  # only planned: no trial runs, so no metric is read
 stages:
   s1: {run: 'echo 1 > ${{ outputs.o }}', outputs: [o]}
   s2: {run: 'cat ${{ stages.s1.outputs.o }} > ${{ outputs.o }}', outputs: [o]}
@@ -400,7 +440,10 @@ def part_scale(args, base: Path, sweep_supported: bool) -> dict:
             walls = []
             try:
                 for _ in range(args.scale_runs):
-                    wall, _ = run([args.sluice, "sweep", "sweep.yaml", "--dry-run"], root)
+                    wall, out = run([args.sluice, "sweep", "sweep.yaml", "--dry-run"], root)
+                    # A plan of fewer trials (a spec misread) would time the wrong thing.
+                    if not re.search(r"\b1000 trial", out):
+                        raise Failed(f"the dry run does not plan 1000 trials:\n{out[:2000]}")
                     walls.append(wall)
                 res["sweep_dry_run"] = {"trials": 1000, "stages": 6, "walls": walls, "median": median(walls)}
                 log(f"scale: 1,000-trial sweep --dry-run: median {median(walls) * 1000:.0f} ms")
@@ -449,14 +492,12 @@ def part_prune(args, base: Path, sweep_supported: bool) -> dict:
         finally:
             ws.remove()
         states = Counter(t["state"] for t in r["trials"])
-        best = next(t for t in r["trials"] if t["trial"] == r["best"])
         res[rule] = {"wall": wall, "epochs": sum(t.get("epochs") or 0 for t in r["trials"]),
-                     "states": dict(states),
-                     "best": {"trial": best["trial"], "params": best["params"], "metric": best["metric"]}}
+                     "states": dict(states), "best": best_of(r)}
         log(f"prune {rule:6}: {wall:7.2f} s  epochs {res[rule]['epochs']}  states {dict(states)}")
     n, m = res["none"], res["median"]
     res["epochs_saved"] = 1 - m["epochs"] / n["epochs"] if n["epochs"] else None
-    res["same_best"] = n["best"]["trial"] == m["best"]["trial"]
+    res["same_best"] = n["best"] is not None and m["best"] is not None and n["best"]["trial"] == m["best"]["trial"]
     return res
 
 
@@ -476,6 +517,14 @@ def ratio(a: float | None, b: float | None) -> str:
     return "-" if not a or not b else f"{a / b:.2f}x"
 
 
+def span(xs: list[int]) -> str:
+    """`3`, or `1-2` when the runs differed."""
+    if not xs:
+        return "-"
+    lo, hi = min(xs), max(xs)
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
 def render(res: dict) -> str:
     lines = [f"sluice {res['meta']['sluice']}; dvc {res['meta']['dvc']}; {res['meta']['cpus']} CPUs; "
              f"{res['meta']['date']}", ""]
@@ -483,7 +532,7 @@ def render(res: dict) -> str:
     if g:
         sw, sq, dv = g.get("sweep"), g.get("sequential"), g.get("dvc")
         lines += ["### 16-trial grid on iris-sweep (lr x hidden), cold", "",
-                  "| how | runs | wall (median) | vs sweep | clean/split/normalize/train/evaluate ran |",
+                  "| how | runs | wall (median) | vs sweep | clean/split/normalize/train/evaluate ran (per run) |",
                   "|---|---|---|---|---|"]
         order = ["clean", "split", "normalize", "train", "evaluate"]
         base = sw["median"] if sw else None
@@ -493,10 +542,13 @@ def render(res: dict) -> str:
             if not r:
                 lines.append(f"| {label} | - | skipped | - | - |")
                 continue
-            ran = "/".join(str(r["ran"].get(k, 0)) for k in order) if r.get("ran") is not None else "-"
+            ran = "/".join(span([c.get(k, 0) for c in r["ran"]]) for k in order)
             lines.append(f"| {label} | {len(r['walls'])} | {s(r['median'])} | {ratio(r['median'], base)} | {ran} |")
         if dv:
             lines += ["", f"DVC queue alone (after the 16 `dvc exp run --queue` calls): {s(dv['queue_run_median'])}."]
+            if any(dv.get("failed", [])):
+                lines.append(f"DVC experiments failed per run: {dv['failed']} (parallel workers racing on the "
+                             "run cache, treeverse/dvc#10673).")
         if sq and dv:
             lines += [f"DVC / sequential sluice: {ratio(dv['median'], sq['median'])}."]
         if sw and sw.get("best"):
@@ -509,6 +561,7 @@ def render(res: dict) -> str:
             lines.append(f"| `sluice sweep --dry-run`, 1,000 random trials, 6 stages | {ms(sc['sweep_dry_run']['median'])} | < 1 s |")
         if "matrix_noop" in sc:
             lines.append(f"| no-op `sluice run`, 1,000-instance matrix | {ms(sc['matrix_noop']['median'])} | < 100 ms |")
+            lines.append(f"| (its cold run: 1,000 `sh` processes) | {s(sc['matrix_noop']['cold'])} | |")
         lines.append("")
     p = res.get("prune")
     if p:
@@ -516,8 +569,9 @@ def render(res: dict) -> str:
                   "| prune | wall | epochs run | states | best trial |", "|---|---|---|---|---|"]
         for rule in ("none", "median"):
             r = p[rule]
-            lines.append(f"| {rule} | {s(r['wall'])} | {r['epochs']} | {r['states']} | "
-                         f"{r['best']['trial']} {r['best']['params']} {r['best']['metric']} |")
+            b = r["best"]
+            best = "-" if b is None else f"{b['trial']} {b['params']} {b['metric']}"
+            lines.append(f"| {rule} | {s(r['wall'])} | {r['epochs']} | {r['states']} | {best} |")
         saved = p["epochs_saved"]
         lines += ["", f"Epochs saved: {'-' if saved is None else f'{saved:.0%}'}; "
                       f"same best trial: {'yes' if p['same_best'] else 'no'}.", ""]
@@ -544,6 +598,7 @@ def main() -> None:
     ap.add_argument("--scale-runs", type=int, default=10)
     ap.add_argument("--prune", action="store_true", help="64 random trials with and without `prune: median`")
     ap.add_argument("--all", action="store_true", help="grid, scale and prune")
+    ap.add_argument("--note", default="", help="a line saved with the samples (which binary, what else ran)")
     ap.add_argument("--json", type=Path, default=None, help="where to save the samples (default bench/results/sweep-DATE-COMMIT.json)")
     args = ap.parse_args()
     if args.runs_sequential is None:
@@ -563,8 +618,9 @@ def main() -> None:
     today = _dt.date.today().isoformat()
     res: dict = {"meta": {"date": today, "commit": commit, "cpus": os.cpu_count(),
                           "platform": platform.platform(), "sluice": version_of([args.sluice, "--version"]),
+                          "sluice_path": args.sluice,
                           "dvc": version_of([args.dvc, "--version"]) if args.dvc else "not installed",
-                          "argv": sys.argv[1:]}}
+                          "argv": sys.argv[1:], "note": args.note}}
     sweep_supported = has_sweep(args.sluice)
     base = Path(tempfile.mkdtemp(prefix="sluice-sweep-bench-"))
     try:
@@ -575,9 +631,12 @@ def main() -> None:
         if args.prune:
             res["prune"] = part_prune(args, base, sweep_supported)
     except Failed as e:
-        raise SystemExit(f"error: {e}")
-    finally:
+        # The temporary workspaces stay for a look (dvc queue logs, .sluice/logs).
+        raise SystemExit(f"error: {e}\n(workspaces kept under {base})")
+    except BaseException:
         shutil.rmtree(base, ignore_errors=True)
+        raise
+    shutil.rmtree(base, ignore_errors=True)
     out = args.json or REPO / "bench" / "results" / f"sweep-{today}-{commit}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
