@@ -210,6 +210,15 @@ fn a_sweep_publishes_nothing_until_promotion_then_one_version() {
     );
     assert!(!o.keys().any(|s| s.starts_with("deploy")), "{o:?}");
     assert!(!ws.exists("models"), "a sweep publishes nothing");
+    // Epochs are counted from train's per-epoch metrics, pruning or not.
+    let done = r
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "sweep_finished")
+        .unwrap();
+    for t in done["trials"].as_array().unwrap() {
+        assert_eq!(t["epochs"], 60, "{t}");
+    }
     let p = ws.sluice(&["sweep", "promote", "--json"]);
     p.assert_ok();
     let o = p.outcomes();

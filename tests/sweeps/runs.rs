@@ -296,6 +296,7 @@ stages:
     assert!(bad["message"].as_str().unwrap().contains("median"), "{bad}");
     assert!(bad["epochs"].as_u64().unwrap() < 40, "{bad}");
     assert_eq!(by_lr(0.1)["state"], "done");
+    assert_eq!(by_lr(0.1)["epochs"], 40);
     assert_eq!(by_lr(0.1)["rank"], 1);
     assert_eq!(count(&ws, "train"), 2, "the pruned trial never finished");
     let o = r.outcomes();

@@ -36,6 +36,8 @@ pub struct Prepared {
     pub pipeline: Arc<Pipeline>,
     /// Trials pruned by an earlier run of this sweep: they stay pruned and do not run again.
     pub carried: BTreeMap<usize, TrialResult>,
+    /// Epochs that an earlier run of this sweep counted for each trial (same params).
+    previous_epochs: BTreeMap<usize, u64>,
     /// The metric stage's name in the plain pipeline.
     metric_stage: String,
 }
@@ -164,21 +166,28 @@ pub fn prepare(
     let pipeline = load(&layout)?;
     // A rerun resumes: trials an earlier run pruned stay pruned; everything else restores from
     // the cache or the sweep's lock file.
-    let carried = SweepResults::load(&dir)
+    let previous: Vec<TrialResult> = SweepResults::load(&dir)
         .map(|r| {
             r.trials
                 .into_iter()
-                .filter(|t| t.state == TrialState::Pruned)
                 .filter(|t| {
                     drawn
                         .trials
                         .iter()
                         .any(|d| d.n == t.trial && d.params == t.params)
                 })
-                .map(|t| (t.trial, t))
                 .collect()
         })
         .unwrap_or_default();
+    let previous_epochs = previous
+        .iter()
+        .filter_map(|t| t.epochs.map(|e| (t.trial, e)))
+        .collect();
+    let carried = previous
+        .into_iter()
+        .filter(|t| t.state == TrialState::Pruned)
+        .map(|t| (t.trial, t))
+        .collect();
     Ok(Prepared {
         id,
         dir,
@@ -188,6 +197,7 @@ pub fn prepare(
         split,
         pipeline: Arc::new(pipeline),
         carried,
+        previous_epochs,
         metric_stage,
     })
 }
@@ -326,6 +336,8 @@ struct Watcher {
     metric_paths: HashMap<usize, PathBuf>,
     /// Per trial: why it did not finish (its first failed or pruned stage's message).
     messages: HashMap<usize, String>,
+    /// Per trial: the last epoch (`step`) any of its stages reported a metric for.
+    epochs: HashMap<usize, u64>,
     total: usize,
 }
 
@@ -377,6 +389,7 @@ impl Watcher {
             metric_name: prep.spec.metric.name.clone(),
             metric_paths,
             messages: HashMap::new(),
+            epochs: HashMap::new(),
             total: prep.trials.len(),
         }
     }
@@ -428,6 +441,10 @@ impl Watcher {
         epoch: u64,
         control: &Sender<Control>,
     ) {
+        if let Some(&(_, n)) = self.trial_of.get(stage) {
+            let e = self.epochs.entry(n).or_default();
+            *e = (*e).max(epoch);
+        }
         let Some((rule, metric)) = &self.rule else {
             return;
         };
@@ -571,7 +588,14 @@ fn gather(prep: &Prepared, summary: &RunSummary, w: &Watcher) -> SweepResults {
         } else {
             BTreeMap::new()
         };
-        let epochs = w.curves.values(t.n).map(|(e, _)| e).max();
+        // Counted from this run's per-epoch metrics; a trial restored from the cache reported
+        // none, so its count comes from its curve or the previous results of this sweep.
+        let epochs = w
+            .epochs
+            .get(&t.n)
+            .copied()
+            .or_else(|| w.curves.values(t.n).map(|(e, _)| e).max())
+            .or_else(|| prep.previous_epochs.get(&t.n).copied());
         out.push(TrialResult {
             trial: t.n,
             rank: 0,
