@@ -282,16 +282,7 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
     let signals = SignalChannel::install()?;
     let sig_rx = signals.rx.clone();
 
-    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
-    let json = args.json;
-    let style = report::Style::for_cli(cli, json);
-    let reporter = std::thread::spawn(move || {
-        if json {
-            report::json(ev_rx)
-        } else {
-            report::human(ev_rx, style)
-        }
-    });
+    let (ev_tx, reporter) = reporter(cli, args.json);
     // Validation's warnings and the promotion's notice go with the run's events: in `--json`
     // they are events too.
     if let Some(p) = &pipeline.promoted {
@@ -351,6 +342,27 @@ fn run_pipeline(cli: &Cli, file: &Path, json: bool) -> Result<ExitCode, Failure>
             kill_grace: Duration::from_secs(5),
         },
     )
+}
+
+/// The events' channel and the thread that shows them: JSON lines on stdout with `--json`, the
+/// live display otherwise. The thread ends when every sender is dropped.
+fn reporter(
+    cli: &Cli,
+    json: bool,
+) -> (
+    crossbeam_channel::Sender<Event>,
+    std::thread::JoinHandle<()>,
+) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let style = report::Style::for_cli(cli, json);
+    let thread = std::thread::spawn(move || {
+        if json {
+            report::json(rx)
+        } else {
+            report::human(rx, style)
+        }
+    });
+    (tx, thread)
 }
 
 fn jobs(arg: Option<usize>) -> usize {

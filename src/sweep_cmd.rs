@@ -228,16 +228,8 @@ pub(crate) fn run_sweep(
         return Ok(ExitCode::SUCCESS);
     }
     let signals = crate::SignalChannel::install()?;
-    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
     let json = request.json;
-    let style = report::Style::for_cli(cli, json);
-    let reporter = std::thread::spawn(move || {
-        if json {
-            report::json(ev_rx)
-        } else {
-            report::human(ev_rx, style)
-        }
-    });
+    let (ev_tx, reporter) = crate::reporter(cli, json);
     for message in notes {
         let _ = ev_tx.send(Event::Notice { message });
     }

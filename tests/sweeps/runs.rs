@@ -166,15 +166,17 @@ fn promotion_restores_from_the_cache_and_runs_only_what_sweeps_leave_out() {
     assert!(bad.stderr.contains("no trial 99"), "{}", bad.stderr);
 }
 
+/// `sh meet.sh A B`: marks A as started, then waits (at most 10 s) until B has started too;
+/// exits 1 when B never does. Two trials that meet ran at the same time.
+const MEET: &str =
+    "touch started-$1\nfor i in $(seq 100); do [ -e started-$2 ] && exit 0; sleep 0.1; done\nexit 1\n";
+
 #[test]
 fn trials_run_in_parallel_within_jobs() {
     // Each trial's `fit` waits (bounded) until the other trial's has started: run one after
     // the other, the first would give up and fail.
     let ws = Ws::new();
-    ws.write(
-        "meet.sh",
-        "touch started-$1\nfor i in $(seq 100); do [ -e started-$2 ] && exit 0; sleep 0.1; done\nexit 1\n",
-    );
+    ws.write("meet.sh", MEET);
     ws.pipeline(
         r#"
 params: {n: 1}
@@ -200,10 +202,7 @@ fn each_trial_asking_for_a_gpu_gets_its_own() {
     // Two GPU slots (named, not probed: the scheduler hands out identifiers), two trials that
     // meet while both run: each sees a different device in CUDA_VISIBLE_DEVICES.
     let ws = Ws::new();
-    ws.write(
-        "meet.sh",
-        "touch started-$1\nfor i in $(seq 100); do [ -e started-$2 ] && exit 0; sleep 0.1; done\nexit 1\n",
-    );
+    ws.write("meet.sh", MEET);
     ws.pipeline(
         r#"
 params: {n: 1}

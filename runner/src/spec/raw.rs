@@ -456,7 +456,7 @@ fn check_keys(
     }
 }
 
-pub(super) fn type_name(v: &Value) -> &'static str {
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -558,7 +558,7 @@ fn count(v: &Value, path: &YPath, name: &str, min: u64, problems: &mut Problems)
 }
 
 /// A value as a message names it: scalars as written, the rest by their type.
-fn found(v: &Value) -> String {
+pub(crate) fn found(v: &Value) -> String {
     match v {
         Value::Number(n) => format!("`{n}`"),
         Value::Bool(b) => format!("`{b}`"),

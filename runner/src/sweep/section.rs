@@ -7,7 +7,7 @@ use super::spec::{
     MAX_TRIALS,
 };
 use crate::diag::did_you_mean;
-use crate::spec::raw::Problems;
+use crate::spec::raw::{found, type_name, Problems};
 use crate::spec::YPath;
 use serde_json::Value as Json;
 use yaml_serde::Value;
@@ -509,27 +509,5 @@ fn prune(v: &Value, path: &YPath, problems: &mut Problems) -> Option<PruneSpec> 
             rule_problem(other, path, problems);
             None
         }
-    }
-}
-
-pub(super) fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Sequence(_) => "a list",
-        Value::Mapping(_) => "a mapping",
-        Value::Tagged(_) => "a tagged value",
-    }
-}
-
-/// A value as a message names it: scalars as written, the rest by their type.
-fn found(v: &Value) -> String {
-    match v {
-        Value::Number(n) => format!("`{n}`"),
-        Value::Bool(b) => format!("`{b}`"),
-        Value::String(s) if s.chars().count() <= 40 => format!("the text `{s}`"),
-        other => type_name(other).to_string(),
     }
 }

@@ -11,7 +11,7 @@ use yaml_serde::Value;
 
 pub use super::overrides::{parse_param_spec, PruneChoice, SweepOverrides};
 pub use super::section::parse;
-use super::section::type_name;
+use crate::spec::raw::type_name;
 
 /// The most trials one sweep may have, grid or random.
 pub const MAX_TRIALS: usize = 100_000;
