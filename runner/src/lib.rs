@@ -18,6 +18,7 @@ pub mod graph;
 pub mod hash;
 mod job;
 mod leftovers;
+pub mod onestage;
 pub mod lock;
 mod panics;
 pub mod paths;
