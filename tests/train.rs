@@ -135,8 +135,10 @@ fn killed_training_resumes(env: &[(&str, &str)]) {
         &ws,
         "    with: {model: {type: mlp, hidden: [32]}, epochs: 150, batch_size: 1, seed: 3, device: cpu}",
     );
+    // A grace period far beyond the wait below: the training must stop on the SIGTERM itself
+    // (sent on by `sluice __stage` when it runs there), not on the SIGKILL that follows it.
     let mut child = ws
-        .command(&["run", "--json"])
+        .command(&["run", "--json", "--kill-grace", "600"])
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -166,9 +168,9 @@ fn killed_training_resumes(env: &[(&str, &str)]) {
         "training never reached epoch 4"
     );
     send_signal(&child, libc::SIGINT);
-    let status = child.wait().unwrap();
+    let stopped = wait_child(child, LONG);
     reader.join().unwrap();
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(stopped.code, 130, "{}", stopped.stderr);
     assert!(
         !ws.exists("out/history.json") && !ws.exists("out/model.onnx"),
         "an interrupted training left its output"
