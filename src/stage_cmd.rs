@@ -40,12 +40,7 @@ pub(crate) fn run_stage(job: &Path) -> Result<ExitCode, crate::Failure> {
         }
     });
     let registry = sluice_stages::registry();
-    let ok = sluice_runner::onestage::run_on_node(
-        &registry,
-        job,
-        &cancel,
-        &mut std::io::stdout(),
-    );
+    let ok = sluice_runner::onestage::run_on_node(&registry, job, &cancel, &mut std::io::stdout());
     handle.close();
     let _ = thread.join();
     Ok(if ok {

@@ -220,7 +220,11 @@ fn stage_processes(root: &Path) -> Vec<i32> {
     let alive = |p: i32| {
         std::fs::read_to_string(format!("/proc/{p}/stat"))
             .ok()
-            .and_then(|s| s.rsplit(')').next().and_then(|r| r.trim_start().chars().next()))
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .and_then(|r| r.trim_start().chars().next())
+            })
             .is_some_and(|state| state != 'Z')
     };
     std::fs::read_dir("/proc")
@@ -669,7 +673,9 @@ stages:
 fn train_and_evaluate_as_their_own_processes_match_in_process() {
     let (here, apart) = (iris_ws(), iris_ws());
     for ws in [&here, &apart] {
-        let text = ws.read("pipelines/iris.yaml").replace("epochs: 60", "epochs: 4");
+        let text = ws
+            .read("pipelines/iris.yaml")
+            .replace("epochs: 60", "epochs: 4");
         ws.write("pipelines/iris.yaml", &text);
     }
     here.run(&["pipelines/iris.yaml"]).assert_ok();
@@ -692,7 +698,11 @@ fn train_and_evaluate_as_their_own_processes_match_in_process() {
     let train = |lock: &str| without_hash_of(lock_entry(lock, "train"), "out/iris/history.json");
     assert!(train(&a).iter().any(|l| l.contains("model.onnx")), "{a}");
     assert_eq!(train(&a), train(&b));
-    assert_ne!(train(&a), lock_entry(&a, "train"), "the history's hash was not left out");
+    assert_ne!(
+        train(&a),
+        lock_entry(&a, "train"),
+        "the history's hash was not left out"
+    );
     for f in ["out/iris/metrics.json", "out/iris/predictions.csv"] {
         assert_eq!(here.read(f), apart.read(f), "{f} differs");
     }

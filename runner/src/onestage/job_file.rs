@@ -163,7 +163,10 @@ mod tests {
         v["format"] = 99.into();
         std::fs::write(&newer, v.to_string()).unwrap();
         let e = StageJob::read(&newer).unwrap_err().to_string();
-        assert!(e.contains("format 99") && e.contains("another sluice"), "{e}");
+        assert!(
+            e.contains("format 99") && e.contains("another sluice"),
+            "{e}"
+        );
 
         let broken = dir.path().join("broken.json");
         std::fs::write(&broken, "{\"format\": 1, \"stage\": ").unwrap();

@@ -199,3 +199,170 @@ fn stop_on_cancel(cancel: &CancelToken, state: &(Mutex<(Option<i32>, bool)>, Con
             .0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::protocol::{parse_line, Message, ResultMsg};
+    use crate::onestage::{StageJob, JOB_FILE_FORMAT};
+    use crate::stage::{ConfigProblem, Prepared, Stage};
+    use std::sync::Arc;
+
+    /// Writes `with.text` to its output `out`, reporting along the way; refuses a `with:`
+    /// without `text`, and panics on `text: "panic"`.
+    struct Write;
+
+    impl Stage for Write {
+        fn kind(&self) -> &'static str {
+            "write"
+        }
+        fn version(&self) -> u32 {
+            2
+        }
+        fn outputs(&self) -> &'static [&'static str] {
+            &["out"]
+        }
+        fn prepare(&self, with: &serde_json::Value) -> Result<Prepared, Vec<ConfigProblem>> {
+            match with["text"].as_str() {
+                Some(t) => Ok(Prepared::new(t.to_string())),
+                None => Err(vec![ConfigProblem {
+                    path: vec!["text".into()],
+                    message: "needs a string".into(),
+                    help: None,
+                    at_key: false,
+                }]),
+            }
+        }
+        fn run(&self, ctx: &StageContext<'_>) -> Result<(), StageError> {
+            let text = ctx.config::<String>()?;
+            if text == "panic" {
+                panic!("asked to");
+            }
+            ctx.events
+                .progress(1.0, Some(2.0), Some("steps".into()), None);
+            ctx.events
+                .log("info", format!("writing for {}", ctx.pipeline));
+            ctx.events.metric("loss", f64::INFINITY, Some(1));
+            ctx.events.warn("careful");
+            std::fs::write(&ctx.outputs["out"], text).map_err(|e| e.to_string())?;
+            if text == "fail" {
+                return Err(StageError::new("it failed").hint("do not ask it to"));
+            }
+            Ok(())
+        }
+    }
+
+    fn registry() -> StageRegistry {
+        let mut r = StageRegistry::default();
+        r.register(Arc::new(Write));
+        r
+    }
+
+    /// Runs a job for `with` (the kind and version changed by `edit`), returning the exit
+    /// status and the protocol messages printed.
+    fn run(with: serde_json::Value, edit: impl FnOnce(&mut StageJob)) -> (bool, Vec<Message>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut job = StageJob {
+            format: JOB_FILE_FORMAT,
+            run_id: "r".into(),
+            pipeline: "p".into(),
+            stage: "s".into(),
+            kind: "write".into(),
+            kind_version: 2,
+            with,
+            inputs: Default::default(),
+            outputs: [("out".to_string(), dir.path().join("out.txt"))].into(),
+            params: Default::default(),
+            env: Default::default(),
+            key: "k".into(),
+            workspace: dir.path().to_path_buf(),
+            scratch: dir.path().join("scratch"),
+            gpus: Vec::new(),
+        };
+        edit(&mut job);
+        let path = dir.path().join("stage.json");
+        job.write(&path).unwrap();
+        let mut out = Vec::new();
+        let ok = run_on_node(&registry(), &path, &CancelToken::default(), &mut out);
+        let messages = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| parse_line(l).expect("a protocol line").expect("valid"))
+            .collect();
+        (ok, messages)
+    }
+
+    fn result(messages: &[Message]) -> &ResultMsg {
+        match messages.last() {
+            Some(Message::Result(r)) => r,
+            other => panic!("the last line is not the result: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stage_reports_through_the_protocol_and_ends_with_its_result() {
+        let (ok, messages) = run(serde_json::json!({"text": "hi"}), |_| {});
+        assert!(ok);
+        assert!(result(&messages).is_ok());
+        assert_eq!(messages.len(), 5, "{messages:?}");
+        assert!(matches!(&messages[0], Message::Progress { done, .. } if *done == 1.0));
+        assert!(matches!(&messages[1], Message::Log { message, .. } if message == "writing for p"));
+        assert!(
+            matches!(&messages[2], Message::Metric { value, step: Some(1), .. } if value.is_infinite())
+        );
+        assert!(matches!(&messages[3], Message::Log { level, .. } if level == "warning"));
+    }
+
+    #[test]
+    fn failures_are_the_result_message_with_their_hint() {
+        let (ok, messages) = run(serde_json::json!({"text": "fail"}), |_| {});
+        assert!(!ok);
+        let r = result(&messages);
+        assert_eq!(r.message.as_deref(), Some("it failed"));
+        assert_eq!(r.hint.as_deref(), Some("do not ask it to"));
+
+        let (ok, messages) = run(serde_json::json!({"text": "panic"}), |_| {});
+        assert!(!ok);
+        let m = result(&messages).message.clone().unwrap();
+        assert!(m.starts_with("panicked: asked to"), "{m}");
+    }
+
+    #[test]
+    fn a_with_the_node_refuses_or_another_binary_is_a_failed_result() {
+        let (ok, messages) = run(serde_json::json!({"text": 3}), |_| {});
+        assert!(!ok);
+        let m = result(&messages).message.clone().unwrap();
+        assert!(
+            m.contains("stage `s`") && m.contains("`with.text`: needs a string"),
+            "{m}"
+        );
+
+        let (_, messages) = run(serde_json::json!({"text": "hi"}), |j| j.kind_version = 1);
+        let m = result(&messages).message.clone().unwrap();
+        assert!(m.contains("version 2 on this node but 1"), "{m}");
+
+        let (_, messages) = run(serde_json::json!({}), |j| j.kind = "nope".into());
+        let r = result(&messages);
+        assert!(r.message.as_deref().unwrap().contains("`nope`"), "{r:?}");
+        assert!(r.hint.as_deref().unwrap().contains("same sluice"), "{r:?}");
+    }
+
+    #[test]
+    fn an_unreadable_job_file_is_a_failed_result_naming_it() {
+        let mut out = Vec::new();
+        let ok = run_on_node(
+            &registry(),
+            Path::new("/nonexistent/stage.json"),
+            &CancelToken::default(),
+            &mut out,
+        );
+        assert!(!ok);
+        let text = String::from_utf8(out).unwrap();
+        match parse_line(text.trim()) {
+            Some(Ok(Message::Result(r))) => {
+                assert!(r.message.unwrap().contains("/nonexistent/stage.json"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

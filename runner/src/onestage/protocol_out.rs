@@ -16,7 +16,9 @@ pub(crate) fn line_for(event: &Event) -> Option<Json> {
             unit,
             message,
             ..
-        } => json!({"type": "progress", "done": done, "total": total, "unit": unit, "message": message}),
+        } => {
+            json!({"type": "progress", "done": done, "total": total, "unit": unit, "message": message})
+        }
         Event::StageLog { level, message, .. } => {
             json!({"type": "log", "level": level, "message": message})
         }

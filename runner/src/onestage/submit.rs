@@ -109,10 +109,9 @@ pub(crate) fn run_remotely(
     };
     let out = start_process(ctx, job, &spec, inv.events, inv.log, inv.tx)?;
     match (out.result, out.code, out.signal) {
-        (Some(r), _, _) if !r.is_ok() => Err(StageError::new(
-            r.message.unwrap_or_else(|| r.status.clone()),
-        )
-        .hint_opt(r.hint)),
+        (Some(r), _, _) if !r.is_ok() => {
+            Err(StageError::new(r.message.unwrap_or_else(|| r.status.clone())).hint_opt(r.hint))
+        }
         (Some(_), Some(0), _) => Ok(()),
         (None, Some(0), _) => Err(format!(
             "`{} {STAGE_ARG}` exited 0 without its final `result` message",
