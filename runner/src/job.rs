@@ -83,11 +83,7 @@ pub(crate) struct Job {
 }
 
 impl RunCtx {
-    pub(crate) fn gpu_names_of(&self, positions: &[u32]) -> Vec<String> {
-        self.gpu_names(positions)
-    }
-
-    fn gpu_names(&self, positions: &[u32]) -> Vec<String> {
+    pub(crate) fn gpu_names(&self, positions: &[u32]) -> Vec<String> {
         positions
             .iter()
             .filter_map(|&p| self.gpu_names.get(p as usize).cloned())

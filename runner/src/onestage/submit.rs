@@ -87,7 +87,7 @@ pub(crate) fn run_remotely(
         key: inv.key.to_string(),
         workspace: ctx.pipeline.root.clone(),
         scratch: inv.scratch.to_path_buf(),
-        gpus: ctx.gpu_names_of(&job.gpus),
+        gpus: ctx.gpu_names(&job.gpus),
     };
     let path = job_file_path(ctx, stage);
     description
