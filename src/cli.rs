@@ -69,6 +69,16 @@ pub enum Command {
     /// (started by sluice itself; see `sluice_runner::exec::guard`)
     #[command(name = "__guard", hide = true)]
     Guard(GuardArgs),
+    /// Internal: runs one built-in stage from a job file, speaking the plugin protocol on stdout
+    /// (started by sluice through a remote executor; see `sluice_runner::onestage`)
+    #[command(name = "__stage", hide = true)]
+    Stage(StageArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StageArgs {
+    /// The job file the submitting sluice wrote
+    pub job: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -7,6 +7,7 @@ mod metrics;
 mod report;
 mod serve;
 mod setup;
+mod stage_cmd;
 mod sweep_cmd;
 mod watch_cmd;
 
@@ -212,6 +213,11 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Sweep(args) => sweep_cmd::sweep(cli, args),
         // Handled in `main`, before anything else happens.
         Command::Guard(_) => Ok(ExitCode::SUCCESS),
+        // The same allocator setting as `run`, so the stage performs as it does in-process.
+        Command::Stage(args) => {
+            sluice_stages::keep_freed_memory_for_data_stages();
+            stage_cmd::run_stage(&args.job)
+        }
     }
 }
 
@@ -494,7 +500,9 @@ fn open(file: &Path, overrides: &[(String, String)]) -> Result<(Engine, Pipeline
         ms = started.elapsed().as_millis() as u64,
         "pipeline loaded and validated"
     );
-    Ok((Engine::new(ws, registry), pipeline))
+    let mut engine = Engine::new(ws, registry);
+    stage_cmd::choose_debug_executor(&mut engine);
+    Ok((engine, pipeline))
 }
 
 /// The promotion's notice, on stderr: every command that loads a pipeline says where its params

@@ -115,14 +115,31 @@ fn seeded_cpu_training_repeats_its_loss_curve() {
 
 #[test]
 fn a_killed_training_resumes_from_its_checkpoint() {
+    killed_training_resumes(&[]);
+}
+
+#[test]
+fn a_training_run_as_its_own_process_stops_on_ctrl_c_and_resumes() {
+    // The worker is then a grandchild of sluice, started by `sluice __stage`: the signal has to
+    // travel through it, and the checkpoints must survive as they do in-process.
+    killed_training_resumes(&[("SLUICE_EXECUTOR", "local-remote")]);
+}
+
+/// Interrupts a training at epoch 4 or later with Ctrl-C, then checks that nothing is left (no
+/// output, no process) and that the next run resumes from the checkpoint. `env` is added to
+/// both runs.
+fn killed_training_resumes(env: &[(&str, &str)]) {
     let ws = iris_ws();
     // Small batches make each epoch long enough to interrupt in the middle of the run.
     iris_with(
         &ws,
         "    with: {model: {type: mlp, hidden: [32]}, epochs: 150, batch_size: 1, seed: 3, device: cpu}",
     );
+    // A grace period far beyond the wait below: the training must stop on the SIGTERM itself
+    // (sent on by `sluice __stage` when it runs there), not on the SIGKILL that follows it.
     let mut child = ws
-        .command(&["run", "--json"])
+        .command(&["run", "--json", "--kill-grace", "600"])
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -151,16 +168,23 @@ fn a_killed_training_resumes_from_its_checkpoint() {
         "training never reached epoch 4"
     );
     send_signal(&child, libc::SIGINT);
-    let status = child.wait().unwrap();
+    let stopped = wait_child(child, LONG);
     reader.join().unwrap();
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(stopped.code, 130, "{}", stopped.stderr);
     assert!(
-        !ws.exists("out/history.json"),
+        !ws.exists("out/history.json") && !ws.exists("out/model.onnx"),
         "an interrupted training left its output"
     );
+    let left = stage_processes(ws.root());
+    assert!(left.is_empty(), "stage processes outlived sluice: {left:?}");
     let stopped_at = *seen.lock().unwrap();
 
-    let run = ws.run(&[]);
+    let out = ws
+        .command(&["run", "--json"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let run = run_of(out);
     run.assert_ok();
     let h = ws.json("out/history.json");
     let resumed = h["resumed_from_epoch"]
@@ -181,6 +205,40 @@ fn a_killed_training_resumes_from_its_checkpoint() {
             .as_str()
             .unwrap_or("")
             .contains(&format!("resuming from the checkpoint of epoch {resumed}"))));
+}
+
+/// Live processes whose environment names `root` as their workspace: every stage process of a
+/// run there (sluice sets `SLUICE_WORKSPACE` for each, `sluice __stage` and the training worker
+/// included), and nothing else. Not guardians (`sluice __guard`, which `__stage` starts with its
+/// environment): one ends by itself when the end of its owner closes its pipe, after killing
+/// what the owner left.
+fn stage_processes(root: &Path) -> Vec<i32> {
+    let want = format!(
+        "SLUICE_WORKSPACE={}",
+        std::fs::canonicalize(root).unwrap().display()
+    );
+    let alive = |p: i32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .and_then(|r| r.trim_start().chars().next())
+            })
+            .is_some_and(|state| state != 'Z')
+    };
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| {
+            std::fs::read(format!("/proc/{p}/environ"))
+                .map(|env| env.split(|&b| b == 0).any(|kv| kv == want.as_bytes()))
+                .unwrap_or(false)
+                && alive(p)
+                && !std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.split(|&b| b == 0).nth(1) == Some(b"__guard"))
+        })
+        .collect()
 }
 
 /// A tiny ONNX model made by the worker's test helper with the environment's own Python.
@@ -477,4 +535,182 @@ fn early_stopping_stops_and_exports_the_best_epoch() {
     assert!(logs(&run)
         .iter()
         .any(|l| l.starts_with("early stopping after epoch")));
+}
+
+// Built-in stages as their own processes (`sluice __stage JOB.json`), the way a cluster
+// executor runs them on a node: `SLUICE_EXECUTOR=local-remote` makes the local executor say it
+// is remote, so every built-in stage goes through the job file, the protocol and the exit code.
+
+/// `sluice run --json ARGS...` with every built-in stage run as a `sluice __stage` process.
+fn run_as_own_processes(ws: &Ws, args: &[&str]) -> Run {
+    let out = ws
+        .command(&[&["run", "--json"], args].concat())
+        .env("SLUICE_EXECUTOR", "local-remote")
+        .output()
+        .expect("run sluice");
+    run_of(out)
+}
+
+fn run_of(out: std::process::Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The stages of the run in `ws` that went through a job file (and so `sluice __stage`).
+fn stages_run_as_processes(ws: &Ws) -> Vec<String> {
+    let Ok(runs) = std::fs::read_dir(ws.path(".sluice/slurm")) else {
+        return Vec::new();
+    };
+    let mut stages: Vec<String> = runs
+        .flat_map(|r| std::fs::read_dir(r.unwrap().path()).unwrap())
+        .map(|s| s.unwrap().path())
+        .filter(|s| s.join("stage.json").is_file())
+        .map(|s| s.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    stages.sort();
+    stages
+}
+
+/// The lines of `stage`'s entry in a lock file.
+fn lock_entry(lock: &str, stage: &str) -> Vec<String> {
+    let start = format!("  {stage}:");
+    lock.lines()
+        .skip_while(|l| *l != start)
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `entry` without the content hash recorded for `path`.
+fn without_hash_of(entry: Vec<String>, path: &str) -> Vec<String> {
+    let mut skip = false;
+    entry
+        .into_iter()
+        .filter(|l| {
+            let keep = !(skip && l.trim_start().starts_with("hash:"));
+            skip = l.trim_start() == format!("path: {path}");
+            keep
+        })
+        .collect()
+}
+
+/// The iris pipeline up to `normalize` (the data stages: no Python needed).
+fn iris_data_stages(ws: &Ws) {
+    let base = std::fs::read_to_string(repo().join("pipelines/iris.yaml")).unwrap();
+    ws.write("sluice.yaml", base.split("\n  train:").next().unwrap());
+}
+
+#[test]
+fn data_stages_as_their_own_processes_write_the_same_outputs_under_the_same_keys() {
+    let (here, apart) = (iris_ws(), iris_ws());
+    iris_data_stages(&here);
+    iris_data_stages(&apart);
+    here.run(&[]).assert_ok();
+    assert!(stages_run_as_processes(&here).is_empty());
+    let run = run_as_own_processes(&apart, &[]);
+    run.assert_ok();
+    assert_eq!(
+        stages_run_as_processes(&apart),
+        ["clean", "normalize", "split"],
+        "not every built-in stage ran as `sluice __stage`"
+    );
+    // The lock holds every key and the content hash of every output: identical means the same
+    // keys and byte-identical outputs.
+    let lock = here.read("sluice.lock");
+    assert!(lock.contains("normalize:"), "{lock}");
+    assert_eq!(lock, apart.read("sluice.lock"));
+    // The stages' own events came through the protocol.
+    assert!(
+        run.events()
+            .iter()
+            .any(|e| e["event"] == "stage_progress" && e["stage"] == "clean"),
+        "{}",
+        run.stdout
+    );
+    // Nothing to do the second time, and nothing submitted for it.
+    let again = run_as_own_processes(&apart, &[]);
+    again.assert_ok();
+    assert!(again.started().is_empty(), "{:?}", again.started());
+}
+
+#[test]
+fn a_failing_built_in_as_its_own_process_says_what_it_says_in_process() {
+    let failing = |ws: &Ws| {
+        ws.write(
+            "sluice.yaml",
+            "name: bad
+stages:
+  clean:
+    uses: clean
+    inputs: {table: examples/data/iris.csv}
+    outputs: {table: out/clean.parquet, report: out/clean.json}
+    with: {drop_columns: [petal_lenght]}
+",
+        );
+    };
+    let (here, apart) = (iris_ws(), iris_ws());
+    failing(&here);
+    failing(&apart);
+    let in_process = here.run(&[]);
+    let own_process = run_as_own_processes(&apart, &[]);
+    assert_eq!(stages_run_as_processes(&apart), ["clean"]);
+    let text = in_process.failure("clean");
+    assert!(text.contains("no column `petal_lenght`"), "{text}");
+    assert!(text.contains("= help: its columns are"), "{text}");
+    assert_eq!(own_process.failure("clean"), text);
+    assert_eq!(
+        own_process.finished("clean")["log_tail"],
+        in_process.finished("clean")["log_tail"]
+    );
+    assert!(!apart.exists("out/clean.parquet") && !apart.exists("out/clean.json"));
+}
+
+#[test]
+fn train_and_evaluate_as_their_own_processes_match_in_process() {
+    let (here, apart) = (iris_ws(), iris_ws());
+    for ws in [&here, &apart] {
+        let text = ws
+            .read("pipelines/iris.yaml")
+            .replace("epochs: 60", "epochs: 4");
+        ws.write("pipelines/iris.yaml", &text);
+    }
+    here.run(&["pipelines/iris.yaml"]).assert_ok();
+    let run = run_as_own_processes(&apart, &["pipelines/iris.yaml"]);
+    run.assert_ok();
+    assert_eq!(
+        stages_run_as_processes(&apart),
+        ["clean", "deploy", "evaluate", "normalize", "split", "train"]
+    );
+    let (a, b) = (
+        here.read("pipelines/iris.lock"),
+        apart.read("pipelines/iris.lock"),
+    );
+    // The training worker ran on the "node": same key, same model, same checkpoints and
+    // artifacts. `history.json` records each epoch's seconds, so it (and evaluate's key, which
+    // hashes it) differs between any two trainings; what evaluate computed does not.
+    for stage in ["clean", "split", "normalize"] {
+        assert_eq!(lock_entry(&a, stage), lock_entry(&b, stage), "{stage}");
+    }
+    let train = |lock: &str| without_hash_of(lock_entry(lock, "train"), "out/iris/history.json");
+    assert!(train(&a).iter().any(|l| l.contains("model.onnx")), "{a}");
+    assert_eq!(train(&a), train(&b));
+    assert_ne!(
+        train(&a),
+        lock_entry(&a, "train"),
+        "the history's hash was not left out"
+    );
+    for f in ["out/iris/metrics.json", "out/iris/predictions.csv"] {
+        assert_eq!(here.read(f), apart.read(f), "{f} differs");
+    }
+    // Per-epoch metrics reached the event stream live, as in-process.
+    let steps = run
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "stage_metric" && e["name"] == "val_loss" && e["step"].is_u64())
+        .count();
+    assert_eq!(steps, 4);
 }

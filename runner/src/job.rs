@@ -83,7 +83,7 @@ pub(crate) struct Job {
 }
 
 impl RunCtx {
-    fn gpu_names(&self, positions: &[u32]) -> Vec<String> {
+    pub(crate) fn gpu_names(&self, positions: &[u32]) -> Vec<String> {
         positions
             .iter()
             .filter_map(|&p| self.gpu_names.get(p as usize).cloned())
@@ -358,6 +358,24 @@ fn invoke(
         .map(|o| (o.name.clone(), o.path.to_abs(root)))
         .collect();
     match &stage.kind {
+        StageKind::Builtin {
+            name: kind,
+            version,
+        } if runs_remotely(ctx, stage) => crate::onestage::submit::run_remotely(
+            ctx,
+            job,
+            stage,
+            (kind, *version),
+            crate::onestage::submit::Invocation {
+                key,
+                scratch,
+                inputs,
+                outputs,
+                events,
+                log,
+                tx,
+            },
+        ),
         StageKind::Builtin { name: kind, .. } => {
             let _ = tx.send(JobMsg::Executing {
                 idx: job.idx,
@@ -438,6 +456,12 @@ fn invoke(
             run_process(ctx, job, &spec, events, log, tx, true).map_err(StageError::from)
         }
     }
+}
+
+/// Whether a built-in stage runs as its own `sluice __stage` process through the executor (on a
+/// cluster node) rather than in this process. The one place that decides it.
+fn runs_remotely(ctx: &RunCtx, _stage: &StageDef) -> bool {
+    ctx.executor.remote()
 }
 
 /// A stopped or failed stage leaves nothing behind that a later run could mistake for a result.
@@ -560,7 +584,7 @@ impl ProcessHost for JobProcesses<'_> {
     }
 }
 
-fn process_env(
+pub(crate) fn process_env(
     ctx: &RunCtx,
     stage: &StageDef,
     job: &Job,
@@ -597,27 +621,7 @@ fn run_process(
     tx: &Sender<JobMsg>,
     protocol: bool,
 ) -> Result<(), String> {
-    let idx = job.idx;
-    let on_spawn = |pgid: i32| {
-        let _ = tx.send(JobMsg::Executing {
-            idx,
-            pgid: Some(pgid),
-        });
-    };
-    let ctl = ExecControl {
-        on_spawn: &on_spawn,
-        cancel: &job.cancel,
-        events,
-        log,
-    };
-    tracing::debug!(stage = %ctx.pipeline.stages[idx].id, program = %spec.program, args = ?spec.args, "spawning");
-    let out = ctx.executor.execute(spec, &ctl).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            format!("cannot start `{}`: command not found", spec.program)
-        } else {
-            format!("cannot start `{}`: {e}", spec.program)
-        }
-    })?;
+    let out = start_process(ctx, job, spec, events, log, tx)?;
     match (out.code, out.signal) {
         (Some(0), _) => {}
         (Some(code), _) => {
@@ -655,4 +659,37 @@ fn run_process(
         }
     }
     Ok(())
+}
+
+/// Runs a stage's process through the executor, registered with the dispatcher (so that
+/// cancellation, timeouts and Ctrl-C reach it), until it ends.
+pub(crate) fn start_process(
+    ctx: &RunCtx,
+    job: &Job,
+    spec: &ProcessSpec,
+    events: &StageEventSink,
+    log: &StageLog,
+    tx: &Sender<JobMsg>,
+) -> Result<ExecOutcome, String> {
+    let idx = job.idx;
+    let on_spawn = |pgid: i32| {
+        let _ = tx.send(JobMsg::Executing {
+            idx,
+            pgid: Some(pgid),
+        });
+    };
+    let ctl = ExecControl {
+        on_spawn: &on_spawn,
+        cancel: &job.cancel,
+        events,
+        log,
+    };
+    tracing::debug!(stage = %ctx.pipeline.stages[idx].id, program = %spec.program, args = ?spec.args, "spawning");
+    ctx.executor.execute(spec, &ctl).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!("cannot start `{}`: command not found", spec.program)
+        } else {
+            format!("cannot start `{}`: {e}", spec.program)
+        }
+    })
 }

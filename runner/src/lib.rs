@@ -19,6 +19,7 @@ pub mod hash;
 mod job;
 mod leftovers;
 pub mod lock;
+pub mod onestage;
 mod panics;
 pub mod paths;
 pub mod pipeline;

@@ -11,7 +11,8 @@ pub mod protocol;
 
 pub use child::{output, run_in_group, GroupIo};
 pub use logfile::StageLog;
-pub use process::LocalExecutor;
+pub(crate) use process::resolve_program;
+pub use process::{LocalExecutor, RemoteLocalExecutor};
 
 use crate::cancel::CancelToken;
 use crate::events::StageEventSink;
@@ -60,6 +61,13 @@ pub struct ExecControl<'a> {
 
 pub trait Executor: Send + Sync {
     fn execute(&self, spec: &ProcessSpec, ctl: &ExecControl<'_>) -> std::io::Result<ExecOutcome>;
+
+    /// Whether processes run on another machine (a cluster node) that shares the workspace's
+    /// filesystem but not this process: built-in stages then run there as `sluice __stage`
+    /// processes (`crate::onestage`) instead of in-process.
+    fn remote(&self) -> bool {
+        false
+    }
 }
 
 /// Sends `signal` to a whole process group. A group that is already gone is fine.

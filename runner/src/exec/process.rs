@@ -69,10 +69,27 @@ impl Executor for LocalExecutor {
     }
 }
 
+/// [`LocalExecutor`] that says its processes are remote: built-in stages run as `sluice __stage`
+/// processes, exactly as they would on a cluster node, but on this machine. It proves the
+/// one-stage mode in tests without a cluster, and is a debugging aid for it
+/// (`SLUICE_EXECUTOR=local-remote`).
+#[derive(Default)]
+pub struct RemoteLocalExecutor;
+
+impl Executor for RemoteLocalExecutor {
+    fn execute(&self, spec: &ProcessSpec, ctl: &ExecControl<'_>) -> io::Result<ExecOutcome> {
+        LocalExecutor.execute(spec, ctl)
+    }
+
+    fn remote(&self) -> bool {
+        true
+    }
+}
+
 /// Finds a bare program name on the stage's own `PATH`. Besides being the right `PATH` to search,
 /// this matters for speed: given a bare name and a replaced `PATH`, std must fork (copying the
 /// page tables of a large sluice process for every stage) instead of using `posix_spawn`.
-fn resolve_program(program: &str, path: Option<&str>) -> std::path::PathBuf {
+pub(crate) fn resolve_program(program: &str, path: Option<&str>) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
     if program.contains('/') {
         return program.into();

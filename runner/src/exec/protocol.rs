@@ -91,6 +91,10 @@ pub struct ResultMsg {
     pub status: String,
     #[serde(default)]
     pub message: Option<String>,
+    /// How to fix the error, apart from its message. Sent by `sluice __stage` (a built-in stage
+    /// run on another machine) so its failure reads as it does in-process; plugins may omit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     #[serde(default)]
     pub metrics: BTreeMap<String, Json>,
 }
