@@ -555,8 +555,23 @@ impl ProcessHost for JobProcesses<'_> {
             cancel: &self.job.cancel,
             events: self.events,
             log: self.log,
+            job: job_facts(self.ctx, &self.ctx.pipeline.stages[idx]),
         };
         self.ctx.executor.execute(spec, &ctl)
+    }
+}
+
+fn job_facts<'a>(ctx: &'a RunCtx, stage: &'a StageDef) -> crate::exec::JobFacts<'a> {
+    crate::exec::JobFacts {
+        stage: &stage.id.0,
+        pipeline: &ctx.pipeline.name,
+        run_id: &ctx.run_id,
+        workspace: &ctx.pipeline.root,
+        cpus: stage.cpus,
+        gpus: stage.gpus,
+        memory: stage.memory,
+        timeout: stage.timeout,
+        slurm: &stage.slurm,
     }
 }
 
@@ -609,6 +624,7 @@ fn run_process(
         cancel: &job.cancel,
         events,
         log,
+        job: job_facts(ctx, &ctx.pipeline.stages[idx]),
     };
     tracing::debug!(stage = %ctx.pipeline.stages[idx].id, program = %spec.program, args = ?spec.args, "spawning");
     let out = ctx.executor.execute(spec, &ctl).map_err(|e| {
@@ -630,7 +646,11 @@ fn run_process(
             return Err(format!("exited with code {code}{detail}"));
         }
         (None, Some(sig)) => return Err(format!("killed by signal {sig}")),
-        (None, None) => return Err("ended without an exit status".into()),
+        (None, None) => {
+            return Err(out
+                .lost
+                .unwrap_or_else(|| "ended without an exit status".into()))
+        }
     }
     if protocol {
         match out.result {

@@ -8,6 +8,7 @@ mod logfile;
 mod process;
 pub mod procfs;
 pub mod protocol;
+pub mod slurm;
 
 pub use child::{output, run_in_group, GroupIo};
 pub use logfile::StageLog;
@@ -47,6 +48,9 @@ pub struct ExecOutcome {
     pub signal: Option<i32>,
     /// The protocol's final `result` message, if one came.
     pub result: Option<protocol::ResultMsg>,
+    /// Why the process ended without an exit status, when the executor knows better than
+    /// "no status" (a Slurm job ended by its time limit, or cancelled by someone else).
+    pub lost: Option<String>,
 }
 
 /// What an executor may call back into while a process runs.
@@ -56,10 +60,32 @@ pub struct ExecControl<'a> {
     pub cancel: &'a CancelToken,
     pub events: &'a StageEventSink,
     pub log: &'a StageLog,
+    /// What a cluster executor asks the cluster for; a local executor ignores it.
+    pub job: JobFacts<'a>,
+}
+
+/// The stage a process belongs to, as a cluster executor needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct JobFacts<'a> {
+    pub stage: &'a str,
+    pub pipeline: &'a str,
+    pub run_id: &'a str,
+    pub workspace: &'a std::path::Path,
+    pub cpus: u32,
+    pub gpus: u32,
+    /// Bytes.
+    pub memory: Option<u64>,
+    pub timeout: Option<std::time::Duration>,
+    pub slurm: &'a crate::pipeline::SlurmJob,
 }
 
 pub trait Executor: Send + Sync {
     fn execute(&self, spec: &ProcessSpec, ctl: &ExecControl<'_>) -> std::io::Result<ExecOutcome>;
+    /// Whether processes run somewhere else (a cluster node): then built-in stages run as
+    /// processes too (`sluice __stage`), so that they can be sent there.
+    fn remote(&self) -> bool {
+        false
+    }
 }
 
 /// Sends `signal` to a whole process group. A group that is already gone is fine.
