@@ -139,7 +139,10 @@ pub struct SweepRunArgs {
     /// Stop trials whose validation metric falls behind the median of finished trials
     #[arg(long, value_enum)]
     pub prune: Option<PruneArg>,
-    /// How many stages may run at once (default: the number of CPUs)
+    /// Where stages run: here, or as Slurm jobs (default: `SLUICE_EXECUTOR`, else local)
+    #[arg(long, value_enum, value_name = "WHERE")]
+    pub executor: Option<ExecutorArg>,
+    /// How many stages may run at once (default: the number of CPUs; 100 with `--executor slurm`)
     #[arg(short, long, value_name = "N", value_parser = at_least_one)]
     pub jobs: Option<usize>,
     /// How many GPUs to hand out (default: detected from CUDA_VISIBLE_DEVICES or nvidia-smi)
@@ -151,6 +154,14 @@ pub struct SweepRunArgs {
     /// Print events as JSON lines on stdout instead of the live display
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ExecutorArg {
+    /// Child processes on this machine
+    Local,
+    /// Slurm batch jobs (`sbatch`); the workspace must be on a filesystem the nodes share
+    Slurm,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -249,7 +260,10 @@ pub struct RunArgs {
     pub args: Vec<String>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-    /// How many stages may run at once (default: the number of CPUs)
+    /// Where stages run: here, or as Slurm jobs (default: `SLUICE_EXECUTOR`, else local)
+    #[arg(long, value_enum, value_name = "WHERE")]
+    pub executor: Option<ExecutorArg>,
+    /// How many stages may run at once (default: the number of CPUs; 100 with `--executor slurm`)
     #[arg(short, long, value_name = "N", value_parser = at_least_one)]
     pub jobs: Option<usize>,
     /// How many GPUs to hand out (default: detected from CUDA_VISIBLE_DEVICES or nvidia-smi)
@@ -285,7 +299,10 @@ pub struct WatchArgs {
     pub pipeline_file: Option<PathBuf>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-    /// How many stages may run at once (default: the number of CPUs)
+    /// Where stages run: here, or as Slurm jobs (default: `SLUICE_EXECUTOR`, else local)
+    #[arg(long, value_enum, value_name = "WHERE")]
+    pub executor: Option<ExecutorArg>,
+    /// How many stages may run at once (default: the number of CPUs; 100 with `--executor slurm`)
     #[arg(short, long, value_name = "N", value_parser = at_least_one)]
     pub jobs: Option<usize>,
     /// How many GPUs to hand out (default: detected from CUDA_VISIBLE_DEVICES or nvidia-smi)

@@ -76,6 +76,7 @@ impl SlurmExecutor {
         tracing::debug!(stage = facts.stage, args = ?args, "sbatch");
         let id = submit::sbatch(&args)?;
         self.submitted.add(id);
+        relay(Update::Submitted(id));
         let updates = self.watcher().follow(id, files);
         let mut scancelled = false;
         let end = loop {
@@ -188,6 +189,7 @@ impl Executor for SlurmExecutor {
                 ctl.log.line(&format!("[slurm] {message}"));
                 ctl.events.progress(0.0, None, None, Some(message));
             }
+            Update::Submitted(id) => ctl.log.line(&format!("[slurm] submitted job {id}")),
             Update::Ended(_) => {}
         };
         let (id, end) = self.run_job(spec, &ctl.job, ctl.job.stage, ctl.cancel, &mut relay)?;

@@ -26,6 +26,8 @@ const STATUS_LAG: Duration = Duration::from_secs(10);
 /// What the watcher tells the thread waiting for a job.
 #[derive(Debug)]
 pub(super) enum Update {
+    /// sbatch accepted the job (sent by the submitter itself, before the watcher knows it).
+    Submitted(u64),
     Stdout(String),
     Stderr(String),
     /// Slurm's view while the job lives: `PENDING` with its reason, `RUNNING` with its node.
