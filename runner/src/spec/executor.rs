@@ -31,7 +31,7 @@ pub struct RawExecutor {
 
 pub(super) fn read(v: &Value, path: &YPath, problems: &mut Problems) -> Option<RawExecutor> {
     let m = as_map(v, path, "`executor`", problems)?;
-    check_keys(m, path, EXECUTOR_KEYS, "executor", problems);
+    check_keys(m, path, EXECUTOR_KEYS, "pipeline `executor`", problems);
     let mut raw = RawExecutor::default();
     if let Some(v) = m.get("slurm") {
         let p = path.k("slurm");
