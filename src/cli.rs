@@ -139,7 +139,7 @@ pub struct SweepRunArgs {
     /// Stop trials whose validation metric falls behind the median of finished trials
     #[arg(long, value_enum)]
     pub prune: Option<PruneArg>,
-    /// Where stages run: here, or as Slurm jobs (default: `SLUICE_EXECUTOR`, else local)
+    /// Where stages run: here (local) or as Slurm batch jobs (slurm) (default: SLUICE_EXECUTOR, else local)
     #[arg(long, value_enum, value_name = "WHERE")]
     pub executor: Option<ExecutorArg>,
     /// How many stages may run at once (default: the number of CPUs; 100 with `--executor slurm`)
@@ -158,9 +158,10 @@ pub struct SweepRunArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum ExecutorArg {
-    /// Child processes on this machine
+    // Not doc comments: described values would switch `--help` to its long layout.
+    // Child processes on this machine.
     Local,
-    /// Slurm batch jobs (`sbatch`); the workspace must be on a filesystem the nodes share
+    // Slurm batch jobs (`sbatch`); the workspace must be on a filesystem the nodes share.
     Slurm,
 }
 
@@ -260,7 +261,7 @@ pub struct RunArgs {
     pub args: Vec<String>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-    /// Where stages run: here, or as Slurm jobs (default: `SLUICE_EXECUTOR`, else local)
+    /// Where stages run: here (local) or as Slurm batch jobs (slurm) (default: SLUICE_EXECUTOR, else local)
     #[arg(long, value_enum, value_name = "WHERE")]
     pub executor: Option<ExecutorArg>,
     /// How many stages may run at once (default: the number of CPUs; 100 with `--executor slurm`)
@@ -299,7 +300,7 @@ pub struct WatchArgs {
     pub pipeline_file: Option<PathBuf>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-    /// Where stages run: here, or as Slurm jobs (default: `SLUICE_EXECUTOR`, else local)
+    /// Where stages run: here (local) or as Slurm batch jobs (slurm) (default: SLUICE_EXECUTOR, else local)
     #[arg(long, value_enum, value_name = "WHERE")]
     pub executor: Option<ExecutorArg>,
     /// How many stages may run at once (default: the number of CPUs; 100 with `--executor slurm`)
