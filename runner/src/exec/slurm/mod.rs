@@ -163,25 +163,27 @@ impl Executor for SlurmExecutor {
         self.probe(ctl)?;
         let mut result = None;
         let mut started = false;
+        // No local process group: `on_spawn(0)` tells the scheduler the stage is running, once
+        // its job is seen running or writing (its timeout starts then, not while it queued).
+        let running = |started: &mut bool| {
+            if !std::mem::replace(started, true) {
+                (ctl.on_spawn)(0);
+            }
+        };
         let mut relay = |u: Update| match u {
-            Update::Stdout(line) => relay_stdout(spec.stdout, &line, ctl, &mut result),
+            Update::Stdout(line) => {
+                running(&mut started);
+                relay_stdout(spec.stdout, &line, ctl, &mut result)
+            }
             Update::Stderr(line) => {
-                if !started {
-                    started = true;
-                    (ctl.on_spawn)(0);
-                }
+                running(&mut started);
                 ctl.log.line(&line)
             }
             Update::Queue { state, detail } => {
                 let message = match state.as_str() {
                     "PENDING" => format!("queued {detail}"),
                     "RUNNING" => {
-                        if !started {
-                            started = true;
-                            // No local process group: 0 tells the scheduler the stage is
-                            // running (its timeout starts now, not while it queued).
-                            (ctl.on_spawn)(0);
-                        }
+                        running(&mut started);
                         format!("running on {detail}")
                     }
                     other => format!("{} {detail}", other.to_lowercase()),
@@ -201,7 +203,11 @@ impl Executor for SlurmExecutor {
                 lost: None,
             },
             End::Vanished { state, reason } => {
-                let message = vanished_message(id, &state, &reason);
+                let message = if ctl.cancel.is_cancelled() {
+                    format!("job {id} cancelled ({state})")
+                } else {
+                    vanished_message(id, &state, &reason)
+                };
                 ctl.log.line(&format!("[slurm] {message}"));
                 ExecOutcome {
                     code: None,
