@@ -16,7 +16,9 @@ pub(crate) fn chosen(arg: Option<ExecutorArg>) -> Result<ExecutorArg, Failure> {
         return Ok(a);
     }
     match std::env::var("SLUICE_EXECUTOR").as_deref() {
-        Err(_) | Ok("") | Ok("local") => Ok(ExecutorArg::Local),
+        // `local-remote` is the one-stage mode's debugging executor, chosen where the
+        // pipeline is opened: local as far as this choice goes.
+        Err(_) | Ok("") | Ok("local") | Ok("local-remote") => Ok(ExecutorArg::Local),
         Ok("slurm") => Ok(ExecutorArg::Slurm),
         Ok(other) => Err(Failure::Invalid(format!(
             "error: {}\n",

@@ -421,3 +421,49 @@ fn executor_settings_and_memory_leave_keys_alone() {
     assert!(r.started().is_empty(), "nothing reruns: {r:?}");
     assert_eq!(r.outcomes()["a"], "up_to_date");
 }
+
+/// `clean` → `split` → `normalize` from pipelines/iris.yaml.
+fn builtin_pipeline(ws: &Ws, name: &str) {
+    ws.copy_from_repo("examples/data/iris.csv");
+    let iris = std::fs::read_to_string(repo().join("pipelines/iris.yaml")).unwrap();
+    let stages = iris
+        .split("\n  train:")
+        .next()
+        .unwrap()
+        .replace("name: iris", &format!("name: {name}"));
+    ws.pipeline(&stages);
+}
+
+#[test]
+fn built_in_stages_run_on_a_node_and_match_a_local_run() {
+    need_cluster!();
+    // Built-in stages reach a node as `sluice __stage JOB.json` (the one-stage mode); a binary
+    // without that mode runs them in process even under `--executor slurm`.
+    let probe = std::process::Command::new(BIN)
+        .arg("__stage")
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&probe.stderr).contains("unrecognized subcommand") {
+        println!("SKIPPED: slurm tests: built-in stages through Slurm need the one-stage mode (`sluice __stage`), not in this build");
+        return;
+    }
+    let name = unique("builtin");
+    let (local, cluster) = (Ws::new(), Ws::new());
+    builtin_pipeline(&local, &name);
+    builtin_pipeline(&cluster, &name);
+    local.run(&["--executor", "local"]).assert_ok();
+    let r = cluster.run(&["--executor", "slurm"]);
+    r.assert_ok();
+    assert_eq!(r.started(), ["clean", "split", "normalize"]);
+    for stage in ["clean", "split", "normalize"] {
+        assert_eq!(submitted(&cluster, stage).len(), 1, "{stage} ran as a job");
+    }
+    assert_eq!(local.read("sluice.lock"), cluster.read("sluice.lock"));
+    for f in [
+        "out/iris/clean.json",
+        "out/iris/split.json",
+        "out/iris/preprocess.json",
+    ] {
+        assert_eq!(local.read(f), cluster.read(f), "{f} differs");
+    }
+}
