@@ -89,3 +89,39 @@ impl Validator<'_, '_> {
         settings
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_override_replaces_the_defaults_and_adds_its_sbatch_args() {
+        let settings = ExecutorSettings {
+            defaults: RawSlurm {
+                partition: Some("cpu".into()),
+                account: Some("lab".into()),
+                sbatch_args: vec!["--a".into()],
+                ..RawSlurm::default()
+            },
+            overrides: [(
+                "train".to_string(),
+                RawSlurm {
+                    partition: Some("gpu".into()),
+                    sbatch_args: vec!["--b".into()],
+                    ..RawSlurm::default()
+                },
+            )]
+            .into(),
+            poll: None,
+        };
+        let train = settings.job_for("train");
+        assert_eq!(train.partition.as_deref(), Some("gpu"));
+        assert_eq!(train.account.as_deref(), Some("lab"));
+        assert_eq!(train.sbatch_args, ["--a", "--b"]);
+        assert!(!train.local);
+        let other = settings.job_for("other");
+        assert_eq!(other.partition.as_deref(), Some("cpu"));
+        assert_eq!(other.sbatch_args, ["--a"]);
+        assert_eq!(settings.poll(), DEFAULT_SLURM_POLL);
+    }
+}

@@ -331,3 +331,70 @@ mod tests {
         assert_eq!(t.lines(), ["bc"]);
     }
 }
+
+#[cfg(test)]
+mod end_tests {
+    use super::*;
+
+    fn watched(dir: &std::path::Path) -> (Watched, Receiver<Update>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let files = JobFiles {
+            dir: dir.to_path_buf(),
+        };
+        let tails = [
+            Tail::new(files.stdout()),
+            Tail::new(files.stderr()),
+            Tail::new(files.slurm_out()),
+        ];
+        let w = Watched {
+            files,
+            tails,
+            updates: tx,
+            last: None,
+            gone_since: None,
+        };
+        (w, rx)
+    }
+
+    #[test]
+    fn a_status_file_ends_the_job_after_its_output_is_relayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, rx) = watched(dir.path());
+        assert_eq!(look(&mut w), None);
+        std::fs::write(dir.path().join("stdout"), "one\ntwo\n").unwrap();
+        std::fs::write(dir.path().join("status"), "3\n").unwrap();
+        assert_eq!(look(&mut w), Some(End::Status(3)));
+        let lines: Vec<String> = rx
+            .try_iter()
+            .filter_map(|u| match u {
+                Update::Stdout(l) => Some(l),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lines, ["one", "two"]);
+    }
+
+    #[test]
+    fn a_job_slurm_ended_is_over_at_once_but_a_completed_one_waits_for_its_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _rx) = watched(dir.path());
+        w.gone_since = Some((Instant::now(), "TIMEOUT".into(), "TimeLimit".into()));
+        assert_eq!(
+            look(&mut w),
+            Some(End::Vanished {
+                state: "TIMEOUT".into(),
+                reason: "TimeLimit".into()
+            })
+        );
+        // Completed, but its status file has not shown up here yet: a slow shared filesystem
+        // gets `STATUS_LAG` before the job counts as lost.
+        w.gone_since = Some((Instant::now(), "COMPLETED".into(), "None".into()));
+        assert_eq!(look(&mut w), None);
+        w.gone_since = Some((
+            Instant::now() - STATUS_LAG - Duration::from_secs(1),
+            "COMPLETED".into(),
+            "None".into(),
+        ));
+        assert!(matches!(look(&mut w), Some(End::Vanished { state, .. }) if state == "COMPLETED"));
+    }
+}
