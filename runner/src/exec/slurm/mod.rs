@@ -92,6 +92,7 @@ impl SlurmExecutor {
             }
             if cancel.is_cancelled() && !scancelled {
                 cancel::scancel(&[id]);
+                self.watcher().cancelling(id);
                 scancelled = true;
             }
         };

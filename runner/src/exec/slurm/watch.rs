@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 /// How often files are looked at.
 pub(super) const TICK: Duration = Duration::from_millis(100);
 
+/// How often `squeue` is asked while a job sluice cancelled is still listed: the stage's end
+/// (and the run's, after Ctrl-C) waits for Slurm to let the job go.
+const CANCEL_POLL: Duration = Duration::from_millis(250);
+
 /// How long a job that Slurm says is over may take to show its status file here, for
 /// filesystems that publish another machine's writes late (NFS attribute caching).
 const STATUS_LAG: Duration = Duration::from_secs(10);
@@ -47,7 +51,16 @@ pub(super) enum End {
     Vanished { state: String, reason: String },
 }
 
+/// What the watcher thread is told.
+enum Cmd {
+    Follow(u64, JobFiles, Sender<Update>),
+    /// sluice has scancelled the job: poll faster until it is gone.
+    Cancelling(u64),
+}
+
 struct Watched {
+    /// sluice has cancelled it.
+    cancelling: bool,
     files: JobFiles,
     tails: [Tail; 3],
     updates: Sender<Update>,
@@ -58,7 +71,7 @@ struct Watched {
 
 /// Registers jobs with the watcher thread (started with the first job).
 pub(super) struct Watcher {
-    tx: Sender<(u64, JobFiles, Sender<Update>)>,
+    tx: Sender<Cmd>,
 }
 
 impl Watcher {
@@ -75,12 +88,17 @@ impl Watcher {
     /// [`Update::Ended`].
     pub(super) fn follow(&self, job: u64, files: JobFiles) -> Receiver<Update> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let _ = self.tx.send((job, files, tx));
+        let _ = self.tx.send(Cmd::Follow(job, files, tx));
         rx
+    }
+
+    /// The job has been scancelled: its end is looked for more often.
+    pub(super) fn cancelling(&self, job: u64) {
+        let _ = self.tx.send(Cmd::Cancelling(job));
     }
 }
 
-fn watch_loop(rx: Receiver<(u64, JobFiles, Sender<Update>)>, poll: Duration) {
+fn watch_loop(rx: Receiver<Cmd>, poll: Duration) {
     let mut jobs: HashMap<u64, Watched> = HashMap::new();
     let mut next_poll = Instant::now() + poll;
     loop {
@@ -90,7 +108,14 @@ fn watch_loop(rx: Receiver<(u64, JobFiles, Sender<Update>)>, poll: Duration) {
             TICK
         };
         match rx.recv_timeout(wait) {
-            Ok((id, files, updates)) => {
+            Ok(Cmd::Cancelling(id)) => {
+                if let Some(w) = jobs.get_mut(&id) {
+                    w.cancelling = true;
+                    next_poll = next_poll.min(Instant::now() + CANCEL_POLL);
+                }
+                continue;
+            }
+            Ok(Cmd::Follow(id, files, updates)) => {
                 let tails = [
                     Tail::new(files.stdout()),
                     Tail::new(files.stderr()),
@@ -99,6 +124,7 @@ fn watch_loop(rx: Receiver<(u64, JobFiles, Sender<Update>)>, poll: Duration) {
                 jobs.insert(
                     id,
                     Watched {
+                        cancelling: false,
                         files,
                         tails,
                         updates,
@@ -125,7 +151,8 @@ fn watch_loop(rx: Receiver<(u64, JobFiles, Sender<Update>)>, poll: Duration) {
         }
         if Instant::now() >= next_poll && !jobs.is_empty() {
             poll_queue(&mut jobs);
-            next_poll = Instant::now() + poll;
+            let hurry = jobs.values().any(|w| w.cancelling);
+            next_poll = Instant::now() + if hurry { CANCEL_POLL.min(poll) } else { poll };
         }
     }
 }
@@ -347,6 +374,7 @@ mod end_tests {
             Tail::new(files.slurm_out()),
         ];
         let w = Watched {
+            cancelling: false,
             files,
             tails,
             updates: tx,
