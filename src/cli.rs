@@ -149,7 +149,10 @@ pub struct SweepRunArgs {
     /// Stop trials whose validation metric falls behind the median of finished trials
     #[arg(long, value_enum)]
     pub prune: Option<PruneArg>,
-    /// How many stages may run at once (default: the number of CPUs)
+    /// Where stages run: here (local) or as Slurm batch jobs (slurm) (default: SLUICE_EXECUTOR, else local)
+    #[arg(long, value_enum, value_name = "WHERE")]
+    pub executor: Option<ExecutorArg>,
+    /// How many stages may run at once (default: the number of CPUs; 100 with `--executor slurm`)
     #[arg(short, long, value_name = "N", value_parser = at_least_one)]
     pub jobs: Option<usize>,
     /// How many GPUs to hand out (default: detected from CUDA_VISIBLE_DEVICES or nvidia-smi)
@@ -161,6 +164,15 @@ pub struct SweepRunArgs {
     /// Print events as JSON lines on stdout instead of the live display
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ExecutorArg {
+    // Not doc comments: described values would switch `--help` to its long layout.
+    // Child processes on this machine.
+    Local,
+    // Slurm batch jobs (`sbatch`); the workspace must be on a filesystem the nodes share.
+    Slurm,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -259,7 +271,10 @@ pub struct RunArgs {
     pub args: Vec<String>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-    /// How many stages may run at once (default: the number of CPUs)
+    /// Where stages run: here (local) or as Slurm batch jobs (slurm) (default: SLUICE_EXECUTOR, else local)
+    #[arg(long, value_enum, value_name = "WHERE")]
+    pub executor: Option<ExecutorArg>,
+    /// How many stages may run at once (default: the number of CPUs; 100 with `--executor slurm`)
     #[arg(short, long, value_name = "N", value_parser = at_least_one)]
     pub jobs: Option<usize>,
     /// How many GPUs to hand out (default: detected from CUDA_VISIBLE_DEVICES or nvidia-smi)
@@ -295,7 +310,10 @@ pub struct WatchArgs {
     pub pipeline_file: Option<PathBuf>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-    /// How many stages may run at once (default: the number of CPUs)
+    /// Where stages run: here (local) or as Slurm batch jobs (slurm) (default: SLUICE_EXECUTOR, else local)
+    #[arg(long, value_enum, value_name = "WHERE")]
+    pub executor: Option<ExecutorArg>,
+    /// How many stages may run at once (default: the number of CPUs; 100 with `--executor slurm`)
     #[arg(short, long, value_name = "N", value_parser = at_least_one)]
     pub jobs: Option<usize>,
     /// How many GPUs to hand out (default: detected from CUDA_VISIBLE_DEVICES or nvidia-smi)

@@ -2,6 +2,7 @@
 //! events, and maps the outcome to an exit code. No engine logic lives here.
 
 mod cli;
+mod executor_cmd;
 mod gpus;
 mod metrics;
 mod report;
@@ -269,11 +270,12 @@ fn serve(args: &cli::ServeArgs) -> Result<ExitCode, Failure> {
 
 fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
     let (file, stages) = split_args(&args.args);
-    let (engine, pipeline) = open(&file, &overrides(&args.pipeline)?)?;
+    let (mut engine, pipeline) = open(&file, &overrides(&args.pipeline)?)?;
     let selection = Selection {
         targets: stages,
         downstream: args.downstream,
     };
+    let executor = executor_cmd::chosen(args.executor)?;
     if args.dry_run {
         print_warnings(&pipeline);
         let planned = engine
@@ -282,9 +284,10 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
         print_plan(&pipeline, &planned, args.json, true);
         return Ok(ExitCode::SUCCESS);
     }
-    let jobs = jobs(args.jobs);
+    executor_cmd::install(&mut engine, executor, &pipeline)?;
+    let jobs = executor_cmd::jobs(args.jobs, executor);
     let kill_grace = args.kill_grace;
-    let gpus = gpus_for(&pipeline, args.gpus);
+    let gpus = executor_cmd::gpus(&pipeline, args.gpus, executor);
     let signals = SignalChannel::install()?;
     let sig_rx = signals.rx.clone();
 
@@ -337,6 +340,7 @@ fn run_pipeline(cli: &Cli, file: &Path, json: bool) -> Result<ExitCode, Failure>
         &cli::RunArgs {
             args: vec![file.display().to_string()],
             pipeline: PipelineArgs { set: Vec::new() },
+            executor: None,
             jobs: None,
             gpus: None,
             keep_going: false,

@@ -39,6 +39,7 @@ pub(crate) struct SweepRequest {
     /// Laid over the pipeline's `sweep:` section (`SweepSpec::apply`), or the whole sweep when
     /// it has none (`SweepSpec::from_overrides`).
     pub overrides: SweepOverrides,
+    pub executor: Option<crate::cli::ExecutorArg>,
     pub jobs: Option<usize>,
     pub gpus: Option<usize>,
     pub dry_run: bool,
@@ -70,6 +71,7 @@ impl SweepRequest {
                     PruneArg::None => PruneChoice::Off,
                 }),
             },
+            executor: a.executor,
             jobs: a.jobs,
             gpus: a.gpus,
             dry_run: a.dry_run,
@@ -147,7 +149,7 @@ pub(crate) fn run_sweep(
             )
         })?,
     };
-    let engine = Engine::new(ws.clone(), registry.clone());
+    let mut engine = Engine::new(ws.clone(), registry.clone());
     let prep = drive::prepare(&engine, &base, spec, &|l| load(Some(l))).map_err(|e| match e {
         SweepError::Load(e) => load_failure(e),
         other => invalid(&other.to_string(), other.help().as_deref()),
@@ -227,6 +229,8 @@ pub(crate) fn run_sweep(
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let executor = crate::executor_cmd::chosen(request.executor)?;
+    crate::executor_cmd::install(&mut engine, executor, &prep.pipeline)?;
     let signals = crate::SignalChannel::install()?;
     let json = request.json;
     let (ev_tx, reporter) = crate::reporter(cli, json);
@@ -245,8 +249,8 @@ pub(crate) fn run_sweep(
         RunOptions {
             selection: Selection::default(),
             force: Vec::new(),
-            jobs: crate::jobs(request.jobs),
-            gpus: crate::gpus_for(&prep.pipeline, request.gpus),
+            jobs: crate::executor_cmd::jobs(request.jobs, executor),
+            gpus: crate::executor_cmd::gpus(&prep.pipeline, request.gpus, executor),
             keep_going: true,
             wait: true,
             kill_grace: std::time::Duration::from_secs(5),

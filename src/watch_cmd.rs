@@ -5,8 +5,7 @@
 use crate::cli::{Cli, WatchArgs};
 use crate::report::{self, Human};
 use crate::{
-    gpus_for, jobs, open, overrides, print_warnings, Failure, SignalChannel, DEFAULT_PIPELINE,
-    EXIT_INTERRUPTED,
+    open, overrides, print_warnings, Failure, SignalChannel, DEFAULT_PIPELINE, EXIT_INTERRUPTED,
 };
 use crossbeam_channel::Receiver;
 use sluice_runner::watch::{watch as watch_loop, Notice, WatchEnd, WatchEvent, WatchOptions};
@@ -22,11 +21,13 @@ pub fn watch(cli: &Cli, args: &WatchArgs) -> Result<ExitCode, Failure> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PIPELINE));
     let overrides = overrides(&args.pipeline)?;
-    let (engine, pipeline) = open(&file, &overrides)?;
+    let (mut engine, pipeline) = open(&file, &overrides)?;
     print_warnings(&pipeline);
-    let jobs = jobs(args.jobs);
+    let executor = crate::executor_cmd::chosen(args.executor)?;
+    crate::executor_cmd::install(&mut engine, executor, &pipeline)?;
+    let jobs = crate::executor_cmd::jobs(args.jobs, executor);
     let kill_grace = args.kill_grace;
-    let gpus = gpus_for(&pipeline, args.gpus);
+    let gpus = crate::executor_cmd::gpus(&pipeline, args.gpus, executor);
     let signals = SignalChannel::install()?;
     let (tx, rx) = crossbeam_channel::unbounded();
     let json = args.json;

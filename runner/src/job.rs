@@ -460,8 +460,8 @@ fn invoke(
 
 /// Whether a built-in stage runs as its own `sluice __stage` process through the executor (on a
 /// cluster node) rather than in this process. The one place that decides it.
-fn runs_remotely(ctx: &RunCtx, _stage: &StageDef) -> bool {
-    ctx.executor.remote()
+fn runs_remotely(ctx: &RunCtx, stage: &StageDef) -> bool {
+    ctx.executor.remote() && !stage.slurm.local
 }
 
 /// A stopped or failed stage leaves nothing behind that a later run could mistake for a result.
@@ -579,8 +579,23 @@ impl ProcessHost for JobProcesses<'_> {
             cancel: &self.job.cancel,
             events: self.events,
             log: self.log,
+            job: job_facts(self.ctx, &self.ctx.pipeline.stages[idx]),
         };
         self.ctx.executor.execute(spec, &ctl)
+    }
+}
+
+fn job_facts<'a>(ctx: &'a RunCtx, stage: &'a StageDef) -> crate::exec::JobFacts<'a> {
+    crate::exec::JobFacts {
+        stage: &stage.id.0,
+        pipeline: &ctx.pipeline.name,
+        run_id: &ctx.run_id,
+        workspace: &ctx.pipeline.root,
+        cpus: stage.cpus,
+        gpus: stage.gpus,
+        memory: stage.memory,
+        timeout: stage.timeout,
+        slurm: &stage.slurm,
     }
 }
 
@@ -634,7 +649,11 @@ fn run_process(
             return Err(format!("exited with code {code}{detail}"));
         }
         (None, Some(sig)) => return Err(format!("killed by signal {sig}")),
-        (None, None) => return Err("ended without an exit status".into()),
+        (None, None) => {
+            return Err(out
+                .lost
+                .unwrap_or_else(|| "ended without an exit status".into()))
+        }
     }
     if protocol {
         match out.result {
@@ -683,6 +702,7 @@ pub(crate) fn start_process(
         cancel: &job.cancel,
         events,
         log,
+        job: job_facts(ctx, &ctx.pipeline.stages[idx]),
     };
     tracing::debug!(stage = %ctx.pipeline.stages[idx].id, program = %spec.program, args = ?spec.args, "spawning");
     ctx.executor.execute(spec, &ctl).map_err(|e| {

@@ -98,10 +98,33 @@ pub struct StageDef {
     /// than it asks for, it gets what there is instead of failing.
     pub gpus_optional: bool,
     pub timeout: Option<Duration>,
+    /// `resources: {memory: 4G}` in bytes. Not part of the key (like `cpus`): how much memory a
+    /// stage is given does not change what it writes. Locally it only documents the need; the
+    /// Slurm executor asks for it (`--mem`).
+    pub memory: Option<u64>,
+    /// How a cluster executor submits this stage: `executor:`'s defaults merged with the
+    /// stage's own override. Never part of the key, so a cluster run and a local run share the
+    /// cache.
+    pub slurm: SlurmJob,
     pub version: Option<String>,
     /// Environment facts a built-in stage declares as relevant to its results.
     pub facts: Vec<(String, String)>,
 }
+
+/// A stage's Slurm settings (`executor:` in the pipeline), defaults and override merged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlurmJob {
+    /// `local: true`: runs on the submitting machine whatever the executor.
+    pub local: bool,
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    /// Extra `sbatch` arguments: the defaults', then the stage's own (a later flag wins).
+    pub sbatch_args: Vec<String>,
+}
+
+/// How often the Slurm executor asks `squeue` about its live jobs, unless the pipeline says.
+pub const DEFAULT_SLURM_POLL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -128,6 +151,8 @@ pub struct Pipeline {
     /// The promoted params layered over `params:` (under `--set`), when the pipeline has a
     /// promoted file and the load layered it.
     pub promoted: Option<crate::sweep::promote::Promoted>,
+    /// `executor.slurm.poll`: how often `squeue` is asked about live jobs.
+    pub slurm_poll: Duration,
 }
 
 impl Pipeline {

@@ -28,6 +28,7 @@ pub fn pipeline_schema(registry: &StageRegistry) -> Value {
                 "description": "Values referenced as `${{ params.NAME }}`; override with `sluice run --set NAME=VALUE`."
             },
             "sweep": sweep_schema(),
+            "executor": executor_schema(),
             "plugins": {
                 "type": "object",
                 "description": "External stage kinds speaking the JSON stage protocol.",
@@ -81,7 +82,8 @@ pub fn pipeline_schema(registry: &StageRegistry) -> Value {
                             "additionalProperties": false,
                             "properties": {
                                 "cpus": {"type": "integer", "minimum": 1},
-                                "gpus": {"type": "integer", "minimum": 0}
+                                "gpus": {"type": "integer", "minimum": 0},
+                                "memory": {"type": "string", "pattern": "^[0-9]+[KMGTkmgt]$", "description": "e.g. 512M, 4G (powers of 1024), 1M to 64T; Slurm's --mem. Not part of the key."}
                             }
                         },
                         "timeout": {"type": ["string", "number"], "description": "e.g. 90s, 10m, 1h30m"},
@@ -158,6 +160,35 @@ fn widen(schema: &mut Value) {
     let expression = json!({"type": "string", "pattern": r"^\s*\$\{\{.*\}\}\s*$"});
     outer.insert("anyOf".into(), json!([inner, expression]));
     *schema = Value::Object(outer);
+}
+
+/// `executor:` (docs/cluster.md), as `spec::executor` reads it.
+fn executor_schema() -> serde_json::Value {
+    let slurm = |extra: serde_json::Value| {
+        let mut props = json!({
+            "partition": {"type": "string"},
+            "account": {"type": "string"},
+            "qos": {"type": "string"},
+            "sbatch_args": {"type": "array", "items": {"type": ["string", "number"]}, "description": "Extra sbatch arguments, after sluice's own (a later flag wins); a stage's come after the defaults'."}
+        });
+        if let (Some(p), Some(e)) = (props.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        json!({"type": "object", "additionalProperties": false, "properties": props})
+    };
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "description": "Where stages run under `--executor slurm`; never part of a stage's key.",
+        "properties": {
+            "slurm": slurm(json!({"poll": {"type": ["string", "number"], "description": "How often squeue is asked about live jobs (200ms to 10m; default 2s)."}})),
+            "stages": {
+                "type": "object",
+                "description": "Per-stage overrides, by the stage's name as written under `stages:`.",
+                "additionalProperties": slurm(json!({"local": {"type": "boolean", "description": "Run this stage on the submitting machine."}}))
+            }
+        }
+    })
 }
 
 /// `sweep:` (docs/sweeps.md), as `sweep::section` reads it.

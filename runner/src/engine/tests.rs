@@ -23,6 +23,7 @@ impl Executor for Writes {
             code: Some(0),
             signal: None,
             result: None,
+            lost: None,
         })
     }
 }

@@ -4,6 +4,8 @@
 //! end of file on its pipe and SIGKILLs each registered group still alive, then every process
 //! still holding sluice's run lock (`procfs::kill_flock_holders`), and exits.
 //!
+//! Slurm jobs (`exec::slurm`) are registered the same way, by job id, and `scancel`led.
+//!
 //! Why a process and not something in the kernel: `PR_SET_PDEATHSIG` reaches only the direct
 //! child (it is cleared across `fork`, so `sh -c "a; b > f"`'s grandchildren survive), fires
 //! when the spawning *thread* exits, and needs a `pre_exec` hook, which makes std `fork` instead
@@ -115,6 +117,25 @@ impl Drop for Tracked {
     }
 }
 
+/// A registered Slurm job; dropping it tells the guardian the job has ended.
+#[must_use = "dropping it unregisters the job at once"]
+pub struct TrackedJob {
+    job: u64,
+}
+
+/// Registers a Slurm job with the guardian, which runs `scancel` for it if sluice ends while it
+/// is registered.
+pub fn track_slurm_job(job: u64) -> TrackedJob {
+    send(&format!("+s{job}\n"));
+    TrackedJob { job }
+}
+
+impl Drop for TrackedJob {
+    fn drop(&mut self) {
+        send(&format!("-s{}\n", self.job));
+    }
+}
+
 fn send(line: &str) {
     let mut st = lock();
     ensure_running(&mut st);
@@ -141,10 +162,15 @@ pub fn serve(owner: i32, owner_start: u64, owner_pgid: i32) -> io::Result<()> {
         }
     }
     let mut groups = HashSet::new();
+    let mut jobs = std::collections::BTreeSet::new();
     let stdin = io::stdin();
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
-        if let Some(g) = line.strip_prefix('+').and_then(|n| n.parse::<i32>().ok()) {
+        if let Some(j) = line.strip_prefix("+s").and_then(|n| n.parse::<u64>().ok()) {
+            jobs.insert(j);
+        } else if let Some(j) = line.strip_prefix("-s").and_then(|n| n.parse::<u64>().ok()) {
+            jobs.remove(&j);
+        } else if let Some(g) = line.strip_prefix('+').and_then(|n| n.parse::<i32>().ok()) {
             if g > 1 {
                 groups.insert(g);
             }
@@ -157,6 +183,15 @@ pub fn serve(owner: i32, owner_start: u64, owner_pgid: i32) -> io::Result<()> {
     // before sluice could register it).
     for g in groups {
         super::signal_group(g, libc::SIGKILL);
+    }
+    // Slurm jobs it submitted and did not see end: nothing of the run stays in the queue.
+    if !jobs.is_empty() {
+        let _ = Command::new("scancel")
+            .args(jobs.iter().map(u64::to_string))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
     // SAFETY: getpgrp(2) cannot fail.
     let mine = unsafe { libc::getpgrp() };

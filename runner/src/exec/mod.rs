@@ -8,6 +8,7 @@ mod logfile;
 mod process;
 pub mod procfs;
 pub mod protocol;
+pub mod slurm;
 
 pub use child::{output, run_in_group, GroupIo};
 pub use logfile::StageLog;
@@ -48,6 +49,9 @@ pub struct ExecOutcome {
     pub signal: Option<i32>,
     /// The protocol's final `result` message, if one came.
     pub result: Option<protocol::ResultMsg>,
+    /// Why the process ended without an exit status, when the executor knows better than
+    /// "no status" (a Slurm job ended by its time limit, or cancelled by someone else).
+    pub lost: Option<String>,
 }
 
 /// What an executor may call back into while a process runs.
@@ -57,6 +61,23 @@ pub struct ExecControl<'a> {
     pub cancel: &'a CancelToken,
     pub events: &'a StageEventSink,
     pub log: &'a StageLog,
+    /// What a cluster executor asks the cluster for; a local executor ignores it.
+    pub job: JobFacts<'a>,
+}
+
+/// The stage a process belongs to, as a cluster executor needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct JobFacts<'a> {
+    pub stage: &'a str,
+    pub pipeline: &'a str,
+    pub run_id: &'a str,
+    pub workspace: &'a std::path::Path,
+    pub cpus: u32,
+    pub gpus: u32,
+    /// Bytes.
+    pub memory: Option<u64>,
+    pub timeout: Option<std::time::Duration>,
+    pub slurm: &'a crate::pipeline::SlurmJob,
 }
 
 pub trait Executor: Send + Sync {

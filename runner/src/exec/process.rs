@@ -32,31 +32,7 @@ impl Executor for LocalExecutor {
             GroupIo {
                 stdin: spec.stdin.as_deref(),
                 on_spawn: &on_spawn,
-                stdout: &mut |line| match (spec.stdout, protocol::parse_line(line)) {
-                    (Stdout::Protocol, Some(Ok(msg))) => match msg {
-                        Message::Progress {
-                            done,
-                            total,
-                            unit,
-                            message,
-                        } => ctl.events.progress(done, total, unit, message),
-                        Message::Log { level, message } => {
-                            ctl.log.line(&format!("[{level}] {message}"));
-                            ctl.events.log(&level, message);
-                        }
-                        Message::Metric { name, value, step } => {
-                            ctl.log.line(&format!("[metric] {name}={value}"));
-                            ctl.events.metric(&name, value, step);
-                        }
-                        Message::Result(r) => result = Some(r),
-                    },
-                    (Stdout::Protocol, Some(Err(e))) => {
-                        ctl.log.line(line);
-                        ctl.events
-                            .warn(format!("malformed protocol message ({e}): {line}"));
-                    }
-                    _ => ctl.log.line(line),
-                },
+                stdout: &mut |line| relay_stdout(spec.stdout, line, ctl, &mut result),
                 stderr: &mut |line| ctl.log.line(line),
                 kill_on_cancel: None,
             },
@@ -65,6 +41,7 @@ impl Executor for LocalExecutor {
             code: status.code(),
             signal: status.signal(),
             result,
+            lost: None,
         })
     }
 }
@@ -83,6 +60,42 @@ impl Executor for RemoteLocalExecutor {
 
     fn remote(&self) -> bool {
         true
+    }
+}
+
+/// One line of a stage's stdout: protocol messages become events (the final `result` is kept),
+/// anything else goes to the log. Shared by every executor, so a stage reads the same wherever
+/// it runs.
+pub(super) fn relay_stdout(
+    kind: Stdout,
+    line: &str,
+    ctl: &ExecControl<'_>,
+    result: &mut Option<protocol::ResultMsg>,
+) {
+    match (kind, protocol::parse_line(line)) {
+        (Stdout::Protocol, Some(Ok(msg))) => match msg {
+            Message::Progress {
+                done,
+                total,
+                unit,
+                message,
+            } => ctl.events.progress(done, total, unit, message),
+            Message::Log { level, message } => {
+                ctl.log.line(&format!("[{level}] {message}"));
+                ctl.events.log(&level, message);
+            }
+            Message::Metric { name, value, step } => {
+                ctl.log.line(&format!("[metric] {name}={value}"));
+                ctl.events.metric(&name, value, step);
+            }
+            Message::Result(r) => *result = Some(r),
+        },
+        (Stdout::Protocol, Some(Err(e))) => {
+            ctl.log.line(line);
+            ctl.events
+                .warn(format!("malformed protocol message ({e}): {line}"));
+        }
+        _ => ctl.log.line(line),
     }
 }
 

@@ -180,6 +180,7 @@ impl ProcessHost for NodeProcesses<'_> {
             code: status.code(),
             signal: status.signal(),
             result,
+            lost: None,
         })
     }
 }

@@ -77,6 +77,8 @@ pub struct RawStage {
     pub cpus: u32,
     pub gpus: u32,
     pub timeout: Option<String>,
+    /// `resources.memory` in bytes.
+    pub memory: Option<u64>,
     /// Variable name and its value; `None` passes sluice's own value through.
     pub env: Vec<(String, Option<String>)>,
     pub version: Option<String>,
@@ -107,6 +109,8 @@ pub struct RawPipeline {
     pub stages: Vec<RawStage>,
     /// `sweep:` as written; read by `sweep::spec`.
     pub sweep: Option<Value>,
+    /// `executor:`, checked for shape; stage names are resolved by `validate`.
+    pub executor: Option<super::executor::RawExecutor>,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -116,6 +120,7 @@ const TOP_KEYS: &[&str] = &[
     "plugins",
     "stages",
     "sweep",
+    "executor",
 ];
 const STAGE_KEYS: &[&str] = &[
     "uses",
@@ -132,7 +137,7 @@ const STAGE_KEYS: &[&str] = &[
     "matrix",
 ];
 const PLUGIN_KEYS: &[&str] = &["command", "description"];
-const RESOURCE_KEYS: &[&str] = &["cpus", "gpus"];
+const RESOURCE_KEYS: &[&str] = &["cpus", "gpus", "memory"];
 
 /// Parses YAML text (through `read_yaml`, within its bounds). A syntax error or a crossed bound
 /// is returned as the only problem, and `Problems::is_fatal` says so.
@@ -197,6 +202,9 @@ pub fn parse_raw(source: &str) -> (RawPipeline, Problems) {
     }
     if let Some(v) = map.get("sweep") {
         raw.sweep = Some(v.clone());
+    }
+    if let Some(v) = map.get("executor") {
+        raw.executor = super::executor::read(v, &root.k("executor"), &mut problems);
     }
     if let Some(v) = map.get("plugins") {
         let p = root.k("plugins");
@@ -296,6 +304,7 @@ fn stage(name: &str, v: &Value, path: &YPath, problems: &mut Problems) -> Option
         cpus: 1,
         gpus: 0,
         timeout: None,
+        memory: None,
         env: Vec::new(),
         version: None,
         matrix: Vec::new(),
@@ -391,6 +400,9 @@ fn stage(name: &str, v: &Value, path: &YPath, problems: &mut Problems) -> Option
                     s.gpus = n;
                 }
             }
+            if let Some(v) = rm.get("memory") {
+                s.memory = memory(v, &p.k("memory"), problems);
+            }
         }
     }
     if let Some(v) = m.get("timeout") {
@@ -435,7 +447,7 @@ fn stage(name: &str, v: &Value, path: &YPath, problems: &mut Problems) -> Option
     Some(s)
 }
 
-fn check_keys(
+pub(super) fn check_keys(
     m: &yaml_serde::Mapping,
     path: &YPath,
     allowed: &[&str],
@@ -502,7 +514,12 @@ pub(super) fn key_str(k: &Value, parent: &YPath, problems: &mut Problems) -> Opt
     }
 }
 
-fn string(v: &Value, path: &YPath, what: &str, problems: &mut Problems) -> Option<String> {
+pub(super) fn string(
+    v: &Value,
+    path: &YPath,
+    what: &str,
+    problems: &mut Problems,
+) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         other => {
@@ -517,7 +534,12 @@ fn string(v: &Value, path: &YPath, what: &str, problems: &mut Problems) -> Optio
 }
 
 /// Strings, numbers and booleans, as text (for `timeout: 30` and `version: 2`).
-fn scalar_string(v: &Value, path: &YPath, what: &str, problems: &mut Problems) -> Option<String> {
+pub(super) fn scalar_string(
+    v: &Value,
+    path: &YPath,
+    what: &str,
+    problems: &mut Problems,
+) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -555,6 +577,58 @@ fn count(v: &Value, path: &YPath, name: &str, min: u64, problems: &mut Problems)
             None
         }
     }
+}
+
+/// The least and most memory a stage may ask for: under a mebibyte is surely a missing unit,
+/// and 64 TiB is beyond any node.
+const MIN_MEMORY: u64 = 1 << 20;
+const MAX_MEMORY: u64 = 64 << 40;
+
+/// `resources.memory`: a whole number with a binary unit (`512M`, `4G`; `K`, `M`, `G`, `T`),
+/// from [`MIN_MEMORY`] to [`MAX_MEMORY`].
+fn memory(v: &Value, path: &YPath, problems: &mut Problems) -> Option<u64> {
+    let help = "write a whole number with a unit: `512M`, `4G` (K, M, G and T are powers of 1024)";
+    let parsed = match v {
+        Value::String(s) => parse_memory(s),
+        _ => None,
+    };
+    match parsed {
+        Some(n) if (MIN_MEMORY..=MAX_MEMORY).contains(&n) => Some(n),
+        Some(_) => {
+            problems.push(
+                path,
+                format!("`memory` must be from 1M to 64T, found {}", found(v)),
+                None,
+            );
+            None
+        }
+        None => {
+            problems.push(
+                path,
+                format!("`memory` must be an amount like `4G`, found {}", found(v)),
+                Some(help.into()),
+            );
+            None
+        }
+    }
+}
+
+/// `4G` → 4 GiB in bytes; `None` for anything else (a bare number has no unit to trust).
+pub fn parse_memory(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let unit = t.chars().last()?.to_ascii_uppercase();
+    let shift = match unit {
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        'T' => 40,
+        _ => return None,
+    };
+    let digits = &t[..t.len() - 1];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(1u64 << shift)
 }
 
 /// A value as a message names it: scalars as written, the rest by their type.

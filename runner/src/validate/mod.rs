@@ -11,6 +11,7 @@
 
 mod duration;
 mod edges;
+mod executor;
 mod kinds;
 mod outputs;
 mod params;
@@ -253,6 +254,7 @@ impl Validator<'_, '_> {
         let plugins = self.plugins(&raw.plugins);
         let bases = self.stage_names(&raw.stages);
         let sweep = self.sweep(raw.sweep.as_ref(), &params, &raw.stages);
+        let executor = self.executor(raw.executor.as_ref(), &bases);
         crate::spec::matrix::expand(&mut raw, self.problems);
         if let Some(layout) = self.opts.sweep {
             layout.apply(&mut raw);
@@ -276,6 +278,7 @@ impl Validator<'_, '_> {
             by_base: &by_base,
             stages: &raw.stages,
             sweep: declared.sweep.as_ref(),
+            executor: &executor,
         };
         let (mut stages, input_at, mut edges) =
             self.define_stages(&raw.stages, declared.kinds, &known);
@@ -296,6 +299,7 @@ impl Validator<'_, '_> {
             sweep,
             warnings: Vec::new(),
             promoted: None,
+            slurm_poll: executor.poll(),
         })
     }
 

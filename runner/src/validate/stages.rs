@@ -29,6 +29,7 @@ pub(super) struct Known<'k> {
     /// (`None` outside a sweep): a path written literally in a trial's `inputs:` means that
     /// trial's copy.
     pub(super) sweep: Option<&'k SweepPaths>,
+    pub(super) executor: &'k super::executor::ExecutorSettings,
 }
 
 /// Where a sweep moved outputs: logical output path → the stages whose outputs it was.
@@ -136,6 +137,8 @@ impl Validator<'_, '_> {
             gpus: s.gpus,
             gpus_optional: kind_facts.gpus_optional,
             timeout,
+            memory: s.memory,
+            slurm: known.executor.job_for(&s.base),
             version: s.version.clone(),
             facts: kind_facts.facts,
         };

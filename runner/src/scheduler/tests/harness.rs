@@ -155,6 +155,7 @@ impl Executor for Fake {
                 code: None,
                 signal: Some(libc::SIGTERM),
                 result: None,
+                lost: None,
             });
         }
         let code = if act == Act::HoldThenFail {
@@ -170,6 +171,7 @@ impl Executor for Fake {
             code: Some(code),
             signal: None,
             result: None,
+            lost: None,
         })
     }
 }
