@@ -450,16 +450,7 @@ fn builtin_pipeline(ws: &Ws, name: &str) {
 #[test]
 fn built_in_stages_run_on_a_node_and_match_a_local_run() {
     need_cluster!();
-    // Built-in stages reach a node as `sluice __stage JOB.json` (the one-stage mode); a binary
-    // without that mode runs them in process even under `--executor slurm`.
-    let probe = std::process::Command::new(BIN)
-        .arg("__stage")
-        .output()
-        .unwrap();
-    if String::from_utf8_lossy(&probe.stderr).contains("unrecognized subcommand") {
-        println!("SKIPPED: slurm tests: built-in stages through Slurm need the one-stage mode (`sluice __stage`), not in this build");
-        return;
-    }
+    // Built-in stages reach a node as `sluice __stage JOB.json` (the one-stage mode).
     let name = unique("builtin");
     let (local, cluster) = (Ws::new(), Ws::new());
     builtin_pipeline(&local, &name);
@@ -479,4 +470,47 @@ fn built_in_stages_run_on_a_node_and_match_a_local_run() {
     ] {
         assert_eq!(local.read(f), cluster.read(f), "{f} differs");
     }
+}
+
+#[test]
+fn training_evaluation_and_deploy_run_on_a_node_too() {
+    need_cluster!();
+    // The whole iris pipeline: train's Python worker starts on the node, evaluate loads ONNX
+    // Runtime there, deploy publishes from there; the submitter keys, checks and stores.
+    let name = unique("iris");
+    let (local, cluster) = (Ws::new(), Ws::new());
+    for ws in [&local, &cluster] {
+        ws.copy_from_repo("examples/data/iris.csv");
+        let iris = std::fs::read_to_string(repo().join("pipelines/iris.yaml"))
+            .unwrap()
+            .replace("name: iris", &format!("name: {name}"))
+            .replace("epochs: 60", "epochs: 5")
+            .replace("\">= 0.8\"", "\">= 0.0\"");
+        ws.pipeline(&iris);
+    }
+    local.run(&["--executor", "local"]).assert_ok();
+    let r = cluster.run(&["--executor", "slurm"]);
+    r.assert_ok();
+    for stage in ["train", "evaluate", "deploy"] {
+        assert_eq!(submitted(&cluster, stage).len(), 1, "{stage} ran as a job");
+    }
+    // Per-epoch metrics came back live from the node.
+    assert!(
+        r.events()
+            .iter()
+            .any(|e| e["event"] == "stage_metric" && e["stage"] == "train" && e["step"] == 5),
+        "{}",
+        r.stdout
+    );
+    // Same predictions, same metrics, one published version.
+    for f in ["out/iris/metrics.json", "out/iris/predictions.csv"] {
+        assert_eq!(local.read(f), cluster.read(f), "{f} differs");
+    }
+    // (`name: iris` was replaced everywhere, the deploy stage's registry name included.)
+    assert!(cluster.exists(&format!("models/{name}/1/model.onnx")));
+    assert!(!cluster.exists(&format!("models/{name}/2")));
+    // A rerun submits nothing.
+    let again = cluster.run(&["--executor", "slurm"]);
+    again.assert_ok();
+    assert!(again.started().is_empty(), "{:?}", again.started());
 }
