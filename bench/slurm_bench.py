@@ -21,7 +21,9 @@ Tools:
                  sacct, never sees a job finish when accounting storage is disabled), first
                  status check after 1 s instead of 40 s, status every 1 s instead of 10 s.
   snakemake-slurm-defaults  (--smk-defaults) the plugin's defaults, bounded by --smk-timeout: on
-                 this cluster it never registers a completion (see docs/cluster.md).
+                 this cluster it never registers a completion (status by sacct fails).
+  snakemake-slurm-squeue-only  (--smk-defaults) the defaults but `--slurm-status-command squeue`:
+                 what the 40 s first wait and the 10 s status interval cost.
 
 Snakemake is run from a virtual environment (--snakemake, default .venv-snakemake/bin/snakemake);
 create it with
@@ -146,7 +148,11 @@ def tools(args) -> dict[str, list[str] | str]:
     else:
         t["snakemake-slurm"] = [smk, "--executor", "slurm", "--jobs", "100", *FAIR_FLAGS, "--quiet", "all"]
         if args.smk_defaults:
+            # The plugin's defaults (status by sacct, first check after 40 s, then every 10 s), and
+            # the same with only the status command switched, the least a user here must change.
             t["snakemake-slurm-defaults"] = [smk, "--executor", "slurm", "--jobs", "100", "--quiet", "all"]
+            t["snakemake-slurm-squeue-only"] = [smk, "--executor", "slurm", "--jobs", "100",
+                                                "--slurm-status-command", "squeue", "--quiet", "all"]
     return t
 
 
