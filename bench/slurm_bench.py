@@ -83,10 +83,21 @@ def timed(argv: list[str], cwd: Path, timeout: float, logfile: Path) -> tuple[fl
         return time.perf_counter() - t0, rc
 
 
-def scancel_ours(name_prefix: str | None = None) -> None:
-    """Leave nothing of a killed run in the queue (a timed-out Snakemake leaves its jobs)."""
-    subprocess.run(["scancel", "--user", os.environ.get("USER", "root")] +
-                   ([f"--name={name_prefix}"] if name_prefix else []), capture_output=True)
+def queued() -> dict[str, str]:
+    """Job id -> job name of everything in the queue."""
+    r = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True)
+    return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+
+
+def scancel_ours(before: dict[str, str]) -> None:
+    """Leave nothing of a killed run in the queue (a timed-out Snakemake leaves its jobs).
+
+    Only jobs that appeared during the run and are not another sluice's (others test against
+    the same cluster): Snakemake names its jobs by its run's UUID, sluice by `sluice:PIPELINE:`."""
+    mine = [i for i, name in queued().items() if i not in before
+            and (not name.startswith("sluice:") or name.startswith(("sluice:bench-", "sluice:iris:")))]
+    if mine:
+        subprocess.run(["scancel", *mine], capture_output=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,7 +177,7 @@ def main() -> None:
     ap.add_argument("--only", default="layered,iris", help="comma-separated: layered, iris")
     ap.add_argument("--tools", default="", help="comma-separated subset of the tools")
     ap.add_argument("--smk-defaults", action="store_true", help="also Snakemake with the plugin's defaults")
-    ap.add_argument("--smk-timeout", type=float, default=300, help="seconds before a Snakemake run is killed")
+    ap.add_argument("--smk-timeout", type=float, default=1800, help="seconds before a Snakemake run is killed")
     ap.add_argument("--json", default="", help="JSON output (default bench/results/slurm-DATE.json)")
     args = ap.parse_args()
     SLUICE = str(Path(args.sluice).resolve())
@@ -193,11 +204,12 @@ def main() -> None:
                 ws.mkdir()
                 PIPELINES[pipe](ws, args.stages)
                 timeout = args.smk_timeout if tool.startswith("snakemake") else 1800
+                before = queued()
                 wall, rc = timed(argv, ws, timeout, ws / "bench.log")
                 if rc == 0 and not complete(pipe, ws, args.stages):
                     rc = -1  # exited 0 without its outputs: not a valid run
                 if rc != 0:
-                    scancel_ours()
+                    scancel_ours(before)
                 log(f"{pipe:8} {tool:26} run {i + 1}/{args.runs}: {wall:7.2f} s rc={rc}"
                     + ("" if rc == 0 else f" (log: {ws / 'bench.log'})"))
                 walls.append(wall)
