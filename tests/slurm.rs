@@ -514,3 +514,96 @@ fn training_evaluation_and_deploy_run_on_a_node_too() {
     again.assert_ok();
     assert!(again.started().is_empty(), "{:?}", again.started());
 }
+
+#[test]
+fn a_workspace_the_nodes_do_not_share_is_refused_with_a_hint() {
+    need_cluster!();
+    // A node that sees another directory at the workspace's path: an `sbatch` shim moves the
+    // probe job's paths elsewhere, as a node-local disk would, so its status file never
+    // appears here.
+    let ws = Ws::new();
+    let name = unique("unshared");
+    ws.pipeline(&format!(
+        "name: {name}\nstages:\n  a: {{run: \"echo hi > ${{{{ outputs.o }}}}\", outputs: [o]}}\n"
+    ));
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v sbatch"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let elsewhere = ws.path("node-local");
+    let root = ws.root().canonicalize().unwrap();
+    ws.write(
+        "shims/sbatch",
+        &format!(
+            "#!/bin/sh\nfor a; do last=$a; done\ncase $last in */.probe/*) mkdir -p '{e}' && sed -i \"s#{r}/.sluice#{e}#g\" \"$last\";; esac\nexec '{real}' \"$@\"\n",
+            e = elsewhere.display(),
+            r = root.display(),
+            real = real.trim()
+        ),
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            ws.path("shims/sbatch"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        ws.path("shims").display(),
+        std::env::var("PATH").unwrap()
+    );
+    let r = to_run(
+        ws.command(&["run", "--executor", "slurm"])
+            .env("PATH", path)
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    let text = format!("{}{}", r.stdout, r.stderr);
+    assert!(text.contains("filesystem"), "{text}");
+    assert!(
+        !ws.exists(&format!("out/{name}/a/o")),
+        "the stage did not run"
+    );
+    assert!(queued(&name, "a").is_empty());
+}
+
+#[test]
+fn a_sweep_runs_its_trials_as_jobs() {
+    need_cluster!();
+    let ws = Ws::new();
+    let name = unique("sweep");
+    ws.pipeline(&format!(
+        r#"
+name: {name}
+params: {{n: 1}}
+sweep: {{params: {{n: [1, 2, 3]}}, metric: fit.v}}
+stages:
+  fit:
+    run: |
+      echo '{{"v": ${{{{ params.n }}}}}}' > ${{{{ outputs.m }}}}
+    outputs: {{m: out/m.json}}
+"#
+    ));
+    let r = ws.sluice(&["sweep", "--executor", "slurm", "--json"]);
+    r.assert_ok();
+    for n in 1..=3 {
+        assert_eq!(
+            submitted(&ws, &format!("fit@trial={n}")).len(),
+            1,
+            "trial {n}"
+        );
+    }
+    let done = r
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "sweep_finished")
+        .unwrap();
+    assert_eq!(done["best"], 3);
+}
