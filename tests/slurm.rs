@@ -607,3 +607,28 @@ stages:
         .unwrap();
     assert_eq!(done["best"], 3);
 }
+
+#[test]
+fn the_display_shows_where_a_job_runs() {
+    need_cluster!();
+    // A job that runs for three polls: the live display (a progress message, in `--json` a
+    // `stage_progress` event) says it is running and on which node.
+    let ws = Ws::new();
+    let name = unique("display");
+    ws.pipeline(&format!(
+        "name: {name}\nexecutor:\n  slurm: {{poll: 1s}}\nstages:\n  a: {{run: \"sleep 3; echo hi > ${{{{ outputs.o }}}}\", outputs: [o]}}\n"
+    ));
+    let r = ws.run(&["--executor", "slurm"]);
+    r.assert_ok();
+    let node =
+        String::from_utf8(Command::new("hostname").arg("-s").output().unwrap().stdout).unwrap();
+    assert!(
+        r.events().iter().any(|e| e["event"] == "stage_progress"
+            && e["stage"] == "a"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("running on") && m.contains(node.trim()))),
+        "{}",
+        r.stdout
+    );
+}
