@@ -364,6 +364,8 @@ impl Engine {
         }
         let _ = self.ws.register_lock_file(&pipeline.lock_path());
         let _ = std::fs::remove_dir_all(self.ws.dir.join("tmp").join(&run_id));
+        // The run's Slurm job directories: every job has ended and its output is in the logs.
+        let _ = std::fs::remove_dir_all(self.ws.dir.join("slurm").join(&run_id));
         let summary = RunSummary {
             run_id,
             stages: report.stages,

@@ -7,7 +7,8 @@
 //!   outputs (a whole directory for a directory output), and built-in stage outputs moved across
 //!   file systems (`Staged` in the stages crate);
 //! - `.sluice/tmp/<run-id>/`, a run's scratch space, where built-in stages also write their
-//!   outputs before moving them into place; the run id ends in `-PID`.
+//!   outputs before moving them into place, and `.sluice/slurm/<run-id>/`, its Slurm jobs'
+//!   directories; the run id ends in `-PID`.
 //!
 //! A temporary is removed only when the process named in it is gone. The run lock keeps other
 //! runs out, but `status` and `run --dry-run` save the hash memo without taking it, and a live
@@ -64,7 +65,10 @@ pub(crate) fn sweep(ws: &Workspace, dirs: &BTreeSet<PathBuf>, dry_run: bool) -> 
             }
         }
     }
-    if let Ok(rd) = fs::read_dir(ws.dir.join("tmp")) {
+    // A run's scratch space and its Slurm job directories (`.sluice/slurm/<run-id>/`: job
+    // scripts, status files, the one-stage mode's job descriptions).
+    for runs in [ws.dir.join("tmp"), ws.dir.join("slurm")] {
+        let Ok(rd) = fs::read_dir(runs) else { continue };
         for entry in rd.flatten() {
             if run_owner(&entry.file_name().to_string_lossy()).is_some_and(|pid| !alive(pid)) {
                 doomed.push(entry.path());
@@ -140,12 +144,22 @@ mod tests {
             .join("tmp")
             .join(format!("20261206T201908.123Z-{mine}"));
         fs::create_dir_all(&live_run).unwrap();
+        let dead_jobs = ws
+            .dir
+            .join("slurm")
+            .join(format!("20261206T201908.123Z-{dead}"));
+        fs::create_dir_all(dead_jobs.join("train")).unwrap();
+        fs::write(dead_jobs.join("train/job.sh"), b"#!/bin/sh\n").unwrap();
 
         let dirs = BTreeSet::from([out.clone()]);
-        assert_eq!(sweep(&ws, &dirs, true), 3);
+        assert_eq!(sweep(&ws, &dirs, true), 4);
         assert!(dead_dir.exists(), "a dry run removes nothing");
-        assert_eq!(sweep(&ws, &dirs, false), 3);
+        assert_eq!(sweep(&ws, &dirs, false), 4);
         assert!(!dead_dir.exists() && !dead_memo.exists() && !dead_run.exists());
+        assert!(
+            !dead_jobs.exists(),
+            "a killed run's Slurm job directories go too"
+        );
         assert!(
             live.exists() && live_run.exists(),
             "a live process keeps its own"

@@ -107,6 +107,11 @@ pub(crate) fn run_remotely(
         stdin: None,
         stdout: Stdout::Protocol,
     };
+    // The stage log says where a built-in stage ran: on a cluster, not in this process.
+    inv.log.line(&format!(
+        "[{STAGE_ARG}] running as its own process: {}",
+        path.display()
+    ));
     let out = start_process(ctx, job, &spec, inv.events, inv.log, inv.tx)?;
     match (out.result, out.code, out.signal) {
         (Some(r), _, _) if !r.is_ok() => {
