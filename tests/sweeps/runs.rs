@@ -191,8 +191,7 @@ stages:
     ws.sluice(&["sweep", "-j", "2"]).assert_ok();
     // One job: the same sweep (resumed, nothing cached) fails its first trial.
     let ws1 = Ws::new();
-    ws1.write("meet.sh", &ws.read("meet.sh"))
-        .pipeline(&ws.read("sluice.yaml"));
+    ws1.write("meet.sh", MEET).pipeline(&ws.read("sluice.yaml"));
     let serial = ws1.sluice(&["sweep", "-j", "1", "--json"]);
     assert_eq!(serial.code, 1, "{}", serial.stderr);
 }

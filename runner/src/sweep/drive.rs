@@ -223,40 +223,22 @@ impl Prepared {
             .collect()
     }
 
-    /// The copy of the metric stage in trial `n`.
-    fn metric_copy(&self, n: usize) -> Option<usize> {
-        self.pipeline
-            .by_base
-            .get(
-                &self
-                    .pipeline
-                    .stages
-                    .iter()
-                    .find(|s| s.logical_is(&self.metric_stage))?
-                    .base,
-            )?
-            .iter()
-            .copied()
-            .find(|&i| {
-                self.trial_of(i) == Some(n)
-                    && self.pipeline.stages[i].logical_is(&self.metric_stage)
-            })
-    }
-}
-
-impl crate::pipeline::StageDef {
-    /// Whether this stage is a sweep's copy of `name` (or `name` itself).
-    fn logical_is(&self, name: &str) -> bool {
-        if self.id.0 == name {
-            return true;
+    /// Each trial's copy of the metric stage, found in one pass over the laid-out stages.
+    fn metric_copies(&self) -> HashMap<usize, usize> {
+        let mut copies = HashMap::new();
+        for (i, s) in self.pipeline.stages.iter().enumerate() {
+            let Some(n) = self.trial_of(i) else { continue };
+            let plain: Vec<(String, Json)> = s
+                .bindings
+                .iter()
+                .filter(|(k, _)| k != TRIAL_KEY)
+                .cloned()
+                .collect();
+            if crate::spec::matrix::instance_name(&s.base, &plain) == self.metric_stage {
+                copies.insert(n, i);
+            }
         }
-        let plain: Vec<(String, Json)> = self
-            .bindings
-            .iter()
-            .filter(|(k, _)| k != TRIAL_KEY)
-            .cloned()
-            .collect();
-        crate::spec::matrix::instance_name(&self.base, &plain) == name
+        copies
     }
 }
 
@@ -353,12 +335,9 @@ impl Watcher {
             }
         }
         let mut metric_paths = HashMap::new();
-        for t in &prep.trials {
-            if let Some(i) = prep.metric_copy(t.n) {
-                let s = &prep.pipeline.stages[i];
-                if let Some(p) = metrics_output(s) {
-                    metric_paths.insert(t.n, p.to_abs(&prep.pipeline.root));
-                }
+        for (n, i) in prep.metric_copies() {
+            if let Some(p) = metrics_output(&prep.pipeline.stages[i]) {
+                metric_paths.insert(n, p.to_abs(&prep.pipeline.root));
             }
         }
         let rule = prep.spec.prune.as_ref().map(|p| {
