@@ -116,10 +116,13 @@ pub(crate) fn check_up_to_date(ctx: &RunCtx, idx: usize) -> Option<Completed> {
     let root = &ctx.pipeline.root;
     let fp = Fingerprint::compute(stage, root, &ctx.hasher, &Overlay::new()).ok()?;
     let key = fp.key();
+    // Local only: a remote lookup here would put a network round trip per stage on the
+    // dispatcher's thread; a stage the remote has goes to a worker, which asks it.
+    let local = crate::cache::LocalOnly(ctx.store.as_ref());
     let checker = Checker {
         root,
         hasher: &ctx.hasher,
-        store: ctx.store.as_ref(),
+        store: &local,
     };
     match checker.decide(stage, &fp, &key, ctx.lock.stages.get(&stage.id.0)) {
         Decision::UpToDate(outputs) => Some(Completed { fp, key, outputs }),
