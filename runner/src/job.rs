@@ -26,6 +26,8 @@ pub(crate) struct RunCtx {
     pub ws: Workspace,
     pub hasher: Arc<Hasher>,
     pub store: Arc<dyn CacheStore>,
+    /// The remote cache behind `store`, when there is one (for its counts).
+    pub remote: Option<Arc<crate::cache::RemoteStore>>,
     pub registry: StageRegistry,
     pub executor: Arc<dyn Executor>,
     /// The lock as it was when the run started; a stage's own entry only changes after it ends.
@@ -157,6 +159,9 @@ pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult
             Ok(()) => match after_restore(ctx, stage) {
                 Ok(()) => {
                     if ctx.store.is_remote(&key) {
+                        if let Some(remote) = &ctx.remote {
+                            remote.count_restored();
+                        }
                         let _ = ctx.events.send(Event::StageLog {
                             stage: stage.id.0.clone(),
                             level: "info".into(),

@@ -52,9 +52,7 @@ impl CacheStore for TieredStore {
                 path: "the local cache".into(),
                 source: e,
             })?;
-        self.local.restore(root, record, hasher)?;
-        self.remote.count_restored();
-        Ok(())
+        self.local.restore(root, record, hasher)
     }
 
     fn verify(&self, record: &StageRecord, hasher: &Hasher) -> Result<(), RestoreError> {
@@ -176,7 +174,7 @@ mod tests {
         assert_eq!(fs::read(b.root.join("out/d/sub/b.txt")).unwrap(), b"second");
         // Now local: found without the remote.
         assert!(b.store.lookup_local(&rec.key).is_some());
-        assert_eq!(b.remote.finish_run(false).restored, 1);
+        assert_eq!(b.remote.finish_run(false).fetched_blobs, 4);
     }
 
     #[test]

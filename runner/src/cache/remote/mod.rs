@@ -307,7 +307,7 @@ impl RemoteStore {
     }
 
     /// Counts a stage restored from a remote record.
-    pub(crate) fn count_restored(&self) {
+    pub fn count_restored(&self) {
         self.shared
             .counters
             .restored
