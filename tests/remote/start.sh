@@ -109,7 +109,8 @@ if [ ! -e "$venv/.sluice-complete" ]; then
   echo "remote: installing moto $moto_version into $venv"
   rm -rf "$venv"
   mkdir -p "$(dirname "$venv")"
-  pip_log=$(dirname "$venv")/moto-install.log
+  pip_log=$dir/moto-install.log
+  mkdir -p "$dir"
   { python3 -m venv "$venv" && timeout 600 "$venv/bin/pip" install --disable-pip-version-check -q "moto[server]==$moto_version"; } >"$pip_log" 2>&1 \
     || fail "installing moto failed: $(tail -n 3 "$pip_log" | tr '\n' ' ')"
   touch "$venv/.sluice-complete"
