@@ -15,6 +15,8 @@ mod failures;
 mod restore;
 #[path = "remote_cache/secrets.rs"]
 mod secrets;
+#[path = "remote_cache/settings.rs"]
+mod settings;
 
 use common::remote::*;
 use common::*;

@@ -1,5 +1,5 @@
-//! `sluice cache push` / `cache pull`, and the read-only settings (`push: false`,
-//! `SLUICE_REMOTE_CACHE_PUSH=false`) that upload nothing.
+//! `sluice cache push` and `sluice cache pull`: what the lock file names, moved between the
+//! local cache and the remote.
 
 use super::*;
 
@@ -81,58 +81,4 @@ fn cache_commands_without_a_remote_say_how_to_set_one() {
             r.stderr
         );
     }
-}
-
-/// `cache: {remote: URL, push: false}` in the pipeline reads but never writes: a run uploads
-/// nothing, and once another workspace filled the remote, a clone with that pipeline restores
-/// from it. `SLUICE_REMOTE_CACHE_PUSH=false` does the same with the URL from the environment.
-fn push_false_uploads_nothing(backend: Backend) {
-    let remote = remote_or_skip!(backend, "push_false_uploads_nothing");
-    let read_only = format!(
-        "{PIPELINE}cache:\n  remote: {}\n  push: false\n",
-        remote.url
-    );
-    let ws = sources(&read_only);
-    let mut c = isolated(&ws, &["run", "--json"]);
-    c.envs(remote.env.iter().map(|(k, v)| (k, v)));
-    let r = output(c);
-    r.assert_ok();
-    assert_ran_all(&r);
-    assert!(warnings(&r).is_empty(), "{:?}", warnings(&r));
-    assert!(
-        remote.list().is_empty(),
-        "push: false uploaded {:?}",
-        remote.list()
-    );
-
-    let mut c = remote.command(&clone_of(&ws, &[]), &["run", "--json"]);
-    c.env("SLUICE_REMOTE_CACHE_PUSH", "false");
-    let r = output(c);
-    r.assert_ok();
-    assert_ran_all(&r);
-    assert!(
-        remote.list().is_empty(),
-        "SLUICE_REMOTE_CACHE_PUSH=false uploaded {:?}",
-        remote.list()
-    );
-
-    // The cache section is no part of any stage's key: a pushing run of the plain pipeline
-    // fills the remote, and the read-only pipeline restores from it.
-    remote.run(&sources(PIPELINE), &[]).assert_ok();
-    let clone = clone_of(&ws, &[]);
-    let mut c = isolated(&clone, &["run", "--json"]);
-    c.envs(remote.env.iter().map(|(k, v)| (k, v)));
-    let r = output(c);
-    assert_restored_all(&r);
-    assert_same_outputs(&ws, &clone);
-}
-
-#[test]
-fn push_false_uploads_nothing_on_file() {
-    push_false_uploads_nothing(Backend::File);
-}
-
-#[test]
-fn push_false_uploads_nothing_on_nginx() {
-    push_false_uploads_nothing(Backend::Nginx);
 }

@@ -113,6 +113,13 @@ fn a_remote_that_is_down_only_warns() {
         );
         assert_ran_all(&r);
         assert_same_outputs(&reference, &ws);
+
+        // Nothing moved: `cache push` fails (exit 1), saying so.
+        let mut c = isolated(&ws, &["cache", "push"]);
+        c.env("SLUICE_REMOTE_CACHE", url)
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        let r = output(c);
+        assert_eq!(r.code, 1, "{url}: cache push\n{}\n{}", r.stdout, r.stderr);
     }
 }
 

@@ -51,6 +51,13 @@ fn fresh_clone_restores_everything(backend: Backend) {
     assert_eq!(run_finished(&second)["remote"]["restored"], STAGES.len());
     assert_same_outputs(&ws, &clone);
 
+    // The terminal says where they came from.
+    let human = clone_of(&ws, &[]);
+    let r = remote.sluice(&human, &["run"]);
+    r.assert_ok();
+    let text = format!("{}{}", r.stdout, r.stderr);
+    assert!(text.contains("restored from remote"), "{text}");
+
     // Kept locally: without the remote, the outputs come back from the clone's own cache.
     std::fs::remove_dir_all(clone.path("out")).unwrap();
     let third = remote.run(&clone, &["--no-remote"]);
