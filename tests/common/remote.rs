@@ -120,6 +120,8 @@ impl Remote {
             Backend::File => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let root = dir.path().join("remote");
+                // As a shared directory would be: made by whoever set it up, not by sluice.
+                std::fs::create_dir(&root).unwrap();
                 Ok(Remote {
                     backend,
                     url: format!("file://{}", root.display()),
