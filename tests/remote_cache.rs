@@ -119,12 +119,18 @@ fn assert_same_outputs(a: &Ws, b: &Ws) {
     );
 }
 
-/// The run's warning events.
+/// The run's warning events, each as `stage S: MESSAGE` when it names a stage.
 fn warnings(r: &Run) -> Vec<String> {
     r.events()
         .into_iter()
         .filter(|e| e["event"] == "warning")
-        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .map(|e| {
+            let message = e["message"].as_str().unwrap_or_default();
+            match e["stage"].as_str() {
+                Some(stage) => format!("stage {stage}: {message}"),
+                None => message.to_string(),
+            }
+        })
         .collect()
 }
 
