@@ -51,12 +51,34 @@ fn fresh_clone_restores_everything(backend: Backend) {
     assert_eq!(run_finished(&second)["remote"]["restored"], STAGES.len());
     assert_same_outputs(&ws, &clone);
 
-    // The terminal says where they came from.
+    // Both the events and the terminal say where each stage came from.
+    for stage in STAGES {
+        let said = second.events().into_iter().any(|e| {
+            e["stage"] == stage
+                && ["stage_log", "stage_finished"].contains(&e["event"].as_str().unwrap_or(""))
+                && e["message"].as_str().is_some_and(|m| m.contains("remote"))
+        });
+        assert!(
+            said,
+            "no event says {stage} came from the remote:\n{}",
+            second.stdout
+        );
+    }
     let human = clone_of(&ws, &[]);
     let r = remote.sluice(&human, &["run"]);
     r.assert_ok();
     let text = format!("{}{}", r.stdout, r.stderr);
-    assert!(text.contains("restored from remote"), "{text}");
+    for stage in STAGES {
+        let said = text.lines().any(|l| {
+            l.contains("restored")
+                && l.contains("remote")
+                && l.split_whitespace().any(|w| w == stage)
+        });
+        assert!(
+            said,
+            "no line says {stage} was restored from the remote:\n{text}"
+        );
+    }
 
     // Kept locally: without the remote, the outputs come back from the clone's own cache.
     std::fs::remove_dir_all(clone.path("out")).unwrap();
