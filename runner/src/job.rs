@@ -153,11 +153,18 @@ pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult
         Decision::Restore(record) => match ctx.store.restore(root, &record, &ctx.hasher) {
             Ok(()) => match after_restore(ctx, stage) {
                 Ok(()) => {
+                    if ctx.store.is_remote(&key) {
+                        let _ = ctx.events.send(Event::StageLog {
+                            stage: stage.id.0.clone(),
+                            level: "info".into(),
+                            message: crate::events::RESTORED_FROM_REMOTE.into(),
+                        });
+                    }
                     return JobResult::Restored(Completed {
                         fp,
                         key,
                         outputs: record.outputs,
-                    })
+                    });
                 }
                 Err(why) => RunReason::RestoreRefused(why).into(),
             },
@@ -169,6 +176,8 @@ pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult
                 });
                 RunReason::CacheCorrupt(why).into()
             }
+            // The remote failed (and said so once): the stage runs instead.
+            Err(RestoreError::Unavailable(why)) => RunReason::RestoreRefused(why).into(),
             Err(e) => return fail(crate::error::chain(&e)),
         },
         Decision::Run(reason) => reason,

@@ -1,10 +1,15 @@
 //! The cache: stage records (key → output hashes) and the content-addressed blobs they name,
-//! behind the `CacheStore` trait so that a remote store can sit beside the local directory later.
+//! behind the `CacheStore` trait: `LocalStore` (the workspace's `.sluice/cache`), and
+//! `TieredStore`, the local store with a shared remote behind it (`remote/`).
 
 mod copy;
 mod local;
+pub mod remote;
+mod tiered;
 
 pub use local::LocalStore;
+pub use remote::{RemoteError, RemoteSettings, RemoteStore, RemoteSummary};
+pub use tiered::TieredStore;
 
 use crate::hash::{ContentHash, Hasher, TreeEntry};
 use crate::paths::WorkPath;
@@ -36,6 +41,9 @@ pub enum RestoreError {
     /// The entry cannot be trusted (a blob is missing or does not match its hash).
     #[error("cache entry is corrupt: {0}")]
     Corrupt(String),
+    /// The entry may be sound but cannot be fetched now (a remote cache that failed).
+    #[error("cache entry unavailable: {0}")]
+    Unavailable(String),
     #[error("output `{0}` resolves outside the workspace through a symbolic link")]
     Escapes(WorkPath),
     #[error("cannot restore `{path}`")]
@@ -96,4 +104,9 @@ pub trait CacheStore: Send + Sync {
     fn forget(&self, key: &ContentHash);
     /// Removes every record not in `keep` and every blob no kept record names (see `GcOptions`).
     fn gc(&self, keep: &HashSet<ContentHash>, opts: GcOptions) -> std::io::Result<GcStats>;
+    /// Whether `key`'s record was found on a remote cache rather than locally (`status` says
+    /// "will restore from the remote cache").
+    fn is_remote(&self, _key: &ContentHash) -> bool {
+        false
+    }
 }
