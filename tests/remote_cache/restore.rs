@@ -122,7 +122,13 @@ fn two_workspaces_at_once(backend: Backend) {
     let (ca, cb) = (spawn(&a), spawn(&b));
     for r in [wait_child(ca, LONG), wait_child(cb, LONG)] {
         r.assert_ok();
-        assert_ran_all(&r);
+        // Whichever finished a stage first may have pushed it before the other looked it up.
+        let outcomes = r.outcomes();
+        assert_eq!(outcomes.len(), STAGES.len(), "{}", r.stdout);
+        assert!(
+            outcomes.values().all(|o| o == "ran" || o == "restored"),
+            "{outcomes:?}"
+        );
         assert!(remote_warnings(&r).is_empty(), "{:?}", remote_warnings(&r));
     }
     assert_eq!(records(&remote).len(), STAGES.len(), "{:?}", remote.list());
