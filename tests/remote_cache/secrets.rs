@@ -101,5 +101,10 @@ fn a_password_in_the_pipeline_file_is_refused() {
         "{}",
         r.stderr
     );
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        !all.contains("hunter2-secret"),
+        "the refusal shows the password: {all}"
+    );
     assert!(!ws.exists("out"), "stages ran");
 }
