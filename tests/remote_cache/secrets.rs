@@ -32,7 +32,10 @@ fn assert_nowhere(secret: &str, r: &Run, ws: &Ws) {
 /// warning saying 401 and a local run. No password appears anywhere.
 #[test]
 fn basic_auth_from_the_environment_works_and_never_shows() {
-    let remote = remote_or_skip!(Backend::Nginx, "basic_auth_from_the_environment");
+    let remote = remote_or_skip!(
+        Backend::Nginx,
+        "basic_auth_from_the_environment_works_and_never_shows"
+    );
     let url = remote.nginx_url_via(NGINX_AUTH);
     let auth = format!("{AUTH_USER}:{AUTH_PASSWORD}");
     let ws = sources(PIPELINE);
