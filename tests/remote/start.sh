@@ -84,35 +84,45 @@ fi
 
 command -v curl >/dev/null 2>&1 || fail "no curl on PATH"
 
-# --- packages (nginx) and the moto venv
-if ! command -v nginx >/dev/null 2>&1; then
-  [ "$install" = 1 ] || fail "nginx is not installed; install Debian's nginx or rerun with --install"
-  [ "$(id -u)" = 0 ] || fail "nginx is not installed and installing it needs root"
-  command -v apt-get >/dev/null 2>&1 || fail "nginx is not installed and there is no apt-get to install it with"
-  echo "remote: installing nginx"
-  # Its service start is refused without systemd; that is fine, we start our own instance. The
+# --- packages (nginx, and python3-venv where Python lacks ensurepip) and the moto venv
+apt_log=$dir/apt.log
+apt_install() { # apt_install WHY PACKAGE...: Debian's packages, as root, or fail saying why
+  local why=$1; shift
+  [ "$install" = 1 ] || fail "$why; install Debian's $* or rerun with --install"
+  [ "$(id -u)" = 0 ] || fail "$why, and installing $* needs root"
+  command -v apt-get >/dev/null 2>&1 || fail "$why, and there is no apt-get to install $* with"
+  echo "remote: installing $*"
+  mkdir -p "$dir" || fail "cannot create $dir"
+  # A service start is refused without systemd; that is fine, we start our own instance. The
   # lock timeout: .ci/run installs this in the background while other steps may use apt too.
   # Bounded: a mirror that does not answer must not eat CI's time (the tests then skip).
-  apt_log=$dir/apt.log
-  mkdir -p "$dir"
-  if ! DEBIAN_FRONTEND=noninteractive timeout 600 apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends nginx >"$apt_log" 2>&1; then
-    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get update >>"$apt_log" 2>&1
-    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends nginx >>"$apt_log" 2>&1 \
-      || fail "apt-get install nginx failed: $(tail -n 3 "$apt_log" | tr '\n' ' ')"
+  local get=(env DEBIAN_FRONTEND=noninteractive timeout 600 apt-get -o DPkg::Lock::Timeout=300)
+  if ! "${get[@]}" install -y --no-install-recommends "$@" >>"$apt_log" 2>&1; then
+    "${get[@]}" update >>"$apt_log" 2>&1
+    "${get[@]}" install -y --no-install-recommends "$@" >>"$apt_log" 2>&1 \
+      || fail "apt-get install $* failed: $(tail -n 3 "$apt_log" | tr '\n' ' ')"
   fi
+}
+if ! command -v nginx >/dev/null 2>&1; then
+  apt_install "nginx is not installed" nginx
   command -v nginx >/dev/null 2>&1 || fail "apt-get installed nginx but there is no nginx on PATH"
 fi
 # A venv is finished only when its marker exists: an install killed halfway is redone.
 if [ ! -e "$venv/.sluice-complete" ]; then
   [ "$install" = 1 ] || fail "no moto at $venv; rerun with --install (pip install 'moto[server]==$moto_version', about 90 s)"
-  command -v python3 >/dev/null 2>&1 || fail "no python3 to create the moto venv with"
+  command -v python3 >/dev/null 2>&1 || apt_install "there is no python3 for moto" python3 python3-venv
   echo "remote: installing moto $moto_version into $venv"
-  rm -rf "$venv"
-  mkdir -p "$(dirname "$venv")"
+  mkdir -p "$dir" "$(dirname "$venv")" || fail "cannot create $dir or $(dirname "$venv")"
   pip_log=$dir/moto-install.log
-  mkdir -p "$dir"
-  { python3 -m venv "$venv" && timeout 600 "$venv/bin/pip" install --disable-pip-version-check -q "moto[server]==$moto_version"; } >"$pip_log" 2>&1 \
-    || fail "installing moto failed: $(tail -n 3 "$pip_log" | tr '\n' ' ')"
+  rm -rf "$venv"
+  # Debian's python3 makes venvs only with python3-venv (ensurepip) installed.
+  if ! python3 -m venv "$venv" >"$pip_log" 2>&1; then
+    rm -rf "$venv"
+    apt_install "python3 cannot create a venv ($(tail -n 1 "$pip_log"))" python3-venv
+    python3 -m venv "$venv" >>"$pip_log" 2>&1 || fail "python3 -m venv failed: $(tail -n 3 "$pip_log" | tr '\n' ' ')"
+  fi
+  timeout 600 "$venv/bin/pip" install --disable-pip-version-check -q "moto[server]==$moto_version" >>"$pip_log" 2>&1 \
+    || fail "pip install moto[server]==$moto_version failed: $(tail -n 3 "$pip_log" | tr '\n' ' ')"
   touch "$venv/.sluice-complete"
 fi
 
