@@ -26,6 +26,8 @@ pub(crate) struct RunCtx {
     pub ws: Workspace,
     pub hasher: Arc<Hasher>,
     pub store: Arc<dyn CacheStore>,
+    /// The remote cache behind `store`, when there is one (for its counts).
+    pub remote: Option<Arc<crate::cache::RemoteStore>>,
     pub registry: StageRegistry,
     pub executor: Arc<dyn Executor>,
     /// The lock as it was when the run started; a stage's own entry only changes after it ends.
@@ -116,10 +118,13 @@ pub(crate) fn check_up_to_date(ctx: &RunCtx, idx: usize) -> Option<Completed> {
     let root = &ctx.pipeline.root;
     let fp = Fingerprint::compute(stage, root, &ctx.hasher, &Overlay::new()).ok()?;
     let key = fp.key();
+    // Local only: a remote lookup here would put a network round trip per stage on the
+    // dispatcher's thread; a stage the remote has goes to a worker, which asks it.
+    let local = crate::cache::LocalOnly(ctx.store.as_ref());
     let checker = Checker {
         root,
         hasher: &ctx.hasher,
-        store: ctx.store.as_ref(),
+        store: &local,
     };
     match checker.decide(stage, &fp, &key, ctx.lock.stages.get(&stage.id.0)) {
         Decision::UpToDate(outputs) => Some(Completed { fp, key, outputs }),
@@ -154,6 +159,9 @@ pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult
             Ok(()) => match after_restore(ctx, stage) {
                 Ok(()) => {
                     if ctx.store.is_remote(&key) {
+                        if let Some(remote) = &ctx.remote {
+                            remote.count_restored();
+                        }
                         let _ = ctx.events.send(Event::StageLog {
                             stage: stage.id.0.clone(),
                             level: "info".into(),

@@ -54,6 +54,35 @@ pub enum RestoreError {
     },
 }
 
+/// A store seen through its local part only (`CacheStore::lookup_local`).
+pub struct LocalOnly<'a>(pub &'a dyn CacheStore);
+
+impl CacheStore for LocalOnly<'_> {
+    fn lookup(&self, key: &ContentHash) -> Option<StageRecord> {
+        self.0.lookup_local(key)
+    }
+    fn store(&self, root: &Path, record: &StageRecord, hasher: &Hasher) -> std::io::Result<()> {
+        self.0.store(root, record, hasher)
+    }
+    fn restore(
+        &self,
+        root: &Path,
+        record: &StageRecord,
+        hasher: &Hasher,
+    ) -> Result<(), RestoreError> {
+        self.0.restore(root, record, hasher)
+    }
+    fn verify(&self, record: &StageRecord, hasher: &Hasher) -> Result<(), RestoreError> {
+        self.0.verify(record, hasher)
+    }
+    fn forget(&self, key: &ContentHash) {
+        self.0.forget(key)
+    }
+    fn gc(&self, keep: &HashSet<ContentHash>, opts: GcOptions) -> std::io::Result<GcStats> {
+        self.0.gc(keep, opts)
+    }
+}
+
 /// What `gc` does besides dropping unreferenced entries.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct GcOptions {
@@ -86,6 +115,11 @@ pub struct GcStats {
 pub trait CacheStore: Send + Sync {
     /// The record for `key`, if there is one that parses.
     fn lookup(&self, key: &ContentHash) -> Option<StageRecord>;
+    /// `lookup` without asking a remote: for checks that must stay cheap (the dispatcher's
+    /// inline up-to-date check runs on its one thread for every stage).
+    fn lookup_local(&self, key: &ContentHash) -> Option<StageRecord> {
+        self.lookup(key)
+    }
     /// Files the outputs' content, then the record, so a record never names a missing blob. A
     /// blob already filed under an output's hash is kept only if its content (checked through
     /// `hasher`) matches; otherwise the output replaces it.

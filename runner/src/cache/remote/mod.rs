@@ -295,7 +295,12 @@ impl RemoteStore {
         let outcome = self
             .block(async move { transfer::fetch_all(clients, url, shared, slots, wanted).await });
         match outcome {
-            Ok(()) => Ok(()),
+            Ok(filed) => {
+                for (path, hash) in filed {
+                    let _ = hasher.remember(&path, hash);
+                }
+                Ok(())
+            }
             Err(transfer::FetchError::Corrupt(why)) => {
                 Err(RestoreError::Corrupt(format!("remote {why}")))
             }
@@ -307,7 +312,7 @@ impl RemoteStore {
     }
 
     /// Counts a stage restored from a remote record.
-    pub(crate) fn count_restored(&self) {
+    pub fn count_restored(&self) {
         self.shared
             .counters
             .restored
