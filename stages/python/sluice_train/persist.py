@@ -160,8 +160,8 @@ class Saver:
     """When the resume state is saved (`SAVE_EVERY_S`), and what bridges the epochs in between: the
     best epoch's weights kept in memory until a save writes them, and a SIGTERM handler. SIGTERM
     while epochs are unsaved lets the current epoch finish, saves it, and then ends the process by
-    the signal as before; with nothing unsaved it ends the process at once. An epoch is at most
-    `SAVE_EVERY_S` long whenever one is unsaved, so stopping waits no longer than that."""
+    the signal as before; with nothing unsaved it ends the process at once. Epochs go unsaved only
+    while they are shorter than `SAVE_EVERY_S`, so a stop waits for less than that."""
 
     def __init__(self, resume: Resume, state, module):
         self.resume, self.state, self.module = resume, state, module
@@ -181,12 +181,15 @@ class Saver:
         """After an epoch's bookkeeping (`st` updated). The last epoch is not saved unless the
         worker is stopping: the outputs, written next, supersede it."""
         due = self.stop_requested or (not last and time.monotonic() - self.saved_at >= SAVE_EVERY_S)
+        if improved and not due:
+            try:
+                self.best_weights = self.module.get_contiguous_parameters(trainable_only=True)
+            except Exception:  # parameters one float32 buffer cannot hold: to disk, as before
+                due = True
         if due:
             self.save(st, improved)
         else:
             self.unsaved = True
-            if improved:
-                self.best_weights = self.module.get_contiguous_parameters(trainable_only=True)
         if self.stop_requested:
             _die_of(signal.SIGTERM)
 
