@@ -16,10 +16,13 @@ Throughput is samples per second of the training phase of each epoch (forward, b
 optimizer step; not validation or checkpoints), median over epochs 2.. of a run, then median
 over runs. The worker's figure is the `samples_per_sec` of its history.json, timed from the
 epoch's shuffle to its last optimizer step like the bare loop's; its overhead is
-(bare - worker) / bare. The bare loop runs twice: training steps only, and with the worker's
-per-epoch validation pass and checkpoint between epochs (untimed, but it leaves the next epoch
-starting with cold caches), which separates sluice's own cost from that of the work it is asked
-to do. Wall is each process end to end (start-up, artifact reuse, validation and checkpoints for
+(bare - worker) / bare. The bare loop runs three times: training steps only; steps plus the
+decoupled weight decay the worker applies after each step (the requested AdamW weight_decay,
+which the artifacts' optimizer graph leaves to the worker so that biases are not decayed); and
+steps with the worker's per-epoch validation pass and checkpoint between epochs (untimed, but it
+leaves the next epoch starting with cold caches). The last two separate sluice's own cost from
+that of the work it is asked to do. `--baseline-worker DIR` runs a second worker (another
+checkout's stages/python) in every round, for A/B comparisons of worker changes. Wall is each process end to end (start-up, artifact reuse, validation and checkpoints for
 the worker). Tools alternate within each round so that load from other work on the machine hits
 them alike. PyTorch uses one intra-op thread per available core, as ONNX Runtime does.
 """
@@ -60,7 +63,9 @@ WORKLOADS = {
 # phase: a validation pass (module.eval(), batches of 1024, module.train()) and a checkpoint with
 # the optimizer state, each to a new file. That work leaves the caches cold for the next epoch's
 # first batches, which on ~1 ms epochs (iris) is a visible share of the training phase itself.
-BARE_LOOP = r"""
+WEIGHT_DECAY = 0.01
+
+BARE_LOOP = f"WEIGHT_DECAY = {WEIGHT_DECAY}\n" + r"""
 import json, os, sys, tempfile, time, types
 import numpy as np
 import onnxruntime as ort
@@ -71,6 +76,9 @@ from onnxruntime.training import api
 
 art, data, batch, epochs, lr, seed, threads, mode = sys.argv[1:9]
 batch, epochs, lr, seed, full = int(batch), int(epochs), float(lr), int(seed), mode == "full"
+# `decay`: after each step, the decoupled weight decay the worker applies (regularize.py) to the
+# rank >= 2 parameters, in place, by the same float32 factor; the artifacts' AdamW has none.
+decay = 1.0 - lr * WEIGHT_DECAY if mode == "decay" else None
 options = ort.SessionOptions()
 options.intra_op_num_threads = int(threads)  # 0: ONNX Runtime's default, one per core (the worker's)
 x = np.load(os.path.join(data, "train", "features.npy"))
@@ -83,6 +91,9 @@ module = api.Module(os.path.join(art, "training_model.onnx"), state, os.path.joi
 optimizer = api.Optimizer(os.path.join(art, "optimizer_model.onnx"), module)
 optimizer.set_learning_rate(lr)
 module.train()
+if decay is not None:
+    decay = np.float32(decay)
+    views = [v for v in (p._parameter.data.numpy() for _, p in state.parameters) if v.ndim >= 2]
 scratch = tempfile.mkdtemp()
 rates = []
 for epoch in range(1, epochs + 1):
@@ -92,6 +103,9 @@ for epoch in range(1, epochs + 1):
         idx = order[start:start + batch]
         module(x[idx], y[idx])
         optimizer.step()
+        if decay is not None:
+            for view in views:
+                np.multiply(view, decay, out=view)
         module.lazy_reset_grad()
     rates.append(len(x) / (time.monotonic() - started))
     if full:
@@ -162,7 +176,7 @@ def request(work: Path, name: str, spec: dict, data: Path, cache: Path, run: int
         "params": {}, "devices": {"gpus": []},
         "with": {
             "task": "classification", "classes": None, "model": spec["model"], "loss": "cross_entropy",
-            "optimizer": {"type": "adamw", "lr": spec["lr"], "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01},
+            "optimizer": {"type": "adamw", "lr": spec["lr"], "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": WEIGHT_DECAY},
             "schedule": {"warmup_epochs": 0.0, "decay": "constant"},
             "epochs": spec["epochs"], "batch_size": spec["batch_size"], "shuffle": True, "seed": 0,
             "augment": {"hflip": False, "crop_padding": 0, "rotate_degrees": 0.0}, "early_stopping": None,
@@ -171,9 +185,10 @@ def request(work: Path, name: str, spec: dict, data: Path, cache: Path, run: int
     }
 
 
-def run_worker(python: str, req: dict) -> tuple[float, float, str]:
-    """Runs the worker; returns (median samples/s over epochs 2.., wall seconds, artifact key prefix)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "stages" / "python"), "PYTHONUNBUFFERED": "1"}
+def run_worker(python: str, req: dict, worker: Path = ROOT / "stages" / "python") -> tuple[float, float, str]:
+    """Runs the worker in `worker` (the directory holding sluice_train); returns (median
+    samples/s over epochs 2.., wall seconds, artifact key prefix)."""
+    env = {**os.environ, "PYTHONPATH": str(worker), "PYTHONUNBUFFERED": "1"}
     started = time.monotonic()
     proc = subprocess.run([python, "-m", "sluice_train"], input=json.dumps(req), capture_output=True, text=True,
                           cwd=req["workspace"], env=env)
@@ -206,6 +221,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="intra-op threads of the bare loops and PyTorch (default: one per core, ONNX Runtime's "
                              "default and the worker's); other counts leave the worker out, as it always uses the default")
+    parser.add_argument("--baseline-worker", type=Path,
+                        help="another worker to compare in every round: a directory holding sluice_train (e.g. "
+                             "`git archive main stages/python | tar -x -C /tmp/main`, then /tmp/main/stages/python)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: " + ", ".join(WORKLOADS))
     args = parser.parse_args()
 
@@ -222,12 +240,18 @@ def main() -> None:
             # Warm-up: generates the artifacts once, so every timed run reuses them.
             _, _, key = run_worker(args.python, request(work, name, spec, data, cache, 0))
             artifacts = next(p for p in cache.iterdir() if p.name.startswith(key))
-            results: dict[str, list] = {"sluice worker": [], "bare ORT loop": [], "bare + val/ckpt": [], "PyTorch eager": []}
+            results: dict[str, list] = {"sluice worker": [], "baseline worker": [], "bare ORT loop": [],
+                                        "bare + decay": [], "bare + val/ckpt": [], "PyTorch eager": []}
             for run in range(1, args.runs + 1):
                 if not args.threads:
                     rate, wall, _ = run_worker(args.python, request(work, name, spec, data, cache, run))
                     results["sluice worker"].append((rate, wall))
+                    if args.baseline_worker:
+                        rate, wall, _ = run_worker(args.python, request(work, name, spec, data, cache, run),
+                                                   args.baseline_worker)
+                        results["baseline worker"].append((rate, wall))
                 results["bare ORT loop"].append(run_script(args.python, BARE_LOOP, [artifacts, data, *loop_args, "steps"]))
+                results["bare + decay"].append(run_script(args.python, BARE_LOOP, [artifacts, data, *loop_args, "decay"]))
                 results["bare + val/ckpt"].append(run_script(args.python, BARE_LOOP, [artifacts, data, *loop_args, "full"]))
                 if args.torch_python:
                     results["PyTorch eager"].append(run_script(args.torch_python, TORCH_LOOP, [name, data, *loop_args]))
@@ -259,9 +283,14 @@ def main() -> None:
                 speed("bare ORT loop", "PyTorch eager")
             if "sluice worker" in medians:
                 overhead("sluice worker", "bare ORT loop", "the bare loop")
+                overhead("sluice worker", "bare + decay", "the bare loop with the same weight decay")
                 overhead("sluice worker", "bare + val/ckpt", "the bare loop with validation and checkpoints")
                 if "PyTorch eager" in medians:
                     speed("sluice worker", "PyTorch eager")
+            if "baseline worker" in medians:
+                overhead("baseline worker", "bare ORT loop", "the bare loop (baseline worker)")
+                overhead("baseline worker", "bare + decay", "the bare loop with the same weight decay (baseline worker)")
+                speed("sluice worker", "baseline worker")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

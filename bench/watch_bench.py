@@ -14,6 +14,9 @@ fallback) for comparison. Also: time from start to the end of the first round, a
 
     cargo build --release && python3 bench/watch_bench.py
     SLUICE=/path/to/sluice python3 bench/watch_bench.py --edits 50 --idle 30 --json out.json
+
+`--baseline OTHER_SLUICE` measures a second binary the same way, alternating with the first:
+latency in `--rounds` blocks of edits (each block a fresh watch), then the idle windows.
 """
 
 from __future__ import annotations
@@ -117,6 +120,10 @@ def latency(sluice: str, edits: int) -> dict:
             pos = e + 1
         changes = sum(1 for _, ev in w.events if ev.get("event") == "changed")
         code = w.stop()
+    return latency_summary(edits, changes, code, to_start, to_end)
+
+
+def latency_summary(edits: int, changes: int, code: int, to_start: list, to_end: list) -> dict:
     summary = lambda xs: {
         "median_ms": round(statistics.median(xs), 1),
         "p95_ms": round(pct(xs, 0.95), 1),
@@ -132,6 +139,17 @@ def latency(sluice: str, edits: int) -> dict:
         "samples_start_ms": [round(x, 1) for x in to_start],
         "samples_end_ms": [round(x, 1) for x in to_end],
     }
+
+
+def merged(blocks: list[dict]) -> dict:
+    """Latency blocks of one binary as one result."""
+    return latency_summary(
+        sum(b["edits"] for b in blocks),
+        sum(b["changes_seen"] for b in blocks),
+        max(b["exit_code"] for b in blocks),
+        [x for b in blocks for x in b["samples_start_ms"]],
+        [x for b in blocks for x in b["samples_end_ms"]],
+    )
 
 
 def cpu_ticks(pid: int) -> int:
@@ -194,31 +212,46 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--idle", type=float, default=30.0, help="idle window in seconds")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--baseline", help="a second sluice binary, measured alternately with the first")
+    ap.add_argument("--rounds", type=int, default=1, help="latency blocks per binary (with --baseline)")
+    ap.add_argument("--no-polling", action="store_true", help="skip the polling fallback's idle window")
     args = ap.parse_args()
     sluice = os.environ.get("SLUICE", str(REPO / "target/release/sluice"))
+    # Absolute: each watch runs in its own temporary workspace.
+    binaries = {"sluice": os.path.abspath(sluice), **({"baseline": os.path.abspath(args.baseline)} if args.baseline else {})}
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg(), "kernel": platform.release()},
-        "sluice": sluice,
-        "latency": latency(sluice, args.edits),
-        "idle_native": idle(sluice, args.files, args.idle, poll=False),
-        "idle_polling": idle(sluice, args.files, args.idle, poll=True),
     }
+    blocks: dict[str, list] = {name: [] for name in binaries}
+    rounds = max(1, args.rounds)
+    for r in range(rounds):
+        for name, path in binaries.items():
+            blocks[name].append(latency(path, args.edits // rounds))
+    for name, path in binaries.items():
+        result[name] = {"path": path, "latency": merged(blocks[name])}
+    for poll in (False,) if args.no_polling else (False, True):
+        for name, path in binaries.items():
+            result[name]["idle_polling" if poll else "idle_native"] = idle(path, args.files, args.idle, poll=poll)
     result["machine"]["load_after"] = os.getloadavg()
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
-    lat = result["latency"]
-    print(f"latency over {lat['edits']} edits (changes seen: {lat['changes_seen']}):")
-    for k in ("to_stage_start", "to_round_end"):
-        v = lat[k]
-        print(f"  {k:15} median {v['median_ms']} ms  p95 {v['p95_ms']} ms  max {v['max_ms']} ms")
-    for k in ("idle_native", "idle_polling"):
-        v = result[k]
-        print(
-            f"{k}: {v['files']} files, {v['cpu_percent']}% CPU over {v['window_s']} s "
-            f"({v['cpu_s']} s), RSS {v['rss_mib']} MiB, first round done after {v['start_to_idle_s']} s, "
-            f"watching {v['watching']}"
-        )
+    for name in binaries:
+        res = result[name]
+        lat = res["latency"]
+        print(f"{name} ({res['path']}): latency over {lat['edits']} edits (changes seen: {lat['changes_seen']}):")
+        for k in ("to_stage_start", "to_round_end"):
+            v = lat[k]
+            print(f"  {k:15} median {v['median_ms']} ms  p95 {v['p95_ms']} ms  max {v['max_ms']} ms")
+        for k in ("idle_native", "idle_polling"):
+            if k not in res:
+                continue
+            v = res[k]
+            print(
+                f"  {k}: {v['files']} files, {v['cpu_percent']}% CPU over {v['window_s']} s "
+                f"({v['cpu_s']} s), RSS {v['rss_mib']} MiB, first round done after {v['start_to_idle_s']} s, "
+                f"watching {v['watching']}"
+            )
     sys.exit(0)
 
 

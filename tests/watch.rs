@@ -203,6 +203,34 @@ fn an_edit_in_the_middle_of_a_chain_reruns_exactly_the_stages_below_it() {
     assert_eq!(w.interrupt(), 130);
 }
 
+/// A write the kernel reports finished (closed after writing, or an atomic save renamed into
+/// place) is handled at once, not after the quiet period: with an hour of debounce, the change is
+/// still seen and its stages run. (The next change within the hour would be a burst and wait, so
+/// each way of writing gets its own watcher.)
+#[test]
+fn a_finished_write_starts_its_round_without_waiting_for_the_debounce() {
+    type Save = fn(&Ws);
+    let ways: [(&str, Save); 2] = [
+        ("closed after writing", |ws| {
+            ws.write("data/b.txt", "b2\n");
+        }),
+        ("renamed into place", |ws| {
+            save_atomically(ws, "data/b.txt", "b2\n")
+        }),
+    ];
+    for (how, save) in ways {
+        let ws = chain_ws();
+        let w = Watcher::start(&ws, &["--debounce", "3600000"]);
+        let first = w.idle(0);
+        save(&ws);
+        let at = w.changed(first, "data/b.txt");
+        let end = w.idle(at);
+        assert_eq!(w.started(at, end), ["b", "c"], "{how}");
+        assert_eq!(ws.read("out/c.txt"), "a1\nb2\n", "{how}");
+        assert_eq!(w.interrupt(), 130, "{how}");
+    }
+}
+
 #[test]
 fn the_same_bytes_saved_again_or_a_touch_rerun_nothing() {
     let ws = chain_ws();

@@ -1,5 +1,6 @@
 //! `FsWatch`: the directories to watch for a set of sources, watched natively (inotify and the
-//! other notify backends) through a debouncer, or polled when a native watch cannot be set up.
+//! other notify backends; raw events go to the loop, which debounces them in `debounce.rs`), or
+//! polled when a native watch cannot be set up.
 //!
 //! A source file is watched through its parent directory, so editors' atomic saves (write a
 //! temporary file, rename it over), deletes and re-creations are all seen; a source directory is
@@ -7,8 +8,7 @@
 //! watched roots with what the sources need now, which also follows directories that appear or
 //! disappear and a pipeline whose sources changed.
 
-use notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::{new_debouncer_opt, DebounceEventResult, Debouncer, NoCache};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -47,33 +47,24 @@ pub(crate) struct Fallback {
 pub(crate) struct FsWatch {
     /// `None` when no native watcher could be started (the inotify instance limit): everything
     /// is polled, and `native_failure` says why.
-    debouncer: Option<Debouncer<RecommendedWatcher, NoCache>>,
+    watcher: Option<RecommendedWatcher>,
     native_failure: Option<String>,
     roots: BTreeMap<PathBuf, Root>,
     next_poll: Instant,
 }
 
 impl FsWatch {
-    /// Starts the native watcher (unless `poll_only`); debounced batches arrive on `tx`.
+    /// Starts the native watcher (unless `poll_only`); raw events arrive on `tx`. Its thread
+    /// sleeps until the kernel has events, so an idle watch does not wake up.
     pub fn new(
-        debounce: Duration,
-        tx: crossbeam_channel::Sender<DebounceEventResult>,
+        tx: crossbeam_channel::Sender<notify::Result<notify::Event>>,
         poll_only: bool,
     ) -> FsWatch {
-        let (debouncer, native_failure) = if poll_only {
+        let (watcher, native_failure) = if poll_only {
             (None, None)
         } else {
-            // The debouncer's thread wakes every tick even when nothing happens: a tick of the
-            // whole debounce period keeps an idle watch at about 20 wake-ups a second (its
-            // default, a quarter, costs four times that for about 20 ms less latency).
-            match new_debouncer_opt::<_, RecommendedWatcher, NoCache>(
-                debounce,
-                Some(debounce),
-                tx,
-                NoCache,
-                notify::Config::default(),
-            ) {
-                Ok(d) => (Some(d), None),
+            match RecommendedWatcher::new(tx, notify::Config::default()) {
+                Ok(w) => (Some(w), None),
                 Err(e) => (
                     None,
                     Some(format!("cannot start the watcher: {}", describe(&e))),
@@ -81,7 +72,7 @@ impl FsWatch {
             }
         };
         FsWatch {
-            debouncer,
+            watcher,
             native_failure,
             roots: BTreeMap::new(),
             next_poll: Instant::now() + POLL_EVERY,
@@ -119,7 +110,7 @@ impl FsWatch {
             let polled = How::Polled {
                 signature: signature(&path, mode),
             };
-            let how = match self.debouncer.as_mut() {
+            let how = match self.watcher.as_mut() {
                 // Polling by choice (`SLUICE_WATCH_POLL=1`) is not worth a warning per path.
                 None => {
                     if let Some(reason) = &self.native_failure {
@@ -179,7 +170,7 @@ impl FsWatch {
             .filter(|(p, r)| path.starts_with(p) && matches!(r.how, How::Native))
             .map(|(p, _)| p.clone())
             .max_by_key(|p| p.as_os_str().len())?;
-        if let Some(d) = self.debouncer.as_mut() {
+        if let Some(d) = self.watcher.as_mut() {
             let _ = d.unwatch(&root);
         }
         let r = self.roots.get_mut(&root)?;
@@ -221,7 +212,7 @@ impl FsWatch {
             how: How::Native, ..
         }) = self.roots.remove(path)
         {
-            if let Some(d) = self.debouncer.as_mut() {
+            if let Some(d) = self.watcher.as_mut() {
                 let _ = d.unwatch(path);
             }
         }

@@ -1,7 +1,7 @@
 //! `watch`: the loop behind `sluice watch`. It alone owns the watch state (the last good
 //! pipeline, its sources and their last-seen content, the running round, what is pending) and
-//! reacts to typed messages: debounced file-system batches, the round's engine events and its
-//! end, signals, and poll ticks.
+//! reacts to typed messages: file-system events (handed over by `Debounce`), the round's engine
+//! events and its end, signals, and poll ticks.
 //!
 //! One round (an engine run) goes on at a time, in its own thread. A confirmed change to a source
 //! affects its readers and everything downstream. While a round runs with the current pipeline,
@@ -11,6 +11,7 @@
 //! from a running round instead, and they run in the next round, with the new pipeline. Cache
 //! rules apply as in any run: the engine decides each affected stage (up to date, restore, run).
 
+use super::debounce::{Debounce, Ready};
 use super::fs::{Fallback, FsWatch};
 use super::notice::{Notice, WatchEvent};
 use super::reload::{changed_stages, removed_stages};
@@ -23,14 +24,14 @@ use crate::scheduler::Control;
 use crate::sweep::promote::promoted_path;
 use crate::validate::{load, LoadError, LoadOptions};
 use crossbeam_channel::{never, select, Receiver, Sender};
-use notify_debouncer_full::DebounceEventResult;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The default quiet time before a batch of file events is handled.
+/// The default quiet time before file events are handled, for writes not reported finished and
+/// for bursts.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
 
 pub struct WatchOptions {
@@ -51,17 +52,6 @@ pub struct WatchOptions {
 pub enum WatchEnd {
     /// SIGINT/SIGTERM; running stages were stopped.
     Interrupted,
-}
-
-/// A burst of changes is handled after at most this many debounce periods even if it goes on,
-/// so a file that is written continuously still gets its stages run.
-const MAX_GATHER: u32 = 20;
-
-/// Paths from debounced batches, held until the batches pause.
-struct Gathering {
-    paths: BTreeSet<PathBuf>,
-    since: Instant,
-    until: Instant,
 }
 
 /// What a round runs.
@@ -111,7 +101,7 @@ struct Watch {
     hasher: Hasher,
     fs: FsWatch,
     round: Option<Round>,
-    gathering: Option<Gathering>,
+    debounce: Debounce,
     /// Stages owed a run in the next round, by name (the pipeline may change before then).
     pending: BTreeSet<String>,
     /// Stages whose last verdict was not a success; rerun when something below them is.
@@ -129,8 +119,9 @@ pub fn watch(
     out: Sender<WatchEvent>,
     signals: Receiver<i32>,
 ) -> WatchEnd {
-    let (fs_tx, fs_rx) = crossbeam_channel::unbounded::<DebounceEventResult>();
-    let fs = FsWatch::new(opts.debounce, fs_tx, opts.poll_only);
+    let (fs_tx, fs_rx) = crossbeam_channel::unbounded::<notify::Result<notify::Event>>();
+    let fs = FsWatch::new(fs_tx, opts.poll_only);
+    let debounce = Debounce::new(opts.debounce);
     let hasher = Hasher::load(&engine.ws.memo_path());
     let sources = Sources::new(&pipeline, &engine.ws.dir, &hasher, None);
     let pipeline_seen = definition(&hasher, &pipeline.file);
@@ -144,7 +135,7 @@ pub fn watch(
         hasher,
         fs,
         round: None,
-        gathering: None,
+        debounce,
         pending: BTreeSet::new(),
         unsettled: BTreeSet::new(),
         interrupted: false,
@@ -158,7 +149,7 @@ pub fn watch(
 impl Watch {
     fn run(
         &mut self,
-        mut fs_rx: Receiver<DebounceEventResult>,
+        mut fs_rx: Receiver<notify::Result<notify::Event>>,
         mut signals: Receiver<i32>,
     ) -> WatchEnd {
         loop {
@@ -167,17 +158,23 @@ impl Watch {
                 None => (never(), never()),
             };
             let settle = self
-                .gathering
-                .as_ref()
-                .map(|g| g.until.saturating_duration_since(Instant::now()));
+                .debounce
+                .deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
             let tick = [self.fs.poll_timeout(), settle]
                 .into_iter()
                 .flatten()
                 .min()
                 .unwrap_or(Duration::from_secs(3600));
             select! {
-                recv(fs_rx) -> batch => match batch {
-                    Ok(batch) => self.on_batch(batch),
+                recv(fs_rx) -> event => match event {
+                    Ok(event) => {
+                        // Everything the kernel has reported so far is looked at together.
+                        self.on_fs_event(event);
+                        for event in fs_rx.try_iter() {
+                            self.on_fs_event(event);
+                        }
+                    }
                     // No native watcher (everything is polled): a closed channel would be
                     // ready forever.
                     Err(_) => fs_rx = never(),
@@ -212,13 +209,8 @@ impl Watch {
                 }
                 default(tick) => {}
             }
-            if self
-                .gathering
-                .as_ref()
-                .is_some_and(|g| g.until <= Instant::now())
-            {
-                let g = self.gathering.take().expect("checked above");
-                self.on_paths(g.paths);
+            if let Some(ready) = self.debounce.take(Instant::now()) {
+                self.on_ready(ready);
             }
             let changed = self.fs.poll();
             if !changed.is_empty() {
@@ -235,76 +227,49 @@ impl Watch {
         let _ = self.out.send(WatchEvent::Engine(ev));
     }
 
-    fn on_batch(&mut self, batch: DebounceEventResult) {
-        match batch {
-            Ok(events) => {
-                let rescan = events.iter().any(|e| e.need_rescan());
-                // Opening or reading a file changes nothing, and the loop's own hashing opens
-                // sources: counting those would feed back into itself.
-                let mut paths: BTreeSet<PathBuf> = events
-                    .into_iter()
-                    .filter(|e| may_change(&e.event.kind))
-                    .flat_map(|e| e.event.paths)
-                    .collect();
-                if rescan {
-                    // The kernel's event queue overflowed: anything may have changed.
-                    paths.extend(self.sources.abs_paths());
-                    paths.insert(self.pipeline.file.clone());
-                    paths.insert(promoted_path(&self.pipeline.file));
+    fn on_fs_event(&mut self, event: notify::Result<notify::Event>) {
+        match event {
+            Ok(event) => self.debounce.add(&event, Instant::now()),
+            Err(e) => match (&e.kind, e.paths.first()) {
+                (notify::ErrorKind::MaxFilesWatch, Some(p)) => {
+                    let reason = "the inotify watch limit is reached (raise \
+                                  `fs.inotify.max_user_watches`)"
+                        .to_string();
+                    let fallback = self.fs.fall_back(p, reason);
+                    self.report_fallbacks(fallback.into_iter().collect());
                 }
-                if paths.is_empty() {
-                    return;
-                }
-                // The debouncer settles each path on its own, so a burst of writes (a folder of
-                // images being copied in) arrives as a stream of batches. They are gathered until
-                // the stream pauses, so the burst reruns its stages once rather than per batch.
-                let now = Instant::now();
-                let settle = (self.opts.debounce / 2).max(Duration::from_millis(5));
-                match &mut self.gathering {
-                    Some(g) => {
-                        g.paths.extend(paths);
-                        g.until = (now + settle).min(g.since + self.opts.debounce * MAX_GATHER);
-                    }
-                    None => {
-                        self.gathering = Some(Gathering {
-                            paths,
-                            since: now,
-                            until: now + settle,
-                        })
-                    }
-                }
-            }
-            Err(errors) => {
-                let mut fallbacks = Vec::new();
-                for e in errors {
-                    match (&e.kind, e.paths.first()) {
-                        (notify::ErrorKind::MaxFilesWatch, Some(p)) => {
-                            let reason = "the inotify watch limit is reached (raise \
-                                          `fs.inotify.max_user_watches`)"
-                                .to_string();
-                            fallbacks.extend(self.fs.fall_back(p, reason));
-                        }
-                        _ => self.emit(Notice::WatchWarning {
-                            message: format!("file watcher: {e}"),
-                        }),
-                    }
-                }
-                self.report_fallbacks(fallbacks);
-            }
+                _ => self.emit(Notice::WatchWarning {
+                    message: format!("file watcher: {e}"),
+                }),
+            },
+        }
+    }
+
+    /// Handles what the debouncer hands over. A change it confirms makes the writes that follow
+    /// closely a burst, handled together when it ends.
+    fn on_ready(&mut self, ready: Ready) {
+        let mut paths = ready.paths;
+        if ready.rescan {
+            // The kernel's event queue overflowed: anything may have changed.
+            paths.extend(self.sources.abs_paths());
+            paths.insert(self.pipeline.file.clone());
+            paths.insert(promoted_path(&self.pipeline.file));
+        }
+        if self.on_paths(paths) {
+            self.debounce.acted(Instant::now());
         }
     }
 
     /// Handles paths that events or polling named: confirm by content, then rerun what changed.
-    fn on_paths(&mut self, paths: BTreeSet<PathBuf>) {
+    /// Returns whether anything did.
+    fn on_paths(&mut self, paths: BTreeSet<PathBuf>) -> bool {
         self.fs.refresh_roots(&paths);
         let pipeline_file = self.pipeline.file.clone();
         let promoted_file = promoted_path(&pipeline_file);
-        if paths
+        let reloaded = paths
             .iter()
             .any(|p| pipeline_file.starts_with(p) || promoted_file.starts_with(p))
-        {
-            self.check_pipeline();
-        }
+            && self.check_pipeline();
         let changed = self.sources.confirm(&paths, &self.hasher);
         let mut affected = BTreeSet::new();
         for source in changed {
@@ -318,10 +283,12 @@ impl Watch {
             });
             affected.extend(closure);
         }
-        if !affected.is_empty() {
+        let changed = !affected.is_empty();
+        if changed {
             self.schedule(affected);
         }
         self.sync_watches(false);
+        reloaded || changed
     }
 
     /// Stage names in dependency order.
@@ -355,16 +322,16 @@ impl Watch {
     }
 
     /// The pipeline file (or its promoted params file) was touched: reload it if its bytes
-    /// changed.
-    fn check_pipeline(&mut self) {
+    /// changed. Returns whether they had.
+    fn check_pipeline(&mut self) -> bool {
         let now = definition(&self.hasher, &self.pipeline.file);
         if now == self.pipeline_seen {
-            return;
+            return false;
         }
         self.pipeline_seen = now;
         if now.pipeline.is_none() {
             // Mid-save (removed before the new file is renamed in): the next event settles it.
-            return;
+            return true;
         }
         let loaded = load(&LoadOptions {
             root: &self.engine.ws.root,
@@ -378,13 +345,13 @@ impl Watch {
             Ok(p) => p,
             Err(LoadError::Invalid(d)) => {
                 self.emit(Notice::PipelineInvalid { errors: d.render() });
-                return;
+                return true;
             }
             Err(e) => {
                 self.emit(Notice::PipelineInvalid {
                     errors: format!("error: {}\n", crate::error::chain(&e)),
                 });
-                return;
+                return true;
             }
         };
         let changed = changed_stages(&self.pipeline, &new);
@@ -422,6 +389,7 @@ impl Watch {
             self.start_round(Scope::Pending);
         }
         self.sync_watches(true);
+        true
     }
 
     fn sync_watches(&mut self, announce: bool) {
@@ -559,15 +527,5 @@ impl Watch {
                 self.emit(Notice::Waiting);
             }
         }
-    }
-}
-
-/// Whether an event kind can mean different content: everything but opening and reading.
-fn may_change(kind: &notify::EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode, EventKind};
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
     }
 }

@@ -29,7 +29,7 @@ import types
 import numpy as np
 
 from . import data, models, regularize
-from .persist import FORMAT, Resume, atomic_dir, atomic_file, mkdtemp, write_json
+from .persist import FORMAT, Resume, Saver, atomic_dir, atomic_file, mkdtemp, write_json
 
 PROGRESS_INTERVAL_S = 0.2
 EVAL_BATCH = 1024
@@ -475,6 +475,7 @@ class Training:
         state, module, optimizer = self.open_module(checkpoint)
         self.msg.log(f"training on {self.provider} (onnxruntime-training {self.ort.__version__})", "notice")
         module.train()
+        saver = Saver(resume, state, module)
 
         step = st["step"]
         epoch = st["epoch"]
@@ -547,13 +548,14 @@ class Training:
             self.report_epoch(row, epochs)
             self.check_loss_growth(st)
             st.update(epoch=epoch, step=step)
-            resume.save(st, state, improved)
+            saver.epoch_done(st, improved, last=epoch == epochs or st["stopped_early"])
             if st["stopped_early"]:
                 self.msg.log(
                     f"early stopping after epoch {epoch}: {self.best_metric} has not improved for "
                     f"{st['bad_epochs']} epochs (best {st['best']['value']:.4f} at epoch {st['best']['epoch']})"
                 )
-        self.finish(st, resume, state, module, resumed_from)
+        saver.close()
+        self.finish(st, resume, saver, resumed_from)
 
     def evaluate(self, module) -> dict:
         module.eval()
@@ -606,13 +608,14 @@ class Training:
 
     # ---- outputs -----------------------------------------------------------------------------
 
-    def finish(self, st: dict, resume: "Resume", state, module, resumed_from) -> None:
+    def finish(self, st: dict, resume: "Resume", saver: "Saver", resumed_from) -> None:
         """Exports the best epoch's weights (by the early-stopping metric, else val_loss) when
         there is validation, else the last epoch's; then writes the outputs and clears the
         resume directory."""
         best = st["best"]
         exported = best["epoch"] if best else st["epoch"]
-        if best and best["epoch"] != st["epoch"]:
+        state, module = saver.state, saver.module
+        if best and best["epoch"] != st["epoch"] and not saver.load_best():
             state, module, _ = self.open_module(os.path.join(resume.dir, st["best_checkpoint"]))
             self.msg.log(f"exporting the model of epoch {exported}, the best by {best['metric']}")
         name = models.output_name(self.task)

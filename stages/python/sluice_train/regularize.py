@@ -36,6 +36,7 @@ class WeightDecay:
     def __init__(self, state, names: list, weight_decay: float):
         self.weight_decay = weight_decay
         self.views, self.copied = [], []
+        self._lr, self._factor = None, None
         if weight_decay <= 0:
             return
         for name in names:
@@ -53,7 +54,12 @@ class WeightDecay:
         return bool(self.views or self.copied)
 
     def step(self, lr: float) -> None:
-        factor = 1.0 - lr * self.weight_decay
+        # The factor as the float32 it is multiplied in (what numpy makes of a Python float
+        # here), made once per learning rate: a per-call conversion was a visible share of a
+        # small model's step.
+        if lr != self._lr:
+            self._lr, self._factor = lr, np.float32(1.0 - lr * self.weight_decay)
+        factor = self._factor
         for view in self.views:
             np.multiply(view, factor, out=view)
         for p in self.copied:
