@@ -362,7 +362,8 @@ pub struct WatchArgs {
     /// How many GPUs to hand out (default: detected from CUDA_VISIBLE_DEVICES or nvidia-smi)
     #[arg(long, value_name = "N")]
     pub gpus: Option<usize>,
-    /// Milliseconds of quiet after a file event before its changes are handled
+    /// Milliseconds of quiet before file events are handled, for writes not reported finished and
+    /// for bursts (a write closed or renamed into place is handled at once)
     #[arg(long, value_name = "MS", default_value_t = sluice_runner::watch::DEFAULT_DEBOUNCE.as_millis() as u64)]
     pub debounce: u64,
     /// Print events as JSON lines on stdout instead of the live display
