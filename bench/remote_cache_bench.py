@@ -366,7 +366,7 @@ class Bench:
                 rows[kind] = self.row(part, name, [self.sluice, "cache", "push", BIG], dst.sluice_env(), "origin clone", size)
             elif kind == "curl-put":
                 dst = base.sub(f"{self.tag}/{label}-curl-N")
-                rows[kind] = self.row(part, name, ["curl", "-sf", "-T", "BLOB", *base.curl_auth, dst.object_url(blob_rel)], {}, "", size)
+                rows[kind] = self.row(part, name, ["curl", "-sf", "-o", "/dev/null", "-T", "BLOB", *base.curl_auth, dst.object_url(blob_rel)], {}, "", size)
             elif kind == "pull":
                 rows[kind] = self.row(part, name, [self.sluice, "cache", "pull", BIG], src.sluice_env(), "clone with the lock file, empty .sluice/cache", size)
             else:
