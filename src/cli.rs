@@ -55,6 +55,8 @@ pub enum Command {
     Dag(DagArgs),
     /// Remove cache entries that no lock file refers to
     Gc(GcArgs),
+    /// Move what a lock file names to or from the remote cache
+    Cache(CacheArgs),
     /// Print the JSON Schema of the pipeline format
     Schema,
     /// Install the Python environment the train stage uses (the first train run does it too)
@@ -149,6 +151,8 @@ pub struct SweepRunArgs {
     /// Stop trials whose validation metric falls behind the median of finished trials
     #[arg(long, value_enum)]
     pub prune: Option<PruneArg>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Where stages run: here (local) or as Slurm batch jobs (slurm) (default: SLUICE_EXECUTOR, else local)
     #[arg(long, value_enum, value_name = "WHERE")]
     pub executor: Option<ExecutorArg>,
@@ -257,6 +261,41 @@ pub struct SetupArgs {
     pub cuda: bool,
 }
 
+/// The remote cache flags of the commands that run stages.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RemoteArgs {
+    /// Use no remote cache, whatever SLUICE_REMOTE_CACHE or the pipeline's `cache:` says
+    #[arg(long, conflicts_with = "remote_required")]
+    pub no_remote: bool,
+    /// Fail the run when the remote cache fails (unreachable, refusing writes, no credentials)
+    #[arg(long)]
+    pub remote_required: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCommand {
+    /// Upload every stage result the lock file names from the local cache to the remote one
+    Push(CacheMoveArgs),
+    /// Download every stage result the lock file names from the remote cache into the local one
+    /// (the workspace is left alone: `sluice run` then restores them)
+    Pull(CacheMoveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CacheMoveArgs {
+    /// The pipeline file (default: sluice.yaml)
+    pub pipeline: Option<PathBuf>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct PipelineArgs {
     /// Override a param: --set epochs=10 (repeatable; the value is read as YAML)
@@ -271,6 +310,8 @@ pub struct RunArgs {
     pub args: Vec<String>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Where stages run: here (local) or as Slurm batch jobs (slurm) (default: SLUICE_EXECUTOR, else local)
     #[arg(long, value_enum, value_name = "WHERE")]
     pub executor: Option<ExecutorArg>,
@@ -310,6 +351,8 @@ pub struct WatchArgs {
     pub pipeline_file: Option<PathBuf>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Where stages run: here (local) or as Slurm batch jobs (slurm) (default: SLUICE_EXECUTOR, else local)
     #[arg(long, value_enum, value_name = "WHERE")]
     pub executor: Option<ExecutorArg>,
@@ -337,6 +380,12 @@ pub struct StatusArgs {
     pub args: Vec<String>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// Also look up in the remote cache the stages the local cache lacks (and check their blobs)
+    #[arg(long, conflicts_with = "no_remote")]
+    pub remote: bool,
+    /// Never ask the remote cache (the default without `--remote`)
+    #[arg(long)]
+    pub no_remote: bool,
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,

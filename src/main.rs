@@ -5,6 +5,7 @@ mod cli;
 mod executor_cmd;
 mod gpus;
 mod metrics;
+mod remote_cmd;
 mod report;
 mod serve;
 mod setup;
@@ -15,7 +16,7 @@ mod watch_cmd;
 use anyhow::Context as _;
 use clap::Parser;
 use cli::{Cli, Command, DagFormatArg, LogFormat, PipelineArgs};
-use sluice_runner::cache::{GcOptions, GcStats};
+use sluice_runner::cache::{CacheStore, GcOptions, GcStats};
 use sluice_runner::plan::{Decision, Planned};
 use sluice_runner::render::{render_dag, DagFormat};
 use sluice_runner::{
@@ -182,10 +183,19 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
             print!("{}", gc_report(&stats, args.dry_run, args.verify));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cache(args) => remote_cmd::cache(args),
         Command::Status(args) => {
             let (file, stages) = split_args(&args.args);
-            let (engine, pipeline) = open(&file, &overrides(&args.pipeline)?)?;
+            let (mut engine, pipeline) = open(&file, &overrides(&args.pipeline)?)?;
             print_warnings(&pipeline);
+            // Without `--remote`, status stays off the network.
+            if args.remote {
+                let remote = cli::RemoteArgs {
+                    no_remote: false,
+                    remote_required: true,
+                };
+                remote_cmd::attach_as(&mut engine, &pipeline, &remote, "--remote")?;
+            }
             let planned = engine
                 .plan(
                     &pipeline,
@@ -196,7 +206,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, Failure> {
                     &[],
                 )
                 .map_err(engine_failure)?;
-            print_plan(&pipeline, &planned, args.json, false);
+            print_plan(&pipeline, &planned, engine.store.as_ref(), args.json, false);
             Ok(ExitCode::SUCCESS)
         }
         // The data stages run one after another in these processes: keeping the memory one frees
@@ -281,10 +291,11 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
         let planned = engine
             .plan(&pipeline, &selection, &args.force)
             .map_err(engine_failure)?;
-        print_plan(&pipeline, &planned, args.json, true);
+        print_plan(&pipeline, &planned, engine.store.as_ref(), args.json, true);
         return Ok(ExitCode::SUCCESS);
     }
     executor_cmd::install(&mut engine, executor, &pipeline)?;
+    remote_cmd::attach(&mut engine, &pipeline, &args.remote)?;
     let jobs = executor_cmd::jobs(args.jobs, executor);
     let kill_grace = args.kill_grace;
     let gpus = executor_cmd::gpus(&pipeline, args.gpus, executor);
@@ -340,6 +351,7 @@ fn run_pipeline(cli: &Cli, file: &Path, json: bool) -> Result<ExitCode, Failure>
         &cli::RunArgs {
             args: vec![file.display().to_string()],
             pipeline: PipelineArgs { set: Vec::new() },
+            remote: cli::RemoteArgs::default(),
             executor: None,
             jobs: None,
             gpus: None,
@@ -526,12 +538,19 @@ pub(crate) fn print_warnings(pipeline: &Pipeline) {
     }
 }
 
-fn print_plan(pipeline: &Pipeline, planned: &[Planned], json: bool, dry_run: bool) {
+fn print_plan(
+    pipeline: &Pipeline,
+    planned: &[Planned],
+    store: &dyn CacheStore,
+    json: bool,
+    dry_run: bool,
+) {
+    let remote = |d: &Decision| matches!(d, Decision::Restore(r) if store.is_remote(&r.key));
     if json {
         let rows: Vec<serde_json::Value> = planned
             .iter()
             .map(|p| {
-                let (state, reasons) = state_of(&p.decision);
+                let (state, reasons) = state_of(&p.decision, remote(&p.decision));
                 // `reason` is the first of `reasons`, as it was before the list existed.
                 let (reason, reasons) = match &p.decision {
                     Decision::Run(why) => (Some(why.first().to_string()), why.lines()),
@@ -545,6 +564,9 @@ fn print_plan(pipeline: &Pipeline, planned: &[Planned], json: bool, dry_run: boo
                     "reasons": reasons,
                     "key": p.key.map(|k| k.hex()),
                 });
+                if remote(&p.decision) {
+                    row["from"] = "remote".into();
+                }
                 // A matrix instance also says which stage it is an instance of, and its values.
                 if !stage.bindings.is_empty() {
                     row["base"] = stage.base.clone().into();
@@ -576,7 +598,7 @@ fn print_plan(pipeline: &Pipeline, planned: &[Planned], json: bool, dry_run: boo
         if dry_run { "plan" } else { "state" }
     );
     for p in planned {
-        let (_, reason) = state_of(&p.decision);
+        let (_, reason) = state_of(&p.decision, remote(&p.decision));
         let label = match (&p.decision, dry_run) {
             (Decision::UpToDate(_), _) => "up to date",
             (Decision::Restore(_), true) => "would restore",
@@ -593,9 +615,12 @@ fn print_plan(pipeline: &Pipeline, planned: &[Planned], json: bool, dry_run: boo
 }
 
 /// The state word of `--json` and the reason text, every reason joined.
-fn state_of(d: &Decision) -> (&'static str, Option<String>) {
+fn state_of(d: &Decision, remote: bool) -> (&'static str, Option<String>) {
     match d {
         Decision::UpToDate(_) => ("up_to_date", None),
+        Decision::Restore(_) if remote => {
+            ("restore", Some("outputs are in the remote cache".into()))
+        }
         Decision::Restore(_) => ("restore", Some("outputs are in the cache".into())),
         Decision::Run(reason) => ("stale", Some(reason.to_string())),
     }

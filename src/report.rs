@@ -92,6 +92,8 @@ pub struct Human {
     spin_style: ProgressStyle,
     bars: BTreeMap<String, ProgressBar>,
     rows: Vec<(String, Row)>,
+    /// Stages of the current run whose restore came from the remote cache.
+    from_remote: std::collections::BTreeSet<String>,
 }
 
 impl Human {
@@ -115,6 +117,7 @@ impl Human {
             spin_style,
             bars: BTreeMap::new(),
             rows: Vec::new(),
+            from_remote: Default::default(),
         }
     }
 
@@ -130,6 +133,7 @@ impl Human {
     pub fn event(&mut self, ev: Event) {
         let style = &self.style;
         let (mp, bars, rows) = (&self.mp, &mut self.bars, &mut self.rows);
+        let from_remote = &mut self.from_remote;
         let (bar_style, spin_style) = (&self.bar_style, &self.spin_style);
         let say = |line: String| {
             if style.live {
@@ -218,7 +222,9 @@ impl Human {
                 level,
                 message,
             } => {
-                if level == "notice" {
+                if message == sluice_runner::events::RESTORED_FROM_REMOTE {
+                    from_remote.insert(stage);
+                } else if level == "notice" {
                     // Worth a line even without -v: e.g. a training environment being installed.
                     if !style.quiet {
                         say(format!("      {stage}: {message}"));
@@ -294,8 +300,13 @@ impl Human {
                         Some(format!("{} {stage} ({secs})", style.paint("32", "done ")))
                     }
                     Outcome::Restored => Some(format!(
-                        "{} {stage} (from cache)",
-                        style.paint("34", "restored")
+                        "{} {stage} (from {}cache)",
+                        style.paint("34", "restored"),
+                        if from_remote.remove(&stage) {
+                            "the remote "
+                        } else {
+                            ""
+                        }
                     )),
                     Outcome::UpToDate => style
                         .verbose
@@ -367,6 +378,7 @@ impl Human {
                 failed,
                 skipped,
                 pruned,
+                remote,
             } => {
                 let _ = mp.clear();
                 if style.quiet && ok {
@@ -426,8 +438,37 @@ impl Human {
                     "{verdict}: {ran} ran, {up_to_date} up to date, {restored} restored, {failed} failed, {skipped} skipped{pruned} in {:.2}s\n",
                     duration_ms as f64 / 1000.0
                 ));
+                if let Some(r) = remote {
+                    out.push_str(&remote_line(&r));
+                }
                 eprint!("{out}");
             }
         }
     }
+}
+
+/// The run summary's remote line: what came down, what went up, and whether the remote failed.
+fn remote_line(r: &sluice_runner::cache::RemoteSummary) -> String {
+    let mut parts = Vec::new();
+    if r.restored > 0 {
+        parts.push(format!(
+            "{} stage(s) restored ({} fetched)",
+            r.restored,
+            indicatif::HumanBytes(r.fetched_bytes)
+        ));
+    }
+    if r.pushed_records > 0 {
+        parts.push(format!(
+            "{} stage(s) pushed ({} sent)",
+            r.pushed_records,
+            indicatif::HumanBytes(r.pushed_bytes)
+        ));
+    }
+    if let Some(why) = &r.failed {
+        parts.push(format!("not used after: {why}"));
+    }
+    if parts.is_empty() {
+        parts.push("nothing moved".into());
+    }
+    format!("remote {}: {}\n", r.url, parts.join(", "))
 }

@@ -44,6 +44,7 @@ pub(crate) struct SweepRequest {
     pub gpus: Option<usize>,
     pub dry_run: bool,
     pub json: bool,
+    pub remote: crate::cli::RemoteArgs,
 }
 
 impl SweepRequest {
@@ -76,6 +77,7 @@ impl SweepRequest {
             gpus: a.gpus,
             dry_run: a.dry_run,
             json: a.json,
+            remote: a.remote.clone(),
         }
     }
 }
@@ -231,6 +233,7 @@ pub(crate) fn run_sweep(
     }
     let executor = crate::executor_cmd::chosen(request.executor)?;
     crate::executor_cmd::install(&mut engine, executor, &prep.pipeline)?;
+    crate::remote_cmd::attach(&mut engine, &base, &request.remote)?;
     let signals = crate::SignalChannel::install()?;
     let json = request.json;
     let (ev_tx, reporter) = crate::reporter(cli, json);

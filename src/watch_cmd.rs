@@ -25,6 +25,7 @@ pub fn watch(cli: &Cli, args: &WatchArgs) -> Result<ExitCode, Failure> {
     print_warnings(&pipeline);
     let executor = crate::executor_cmd::chosen(args.executor)?;
     crate::executor_cmd::install(&mut engine, executor, &pipeline)?;
+    crate::remote_cmd::attach(&mut engine, &pipeline, &args.remote)?;
     let jobs = crate::executor_cmd::jobs(args.jobs, executor);
     let kill_grace = args.kill_grace;
     let gpus = crate::executor_cmd::gpus(&pipeline, args.gpus, executor);

@@ -81,12 +81,17 @@ fn tables() -> Ws {
 
 /// The subcommands whose `--help` is snapshotted; `every_command_has_a_help_snapshot` keeps the
 /// list in step with `sluice --help`.
-const COMMANDS: [&str; 10] = [
-    "run", "status", "watch", "dag", "gc", "schema", "setup", "metrics", "sweep", "serve",
+const COMMANDS: [&str; 11] = [
+    "run", "status", "watch", "dag", "gc", "cache", "schema", "setup", "metrics", "sweep", "serve",
 ];
 
 /// Subcommands of subcommands, snapshotted as `help/<command>-<subcommand>`.
-const NESTED: [[&str; 2]; 2] = [["sweep", "show"], ["sweep", "promote"]];
+const NESTED: [[&str; 2]; 4] = [
+    ["sweep", "show"],
+    ["sweep", "promote"],
+    ["cache", "push"],
+    ["cache", "pull"],
+];
 
 #[test]
 fn help_of_every_command() {

@@ -1,7 +1,10 @@
 //! `Engine`: the entry points the binary calls (`run`, `plan`, `status`, `gc`), tying a validated
 //! pipeline to a workspace, its cache, its hash memo and its lock file.
 
-use crate::cache::{CacheStore, GcOptions, GcStats, LocalStore};
+use crate::cache::{
+    CacheStore, GcOptions, GcStats, LocalStore, RemoteError, RemoteSettings, RemoteStore,
+    RemoteSummary, TieredStore,
+};
 use crate::diag::did_you_mean;
 use crate::events::{Event, Outcome};
 use crate::exec::{Executor, LocalExecutor};
@@ -87,6 +90,10 @@ pub struct RunSummary {
     /// Stages a `Control::Rerun` asked for after the run had stopped starting stages (see
     /// `Engine::run_controlled`): still owed a run.
     pub deferred: BTreeSet<usize>,
+    /// What the remote cache did, when there is one.
+    pub remote: Option<RemoteSummary>,
+    /// `--remote-required`: a remote failure fails the run.
+    pub remote_required: bool,
 }
 
 impl RunSummary {
@@ -95,7 +102,10 @@ impl RunSummary {
     /// had a failure can only sit below a pruned one, so a sweep whose only non-successes are
     /// prunes and their skips is ok, while any failure or cancellation is not.
     pub fn ok(&self) -> bool {
+        let remote_failed =
+            self.remote_required && self.remote.as_ref().is_some_and(|r| r.failed.is_some());
         !self.interrupted
+            && !remote_failed
             && self.stages.values().all(|s| {
                 s.outcome.is_success() || matches!(s.outcome, Outcome::Pruned | Outcome::Skipped)
             })
@@ -110,6 +120,11 @@ pub struct Engine {
     pub registry: StageRegistry,
     pub executor: Arc<dyn Executor>,
     pub store: Arc<dyn CacheStore>,
+    /// The remote cache behind `store`, when one is configured and usable.
+    pub remote: Option<Arc<RemoteStore>>,
+    remote_required: bool,
+    /// Why a configured remote is not used (missing credentials), said at the start of each run.
+    remote_off: Option<String>,
 }
 
 impl Engine {
@@ -120,6 +135,42 @@ impl Engine {
             registry,
             executor: Arc::new(LocalExecutor),
             store,
+            remote: None,
+            remote_required: false,
+            remote_off: None,
+        }
+    }
+
+    /// Puts a remote cache behind the local one. A remote that lacks credentials is an error
+    /// when `required`; otherwise each run says why it goes without it. A wrong URL is always an
+    /// error: it is a mistake to fix, not a condition to work around.
+    pub fn attach_remote(
+        &mut self,
+        settings: &RemoteSettings,
+        required: bool,
+    ) -> Result<(), RemoteError> {
+        match RemoteStore::open(settings) {
+            Ok(remote) => {
+                let remote = Arc::new(remote);
+                self.store = Arc::new(TieredStore::new(
+                    LocalStore::new(self.ws.cache_dir()),
+                    remote.clone(),
+                ));
+                self.remote = Some(remote);
+                self.remote_required = required;
+                Ok(())
+            }
+            Err(RemoteError::Credentials(why)) if !required => {
+                let shown = crate::cache::remote::url::RemoteUrl::parse(&settings.url)
+                    .map(|u| u.shown)
+                    .unwrap_or_default();
+                self.remote_off = Some(format!(
+                    "remote cache {shown} ({}): {why}; running without it",
+                    settings.origin
+                ));
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -309,6 +360,15 @@ impl Engine {
         let t = Instant::now();
         let hasher = Arc::new(Hasher::load(&self.ws.memo_path()));
         tracing::debug!(ms = t.elapsed().as_millis() as u64, "hash memo loaded");
+        if let Some(remote) = &self.remote {
+            remote.begin_run(events.clone());
+        }
+        if let Some(message) = &self.remote_off {
+            let _ = events.send(Event::Warning {
+                stage: None,
+                message: message.clone(),
+            });
+        }
         let run_id = new_run_id();
         tracing::info!(run_id = %run_id, pipeline = %pipeline.name, stages = selection.len(), jobs = opts.jobs, "run starting");
         let _ = events.send(Event::RunStarted {
@@ -366,12 +426,18 @@ impl Engine {
         let _ = std::fs::remove_dir_all(self.ws.dir.join("tmp").join(&run_id));
         // The run's Slurm job directories: every job has ended and its output is in the logs.
         let _ = std::fs::remove_dir_all(self.ws.dir.join("slurm").join(&run_id));
+        let remote = self
+            .remote
+            .as_ref()
+            .map(|r| r.finish_run(report.interrupted));
         let summary = RunSummary {
             run_id,
             stages: report.stages,
             interrupted: report.interrupted,
             duration: started.elapsed(),
             deferred: report.deferred,
+            remote,
+            remote_required: self.remote_required,
         };
         let _ = events.send(Event::RunFinished {
             ok: summary.ok(),
@@ -387,6 +453,7 @@ impl Engine {
                 .count(),
             skipped: summary.count(Outcome::Skipped) + summary.count(Outcome::Cancelled),
             pruned: summary.count(Outcome::Pruned),
+            remote: summary.remote.clone(),
         });
         Ok(summary)
     }

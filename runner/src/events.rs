@@ -133,8 +133,14 @@ pub enum Event {
         /// Stages stopped or not started by a sweep's pruning rule (their downstream counts
         /// as skipped).
         pruned: usize,
+        /// What the remote cache did, when there is one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        remote: Option<crate::cache::RemoteSummary>,
     },
 }
+
+/// The `StageLog` message of a stage whose restore came from the remote cache.
+pub const RESTORED_FROM_REMOTE: &str = "restored from the remote cache";
 
 /// A stage's handle on the event stream.
 #[derive(Clone)]

@@ -116,10 +116,13 @@ pub(crate) fn check_up_to_date(ctx: &RunCtx, idx: usize) -> Option<Completed> {
     let root = &ctx.pipeline.root;
     let fp = Fingerprint::compute(stage, root, &ctx.hasher, &Overlay::new()).ok()?;
     let key = fp.key();
+    // Local only: a remote lookup here would put a network round trip per stage on the
+    // dispatcher's thread; a stage the remote has goes to a worker, which asks it.
+    let local = crate::cache::LocalOnly(ctx.store.as_ref());
     let checker = Checker {
         root,
         hasher: &ctx.hasher,
-        store: ctx.store.as_ref(),
+        store: &local,
     };
     match checker.decide(stage, &fp, &key, ctx.lock.stages.get(&stage.id.0)) {
         Decision::UpToDate(outputs) => Some(Completed { fp, key, outputs }),
@@ -153,11 +156,18 @@ pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult
         Decision::Restore(record) => match ctx.store.restore(root, &record, &ctx.hasher) {
             Ok(()) => match after_restore(ctx, stage) {
                 Ok(()) => {
+                    if ctx.store.is_remote(&key) {
+                        let _ = ctx.events.send(Event::StageLog {
+                            stage: stage.id.0.clone(),
+                            level: "info".into(),
+                            message: crate::events::RESTORED_FROM_REMOTE.into(),
+                        });
+                    }
                     return JobResult::Restored(Completed {
                         fp,
                         key,
                         outputs: record.outputs,
-                    })
+                    });
                 }
                 Err(why) => RunReason::RestoreRefused(why).into(),
             },
@@ -169,6 +179,8 @@ pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult
                 });
                 RunReason::CacheCorrupt(why).into()
             }
+            // The remote failed (and said so once): the stage runs instead.
+            Err(RestoreError::Unavailable(why)) => RunReason::RestoreRefused(why).into(),
             Err(e) => return fail(crate::error::chain(&e)),
         },
         Decision::Run(reason) => reason,

@@ -27,6 +27,7 @@ pub mod plan;
 pub mod render;
 pub mod scheduler;
 pub mod schema;
+pub mod sharing;
 pub mod spec;
 pub mod stage;
 pub mod sweep;

@@ -153,6 +153,8 @@ pub struct Pipeline {
     pub promoted: Option<crate::sweep::promote::Promoted>,
     /// `executor.slurm.poll`: how often `squeue` is asked about live jobs.
     pub slurm_poll: Duration,
+    /// `cache:`: the remote cache the pipeline names, if any.
+    pub cache: crate::spec::cache::CacheSection,
 }
 
 impl Pipeline {

@@ -250,7 +250,12 @@ impl Checker<'_> {
                 return Decision::UpToDate(now);
             }
         }
-        if let Some(mut record) = store.lookup(key) {
+        // A record must name exactly this stage's outputs: one that names another path (from a
+        // remote cache, say) is not put in place.
+        let fits = |r: &StageRecord| {
+            r.outputs.len() == stage.outputs.len() && r.outputs.keys().all(|n| here(n).is_some())
+        };
+        if let Some(mut record) = store.lookup(key).filter(fits) {
             for (name, out) in record.outputs.iter_mut() {
                 if let Some(p) = here(name) {
                     out.path = p.clone();

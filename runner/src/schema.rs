@@ -29,6 +29,15 @@ pub fn pipeline_schema(registry: &StageRegistry) -> Value {
             },
             "sweep": sweep_schema(),
             "executor": executor_schema(),
+            "cache": {
+                "type": "object",
+                "additionalProperties": false,
+                "description": "The remote cache this pipeline shares (docs/cache.md); never part of a stage's key. SLUICE_REMOTE_CACHE and .sluice/config.yaml override it.",
+                "properties": {
+                    "remote": {"type": "string", "pattern": "^(s3|https?|file)://", "description": "s3://BUCKET[/PREFIX], http(s)://HOST[:PORT][/PATH] or file:///PATH; credentials come from the environment, never from this file."},
+                    "push": {"type": "boolean", "description": "Upload results (default true); false reads only."}
+                }
+            },
             "plugins": {
                 "type": "object",
                 "description": "External stage kinds speaking the JSON stage protocol.",

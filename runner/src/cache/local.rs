@@ -29,7 +29,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Permission bits of a blob, and of a restored file, by whether the content is executable.
-const BLOB_MODE: [u32; 2] = [0o444, 0o555];
+pub(crate) const BLOB_MODE: [u32; 2] = [0o444, 0o555];
 /// Restored outputs are ordinary files again (less the umask), like the ones a stage writes.
 const OUTPUT_MODE: [u32; 2] = [0o666, 0o777];
 
@@ -73,13 +73,13 @@ impl LocalStore {
         self.dir.join("stages").join(format!("{}.json", key.hex()))
     }
 
-    fn blob_path(&self, hash: &ContentHash) -> PathBuf {
+    pub(crate) fn blob_path(&self, hash: &ContentHash) -> PathBuf {
         let hex = hash.hex();
         self.dir.join("objects").join(&hex[..2]).join(&hex[2..])
     }
 
     /// True when the blob for `hash` is a regular file whose content matches its name.
-    fn holds(&self, hash: &ContentHash, hasher: &Hasher) -> bool {
+    pub(crate) fn holds(&self, hash: &ContentHash, hasher: &Hasher) -> bool {
         let blob = self.blob_path(hash);
         match fs::symlink_metadata(&blob) {
             Ok(meta) if meta.is_file() => hasher
@@ -125,6 +125,12 @@ impl LocalStore {
             let _ = fs::remove_file(&tmp);
         }
         result
+    }
+
+    /// Files a record whose blobs are already in place (fetched from a remote and checked).
+    pub(crate) fn write_record(&self, record: &StageRecord) -> io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
+        atomic::write(&self.record_path(&record.key), &bytes)
     }
 
     fn put_bytes(&self, bytes: &[u8], hash: &ContentHash, hasher: &Hasher) -> io::Result<()> {
@@ -273,8 +279,7 @@ impl CacheStore for LocalStore {
                 }
             }
         }
-        let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-        atomic::write(&self.record_path(&record.key), &bytes)
+        self.write_record(record)
     }
 
     fn restore(

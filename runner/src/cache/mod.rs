@@ -1,10 +1,15 @@
 //! The cache: stage records (key → output hashes) and the content-addressed blobs they name,
-//! behind the `CacheStore` trait so that a remote store can sit beside the local directory later.
+//! behind the `CacheStore` trait: `LocalStore` (the workspace's `.sluice/cache`), and
+//! `TieredStore`, the local store with a shared remote behind it (`remote/`).
 
 mod copy;
 mod local;
+pub mod remote;
+mod tiered;
 
 pub use local::LocalStore;
+pub use remote::{RemoteError, RemoteSettings, RemoteStore, RemoteSummary};
+pub use tiered::TieredStore;
 
 use crate::hash::{ContentHash, Hasher, TreeEntry};
 use crate::paths::WorkPath;
@@ -36,6 +41,9 @@ pub enum RestoreError {
     /// The entry cannot be trusted (a blob is missing or does not match its hash).
     #[error("cache entry is corrupt: {0}")]
     Corrupt(String),
+    /// The entry may be sound but cannot be fetched now (a remote cache that failed).
+    #[error("cache entry unavailable: {0}")]
+    Unavailable(String),
     #[error("output `{0}` resolves outside the workspace through a symbolic link")]
     Escapes(WorkPath),
     #[error("cannot restore `{path}`")]
@@ -44,6 +52,35 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A store seen through its local part only (`CacheStore::lookup_local`).
+pub struct LocalOnly<'a>(pub &'a dyn CacheStore);
+
+impl CacheStore for LocalOnly<'_> {
+    fn lookup(&self, key: &ContentHash) -> Option<StageRecord> {
+        self.0.lookup_local(key)
+    }
+    fn store(&self, root: &Path, record: &StageRecord, hasher: &Hasher) -> std::io::Result<()> {
+        self.0.store(root, record, hasher)
+    }
+    fn restore(
+        &self,
+        root: &Path,
+        record: &StageRecord,
+        hasher: &Hasher,
+    ) -> Result<(), RestoreError> {
+        self.0.restore(root, record, hasher)
+    }
+    fn verify(&self, record: &StageRecord, hasher: &Hasher) -> Result<(), RestoreError> {
+        self.0.verify(record, hasher)
+    }
+    fn forget(&self, key: &ContentHash) {
+        self.0.forget(key)
+    }
+    fn gc(&self, keep: &HashSet<ContentHash>, opts: GcOptions) -> std::io::Result<GcStats> {
+        self.0.gc(keep, opts)
+    }
 }
 
 /// What `gc` does besides dropping unreferenced entries.
@@ -78,6 +115,11 @@ pub struct GcStats {
 pub trait CacheStore: Send + Sync {
     /// The record for `key`, if there is one that parses.
     fn lookup(&self, key: &ContentHash) -> Option<StageRecord>;
+    /// `lookup` without asking a remote: for checks that must stay cheap (the dispatcher's
+    /// inline up-to-date check runs on its one thread for every stage).
+    fn lookup_local(&self, key: &ContentHash) -> Option<StageRecord> {
+        self.lookup(key)
+    }
     /// Files the outputs' content, then the record, so a record never names a missing blob. A
     /// blob already filed under an output's hash is kept only if its content (checked through
     /// `hasher`) matches; otherwise the output replaces it.
@@ -96,4 +138,9 @@ pub trait CacheStore: Send + Sync {
     fn forget(&self, key: &ContentHash);
     /// Removes every record not in `keep` and every blob no kept record names (see `GcOptions`).
     fn gc(&self, keep: &HashSet<ContentHash>, opts: GcOptions) -> std::io::Result<GcStats>;
+    /// Whether `key`'s record was found on a remote cache rather than locally (`status` says
+    /// "will restore from the remote cache").
+    fn is_remote(&self, _key: &ContentHash) -> bool {
+        false
+    }
 }

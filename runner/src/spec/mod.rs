@@ -3,6 +3,7 @@
 //! `raw` checks its shape, `locate` turns paths back into lines and columns, `template` parses
 //! `${{ }}` expressions.
 
+pub mod cache;
 pub mod executor;
 pub mod locate;
 pub mod matrix;

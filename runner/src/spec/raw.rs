@@ -111,6 +111,8 @@ pub struct RawPipeline {
     pub sweep: Option<Value>,
     /// `executor:`, checked for shape; stage names are resolved by `validate`.
     pub executor: Option<super::executor::RawExecutor>,
+    /// `cache:`, checked.
+    pub cache: Option<super::cache::CacheSection>,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -121,6 +123,7 @@ const TOP_KEYS: &[&str] = &[
     "stages",
     "sweep",
     "executor",
+    "cache",
 ];
 const STAGE_KEYS: &[&str] = &[
     "uses",
@@ -205,6 +208,9 @@ pub fn parse_raw(source: &str) -> (RawPipeline, Problems) {
     }
     if let Some(v) = map.get("executor") {
         raw.executor = super::executor::read(v, &root.k("executor"), &mut problems);
+    }
+    if let Some(v) = map.get("cache") {
+        raw.cache = super::cache::read(v, &root.k("cache"), &mut problems);
     }
     if let Some(v) = map.get("plugins") {
         let p = root.k("plugins");

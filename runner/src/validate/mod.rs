@@ -300,6 +300,7 @@ impl Validator<'_, '_> {
             warnings: Vec::new(),
             promoted: None,
             slurm_poll: executor.poll(),
+            cache: raw.cache.clone().unwrap_or_default(),
         })
     }
 

@@ -24,6 +24,8 @@ fn summary(report: DispatchReport) -> RunSummary {
         interrupted: report.interrupted,
         duration: Duration::ZERO,
         deferred: report.deferred,
+        remote: None,
+        remote_required: false,
     }
 }
 
@@ -205,6 +207,8 @@ fn a_run_is_ok_with_prunes_and_skips_but_not_with_a_failure_cancellation_or_inte
         interrupted,
         duration: Duration::ZERO,
         deferred: BTreeSet::new(),
+        remote: None,
+        remote_required: false,
     };
     use Outcome::*;
     assert!(report(&[Ran, Restored, UpToDate], false).ok());

@@ -1,0 +1,223 @@
+//! `TieredStore`: the local cache with a remote behind it. Lookups try the local cache first
+//! and the remote on a miss; a remote hit is restored by fetching its blobs into the local cache
+//! (each checked against its hash) and restoring from there as any local hit, so the next run
+//! finds it locally. Results are stored locally, then uploaded in the background.
+
+use super::remote::RemoteStore;
+use super::{CacheStore, GcOptions, GcStats, LocalStore, RestoreError, StageRecord};
+use crate::hash::{ContentHash, Hasher};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+pub struct TieredStore {
+    local: LocalStore,
+    remote: Arc<RemoteStore>,
+}
+
+impl TieredStore {
+    pub fn new(local: LocalStore, remote: Arc<RemoteStore>) -> TieredStore {
+        TieredStore { local, remote }
+    }
+}
+
+impl CacheStore for TieredStore {
+    fn lookup(&self, key: &ContentHash) -> Option<StageRecord> {
+        self.local.lookup(key).or_else(|| self.remote.lookup(key))
+    }
+
+    fn lookup_local(&self, key: &ContentHash) -> Option<StageRecord> {
+        self.local.lookup(key)
+    }
+
+    fn store(&self, root: &Path, record: &StageRecord, hasher: &Hasher) -> std::io::Result<()> {
+        self.local.store(root, record, hasher)?;
+        self.remote.push_later(&self.local, record);
+        Ok(())
+    }
+
+    fn restore(
+        &self,
+        root: &Path,
+        record: &StageRecord,
+        hasher: &Hasher,
+    ) -> Result<(), RestoreError> {
+        if !self.remote.knows(&record.key) {
+            return self.local.restore(root, record, hasher);
+        }
+        self.remote.fetch_missing(&self.local, record, hasher)?;
+        self.local
+            .write_record(record)
+            .map_err(|e| RestoreError::Io {
+                path: "the local cache".into(),
+                source: e,
+            })?;
+        self.local.restore(root, record, hasher)?;
+        self.remote.count_restored();
+        Ok(())
+    }
+
+    fn verify(&self, record: &StageRecord, hasher: &Hasher) -> Result<(), RestoreError> {
+        if self.remote.knows(&record.key) {
+            self.remote.verify(&self.local, record, hasher)
+        } else {
+            self.local.verify(record, hasher)
+        }
+    }
+
+    fn forget(&self, key: &ContentHash) {
+        // The remote's copy is not deleted: another machine may hold it sound, and the blob that
+        // proved bad is uploaded again after the stage runs.
+        self.local.forget(key);
+        self.remote.forget(key);
+    }
+
+    fn gc(&self, keep: &HashSet<ContentHash>, opts: GcOptions) -> std::io::Result<GcStats> {
+        self.local.gc(keep, opts)
+    }
+
+    fn is_remote(&self, key: &ContentHash) -> bool {
+        self.remote.knows(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::remote::RemoteSettings;
+    use crate::cache::{OutputRecord, RECORD_FORMAT};
+    use crate::paths::WorkPath;
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A workspace with its own local cache, sharing `remote_dir` as a file:// remote.
+    struct Machine {
+        _dir: tempfile::TempDir,
+        root: std::path::PathBuf,
+        store: TieredStore,
+        remote: Arc<RemoteStore>,
+    }
+
+    fn machine(remote_dir: &Path, push: bool) -> Machine {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let remote = Arc::new(
+            RemoteStore::open(&RemoteSettings {
+                url: format!("file://{}", remote_dir.display()),
+                push,
+                origin: "test".into(),
+            })
+            .unwrap(),
+        );
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        remote.begin_run(tx);
+        let store = TieredStore::new(LocalStore::new(root.join(".sluice/cache")), remote.clone());
+        Machine {
+            _dir: dir,
+            root,
+            store,
+            remote,
+        }
+    }
+
+    /// Writes an executable single-file output and a directory output, and stores them.
+    fn produce(m: &Machine) -> StageRecord {
+        let hasher = Hasher::default();
+        let tool = m.root.join("out/tool.sh");
+        fs::create_dir_all(m.root.join("out/d/sub")).unwrap();
+        fs::write(&tool, b"#!/bin/sh\necho hi\n").unwrap();
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(m.root.join("out/d/a.txt"), b"first").unwrap();
+        fs::write(m.root.join("out/d/sub/b.txt"), b"second").unwrap();
+        std::os::unix::fs::symlink("a.txt", m.root.join("out/d/link")).unwrap();
+        let mut outputs = BTreeMap::new();
+        for (name, rel) in [("tool", "out/tool.sh"), ("d", "out/d")] {
+            let h = hasher.hash_path(&m.root.join(rel)).unwrap().unwrap();
+            outputs.insert(
+                name.to_string(),
+                OutputRecord {
+                    path: WorkPath::parse(rel, &m.root).unwrap(),
+                    hash: h.hash,
+                    tree: h.tree,
+                },
+            );
+        }
+        let rec = StageRecord {
+            format: RECORD_FORMAT,
+            stage: "s".into(),
+            key: ContentHash::of(b"the key"),
+            outputs,
+        };
+        m.store.store(&m.root, &rec, &hasher).unwrap();
+        rec
+    }
+
+    #[test]
+    fn a_second_machine_restores_what_the_first_pushed_modes_and_links_included() {
+        let shared = tempfile::tempdir().unwrap();
+        let a = machine(shared.path(), true);
+        let rec = produce(&a);
+        let done = a.remote.finish_run(false);
+        assert_eq!((done.pushed_records, done.pushed_blobs), (1, 4), "{done:?}");
+
+        let b = machine(shared.path(), true);
+        let hasher = Hasher::default();
+        let found = b.store.lookup(&rec.key).expect("the remote has it");
+        assert!(b.store.is_remote(&rec.key));
+        b.store.restore(&b.root, &found, &hasher).unwrap();
+        let tool = b.root.join("out/tool.sh");
+        assert_eq!(fs::read(&tool).unwrap(), b"#!/bin/sh\necho hi\n");
+        assert_ne!(fs::metadata(&tool).unwrap().permissions().mode() & 0o100, 0);
+        assert_eq!(
+            fs::read_link(b.root.join("out/d/link")).unwrap(),
+            Path::new("a.txt")
+        );
+        assert_eq!(fs::read(b.root.join("out/d/sub/b.txt")).unwrap(), b"second");
+        // Now local: found without the remote.
+        assert!(b.store.lookup_local(&rec.key).is_some());
+        assert_eq!(b.remote.finish_run(false).restored, 1);
+    }
+
+    #[test]
+    fn a_tampered_remote_blob_is_refused_and_repaired_by_the_next_store() {
+        let shared = tempfile::tempdir().unwrap();
+        let a = machine(shared.path(), true);
+        let rec = produce(&a);
+        a.remote.finish_run(false);
+        let hex = ContentHash::of(b"second").hex();
+        let blob = shared
+            .path()
+            .join("objects")
+            .join(&hex[..2])
+            .join(&hex[2..]);
+        fs::write(&blob, b"SECOND").unwrap();
+
+        let b = machine(shared.path(), true);
+        let hasher = Hasher::default();
+        let found = b.store.lookup(&rec.key).unwrap();
+        let err = b.store.restore(&b.root, &found, &hasher).unwrap_err();
+        assert!(
+            matches!(&err, RestoreError::Corrupt(why) if why.contains("tampered")),
+            "{err}"
+        );
+        assert!(!b.root.join("out/d").exists(), "nothing half-restored");
+        b.store.forget(&rec.key);
+        // The stage runs again and stores: the damaged blob goes up again although it "exists".
+        let again = produce(&b);
+        b.remote.finish_run(false);
+        assert_eq!(fs::read(&blob).unwrap(), b"second");
+        assert_eq!(again.key, rec.key);
+    }
+
+    #[test]
+    fn a_read_only_remote_is_read_but_never_written() {
+        let shared = tempfile::tempdir().unwrap();
+        let a = machine(shared.path(), false);
+        let rec = produce(&a);
+        assert_eq!(a.remote.finish_run(false).pushed_records, 0);
+        assert!(fs::read_dir(shared.path()).unwrap().next().is_none());
+        let b = machine(shared.path(), true);
+        assert!(b.store.lookup(&rec.key).is_none());
+    }
+}
