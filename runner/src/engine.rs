@@ -386,6 +386,7 @@ impl Engine {
             ws: self.ws.clone(),
             hasher: hasher.clone(),
             store: self.store.clone(),
+            remote: self.remote.clone(),
             registry: self.registry.clone(),
             executor: self.executor.clone(),
             lock: Arc::new(lock),

@@ -291,6 +291,23 @@ impl Hasher {
         self.hash_file_trusting(abs, meta, Trust::Settled)
     }
 
+    /// Records `hash` for a file sluice has just written from bytes it hashed on the way (a blob
+    /// downloaded from a remote cache), so that restoring it does not read it all again. The
+    /// entry is not racy: no one else writes the file, and its stamp is taken after the write.
+    pub fn remember(&self, abs: &Path, hash: ContentHash) -> io::Result<()> {
+        let meta = fs::symlink_metadata(abs)?;
+        self.memo.insert(
+            abs.to_path_buf(),
+            MemoEntry {
+                stamp: Stamp::of(&meta),
+                hash,
+                racy: false,
+            },
+        );
+        self.dirty.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn hash_file_trusting(
         &self,
         abs: &Path,

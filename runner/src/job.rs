@@ -26,6 +26,8 @@ pub(crate) struct RunCtx {
     pub ws: Workspace,
     pub hasher: Arc<Hasher>,
     pub store: Arc<dyn CacheStore>,
+    /// The remote cache behind `store`, when there is one (for its counts).
+    pub remote: Option<Arc<crate::cache::RemoteStore>>,
     pub registry: StageRegistry,
     pub executor: Arc<dyn Executor>,
     /// The lock as it was when the run started; a stage's own entry only changes after it ends.
@@ -153,36 +155,44 @@ pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult
     tracing::debug!(stage = %stage.id, decision = decision.label(), "decided");
     let reason = match decision {
         Decision::UpToDate(outputs) => return JobResult::UpToDate(Completed { fp, key, outputs }),
-        Decision::Restore(record) => match ctx.store.restore(root, &record, &ctx.hasher) {
-            Ok(()) => match after_restore(ctx, stage) {
-                Ok(()) => {
-                    if ctx.store.is_remote(&key) {
-                        let _ = ctx.events.send(Event::StageLog {
-                            stage: stage.id.0.clone(),
-                            level: "info".into(),
-                            message: crate::events::RESTORED_FROM_REMOTE.into(),
+        Decision::Restore(record) => {
+            match ctx
+                .store
+                .restore_cancellable(root, &record, &ctx.hasher, &job.cancel)
+            {
+                Ok(()) => match after_restore(ctx, stage) {
+                    Ok(()) => {
+                        if ctx.store.is_remote(&key) {
+                            if let Some(remote) = &ctx.remote {
+                                remote.count_restored();
+                            }
+                            let _ = ctx.events.send(Event::StageLog {
+                                stage: stage.id.0.clone(),
+                                level: "info".into(),
+                                message: crate::events::RESTORED_FROM_REMOTE.into(),
+                            });
+                        }
+                        return JobResult::Restored(Completed {
+                            fp,
+                            key,
+                            outputs: record.outputs,
                         });
                     }
-                    return JobResult::Restored(Completed {
-                        fp,
-                        key,
-                        outputs: record.outputs,
+                    Err(why) => RunReason::RestoreRefused(why).into(),
+                },
+                Err(RestoreError::Corrupt(why)) => {
+                    ctx.store.forget(&key);
+                    let _ = ctx.events.send(Event::Warning {
+                        stage: Some(stage.id.0.clone()),
+                        message: format!("dropped a corrupt cache entry ({why}); running instead"),
                     });
+                    RunReason::CacheCorrupt(why).into()
                 }
-                Err(why) => RunReason::RestoreRefused(why).into(),
-            },
-            Err(RestoreError::Corrupt(why)) => {
-                ctx.store.forget(&key);
-                let _ = ctx.events.send(Event::Warning {
-                    stage: Some(stage.id.0.clone()),
-                    message: format!("dropped a corrupt cache entry ({why}); running instead"),
-                });
-                RunReason::CacheCorrupt(why).into()
+                // The remote failed (and said so once): the stage runs instead.
+                Err(RestoreError::Unavailable(why)) => RunReason::RestoreRefused(why).into(),
+                Err(e) => return fail(crate::error::chain(&e)),
             }
-            // The remote failed (and said so once): the stage runs instead.
-            Err(RestoreError::Unavailable(why)) => RunReason::RestoreRefused(why).into(),
-            Err(e) => return fail(crate::error::chain(&e)),
-        },
+        }
         Decision::Run(reason) => reason,
     };
     if let Some(why) = &job.gpu_shortfall {

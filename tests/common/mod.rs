@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod remote;
 pub mod snapshot;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");

@@ -69,9 +69,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "slurm: installing ${packages[*]}"
   # The packages' own service starts are refused without systemd; that is fine, we start the daemons.
   # Bounded: a mirror that does not answer must not eat CI's time (the tests then skip).
-  if ! DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y --no-install-recommends "${packages[@]}" >/tmp/sluice-slurm-apt.log 2>&1; then
-    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get update >>/tmp/sluice-slurm-apt.log 2>&1
-    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y --no-install-recommends "${packages[@]}" >>/tmp/sluice-slurm-apt.log 2>&1 \
+  if ! DEBIAN_FRONTEND=noninteractive timeout 600 apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${packages[@]}" >/tmp/sluice-slurm-apt.log 2>&1; then
+    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get -o DPkg::Lock::Timeout=300 update >>/tmp/sluice-slurm-apt.log 2>&1
+    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${packages[@]}" >>/tmp/sluice-slurm-apt.log 2>&1 \
       || fail "apt-get install failed: $(tail -n 3 /tmp/sluice-slurm-apt.log | tr '\n' ' ')"
   fi
 fi

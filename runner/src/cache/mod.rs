@@ -131,6 +131,17 @@ pub trait CacheStore: Send + Sync {
         record: &StageRecord,
         hasher: &Hasher,
     ) -> Result<(), RestoreError>;
+    /// `restore`, given up when `cancel` is cancelled (a download from a remote cache can take
+    /// minutes; Ctrl-C must not wait for it). A local restore is quick and not interrupted.
+    fn restore_cancellable(
+        &self,
+        root: &Path,
+        record: &StageRecord,
+        hasher: &Hasher,
+        _cancel: &crate::cancel::CancelToken,
+    ) -> Result<(), RestoreError> {
+        self.restore(root, record, hasher)
+    }
     /// Checks, without restoring, that every blob a record names is there and matches its
     /// hash (through `hasher`'s memo: a `stat` for a blob unchanged since it was last hashed).
     fn verify(&self, record: &StageRecord, hasher: &Hasher) -> Result<(), RestoreError>;

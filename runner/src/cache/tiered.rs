@@ -5,6 +5,7 @@
 
 use super::remote::RemoteStore;
 use super::{CacheStore, GcOptions, GcStats, LocalStore, RestoreError, StageRecord};
+use crate::cancel::CancelToken;
 use crate::hash::{ContentHash, Hasher};
 use std::collections::HashSet;
 use std::path::Path;
@@ -42,19 +43,28 @@ impl CacheStore for TieredStore {
         record: &StageRecord,
         hasher: &Hasher,
     ) -> Result<(), RestoreError> {
+        self.restore_cancellable(root, record, hasher, &CancelToken::default())
+    }
+
+    fn restore_cancellable(
+        &self,
+        root: &Path,
+        record: &StageRecord,
+        hasher: &Hasher,
+        cancel: &CancelToken,
+    ) -> Result<(), RestoreError> {
         if !self.remote.knows(&record.key) {
             return self.local.restore(root, record, hasher);
         }
-        self.remote.fetch_missing(&self.local, record, hasher)?;
+        self.remote
+            .fetch_missing(&self.local, record, hasher, cancel)?;
         self.local
             .write_record(record)
             .map_err(|e| RestoreError::Io {
                 path: "the local cache".into(),
                 source: e,
             })?;
-        self.local.restore(root, record, hasher)?;
-        self.remote.count_restored();
-        Ok(())
+        self.local.restore(root, record, hasher)
     }
 
     fn verify(&self, record: &StageRecord, hasher: &Hasher) -> Result<(), RestoreError> {
@@ -176,7 +186,7 @@ mod tests {
         assert_eq!(fs::read(b.root.join("out/d/sub/b.txt")).unwrap(), b"second");
         // Now local: found without the remote.
         assert!(b.store.lookup_local(&rec.key).is_some());
-        assert_eq!(b.remote.finish_run(false).restored, 1);
+        assert_eq!(b.remote.finish_run(false).fetched_blobs, 4);
     }
 
     #[test]
@@ -219,5 +229,116 @@ mod tests {
         assert!(fs::read_dir(shared.path()).unwrap().next().is_none());
         let b = machine(shared.path(), true);
         assert!(b.store.lookup(&rec.key).is_none());
+    }
+}
+
+#[cfg(test)]
+mod cancel_tests {
+    use super::*;
+    use crate::cache::remote::RemoteSettings;
+    use crate::cache::{OutputRecord, RECORD_FORMAT};
+    use crate::paths::WorkPath;
+    use std::collections::BTreeMap;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    /// An HTTP server that serves `record` for any record path and never answers a blob request.
+    fn stalling_server(record: Vec<u8>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let record = record.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut conn = conn;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                        // Skip the headers.
+                        let mut h = String::new();
+                        while reader.read_line(&mut h).is_ok() && h.trim() != "" {
+                            h.clear();
+                        }
+                        if path.contains("/stages/") {
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                                record.len()
+                            );
+                            conn.write_all(head.as_bytes()).unwrap();
+                            conn.write_all(&record).unwrap();
+                        } else {
+                            // A blob: hold the connection, say nothing.
+                            std::thread::sleep(std::time::Duration::from_secs(3600));
+                        }
+                    }
+                });
+            }
+        });
+        format!("http://{addr}/c")
+    }
+
+    #[test]
+    fn a_cancelled_stage_stops_waiting_for_a_stalled_download_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let rec = StageRecord {
+            format: RECORD_FORMAT,
+            stage: "s".into(),
+            key: ContentHash::of(b"k"),
+            outputs: BTreeMap::from([(
+                "o".to_string(),
+                OutputRecord {
+                    path: WorkPath::parse("out/big", &root).unwrap(),
+                    hash: ContentHash::of(b"never sent"),
+                    tree: None,
+                },
+            )]),
+        };
+        let url = stalling_server(serde_json::to_vec(&rec).unwrap());
+        let remote = Arc::new(
+            RemoteStore::open(&RemoteSettings {
+                url,
+                push: false,
+                origin: "test".into(),
+            })
+            .unwrap(),
+        );
+        let store = TieredStore::new(LocalStore::new(root.join(".sluice/cache")), remote);
+        let found = store.lookup(&rec.key).expect("the record is served");
+        let cancel = CancelToken::default();
+        let later = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            later.cancel(crate::cancel::CancelReason::Interrupt);
+        });
+        let err = store
+            .restore_cancellable(&root, &found, &Hasher::default(), &cancel)
+            .unwrap_err();
+        assert!(
+            matches!(&err, RestoreError::Unavailable(w) if w.contains("stopped")),
+            "{err}"
+        );
+        let objects = root.join(".sluice/cache/objects");
+        let left: Vec<_> = walk(&objects);
+        assert!(left.is_empty(), "temporaries left: {left:?}");
+        assert!(!root.join("out/big").exists());
+    }
+
+    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    out.extend(walk(&e.path()));
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+        out
     }
 }

@@ -267,6 +267,7 @@ impl RemoteStore {
         local: &LocalStore,
         rec: &StageRecord,
         hasher: &Hasher,
+        cancel: &crate::cancel::CancelToken,
     ) -> Result<(), RestoreError> {
         let exec = self
             .found
@@ -292,10 +293,26 @@ impl RemoteStore {
         }
         let (clients, url, shared) = (self.clients.clone(), self.url.clone(), self.shared.clone());
         let slots = self.slots.clone();
-        let outcome = self
-            .block(async move { transfer::fetch_all(clients, url, shared, slots, wanted).await });
+        let cancel = cancel.clone();
+        let outcome = self.block(async move {
+            // Dropping the transfers on a cancel removes their temporaries (`transfer::Temp`).
+            tokio::select! {
+                done = transfer::fetch_all(clients, url, shared, slots, wanted) => Some(done),
+                () = cancelled(cancel) => None,
+            }
+        });
+        let Some(outcome) = outcome else {
+            return Err(RestoreError::Unavailable(
+                "stopped while downloading".into(),
+            ));
+        };
         match outcome {
-            Ok(()) => Ok(()),
+            Ok(filed) => {
+                for (path, hash) in filed {
+                    let _ = hasher.remember(&path, hash);
+                }
+                Ok(())
+            }
             Err(transfer::FetchError::Corrupt(why)) => {
                 Err(RestoreError::Corrupt(format!("remote {why}")))
             }
@@ -307,7 +324,7 @@ impl RemoteStore {
     }
 
     /// Counts a stage restored from a remote record.
-    pub(crate) fn count_restored(&self) {
+    pub fn count_restored(&self) {
         self.shared
             .counters
             .restored
@@ -409,7 +426,8 @@ impl RemoteStore {
             c.fetched_blobs.load(Ordering::Relaxed),
             c.fetched_bytes.load(Ordering::Relaxed),
         );
-        self.fetch_missing(local, &rec.record, hasher)
+        let never = crate::cancel::CancelToken::default();
+        self.fetch_missing(local, &rec.record, hasher, &never)
             .map_err(|e| e.to_string())?;
         local
             .write_record(&rec.record)
@@ -418,6 +436,13 @@ impl RemoteStore {
             blobs: c.fetched_blobs.load(Ordering::Relaxed) - before.0,
             bytes: c.fetched_bytes.load(Ordering::Relaxed) - before.1,
         }))
+    }
+}
+
+/// Resolves once `token` is cancelled (checked every 50 ms: the token is a plain atomic).
+async fn cancelled(token: crate::cancel::CancelToken) {
+    while !token.is_cancelled() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

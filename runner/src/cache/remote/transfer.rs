@@ -102,7 +102,7 @@ pub(crate) async fn fetch_all(
     shared: Arc<Shared>,
     slots: Arc<tokio::sync::Semaphore>,
     wanted: Vec<Wanted>,
-) -> Result<(), FetchError> {
+) -> Result<Vec<(PathBuf, ContentHash)>, FetchError> {
     let tasks = wanted.into_iter().map(|w| {
         let (c, url, shared, slots) = (c.clone(), url.clone(), shared.clone(), slots.clone());
         async move {
@@ -112,9 +112,8 @@ pub(crate) async fn fetch_all(
     });
     futures::stream::iter(tasks)
         .buffer_unordered(super::TRANSFERS)
-        .try_collect::<Vec<()>>()
+        .try_collect::<Vec<(PathBuf, ContentHash)>>()
         .await
-        .map(|_| ())
 }
 
 async fn fetch_one(
@@ -122,7 +121,7 @@ async fn fetch_one(
     url: &RemoteUrl,
     shared: &Shared,
     w: Wanted,
-) -> Result<(), FetchError> {
+) -> Result<(PathBuf, ContentHash), FetchError> {
     let hex = w.hash.hex();
     let got = match c.bulk.get(&object(url.blob_key(&hex))).await {
         Ok(g) => g,
@@ -154,7 +153,7 @@ async fn fetch_one(
                 .counters
                 .fetched_bytes
                 .fetch_add(size, Ordering::Relaxed);
-            Ok(())
+            Ok((w.dest, w.hash))
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);

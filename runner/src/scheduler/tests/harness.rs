@@ -249,6 +249,7 @@ pub(super) fn context(
         ws: s.ws.clone(),
         hasher: Arc::new(Hasher::load(&s.ws.memo_path())),
         store: Arc::new(LocalStore::new(s.ws.cache_dir())),
+        remote: None,
         registry: StageRegistry::default(),
         executor: fake.clone(),
         lock: Arc::new(LockFile {
