@@ -110,9 +110,10 @@ def run(argv: list, cwd: Path | None = None, env: dict | None = None) -> tuple[f
     return wall, p.stdout
 
 
-def outcomes(stdout: str) -> tuple[Counter, dict | None]:
-    """`stage_finished` outcomes of a `--json` run, and its `run_finished` event's remote part."""
-    c: Counter = Counter()
+def outcomes(stdout: str) -> tuple[dict, dict | None]:
+    """Each stage's `stage_finished` outcome in a `--json` run, and the `run_finished` event's
+    remote part."""
+    per: dict = {}
     remote = None
     for line in stdout.splitlines():
         try:
@@ -122,10 +123,14 @@ def outcomes(stdout: str) -> tuple[Counter, dict | None]:
         if not isinstance(ev, dict):
             continue
         if ev.get("event") == "stage_finished":
-            c[str(ev.get("outcome"))] += 1
+            per[str(ev.get("stage"))] = str(ev.get("outcome"))
         elif ev.get("event") == "run_finished":
             remote = ev.get("remote")
-    return c, remote
+    return per, remote
+
+
+def tally(per: dict) -> dict:
+    return dict(Counter(per.values()))
 
 
 def median(xs: list[float]) -> float | None:
@@ -274,15 +279,17 @@ class Bench:
 
     def restore_vs_recompute(self, part: str, pipeline: str) -> None:
         what = "digits" if part == "digits" else "big"
+        # deploy publishes into the workspace's registry (models/), which a fresh clone lacks:
+        # it runs after its record is restored, as it must (stage.rs `after_restore`).
+        may_run = {"deploy"} if part == "digits" else set()
         rem = self.remote.sub(f"{self.tag}/{part}")
         log(f"[{part}] filling {rem.url} (one untimed run that also sets up what the stages need)")
         origin = self.clones.fresh(what)
         _, out = run([self.sluice, "run", pipeline, "--json"], cwd=origin, env=rem.sluice_env())
-        c, remote = outcomes(out)
-        stages = sum(c.values())
+        per, remote = outcomes(out)
         if not remote or remote.get("failed") or not remote.get("pushed_records"):
             raise Failed(f"[{part}] the filling run pushed nothing: remote summary {remote}")
-        self.checks.append(f"{part}: filling run {dict(c)}, remote {remote}")
+        self.checks.append(f"{part}: filling run {tally(per)}, remote {remote}")
         for key in cached_records(origin) + [k for k, _ in cached_blobs(origin)]:
             self.uploaded.append((rem, key))
         rm(origin)
@@ -300,24 +307,26 @@ class Bench:
                 try:
                     if name == "restore":
                         wall, out = run(restore_argv, cwd=ws, env=rem.sluice_env())
-                        c, remote = outcomes(out)
-                        if c.get("restored", 0) != stages or c.get("ran", 0):
-                            raise Failed(f"[{part}] restore round {i}: outcomes {dict(c)}, expected "
-                                         f"{stages} restored; remote {remote}")
+                        per, remote = outcomes(out)
+                        wrong = {s: o for s, o in per.items()
+                                 if o != "restored" and not (s in may_run and o == "ran")}
                     else:
                         wall, out = run(recompute_argv, cwd=ws)
-                        c, remote = outcomes(out)
-                        if c.get("ran", 0) != stages:
-                            raise Failed(f"[{part}] recompute round {i}: outcomes {dict(c)}, expected {stages} ran")
+                        per, remote = outcomes(out)
+                        wrong = {s: o for s, o in per.items() if o != "ran"}
+                    if wrong or not per:
+                        raise Failed(f"[{part}] {name} round {i}: unexpected outcomes {wrong or per}; "
+                                     f"remote {remote}")
                     r["samples"].append(wall)
-                    r.setdefault("outcomes", dict(c))
+                    r.setdefault("outcomes", per)
                     if remote:
                         r.setdefault("remote_summary", remote)
-                    log(f"[{part}] round {i + 1}/{self.a.runs} {name}: {wall:.2f}s {dict(c)}")
+                    log(f"[{part}] round {i + 1}/{self.a.runs} {name}: {wall:.2f}s {tally(per)}")
                 finally:
                     rm(ws)
-        self.checks.append(f"{part}: every restore round restored all {stages} stages and ran none; "
-                           f"every recompute round ran all {stages}")
+        ran = ", ".join(sorted(may_run)) or "none"
+        self.checks.append(f"{part}: every restore round restored every stage (ran: {ran}); "
+                           "every recompute round ran every stage")
 
     # -- xfer: sluice cache push/pull vs curl ---------------------------------------------------
 
