@@ -31,6 +31,9 @@ xfer     Throughput of that blob, sluice vs curl, same bytes, same server, each 
          MiB/s = blob size / median; ratio = sluice MiB/s / curl MiB/s (target >= 80%).
          With --s3, the same against moto (S3 emulator) on 127.0.0.1:18090, curl signing with
          `--aws-sigv4 aws:amz:us-east-1:s3 --user test:test -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD'`.
+         There sluice uploads a blob of 64 MiB or more in 16 MiB parts (as it must for large
+         blobs on real S3) while curl sends one PUT; moto assembles parts slowly in Python, so
+         the S3 push ratio says more about moto than about a real S3 service.
 
 Servers: the HTTP remote is --http (default http://127.0.0.1:18080, the read-write nginx of
 tests/remote/start.sh); when it does not answer and tests/remote/start.sh exists, it is run.
@@ -39,7 +42,10 @@ Every run uses its own prefix `rbench-<pid>-<time>/...`; what it uploaded is del
 
     cargo build --release
     tests/remote/start.sh
-    python3 bench/remote_cache_bench.py --runs 5 --s3
+    python3 bench/remote_cache_bench.py --runs 5 --s3     # ~8 minutes on 2 busy cores
+
+Disk: the clones, the local caches and the servers' copies of the 1 GiB blob take up to ~6 GiB
+at once (--tmp for the clones; the servers keep their own data directories).
 
 --curl-only runs just the curl half of `xfer` (no sluice needed): a check of the servers and the
 baseline. --parts digits,big,xfer picks parts.
