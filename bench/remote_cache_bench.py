@@ -61,6 +61,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -96,7 +97,6 @@ class Failed(Exception):
 
 def shell_line(argv: list, env: dict | None = None, cwd: Path | None = None) -> str:
     """The command as one could paste it into a shell (env assignments first)."""
-    import shlex
     pre = "".join(f"{k}={shlex.quote(v)} " for k, v in (env or {}).items())
     cd = f"(cd {shlex.quote(str(cwd))} && " if cwd else ""
     return cd + pre + " ".join(shlex.quote(str(a)) for a in argv) + (")" if cwd else "")
