@@ -124,8 +124,13 @@ pub(crate) fn cache(args: &CacheArgs) -> Result<ExitCode, Failure> {
         for (stage, t) in &results {
             match t {
                 Transfer::Moved { blobs, bytes } => println!(
-                    "{stage}: {verb} ({blobs} file{} sent, {})",
+                    "{stage}: {verb} ({blobs} file{} {}, {})",
                     if *blobs == 1 { "" } else { "s" },
+                    if direction == Direction::Push {
+                        "sent"
+                    } else {
+                        "fetched"
+                    },
                     indicatif::HumanBytes(*bytes)
                 ),
                 Transfer::Absent { why } => println!("{stage}: skipped: {why}"),

