@@ -49,7 +49,7 @@ pub struct StageReport {
 pub struct DispatchReport {
     pub stages: BTreeMap<usize, StageReport>,
     pub interrupted: bool,
-    pub lock: LockFile,
+    pub lock: Arc<LockFile>,
     pub lock_error: Option<String>,
     /// `Control::Rerun` requests that arrived after the run had been told to stop: the caller
     /// owes them a later run.
@@ -81,7 +81,9 @@ struct Dispatcher {
     cpus_free: usize,
     gpus_free: Vec<u32>,
     stop: Option<CancelReason>,
-    lock: LockFile,
+    /// The lock as this run leaves it: the run's starting lock until a stage's entry changes,
+    /// so a no-op run never copies it.
+    lock: Arc<LockFile>,
     lock_dirty: bool,
     lock_written: Instant,
     lock_interval: Duration,
@@ -168,13 +170,21 @@ impl Dispatcher {
             .enumerate()
             .map(|(p, &i)| (i, p))
             .collect();
-        let mut lock = (*ctx.lock).clone();
-        lock.pipeline = ctx.pipeline.name.clone();
-        lock.retain_stages(ctx.pipeline.stages.iter().map(|s| s.id.0.as_str()));
+        let mut lock = ctx.lock.clone();
+        if lock.pipeline != ctx.pipeline.name {
+            Arc::make_mut(&mut lock).pipeline = ctx.pipeline.name.clone();
+        }
+        let by_name = &ctx.pipeline.by_name;
+        if lock.stages.keys().any(|k| !by_name.contains_key(k)) {
+            Arc::make_mut(&mut lock).retain_stages(by_name.keys().map(String::as_str));
+        }
         // The record follows the promotion this run's params came from, and is written even
         // when no stage changes: a dropped promotion is warned about once, by the run that drops it.
-        lock.promoted = ctx.pipeline.promoted.as_ref().map(|p| p.record());
-        let lock_dirty = lock.promoted != ctx.lock.promoted;
+        let promoted = ctx.pipeline.promoted.as_ref().map(|p| p.record());
+        let lock_dirty = lock.promoted != promoted;
+        if lock_dirty {
+            Arc::make_mut(&mut lock).promoted = promoted;
+        }
         let mut waiting = BTreeMap::new();
         let mut ready = BTreeSet::new();
         for &i in &opts.selection {
@@ -483,12 +493,15 @@ impl Dispatcher {
             Some(c) => {
                 let entry = lock_entry(c);
                 if self.lock.stages.get(name) != Some(&entry) {
-                    self.lock.stages.insert(name.to_string(), entry);
+                    Arc::make_mut(&mut self.lock)
+                        .stages
+                        .insert(name.to_string(), entry);
                     self.lock_dirty = true;
                 }
             }
             None => {
-                if self.lock.stages.remove(name).is_some() {
+                if self.lock.stages.contains_key(name) {
+                    Arc::make_mut(&mut self.lock).stages.remove(name);
                     self.lock_dirty = true;
                 }
             }
