@@ -111,14 +111,16 @@ pub(crate) fn dispatch(
 
 /// Settles every stage that is up to date and whose upstream is too, wave by wave in dependency
 /// order and in parallel within a wave, before any worker is involved: a no-op rerun then costs
-/// no thread hand-offs and uses every core for its stat calls.
+/// no thread hand-offs and uses every core for its stat calls. Each settled stage comes with its
+/// new lock entry, or `None` when the lock already holds exactly that entry (the common case,
+/// compared on the workers so a no-op neither keeps nor compares every fingerprint afterwards).
 fn settle_up_to_date(
     ctx: &RunCtx,
     selection: &BTreeSet<usize>,
     forced: &BTreeSet<usize>,
-) -> BTreeMap<usize, Completed> {
+) -> BTreeMap<usize, Option<LockEntry>> {
     let graph = &ctx.pipeline.graph;
-    let mut settled: BTreeMap<usize, Completed> = BTreeMap::new();
+    let mut settled: BTreeMap<usize, Option<LockEntry>> = BTreeMap::new();
     let mut pending: BTreeMap<usize, usize> = selection
         .iter()
         .map(|&i| (i, graph.deps(i).filter(|d| selection.contains(d)).count()))
@@ -130,10 +132,14 @@ fn settle_up_to_date(
         .collect();
     while !wave.is_empty() {
         wave.retain(|i| !forced.contains(i));
-        let results: Vec<(usize, Option<Completed>)> = {
+        let results: Vec<(usize, Option<Option<LockEntry>>)> = {
             use rayon::prelude::*;
             wave.par_iter()
-                .map(|&i| (i, check_up_to_date(ctx, i)))
+                .map(|&i| {
+                    let entry = check_up_to_date(ctx, i).map(lock_entry);
+                    let locked = ctx.lock.stages.get(&ctx.pipeline.stages[i].id.0);
+                    (i, entry.map(|e| (locked != Some(&e)).then_some(e)))
+                })
                 .collect()
         };
         let mut next = Vec::new();
@@ -160,7 +166,7 @@ impl Dispatcher {
     fn new(
         ctx: Arc<RunCtx>,
         opts: DispatchOptions,
-        settled: BTreeMap<usize, Completed>,
+        settled: BTreeMap<usize, Option<LockEntry>>,
     ) -> Dispatcher {
         let jobs = opts.jobs.max(1);
         let graph = &ctx.pipeline.graph;
@@ -223,9 +229,11 @@ impl Dispatcher {
             opts,
         };
         let now = Instant::now();
-        for (i, c) in settled {
-            let name = d.ctx.pipeline.stages[i].id.0.clone();
-            d.record(&name, Some(c));
+        for (i, entry) in settled {
+            if let Some(entry) = entry {
+                let name = d.ctx.pipeline.stages[i].id.0.clone();
+                d.record_entry(&name, Some(entry));
+            }
             d.finish(i, Outcome::UpToDate, now, None, Vec::new());
         }
         d
@@ -489,9 +497,13 @@ impl Dispatcher {
 
     /// Updates the lock entry of a finished stage (`None` drops it: the result is not trusted).
     fn record(&mut self, name: &str, completed: Option<Completed>) {
-        match completed {
-            Some(c) => {
-                let entry = lock_entry(c);
+        self.record_entry(name, completed.map(lock_entry));
+    }
+
+    /// `record` for an entry already made.
+    fn record_entry(&mut self, name: &str, entry: Option<LockEntry>) {
+        match entry {
+            Some(entry) => {
                 if self.lock.stages.get(name) != Some(&entry) {
                     Arc::make_mut(&mut self.lock)
                         .stages
