@@ -639,7 +639,7 @@ def bench_hash(base: Path, sluice: str, args, res: Result) -> None:
             rehash = []
             if name == "big":
                 for _ in range(reps):
-                    rm(root / ".sluice" / "hashes.json")
+                    rm(root / ".sluice" / "hashes.bin")
                     rehash.append(run_timed(argv, root, timeout=args.timeout))
             out[name] = (cold, noop, rehash)
             res.add(tool="sluice", shape=f"hash-{name}", n=1, scenario="cold", bytes=size if name == "big" else 5,

@@ -239,7 +239,7 @@ fn temporaries_of_a_killed_restore_are_removed_by_the_next_run() {
     std::fs::write(restore.join("sub/x"), "abc\n").unwrap();
     let file = ws.path(&format!("out/.a.txt.sluice-tmp-{dead}-1"));
     std::fs::write(&file, "abc").unwrap();
-    let memo = ws.path(&format!(".sluice/.hashes.json.sluice-tmp-{dead}-2"));
+    let memo = ws.path(&format!(".sluice/.hashes.bin.sluice-tmp-{dead}-2"));
     std::fs::write(&memo, "{").unwrap();
     let scratch = ws.path(&format!(".sluice/tmp/20260101T000000.000Z-{dead}/d"));
     std::fs::create_dir_all(&scratch).unwrap();

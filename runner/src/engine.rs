@@ -343,7 +343,20 @@ impl Engine {
         // for a result or pile up.
         crate::leftovers::sweep(&self.ws, &output_dirs(&pipeline), false);
         let t = Instant::now();
-        let lock = self.load_lock(&pipeline)?;
+        // The memo and the lock file are independent reads of megabytes each in a large
+        // pipeline: read them side by side.
+        let (lock, hasher) = std::thread::scope(|s| {
+            let memo = s.spawn(|| {
+                let hasher = Hasher::load(&self.ws.memo_path());
+                tracing::debug!(ms = t.elapsed().as_millis() as u64, "hash memo loaded");
+                hasher
+            });
+            let lock = self.load_lock(&pipeline);
+            // A panic while reading the memo leaves it empty: every file is hashed again.
+            (lock, memo.join().unwrap_or_default())
+        });
+        let lock = lock?;
+        let hasher = Arc::new(hasher);
         tracing::debug!(
             stages = lock.stages.len(),
             ms = t.elapsed().as_millis() as u64,
@@ -357,9 +370,6 @@ impl Engine {
                 message,
             });
         }
-        let t = Instant::now();
-        let hasher = Arc::new(Hasher::load(&self.ws.memo_path()));
-        tracing::debug!(ms = t.elapsed().as_millis() as u64, "hash memo loaded");
         if let Some(remote) = &self.remote {
             remote.begin_run(events.clone());
         }
@@ -431,6 +441,12 @@ impl Engine {
             .remote
             .as_ref()
             .map(|r| r.finish_run(report.interrupted));
+        // Freeing a large pipeline's lock, memo and definitions (hundreds of thousands of small
+        // allocations) would hold up the end of the run; nothing waits for it.
+        let garbage = (report.lock, hasher, pipeline);
+        let _ = std::thread::Builder::new()
+            .name("sluice-free".into())
+            .spawn(move || drop(garbage));
         let summary = RunSummary {
             run_id,
             stages: report.stages,
@@ -497,17 +513,19 @@ impl Engine {
 /// The directories where a run of `pipeline` writes temporaries next to their destinations: its
 /// lock file's, and those that hold its outputs.
 fn output_dirs(pipeline: &Pipeline) -> BTreeSet<std::path::PathBuf> {
-    let outputs = pipeline.stages.iter().flat_map(|s| s.outputs.iter());
-    outputs
-        .filter(|o| crate::paths::resolves_inside(&pipeline.root, &o.path))
-        .filter_map(|o| {
-            o.path
-                .to_abs(&pipeline.root)
-                .parent()
-                .map(|p| p.to_path_buf())
-        })
-        .chain(pipeline.lock_path().parent().map(|p| p.to_path_buf()))
-        .collect()
+    let mut dirs = BTreeSet::new();
+    for o in pipeline.stages.iter().flat_map(|s| s.outputs.iter()) {
+        let abs = o.path.to_abs(&pipeline.root);
+        let Some(parent) = abs.parent() else { continue };
+        // Thousands of outputs share a few directories; following links costs a `canonicalize`
+        // per output, and one output found inside is enough to list its directory.
+        if dirs.contains(parent) || !crate::paths::resolves_inside(&pipeline.root, &o.path) {
+            continue;
+        }
+        dirs.insert(parent.to_path_buf());
+    }
+    dirs.extend(pipeline.lock_path().parent().map(|p| p.to_path_buf()));
+    dirs
 }
 
 #[cfg(test)]

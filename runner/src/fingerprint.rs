@@ -69,14 +69,18 @@ impl Fingerprint {
         overlay: &Overlay,
     ) -> Result<Fingerprint, FingerprintError> {
         let mut implementation = BTreeMap::new();
-        let mut config = stage.config_text.clone();
+        let mut config = blake3::Hasher::new();
+        config.update(stage.config_text.as_bytes());
         match &stage.kind {
             StageKind::Run { .. } => {}
             StageKind::Plugin { command, files, .. } => {
-                config.push('\0');
-                config.push_str(&canonical_json(&Json::Array(
-                    command.iter().cloned().map(Json::String).collect(),
-                )));
+                config.update(b"\0");
+                config.update(
+                    canonical_json(&Json::Array(
+                        command.iter().cloned().map(Json::String).collect(),
+                    ))
+                    .as_bytes(),
+                );
                 for f in files {
                     let hash = hash_required(hasher, root, f, f.as_str())?;
                     implementation.insert(f.to_string(), hash);
@@ -107,7 +111,7 @@ impl Fingerprint {
             kind: stage.kind.label(),
             implementation,
             version: stage.version.clone(),
-            config: ContentHash::of(config.as_bytes()),
+            config: ContentHash(*config.finalize().as_bytes()),
             params: stage.params.clone(),
             inputs,
             outputs: stage

@@ -57,8 +57,19 @@ impl serde::Serialize for ContentHash {
 
 impl<'de> serde::Deserialize<'de> for ContentHash {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        ContentHash::parse(&s).ok_or_else(|| serde::de::Error::custom("not a BLAKE3 hex digest"))
+        // Through a visitor, so a lock file's tens of thousands of digests are read from the
+        // text in place rather than each copied into a `String` first.
+        struct Hex;
+        impl serde::de::Visitor<'_> for Hex {
+            type Value = ContentHash;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a BLAKE3 hex digest")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ContentHash, E> {
+                ContentHash::parse(s).ok_or_else(|| E::custom("not a BLAKE3 hex digest"))
+            }
+        }
+        d.deserialize_str(Hex)
     }
 }
 
@@ -104,7 +115,7 @@ pub fn tree_hash(entries: &[TreeEntry]) -> ContentHash {
     ContentHash(*h.finalize().as_bytes())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     dev: u64,
     ino: u64,
@@ -144,7 +155,11 @@ enum Trust {
 /// Files above this size are hashed with memory mapping across all cores.
 const PARALLEL_HASH_BYTES: u64 = 32 * 1024 * 1024;
 const RACY_NS: i128 = 2_000_000_000;
-const MEMO_VERSION: u32 = 1;
+/// The memo file's first bytes: its format, then its version.
+const MEMO_MAGIC: &[u8; 12] = b"sluice-memo\0";
+const MEMO_VERSION: u32 = 2;
+/// Bytes of one entry besides its path: length, dev, ino, size, mtime, ctime, hash.
+const MEMO_FIXED: usize = 4 + 8 * 3 + 16 * 2 + 32;
 
 /// Hashes paths, remembering what it has seen. Shared by every worker (read-mostly).
 #[derive(Default)]
@@ -153,33 +168,25 @@ pub struct Hasher {
     dirty: AtomicBool,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct MemoFile {
-    version: u32,
-    entries: Vec<(PathBuf, Stamp, ContentHash)>,
-}
-
 impl Hasher {
-    /// Loads the memo; a missing or unreadable memo just starts empty.
+    /// Loads the memo; a missing, unreadable or damaged memo just starts empty.
     pub fn load(path: &Path) -> Hasher {
-        let h = Hasher::default();
-        if let Ok(bytes) = fs::read(path) {
-            if let Ok(file) = serde_json::from_slice::<MemoFile>(&bytes) {
-                if file.version == MEMO_VERSION {
-                    for (p, stamp, hash) in file.entries {
-                        h.memo.insert(
-                            p,
-                            MemoEntry {
-                                stamp,
-                                hash,
-                                racy: false,
-                            },
-                        );
-                    }
-                }
-            }
+        let Ok(bytes) = fs::read(path) else {
+            return Hasher::default();
+        };
+        let Some(entries) = decode_memo(&bytes) else {
+            tracing::debug!(path = %path.display(), "hash memo unreadable; starting empty");
+            return Hasher::default();
+        };
+        let memo = DashMap::with_capacity(entries.len());
+        for (p, stamp, hash) in entries {
+            let racy = false;
+            memo.insert(p, MemoEntry { stamp, hash, racy });
         }
-        h
+        Hasher {
+            memo,
+            dirty: AtomicBool::new(false),
+        }
     }
 
     /// Writes the memo atomically, dropping racy entries and files that no longer exist.
@@ -194,12 +201,7 @@ impl Hasher {
             .map(|e| (e.key().clone(), e.value().stamp, e.value().hash))
             .collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let bytes = serde_json::to_vec(&MemoFile {
-            version: MEMO_VERSION,
-            entries,
-        })
-        .map_err(io::Error::other)?;
-        crate::atomic::write(path, &bytes)
+        crate::atomic::write(path, &encode_memo(&entries))
     }
 
     /// Hashes a file or directory; `None` when it does not exist.
@@ -333,6 +335,68 @@ impl Hasher {
     }
 }
 
+/// The memo file: `MEMO_MAGIC`, the version and the entry count, then each entry as its path's
+/// length and bytes followed by fixed-size little-endian fields. A binary layout because the
+/// memo is read by every run, no-op reruns included, and parsing it as JSON (hex digests, a
+/// map per stamp) cost a large pipeline tens of milliseconds.
+fn encode_memo(entries: &[(PathBuf, Stamp, ContentHash)]) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let paths: usize = entries.iter().map(|e| e.0.as_os_str().len()).sum();
+    let mut out = Vec::with_capacity(MEMO_MAGIC.len() + 12 + entries.len() * MEMO_FIXED + paths);
+    out.extend_from_slice(MEMO_MAGIC);
+    out.extend_from_slice(&MEMO_VERSION.to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for (p, st, hash) in entries {
+        let p = p.as_os_str().as_bytes();
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        out.extend_from_slice(p);
+        out.extend_from_slice(&st.dev.to_le_bytes());
+        out.extend_from_slice(&st.ino.to_le_bytes());
+        out.extend_from_slice(&st.size.to_le_bytes());
+        out.extend_from_slice(&st.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&st.ctime_ns.to_le_bytes());
+        out.extend_from_slice(&hash.0);
+    }
+    out
+}
+
+/// `encode_memo` read back; `None` for anything else (another version, a cut-off file).
+fn decode_memo(bytes: &[u8]) -> Option<Vec<(PathBuf, Stamp, ContentHash)>> {
+    use std::os::unix::ffi::OsStrExt;
+    struct Reader<'a>(&'a [u8]);
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = self.0.split_at_checked(n)?;
+            self.0 = rest;
+            Some(head)
+        }
+        fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+            self.take(N)?.try_into().ok()
+        }
+    }
+    let mut r = Reader(bytes);
+    if r.take(MEMO_MAGIC.len())? != MEMO_MAGIC || u32::from_le_bytes(r.array()?) != MEMO_VERSION {
+        return None;
+    }
+    let count = u64::from_le_bytes(r.array()?) as usize;
+    // Every entry takes at least `MEMO_FIXED` bytes: a damaged count cannot reserve more than
+    // the file could hold.
+    let mut entries = Vec::with_capacity(count.min(bytes.len() / MEMO_FIXED));
+    for _ in 0..count {
+        let len = u32::from_le_bytes(r.array()?) as usize;
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(r.take(len)?));
+        let stamp = Stamp {
+            dev: u64::from_le_bytes(r.array()?),
+            ino: u64::from_le_bytes(r.array()?),
+            size: u64::from_le_bytes(r.array()?),
+            mtime_ns: i128::from_le_bytes(r.array()?),
+            ctime_ns: i128::from_le_bytes(r.array()?),
+        };
+        entries.push((path, stamp, ContentHash(r.array()?)));
+    }
+    r.0.is_empty().then_some(entries)
+}
+
 /// Reads and hashes a file's bytes, in parallel for large files.
 pub fn hash_file_bytes(abs: &Path, size: u64) -> io::Result<ContentHash> {
     let mut h = blake3::Hasher::new();
@@ -400,6 +464,35 @@ mod tests {
         let second = h.hash_path(&f).unwrap().unwrap();
         assert_eq!(second.hash, ContentHash::of(b"world!"));
         assert!(h.hash_path(&dir.path().join("missing")).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_memo_file_reads_back_what_was_saved_and_nothing_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.txt"), dir.path().join("b.txt"));
+        fs::write(&a, b"alpha").unwrap();
+        fs::write(&b, b"beta").unwrap();
+        let h = Hasher::default();
+        for f in [&a, &b] {
+            h.hash_path(f).unwrap();
+            // Entries older than the racy window are the ones saved.
+            h.memo.get_mut(f.as_path()).unwrap().racy = false;
+        }
+        let memo = dir.path().join("memo");
+        h.save(&memo).unwrap();
+        let loaded = Hasher::load(&memo);
+        assert_eq!(loaded.memo.len(), 2);
+        for (f, content) in [(&a, &b"alpha"[..]), (&b, &b"beta"[..])] {
+            let e = *loaded.memo.get(f.as_path()).unwrap();
+            assert_eq!(e.hash, ContentHash::of(content));
+            assert_eq!(e.stamp, Stamp::of(&fs::metadata(f).unwrap()));
+        }
+        // Cut short, or from another version: ignored, not half read.
+        let bytes = fs::read(&memo).unwrap();
+        for bad in [&bytes[..bytes.len() - 1], &bytes[..20], b"{\"version\":1}"] {
+            fs::write(&memo, bad).unwrap();
+            assert!(Hasher::load(&memo).memo.is_empty());
+        }
     }
 
     #[test]

@@ -128,7 +128,7 @@ mod tests {
         let dead_dir = out.join(format!(".d.sluice-tmp-{dead}-0"));
         fs::create_dir_all(dead_dir.join("sub")).unwrap();
         fs::write(dead_dir.join("sub/f"), b"x").unwrap();
-        let dead_memo = ws.dir.join(format!(".hashes.json.sluice-tmp-{dead}-3"));
+        let dead_memo = ws.dir.join(format!(".hashes.bin.sluice-tmp-{dead}-3"));
         fs::write(&dead_memo, b"{").unwrap();
         let live = out.join(format!(".f.sluice-tmp-{mine}-0"));
         fs::write(&live, b"x").unwrap();

@@ -114,16 +114,16 @@ pub struct LockedOutput {
 /// Size, mtime, ctime and inode of the YAML file the mirror was made from.
 type Stamp = (u64, i128, i128, u64);
 
-#[derive(serde::Deserialize)]
-struct Mirror {
+/// The mirror's first line; each further line is one stage's `[name, entry]`. JSON text never
+/// holds a raw newline, so the lines split without parsing, and a large lock's entries are
+/// parsed on every core.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MirrorHead {
     stamp: Stamp,
-    lock: LockFile,
-}
-
-#[derive(serde::Serialize)]
-struct MirrorRef<'a> {
-    stamp: Stamp,
-    lock: &'a LockFile,
+    version: u32,
+    pipeline: String,
+    promoted: Option<LockPromoted>,
+    stages: usize,
 }
 
 fn stamp_of(path: &Path) -> Option<Stamp> {
@@ -141,6 +141,32 @@ fn mirror_path(path: &Path, mirror_dir: &Path) -> std::path::PathBuf {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let id = ContentHash::of(abs.to_string_lossy().as_bytes()).short();
     mirror_dir.join(format!("{id}.json"))
+}
+
+/// The lock a mirror holds, when it was made from the YAML file as it is now (`stamp`).
+fn read_mirror(bytes: &[u8], stamp: Stamp) -> Option<LockFile> {
+    use rayon::prelude::*;
+    let mut lines = bytes.split(|&b| b == b'\n');
+    let head: MirrorHead = serde_json::from_slice(lines.next()?).ok()?;
+    if head.stamp != stamp || head.version != LOCK_VERSION {
+        return None;
+    }
+    let lines: Vec<&[u8]> = lines.collect();
+    if lines.len() != head.stages {
+        return None;
+    }
+    let entries: Vec<(String, LockEntry)> = lines
+        .par_iter()
+        .with_min_len(512)
+        .map(|line| serde_json::from_slice(line))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    Some(LockFile {
+        version: head.version,
+        pipeline: head.pipeline,
+        promoted: head.promoted,
+        stages: entries.into_iter().collect(),
+    })
 }
 
 const HEADER: &str = "# Written by `sluice run`. It records what each stage was last run with and produced.\n# Commit it with the pipeline; do not edit it by hand.\n";
@@ -201,10 +227,8 @@ impl LockFile {
         let mirror = mirror_path(path, mirror_dir);
         let stamp = stamp_of(path);
         if let (Some(stamp), Ok(bytes)) = (stamp, std::fs::read(&mirror)) {
-            if let Ok(m) = serde_json::from_slice::<Mirror>(&bytes) {
-                if m.stamp == stamp && m.lock.version == LOCK_VERSION {
-                    return Ok(m.lock);
-                }
+            if let Some(lock) = read_mirror(&bytes, stamp) {
+                return Ok(lock);
             }
         }
         let lock = LockFile::load(path, pipeline)?;
@@ -224,8 +248,18 @@ impl LockFile {
         let Some(stamp) = stamp_of(path) else {
             return Ok(());
         };
-        let bytes =
-            serde_json::to_vec(&MirrorRef { stamp, lock: self }).map_err(std::io::Error::other)?;
+        let head = MirrorHead {
+            stamp,
+            version: self.version,
+            pipeline: self.pipeline.clone(),
+            promoted: self.promoted.clone(),
+            stages: self.stages.len(),
+        };
+        let mut bytes = serde_json::to_vec(&head).map_err(std::io::Error::other)?;
+        for entry in &self.stages {
+            bytes.push(b'\n');
+            serde_json::to_writer(&mut bytes, &entry).map_err(std::io::Error::other)?;
+        }
         crate::atomic::write(mirror, &bytes)
     }
 
@@ -267,6 +301,32 @@ mod tests {
                 .pipeline,
             "second"
         );
+        // Entries come back whole, each parsed from its own line of the mirror.
+        let entry = |seed: &[u8]| LockEntry {
+            key: ContentHash::of(seed),
+            fingerprint: Fingerprint {
+                kind: "run".into(),
+                implementation: BTreeMap::new(),
+                version: Some("2".into()),
+                config: ContentHash::of(b"echo"),
+                params: [("lr".to_string(), serde_json::json!(0.1))].into(),
+                inputs: BTreeMap::new(),
+                outputs: BTreeMap::new(),
+                env: BTreeMap::new(),
+                facts: [("os".to_string(), "linux\nx".to_string())].into(),
+            },
+            output_hashes: BTreeMap::new(),
+        };
+        lock.stages.insert("a".into(), entry(b"a"));
+        lock.stages.insert("b\nc".into(), entry(b"b"));
+        lock.save_mirrored(&path, &mirrors).unwrap();
+        assert_eq!(LockFile::load_mirrored(&path, "x", &mirrors).unwrap(), lock);
+        // A mirror cut short is not used: the YAML file is read instead.
+        let mirror = mirror_path(&path, &mirrors);
+        let text = std::fs::read(&mirror).unwrap();
+        let cut = text.iter().rposition(|&b| b == b'\n').unwrap();
+        std::fs::write(&mirror, &text[..cut]).unwrap();
+        assert_eq!(LockFile::load_mirrored(&path, "x", &mirrors).unwrap(), lock);
         std::fs::remove_file(&path).unwrap();
         assert!(LockFile::load_mirrored(&path, "x", &mirrors)
             .unwrap()

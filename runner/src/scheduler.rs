@@ -49,7 +49,7 @@ pub struct StageReport {
 pub struct DispatchReport {
     pub stages: BTreeMap<usize, StageReport>,
     pub interrupted: bool,
-    pub lock: LockFile,
+    pub lock: Arc<LockFile>,
     pub lock_error: Option<String>,
     /// `Control::Rerun` requests that arrived after the run had been told to stop: the caller
     /// owes them a later run.
@@ -81,7 +81,9 @@ struct Dispatcher {
     cpus_free: usize,
     gpus_free: Vec<u32>,
     stop: Option<CancelReason>,
-    lock: LockFile,
+    /// The lock as this run leaves it: the run's starting lock until a stage's entry changes,
+    /// so a no-op run never copies it.
+    lock: Arc<LockFile>,
     lock_dirty: bool,
     lock_written: Instant,
     lock_interval: Duration,
@@ -109,14 +111,16 @@ pub(crate) fn dispatch(
 
 /// Settles every stage that is up to date and whose upstream is too, wave by wave in dependency
 /// order and in parallel within a wave, before any worker is involved: a no-op rerun then costs
-/// no thread hand-offs and uses every core for its stat calls.
+/// no thread hand-offs and uses every core for its stat calls. Each settled stage comes with its
+/// new lock entry, or `None` when the lock already holds exactly that entry (the common case,
+/// compared on the workers so a no-op neither keeps nor compares every fingerprint afterwards).
 fn settle_up_to_date(
     ctx: &RunCtx,
     selection: &BTreeSet<usize>,
     forced: &BTreeSet<usize>,
-) -> BTreeMap<usize, Completed> {
+) -> BTreeMap<usize, Option<LockEntry>> {
     let graph = &ctx.pipeline.graph;
-    let mut settled: BTreeMap<usize, Completed> = BTreeMap::new();
+    let mut settled: BTreeMap<usize, Option<LockEntry>> = BTreeMap::new();
     let mut pending: BTreeMap<usize, usize> = selection
         .iter()
         .map(|&i| (i, graph.deps(i).filter(|d| selection.contains(d)).count()))
@@ -128,10 +132,14 @@ fn settle_up_to_date(
         .collect();
     while !wave.is_empty() {
         wave.retain(|i| !forced.contains(i));
-        let results: Vec<(usize, Option<Completed>)> = {
+        let results: Vec<(usize, Option<Option<LockEntry>>)> = {
             use rayon::prelude::*;
             wave.par_iter()
-                .map(|&i| (i, check_up_to_date(ctx, i)))
+                .map(|&i| {
+                    let entry = check_up_to_date(ctx, i).map(lock_entry);
+                    let locked = ctx.lock.stages.get(&ctx.pipeline.stages[i].id.0);
+                    (i, entry.map(|e| (locked != Some(&e)).then_some(e)))
+                })
                 .collect()
         };
         let mut next = Vec::new();
@@ -158,7 +166,7 @@ impl Dispatcher {
     fn new(
         ctx: Arc<RunCtx>,
         opts: DispatchOptions,
-        settled: BTreeMap<usize, Completed>,
+        settled: BTreeMap<usize, Option<LockEntry>>,
     ) -> Dispatcher {
         let jobs = opts.jobs.max(1);
         let graph = &ctx.pipeline.graph;
@@ -168,13 +176,21 @@ impl Dispatcher {
             .enumerate()
             .map(|(p, &i)| (i, p))
             .collect();
-        let mut lock = (*ctx.lock).clone();
-        lock.pipeline = ctx.pipeline.name.clone();
-        lock.retain_stages(ctx.pipeline.stages.iter().map(|s| s.id.0.as_str()));
+        let mut lock = ctx.lock.clone();
+        if lock.pipeline != ctx.pipeline.name {
+            Arc::make_mut(&mut lock).pipeline = ctx.pipeline.name.clone();
+        }
+        let by_name = &ctx.pipeline.by_name;
+        if lock.stages.keys().any(|k| !by_name.contains_key(k)) {
+            Arc::make_mut(&mut lock).retain_stages(by_name.keys().map(String::as_str));
+        }
         // The record follows the promotion this run's params came from, and is written even
         // when no stage changes: a dropped promotion is warned about once, by the run that drops it.
-        lock.promoted = ctx.pipeline.promoted.as_ref().map(|p| p.record());
-        let lock_dirty = lock.promoted != ctx.lock.promoted;
+        let promoted = ctx.pipeline.promoted.as_ref().map(|p| p.record());
+        let lock_dirty = lock.promoted != promoted;
+        if lock_dirty {
+            Arc::make_mut(&mut lock).promoted = promoted;
+        }
         let mut waiting = BTreeMap::new();
         let mut ready = BTreeSet::new();
         for &i in &opts.selection {
@@ -213,9 +229,11 @@ impl Dispatcher {
             opts,
         };
         let now = Instant::now();
-        for (i, c) in settled {
-            let name = d.ctx.pipeline.stages[i].id.0.clone();
-            d.record(&name, Some(c));
+        for (i, entry) in settled {
+            if let Some(entry) = entry {
+                let name = d.ctx.pipeline.stages[i].id.0.clone();
+                d.record_entry(&name, Some(entry));
+            }
             d.finish(i, Outcome::UpToDate, now, None, Vec::new());
         }
         d
@@ -479,16 +497,23 @@ impl Dispatcher {
 
     /// Updates the lock entry of a finished stage (`None` drops it: the result is not trusted).
     fn record(&mut self, name: &str, completed: Option<Completed>) {
-        match completed {
-            Some(c) => {
-                let entry = lock_entry(c);
+        self.record_entry(name, completed.map(lock_entry));
+    }
+
+    /// `record` for an entry already made.
+    fn record_entry(&mut self, name: &str, entry: Option<LockEntry>) {
+        match entry {
+            Some(entry) => {
                 if self.lock.stages.get(name) != Some(&entry) {
-                    self.lock.stages.insert(name.to_string(), entry);
+                    Arc::make_mut(&mut self.lock)
+                        .stages
+                        .insert(name.to_string(), entry);
                     self.lock_dirty = true;
                 }
             }
             None => {
-                if self.lock.stages.remove(name).is_some() {
+                if self.lock.stages.contains_key(name) {
+                    Arc::make_mut(&mut self.lock).stages.remove(name);
                     self.lock_dirty = true;
                 }
             }

@@ -42,7 +42,7 @@ impl Workspace {
         self.dir.join("locks")
     }
     pub fn memo_path(&self) -> PathBuf {
-        self.dir.join("hashes.json")
+        self.dir.join("hashes.bin")
     }
     pub fn logs_dir(&self, run_id: &str) -> PathBuf {
         self.dir.join("logs").join(run_id)

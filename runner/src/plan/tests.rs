@@ -44,7 +44,7 @@ fn world(overrides: &[(String, String)]) -> World {
     let pipeline = load_pipeline(&root, overrides);
     World {
         store: LocalStore::new(root.join(".sluice/cache")),
-        hasher: Hasher::load(&root.join(".sluice/hashes.json")),
+        hasher: Hasher::load(&root.join(".sluice/hashes.bin")),
         lock: LockFile {
             version: LOCK_VERSION,
             ..LockFile::default()
