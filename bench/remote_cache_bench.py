@@ -31,8 +31,8 @@ xfer     Throughput of that blob, sluice vs curl, same bytes, same server, each 
          MiB/s = blob size / median; ratio = sluice MiB/s / curl MiB/s (target >= 80%).
          With --s3, the same against moto (S3 emulator) on 127.0.0.1:18090, curl signing with
          `--aws-sigv4 aws:amz:us-east-1:s3 --user test:test -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD'`.
-         There sluice uploads a blob of 64 MiB or more in 16 MiB parts (as it must for large
-         blobs on real S3) while curl sends one PUT; moto assembles parts slowly in Python, so
+         There sluice uploads a blob of 64 MiB or more in parts of a sixteenth of it, 16 to
+         128 MiB (as it must for large blobs on real S3) while curl sends one PUT; moto assembles parts slowly in Python, so
          the S3 push ratio says more about moto than about a real S3 service.
 
 Servers: the HTTP remote is --http (default http://127.0.0.1:18080, the read-write nginx of

@@ -193,3 +193,18 @@ fn s3_without_credentials_names_the_variables() {
         r.stderr
     );
 }
+
+/// A misspelt S3 bucket is not mistaken for an empty cache: the run says the bucket does not
+/// exist (once) and goes on without the remote.
+#[test]
+fn a_missing_s3_bucket_is_said_not_taken_for_an_empty_cache() {
+    let _remote = remote_or_skip!(Backend::S3, "a_missing_s3_bucket_is_said");
+    let reference = sources(PIPELINE);
+    isolated(&reference, &["run", "--no-remote"])
+        .output()
+        .unwrap();
+    let ws = clone_of(&reference, &[]);
+    let r = run_against(&ws, "s3://no-such-bucket-sluice/p", &moto_env(), &[]);
+    let warning = assert_warned_once_and_ran(&r, &reference, &ws);
+    assert!(warning.contains("the bucket does not exist"), "{warning}");
+}

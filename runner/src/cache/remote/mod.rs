@@ -126,6 +126,9 @@ pub struct RemoteStore {
     found: DashMap<ContentHash, Vec<String>>,
     pending: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     slots: Arc<tokio::sync::Semaphore>,
+    /// Whether this run checked that the bucket exists (S3 answers a missing bucket like a
+    /// missing object, which would make a misspelt bucket look like an empty cache).
+    bucket_checked: std::sync::atomic::AtomicBool,
 }
 
 impl RemoteStore {
@@ -158,6 +161,7 @@ impl RemoteStore {
             found: DashMap::new(),
             pending: Mutex::new(Vec::new()),
             slots: Arc::new(tokio::sync::Semaphore::new(TRANSFERS)),
+            bucket_checked: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -184,6 +188,25 @@ impl RemoteStore {
         *self.shared.events.lock().expect("not poisoned") = Some(events);
         *self.shared.broken.lock().expect("not poisoned") = None;
         self.found.clear();
+        self.bucket_checked.store(false, Ordering::Relaxed);
+    }
+
+    /// On S3, once per run before the first lookup: one LIST of the prefix, which fails on a
+    /// missing bucket where a GET would only say "not found".
+    fn check_bucket(&self) -> bool {
+        if !matches!(self.url.backend, url::Backend::S3 { .. })
+            || self.bucket_checked.swap(true, Ordering::Relaxed)
+        {
+            return true;
+        }
+        let (clients, url) = (self.clients.clone(), self.url.clone());
+        match self.block(async move { transfer::list_prefix(&clients, &url).await }) {
+            Ok(()) => true,
+            Err(why) => {
+                self.shared.fail("checking the bucket", why);
+                false
+            }
+        }
     }
 
     /// A failure to report at the start of a run (say, missing credentials).
@@ -232,7 +255,7 @@ impl RemoteStore {
     /// The remote's record for `key`, if it has a usable one. A miss is normal; any other
     /// failure disables the remote for the run.
     pub fn lookup(&self, key: &ContentHash) -> Option<StageRecord> {
-        if self.shared.is_broken() {
+        if self.shared.is_broken() || !self.check_bucket() {
             return None;
         }
         let (clients, url, key2) = (self.clients.clone(), self.url.clone(), *key);

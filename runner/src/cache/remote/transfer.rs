@@ -99,6 +99,24 @@ pub(crate) async fn get_record(
     Ok(Some(bytes))
 }
 
+/// Lists the remote's prefix (one page): an error for a bucket that does not exist.
+pub(crate) async fn list_prefix(c: &Clients, url: &RemoteUrl) -> Result<(), String> {
+    let prefix = (!url.prefix.is_empty()).then(|| object(url.prefix.clone()));
+    c.meta
+        .list_with_delimiter(prefix.as_ref())
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            let why = describe::error(&e);
+            // A missing bucket: "not found" alone would read as a missing object.
+            if describe::is_miss(&e) || why.starts_with("404") {
+                format!("{why}: the bucket does not exist")
+            } else {
+                why
+            }
+        })
+}
+
 /// Downloads `wanted` with at most `slots` transfers at once; the first failure ends it.
 pub(crate) async fn fetch_all(
     c: Arc<Clients>,
