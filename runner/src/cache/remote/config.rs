@@ -103,17 +103,7 @@ fn key_text(k: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env_of<'a>(
-        pairs: &'a [(&'static str, &'static str)],
-    ) -> impl Fn(&str) -> Option<String> + 'a {
-        move |k: &str| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
-    }
+    use crate::cache::remote::env_of;
 
     #[test]
     fn the_environment_beats_the_workspace_file_which_beats_the_pipeline() {

@@ -284,17 +284,7 @@ fn aws_settings(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env_of<'a>(
-        pairs: &'a [(&'static str, &'static str)],
-    ) -> impl Fn(&str) -> Option<String> + 'a {
-        move |k: &str| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
-    }
+    use crate::cache::remote::env_of;
 
     #[test]
     fn absent_s3_credentials_name_the_variables() {

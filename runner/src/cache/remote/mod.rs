@@ -462,6 +462,17 @@ impl RemoteStore {
     }
 }
 
+/// A fake environment for the unit tests of the settings readers.
+#[cfg(test)]
+fn env_of<'a>(pairs: &'a [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    move |k: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
 /// Resolves once `token` is cancelled (checked every 50 ms: the token is a plain atomic).
 async fn cancelled(token: crate::cancel::CancelToken) {
     while !token.is_cancelled() {
