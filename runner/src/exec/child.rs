@@ -372,4 +372,34 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(libc::SIGKILL));
     }
+
+    #[test]
+    fn stragglers_are_killed_once_the_leader_exits_and_every_line_arrives() {
+        // The poll path (no stdin, no cancel token): the background `sleep` holds stdout open
+        // and must be killed when `sh` exits, or this test would hang for a minute. Output
+        // split over many writes, interleaved streams and an unterminated last line all arrive.
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let status = run_in_group(
+            Command::new("sh").args([
+                "-c",
+                "sleep 60 & i=0; while [ $i -lt 500 ]; do echo line$i; echo e$i >&2; \
+                 i=$((i+1)); done; printf tail; exit 4",
+            ]),
+            GroupIo {
+                stdin: None,
+                on_spawn: &|_| {},
+                stdout: &mut |l| out.push(l.to_string()),
+                stderr: &mut |l| err.push(l.to_string()),
+                kill_on_cancel: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(status.code(), Some(4));
+        assert_eq!(out.len(), 501);
+        assert_eq!(out[0], "line0");
+        assert_eq!(out[499], "line499");
+        assert_eq!(out[500], "tail");
+        assert_eq!(err.len(), 500);
+        assert_eq!(err[499], "e499");
+    }
 }
