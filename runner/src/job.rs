@@ -327,7 +327,9 @@ fn prepare(ctx: &RunCtx, stage: &StageDef) -> Result<Prepared, String> {
         let abs = o.path.to_abs(root);
         crate::atomic::remove_path(&abs)
             .map_err(|e| format!("cannot remove old output `{}`: {e}", o.path))?;
-        if let Some(parent) = abs.parent() {
+        // Most outputs share a directory that already exists: a `stat` answers that without the
+        // `mkdir` that would lock the directory the running stages are creating files in.
+        if let Some(parent) = abs.parent().filter(|p| !p.is_dir()) {
             let _ = std::fs::create_dir_all(parent);
         }
     }

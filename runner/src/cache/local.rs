@@ -111,7 +111,11 @@ impl LocalStore {
             return Err(changed());
         }
         let dest = self.blob_path(hash);
-        fs::create_dir_all(dest.parent().expect("blob paths have a parent"))?;
+        // After the first few hundred blobs every shard directory exists; see `job::prepare`.
+        let shard = dest.parent().expect("blob paths have a parent");
+        if !shard.is_dir() {
+            fs::create_dir_all(shard)?;
+        }
         let exec = before.permissions().mode() & 0o111 != 0;
         let tmp = atomic::temp_path_for(&dest);
         let result = clone_file(&from, &tmp, BLOB_MODE[exec_index(exec)]).and_then(|()| {

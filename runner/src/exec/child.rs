@@ -27,8 +27,9 @@
 use super::{guard, signal_group};
 use crate::cancel::CancelToken;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -76,6 +77,17 @@ pub fn run_in_group(cmd: &mut Command, io: GroupIo<'_>) -> io::Result<ExitStatus
     let child_stdin = child.stdin.take();
     let child_stdout = child.stdout.take().expect("stdout is piped");
     let child_stderr = child.stderr.take().expect("stderr is piped");
+    if stdin.is_none() && kill_on_cancel.is_none() {
+        if let Some(pidfd) = pidfd_open(pgid) {
+            // The common case (every `run:` stage): both pipes and the leader's exit are
+            // watched from this thread, instead of two reader threads started for each stage.
+            let exited =
+                poll_until_closed(pgid, &pidfd, child_stdout, child_stderr, stdout, stderr);
+            let status = exited.and_then(|()| child.wait());
+            drop(tracked);
+            return status;
+        }
+    }
     // `true` while the leader is unreaped, so the group's number is still ours to signal.
     let alive = (Mutex::new(true), Condvar::new());
     let status = std::thread::scope(|s| {
@@ -164,6 +176,126 @@ fn wait_unreaped(pid: i32) -> io::Result<()> {
     }
 }
 
+/// A pidfd for child `pid`, readable once it exits; `None` where the kernel has none (before
+/// Linux 5.3), and the reader threads are used instead.
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative result is a descriptor that nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Relays both pipes line by line until each is closed, on this thread. When the leader exits
+/// (the pidfd becomes readable) what is left in its group is killed, as in [`run_in_group`]'s
+/// threaded path, so the pipes close; the leader stays unreaped until the caller waits for it.
+fn poll_until_closed(
+    pgid: i32,
+    pidfd: &OwnedFd,
+    out: ChildStdout,
+    err: ChildStderr,
+    on_out: &mut (dyn FnMut(&str) + Send),
+    on_err: &mut (dyn FnMut(&str) + Send),
+) -> io::Result<()> {
+    let mut pipes = [
+        Pipe::new(Box::new(out), on_out),
+        Pipe::new(Box::new(err), on_err),
+    ];
+    let mut leader_running = true;
+    let mut exited = Ok(());
+    let mut chunk = vec![0u8; 64 * 1024];
+    while leader_running || pipes.iter().any(|p| p.open) {
+        let mut fds = Vec::with_capacity(3);
+        for p in pipes.iter().filter(|p| p.open) {
+            fds.push(libc::pollfd {
+                fd: p.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        if leader_running {
+            fds.push(libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: poll(2) reads and writes only the `fds.len()` entries we own.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // Cannot watch any more: fall back to waiting, and the kill closes the pipes.
+            exited = wait_unreaped(pgid);
+            signal_group(pgid, libc::SIGKILL);
+            return exited;
+        }
+        for fd in fds.iter().filter(|f| f.revents != 0) {
+            if fd.fd == pidfd.as_raw_fd() {
+                exited = wait_unreaped(pgid);
+                // Kill stragglers the child left in its group, so the pipes close; the leader
+                // is not reaped yet, so the group's number is still ours.
+                signal_group(pgid, libc::SIGKILL);
+                leader_running = false;
+            } else if let Some(p) = pipes.iter_mut().find(|p| p.open && p.fd == fd.fd) {
+                p.read_some(&mut chunk);
+            }
+        }
+    }
+    exited
+}
+
+/// One pipe of [`poll_until_closed`], with its partial last line.
+struct Pipe<'a> {
+    reader: Box<dyn Read + 'a>,
+    fd: RawFd,
+    open: bool,
+    pending: Vec<u8>,
+    sink: &'a mut (dyn FnMut(&str) + Send),
+}
+
+impl<'a> Pipe<'a> {
+    fn new<R: Read + AsRawFd + 'a>(r: Box<R>, sink: &'a mut (dyn FnMut(&str) + Send)) -> Self {
+        Pipe {
+            fd: r.as_raw_fd(),
+            reader: r,
+            open: true,
+            pending: Vec::new(),
+            sink,
+        }
+    }
+
+    /// One `read` (poll said it will not block); complete lines go to the sink, and at the end
+    /// of the stream an unterminated last line too, as [`pump`] does.
+    fn read_some(&mut self, chunk: &mut [u8]) {
+        match self.reader.read(chunk) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(0) | Err(_) => {
+                self.open = false;
+                if !self.pending.is_empty() {
+                    let rest = std::mem::take(&mut self.pending);
+                    emit(self.sink, &rest);
+                }
+            }
+            Ok(n) => {
+                self.pending.extend_from_slice(&chunk[..n]);
+                let mut start = 0;
+                while let Some(i) = self.pending[start..].iter().position(|&b| b == b'\n') {
+                    emit(self.sink, &self.pending[start..start + i + 1]);
+                    start += i + 1;
+                }
+                self.pending.drain(..start);
+            }
+        }
+    }
+}
+
+fn emit(sink: &mut (dyn FnMut(&str) + Send), line: &[u8]) {
+    let text = String::from_utf8_lossy(line);
+    sink(text.trim_end_matches(['\n', '\r']));
+}
+
 /// Reads lines (lossily decoded) until end of file.
 fn pump<R: Read>(r: R, f: &mut (dyn FnMut(&str) + Send)) {
     let mut reader = BufReader::new(r);
@@ -239,5 +371,35 @@ mod tests {
         assert!(started);
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn stragglers_are_killed_once_the_leader_exits_and_every_line_arrives() {
+        // The poll path (no stdin, no cancel token): the background `sleep` holds stdout open
+        // and must be killed when `sh` exits, or this test would hang for a minute. Output
+        // split over many writes, interleaved streams and an unterminated last line all arrive.
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let status = run_in_group(
+            Command::new("sh").args([
+                "-c",
+                "sleep 60 & i=0; while [ $i -lt 500 ]; do echo line$i; echo e$i >&2; \
+                 i=$((i+1)); done; printf tail; exit 4",
+            ]),
+            GroupIo {
+                stdin: None,
+                on_spawn: &|_| {},
+                stdout: &mut |l| out.push(l.to_string()),
+                stderr: &mut |l| err.push(l.to_string()),
+                kill_on_cancel: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(status.code(), Some(4));
+        assert_eq!(out.len(), 501);
+        assert_eq!(out[0], "line0");
+        assert_eq!(out[499], "line499");
+        assert_eq!(out[500], "tail");
+        assert_eq!(err.len(), 500);
+        assert_eq!(err[499], "e499");
     }
 }

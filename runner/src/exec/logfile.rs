@@ -25,10 +25,17 @@ struct Inner {
 
 impl StageLog {
     pub fn create(path: &Path) -> io::Result<StageLog> {
-        if let Some(p) = path.parent() {
-            std::fs::create_dir_all(p)?;
-        }
-        let file = File::create(path)?;
+        // The run's log directory exists after its first stage: create it only when missing,
+        // since a `mkdir` that fails still locks the parent, beside every other stage's create.
+        let file = match File::create(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(p) = path.parent() {
+                    std::fs::create_dir_all(p)?;
+                }
+                File::create(path)?
+            }
+            other => other?,
+        };
         Ok(StageLog {
             path: path.to_path_buf(),
             inner: Mutex::new(Inner {

@@ -102,11 +102,35 @@ pub(super) fn relay_stdout(
 /// Finds a bare program name on the stage's own `PATH`. Besides being the right `PATH` to search,
 /// this matters for speed: given a bare name and a replaced `PATH`, std must fork (copying the
 /// page tables of a large sluice process for every stage) instead of using `posix_spawn`.
+///
+/// Found programs are remembered per (`PATH`, name) for the life of the process: every `run:`
+/// stage starts `sh`, and searching a long `PATH` cost up to ten `stat`s a stage. A program
+/// removed since is then reported missing by the spawn, as it would be without the memo.
 pub(crate) fn resolve_program(program: &str, path: Option<&str>) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Found = HashMap<(String, String), std::path::PathBuf>;
+    static FOUND: OnceLock<Mutex<Found>> = OnceLock::new();
     if program.contains('/') {
         return program.into();
     }
+    let key = (path.unwrap_or("").to_string(), program.to_string());
+    let found = FOUND.get_or_init(Default::default);
+    if let Some(p) = found.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return p.clone();
+    }
+    let resolved = search_path(program, path);
+    if resolved.is_absolute() {
+        found
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, resolved.clone());
+    }
+    resolved
+}
+
+fn search_path(program: &str, path: Option<&str>) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     for dir in path.unwrap_or("").split(':').filter(|d| !d.is_empty()) {
         let candidate = std::path::Path::new(dir).join(program);
         if let Ok(m) = std::fs::metadata(&candidate) {
