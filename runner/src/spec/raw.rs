@@ -18,7 +18,7 @@ pub struct Pending {
 pub struct Problems(pub Vec<Pending>, Quiet);
 
 /// What decides which problems are worth reporting besides the ones already found.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Quiet {
     /// The file could not be read as YAML at all: there is nothing to validate.
     fatal: bool,
@@ -49,6 +49,15 @@ impl Problems {
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+    /// An empty list that keeps quiet about what this one does, for a part of the file checked
+    /// on its own (on another thread) and `append`ed afterwards.
+    pub(crate) fn sibling(&self) -> Problems {
+        Problems(Vec::new(), self.1.clone())
+    }
+    /// The problems `other` (a `sibling`) found, after this one's.
+    pub(crate) fn append(&mut self, other: Problems) {
+        self.0.extend(other.0);
     }
     /// True when the file is not YAML (or not within bounds) and nothing further was checked.
     pub fn is_fatal(&self) -> bool {

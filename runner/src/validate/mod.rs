@@ -32,6 +32,7 @@ use crate::spec::{RawPipeline, YPath};
 use crate::stage::StageRegistry;
 use crate::sweep::promote::{read_promoted, Promoted};
 use edges::Edges;
+use rayon::prelude::*;
 use stages::{Defined, Known};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -431,11 +432,35 @@ impl Validator<'_, '_> {
         kinds: Vec<Option<StageKind>>,
         known: &Known<'_>,
     ) -> (Vec<StageDef>, Vec<Vec<YPath>>, Edges) {
-        let mut defs = Vec::new();
-        let mut input_at = Vec::new();
+        // Each stage is defined on its own, on every core, into lists of its own; those are then
+        // recorded in stage order, so problems come out exactly as one pass in order would say.
+        let (opts, promoted) = (self.opts, self.promoted);
+        let (quiet, quiet_warnings) = (&*self.problems, &*self.warnings);
+        let each: Vec<(Defined, Problems, Problems, Edges)> = stages
+            .par_iter()
+            .enumerate()
+            .zip(kinds.into_par_iter())
+            .map(|((idx, s), kind)| {
+                let mut problems = quiet.sibling();
+                let mut warnings = quiet_warnings.sibling();
+                let mut edges = Edges::new();
+                let defined = Validator {
+                    opts,
+                    promoted,
+                    problems: &mut problems,
+                    warnings: &mut warnings,
+                }
+                .define_stage(idx, s, kind, known, &mut edges);
+                (defined, problems, warnings, edges)
+            })
+            .collect();
+        let mut defs = Vec::with_capacity(each.len());
+        let mut input_at = Vec::with_capacity(each.len());
         let mut edges = Edges::new();
-        for ((idx, s), kind) in stages.iter().enumerate().zip(kinds) {
-            let Defined { def, input_at: at } = self.define_stage(idx, s, kind, known, &mut edges);
+        for (Defined { def, input_at: at }, problems, warnings, e) in each {
+            self.problems.append(problems);
+            self.warnings.append(warnings);
+            edges.extend(e);
             defs.push(def);
             input_at.push(at);
         }
