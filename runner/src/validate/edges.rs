@@ -10,10 +10,21 @@ use crate::paths::WorkPath;
 use crate::pipeline::{Input, StageDef};
 use crate::spec::raw::RawStage;
 use crate::spec::YPath;
+use rayon::prelude::*;
 use std::collections::{BTreeSet, HashMap};
 
 /// `(from, to)`: stage `to` runs after stage `from`, by index.
 pub(super) type Edges = BTreeSet<(usize, usize)>;
+
+/// One input as `link_inputs` found it: stage index, input index, the stage producing it, the
+/// stages writing inside it, and whether it is a file or directory already there.
+type Link = (usize, usize, Option<usize>, Vec<usize>, bool);
+
+/// One `lstat` settles the common case, a file or directory that is there; anything else (missing,
+/// or a link, which must be followed) is left to `check_exists`, which says what is wrong.
+fn plainly_present(path: &WorkPath, root: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(path.to_abs(root)).is_ok_and(|m| !m.file_type().is_symlink())
+}
 
 impl Validator<'_, '_> {
     /// An edge into stage `idx` from each stage it `needs:`: every instance of a matrix stage
@@ -75,13 +86,24 @@ impl Validator<'_, '_> {
                 .map(|(_, i)| *i)
                 .collect()
         };
-        let mut links: Vec<(usize, usize, Option<usize>, Vec<usize>)> = Vec::new();
-        for s in stages.iter() {
-            for (k, input) in s.inputs.iter().enumerate() {
-                links.push((s.idx, k, producer_of(&input.path), inside_of(&input.path)));
-            }
-        }
-        for (idx, k, producer, contained) in links {
+        // Each input is looked up, and an input no stage produces `lstat`ed, on every core: in
+        // a pipeline of tens of thousands of inputs this is most of validation's time. What
+        // is found is then recorded in stage order, so problems come out as they always did.
+        let root = self.opts.root;
+        let links: Vec<Link> = stages
+            .par_iter()
+            .flat_map_iter(|s| {
+                s.inputs.iter().enumerate().map(move |(k, input)| {
+                    let producer = producer_of(&input.path);
+                    let contained = inside_of(&input.path);
+                    let present = producer.is_none()
+                        && contained.is_empty()
+                        && plainly_present(&input.path, root);
+                    (s.idx, k, producer, contained, present)
+                })
+            })
+            .collect();
+        for (idx, k, producer, contained, present) in links {
             let s = &mut stages[idx];
             let ypath = &input_at[idx][k];
             if contained.contains(&s.idx) || producer == Some(s.idx) {
@@ -101,17 +123,16 @@ impl Validator<'_, '_> {
                     s.inputs[k].producer = Some(p);
                     edges.insert((p, s.idx));
                 }
-                None if !contained.is_empty() => {}
+                None if !contained.is_empty() || present => {}
                 None => self.check_exists(&s.inputs[k], s, ypath),
             }
         }
     }
 
-    /// An input no stage produces must be there already, and not as a link that leads nowhere.
+    /// An input no stage produces must be there already, and not as a link that leads nowhere
+    /// (`plainly_present` settled the common case already; this says what is wrong).
     fn check_exists(&mut self, input: &Input, s: &StageDef, ypath: &YPath) {
         let abs = input.path.to_abs(self.opts.root);
-        // One `lstat` settles the common case (a file or directory that is there); only a link
-        // is followed, in a pipeline that may name tens of thousands of inputs.
         let found = std::fs::symlink_metadata(&abs);
         if found.as_ref().is_ok_and(|m| !m.file_type().is_symlink()) {
             return;

@@ -36,16 +36,18 @@ impl YPath {
         YPath::default()
     }
     pub fn k(&self, key: &str) -> Self {
-        let mut p = self.clone();
-        p.segs.push(Seg::Key(key.to_string()));
-        p.key = false;
-        p
+        self.with(Seg::Key(key.to_string()))
     }
     pub fn i(&self, idx: usize) -> Self {
-        let mut p = self.clone();
-        p.segs.push(Seg::Index(idx));
-        p.key = false;
-        p
+        self.with(Seg::Index(idx))
+    }
+    /// The path one segment deeper. Sized for that segment up front: a clone then a push would
+    /// allocate the segments twice, and validation builds a path for every field it reads.
+    fn with(&self, seg: Seg) -> Self {
+        let mut segs = Vec::with_capacity(self.segs.len() + 1);
+        segs.extend_from_slice(&self.segs);
+        segs.push(seg);
+        YPath { segs, key: false }
     }
     /// The same path, but pointing at the mapping key rather than its value.
     pub fn key_of(&self) -> Self {
