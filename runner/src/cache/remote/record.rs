@@ -95,8 +95,6 @@ mod tests {
             .as_deref()
             .map(tree_hash)
             .unwrap_or_else(|| ContentHash::of(b"x"));
-        let root = std::env::temp_dir();
-        let _ = &root;
         StageRecord {
             format: RECORD_FORMAT,
             stage: "s".into(),
