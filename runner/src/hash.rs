@@ -189,7 +189,9 @@ impl Hasher {
         }
     }
 
-    /// Writes the memo atomically, dropping racy entries and files that no longer exist.
+    /// Writes the memo atomically, dropping racy entries. Entries of files that no longer exist
+    /// are kept (harmless: a path that comes back is `stat`ed and compared like any other; they
+    /// only make the memo larger, and a pass that drops them would `stat` every entry on save).
     pub fn save(&self, path: &Path) -> io::Result<()> {
         if !self.dirty.load(Ordering::Relaxed) {
             return Ok(());
