@@ -74,6 +74,21 @@ struct Counters {
     pushed_bytes: AtomicU64,
 }
 
+impl Counters {
+    fn pushed(&self) -> Moved {
+        Moved {
+            blobs: self.pushed_blobs.load(Ordering::Relaxed),
+            bytes: self.pushed_bytes.load(Ordering::Relaxed),
+        }
+    }
+    fn fetched(&self) -> Moved {
+        Moved {
+            blobs: self.fetched_blobs.load(Ordering::Relaxed),
+            bytes: self.fetched_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// State shared with the upload tasks.
 pub(crate) struct Shared {
     shown: String,
@@ -381,12 +396,13 @@ impl RemoteStore {
         }
     }
 
-    /// Uploads `rec`'s blobs from the local cache, then the record, in the background. The run
-    /// waits for it at its end (`finish_run`).
-    pub(crate) fn push_later(&self, local: &LocalStore, rec: &StageRecord) {
-        if !self.push || self.shared.is_broken() {
-            return;
-        }
+    /// The upload of `rec` (blobs from the local cache, then the record), as a task for the
+    /// remote's runtime.
+    fn push_task(
+        &self,
+        local: &LocalStore,
+        rec: &StageRecord,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
         let job = transfer::PushJob::new(local, rec);
         let (clients, url, shared, slots) = (
             self.clients.clone(),
@@ -394,9 +410,19 @@ impl RemoteStore {
             self.shared.clone(),
             self.slots.clone(),
         );
+        async move { transfer::push(&clients, &url, &shared, &slots, job).await }
+    }
+
+    /// Uploads `rec`'s blobs from the local cache, then the record, in the background. The run
+    /// waits for it at its end (`finish_run`).
+    pub(crate) fn push_later(&self, local: &LocalStore, rec: &StageRecord) {
+        if !self.push || self.shared.is_broken() {
+            return;
+        }
+        let (task, shared) = (self.push_task(local, rec), self.shared.clone());
         let rt = self.rt.as_ref().expect("runtime lives until drop");
         let handle = rt.spawn(async move {
-            if let Err(why) = transfer::push(&clients, &url, &shared, &slots, job).await {
+            if let Err(why) = task.await {
                 shared.fail("uploading results", why);
             }
         });
@@ -409,23 +435,9 @@ impl RemoteStore {
         local: &LocalStore,
         rec: &StageRecord,
     ) -> Result<transfer::Moved, String> {
-        let job = transfer::PushJob::new(local, rec);
-        let (clients, url, shared, slots) = (
-            self.clients.clone(),
-            self.url.clone(),
-            self.shared.clone(),
-            self.slots.clone(),
-        );
-        let before = (
-            shared.counters.pushed_blobs.load(Ordering::Relaxed),
-            shared.counters.pushed_bytes.load(Ordering::Relaxed),
-        );
-        self.block(async move { transfer::push(&clients, &url, &shared, &slots, job).await })?;
-        let c = &self.shared.counters;
-        Ok(transfer::Moved {
-            blobs: c.pushed_blobs.load(Ordering::Relaxed) - before.0,
-            bytes: c.pushed_bytes.load(Ordering::Relaxed) - before.1,
-        })
+        let before = self.shared.counters.pushed();
+        self.block(self.push_task(local, rec))?;
+        Ok(self.shared.counters.pushed().since(before))
     }
 
     /// Downloads `key`'s record and the blobs the local cache lacks, and files the record
@@ -444,21 +456,14 @@ impl RemoteStore {
         };
         let rec = record::parse(&bytes, key)?;
         self.found.insert(*key, rec.exec.clone());
-        let c = &self.shared.counters;
-        let before = (
-            c.fetched_blobs.load(Ordering::Relaxed),
-            c.fetched_bytes.load(Ordering::Relaxed),
-        );
+        let before = self.shared.counters.fetched();
         let never = crate::cancel::CancelToken::default();
         self.fetch_missing(local, &rec.record, hasher, &never)
             .map_err(|e| e.to_string())?;
         local
             .write_record(&rec.record)
             .map_err(|e| format!("cannot file the record locally: {e}"))?;
-        Ok(Some(transfer::Moved {
-            blobs: c.fetched_blobs.load(Ordering::Relaxed) - before.0,
-            bytes: c.fetched_bytes.load(Ordering::Relaxed) - before.1,
-        }))
+        Ok(Some(self.shared.counters.fetched().since(before)))
     }
 }
 

@@ -37,6 +37,16 @@ pub struct Moved {
     pub bytes: u64,
 }
 
+impl Moved {
+    /// What moved since `before` was read off the same counters.
+    pub(crate) fn since(self, before: Moved) -> Moved {
+        Moved {
+            blobs: self.blobs - before.blobs,
+            bytes: self.bytes - before.bytes,
+        }
+    }
+}
+
 pub(crate) enum FetchError {
     /// A blob's content does not match its name: tampered with or truncated on the remote.
     Corrupt(String),
