@@ -79,7 +79,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     }
-    match dispatch(&cli) {
+    let outcome = dispatch(&cli);
+    // Every temporary this process made is in place or gone: the next run need not look for them.
+    sluice_runner::atomic::retire();
+    match outcome {
         Ok(code) => code,
         Err(Failure::Invalid(text)) => {
             eprint!("{text}");
@@ -481,8 +484,10 @@ fn overrides(args: &PipelineArgs) -> Result<Vec<(String, String)>, Failure> {
 
 fn workspace() -> Result<Workspace, Failure> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    Ok(Workspace::open(&cwd)
-        .with_context(|| format!("cannot open workspace `{}`", cwd.display()))?)
+    let ws = Workspace::open(&cwd)
+        .with_context(|| format!("cannot open workspace `{}`", cwd.display()))?;
+    sluice_runner::atomic::announce_temporaries_in(&ws.writers_dir());
+    Ok(ws)
 }
 
 fn open(file: &Path, overrides: &[(String, String)]) -> Result<(Engine, Pipeline), Failure> {

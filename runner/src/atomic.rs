@@ -6,13 +6,55 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The directory where this process says that it makes temporaries (`.sluice/writers`), set once
+/// by [`announce_temporaries_in`]; and whether its notice (a file named by its pid) is there.
+static NOTICE_DIR: OnceLock<PathBuf> = OnceLock::new();
+static NOTICED: AtomicBool = AtomicBool::new(false);
+
+/// Makes every temporary of this process announced in `dir` (the workspace's `.sluice/writers`):
+/// the first [`temp_path_for`] creates `dir/PID` before handing out a name, and [`retire`] removes
+/// it once the process is done. A notice of a dead process is how the next run knows that
+/// temporaries may have been left behind and the output directories must be swept
+/// (`leftovers::sweep_after_crash`); without one, a run skips reading them. The directory is made
+/// by that sweep, never here: while it is missing, every run sweeps. The first call wins: one
+/// process works in one workspace.
+pub fn announce_temporaries_in(dir: &Path) {
+    let _ = NOTICE_DIR.set(dir.to_path_buf());
+}
+
+fn notice_path(dir: &Path) -> PathBuf {
+    dir.join(std::process::id().to_string())
+}
+
+fn notice() {
+    if NOTICED.load(Ordering::Acquire) {
+        return;
+    }
+    let Some(dir) = NOTICE_DIR.get() else { return };
+    // Racing threads may both create it: the same empty file, harmless. Without the directory
+    // (a workspace no run has swept yet) this fails and is tried again by the next temporary.
+    if fs::File::create(notice_path(dir)).is_ok() {
+        NOTICED.store(true, Ordering::Release);
+    }
+}
+
+/// Withdraws this process's notice: every temporary it made has been renamed into place or
+/// removed. Called as the process ends normally; a killed process leaves its notice behind.
+pub fn retire() {
+    if let (true, Some(dir)) = (NOTICED.swap(false, Ordering::AcqRel), NOTICE_DIR.get()) {
+        let _ = fs::remove_file(notice_path(dir));
+    }
+}
 
 /// A temporary path next to `dest`, unique within this process and across processes (pid).
 /// The `.sluice-tmp-` infix lets `gc` and the watcher recognise and ignore leftovers.
 pub fn temp_path_for(dest: &Path) -> PathBuf {
+    notice();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let name = dest
         .file_name()

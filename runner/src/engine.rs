@@ -341,7 +341,13 @@ impl Engine {
         };
         // Holding the run lock, clear what a killed run left half-made, before it can be mistaken
         // for a result or pile up.
-        crate::leftovers::sweep(&self.ws, &output_dirs(&pipeline), false);
+        let t = Instant::now();
+        let swept = crate::leftovers::sweep_after_crash(&self.ws, || output_dirs(&pipeline));
+        tracing::debug!(
+            ms = t.elapsed().as_millis() as u64,
+            swept,
+            "leftovers checked"
+        );
         let t = Instant::now();
         // The memo and the lock file are independent reads of megabytes each in a large
         // pipeline: read them side by side.

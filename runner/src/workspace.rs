@@ -44,6 +44,10 @@ impl Workspace {
     pub fn memo_path(&self) -> PathBuf {
         self.dir.join("hashes.bin")
     }
+    /// Where processes making temporaries say so (`leftovers`).
+    pub fn writers_dir(&self) -> PathBuf {
+        self.dir.join("writers")
+    }
     pub fn logs_dir(&self, run_id: &str) -> PathBuf {
         self.dir.join("logs").join(run_id)
     }

@@ -40,6 +40,8 @@ fn run_job(
     cancel: &CancelToken,
     out: &mut (dyn Write + Send),
 ) -> Result<(), StageError> {
+    // The stage's outputs are staged beside their destinations: say so, as the submitting run does.
+    crate::atomic::announce_temporaries_in(&job.workspace.join(".sluice").join("writers"));
     let Some(imp) = registry.get(&job.kind) else {
         return Err(StageError::new(format!(
             "built-in stage kind `{}` is not in the sluice binary on this node",
