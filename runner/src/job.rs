@@ -113,10 +113,12 @@ pub const ENV_ALLOWLIST: &[&str] = &[
 
 /// The cheap check done inline by the dispatcher before any worker is involved: `Some` when the
 /// stage is up to date. Anything else (including errors) is left to a full job, which reports it.
-pub(crate) fn check_up_to_date(ctx: &RunCtx, idx: usize) -> Option<Completed> {
+/// `known` holds input hashes this check may take as they are: files the same pass has just
+/// hashed (see `scheduler::settle_up_to_date`).
+pub(crate) fn check_up_to_date(ctx: &RunCtx, idx: usize, known: &Overlay) -> Option<Completed> {
     let stage = &ctx.pipeline.stages[idx];
     let root = &ctx.pipeline.root;
-    let fp = Fingerprint::compute(stage, root, &ctx.hasher, &Overlay::new()).ok()?;
+    let fp = Fingerprint::compute(stage, root, &ctx.hasher, known).ok()?;
     let key = fp.key();
     // Local only: a remote lookup here would put a network round trip per stage on the
     // dispatcher's thread; a stage the remote has goes to a worker, which asks it.

@@ -9,8 +9,11 @@ use crate::cancel::{CancelReason, CancelToken};
 use crate::error::StageError;
 use crate::events::{Event, Outcome};
 use crate::exec::signal_group;
+use crate::fingerprint::Overlay;
+use crate::hash::ContentHash;
 use crate::job::{check_up_to_date, Completed, Job, JobMsg, JobResult, RunCtx};
 use crate::lock::{LockEntry, LockFile, LockedOutput};
+use crate::paths::WorkPath;
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -119,7 +122,9 @@ fn settle_up_to_date(
     selection: &BTreeSet<usize>,
     forced: &BTreeSet<usize>,
 ) -> BTreeMap<usize, Option<LockEntry>> {
+    use rayon::prelude::*;
     let graph = &ctx.pipeline.graph;
+    let stages = &ctx.pipeline.stages;
     let mut settled: BTreeMap<usize, Option<LockEntry>> = BTreeMap::new();
     let mut pending: BTreeMap<usize, usize> = selection
         .iter()
@@ -130,22 +135,53 @@ fn settle_up_to_date(
         .filter(|(_, &n)| n == 0)
         .map(|(&i, _)| i)
         .collect();
+    // Every file is hashed once per pass, as make stats it once: an input many stages share
+    // (a dataset, a config) is looked at once, and an input an upstream stage produced takes
+    // the hash that stage's check has just confirmed. The pass is one snapshot; a stage that
+    // runs checks its inputs again as it starts and after it ends.
+    let mut known: Overlay = {
+        let shared: BTreeSet<&WorkPath> = selection
+            .iter()
+            .flat_map(|&i| stages[i].inputs.iter())
+            .filter(|input| input.producer.is_none())
+            .map(|input| &input.path)
+            .collect();
+        let shared: Vec<&WorkPath> = shared.into_iter().collect();
+        shared
+            .par_iter()
+            .with_min_len(64)
+            .filter_map(|&p| {
+                let h = ctx.hasher.hash_path(&p.to_abs(&ctx.pipeline.root)).ok()??;
+                Some((p.clone(), h.hash))
+            })
+            .collect()
+    };
     while !wave.is_empty() {
         wave.retain(|i| !forced.contains(i));
-        let results: Vec<(usize, Option<Option<LockEntry>>)> = {
-            use rayon::prelude::*;
-            wave.par_iter()
-                .map(|&i| {
-                    let entry = check_up_to_date(ctx, i).map(lock_entry);
-                    let locked = ctx.lock.stages.get(&ctx.pipeline.stages[i].id.0);
-                    (i, entry.map(|e| (locked != Some(&e)).then_some(e)))
-                })
-                .collect()
-        };
+        type Settled = (Vec<(WorkPath, ContentHash)>, Option<LockEntry>);
+        let results: Vec<(usize, Option<Settled>)> = wave
+            .par_iter()
+            .map(|&i| {
+                let settled = check_up_to_date(ctx, i, &known).map(|c| {
+                    let produced = c
+                        .outputs
+                        .values()
+                        .map(|o| (o.path.clone(), o.hash))
+                        .collect();
+                    let entry = lock_entry(c);
+                    let locked = ctx.lock.stages.get(&stages[i].id.0);
+                    (produced, (locked != Some(&entry)).then_some(entry))
+                });
+                (i, settled)
+            })
+            .collect();
         let mut next = Vec::new();
         for (i, completed) in results {
-            let Some(c) = completed else { continue };
-            settled.insert(i, c);
+            let Some((produced, changed)) = completed else {
+                continue;
+            };
+            known.extend(produced);
+            settled.insert(i, changed);
             for dep in graph.dependents(i) {
                 if let Some(n) = pending.get_mut(&dep) {
                     *n -= 1;
