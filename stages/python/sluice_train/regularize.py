@@ -58,7 +58,8 @@ def add_weight_decay(directory: str, names: list) -> list:
     from onnx import TensorProto, helper
 
     path = os.path.join(directory, "training_model.onnx")
-    model = onnx.load(path)
+    # The graph alone: a model whose weights live in external files keeps them there.
+    model = onnx.load(path, load_external_data=False)
     graph = model.graph
     flags = [o.name for o in graph.output if o.name.endswith(_FLAG_SUFFIX)]
     bit = {name: 1 << i for i, name in enumerate(flags)}
@@ -90,12 +91,12 @@ def add_weight_decay(directory: str, names: list) -> list:
             after = _flag(flags, common)
         else:  # no single flag follows every reader: wait for one flag of each
             after = None
-            for i, c in enumerate(sorted({_flag(flags, reach[c]) for c in readers})):
+            for i, flag in enumerate(sorted({_flag(flags, reach[c]) for c in readers})):
                 if after is None:
-                    after = c
+                    after = flag
                 else:
                     joined = f"{_PREFIX}{name}/after{i}"
-                    nodes.append(helper.make_node("And", [after, c], [joined], name=joined))
+                    nodes.append(helper.make_node("And", [after, flag], [joined], name=joined))
                     after = joined
         decayed = f"{_PREFIX}{name}/decayed"
         done = f"{_PREFIX}{name}{_FLAG_SUFFIX}"
