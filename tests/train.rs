@@ -1,8 +1,9 @@
 //! The `train` stage through the real binary and the real ONNX Runtime training runtime (the
 //! Python environment is installed on first use into the user cache, as for a user; concurrent
 //! tests wait on its lock). Covers: the iris MLP and the digits CNN reaching their accuracy,
-//! seeded repeatability, resuming a killed training from its checkpoint, a user's ONNX model,
-//! and each bad input's message. The CUDA path runs only where a GPU is present and says
+//! seeded repeatability, resuming a killed training from its checkpoint (and not from an older
+//! worker's), a user's ONNX model, where the weight decay goes in the training graph, and each bad
+//! input's message. The CUDA path runs only where a GPU is present and says
 //! visibly that it was skipped elsewhere.
 
 mod common;
@@ -307,6 +308,28 @@ fn user_model(ws: &Ws, inputs: usize, outputs: usize) {
     assert!(
         out.status.success(),
         "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn weight_decay_in_the_training_graph_waits_for_every_reader_of_the_weight() {
+    // The worker's placement of the in-place decay, on hand-made graphs (a weight read on the
+    // way to two gradient accumulators, one read where no accumulator follows, one read in a
+    // subgraph); the trainings here only reach the usual case.
+    let ws = Ws::new();
+    ws.sluice(&["setup"]).assert_ok();
+    let python = sluice_stages::pyenv::find(sluice_stages::pyenv::Flavor::Cpu)
+        .expect("the environment is installed")
+        .python;
+    let out = std::process::Command::new(python)
+        .arg(repo().join("stages/python/tests/check_weight_decay_graph.py"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 }
