@@ -16,10 +16,10 @@ Throughput is samples per second of the training phase of each epoch (forward, b
 optimizer step; not validation or checkpoints), median over epochs 2.. of a run, then median
 over runs. The worker's figure is the `samples_per_sec` of its history.json, timed from the
 epoch's shuffle to its last optimizer step like the bare loop's; its overhead is
-(bare - worker) / bare. The bare loop runs three times: training steps only; steps plus the
-decoupled weight decay the worker applies after each step (the requested AdamW weight_decay,
-which the artifacts' optimizer graph leaves to the worker so that biases are not decayed); and
-steps with the worker's per-epoch validation pass and checkpoint between epochs (untimed, but it
+(bare - worker) / bare. The bare loop runs three times: training steps only, over artifacts
+generated without weight decay; steps over the worker's own artifacts, whose training graph
+decays the weights (not the biases) by the requested AdamW weight_decay, with the factor
+1 - lr*weight_decay as an input; and steps with the worker's per-epoch validation pass and checkpoint between epochs (untimed, but it
 leaves the next epoch starting with cold caches). The last two separate sluice's own cost from
 that of the work it is asked to do. `--baseline-worker DIR` runs a second worker (another
 checkout's stages/python) in every round, for A/B comparisons of worker changes. Wall is each process end to end (start-up, artifact reuse, validation and checkpoints for
@@ -76,9 +76,9 @@ from onnxruntime.training import api
 
 art, data, batch, epochs, lr, seed, threads, mode = sys.argv[1:9]
 batch, epochs, lr, seed, full = int(batch), int(epochs), float(lr), int(seed), mode == "full"
-# `decay`: after each step, the decoupled weight decay the worker applies (regularize.py) to the
-# rank >= 2 parameters, in place, by the same float32 factor; the artifacts' AdamW has none.
-decay = 1.0 - lr * WEIGHT_DECAY if mode == "decay" else None
+# `decay`: `art` holds the worker's artifacts, whose training graph decays the weights in place
+# (regularize.py) by the factor it takes as its last input; other modes get artifacts without.
+decay = (np.array([1.0 - lr * WEIGHT_DECAY], dtype=np.float32),) if mode == "decay" else ()
 options = ort.SessionOptions()
 options.intra_op_num_threads = int(threads)  # 0: ONNX Runtime's default, one per core (the worker's)
 x = np.load(os.path.join(data, "train", "features.npy"))
@@ -91,9 +91,6 @@ module = api.Module(os.path.join(art, "training_model.onnx"), state, os.path.joi
 optimizer = api.Optimizer(os.path.join(art, "optimizer_model.onnx"), module)
 optimizer.set_learning_rate(lr)
 module.train()
-if decay is not None:
-    decay = np.float32(decay)
-    views = [v for v in (p._parameter.data.numpy() for _, p in state.parameters) if v.ndim >= 2]
 scratch = tempfile.mkdtemp()
 rates = []
 for epoch in range(1, epochs + 1):
@@ -101,11 +98,8 @@ for epoch in range(1, epochs + 1):
     order = np.random.default_rng([seed, epoch]).permutation(len(x))
     for start in range(0, len(x), batch):
         idx = order[start:start + batch]
-        module(x[idx], y[idx])
+        module(x[idx], y[idx], *decay)
         optimizer.step()
-        if decay is not None:
-            for view in views:
-                np.multiply(view, decay, out=view)
         module.lazy_reset_grad()
     rates.append(len(x) / (time.monotonic() - started))
     if full:
@@ -164,7 +158,8 @@ print(json.dumps(rates))
 """
 
 
-def request(work: Path, name: str, spec: dict, data: Path, cache: Path, run: int) -> dict:
+def request(work: Path, name: str, spec: dict, data: Path, cache: Path, run: int,
+            weight_decay: float = WEIGHT_DECAY) -> dict:
     out = work / f"{name}-{run}"
     if out.exists():
         shutil.rmtree(out)
@@ -176,7 +171,7 @@ def request(work: Path, name: str, spec: dict, data: Path, cache: Path, run: int
         "params": {}, "devices": {"gpus": []},
         "with": {
             "task": "classification", "classes": None, "model": spec["model"], "loss": "cross_entropy",
-            "optimizer": {"type": "adamw", "lr": spec["lr"], "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": WEIGHT_DECAY},
+            "optimizer": {"type": "adamw", "lr": spec["lr"], "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": weight_decay},
             "schedule": {"warmup_epochs": 0.0, "decay": "constant"},
             "epochs": spec["epochs"], "batch_size": spec["batch_size"], "shuffle": True, "seed": 0,
             "augment": {"hflip": False, "crop_padding": 0, "rotate_degrees": 0.0}, "early_stopping": None,
@@ -237,9 +232,12 @@ def main() -> None:
                 print(f"{name}: skipped, {data} is missing (run the data pipeline first)")
                 continue
             loop_args = [spec["batch_size"], spec["epochs"], spec["lr"], 0, args.threads]
-            # Warm-up: generates the artifacts once, so every timed run reuses them.
+            # Warm-up: generates the artifacts once, so every timed run reuses them; and, from a
+            # request without weight decay, artifacts without it for the plain bare loops.
             _, _, key = run_worker(args.python, request(work, name, spec, data, cache, 0))
             artifacts = next(p for p in cache.iterdir() if p.name.startswith(key))
+            _, _, plain_key = run_worker(args.python, request(work, name, spec, data, cache, 0, weight_decay=0.0))
+            plain = next(p for p in cache.iterdir() if p.name.startswith(plain_key))
             results: dict[str, list] = {"sluice worker": [], "baseline worker": [], "bare ORT loop": [],
                                         "bare + decay": [], "bare + val/ckpt": [], "PyTorch eager": []}
             for run in range(1, args.runs + 1):
@@ -250,9 +248,9 @@ def main() -> None:
                         rate, wall, _ = run_worker(args.python, request(work, name, spec, data, cache, run),
                                                    args.baseline_worker)
                         results["baseline worker"].append((rate, wall))
-                results["bare ORT loop"].append(run_script(args.python, BARE_LOOP, [artifacts, data, *loop_args, "steps"]))
+                results["bare ORT loop"].append(run_script(args.python, BARE_LOOP, [plain, data, *loop_args, "steps"]))
                 results["bare + decay"].append(run_script(args.python, BARE_LOOP, [artifacts, data, *loop_args, "decay"]))
-                results["bare + val/ckpt"].append(run_script(args.python, BARE_LOOP, [artifacts, data, *loop_args, "full"]))
+                results["bare + val/ckpt"].append(run_script(args.python, BARE_LOOP, [plain, data, *loop_args, "full"]))
                 if args.torch_python:
                     results["PyTorch eager"].append(run_script(args.torch_python, TORCH_LOOP, [name, data, *loop_args]))
             threads = args.threads or f"{len(os.sched_getaffinity(0))} (one per core)"

@@ -1,8 +1,9 @@
 //! The `train` stage through the real binary and the real ONNX Runtime training runtime (the
 //! Python environment is installed on first use into the user cache, as for a user; concurrent
 //! tests wait on its lock). Covers: the iris MLP and the digits CNN reaching their accuracy,
-//! seeded repeatability, resuming a killed training from its checkpoint, a user's ONNX model,
-//! and each bad input's message. The CUDA path runs only where a GPU is present and says
+//! seeded repeatability, resuming a killed training from its checkpoint (and not from an older
+//! worker's), a user's ONNX model, where the weight decay goes in the training graph, and each bad
+//! input's message. The CUDA path runs only where a GPU is present and says
 //! visibly that it was skipped elsewhere.
 
 mod common;
@@ -130,9 +131,81 @@ fn a_training_run_as_its_own_process_stops_on_ctrl_c_and_resumes() {
 /// both runs.
 fn killed_training_resumes(env: &[(&str, &str)]) {
     let ws = iris_ws();
+    let stopped_at = interrupt_training(&ws, env);
+
+    let out = ws
+        .command(&["run", "--json"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let run = run_of(out);
+    run.assert_ok();
+    let h = ws.json("out/history.json");
+    let resumed = h["resumed_from_epoch"]
+        .as_u64()
+        .expect("resumed_from_epoch");
+    assert!(
+        resumed >= 3 && resumed <= stopped_at,
+        "resumed from {resumed}, stopped at {stopped_at}"
+    );
+    // The history is whole: the epochs before the interruption come from the checkpoint.
+    let numbers: Vec<u64> = epochs(&h)
+        .iter()
+        .map(|e| e["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (1..=numbers.len() as u64).collect::<Vec<_>>());
+    assert!(run.events().iter().any(|e| e["event"] == "stage_log"
+        && e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("resuming from the checkpoint of epoch {resumed}"))));
+}
+
+#[test]
+fn a_resume_state_of_an_older_worker_is_not_resumed() {
+    // Format 2 decayed the weights after each optimizer step, from Python; its checkpoints would
+    // continue under another update rule.
+    let ws = iris_ws();
+    interrupt_training(&ws, &[]);
+    let mut rewritten = 0;
+    for dir in std::fs::read_dir(ws.path(".sluice/resume")).unwrap() {
+        for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("state-") && name.ends_with(".json") {
+                let mut state: Value =
+                    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                state["format"] = 2.into();
+                std::fs::write(&path, state.to_string()).unwrap();
+                rewritten += 1;
+            }
+        }
+    }
+    assert!(
+        rewritten > 0,
+        "the interrupted training left no resume state"
+    );
+
+    let run = run_of(ws.command(&["run", "--json"]).output().unwrap());
+    run.assert_ok();
+    assert!(ws.json("out/history.json")["resumed_from_epoch"].is_null());
+    let logs = logs(&run);
+    assert!(
+        logs.iter().any(
+            |l| l.contains("written by another version of the train worker (format 2")
+                && l.contains("training starts afresh")
+        ),
+        "{logs:?}"
+    );
+}
+
+/// Starts the iris training of `killed_training_resumes` in `ws` and interrupts it with Ctrl-C at
+/// epoch 4 or later; checks that it left no output and no process, and returns the last epoch
+/// it reported.
+fn interrupt_training(ws: &Ws, env: &[(&str, &str)]) -> u64 {
     // Small batches make each epoch long enough to interrupt in the middle of the run.
     iris_with(
-        &ws,
+        ws,
         "    with: {model: {type: mlp, hidden: [32]}, epochs: 150, batch_size: 1, seed: 3, device: cpu}",
     );
     // A grace period far beyond the wait below: the training must stop on the SIGTERM itself
@@ -175,36 +248,10 @@ fn killed_training_resumes(env: &[(&str, &str)]) {
         !ws.exists("out/history.json") && !ws.exists("out/model.onnx"),
         "an interrupted training left its output"
     );
+    let stopped_at = *seen.lock().unwrap();
     let left = stage_processes(ws.root());
     assert!(left.is_empty(), "stage processes outlived sluice: {left:?}");
-    let stopped_at = *seen.lock().unwrap();
-
-    let out = ws
-        .command(&["run", "--json"])
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let run = run_of(out);
-    run.assert_ok();
-    let h = ws.json("out/history.json");
-    let resumed = h["resumed_from_epoch"]
-        .as_u64()
-        .expect("resumed_from_epoch");
-    assert!(
-        resumed >= 3 && resumed <= stopped_at,
-        "resumed from {resumed}, stopped at {stopped_at}"
-    );
-    // The history is whole: the epochs before the interruption come from the checkpoint.
-    let numbers: Vec<u64> = epochs(&h)
-        .iter()
-        .map(|e| e["epoch"].as_u64().unwrap())
-        .collect();
-    assert_eq!(numbers, (1..=numbers.len() as u64).collect::<Vec<_>>());
-    assert!(run.events().iter().any(|e| e["event"] == "stage_log"
-        && e["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains(&format!("resuming from the checkpoint of epoch {resumed}"))));
+    stopped_at
 }
 
 /// Live processes whose environment names `root` as their workspace: every stage process of a
@@ -261,6 +308,28 @@ fn user_model(ws: &Ws, inputs: usize, outputs: usize) {
     assert!(
         out.status.success(),
         "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn weight_decay_in_the_training_graph_waits_for_every_reader_of_the_weight() {
+    // The worker's placement of the in-place decay, on hand-made graphs (a weight read on the
+    // way to two gradient accumulators, one read where no accumulator follows, one read in a
+    // subgraph); the trainings here only reach the usual case.
+    let ws = Ws::new();
+    ws.sluice(&["setup"]).assert_ok();
+    let python = sluice_stages::pyenv::find(sluice_stages::pyenv::Flavor::Cpu)
+        .expect("the environment is installed")
+        .python;
+    let out = std::process::Command::new(python)
+        .arg(repo().join("stages/python/tests/check_weight_decay_graph.py"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 }

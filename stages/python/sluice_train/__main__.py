@@ -310,12 +310,19 @@ class Training:
     # ---- artifacts ---------------------------------------------------------------------------
 
     def optimizer_spec(self) -> dict:
-        """The optimizer settings baked into optimizer_model.onnx (the lr is an input, not baked)."""
+        """The optimizer settings baked into the artifacts (the lr and λ are inputs, not baked)."""
         o = self.cfg["optimizer"]
         if o["type"] == "adamw":
-            # Weight decay is applied by the worker, to weights only (regularize.py).
-            return {"type": "adamw", "betas": list(o["betas"]), "eps": o["eps"], "weight_decay": 0.0}
+            # The optimizer graph decays nothing; the training graph decays the weights only
+            # (regularize.py), when there is a decay to apply.
+            return {"type": "adamw", "betas": list(o["betas"]), "eps": o["eps"], "weight_decay": 0.0,
+                    "decay_in_training_graph": self.weight_decay() > 0}
         return {"type": "sgd"}
+
+    def weight_decay(self) -> float:
+        """AdamW's λ; 0 for SGD."""
+        o = self.cfg["optimizer"]
+        return float(o.get("weight_decay") or 0.0) if o["type"] == "adamw" else 0.0
 
     def artifact_key(self, key_model: dict, requires_grad: list) -> str:
         import onnx
@@ -368,6 +375,8 @@ class Training:
                     artifact_directory=tmp,
                     additional_output_names=[models.output_name(self.task)],
                 )
+                if o.get("decay_in_training_graph") and self.decayed:
+                    regularize.add_weight_decay(tmp, self.decayed)
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -488,9 +497,16 @@ class Training:
         # Python is a visible share of a step.
         train_x, train_y, msg, lr_at = self.train_x, self.train_y, self.msg, self.lr_at
         set_lr, optimizer_step, reset_grad = optimizer.set_learning_rate, optimizer.step, module.lazy_reset_grad
-        weight_decay = float(cfg["optimizer"].get("weight_decay") or 0.0) if cfg["optimizer"]["type"] == "adamw" else 0.0
-        decay = regularize.WeightDecay(state, self.decayed, weight_decay)
+        # Weight decay: in the training graph, which takes the factor 1 − lr·λ as its last input
+        # (`extra`); from Python for the weights it could not take (none, usually), between the
+        # forward-backward pass and the optimizer step, like the graph's.
+        weight_decay = self.weight_decay()
+        in_graph = regularize.decayed_in_graph(self.artifact_dir) if weight_decay > 0 else []
+        factor = np.array([regularize.decay_factor(lr, weight_decay)], dtype=np.float32)
+        extra = (factor,) if in_graph else ()
+        decay = regularize.WeightDecay(state, [p for p in self.decayed if p not in in_graph], weight_decay)
         decay_step = decay.step if decay else None
+        decay_factor = regularize.decay_factor
         isfinite, monotonic = math.isfinite, time.monotonic
         while epoch < epochs and not st["stopped_early"]:
             epoch += 1
@@ -509,12 +525,13 @@ class Training:
                 if scheduled:
                     lr = lr_at(step)
                     set_lr(lr)
-                loss = float(module(x, train_y[idx])[0])
+                    factor[0] = decay_factor(lr, weight_decay)
+                loss = float(module(x, train_y[idx], *extra)[0])
                 if not isfinite(loss):
                     raise self.loss_failure(loss, epoch, b)
-                optimizer_step()
                 if decay_step:
                     decay_step(lr)
+                optimizer_step()
                 reset_grad()
                 step += 1
                 loss_sum += loss * len(idx)

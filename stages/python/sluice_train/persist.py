@@ -14,7 +14,8 @@ import time
 # Bump when the artifacts or the resume state change meaning: both are keyed or checked by it.
 # 2: weight decay left out of the optimizer graph (the worker decays weights only, see
 # regularize.py), and regression targets standardized.
-FORMAT = 2
+# 3: the decay moved into the training graph, before the optimizer step instead of after it.
+FORMAT = 3
 
 # The resume state is written at most this often (and when the worker is asked to stop). Each save
 # pauses the training and leaves the next epoch's first batches on cold caches, which on ~1 ms
@@ -65,7 +66,14 @@ class Resume:
             msg.log(f"ignoring the unreadable resume state {path}: {e}", "warning")
             return None
         files = [st.get("checkpoint"), st.get("best_checkpoint")]
-        if st.get("format") != FORMAT or st.get("config") != self.config_key:
+        if st.get("format") != FORMAT:
+            msg.log(
+                f"ignoring the resume state in {self.dir}: it was written by another version of the train worker "
+                f"(format {st.get('format')!r}, this one resumes format {FORMAT}); training starts afresh",
+                "warning",
+            )
+            return None
+        if st.get("config") != self.config_key:
             msg.log(f"ignoring the resume state in {self.dir}: it was written for another configuration", "warning")
             return None
         if not all(f is None or os.path.isfile(os.path.join(self.dir, f)) for f in files):

@@ -1,12 +1,18 @@
-"""What the worker does beside ORT's graphs to keep a training sound: decoupled weight decay on
+"""What the worker adds to ORT's graphs to keep a training sound: decoupled weight decay on
 weights only, and the warnings for a loss that grows and for a model worse than a constant
 prediction.
 
-Weight decay lives here because ORT's AdamW graph node decays every parameter of the one
-parameter sequence the training API binds, biases included; the optimizer graph is therefore
-built with weight_decay 0 and the decay applied after each step, to the chosen tensors only.
+ORT's AdamW graph node decays every parameter of the one parameter sequence the training API binds,
+biases included, and the API accepts one optimizer node only. The optimizer graph is therefore
+built with weight_decay 0, and the decay is added to the training graph instead (`add_weight_decay`),
+for the chosen tensors only: each step's forward and backward pass ends with
+w ← w·(1 − lr·λ), before the optimizer step applies the Adam update. That is PyTorch's AdamW
+(`torch.optim.AdamW` decays before its update, from the same weights the gradient saw).
 """
 from __future__ import annotations
+
+import json
+import os
 
 import numpy as np
 
@@ -26,12 +32,123 @@ def decayed_params(model, trainable: list) -> list:
     return [name for name in trainable if ranks.get(name, 0) >= 2]
 
 
+# The training graph's input carrying each step's decay factor 1 − lr·λ (float32 [1]). A graph
+# input rather than a constant: the learning rate follows the schedule, and one set of artifacts
+# serves every lr and λ.
+FACTOR_INPUT = "weight_decay_factor"
+# Which weights the training graph decays, beside the artifacts (the rest are decayed by
+# `WeightDecay`).
+PLAN_FILE = "weight_decay.json"
+# The suffix of the gradient accumulators' "updated" flags, graph outputs that ORT's Module keeps
+# from the user's outputs. The decay's own flags carry it too, for the same reason.
+_FLAG_SUFFIX = "_grad.accumulation.out"
+_PREFIX = "sluice.weight_decay/"
+
+
+def add_weight_decay(directory: str, names: list) -> list:
+    """Adds w ← w·FACTOR_INPUT to `directory`/training_model.onnx for each of `names` it can order
+    after every read of w, writes PLAN_FILE, and returns the names it decays.
+
+    The write is an in-place InPlaceAccumulatorV2 with overwrite set (the op that accumulates the
+    gradients), run after every node that reads w: its `overwrite` input is a gradient
+    accumulator's flag (always true) downstream of all of them, which costs no extra node. A
+    weight read inside a subgraph, or by a node no accumulator depends on, is left to
+    `WeightDecay`."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    path = os.path.join(directory, "training_model.onnx")
+    # The graph alone: a model whose weights live in external files keeps them there.
+    model = onnx.load(path, load_external_data=False)
+    graph = model.graph
+    flags = [o.name for o in graph.output if o.name.endswith(_FLAG_SUFFIX)]
+    bit = {name: 1 << i for i, name in enumerate(flags)}
+    consumers: dict[str, list[int]] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            consumers.setdefault(name, []).append(index)
+    in_subgraphs = _subgraph_names(graph)
+    # reach[i]: the flags node i's outputs lead to, as a bit mask. ONNX lists nodes in topological
+    # order, so one pass from the end sees every consumer before its producer.
+    reach = [0] * len(graph.node)
+    for index in range(len(graph.node) - 1, -1, -1):
+        mask = 0
+        for out in graph.node[index].output:
+            mask |= bit.get(out, 0)
+            for c in consumers.get(out, ()):
+                mask |= reach[c]
+        reach[index] = mask
+
+    nodes, placed = [], []
+    for name in names:
+        readers = consumers.get(name, [])
+        if name in in_subgraphs or not readers or any(reach[c] == 0 for c in readers):
+            continue
+        common = reach[readers[0]]
+        for c in readers[1:]:
+            common &= reach[c]
+        if common:
+            after = _flag(flags, common)
+        else:  # no single flag follows every reader: wait for one flag of each
+            after = None
+            for i, flag in enumerate(sorted({_flag(flags, reach[c]) for c in readers})):
+                if after is None:
+                    after = flag
+                else:
+                    joined = f"{_PREFIX}{name}/after{i}"
+                    nodes.append(helper.make_node("And", [after, flag], [joined], name=joined))
+                    after = joined
+        decayed = f"{_PREFIX}{name}/decayed"
+        done = f"{_PREFIX}{name}{_FLAG_SUFFIX}"
+        nodes.append(helper.make_node("Mul", [name, FACTOR_INPUT], [decayed], name=decayed))
+        nodes.append(
+            helper.make_node("InPlaceAccumulatorV2", [name, decayed, after], [done], name=done, domain="com.microsoft")
+        )
+        graph.output.append(helper.make_tensor_value_info(done, TensorProto.BOOL, [1]))
+        placed.append(name)
+    if placed:
+        graph.input.append(helper.make_tensor_value_info(FACTOR_INPUT, TensorProto.FLOAT, [1]))
+        graph.node.extend(nodes)
+        onnx.save(model, path)
+    with open(os.path.join(directory, PLAN_FILE), "w") as f:
+        json.dump({"factor_input": FACTOR_INPUT, "in_graph": placed}, f)
+    return placed
+
+
+def decayed_in_graph(directory: str) -> list:
+    """The weights the training graph of the artifacts in `directory` decays (PLAN_FILE)."""
+    try:
+        with open(os.path.join(directory, PLAN_FILE)) as f:
+            return list(json.load(f)["in_graph"])
+    except FileNotFoundError:
+        return []
+
+
+def _flag(flags: list, mask: int) -> str:
+    """The first flag in `mask`."""
+    return flags[(mask & -mask).bit_length() - 1]
+
+
+def _subgraph_names(graph) -> set:
+    """Every tensor name an If/Loop/Scan body refers to, at any depth."""
+    names = set()
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                for inner in sub.node:
+                    names.update(inner.input)
+                names |= _subgraph_names(sub)
+    return names
+
+
 class WeightDecay:
-    """AdamW's decoupled decay, p ← p − lr·λ·p, for the named parameters of a checkpoint state.
+    """The decay, w ← w·(1 − lr·λ), from Python, for weights the training graph cannot decay
+    (`add_weight_decay`); called between the forward-backward pass and the optimizer step, where
+    the graph decays the others.
 
     On the CPU a parameter's numpy() is a view of the tensor the session trains, so the decay is
-    an in-place multiply (~1 µs); each view is checked to write through once, and a parameter
-    whose view does not (a device tensor) is copied out and back instead (~10-20 µs)."""
+    an in-place multiply; each view is checked to write through once, and a parameter whose view
+    does not (a device tensor) is copied out and back instead."""
 
     def __init__(self, state, names: list, weight_decay: float):
         self.weight_decay = weight_decay
@@ -54,16 +171,18 @@ class WeightDecay:
         return bool(self.views or self.copied)
 
     def step(self, lr: float) -> None:
-        # The factor as the float32 it is multiplied in (what numpy makes of a Python float
-        # here), made once per learning rate: a per-call conversion was a visible share of a
-        # small model's step.
         if lr != self._lr:
-            self._lr, self._factor = lr, np.float32(1.0 - lr * self.weight_decay)
+            self._lr, self._factor = lr, decay_factor(lr, self.weight_decay)
         factor = self._factor
         for view in self.views:
             np.multiply(view, factor, out=view)
         for p in self.copied:
             p.data = p.data * factor
+
+
+def decay_factor(lr: float, weight_decay: float) -> np.float32:
+    """1 − lr·λ as the float32 the weights are multiplied by, in the graph or from Python."""
+    return np.float32(1.0 - lr * weight_decay)
 
 
 def _writes_through(parameter, view: np.ndarray) -> bool:
