@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// A stage's name, as written under `stages:`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct StageId(pub String);
 
@@ -22,7 +24,8 @@ impl fmt::Display for StageId {
 }
 
 /// How a stage is carried out.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+
 pub enum StageKind {
     /// A Rust `Stage` from the registry.
     Builtin { name: String, version: u32 },
@@ -48,7 +51,7 @@ impl StageKind {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Input {
     pub name: String,
     pub path: WorkPath,
@@ -56,13 +59,13 @@ pub struct Input {
     pub producer: Option<usize>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Output {
     pub name: String,
     pub path: WorkPath,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StageDef {
     pub id: StageId,
     pub idx: usize,
@@ -87,6 +90,8 @@ pub struct StageDef {
     /// param shows up as that param alone in `status`.
     pub config_text: String,
     /// What the built-in kind's `prepare` made of `with`, for its runs; nothing for other kinds.
+    /// Not stored by the load cache, which prepares `with` again.
+    #[serde(skip)]
     pub prepared: Prepared,
     /// The params this stage references, with their values.
     pub params: BTreeMap<String, serde_json::Value>,
@@ -112,7 +117,7 @@ pub struct StageDef {
 }
 
 /// A stage's Slurm settings (`executor:` in the pipeline), defaults and override merged.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SlurmJob {
     /// `local: true`: runs on the submitting machine whatever the executor.
     pub local: bool,
