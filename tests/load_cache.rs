@@ -122,7 +122,7 @@ stages:
     resources: {cpus: 2, memory: 1G}
   score:
     needs: [fit]
-    run: echo '{"acc": 0.5}' > ${{ outputs.metrics }}
+    run: "echo 0.5 > ${{ outputs.metrics }}"
     outputs: {metrics: out/score.json}
 "#;
 
@@ -176,11 +176,11 @@ fn run_hit(ws: &Ws, args: &[&str]) -> Run {
     r
 }
 
-const TWO: &str = "stages:
+const TWO: &str = "params: {n: 1}
+stages:
   a:
     run: echo ${{ params.n }} > ${{ outputs.o }}
     outputs: {o: out/a.txt}
-params: {n: 1}
 ";
 
 #[test]
@@ -303,7 +303,7 @@ fn a_passed_through_variable_that_changes_reruns_the_stage() {
 fn a_removed_plugin_file_loads_as_without_a_cache() {
     let ws = Ws::new();
     ws.write("tools/p.py", "print('{}')\n").pipeline(
-        "plugins:\n  - name: p\n    command: [python3, tools/p.py]\nstages:\n  a:\n    uses: p\n    outputs: {o: out/a.txt}\n",
+        "plugins:\n  p: {command: [python3, tools/p.py]}\nstages:\n  a:\n    uses: p\n    outputs: {o: out/a.txt}\n",
     );
     same_with_and_without_cache(&ws, &["dag"], |ws| {
         std::fs::remove_file(ws.path("tools/p.py")).unwrap();
