@@ -129,13 +129,16 @@ stages:
 #[test]
 fn a_cached_load_is_the_full_load_for_a_pipeline_using_every_section() {
     let ws = Ws::new();
-    ws.write("data/iris.csv", &std::fs::read_to_string(repo().join("examples/data/iris.csv")).unwrap())
-        .write("tools/feat.py", "print()\n")
-        .write("sluice.yaml", RICH)
-        .write(
-            "sluice.promoted.yaml",
-            "sweep: rich-1a2b3c4d\ntrial: 2\nparams:\n  lr: 0.01\n",
-        );
+    ws.write(
+        "data/iris.csv",
+        &std::fs::read_to_string(repo().join("examples/data/iris.csv")).unwrap(),
+    )
+    .write("tools/feat.py", "print()\n")
+    .write("sluice.yaml", RICH)
+    .write(
+        "sluice.promoted.yaml",
+        "sweep: rich-1a2b3c4d\ntrial: 2\nparams:\n  lr: 0.01\n",
+    );
     std::os::unix::fs::symlink("iris.csv", ws.path("data/linked.csv")).unwrap();
     std::env::set_var("HOME_X", "some value");
     let root = std::fs::canonicalize(ws.root()).unwrap();
@@ -146,7 +149,10 @@ fn a_cached_load_is_the_full_load_for_a_pipeline_using_every_section() {
     assert!(p.promoted.is_some());
     assert!(p.sweep.is_some());
     assert_eq!(p.params["width"], 16);
-    assert_eq!(p.stage("fit@seed=1,depth=3").unwrap().env["HOME_X"], "some value");
+    assert_eq!(
+        p.stage("fit@seed=1,depth=3").unwrap().env["HOME_X"],
+        "some value"
+    );
 }
 
 /// `sluice ARGS` with the load cache's debug lines on stderr.
@@ -252,7 +258,8 @@ fn a_removed_input_is_reported_as_without_a_cache() {
     });
     assert_ne!(r.code, 0);
     assert!(
-        r.stderr.contains("input `i` of stage `a` (`data/in.txt`) does not exist"),
+        r.stderr
+            .contains("input `i` of stage `a` (`data/in.txt`) does not exist"),
         "{}",
         r.stderr
     );

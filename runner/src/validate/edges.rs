@@ -2,6 +2,8 @@
 //! inside an input directory), inputs that exist nowhere, and finally the sealed graph, which
 //! refuses a cycle and names it as a path.
 
+use super::probe;
+use super::probe::{Answer, InputState, Question};
 use super::stages::Known;
 use super::Validator;
 use crate::diag::did_you_mean;
@@ -10,9 +12,7 @@ use crate::paths::WorkPath;
 use crate::pipeline::{Input, StageDef};
 use crate::spec::raw::RawStage;
 use crate::spec::YPath;
-use super::probe::{Answer, InputState, Question};
 use rayon::prelude::*;
-use super::probe;
 use std::collections::{BTreeSet, HashMap};
 
 /// `(from, to)`: stage `to` runs after stage `from`, by index.

@@ -269,7 +269,11 @@ fn write_entry(path: &Path, key: &Key, p: &Pipeline, probes: &Probes) -> Result<
         promoted: Cow::Borrowed(&p.promoted),
         slurm_poll: p.slurm_poll,
         cache: Cow::Borrowed(&p.cache),
-        probes: Cow::Borrowed(&probes.0),
+        probes: Cow::Owned(
+            probes
+                .unique()
+                .ok_or("an answer changed while the pipeline loaded")?,
+        ),
     };
     let mut out = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
     let lines: Vec<Vec<u8>> = p

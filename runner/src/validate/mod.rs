@@ -8,6 +8,10 @@
 //! `stages` (pass 2: each stage's inputs, `with:`, command, env, timeout), `splice` (`${{ }}`
 //! substitution), `edges` (needs, inputs linked to producers or found missing, cycles) and
 //! `duration` (the `timeout` syntax).
+//!
+//! Every read of the filesystem or the environment goes through `probe`, which records it: the
+//! load cache (`loads`) keeps a successful load with those probes and serves it again while the
+//! pipeline file, `--set`, the promoted params, the binary and every probe's answer are unchanged.
 
 mod duration;
 mod edges;
@@ -491,7 +495,8 @@ impl Validator<'_, '_> {
         // Each stage is defined on its own, on every core, into lists of its own; those are then
         // recorded in stage order, so problems come out exactly as one pass in order would say.
         let (opts, promoted) = (self.opts, self.promoted);
-        let (quiet, quiet_warnings, quiet_probes) = (&*self.problems, &*self.warnings, &*self.probes);
+        let (quiet, quiet_warnings, quiet_probes) =
+            (&*self.problems, &*self.warnings, &*self.probes);
         // Unzipped as they are collected: the definitions land in their final vector at once,
         // never held twice (10,000 of them are megabytes).
         let (defs, rest): (Vec<StageDef>, Vec<(Vec<YPath>, Findings)>) = stages
@@ -511,7 +516,10 @@ impl Validator<'_, '_> {
                     probes: &mut probes,
                 }
                 .define_stage(idx, s, kind, known, &mut edges);
-                (defined.def, (defined.input_at, (problems, warnings, probes, edges)))
+                (
+                    defined.def,
+                    (defined.input_at, (problems, warnings, probes, edges)),
+                )
             })
             .unzip();
         let mut input_at = Vec::with_capacity(rest.len());

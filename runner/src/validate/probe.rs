@@ -9,11 +9,11 @@
 
 use crate::paths::{Containment, Escape, WorkPath};
 use rayon::prelude::*;
-use std::collections::BTreeSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// One thing validation asked of the world outside the pipeline file.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Question {
     /// Whether a plugin's command word names a regular file (its content is then keyed).
     IsFile(PathBuf),
@@ -104,9 +104,24 @@ impl Probes {
         escape
     }
 
+    /// Each question once, with its answer; `None` when one got two answers (the world
+    /// changed while the pipeline loaded, and the load is not one to keep).
+    pub(crate) fn unique(&self) -> Option<Vec<(Question, Answer)>> {
+        let mut seen: HashMap<&Question, &Answer> = HashMap::new();
+        let mut out = Vec::new();
+        for (q, a) in &self.0 {
+            match seen.insert(q, a) {
+                None => out.push((q.clone(), a.clone())),
+                Some(earlier) if earlier == a => {}
+                Some(_) => return None,
+            }
+        }
+        Some(out)
+    }
+
     /// Whether every question, asked again now, gets the answer it got (each asked once).
     pub(crate) fn still_hold(probes: &[(Question, Answer)], root: &Path) -> bool {
-        let mut seen = BTreeSet::new();
+        let mut seen = HashSet::new();
         let unique: Vec<&(Question, Answer)> =
             probes.iter().filter(|(q, _)| seen.insert(q)).collect();
         // One `Containment` per chunk: it remembers directories already found real, as the
