@@ -312,9 +312,31 @@ fn a_removed_plugin_file_loads_as_without_a_cache() {
     ws.write("tools/p.py", "print('{}')\n").pipeline(
         "plugins:\n  p: {command: [python3, tools/p.py]}\nstages:\n  a:\n    uses: p\n    outputs: {o: out/a.txt}\n",
     );
-    same_with_and_without_cache(&ws, &["dag"], |ws| {
-        std::fs::remove_file(ws.path("tools/p.py")).unwrap();
-    });
+    let root = std::fs::canonicalize(ws.root()).unwrap();
+    let cached = hit_equals_full(&root, "sluice.yaml", &[]);
+    let files = |p: &Pipeline| match &p.stages[0].kind {
+        StageKind::Plugin { files, .. } => files.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(files(&cached), 1, "the script is keyed");
+    std::fs::remove_file(ws.path("tools/p.py")).unwrap();
+    let registry = sluice_stages::registry();
+    let path = root.join("sluice.yaml");
+    let opts = LoadOptions {
+        root: &root,
+        file: &path,
+        display: "sluice.yaml".into(),
+        overrides: &[],
+        registry: &registry,
+        sweep: None,
+    };
+    assert!(load_cached(&opts, PromotedParams::Layer).is_none());
+    let now = load_with(&opts, PromotedParams::Layer).unwrap();
+    assert_eq!(files(&now), 0);
+    assert_eq!(
+        shown(&now),
+        shown(&load_fresh(&opts, PromotedParams::Layer).unwrap())
+    );
 }
 
 #[test]
