@@ -56,6 +56,7 @@ pub struct Input {
     pub name: String,
     pub path: WorkPath,
     /// The stage whose output this input is (or lies inside), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub producer: Option<usize>,
 }
 
@@ -73,10 +74,12 @@ pub struct StageDef {
     /// trial's copy) has `id` `base@key=value,...`.
     pub base: String,
     /// The instance's matrix values (and a sweep's `trial`), in order; empty for a plain stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bindings: Vec<(String, serde_json::Value)>,
     /// A sweep's directory (`.sluice/sweeps/<id>`) when this stage is part of one: the key
     /// hashes paths under it without their slot (`shared/`, `trials/<n>/`), so a trial's stage
     /// has the key a plain run with the trial's params would have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep_dir: Option<String>,
     pub kind: StageKind,
     /// Sorted by name. Includes upstream outputs referenced from `with` or `run`.
@@ -94,25 +97,32 @@ pub struct StageDef {
     #[serde(skip)]
     pub prepared: Prepared,
     /// The params this stage references, with their values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, serde_json::Value>,
     /// Declared environment variables, resolved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     pub cpus: u32,
     pub gpus: u32,
     /// The stage's kind can do without GPUs (a trainer with `device: auto`): where fewer exist
     /// than it asks for, it gets what there is instead of failing.
     pub gpus_optional: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     /// `resources: {memory: 4G}` in bytes. Not part of the key (like `cpus`): how much memory a
     /// stage is given does not change what it writes. Locally it only documents the need; the
     /// Slurm executor asks for it (`--mem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
     /// How a cluster executor submits this stage: `executor:`'s defaults merged with the
     /// stage's own override. Never part of the key, so a cluster run and a local run share the
     /// cache.
+    #[serde(default, skip_serializing_if = "SlurmJob::is_default")]
     pub slurm: SlurmJob,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// Environment facts a built-in stage declares as relevant to its results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub facts: Vec<(String, String)>,
 }
 
@@ -126,6 +136,13 @@ pub struct SlurmJob {
     pub qos: Option<String>,
     /// Extra `sbatch` arguments: the defaults', then the stage's own (a later flag wins).
     pub sbatch_args: Vec<String>,
+}
+
+impl SlurmJob {
+    /// No settings: what a stage has without an `executor:` section (left out of stored loads).
+    fn is_default(&self) -> bool {
+        *self == SlurmJob::default()
+    }
 }
 
 /// How often the Slurm executor asks `squeue` about its live jobs, unless the pipeline says.
