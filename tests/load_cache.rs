@@ -356,8 +356,14 @@ fn a_garbage_or_truncated_cache_file_is_a_miss() {
         whole[..whole.len() / 2].to_vec(),
         whole[..whole.len() - 3].to_vec(),
         b"\xff\x00garbage\n\n".to_vec(),
+        // Well-formed, but not what this code writes: an index past the stages.
+        String::from_utf8(whole.clone())
+            .unwrap()
+            .replace("\"idx\":0", "\"idx\":7")
+            .into_bytes(),
         Vec::new(),
     ] {
+        assert_ne!(broken, whole);
         std::fs::write(&file, &broken).unwrap();
         let r = logged(&ws, &["run", "--json"]);
         r.assert_ok();

@@ -175,16 +175,24 @@ pub(crate) fn lookup(opts: &LoadOptions<'_>, file: &Path, key: &Key) -> Option<P
         .par_iter()
         .map(|l| serde_json::from_str::<StageDef>(l).ok())
         .collect::<Option<_>>()?;
-    if stages.iter().enumerate().any(|(i, s)| s.idx != i) {
+    // The indices later steps follow without checking: a file not written by this code must
+    // not make them panic.
+    let n = stages.len();
+    let in_range = |s: &StageDef| s.inputs.iter().all(|i| i.producer.is_none_or(|p| p < n));
+    if stages
+        .iter()
+        .enumerate()
+        .any(|(i, s)| s.idx != i || !in_range(s))
+        || header.edges.iter().any(|&(a, b)| a >= n || b >= n)
+    {
         return None;
     }
     prepare_builtins(opts, &mut stages)?;
-    let n = stages.len();
-    if header.edges.iter().any(|&(a, b)| a >= n || b >= n) {
-        return None;
-    }
     let graph = StageGraph::build(n, &header.edges.iter().copied().collect()).ok()?;
     let (by_name, by_base) = indexes(&stages);
+    if by_name.len() != n {
+        return None;
+    }
     Some(Pipeline {
         name: header.name.into_owned(),
         file: header.file.into_owned(),
