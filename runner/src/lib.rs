@@ -41,5 +41,7 @@ pub use events::{Event, Outcome};
 pub use job::ENV_ALLOWLIST;
 pub use pipeline::{Pipeline, StageDef, StageId, StageKind};
 pub use stage::{Prepared, Stage, StageContext, StageRegistry};
-pub use validate::{load, load_with, LoadError, LoadOptions, PromotedParams};
+pub use validate::{
+    load, load_cached, load_fresh, load_with, LoadError, LoadOptions, PromotedParams,
+};
 pub use workspace::Workspace;

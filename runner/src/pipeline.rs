@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// A stage's name, as written under `stages:`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct StageId(pub String);
 
@@ -22,7 +24,8 @@ impl fmt::Display for StageId {
 }
 
 /// How a stage is carried out.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+
 pub enum StageKind {
     /// A Rust `Stage` from the registry.
     Builtin { name: String, version: u32 },
@@ -48,21 +51,22 @@ impl StageKind {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Input {
     pub name: String,
     pub path: WorkPath,
     /// The stage whose output this input is (or lies inside), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub producer: Option<usize>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Output {
     pub name: String,
     pub path: WorkPath,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StageDef {
     pub id: StageId,
     pub idx: usize,
@@ -70,10 +74,12 @@ pub struct StageDef {
     /// trial's copy) has `id` `base@key=value,...`.
     pub base: String,
     /// The instance's matrix values (and a sweep's `trial`), in order; empty for a plain stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bindings: Vec<(String, serde_json::Value)>,
     /// A sweep's directory (`.sluice/sweeps/<id>`) when this stage is part of one: the key
     /// hashes paths under it without their slot (`shared/`, `trials/<n>/`), so a trial's stage
     /// has the key a plain run with the trial's params would have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep_dir: Option<String>,
     pub kind: StageKind,
     /// Sorted by name. Includes upstream outputs referenced from `with` or `run`.
@@ -87,32 +93,41 @@ pub struct StageDef {
     /// param shows up as that param alone in `status`.
     pub config_text: String,
     /// What the built-in kind's `prepare` made of `with`, for its runs; nothing for other kinds.
+    /// Not stored by the load cache, which prepares `with` again.
+    #[serde(skip)]
     pub prepared: Prepared,
     /// The params this stage references, with their values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, serde_json::Value>,
     /// Declared environment variables, resolved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     pub cpus: u32,
     pub gpus: u32,
     /// The stage's kind can do without GPUs (a trainer with `device: auto`): where fewer exist
     /// than it asks for, it gets what there is instead of failing.
     pub gpus_optional: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     /// `resources: {memory: 4G}` in bytes. Not part of the key (like `cpus`): how much memory a
     /// stage is given does not change what it writes. Locally it only documents the need; the
     /// Slurm executor asks for it (`--mem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
     /// How a cluster executor submits this stage: `executor:`'s defaults merged with the
     /// stage's own override. Never part of the key, so a cluster run and a local run share the
     /// cache.
+    #[serde(default, skip_serializing_if = "SlurmJob::is_default")]
     pub slurm: SlurmJob,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// Environment facts a built-in stage declares as relevant to its results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub facts: Vec<(String, String)>,
 }
 
 /// A stage's Slurm settings (`executor:` in the pipeline), defaults and override merged.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SlurmJob {
     /// `local: true`: runs on the submitting machine whatever the executor.
     pub local: bool,
@@ -121,6 +136,13 @@ pub struct SlurmJob {
     pub qos: Option<String>,
     /// Extra `sbatch` arguments: the defaults', then the stage's own (a later flag wins).
     pub sbatch_args: Vec<String>,
+}
+
+impl SlurmJob {
+    /// No settings: what a stage has without an `executor:` section (left out of stored loads).
+    fn is_default(&self) -> bool {
+        *self == SlurmJob::default()
+    }
 }
 
 /// How often the Slurm executor asks `squeue` about its live jobs, unless the pipeline says.

@@ -10,7 +10,7 @@ use yaml_serde::Value;
 const CACHE_KEYS: &[&str] = &["remote", "push"];
 
 /// `cache:` as written and checked.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheSection {
     pub remote: Option<String>,
     pub push: Option<bool>,

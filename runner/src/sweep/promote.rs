@@ -25,7 +25,7 @@ pub const MAX_PROMOTED_BYTES: u64 = 1024 * 1024;
 const KEYS: &[&str] = &["sweep", "trial", "params"];
 
 /// A promotion read from its file, every param declared by the pipeline.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Promoted {
     /// The sweep's id (`iris-sweep-1a2b3c4d`).
     pub sweep: String,
@@ -185,7 +185,7 @@ pub fn read_promoted(
 }
 
 /// The file's bytes, or `None` where there is no file; `FileTooLarge` beyond the bound.
-fn read_bounded(path: &Path) -> io::Result<Option<Vec<u8>>> {
+pub(crate) fn read_bounded(path: &Path) -> io::Result<Option<Vec<u8>>> {
     use std::io::Read as _;
     let f = match std::fs::File::open(path) {
         Ok(f) => f,

@@ -2,6 +2,8 @@
 //! inside an input directory), inputs that exist nowhere, and finally the sealed graph, which
 //! refuses a cycle and names it as a path.
 
+use super::probe;
+use super::probe::{Answer, InputState, Question};
 use super::stages::Known;
 use super::Validator;
 use crate::diag::did_you_mean;
@@ -17,14 +19,8 @@ use std::collections::{BTreeSet, HashMap};
 pub(super) type Edges = BTreeSet<(usize, usize)>;
 
 /// One input as `link_inputs` found it: stage index, input index, the stage producing it, the
-/// stages writing inside it, and whether it is a file or directory already there.
-type Link = (usize, usize, Option<usize>, Vec<usize>, bool);
-
-/// One `lstat` settles the common case, a file or directory that is there; anything else (missing,
-/// or a link, which must be followed) is left to `check_exists`, which says what is wrong.
-fn plainly_present(path: &WorkPath, root: &std::path::Path) -> bool {
-    std::fs::symlink_metadata(path.to_abs(root)).is_ok_and(|m| !m.file_type().is_symlink())
-}
+/// stages writing inside it, and what is at its path when neither (`None` when either).
+type Link = (usize, usize, Option<usize>, Vec<usize>, Option<InputState>);
 
 impl Validator<'_, '_> {
     /// An edge into stage `idx` from each stage it `needs:`: every instance of a matrix stage
@@ -96,15 +92,20 @@ impl Validator<'_, '_> {
                 s.inputs.iter().enumerate().map(move |(k, input)| {
                     let producer = producer_of(&input.path);
                     let contained = inside_of(&input.path);
-                    let present = producer.is_none()
-                        && contained.is_empty()
-                        && plainly_present(&input.path, root);
-                    (s.idx, k, producer, contained, present)
+                    let state = (producer.is_none() && contained.is_empty())
+                        .then(|| probe::input_state(&input.path, root));
+                    (s.idx, k, producer, contained, state)
                 })
             })
             .collect();
-        for (idx, k, producer, contained, present) in links {
+        for (idx, k, producer, contained, state) in links {
             let s = &mut stages[idx];
+            if let Some(state) = state {
+                self.probes.push(
+                    Question::Input(s.inputs[k].path.clone()),
+                    Answer::Input(state),
+                );
+            }
             let ypath = &input_at[idx][k];
             if contained.contains(&s.idx) || producer == Some(s.idx) {
                 let input = &s.inputs[k];
@@ -123,20 +124,22 @@ impl Validator<'_, '_> {
                     s.inputs[k].producer = Some(p);
                     edges.insert((p, s.idx));
                 }
-                None if !contained.is_empty() || present => {}
-                None => self.check_exists(&s.inputs[k], s, ypath),
+                None => match state {
+                    None | Some(InputState::Plain | InputState::Link) => {}
+                    Some(InputState::Missing | InputState::BrokenLink) => {
+                        self.missing_input(&s.inputs[k], s, ypath)
+                    }
+                },
             }
         }
     }
 
-    /// An input no stage produces must be there already, and not as a link that leads nowhere
-    /// (`plainly_present` settled the common case already; this says what is wrong).
-    fn check_exists(&mut self, input: &Input, s: &StageDef, ypath: &YPath) {
+    /// An input no stage produces that is not there, or only as a link that leads nowhere:
+    /// says which (the stage could not read it either way). Only a refused load looks further
+    /// than the probe did, and a refused load is never cached.
+    fn missing_input(&mut self, input: &Input, s: &StageDef, ypath: &YPath) {
         let abs = input.path.to_abs(self.opts.root);
         let found = std::fs::symlink_metadata(&abs);
-        if found.as_ref().is_ok_and(|m| !m.file_type().is_symlink()) {
-            return;
-        }
         // A link that leads nowhere (dangling, or in a loop) is as good as missing: the stage
         // could not read it.
         if let (Ok(_), Err(e)) = (&found, std::fs::metadata(&abs)) {

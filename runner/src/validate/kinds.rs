@@ -31,7 +31,7 @@ impl Validator<'_, '_> {
             let mut files = Vec::new();
             for word in &p.command {
                 if let Ok(wp) = WorkPath::parse(word, root) {
-                    if wp.to_abs(root).is_file() {
+                    if self.probes.is_file(&wp.to_abs(root)) {
                         files.push(wp);
                     }
                 }

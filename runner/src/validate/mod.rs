@@ -8,13 +8,19 @@
 //! `stages` (pass 2: each stage's inputs, `with:`, command, env, timeout), `splice` (`${{ }}`
 //! substitution), `edges` (needs, inputs linked to producers or found missing, cycles) and
 //! `duration` (the `timeout` syntax).
+//!
+//! Every read of the filesystem or the environment goes through `probe`, which records it: the
+//! load cache (`loads`) keeps a successful load with those probes and serves it again while the
+//! pipeline file, `--set`, the promoted params, the binary and every probe's answer are unchanged.
 
 mod duration;
 mod edges;
 mod executor;
 mod kinds;
+mod loads;
 mod outputs;
 mod params;
+mod probe;
 mod splice;
 mod stages;
 
@@ -32,6 +38,7 @@ use crate::spec::{RawPipeline, YPath};
 use crate::stage::StageRegistry;
 use crate::sweep::promote::{read_promoted, Promoted};
 use edges::Edges;
+use probe::Probes;
 use rayon::prelude::*;
 use stages::Known;
 use std::collections::{BTreeMap, HashMap};
@@ -83,10 +90,57 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Pipeline, LoadError> {
     load_with(opts, PromotedParams::Layer)
 }
 
-/// `load`, choosing whether the promoted params file is layered in.
+/// `load`, choosing whether the promoted params file is layered in. A load of an unchanged
+/// pipeline in an unchanged workspace is served from the load cache (`loads`).
 pub fn load_with(opts: &LoadOptions<'_>, promoted: PromotedParams) -> Result<Pipeline, LoadError> {
     let source = read_source(opts)?;
     let file = std::path::absolute(opts.file).unwrap_or_else(|_| opts.file.to_path_buf());
+    // A sweep's layout is not in the key: its loads always validate.
+    let key = match opts.sweep {
+        None => loads::Key::new(opts, promoted, &file, &source),
+        Some(_) => None,
+    };
+    if let Some(key) = &key {
+        if let Some(p) = loads::lookup(opts, &file, key) {
+            tracing::debug!(file = %opts.display, "load cache: hit");
+            return Ok(p);
+        }
+        tracing::debug!(file = %opts.display, "load cache: miss");
+    }
+    let mut probes = Probes::default();
+    let loaded = validate(opts, promoted, source, file, &mut probes);
+    if let (Some(key), Ok(p)) = (&key, &loaded) {
+        loads::store(opts, key, p, &probes);
+    }
+    loaded
+}
+
+/// `load_with`, validating from scratch, without reading or writing the load cache.
+pub fn load_fresh(opts: &LoadOptions<'_>, promoted: PromotedParams) -> Result<Pipeline, LoadError> {
+    let source = read_source(opts)?;
+    let file = std::path::absolute(opts.file).unwrap_or_else(|_| opts.file.to_path_buf());
+    validate(opts, promoted, source, file, &mut Probes::default())
+}
+
+/// The load cache's pipeline for `load_with(opts, promoted)`, if it holds a valid one; `None`
+/// on a miss (nothing is validated or written). Lets tests compare a hit with a full load.
+pub fn load_cached(opts: &LoadOptions<'_>, promoted: PromotedParams) -> Option<Pipeline> {
+    let source = read_source(opts).ok()?;
+    let file = std::path::absolute(opts.file).unwrap_or_else(|_| opts.file.to_path_buf());
+    opts.sweep.is_none().then_some(())?;
+    let key = loads::Key::new(opts, promoted, &file, &source)?;
+    loads::lookup(opts, &file, &key)
+}
+
+/// Parses and validates `source`, the text of `opts.file` (absolute: `file`), recording what it
+/// asks of the filesystem and environment in `probes`.
+fn validate(
+    opts: &LoadOptions<'_>,
+    promoted: PromotedParams,
+    source: String,
+    file: PathBuf,
+    probes: &mut Probes,
+) -> Result<Pipeline, LoadError> {
     let (raw, mut problems) = parse_raw(&source);
     // The promoted file is checked against the names under `params:`; its problems are its
     // own file's, reported once the pipeline itself has none.
@@ -109,6 +163,7 @@ pub fn load_with(opts: &LoadOptions<'_>, promoted: PromotedParams) -> Result<Pip
             promoted: promoted.as_ref(),
             problems: &mut problems,
             warnings: &mut warnings,
+            probes,
         }
         .run(raw, file)
     };
@@ -238,10 +293,12 @@ struct Validator<'a, 'b> {
     problems: &'b mut Problems,
     /// What does not refuse the pipeline: [`crate::Stage::warnings`].
     warnings: &'b mut Problems,
+    /// What was asked of the filesystem and the environment, for the load cache.
+    probes: &'b mut Probes,
 }
 
-/// What defining one stage found besides its definition: problems, warnings, edges.
-type Findings = (Problems, Problems, Edges);
+/// What defining one stage found besides its definition: problems, warnings, probes, edges.
+type Findings = (Problems, Problems, Probes, Edges);
 
 /// Pass 1's findings, which references to outputs need before any stage is read further.
 struct Declared {
@@ -438,7 +495,8 @@ impl Validator<'_, '_> {
         // Each stage is defined on its own, on every core, into lists of its own; those are then
         // recorded in stage order, so problems come out exactly as one pass in order would say.
         let (opts, promoted) = (self.opts, self.promoted);
-        let (quiet, quiet_warnings) = (&*self.problems, &*self.warnings);
+        let (quiet, quiet_warnings, quiet_probes) =
+            (&*self.problems, &*self.warnings, &*self.probes);
         // Unzipped as they are collected: the definitions land in their final vector at once,
         // never held twice (10,000 of them are megabytes).
         let (defs, rest): (Vec<StageDef>, Vec<(Vec<YPath>, Findings)>) = stages
@@ -448,22 +506,28 @@ impl Validator<'_, '_> {
             .map(|((idx, s), kind)| {
                 let mut problems = quiet.sibling();
                 let mut warnings = quiet_warnings.sibling();
+                let mut probes = quiet_probes.sibling();
                 let mut edges = Edges::new();
                 let defined = Validator {
                     opts,
                     promoted,
                     problems: &mut problems,
                     warnings: &mut warnings,
+                    probes: &mut probes,
                 }
                 .define_stage(idx, s, kind, known, &mut edges);
-                (defined.def, (defined.input_at, (problems, warnings, edges)))
+                (
+                    defined.def,
+                    (defined.input_at, (problems, warnings, probes, edges)),
+                )
             })
             .unzip();
         let mut input_at = Vec::with_capacity(rest.len());
         let mut edges = Edges::new();
-        for (at, (problems, warnings, e)) in rest {
+        for (at, (problems, warnings, probes, e)) in rest {
             self.problems.append(problems);
             self.warnings.append(warnings);
+            self.probes.append(probes);
             edges.extend(e);
             input_at.push(at);
         }

@@ -128,7 +128,7 @@ impl Validator<'_, '_> {
             );
             return None;
         }
-        match containment.check(&wp) {
+        match self.probes.output_escape(containment, &wp) {
             None => Some(wp),
             Some(escape) => {
                 let (message, help) = escape.problem(name, &wp);

@@ -259,7 +259,7 @@ impl Validator<'_, '_> {
             }
             let value = match v {
                 Some(v) => self.splice_text(v, &s.path.k("env").k(k), scope, Splice::Text, used),
-                None => Some(std::env::var(k).unwrap_or_default()),
+                None => Some(self.probes.env(k)),
             };
             if let Some(value) = value {
                 env.insert(k.clone(), value);
