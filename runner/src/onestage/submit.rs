@@ -108,7 +108,7 @@ pub(crate) fn run_remotely(
         stdout: Stdout::Protocol,
     };
     // The stage log says where a built-in stage ran: on a cluster, not in this process.
-    inv.log.note(&format!(
+    inv.log.line(&format!(
         "[{STAGE_ARG}] running as its own process: {}",
         path.display()
     ));

@@ -126,7 +126,7 @@ impl SlurmExecutor {
             ..ctl.job
         };
         ctl.log
-            .note("[slurm] checking that the nodes see the workspace (a probe job)");
+            .line("[slurm] checking that the nodes see the workspace (a probe job)");
         let outcome = match self.run_job(&spec, &facts, ".probe", ctl.cancel, &mut |_| {}) {
             Ok((_, End::Status(0))) => Ok(()),
             Ok((id, End::Status(code))) => Err(format!("job {id} exited with code {code}")),
@@ -189,10 +189,10 @@ impl Executor for SlurmExecutor {
                     }
                     other => format!("{} {detail}", other.to_lowercase()),
                 };
-                ctl.log.note(&format!("[slurm] {message}"));
+                ctl.log.line(&format!("[slurm] {message}"));
                 ctl.events.progress(0.0, None, None, Some(message));
             }
-            Update::Submitted(id) => ctl.log.note(&format!("[slurm] submitted job {id}")),
+            Update::Submitted(id) => ctl.log.line(&format!("[slurm] submitted job {id}")),
             Update::Ended(_) => {}
         };
         let (id, end) = self.run_job(spec, &ctl.job, ctl.job.stage, ctl.cancel, &mut relay)?;
@@ -209,7 +209,7 @@ impl Executor for SlurmExecutor {
                 } else {
                     vanished_message(id, &state, &reason)
                 };
-                ctl.log.note(&format!("[slurm] {message}"));
+                ctl.log.line(&format!("[slurm] {message}"));
                 ExecOutcome {
                     code: None,
                     signal: None,
