@@ -145,9 +145,97 @@ fn logs_go_to_a_file_per_stage_and_run() {
     assert_eq!(runs.len(), 1);
     let log = std::fs::read_to_string(runs[0].as_ref().unwrap().path().join("talk.log")).unwrap();
     assert!(
+        log.starts_with("[sluice] running `talk` (never run)\n"),
+        "the header is the file's first line: {log}"
+    );
+    assert!(
         log.contains("to-stdout\n") && log.contains("to-stderr\n"),
         "{log}"
     );
+}
+
+/// The log file of `stage` in the only run so far, if it was made.
+fn only_run_log(ws: &Ws, stage: &str) -> Option<String> {
+    let run = std::fs::read_dir(ws.path(".sluice/logs"))
+        .ok()?
+        .next()?
+        .unwrap()
+        .path();
+    std::fs::read_to_string(run.join(format!("{stage}.log"))).ok()
+}
+
+#[test]
+fn a_silent_successful_stage_leaves_no_log() {
+    let ws = Ws::new();
+    ws.pipeline(
+        "stages:\n  quiet: {run: 'echo > ${{ outputs.o }}', outputs: [o]}\n  loud: {run: 'echo hi; echo > ${{ outputs.o }}', outputs: [o]}\n",
+    );
+    let r = ws.run(&[]);
+    r.assert_ok();
+    assert_eq!(only_run_log(&ws, "quiet"), None);
+    let loud = only_run_log(&ws, "loud").expect("a stage that printed has its log");
+    assert_eq!(loud, "[sluice] running `loud` (never run)\nhi\n");
+    // The event still names where the log would be, for both.
+    let started: Vec<_> = r
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "stage_started")
+        .collect();
+    assert_eq!(started.len(), 2);
+    assert!(started.iter().all(|e| e["log"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("{}.log", e["stage"].as_str().unwrap()))));
+}
+
+#[test]
+fn a_failing_silent_stage_has_its_log() {
+    let ws = Ws::new();
+    ws.pipeline("stages:\n  s: {run: 'exit 3', outputs: [o]}\n");
+    let r = ws.run(&[]);
+    assert_eq!(r.code, 1);
+    let log = only_run_log(&ws, "s").expect("a failed stage always has its log");
+    assert_eq!(
+        log,
+        "[sluice] running `s` (never run)\n[sluice] failed: exited with code 3\n"
+    );
+}
+
+#[test]
+fn scratch_is_empty_for_each_stage_and_gone_after_the_run() {
+    let ws = Ws::new();
+    // One worker runs both, `b` after `a`: they get the same directory in turn, and `b` must not
+    // see what `a` left in it.
+    ws.pipeline(
+        r#"
+stages:
+  a:
+    run: 'test -d "$SLUICE_SCRATCH" && ls -A "$SLUICE_SCRATCH" > ${{ outputs.seen }}; mkdir "$SLUICE_SCRATCH/d"; echo x > "$SLUICE_SCRATCH/d/f"; echo x > "$SLUICE_SCRATCH/.hidden"; echo "$SLUICE_SCRATCH" > ${{ outputs.dir }}'
+    outputs: [seen, dir]
+  b:
+    run: 'test -d "$SLUICE_SCRATCH" && ls -A "$SLUICE_SCRATCH" > ${{ outputs.seen }}; echo "$SLUICE_SCRATCH" > ${{ outputs.dir }}'
+    inputs: {after: "${{ stages.a.outputs.seen }}"}
+    outputs: [seen, dir]
+"#,
+    );
+    ws.run(&["--jobs", "1"]).assert_ok();
+    assert_eq!(ws.read("out/sluice/a/seen"), "");
+    assert_eq!(
+        ws.read("out/sluice/b/seen"),
+        "",
+        "b saw what a left in scratch"
+    );
+    let dir = ws.read("out/sluice/b/dir");
+    assert!(dir.contains("/.sluice/tmp/"), "{dir}");
+    assert_eq!(
+        ws.read("out/sluice/a/dir"),
+        dir,
+        "the worker's directory is reused"
+    );
+    let tmp: Vec<_> = std::fs::read_dir(ws.path(".sluice/tmp"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "scratch outlived the run: {tmp:?}");
 }
 
 #[test]

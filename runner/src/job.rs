@@ -134,7 +134,9 @@ pub(crate) fn check_up_to_date(ctx: &RunCtx, idx: usize, known: &Overlay) -> Opt
     }
 }
 
-pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult {
+/// Runs `job` on the worker numbered `slot` (each worker runs one job at a time, and its slot
+/// names the scratch directory its local stages share; see `prepare`).
+pub(crate) fn run_job(ctx: &RunCtx, job: &Job, slot: usize, tx: &Sender<JobMsg>) -> JobResult {
     let stage = &ctx.pipeline.stages[job.idx];
     let root = &ctx.pipeline.root;
     let fail = |message: String| failed(message.into(), None);
@@ -200,7 +202,7 @@ pub(crate) fn run_job(ctx: &RunCtx, job: &Job, tx: &Sender<JobMsg>) -> JobResult
     if let Some(why) = &job.gpu_shortfall {
         return fail(why.clone());
     }
-    execute(ctx, job, stage, fp, key, reason, tx)
+    execute(ctx, job, slot, stage, fp, key, reason, tx)
 }
 
 /// A built-in stage's `after_restore`: effects beyond its outputs brought in line with them.
@@ -230,9 +232,11 @@ fn after_restore(ctx: &RunCtx, stage: &StageDef) -> Result<(), String> {
 
 /// Runs a stage that has to execute: prepares its log, scratch and outputs, runs it, then
 /// records and caches what it wrote.
+#[allow(clippy::too_many_arguments)]
 fn execute(
     ctx: &RunCtx,
     job: &Job,
+    slot: usize,
     stage: &StageDef,
     fp: Fingerprint,
     key: ContentHash,
@@ -240,13 +244,13 @@ fn execute(
     tx: &Sender<JobMsg>,
 ) -> JobResult {
     let name = &stage.id.0;
-    let prepared = match prepare(ctx, stage) {
+    let header = format!("[sluice] running `{name}` ({reason})");
+    let prepared = match prepare(ctx, stage, slot, header) {
         Ok(p) => p,
         Err(message) => return failed(message.into(), None),
     };
     let Prepared {
         log,
-        log_path,
         scratch,
         before,
     } = &prepared;
@@ -254,17 +258,17 @@ fn execute(
         stage: name.clone(),
         reason: reason.to_string(),
         gpus: ctx.gpu_names(&job.gpus),
-        log: log_path.display().to_string(),
+        log: log.path().display().to_string(),
     });
-    log.line(&format!("[sluice] running `{name}` ({reason})"));
     let events = StageEventSink::new(name, ctx.events.clone());
     let outcome = invoke(ctx, job, stage, &key, scratch, &events, log, tx);
     if let Some(reason) = job.cancel.reason() {
         drop_outputs(ctx, stage);
-        log.line(&format!(
+        log.note(&format!(
             "[sluice] stopped: {}; partial outputs removed",
             reason.describe(stage.timeout)
         ));
+        log.keep();
         return JobResult::Cancelled {
             log_tail: log.tail(),
         };
@@ -272,7 +276,7 @@ fn execute(
     if let Err(error) = outcome {
         drop_outputs(ctx, stage);
         // The hint is not logged: the log's tail is shown under the failure, which has it.
-        log.line(&format!("[sluice] failed: {}", error.message));
+        log.note(&format!("[sluice] failed: {}", error.message));
         return failed(error, Some(log));
     }
     let outputs = match hash_outputs(ctx, stage, log) {
@@ -282,8 +286,8 @@ fn execute(
             return failed(error, Some(log));
         }
     };
-    // Scratch directories go with the run's own at the end: deleting one per stage made ext4's
-    // inode allocation measurably slower on long runs.
+    // Scratch is emptied when its worker's next stage starts, and goes with the run's own
+    // directory at the end: deleting one per stage made ext4's inode allocation slower.
     let completed = Completed { fp, key, outputs };
     if inputs_changed(stage, before, log, &events, &ctx.pipeline.root) {
         return JobResult::Ran(completed, false);
@@ -291,7 +295,11 @@ fn execute(
     store(ctx, stage, completed, &events)
 }
 
+/// A failed stage; one that got as far as having a log always leaves its file.
 fn failed(error: StageError, log: Option<&StageLog>) -> JobResult {
+    if let Some(log) = log {
+        log.keep();
+    }
     JobResult::Failed {
         error,
         log_tail: log.map(|l| l.tail()).unwrap_or_default(),
@@ -301,16 +309,21 @@ fn failed(error: StageError, log: Option<&StageLog>) -> JobResult {
 /// What `metadata_snapshot` records of one input, compared before and after the stage runs.
 type InputSnapshot = Vec<(PathBuf, u64, i128, u64)>;
 
-/// What a stage gets before it starts: its log, an empty scratch directory, and no previous
-/// run's outputs; and what its inputs looked like, to notice edits made while it runs.
+/// What a stage gets before it starts: its log (made when first written), an empty scratch
+/// directory, and no previous run's outputs; and what its inputs looked like, to notice edits
+/// made while it runs.
 struct Prepared {
     log: StageLog,
-    log_path: PathBuf,
     scratch: PathBuf,
     before: Vec<InputSnapshot>,
 }
 
-fn prepare(ctx: &RunCtx, stage: &StageDef) -> Result<Prepared, String> {
+fn prepare(
+    ctx: &RunCtx,
+    stage: &StageDef,
+    slot: usize,
+    header: String,
+) -> Result<Prepared, String> {
     let root = &ctx.pipeline.root;
     let name = &stage.id.0;
     for o in &stage.outputs {
@@ -321,9 +334,10 @@ fn prepare(ctx: &RunCtx, stage: &StageDef) -> Result<Prepared, String> {
             ));
         }
     }
-    let log_path = ctx.ws.logs_dir(&ctx.run_id).join(format!("{name}.log"));
-    let log = StageLog::create(&log_path)
-        .map_err(|e| format!("cannot create log `{}`: {e}", log_path.display()))?;
+    let log = StageLog::new(
+        &ctx.ws.logs_dir(&ctx.run_id).join(format!("{name}.log")),
+        header,
+    );
     // Stale outputs go first: a stage must never find (or leave) a previous run's files.
     for o in &stage.outputs {
         let abs = o.path.to_abs(root);
@@ -335,17 +349,18 @@ fn prepare(ctx: &RunCtx, stage: &StageDef) -> Result<Prepared, String> {
             let _ = std::fs::create_dir_all(parent);
         }
     }
-    let scratch = ctx.ws.scratch_dir(&ctx.run_id, name);
-    let _ = crate::atomic::remove_path(&scratch);
-    std::fs::create_dir_all(&scratch).map_err(|e| {
-        format!(
-            "cannot create scratch directory `{}`: {e}",
-            scratch.display()
-        )
-    })?;
+    let scratch = if ctx.executor.remote() && !stage.slurm.local {
+        // On a cluster node a cancelled job may outlive its worker's wait for it: a directory
+        // of its own means a later stage never shares it.
+        let dir = ctx.ws.scratch_dir(&ctx.run_id, name);
+        let _ = crate::atomic::remove_path(&dir);
+        std::fs::create_dir_all(&dir).map(|()| dir)
+    } else {
+        ctx.ws.scratch_slot(&ctx.run_id, slot)
+    }
+    .map_err(|e| format!("cannot prepare the scratch directory: {e}"))?;
     Ok(Prepared {
         log,
-        log_path,
         scratch,
         before: input_snapshots(stage, root),
     })
@@ -517,7 +532,7 @@ fn hash_outputs(
                 );
             }
             Ok(None) => {
-                log.line(&format!(
+                log.note(&format!(
                     "[sluice] failed: output `{}` (`{}`) was not written",
                     o.name, o.path
                 ));
@@ -555,7 +570,7 @@ fn inputs_changed(
         "input `{}` ({}) changed while the stage ran; its result is not cached and it will run again next time",
         changed.0.name, changed.0.path
     );
-    log.line(&format!("[sluice] {msg}"));
+    log.note(&format!("[sluice] {msg}"));
     events.warn(msg);
     true
 }

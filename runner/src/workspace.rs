@@ -51,8 +51,50 @@ impl Workspace {
     pub fn logs_dir(&self, run_id: &str) -> PathBuf {
         self.dir.join("logs").join(run_id)
     }
+    /// A stage's own scratch directory (stages that run on a cluster node).
     pub fn scratch_dir(&self, run_id: &str, stage: &str) -> PathBuf {
         self.dir.join("tmp").join(run_id).join(stage)
+    }
+
+    /// The scratch directory of worker `slot`, empty, for the one stage that worker runs now.
+    ///
+    /// Workers reuse theirs from stage to stage: a `mkdir` per stage (an inode allocated, on
+    /// ext4 a large part of a cold run's cost) becomes a look at an empty directory. The
+    /// leading dot keeps it apart from any stage's own directory (stage names cannot start
+    /// with one). What a stage left in it is removed here, before the next stage may see it.
+    pub fn scratch_slot(&self, run_id: &str, slot: usize) -> io::Result<PathBuf> {
+        let dir = self
+            .dir
+            .join("tmp")
+            .join(run_id)
+            .join(format!(".worker-{slot}"));
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir)?;
+                return Ok(dir);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut emptied = Ok(());
+        for entry in entries {
+            emptied = emptied.and_then(|()| crate::atomic::remove_path(&entry?.path()));
+        }
+        if emptied.is_err() {
+            // Something the last stage left cannot be removed (a directory it made read-only):
+            // it moves aside, to go with the run's directory, and the slot starts afresh.
+            let mut n = 0;
+            let aside = loop {
+                let aside = dir.with_file_name(format!(".worker-{slot}-left-{n}"));
+                if !aside.exists() {
+                    break aside;
+                }
+                n += 1;
+            };
+            fs::rename(&dir, &aside)?;
+            fs::create_dir(&dir)?;
+        }
+        Ok(dir)
     }
     fn locks_registry(&self) -> PathBuf {
         self.dir.join("lockfiles.txt")

@@ -20,7 +20,7 @@ impl Workers {
         // Enough workers for every stage that could join the run: a `Control::Rerun` can grow
         // the selection, so it is the pipeline, not the selection, that bounds the pool.
         let threads = (0..jobs.min(ctx.pipeline.stages.len().max(1)))
-            .map(|_| {
+            .map(|slot| {
                 let ctx = ctx.clone();
                 let rx = job_rx.clone();
                 let tx = msg_tx.clone();
@@ -28,7 +28,7 @@ impl Workers {
                     for job in rx {
                         // A panic in stage code must not end the worker: its stage would never be
                         // reported done and the dispatcher would wait for it forever.
-                        let result = crate::panics::catch(|| run_job(&ctx, &job, &tx))
+                        let result = crate::panics::catch(|| run_job(&ctx, &job, slot, &tx))
                             .unwrap_or_else(|message| JobResult::Failed {
                                 error: message.into(),
                                 log_tail: Vec::new(),
