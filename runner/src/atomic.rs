@@ -80,14 +80,21 @@ pub fn write_durable(dest: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 fn write_inner(dest: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
-    if let Some(parent) = dest.parent() {
-        if !parent.as_os_str().is_empty() {
-            fs::create_dir_all(parent)?;
-        }
-    }
     let tmp = temp_path_for(dest);
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
+        // The directory nearly always exists (a cache record's, the lock's): a `mkdir` that
+        // fails still locks the parent, beside every other stage writing there, so the
+        // directories are made only when the create says they are missing.
+        let mut f = match fs::File::create(&tmp) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    Some(parent) => fs::create_dir_all(parent)?,
+                    None => return Err(e),
+                }
+                fs::File::create(&tmp)?
+            }
+            other => other?,
+        };
         f.write_all(bytes)?;
         if durable {
             f.sync_data()?;

@@ -203,11 +203,7 @@ fn settle_up_to_date(
 impl Dispatcher {
     /// The run's starting state: the settled stages finished as up to date, the others ready or
     /// waiting for their upstream.
-    fn new(
-        ctx: Arc<RunCtx>,
-        opts: DispatchOptions,
-        settled: Settled,
-    ) -> Dispatcher {
+    fn new(ctx: Arc<RunCtx>, opts: DispatchOptions, settled: Settled) -> Dispatcher {
         let jobs = opts.jobs.max(1);
         let graph = &ctx.pipeline.graph;
         let position: BTreeMap<usize, usize> = graph
