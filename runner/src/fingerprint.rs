@@ -8,6 +8,7 @@ use crate::canonical::canonical_json;
 use crate::hash::{ContentHash, Hasher};
 use crate::paths::WorkPath;
 use crate::pipeline::{StageDef, StageKind};
+use crate::small_map::SmallMap;
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -34,9 +35,9 @@ pub struct Fingerprint {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, Json>,
     #[serde(default)]
-    pub inputs: BTreeMap<String, InputStamp>,
+    pub inputs: SmallMap<String, InputStamp>,
     #[serde(default)]
-    pub outputs: BTreeMap<String, WorkPath>,
+    pub outputs: SmallMap<String, WorkPath>,
     /// Declared variables, as hashes of their values (values may be secrets).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, ContentHash>,
@@ -93,7 +94,7 @@ impl Fingerprint {
             Some(dir) => p.keyed(dir),
             None => p.clone(),
         };
-        let mut inputs = BTreeMap::new();
+        let mut inputs = SmallMap::new();
         for input in &stage.inputs {
             let hash = match overlay.get(&input.path) {
                 Some(h) => *h,
@@ -224,8 +225,8 @@ mod tests {
             version: None,
             config: ContentHash::of(b"{}"),
             params: [("seed".to_string(), json!(42))].into_iter().collect(),
-            inputs: BTreeMap::new(),
-            outputs: BTreeMap::new(),
+            inputs: SmallMap::new(),
+            outputs: SmallMap::new(),
             env: BTreeMap::new(),
             facts: BTreeMap::new(),
         }

@@ -28,6 +28,7 @@ pub mod render;
 pub mod scheduler;
 pub mod schema;
 pub mod sharing;
+pub mod small_map;
 pub mod spec;
 pub mod stage;
 pub mod sweep;

@@ -5,6 +5,7 @@
 use crate::fingerprint::Fingerprint;
 use crate::hash::ContentHash;
 use crate::paths::WorkPath;
+use crate::small_map::SmallMap;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -38,7 +39,7 @@ pub struct LockPromoted {
 pub struct LockEntry {
     pub key: ContentHash,
     pub fingerprint: Fingerprint,
-    pub output_hashes: BTreeMap<String, LockedOutput>,
+    pub output_hashes: SmallMap<String, LockedOutput>,
 }
 
 /// The entry as written: the fingerprint's fields inline. Spelled out rather than
@@ -55,15 +56,15 @@ struct EntryWire {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     params: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
-    inputs: BTreeMap<String, crate::fingerprint::InputStamp>,
+    inputs: SmallMap<String, crate::fingerprint::InputStamp>,
     #[serde(default)]
-    outputs: BTreeMap<String, WorkPath>,
+    outputs: SmallMap<String, WorkPath>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     env: BTreeMap<String, ContentHash>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     facts: BTreeMap<String, String>,
     #[serde(default)]
-    produced: BTreeMap<String, LockedOutput>,
+    produced: SmallMap<String, LockedOutput>,
 }
 
 impl From<EntryWire> for LockEntry {
@@ -310,12 +311,12 @@ mod tests {
                 version: Some("2".into()),
                 config: ContentHash::of(b"echo"),
                 params: [("lr".to_string(), serde_json::json!(0.1))].into(),
-                inputs: BTreeMap::new(),
-                outputs: BTreeMap::new(),
+                inputs: SmallMap::new(),
+                outputs: SmallMap::new(),
                 env: BTreeMap::new(),
                 facts: [("os".to_string(), "linux\nx".to_string())].into(),
             },
-            output_hashes: BTreeMap::new(),
+            output_hashes: SmallMap::new(),
         };
         lock.stages.insert("a".into(), entry(b"a"));
         lock.stages.insert("b\nc".into(), entry(b"b"));
