@@ -60,6 +60,7 @@ fn main() -> ExitCode {
     // Every process this sluice starts is killed when it exits, by a guardian running this
     // same executable (`/proc/self/exe` stays valid even if the file is replaced meanwhile).
     sluice_runner::exec::guard::enable(Path::new("/proc/self/exe"));
+    serve::memory::tune();
     init_logging(&cli);
     if matches!(
         cli.command,

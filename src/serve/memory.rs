@@ -11,7 +11,11 @@ pub(crate) const LARGE_BODY: usize = 1 << 20;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: libc::c_int = 256 * 1024;
 
-/// Pins malloc's mmap threshold; called once at start, before the runtime's threads exist.
+/// Pins malloc's mmap threshold; called once by `main`, before any thread exists, for every
+/// command: besides `serve`'s request bodies, a run reads large buffers once and frees them (the
+/// stored pipeline, the lock file's mirror, the hash memo), and with glibc's moving threshold
+/// all but the first stayed in its heap (a no-op of 10,000 stages: 64 → 54 MiB peak RSS, no
+/// slower). Data stages set their own tuning when they start (`keep_freed_memory_for_data_stages`).
 pub(crate) fn tune() {
     // SAFETY: mallopt only changes malloc's parameters; no memory is touched.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -11,7 +11,7 @@
 mod bundle;
 mod connections;
 mod error;
-mod memory;
+pub(crate) mod memory;
 mod protocol;
 mod registry;
 mod routes;
@@ -62,7 +62,7 @@ impl From<anyhow::Error> for ServeFailure {
 }
 
 pub(crate) fn run(mut opts: Options) -> Result<(), ServeFailure> {
-    memory::tune();
+    // The mmap threshold is pinned by `main` for every command (`memory::tune`).
     let source = Source::open(&opts.target).map_err(|e| {
         ServeFailure::Invalid(format!(
             "error: {}",
