@@ -12,12 +12,12 @@ use std::sync::OnceLock;
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The directory where this process says that it makes temporaries (`.sluice/writers`), set once
-/// by [`announce_temporaries_in`]; and whether its notice (a file named by its pid) is there.
+/// by [`announce_temporaries_in`]; and whether its notice (`writer-PID`) is there.
 static NOTICE_DIR: OnceLock<PathBuf> = OnceLock::new();
 static NOTICED: AtomicBool = AtomicBool::new(false);
 
 /// Makes every temporary of this process announced in `dir` (the workspace's `.sluice/writers`):
-/// the first [`temp_path_for`] creates `dir/PID` before handing out a name, and [`retire`] removes
+/// the first [`temp_path_for`] creates `dir/writer-PID` before handing out a name, and [`retire`] removes
 /// it once the process is done. A notice of a dead process is how the next run knows that
 /// temporaries may have been left behind and the output directories must be swept
 /// (`leftovers::sweep_after_crash`); without one, a run skips reading them. The directory is made
@@ -28,7 +28,7 @@ pub fn announce_temporaries_in(dir: &Path) {
 }
 
 fn notice_path(dir: &Path) -> PathBuf {
-    dir.join(std::process::id().to_string())
+    dir.join(format!("writer-{}", std::process::id()))
 }
 
 fn notice() {

@@ -54,34 +54,27 @@ fn alive(pid: i32) -> bool {
 /// documentation. `dirs` is asked for only then.
 pub(crate) fn sweep_after_crash(ws: &Workspace, dirs: impl FnOnce() -> BTreeSet<PathBuf>) -> usize {
     let writers = ws.writers_dir();
-    let dead_owner = |dir: PathBuf, owner: fn(&str) -> Option<i32>| match fs::read_dir(dir) {
-        Ok(rd) => rd
-            .flatten()
-            .any(|e| owner(&e.file_name().to_string_lossy()).is_some_and(|pid| !alive(pid))),
-        Err(_) => false,
-    };
-    let needed = !writers.is_dir()
-        || dead_owner(writers.clone(), |name| name.parse().ok())
-        || dead_owner(ws.dir.join("tmp"), run_owner)
-        || dead_owner(ws.dir.join("slurm"), run_owner);
-    if !needed {
+    let crashed =
+        !writers.is_dir()
+            || owned_places(ws).iter().any(|dir| {
+                fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
+                    run_owner(&e.file_name().to_string_lossy()).is_some_and(|pid| !alive(pid))
+                })
+            });
+    if !crashed {
         return 0;
     }
+    // A sweep cut short is done again by the next run: the dead notices go with it, last.
     let removed = sweep(ws, &dirs(), false);
-    // Notices go last: a sweep cut short is done again by the next run.
-    if let Ok(rd) = fs::read_dir(&writers) {
-        for e in rd.flatten() {
-            if e.file_name()
-                .to_string_lossy()
-                .parse()
-                .is_ok_and(|pid: i32| !alive(pid))
-            {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-    }
     let _ = fs::create_dir_all(&writers);
     removed
+}
+
+/// Where entries are named after the process that owns them (`…-PID`): runs' scratch space and
+/// Slurm job directories, and the notices of processes making temporaries. Listed last by
+/// `sweep`, so that a notice goes only after the temporaries it announced.
+fn owned_places(ws: &Workspace) -> [PathBuf; 3] {
+    [ws.dir.join("tmp"), ws.dir.join("slurm"), ws.writers_dir()]
 }
 
 /// Removes (or, with `dry_run`, counts) the temporaries of dead processes in the workspace's
@@ -106,8 +99,9 @@ pub(crate) fn sweep(ws: &Workspace, dirs: &BTreeSet<PathBuf>, dry_run: bool) -> 
         }
     }
     // A run's scratch space and its Slurm job directories (`.sluice/slurm/<run-id>/`: job
-    // scripts, status files, the one-stage mode's job descriptions).
-    for runs in [ws.dir.join("tmp"), ws.dir.join("slurm")] {
+    // scripts, status files, the one-stage mode's job descriptions), and the notices of
+    // processes that made temporaries.
+    for runs in owned_places(ws) {
         let Ok(rd) = fs::read_dir(runs) else { continue };
         for entry in rd.flatten() {
             if run_owner(&entry.file_name().to_string_lossy()).is_some_and(|pid| !alive(pid)) {
@@ -234,12 +228,15 @@ mod tests {
         );
         assert!(unannounced.exists(), "left for `gc`");
         // A killed writer's notice: everything is swept, and the notice goes last.
-        let notice = ws.writers_dir().join(dead.to_string());
+        let notice = ws.writers_dir().join(format!("writer-{dead}"));
         fs::write(&notice, b"").unwrap();
-        let live = ws.writers_dir().join(std::process::id().to_string());
+        let live = ws
+            .writers_dir()
+            .join(format!("writer-{}", std::process::id()));
         fs::write(&live, b"").unwrap();
         let killed = left(2);
-        assert_eq!(sweep_after_crash(&ws, dirs), 2);
+        // Two temporaries and the notice (also what `gc` now clears).
+        assert_eq!(sweep_after_crash(&ws, dirs), 3);
         assert!(!killed.exists() && !unannounced.exists() && !notice.exists());
         assert!(live.exists(), "a running process keeps its notice");
         // A live writer alone is no crash.
