@@ -1,6 +1,7 @@
 //! The cache's integrity, through the real binary: outputs and cache objects never share an
-//! inode, a damaged object is detected, rerun and repaired, `gc --verify` drops what fails its
-//! hash, and temporaries left by killed runs are cleared by the next run and by `gc`.
+//! inode, a damaged object (or a small output's content damaged in its record) is detected,
+//! rerun and repaired, `gc --verify` drops what fails its hash, and temporaries left by killed
+//! runs are cleared by the next run and by `gc`.
 
 mod common;
 
@@ -23,12 +24,20 @@ stages:
     outputs: {d: out/d}
 "#;
 
+/// The input: over the size (4 KiB) up to which an output is kept in its cache record, so
+/// that `a`'s output and `d`'s file get blobs of their own.
+fn data() -> String {
+    "abc\n".repeat(1100)
+}
+
 /// What stage `a` writes.
-const A: &[u8] = b"abc\nhello\n";
+fn a_output() -> Vec<u8> {
+    format!("{}hello\n", data()).into_bytes()
+}
 
 fn workspace() -> Ws {
     let ws = Ws::new();
-    ws.write("data.txt", "abc\n").pipeline(PIPELINE);
+    ws.write("data.txt", &data()).pipeline(PIPELINE);
     ws
 }
 
@@ -72,12 +81,13 @@ fn dead_pid() -> u32 {
 #[test]
 fn a_damaged_object_is_detected_rerun_and_repaired() {
     // Truncated, and overwritten with the same number of bytes (size unchanged).
-    let damages: [(&[u8], bool); 2] = [(b"abc", true), (b"XYZ\nHELLO\n", false)];
+    let same_size = a_output().to_ascii_uppercase();
+    let damages: [(&[u8], bool); 2] = [(b"abc", true), (&same_size, false)];
     for (bytes, truncate) in damages {
         let ws = workspace();
         ws.run(&[]).assert_ok();
-        let obj = object(&ws, A);
-        assert_eq!(std::fs::read(&obj).unwrap(), A);
+        let obj = object(&ws, &a_output());
+        assert_eq!(std::fs::read(&obj).unwrap(), a_output());
         write_in_place(&obj, bytes, truncate);
         std::fs::remove_file(ws.path("out/a.txt")).unwrap();
 
@@ -93,10 +103,10 @@ fn a_damaged_object_is_detected_rerun_and_repaired() {
             warned.iter().any(|w| w.contains("corrupt cache entry")),
             "{warned:?}"
         );
-        assert_eq!(ws.read("out/a.txt").as_bytes(), A);
+        assert_eq!(ws.read("out/a.txt").as_bytes(), a_output());
         assert_eq!(
             std::fs::read(&obj).unwrap(),
-            A,
+            a_output(),
             "the fresh output replaces the damaged object"
         );
 
@@ -105,7 +115,7 @@ fn a_damaged_object_is_detected_rerun_and_repaired() {
         again.assert_ok();
         assert_eq!(again.outcomes()["a"], "restored");
         assert!(warnings(&again).is_empty(), "{:?}", warnings(&again));
-        assert_eq!(ws.read("out/a.txt").as_bytes(), A);
+        assert_eq!(ws.read("out/a.txt").as_bytes(), a_output());
     }
 }
 
@@ -116,7 +126,8 @@ fn status_does_not_promise_a_restore_from_a_damaged_object() {
     std::fs::remove_file(ws.path("out/a.txt")).unwrap();
     let before = ws.sluice(&["status", "a"]);
     assert!(before.stdout.contains("will restore"), "{}", before.stdout);
-    write_in_place(&object(&ws, A), b"XYZ\nHELLO\n", false);
+    let same_size = a_output().to_ascii_uppercase();
+    write_in_place(&object(&ws, &a_output()), &same_size, false);
     let after = ws.sluice(&["status", "a"]);
     assert!(!after.stdout.contains("will restore"), "{}", after.stdout);
     assert!(
@@ -130,7 +141,7 @@ fn status_does_not_promise_a_restore_from_a_damaged_object() {
 fn gc_verify_drops_a_damaged_object_and_the_entry_naming_it() {
     let ws = workspace();
     ws.run(&[]).assert_ok();
-    let obj = object(&ws, A);
+    let obj = object(&ws, &a_output());
     let objects_before = count_files(&ws.path(".sluice/cache/objects"));
     let plain = ws.sluice(&["gc"]);
     assert_eq!(plain.code, 0, "{}", plain.stderr);
@@ -142,7 +153,7 @@ fn gc_verify_drops_a_damaged_object_and_the_entry_naming_it() {
         plain.stdout
     );
     // Same size, so only reading the content can tell.
-    write_in_place(&obj, b"XYZ\nHELLO\n", false);
+    write_in_place(&obj, &a_output().to_ascii_uppercase(), false);
 
     let dry = ws.sluice(&["gc", "--verify", "--dry-run"]);
     assert_eq!(dry.code, 0, "{}", dry.stderr);
@@ -180,7 +191,7 @@ fn gc_verify_drops_a_damaged_object_and_the_entry_naming_it() {
     r.assert_ok();
     assert_eq!(r.started(), ["a"]);
     assert_eq!(r.outcomes()["d"], "restored");
-    assert_eq!(std::fs::read(&obj).unwrap(), A);
+    assert_eq!(std::fs::read(&obj).unwrap(), a_output());
     let clean = ws.sluice(&["gc", "--verify"]);
     assert!(clean.stdout.contains(": 0 corrupt"), "{}", clean.stdout);
 }
@@ -201,8 +212,8 @@ fn count_files(dir: &std::path::Path) -> usize {
 fn outputs_never_share_an_inode_with_the_cache() {
     let ws = workspace();
     ws.run(&[]).assert_ok();
-    let obj = object(&ws, A);
-    let x = object(&ws, b"abc\n");
+    let obj = object(&ws, &a_output());
+    let x = object(&ws, data().as_bytes());
     let ino = |p: &PathBuf| std::fs::metadata(p).unwrap().ino();
     assert_ne!(ino(&ws.path("out/a.txt")), ino(&obj), "stored by copy");
     assert_ne!(ino(&ws.path("out/d/sub/x")), ino(&x), "stored by copy");
@@ -218,14 +229,14 @@ fn outputs_never_share_an_inode_with_the_cache() {
     // A process writing into the restored outputs in place reaches only the workspace.
     write_in_place(&ws.path("out/a.txt"), b"changed in place\n", true);
     write_in_place(&ws.path("out/d/sub/x"), b"changed too\n", true);
-    assert_eq!(std::fs::read(&obj).unwrap(), A);
-    assert_eq!(std::fs::read(&x).unwrap(), b"abc\n");
+    assert_eq!(std::fs::read(&obj).unwrap(), a_output());
+    assert_eq!(std::fs::read(&x).unwrap(), data().as_bytes());
     let r = ws.run(&[]);
     r.assert_ok();
     assert!(r.started().is_empty(), "{:?}", r.started());
     assert!(warnings(&r).is_empty(), "{:?}", warnings(&r));
-    assert_eq!(ws.read("out/a.txt").as_bytes(), A);
-    assert_eq!(ws.read("out/d/sub/x"), "abc\n");
+    assert_eq!(ws.read("out/a.txt").as_bytes(), a_output());
+    assert_eq!(ws.read("out/d/sub/x"), data());
 }
 
 #[test]
@@ -264,7 +275,7 @@ fn gc_removes_temporaries_of_killed_runs() {
     let dead = dead_pid();
     let restore = ws.path(&format!("out/.d.sluice-tmp-{dead}-0"));
     std::fs::create_dir_all(&restore).unwrap();
-    let hex = ContentHash::of(A).hex();
+    let hex = ContentHash::of(&a_output()).hex();
     let blob = ws.path(&format!(
         ".sluice/cache/objects/{}/.{}.sluice-tmp-{dead}-4",
         &hex[..2],
@@ -293,4 +304,69 @@ fn gc_removes_temporaries_of_killed_runs() {
         "a temporary is not counted as a blob: {}",
         gc.stdout
     );
+}
+
+#[test]
+fn small_outputs_travel_in_their_records_and_are_checked_when_restored() {
+    let ws = Ws::new();
+    ws.pipeline(
+        r#"
+name: small
+stages:
+  a:
+    run: echo 0.93 > ${{ outputs.o }}
+    outputs: {o: out/metric.txt}
+  b:
+    run: printf '#!/bin/sh\necho hi\n' > ${{ outputs.o }} && chmod +x ${{ outputs.o }}
+    outputs: {o: out/tool.sh}
+"#,
+    );
+    ws.run(&[]).assert_ok();
+    // One line per stage in the record log; no blob, no file per record.
+    let objects = ws.path(".sluice/cache/objects");
+    assert!(!objects.exists() || count_files(&objects) == 0);
+    assert!(!ws.path(".sluice/cache/stages").exists());
+    let log = ws.path(".sluice/cache/records.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.contains(r#""text":"0.93\n""#), "{text}");
+
+    std::fs::remove_dir_all(ws.path("out")).unwrap();
+    let r = ws.run(&[]);
+    r.assert_ok();
+    assert_eq!(r.outcomes()["a"], "restored");
+    assert_eq!(r.outcomes()["b"], "restored");
+    assert_eq!(ws.read("out/metric.txt"), "0.93\n");
+    let mode = std::fs::metadata(ws.path("out/tool.sh")).unwrap().mode();
+    assert_ne!(mode & 0o100, 0, "the executable bit comes back");
+
+    // Content edited in the record is refused like a damaged blob: the stage runs again.
+    std::fs::write(
+        &log,
+        text.replace(r#""text":"0.93\n""#, r#""text":"0.94\n""#),
+    )
+    .unwrap();
+    std::fs::remove_file(ws.path("out/metric.txt")).unwrap();
+    let status = ws.sluice(&["status", "a"]);
+    assert!(
+        status.stdout.contains("cache entry is corrupt"),
+        "{}",
+        status.stdout
+    );
+    let r = ws.run(&["a"]);
+    r.assert_ok();
+    assert_eq!(r.started(), ["a"]);
+    assert!(
+        warnings(&r)
+            .iter()
+            .any(|w| w.contains("corrupt cache entry")),
+        "{:?}",
+        warnings(&r)
+    );
+    assert_eq!(ws.read("out/metric.txt"), "0.93\n");
+    std::fs::remove_file(ws.path("out/metric.txt")).unwrap();
+    let again = ws.run(&["a"]);
+    again.assert_ok();
+    assert_eq!(again.outcomes()["a"], "restored");
+    assert_eq!(ws.read("out/metric.txt"), "0.93\n");
 }

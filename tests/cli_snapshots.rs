@@ -194,10 +194,12 @@ fn run_json_lines() {
 #[test]
 fn gc() {
     let ws = chain();
+    // Over 4 KiB, so that `a` and `b` get blobs (`c`'s small output lives in its record).
+    ws.write("data.txt", &"abc\n".repeat(1100));
     let mut t = Transcript::new(&ws);
     t.sluice(&["run", "--jobs", "1", "--quiet"]).assert_ok();
     t.note("data.txt edited");
-    ws.write("data.txt", "abcd\n");
+    ws.write("data.txt", &"abcd\n".repeat(1000));
     t.sluice(&["run", "--jobs", "1", "--quiet"]).assert_ok();
     t.sluice(&["gc", "--dry-run"]).assert_ok();
     t.sluice(&["gc"]).assert_ok();

@@ -40,14 +40,7 @@ fn main() {
         format: RECORD_FORMAT,
         stage: "big".into(),
         key: hash,
-        outputs: BTreeMap::from([(
-            "o".to_string(),
-            OutputRecord {
-                path,
-                hash,
-                tree: None,
-            },
-        )]),
+        outputs: BTreeMap::from([("o".to_string(), OutputRecord::new(path, hash, None))]),
     };
     let hex = hash.hex();
     let mut times: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();

@@ -524,11 +524,7 @@ fn hash_outputs(
             Ok(Some(h)) => {
                 records.insert(
                     o.name.clone(),
-                    OutputRecord {
-                        path: o.path.clone(),
-                        hash: h.hash,
-                        tree: h.tree,
-                    },
+                    OutputRecord::new(o.path.clone(), h.hash, h.tree),
                 );
             }
             Ok(None) => {

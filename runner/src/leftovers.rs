@@ -84,7 +84,12 @@ fn owned_places(ws: &Workspace) -> [PathBuf; 3] {
 pub(crate) fn sweep(ws: &Workspace, dirs: &BTreeSet<PathBuf>, dry_run: bool) -> usize {
     let cache = ws.cache_dir();
     let mut places: BTreeSet<PathBuf> = dirs.clone();
-    places.extend([ws.dir.clone(), ws.lock_mirror_dir(), cache.join("stages")]);
+    places.extend([
+        ws.dir.clone(),
+        ws.lock_mirror_dir(),
+        cache.clone(),
+        cache.join("stages"),
+    ]);
     if let Ok(rd) = fs::read_dir(cache.join("objects")) {
         places.extend(rd.flatten().map(|e| e.path()));
     }

@@ -209,11 +209,7 @@ impl Checker<'_> {
         let (root, hasher, store) = (self.root, self.hasher, self.store);
         let current = |out: &OutputRecord| -> Option<OutputRecord> {
             let h = hasher.hash_path(&out.path.to_abs(root)).ok()??;
-            Some(OutputRecord {
-                path: out.path.clone(),
-                hash: h.hash,
-                tree: h.tree,
-            })
+            Some(OutputRecord::new(out.path.clone(), h.hash, h.tree))
         };
         // Where this stage keeps output `name`. Keys hash a sweep's paths without the sweep's
         // slot, so a lock entry or cache record may come from a run that wrote the same result
@@ -231,11 +227,11 @@ impl Checker<'_> {
             let mut now = BTreeMap::new();
             let mut all = entry.output_hashes.len() == stage.outputs.len();
             for (name, locked) in &entry.output_hashes {
-                let probe = OutputRecord {
-                    path: here(name).unwrap_or(&locked.path).clone(),
-                    hash: locked.hash,
-                    tree: None,
-                };
+                let probe = OutputRecord::new(
+                    here(name).unwrap_or(&locked.path).clone(),
+                    locked.hash,
+                    None,
+                );
                 match current(&probe) {
                     Some(c) if c.hash == locked.hash => {
                         now.insert(name.clone(), c);

@@ -6,12 +6,13 @@ use super::*;
 
 /// A remote blob with the right size and the wrong bytes is caught while downloading: the
 /// warning names the blob and the stage, the stage runs (only it), and its upload afterwards
-/// replaces the bad blob even though the remote already "has" one of that size.
+/// replaces the bad blob even though the remote already "has" one of that size. (A file in a
+/// directory output always has a blob; a small single file travels inside its record.)
 fn corrupt_blob_is_caught_rerun_and_repaired(backend: Backend) {
     let remote = remote_or_skip!(backend, "corrupt_blob_is_caught_rerun_and_repaired");
     let ws = sources(PIPELINE);
     remote.run(&ws, &[]).assert_ok();
-    let good = std::fs::read(ws.path("out/count.txt")).unwrap();
+    let good = std::fs::read(ws.path("out/tree/leaf.txt")).unwrap();
     let key = object_key(&good);
     assert_eq!(
         remote.get(&key).as_deref(),
@@ -24,12 +25,12 @@ fn corrupt_blob_is_caught_rerun_and_repaired(backend: Backend) {
     let clone = clone_of(&ws, &[]);
     let r = remote.run(&clone, &[]);
     r.assert_ok();
-    assert_eq!(r.started(), ["count"], "{}", r.stdout);
+    assert_eq!(r.started(), ["tree"], "{}", r.stdout);
     let short = &key["objects/".len()..].replace('/', "")[..12];
     let warned = remote_warnings(&r);
     assert_eq!(warned.len(), 1, "{warned:?}");
     assert!(
-        warned[0].contains("corrupt") && warned[0].contains(short) && warned[0].contains("count"),
+        warned[0].contains("corrupt") && warned[0].contains(short) && warned[0].contains("tree"),
         "{}",
         warned[0]
     );
@@ -207,4 +208,46 @@ fn a_missing_s3_bucket_is_said_not_taken_for_an_empty_cache() {
     let r = run_against(&ws, "s3://no-such-bucket-sluice/p", &moto_env(), &[]);
     let warning = assert_warned_once_and_ran(&r, &reference, &ws);
     assert!(warning.contains("the bucket does not exist"), "{warning}");
+}
+
+/// A small output's content inside a remote record is checked like a blob: a record whose
+/// inline content does not match its hash is refused with one warning, and only its stage runs.
+#[test]
+fn a_remote_record_with_tampered_inline_content_is_refused() {
+    let name = "a_remote_record_with_tampered_inline_content_is_refused";
+    let remote = remote_or_skip!(Backend::File, name);
+    let ws = sources(PIPELINE);
+    remote.run(&ws, &[]).assert_ok();
+    let count = ws.read("out/count.txt");
+    let inline_of = |bytes: &[u8]| -> Option<serde_json::Value> {
+        let rec: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        Some(rec["outputs"]["n"]["inline"].clone()).filter(|v| !v.is_null())
+    };
+    let key = remote
+        .list()
+        .into_iter()
+        .find(|k| {
+            k.starts_with("stages/")
+                && remote
+                    .get(k)
+                    .and_then(|b| inline_of(&b))
+                    .is_some_and(|i| i["text"] == count.as_str())
+        })
+        .expect("count's record keeps its small output inline");
+    let mut rec: serde_json::Value = serde_json::from_slice(&remote.get(&key).unwrap()).unwrap();
+    rec["outputs"]["n"]["inline"]["text"] = "999\n".into();
+    remote.put(&key, &serde_json::to_vec(&rec).unwrap());
+
+    let clone = clone_of(&ws, &[]);
+    let r = remote.run(&clone, &[]);
+    r.assert_ok();
+    assert_eq!(r.started(), ["count"], "{}", r.stdout);
+    let warned = remote_warnings(&r);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].contains("does not match its hash"),
+        "{}",
+        warned[0]
+    );
+    assert_same_outputs(&ws, &clone);
 }

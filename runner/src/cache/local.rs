@@ -1,5 +1,7 @@
 //! `LocalStore`: the cache as a directory (`.sluice/cache/`): `objects/ab/cdef…` holds file
-//! contents by BLAKE3 hash, `stages/<key>.json` holds stage records.
+//! contents by BLAKE3 hash, `records.log` the stage records (`log.rs`), which keep file outputs
+//! of at most `INLINE_MAX` bytes themselves (`inline.rs`), so that a small stage's result costs
+//! one appended line instead of two new files.
 //!
 //! No workspace file ever shares an inode with a blob: storing copies an output into the store
 //! and restoring copies a blob out, by reflink where the file system allows and by an in-kernel
@@ -16,8 +18,10 @@
 //! in full, which also catches damage that left the metadata alone.
 
 use super::copy::clone_file;
+use super::log::RecordLog;
 use super::{
-    CacheStore, GcOptions, GcStats, OutputRecord, RestoreError, StageRecord, RECORD_FORMAT,
+    blobs_of, CacheStore, GcOptions, GcStats, Inline, OutputRecord, RestoreError, StageRecord,
+    INLINE_MAX, RECORD_FORMAT_INLINE,
 };
 use crate::atomic;
 use crate::hash::{hash_file_bytes, ContentHash, EntryKind, Hasher};
@@ -54,23 +58,28 @@ fn unchanged(before: &fs::Metadata, after: &fs::Metadata) -> bool {
 
 pub struct LocalStore {
     dir: PathBuf,
-}
-
-/// The blobs a record names.
-fn blobs_of(record: &StageRecord) -> impl Iterator<Item = ContentHash> + '_ {
-    record.outputs.values().flat_map(|out| match &out.tree {
-        None => vec![out.hash],
-        Some(entries) => entries.iter().map(|e| e.hash).collect(),
-    })
+    log: RecordLog,
+    /// File outputs up to this size are kept in their record (`INLINE_MAX`; unit tests of the
+    /// blob path lower it).
+    inline_max: u64,
 }
 
 impl LocalStore {
     pub fn new(dir: PathBuf) -> Self {
-        LocalStore { dir }
+        LocalStore {
+            log: RecordLog::new(&dir),
+            dir,
+            inline_max: INLINE_MAX,
+        }
     }
 
-    fn record_path(&self, key: &ContentHash) -> PathBuf {
-        self.dir.join("stages").join(format!("{}.json", key.hex()))
+    /// A store that keeps no output inline: every output gets a blob.
+    #[cfg(test)]
+    pub(crate) fn without_inline(dir: PathBuf) -> Self {
+        LocalStore {
+            inline_max: 0,
+            ..LocalStore::new(dir)
+        }
     }
 
     pub(crate) fn blob_path(&self, hash: &ContentHash) -> PathBuf {
@@ -131,10 +140,74 @@ impl LocalStore {
         result
     }
 
+    /// The content of the file output at `src` when it is small enough to keep in its record,
+    /// read in one go and checked against `hash` (the stage's output must still be what was
+    /// hashed, as in `put_blob`).
+    fn inline_of(&self, src: &Path, hash: &ContentHash) -> io::Result<Option<Inline>> {
+        use std::io::Read;
+        let mut from = fs::File::open(src)?;
+        let before = from.metadata()?;
+        if !before.is_file() || before.len() > self.inline_max {
+            return Ok(None);
+        }
+        let mut bytes = Vec::with_capacity(before.len() as usize);
+        from.by_ref()
+            .take(self.inline_max + 1)
+            .read_to_end(&mut bytes)?;
+        if &ContentHash::of(&bytes) != hash || !unchanged(&before, &from.metadata()?) {
+            return Err(io::Error::other(format!(
+                "`{}` changed while it was being stored",
+                src.display()
+            )));
+        }
+        let exec = before.permissions().mode() & 0o111 != 0;
+        Ok(Some(Inline::new(bytes, exec)))
+    }
+
+    /// Files the outputs' content, then the record; returns the record as filed (with the small
+    /// outputs' content inline), which is what a remote cache gets too.
+    pub(crate) fn file(
+        &self,
+        root: &Path,
+        record: &StageRecord,
+        hasher: &Hasher,
+    ) -> io::Result<StageRecord> {
+        let mut filed = record.clone();
+        for out in filed.outputs.values_mut() {
+            let abs = out.path.to_abs(root);
+            match &out.tree {
+                None if out.inline.is_some() => {}
+                None => match self.inline_of(&abs, &out.hash)? {
+                    Some(inline) => out.inline = Some(inline),
+                    None => self.put_blob(&abs, &out.hash, hasher)?,
+                },
+                Some(entries) => {
+                    for e in entries {
+                        let p = abs.join(&e.path);
+                        match e.kind {
+                            EntryKind::Link => {
+                                let text = fs::read_link(&p)?;
+                                let bytes = text.to_string_lossy();
+                                self.put_bytes(bytes.as_bytes(), &e.hash, hasher)?;
+                            }
+                            EntryKind::File | EntryKind::Exec => {
+                                self.put_blob(&p, &e.hash, hasher)?
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if filed.outputs.values().any(|o| o.inline.is_some()) {
+            filed.format = RECORD_FORMAT_INLINE;
+        }
+        self.log.append(&filed)?;
+        Ok(filed)
+    }
+
     /// Files a record whose blobs are already in place (fetched from a remote and checked).
     pub(crate) fn write_record(&self, record: &StageRecord) -> io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-        atomic::write(&self.record_path(&record.key), &bytes)
+        self.log.append(record)
     }
 
     fn put_bytes(&self, bytes: &[u8], hash: &ContentHash, hasher: &Hasher) -> io::Result<()> {
@@ -193,6 +266,10 @@ impl LocalStore {
         let tmp = atomic::temp_path_for(&dest);
         let result = (|| -> Result<(), RestoreError> {
             match &out.tree {
+                None if out.inline.is_some() => {
+                    let (bytes, exec) = inline_content(out)?;
+                    write_new(&tmp, &bytes, OUTPUT_MODE[exec_index(exec)]).map_err(io_err)?;
+                }
                 None => {
                     let (blob, meta) = self.verified_blob(&out.hash, hasher)?;
                     let exec = meta.permissions().mode() & 0o111 != 0;
@@ -245,6 +322,27 @@ impl LocalStore {
     }
 }
 
+/// An inline output's content once checked against its hash, with whether it is executable.
+fn inline_content(out: &OutputRecord) -> Result<(Vec<u8>, bool), RestoreError> {
+    let inline = out.inline.as_ref().expect("only called for inline outputs");
+    let bytes = inline
+        .content(&out.hash)
+        .map_err(|why| RestoreError::Corrupt(format!("output `{}`: {why}", out.path)))?;
+    Ok((bytes, inline.exec))
+}
+
+/// Writes `bytes` to a new file at `path` with `mode` (less the umask).
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
 /// What `gc --verify` found for one blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BlobState {
@@ -256,34 +354,11 @@ enum BlobState {
 
 impl CacheStore for LocalStore {
     fn lookup(&self, key: &ContentHash) -> Option<StageRecord> {
-        let bytes = fs::read(self.record_path(key)).ok()?;
-        let rec: StageRecord = serde_json::from_slice(&bytes).ok()?;
-        (rec.format == RECORD_FORMAT && &rec.key == key).then_some(rec)
+        self.log.lookup(key)
     }
 
     fn store(&self, root: &Path, record: &StageRecord, hasher: &Hasher) -> io::Result<()> {
-        for out in record.outputs.values() {
-            let abs = out.path.to_abs(root);
-            match &out.tree {
-                None => self.put_blob(&abs, &out.hash, hasher)?,
-                Some(entries) => {
-                    for e in entries {
-                        let p = abs.join(&e.path);
-                        match e.kind {
-                            EntryKind::Link => {
-                                let text = fs::read_link(&p)?;
-                                let bytes = text.to_string_lossy();
-                                self.put_bytes(bytes.as_bytes(), &e.hash, hasher)?;
-                            }
-                            EntryKind::File | EntryKind::Exec => {
-                                self.put_blob(&p, &e.hash, hasher)?
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        self.write_record(record)
+        self.file(root, record, hasher).map(|_| ())
     }
 
     fn restore(
@@ -299,6 +374,9 @@ impl CacheStore for LocalStore {
     }
 
     fn verify(&self, record: &StageRecord, hasher: &Hasher) -> Result<(), RestoreError> {
+        for out in record.outputs.values().filter(|o| o.inline.is_some()) {
+            inline_content(out)?;
+        }
         for hash in blobs_of(record) {
             self.verified_blob(&hash, hasher)?;
         }
@@ -306,31 +384,20 @@ impl CacheStore for LocalStore {
     }
 
     fn forget(&self, key: &ContentHash) {
-        let _ = fs::remove_file(self.record_path(key));
+        self.log.forget(key);
     }
 
     fn gc(&self, keep: &HashSet<ContentHash>, opts: GcOptions) -> io::Result<GcStats> {
         let mut stats = GcStats::default();
-        let mut kept: Vec<(PathBuf, StageRecord)> = Vec::new();
-        let mut doomed: Vec<PathBuf> = Vec::new();
-        if let Ok(rd) = fs::read_dir(self.dir.join("stages")) {
-            for entry in rd.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                // A temporary may belong to a writer that is still alive (`status` does not take
-                // the run lock); `leftovers` removes those whose writer is gone.
-                if atomic::is_temp_name(&name) {
-                    continue;
-                }
-                let key = name.strip_suffix(".json").and_then(ContentHash::parse);
-                match key.and_then(|k| self.lookup(&k)) {
-                    Some(rec) if keep.contains(&rec.key) => kept.push((entry.path(), rec)),
-                    _ => doomed.push(entry.path()),
-                }
-            }
-        }
+        let all = self.log.all();
+        let total = all.len();
+        let mut kept: Vec<StageRecord> = all
+            .into_iter()
+            .filter(|rec| keep.contains(&rec.key))
+            .collect();
         if opts.verify {
             let mut states: HashMap<ContentHash, BlobState> = HashMap::new();
-            for (_, rec) in &kept {
+            for rec in &kept {
                 for hash in blobs_of(rec) {
                     states
                         .entry(hash)
@@ -345,23 +412,26 @@ impl CacheStore for LocalStore {
                 .values()
                 .filter(|s| **s == BlobState::Corrupt)
                 .count();
-            kept.retain(|(path, rec)| {
-                let sound = blobs_of(rec).all(|h| states[&h] == BlobState::Sound);
+            kept.retain(|rec| {
+                let sound = blobs_of(rec).all(|h| states[&h] == BlobState::Sound)
+                    && rec
+                        .outputs
+                        .values()
+                        .all(|o| o.inline.is_none() || inline_content(o).is_ok());
                 if !sound {
                     stats.records_corrupt += 1;
-                    doomed.push(path.clone());
                 }
                 sound
             });
         }
         stats.records_kept = kept.len();
-        stats.records_removed = doomed.len();
+        stats.records_removed = total - kept.len();
         if !opts.dry_run {
-            for path in &doomed {
-                fs::remove_file(path)?;
-            }
+            // The log is rewritten with the kept records only, which also drops lines later
+            // ones replaced, and the record files of older versions move into it.
+            self.log.replace(&kept.iter().collect::<Vec<_>>())?;
         }
-        let live: HashSet<ContentHash> = kept.iter().flat_map(|(_, rec)| blobs_of(rec)).collect();
+        let live: HashSet<ContentHash> = kept.iter().flat_map(blobs_of).collect();
         let objects = self.dir.join("objects");
         if let Ok(rd) = fs::read_dir(&objects) {
             for prefix in rd.flatten() {
@@ -392,6 +462,7 @@ impl CacheStore for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::RECORD_FORMAT;
     use crate::paths::WorkPath;
     use std::collections::BTreeMap;
     use std::os::unix::fs::MetadataExt;
@@ -405,7 +476,7 @@ mod tests {
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = fs::canonicalize(dir.path()).unwrap();
-        let store = LocalStore::new(root.join(".sluice/cache"));
+        let store = LocalStore::without_inline(root.join(".sluice/cache"));
         Fixture {
             _dir: dir,
             root,
@@ -425,11 +496,7 @@ mod tests {
             key: ContentHash::of(stage.as_bytes()),
             outputs: BTreeMap::from([(
                 "o".to_string(),
-                OutputRecord {
-                    path: WorkPath::parse(rel, &f.root).unwrap(),
-                    hash,
-                    tree: None,
-                },
+                OutputRecord::new(WorkPath::parse(rel, &f.root).unwrap(), hash, None),
             )]),
         };
         f.store.store(&f.root, &record, &Hasher::default()).unwrap();
@@ -515,11 +582,11 @@ mod tests {
             key: ContentHash::of(b"s"),
             outputs: BTreeMap::from([(
                 "o".to_string(),
-                OutputRecord {
-                    path: WorkPath::parse("out/d", &f.root).unwrap(),
-                    hash: h.hash,
-                    tree: h.tree.clone(),
-                },
+                OutputRecord::new(
+                    WorkPath::parse("out/d", &f.root).unwrap(),
+                    h.hash,
+                    h.tree.clone(),
+                ),
             )]),
         };
         f.store.store(&f.root, &record, &hasher).unwrap();
@@ -582,5 +649,93 @@ mod tests {
         assert!(f.store.lookup(&a.key).is_none() && f.store.lookup(&b.key).is_none());
         assert!(f.store.lookup(&c.key).is_some() && !blob.exists());
         f.store.verify(&c, &Hasher::default()).unwrap();
+    }
+
+    /// `fixture`, with outputs of up to `INLINE_MAX` bytes kept in their records.
+    fn inline_fixture() -> Fixture {
+        let f = fixture();
+        Fixture {
+            store: LocalStore::new(f.root.join(".sluice/cache")),
+            ..f
+        }
+    }
+
+    fn blob_count(f: &Fixture) -> usize {
+        let objects = f.root.join(".sluice/cache/objects");
+        fs::read_dir(objects)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|d| fs::read_dir(d.path()).map(|rd| rd.count()).unwrap_or(0))
+            .sum()
+    }
+
+    #[test]
+    fn a_small_output_travels_in_its_record_and_comes_back_with_its_mode() {
+        let f = inline_fixture();
+        let small = vec![0xffu8; INLINE_MAX as usize];
+        let rec = produce(&f, "s", "out/a", &small);
+        let script = f.root.join("out/a");
+        assert_eq!(blob_count(&f), 0, "no blob for a small output");
+        let found = f.store.lookup(&rec.key).unwrap();
+        let inline = found.outputs["o"].inline.as_ref().expect("kept inline");
+        assert!(
+            inline.base64.is_some(),
+            "bytes that are not UTF-8 go as base64"
+        );
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        let exec = produce(&f, "t", "out/a", &small);
+        fs::remove_file(&script).unwrap();
+        let found = f.store.lookup(&exec.key).unwrap();
+        f.store
+            .restore(&f.root, &found, &Hasher::default())
+            .unwrap();
+        assert_eq!(fs::read(&script).unwrap(), small);
+        assert_ne!(fs::metadata(&script).unwrap().mode() & 0o100, 0);
+        // One byte more and it is a blob again.
+        let big = produce(&f, "u", "out/b", &vec![b'x'; INLINE_MAX as usize + 1]);
+        assert_eq!(blob_count(&f), 1);
+        assert!(f.store.lookup(&big.key).unwrap().outputs["o"]
+            .inline
+            .is_none());
+    }
+
+    #[test]
+    fn damaged_inline_content_is_refused_on_restore_and_dropped_by_gc_verify() {
+        let f = inline_fixture();
+        let rec = produce(&f, "s", "out/a", b"0.93");
+        let log = f.root.join(".sluice/cache/records.log");
+        let text = fs::read_to_string(&log).unwrap();
+        fs::write(&log, text.replace("\"text\":\"0.93\"", "\"text\":\"0.99\"")).unwrap();
+        let store = LocalStore::new(f.root.join(".sluice/cache"));
+        let found = store.lookup(&rec.key).unwrap();
+        fs::remove_file(f.root.join("out/a")).unwrap();
+        let err = store
+            .restore(&f.root, &found, &Hasher::default())
+            .unwrap_err();
+        assert!(matches!(&err, RestoreError::Corrupt(why) if why.contains("does not match")));
+        assert!(!f.root.join("out/a").exists(), "nothing half-restored");
+        let opts = GcOptions {
+            dry_run: false,
+            verify: true,
+        };
+        let done = store.gc(&HashSet::from([rec.key]), opts).unwrap();
+        assert_eq!((done.records_corrupt, done.records_kept), (1, 0));
+        assert!(store.lookup(&rec.key).is_none());
+    }
+
+    #[test]
+    fn a_small_output_that_changed_after_it_was_hashed_is_not_stored() {
+        let f = inline_fixture();
+        let rec = produce(&f, "s", "out/a", b"as hashed");
+        fs::write(f.root.join("out/a"), b"rewritten").unwrap();
+        let mut other = rec.clone();
+        other.key = ContentHash::of(b"another key");
+        let err = f
+            .store
+            .store(&f.root, &other, &Hasher::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("changed while"), "{err}");
+        assert!(f.store.lookup(&other.key).is_none());
     }
 }

@@ -3,10 +3,13 @@
 //! `TieredStore`, the local store with a shared remote behind it (`remote/`).
 
 mod copy;
+mod inline;
 mod local;
+mod log;
 pub mod remote;
 mod tiered;
 
+pub use inline::{Inline, INLINE_MAX};
 pub use local::LocalStore;
 pub use remote::{RemoteError, RemoteSettings, RemoteStore, RemoteSummary};
 pub use tiered::TieredStore;
@@ -16,7 +19,20 @@ use crate::paths::WorkPath;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
+/// The format of a record with no inline output, which sluice before inline outputs reads too
+/// (records on a shared remote stay usable by older versions wherever they can).
 pub const RECORD_FORMAT: u32 = 1;
+/// The format of a record that keeps an output's content inline (`inline.rs`).
+pub const RECORD_FORMAT_INLINE: u32 = 2;
+
+/// Whether this sluice reads records of `format`.
+pub(crate) fn readable_format(record: &StageRecord) -> bool {
+    match record.format {
+        RECORD_FORMAT => record.outputs.values().all(|o| o.inline.is_none()),
+        RECORD_FORMAT_INLINE => true,
+        _ => false,
+    }
+}
 
 /// What one successful stage run produced, filed under its key.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -34,6 +50,33 @@ pub struct OutputRecord {
     /// Present when the output is a directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree: Option<Vec<TreeEntry>>,
+    /// A small file output's content, when the record keeps it instead of a blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<Inline>,
+}
+
+impl OutputRecord {
+    /// A file or directory output as hashed, content not kept inline.
+    pub fn new(path: WorkPath, hash: ContentHash, tree: Option<Vec<TreeEntry>>) -> OutputRecord {
+        OutputRecord {
+            path,
+            hash,
+            tree,
+            inline: None,
+        }
+    }
+}
+
+/// The blobs a record names: every output's content but those kept inline.
+pub(crate) fn blobs_of(record: &StageRecord) -> impl Iterator<Item = ContentHash> + '_ {
+    record
+        .outputs
+        .values()
+        .filter(|out| out.inline.is_none())
+        .flat_map(|out| match &out.tree {
+            None => vec![out.hash],
+            Some(entries) => entries.iter().map(|e| e.hash).collect(),
+        })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -103,11 +103,7 @@ impl World {
                 key,
                 outputs: [(
                     o.name.clone(),
-                    OutputRecord {
-                        path: o.path.clone(),
-                        hash,
-                        tree: None,
-                    },
+                    OutputRecord::new(o.path.clone(), hash, None),
                 )]
                 .into(),
             };
@@ -214,22 +210,15 @@ fn a_deleted_output_with_a_cache_entry_is_restored_and_counts_downstream() {
 }
 
 #[test]
-fn a_corrupt_cache_blob_is_not_promised_as_a_restore() {
+fn a_corrupt_cache_entry_is_not_promised_as_a_restore() {
     let mut w = world(&[]);
     w.ran("a", "a1", true);
     std::fs::remove_file(w.out("a")).unwrap();
-    let blobs = w.dir.path().join(".sluice/cache");
-    let mut corrupted = 0;
-    for e in walk(&blobs) {
-        if std::fs::read(&e).is_ok_and(|b| b == b"a1") {
-            let mut p = std::fs::metadata(&e).unwrap().permissions();
-            std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o644);
-            std::fs::set_permissions(&e, p).unwrap();
-            std::fs::write(&e, "rot").unwrap();
-            corrupted += 1;
-        }
-    }
-    assert_eq!(corrupted, 1, "the test expects one blob holding `a1`");
+    // `a1` is small, so its record keeps it inline: damage it there.
+    let log = w.dir.path().join(".sluice/cache/records.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches(r#""text":"a1""#).count(), 1, "{text}");
+    std::fs::write(&log, text.replace(r#""text":"a1""#, r#""text":"rot""#)).unwrap();
     let plan = w.plan(&[]);
     assert!(
         plan[0].1.starts_with("run: cache entry is corrupt ("),
@@ -239,19 +228,6 @@ fn a_corrupt_cache_blob_is_not_promised_as_a_restore() {
         plan[1],
         said(&[("b", "run: upstream `a` is stale; never run")])[0]
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

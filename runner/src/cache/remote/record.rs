@@ -3,7 +3,7 @@
 //! the remote, a record is untrusted input: bounded in size, and refused unless it is for the
 //! key asked, of this format, and its paths and directory hashes hold together.
 
-use super::super::{StageRecord, RECORD_FORMAT};
+use super::super::{readable_format, StageRecord, RECORD_FORMAT_INLINE};
 use crate::hash::{tree_hash, ContentHash};
 use std::path::{Component, Path};
 
@@ -31,9 +31,9 @@ pub(crate) fn parse(bytes: &[u8], key: &ContentHash) -> Result<RemoteRecord, Str
     let rec: RemoteRecord =
         serde_json::from_slice(bytes).map_err(|e| format!("record does not parse: {e}"))?;
     let r = &rec.record;
-    if r.format != RECORD_FORMAT {
+    if !readable_format(r) {
         return Err(format!(
-            "record format {} (this sluice reads {RECORD_FORMAT})",
+            "record format {} (this sluice reads up to {RECORD_FORMAT_INLINE})",
             r.format
         ));
     }
@@ -50,6 +50,16 @@ pub(crate) fn parse(bytes: &[u8], key: &ContentHash) -> Result<RemoteRecord, Str
                 "output `{name}` has path `{}`, not inside the workspace",
                 out.path
             ));
+        }
+        if let Some(inline) = &out.inline {
+            if out.tree.is_some() {
+                return Err(format!(
+                    "output `{name}` is a directory with inline content"
+                ));
+            }
+            inline
+                .content(&out.hash)
+                .map_err(|why| format!("output `{name}`: {why}"))?;
         }
         if let Some(tree) = &out.tree {
             if let Some(bad) = tree.iter().find(|e| !plain_relative(Path::new(&e.path))) {
@@ -85,7 +95,7 @@ fn plain_relative(p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::OutputRecord;
+    use crate::cache::{OutputRecord, RECORD_FORMAT};
     use crate::hash::{EntryKind, TreeEntry};
     use crate::paths::WorkPath;
     use std::collections::BTreeMap;
@@ -101,11 +111,11 @@ mod tests {
             key: ContentHash::of(b"k"),
             outputs: BTreeMap::from([(
                 "o".to_string(),
-                OutputRecord {
-                    path: serde_json::from_value::<WorkPath>(serde_json::json!(path)).unwrap(),
+                OutputRecord::new(
+                    serde_json::from_value::<WorkPath>(serde_json::json!(path)).unwrap(),
                     hash,
                     tree,
-                },
+                ),
             )]),
         }
     }

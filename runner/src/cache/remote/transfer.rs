@@ -67,9 +67,10 @@ fn object(key: String) -> ObjectPath {
 }
 
 /// Every blob of a record with whether it is executable (a symlink's target text is not).
+/// Outputs kept inline in the record have none.
 pub(crate) fn blobs_with_modes(rec: &StageRecord, exec: &[String]) -> Vec<(ContentHash, bool)> {
     let mut out: Vec<(ContentHash, bool)> = Vec::new();
-    for (name, o) in &rec.outputs {
+    for (name, o) in rec.outputs.iter().filter(|(_, o)| o.inline.is_none()) {
         match &o.tree {
             None => out.push((o.hash, exec.contains(name))),
             Some(entries) => {
@@ -292,7 +293,7 @@ impl PushJob {
         let mut missing = None;
         let mut blobs = Vec::new();
         for (name, o) in &rec.outputs {
-            if o.tree.is_none() {
+            if o.tree.is_none() && o.inline.is_none() {
                 if let Ok(m) = std::fs::metadata(local.blob_path(&o.hash)) {
                     if m.permissions().mode() & 0o111 != 0 {
                         exec.push(name.clone());

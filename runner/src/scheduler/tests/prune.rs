@@ -7,13 +7,10 @@ use crate::engine::RunSummary;
 
 const WHY: &str = "val_loss 0.91 at epoch 5 is worse than the median 0.42 of 4 completed trials";
 
-/// The cache's stage records, by file name.
+/// The cache's stage records: the lines of its record log.
 fn cache_records(s: &Setup) -> Vec<String> {
-    std::fs::read_dir(s.ws.cache_dir().join("stages"))
-        .map(|rd| {
-            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+    std::fs::read_to_string(s.ws.cache_dir().join("records.log"))
+        .map(|text| text.lines().map(str::to_owned).collect())
         .unwrap_or_default()
 }
 
