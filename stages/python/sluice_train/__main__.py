@@ -498,14 +498,14 @@ class Training:
         msg, lr_at = self.msg, self.lr_at
         set_lr, optimizer_step, reset_grad = optimizer.set_learning_rate, optimizer.step, module.lazy_reset_grad
         # Weight decay: in the training graph, which takes the factor 1 − lr·λ as its last input
-        # (`factor`, read by the graph at every step); from Python for the weights it could not
-        # take (none, usually), between the forward-backward pass and the optimizer step, like
-        # the graph's.
+        # (`factor`: the Feed's tensor shares its memory, so a write reaches the next step); from
+        # Python for the weights it could not take (none, usually), between the forward-backward
+        # pass and the optimizer step, like the graph's.
         weight_decay = self.weight_decay()
         in_graph = regularize.decayed_in_graph(self.artifact_dir) if weight_decay > 0 else []
         factor = np.array([regularize.decay_factor(lr, weight_decay)], dtype=np.float32)
-        feed = data.Feed(module, self.train_x, self.train_y, batch_size, (factor,) if in_graph else ())
-        gather, features, train_step = feed.batch, feed.features, feed.step
+        feed = data.Feed(module, self.train_x, self.train_y, batch_size, (factor,) if in_graph else (), augment)
+        train_step = feed.step
         decay = regularize.WeightDecay(state, [p for p in self.decayed if p not in in_graph], weight_decay)
         decay_step = decay.step if decay else None
         decay_factor = regularize.decay_factor
@@ -516,19 +516,15 @@ class Training:
             # ORT's Dropout draws from a global generator: reseeding per epoch keeps masks
             # identical between an uninterrupted and a resumed run.
             self.ort.set_seed((self.seed * 1_000_003 + epoch) % 2**31)
-            feed.epoch(data.epoch_order(n, self.seed, epoch, bool(cfg["shuffle"])))
             aug_rng = np.random.default_rng([self.seed, epoch, 1]) if augment else None
+            feed.epoch(data.epoch_order(n, self.seed, epoch, bool(cfg["shuffle"])), aug_rng)
             loss_sum = 0.0
             for b, part in enumerate(batches):
-                view = gather(b)
-                if augment:
-                    x = features(view)
-                    x[...] = augment(x, aug_rng)
                 if scheduled:
                     lr = lr_at(step)
                     set_lr(lr)
                     factor[0] = decay_factor(lr, weight_decay)
-                loss = train_step(view)
+                loss = train_step(b)
                 if not isfinite(loss):
                     raise self.loss_failure(loss, epoch, b)
                 if decay_step:

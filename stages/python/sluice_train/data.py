@@ -1,5 +1,5 @@
-"""Training data: the `.npy` splits written by sluice's normalize stage, the epoch order, batches
-and image augmentation.
+"""Training data: the `.npy` splits written by sluice's normalize stage, the epoch order, batches,
+image augmentation, and the feed that hands batches to ONNX Runtime.
 
 Every random choice comes from a generator seeded by (seed, epoch[, stream]), never from state
 carried across epochs, so a run resumed at an epoch boundary sees exactly the batches an
@@ -121,18 +121,19 @@ class Feed:
 
     ORT's `Module.__call__` turns every output into numpy by iterating the pybind vector of
     outputs, which costs ~40 µs a step (ORT 1.19.2: `list(fetches)` of the loss and the logits
-    takes 39 µs, indexing the same two 2.6 µs; a contiguous numpy batch is converted per call as
-    well). On iris (~35 µs of graph work a step) that was more than the graph itself. So the
-    batches are gathered into one buffer per epoch (or window of batches), with ORT tensors made
-    once over its rows; each step runs the module's binding on them and converts the loss only.
-    Where the binding is missing (another ORT version), steps go through `Module.__call__`, with
-    the same inputs and results.
+    takes 39 µs, indexing the same two 2.6 µs), and converts each numpy input per call. On iris
+    (~35 µs of graph work a step) that was more than the graph itself. So the epoch's rows are
+    gathered into one buffer (a window of whole batches when the split is larger than
+    FEED_BYTES), with ORT tensors made once over its batches; a step runs the module's binding
+    on them and converts the loss only. Where the binding is missing (another ORT version), steps
+    go through `Module.__call__`, with the same inputs and results.
 
     `extra` are further graph inputs, one array each; writing into them (the decay factor) takes
-    effect at the next step."""
+    effect at the next step. `augment(x, rng)` transforms each batch's features, in batch order,
+    as its window is gathered."""
 
-    def __init__(self, module, x: np.ndarray, y: np.ndarray, batch_size: int, extra: tuple = ()):
-        self.module, self.x, self.y, self.extra = module, x, y, extra
+    def __init__(self, module, x: np.ndarray, y: np.ndarray, batch_size: int, extra: tuple = (), augment=None):
+        self.module, self.x, self.y, self.extra, self.augment = module, x, y, extra, augment
         n = len(x)
         self.batch_size = batch_size
         self.n_batches = -(-n // batch_size)
@@ -142,14 +143,14 @@ class Feed:
         rows = min(n, self.window * batch_size)
         self.xbuf = np.empty((rows, *x.shape[1:]), dtype=x.dtype)
         self.ybuf = np.empty((rows, *y.shape[1:]), dtype=y.dtype)
-        self.order = None
-        # Per position in the window: (x view, y view); the epoch's last batch may be partial.
-        spans = [(p * batch_size, (p + 1) * batch_size) for p in range(self.window)]
-        last_pos = (self.n_batches - 1) % self.window
-        last_start = last_pos * batch_size
-        spans.append((last_start, last_start + n - (self.n_batches - 1) * batch_size))
-        self.views = [(self.xbuf[a:b], self.ybuf[a:b]) for a, b in spans]
-        self.run = self._bind() or self._call
+        self.order, self.rng = None, None
+        # The (features, labels) views of each batch of the epoch, by number.
+        self.views = []
+        for b in range(self.n_batches):
+            start = (b % self.window) * batch_size
+            stop = start + min(batch_size, n - b * batch_size)
+            self.views.append((self.xbuf[start:stop], self.ybuf[start:stop]))
+        self.step = self._bind() or self._call
 
     def _bind(self):
         """The step through the module's binding with prebuilt inputs, or None without one."""
@@ -162,50 +163,52 @@ class Feed:
             return None
         # The OrtValues share the arrays' memory and do not keep them alive: `self.keep` does.
         extra = [OrtValue.ortvalue_from_numpy(a) for a in self.extra]
-        self.keep, self.inputs = list(extra), []
-        for xv, yv in self.views:
+        self.keep, inputs = list(extra), []
+        for b, (xv, yv) in enumerate(self.views):
+            if b >= self.window and len(xv) == self.batch_size:  # the same rows as an earlier batch
+                inputs.append(inputs[b % self.window])
+                continue
             values = [OrtValue.ortvalue_from_numpy(xv), OrtValue.ortvalue_from_numpy(yv), *extra]
             self.keep += values
             vector = OrtValueVector()
             vector.reserve(len(values))
             for value in values:
                 vector.push_back(value._ortvalue)
-            self.inputs.append(vector)
+            inputs.append(vector)
+        window, fill = self.window, self._fill
 
-        def run(view: int) -> float:
+        def step(b: int) -> float:
+            if b % window == 0 and b:
+                fill(b)
             fetches = OrtValueVector()
-            train_step(self.inputs[view], fetches)
+            train_step(inputs[b], fetches)
             return float(fetches[0].numpy())
 
-        return run
+        return step
 
-    def _call(self, view: int) -> float:
-        xv, yv = self.views[view]
+    def _call(self, b: int) -> float:
+        """One step through `Module.__call__`."""
+        if b % self.window == 0 and b:
+            self._fill(b)
+        xv, yv = self.views[b]
         return float(self.module(xv, yv, *self.extra)[0])
 
-    def epoch(self, order: np.ndarray) -> None:
-        """Starts an epoch that takes the rows in `order`."""
-        self.order = order
+    def epoch(self, order: np.ndarray, rng: np.random.Generator | None = None) -> None:
+        """Starts an epoch that takes the rows in `order`; `rng` drives `augment`."""
+        self.order, self.rng = order, rng
+        self._fill(0)
 
-    def batch(self, b: int) -> int:
-        """Gathers batch `b` (from 0) of the epoch, unless its window already holds it; returns
-        the view that holds it, for `step` and `features`."""
-        pos = b % self.window
-        if pos == 0:
-            start = b * self.batch_size
-            part = self.order[start : start + len(self.xbuf)]
-            # mode "clip" writes straight into `out` ("raise" buffers); `order` is a permutation.
-            np.take(self.x, part, axis=0, out=self.xbuf[: len(part)], mode="clip")
-            np.take(self.y, part, axis=0, out=self.ybuf[: len(part)], mode="clip")
-        return len(self.views) - 1 if b == self.n_batches - 1 else pos
-
-    def features(self, view: int) -> np.ndarray:
-        """The features of a gathered batch, writable (augmentation replaces them in place)."""
-        return self.views[view][0]
-
-    def step(self, view: int) -> float:
-        """One forward-backward pass on a gathered batch; returns its mean loss."""
-        return self.run(view)
+    def _fill(self, first: int) -> None:
+        """Gathers the window of batches that starts with batch `first`."""
+        start = first * self.batch_size
+        part = self.order[start : start + len(self.xbuf)]
+        # mode "clip" writes straight into `out` ("raise" buffers); `order` is a permutation.
+        np.take(self.x, part, axis=0, out=self.xbuf[: len(part)], mode="clip")
+        np.take(self.y, part, axis=0, out=self.ybuf[: len(part)], mode="clip")
+        if self.augment:
+            for b in range(first, min(first + self.window, self.n_batches)):
+                xv = self.views[b][0]
+                xv[...] = self.augment(xv, self.rng)
 
 
 def evaluate_outputs(module, x: np.ndarray, y: np.ndarray) -> tuple:
