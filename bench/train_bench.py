@@ -21,7 +21,10 @@ generated without weight decay; steps over the worker's own artifacts, whose tra
 decays the weights (not the biases) by the requested AdamW weight_decay, with the factor
 1 - lr*weight_decay as an input; and steps with the worker's per-epoch validation pass and checkpoint between epochs (untimed, but it
 leaves the next epoch starting with cold caches). The last two separate sluice's own cost from
-that of the work it is asked to do. `--baseline-worker DIR` runs a second worker (another
+that of the work it is asked to do. Two lean loops (without and with the decay) feed the steps
+the way the worker does, through the module's binding with ORT tensors made once per run: the
+documented `Module.__call__` converts every output by iterating ORT's output vector, ~40 µs a
+step, which the worker skips; against them the worker's remaining cost shows. `--baseline-worker DIR` runs a second worker (another
 checkout's stages/python) in every round, for A/B comparisons of worker changes. Wall is each process end to end (start-up, artifact reuse, validation and checkpoints for
 the worker). Tools alternate within each round so that load from other work on the machine hits
 them alike. PyTorch uses one intra-op thread per available core, as ONNX Runtime does.
@@ -78,7 +81,12 @@ art, data, batch, epochs, lr, seed, threads, mode = sys.argv[1:9]
 batch, epochs, lr, seed, full = int(batch), int(epochs), float(lr), int(seed), mode == "full"
 # `decay`: `art` holds the worker's artifacts, whose training graph decays the weights in place
 # (regularize.py) by the factor it takes as its last input; other modes get artifacts without.
-decay = (np.array([1.0 - lr * WEIGHT_DECAY], dtype=np.float32),) if mode == "decay" else ()
+decay = (np.array([1.0 - lr * WEIGHT_DECAY], dtype=np.float32),) if mode in ("decay", "lean-decay") else ()
+# `lean`: the steps the way the worker feeds them (data.py `Feed`): the epoch's rows gathered into
+# one buffer, ORT tensors made once over its batches, the module's binding called directly and
+# only the loss converted. It skips Module.__call__'s conversion of every output, which iterates
+# ORT's output vector (~40 µs a step); the other modes are the loop as the API documents it.
+lean = mode.startswith("lean")
 options = ort.SessionOptions()
 options.intra_op_num_threads = int(threads)  # 0: ONNX Runtime's default, one per core (the worker's)
 x = np.load(os.path.join(data, "train", "features.npy"))
@@ -91,16 +99,41 @@ module = api.Module(os.path.join(art, "training_model.onnx"), state, os.path.joi
 optimizer = api.Optimizer(os.path.join(art, "optimizer_model.onnx"), module)
 optimizer.set_learning_rate(lr)
 module.train()
+if lean:
+    from onnxruntime import OrtValue
+    from onnxruntime.capi.onnxruntime_pybind11_state import OrtValueVector
+    xs, ys = np.empty_like(x), np.empty_like(y)
+    keep = [OrtValue.ortvalue_from_numpy(a) for a in decay]
+    vectors = []
+    for start in range(0, len(x), batch):
+        values = [OrtValue.ortvalue_from_numpy(xs[start:start + batch]),
+                  OrtValue.ortvalue_from_numpy(ys[start:start + batch]), *keep[:len(decay)]]
+        keep += values
+        vector = OrtValueVector()
+        for value in values:
+            vector.push_back(value._ortvalue)
+        vectors.append(vector)
+    train_step = module._model.train_step_with_ort_values
 scratch = tempfile.mkdtemp()
 rates = []
 for epoch in range(1, epochs + 1):
     started = time.monotonic()
     order = np.random.default_rng([seed, epoch]).permutation(len(x))
-    for start in range(0, len(x), batch):
-        idx = order[start:start + batch]
-        module(x[idx], y[idx], *decay)
-        optimizer.step()
-        module.lazy_reset_grad()
+    if lean:
+        np.take(x, order, axis=0, out=xs, mode="clip")
+        np.take(y, order, axis=0, out=ys, mode="clip")
+        for vector in vectors:
+            fetches = OrtValueVector()
+            train_step(vector, fetches)
+            float(fetches[0].numpy())  # the loss, which the worker checks and sums
+            optimizer.step()
+            module.lazy_reset_grad()
+    else:
+        for start in range(0, len(x), batch):
+            idx = order[start:start + batch]
+            module(x[idx], y[idx], *decay)
+            optimizer.step()
+            module.lazy_reset_grad()
     rates.append(len(x) / (time.monotonic() - started))
     if full:
         module.eval()
@@ -239,7 +272,8 @@ def main() -> None:
             _, _, plain_key = run_worker(args.python, request(work, name, spec, data, cache, 0, weight_decay=0.0))
             plain = next(p for p in cache.iterdir() if p.name.startswith(plain_key))
             results: dict[str, list] = {"sluice worker": [], "baseline worker": [], "bare ORT loop": [],
-                                        "bare + decay": [], "bare + val/ckpt": [], "PyTorch eager": []}
+                                        "bare + decay": [], "bare + val/ckpt": [], "lean ORT loop": [],
+                                        "lean + decay": [], "PyTorch eager": []}
             for run in range(1, args.runs + 1):
                 if not args.threads:
                     rate, wall, _ = run_worker(args.python, request(work, name, spec, data, cache, run))
@@ -251,6 +285,8 @@ def main() -> None:
                 results["bare ORT loop"].append(run_script(args.python, BARE_LOOP, [plain, data, *loop_args, "steps"]))
                 results["bare + decay"].append(run_script(args.python, BARE_LOOP, [artifacts, data, *loop_args, "decay"]))
                 results["bare + val/ckpt"].append(run_script(args.python, BARE_LOOP, [plain, data, *loop_args, "full"]))
+                results["lean ORT loop"].append(run_script(args.python, BARE_LOOP, [plain, data, *loop_args, "lean"]))
+                results["lean + decay"].append(run_script(args.python, BARE_LOOP, [artifacts, data, *loop_args, "lean-decay"]))
                 if args.torch_python:
                     results["PyTorch eager"].append(run_script(args.torch_python, TORCH_LOOP, [name, data, *loop_args]))
             threads = args.threads or f"{len(os.sched_getaffinity(0))} (one per core)"
@@ -283,8 +319,12 @@ def main() -> None:
                 overhead("sluice worker", "bare ORT loop", "the bare loop")
                 overhead("sluice worker", "bare + decay", "the bare loop with the same weight decay")
                 overhead("sluice worker", "bare + val/ckpt", "the bare loop with validation and checkpoints")
+                overhead("sluice worker", "lean ORT loop", "the lean loop (the worker's way of feeding)")
+                overhead("sluice worker", "lean + decay", "the lean loop with the same weight decay")
                 if "PyTorch eager" in medians:
                     speed("sluice worker", "PyTorch eager")
+            if "lean ORT loop" in medians:
+                speed("lean ORT loop", "bare ORT loop")
             if "baseline worker" in medians:
                 overhead("baseline worker", "bare ORT loop", "the bare loop (baseline worker)")
                 overhead("baseline worker", "bare + decay", "the bare loop with the same weight decay (baseline worker)")

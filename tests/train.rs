@@ -334,6 +334,28 @@ fn weight_decay_in_the_training_graph_waits_for_every_reader_of_the_weight() {
     );
 }
 
+#[test]
+fn the_workers_batch_feed_trains_exactly_like_module_call() {
+    // The worker's hot path (ORT tensors made once over gathered rows, the module's binding
+    // called directly, the decay factor written in place under a per-step schedule) against
+    // ORT's documented loop: same losses, byte-identical weights, for every window size.
+    let ws = Ws::new();
+    ws.sluice(&["setup"]).assert_ok();
+    let python = sluice_stages::pyenv::find(sluice_stages::pyenv::Flavor::Cpu)
+        .expect("the environment is installed")
+        .python;
+    let out = std::process::Command::new(python)
+        .arg(repo().join("stages/python/tests/check_feed.py"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 const USER_MODEL: &str = "    inputs:\n      train: \"${{ stages.normalize.outputs.train }}\"\n      val: \"${{ stages.normalize.outputs.val }}\"\n      preprocess: \"${{ stages.normalize.outputs.preprocess }}\"\n      model: models/net.onnx\n    with: {model: {onnx: \"${{ inputs.model }}\"}, epochs: 40, batch_size: 8, optimizer: {lr: 0.01}, device: cpu}";
 
 fn with_user_model(ws: &Ws) {
