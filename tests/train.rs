@@ -317,21 +317,7 @@ fn weight_decay_in_the_training_graph_waits_for_every_reader_of_the_weight() {
     // The worker's placement of the in-place decay, on hand-made graphs (a weight read on the
     // way to two gradient accumulators, one read where no accumulator follows, one read in a
     // subgraph); the trainings here only reach the usual case.
-    let ws = Ws::new();
-    ws.sluice(&["setup"]).assert_ok();
-    let python = sluice_stages::pyenv::find(sluice_stages::pyenv::Flavor::Cpu)
-        .expect("the environment is installed")
-        .python;
-    let out = std::process::Command::new(python)
-        .arg(repo().join("stages/python/tests/check_weight_decay_graph.py"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_check("check_weight_decay_graph.py");
 }
 
 #[test]
@@ -339,13 +325,19 @@ fn the_workers_batch_feed_trains_exactly_like_module_call() {
     // The worker's hot path (ORT tensors made once over gathered rows, the module's binding
     // called directly, the decay factor written in place under a per-step schedule) against
     // ORT's documented loop: same losses, byte-identical weights, for every window size.
+    python_check("check_feed.py");
+}
+
+/// Runs `stages/python/tests/SCRIPT` with the training environment's Python (installed first),
+/// failing with its output unless it succeeds.
+fn python_check(script: &str) {
     let ws = Ws::new();
     ws.sluice(&["setup"]).assert_ok();
     let python = sluice_stages::pyenv::find(sluice_stages::pyenv::Flavor::Cpu)
         .expect("the environment is installed")
         .python;
     let out = std::process::Command::new(python)
-        .arg(repo().join("stages/python/tests/check_feed.py"))
+        .arg(repo().join("stages/python/tests").join(script))
         .output()
         .unwrap();
     assert!(
