@@ -32,6 +32,10 @@ const CHUNK: usize = 1 << 20;
 /// A longer line is not one sluice wrote (a 100,000-file directory output is ~20 MB); it is
 /// skipped, never buffered whole.
 const MAX_LINE: usize = 64 << 20;
+/// The most keys indexed (~60 bytes each): far more records than any workspace keeps after a
+/// `gc`, and a bound on what a damaged or hostile log can make sluice allocate. Records past it
+/// are not found (their stages run again), and a warning says to run `sluice gc`.
+const MAX_KEYS: usize = 1 << 22;
 
 pub(crate) struct RecordLog {
     path: PathBuf,
@@ -217,7 +221,7 @@ impl RecordLog {
                 }
                 let from = st.scanned;
                 let index = st.index.get_or_insert_with(HashMap::new);
-                st.scanned = scan(&o.file, from, index);
+                st.scanned = scan(&o.file, from, index, MAX_KEYS);
                 true
             }
             _ => {
@@ -234,7 +238,7 @@ impl RecordLog {
         });
         let mut index = HashMap::new();
         st.scanned = match &st.file {
-            Some(o) => scan(&o.file, 0, &mut index),
+            Some(o) => scan(&o.file, 0, &mut index, MAX_KEYS),
             None => 0,
         };
         st.index = Some(index);
@@ -317,8 +321,10 @@ fn open_rw(path: &Path, create: bool) -> io::Result<File> {
         .open(path)
 }
 
-/// Indexes the complete lines of `file` from `from`; returns the end of the last one.
-fn scan(file: &File, from: u64, index: &mut HashMap<ContentHash, Slot>) -> u64 {
+/// Indexes the complete lines of `file` from `from`, up to `max_keys` keys; returns the end of
+/// the last line read.
+fn scan(file: &File, from: u64, index: &mut HashMap<ContentHash, Slot>, max_keys: usize) -> u64 {
+    let mut warned = false;
     let mut buf = vec![0u8; CHUNK];
     // Where the line being read starts in the file, and how much of it `buf` holds.
     let (mut line_start, mut filled) = (from, 0usize);
@@ -348,10 +354,15 @@ fn scan(file: &File, from: u64, index: &mut HashMap<ContentHash, Slot>) -> u64 {
                 if let Some(key) = line_key(line) {
                     if &line[PREFIX..] == b"-\n" {
                         index.remove(&key);
-                    } else {
+                    } else if index.len() < max_keys || index.contains_key(&key) {
                         let offset = line_start + consumed as u64;
                         let len = line.len() as u64;
                         index.insert(key, Slot { offset, len });
+                    } else if !std::mem::replace(&mut warned, true) {
+                        tracing::warn!(
+                            "the cache's record log holds over {max_keys} records; the rest are \
+                             not looked up (their stages run again): run `sluice gc`"
+                        );
                     }
                 }
             }
@@ -508,6 +519,30 @@ mod tests {
         let log = RecordLog::new(dir.path());
         assert!(log.lookup(&a.key).is_none());
         assert_eq!(log.lookup(&b.key), Some(b));
+    }
+
+    #[test]
+    fn the_index_stops_at_its_bound_and_keeps_updating_the_keys_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = RecordLog::new(dir.path());
+        let recs: Vec<StageRecord> = (0..4u8).map(|i| record(&[i], &[i])).collect();
+        for r in &recs {
+            log.append(r).unwrap();
+        }
+        let again = record(&[0], b"newer");
+        log.append(&again).unwrap();
+        let file = File::open(dir.path().join("records.log")).unwrap();
+        let mut index = HashMap::new();
+        scan(&file, 0, &mut index, 2);
+        assert_eq!(index.len(), 2);
+        assert!(index.contains_key(&recs[0].key) && index.contains_key(&recs[1].key));
+        assert!(!index.contains_key(&recs[2].key));
+        // Key 0's later line still replaced its earlier one.
+        let slot = index[&recs[0].key];
+        assert_eq!(
+            parse_line(&read_line(&file, slot).unwrap(), &recs[0].key),
+            Some(again)
+        );
     }
 
     #[test]
