@@ -187,9 +187,7 @@ impl RecordLog {
             return read_line(file, slot).and_then(|line| parse_line(&line, key));
         }
         if *st.legacy.get_or_insert_with(|| self.legacy.is_dir()) {
-            let bytes = fs::read(self.legacy_path(key)).ok()?;
-            let rec: StageRecord = serde_json::from_slice(&bytes).ok()?;
-            return (readable_format(&rec) && &rec.key == key).then_some(rec);
+            return record_for(&fs::read(self.legacy_path(key)).ok()?, key);
         }
         None
     }
@@ -255,11 +253,10 @@ impl RecordLog {
                 let Some(key) = name.strip_suffix(".json").and_then(ContentHash::parse) else {
                     continue;
                 };
-                let rec = fs::read(entry.path())
+                if let Some(rec) = fs::read(entry.path())
                     .ok()
-                    .and_then(|b| serde_json::from_slice::<StageRecord>(&b).ok())
-                    .filter(|r| readable_format(r) && r.key == key);
-                if let Some(rec) = rec {
+                    .and_then(|b| record_for(&b, &key))
+                {
                     found.insert(key, rec);
                 }
             }
@@ -393,7 +390,12 @@ fn parse_line(line: &[u8], key: &ContentHash) -> Option<StageRecord> {
     if line_key(line).as_ref() != Some(key) {
         return None;
     }
-    let rec: StageRecord = serde_json::from_slice(&line[PREFIX..line.len() - 1]).ok()?;
+    record_for(&line[PREFIX..line.len() - 1], key)
+}
+
+/// The record in `json`, if it parses, is of a format this sluice reads, and is for `key`.
+fn record_for(json: &[u8], key: &ContentHash) -> Option<StageRecord> {
+    let rec: StageRecord = serde_json::from_slice(json).ok()?;
     (readable_format(&rec) && &rec.key == key).then_some(rec)
 }
 
