@@ -9,6 +9,8 @@ use crate::small_map::SmallMap;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+mod emit;
+
 pub const LOCK_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -213,7 +215,7 @@ impl LockFile {
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let body = yaml_serde::to_string(self).map_err(std::io::Error::other)?;
+        let body = emit::to_yaml(self).map_err(std::io::Error::other)?;
         crate::atomic::write_durable(path, format!("{HEADER}{body}").as_bytes())
     }
 
