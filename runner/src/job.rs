@@ -18,6 +18,7 @@ use crate::workspace::Workspace;
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 /// Shared, read-only context for every job of a run.
@@ -40,15 +41,11 @@ pub(crate) struct RunCtx {
 
 /// Sent from a job to the dispatcher.
 pub(crate) enum JobMsg {
-    /// The stage is about to execute; `pgid` once its process exists.
-    Executing {
-        idx: usize,
-        pgid: Option<i32>,
-    },
-    Done {
-        idx: usize,
-        result: Box<JobResult>,
-    },
+    /// The stage started executing (see `spawned` for when this is sent); the dispatcher finds
+    /// its process group, if any, in the job's `GroupSlot`.
+    Executing { idx: usize },
+    /// The run may be over, or a deadline may have moved: the dispatch loop looks again.
+    Wake,
 }
 
 /// What became of a stage, as the job saw it.
@@ -79,9 +76,33 @@ pub(crate) struct Job {
     pub gpus: Vec<u32>,
     pub forced: bool,
     pub cancel: CancelToken,
+    pub group: GroupSlot,
     /// Set when the stage needs more GPUs than exist: it fails only if it must execute, so an
     /// up-to-date or cached result is still used.
     pub gpu_shortfall: Option<String>,
+}
+
+/// The process group a job's stage runs in right now (none: 0), written by the worker as it
+/// spawns and read by the dispatcher when it stops the stage. Shared state rather than a message
+/// per stage: every message wakes the dispatcher, and a cold run of small stages is CPU-bound.
+///
+/// A stop cannot fall between the two: the worker stores the group, then reads the stage's
+/// `CancelToken`; the dispatcher cancels the token, then reads the group (all `SeqCst`), so at
+/// least one of them sees the other's write. A dispatcher that sees the group signals it; a
+/// worker that sees the token signals its own group (`exec::process`) and tells the dispatcher
+/// (`spawned`), which then escalates as it would have.
+#[derive(Clone, Default)]
+pub(crate) struct GroupSlot(Arc<AtomicI32>);
+
+impl GroupSlot {
+    pub(crate) fn set(&self, pgid: i32) {
+        self.0.store(pgid, Ordering::SeqCst);
+    }
+
+    pub(crate) fn get(&self) -> Option<i32> {
+        let pgid = self.0.load(Ordering::SeqCst);
+        (pgid > 0).then_some(pgid)
+    }
 }
 
 impl RunCtx {
@@ -418,10 +439,9 @@ fn invoke(
             },
         ),
         StageKind::Builtin { name: kind, .. } => {
-            let _ = tx.send(JobMsg::Executing {
-                idx: job.idx,
-                pgid: None,
-            });
+            if stage.timeout.is_some() {
+                let _ = tx.send(JobMsg::Executing { idx: job.idx });
+            }
             let Some(imp) = ctx.registry.get(kind) else {
                 return Err(format!("built-in stage kind `{kind}` is not in this build").into());
             };
@@ -605,12 +625,8 @@ struct JobProcesses<'a> {
 impl ProcessHost for JobProcesses<'_> {
     fn run(&self, spec: &ProcessSpec) -> std::io::Result<ExecOutcome> {
         let idx = self.job.idx;
-        let on_spawn = |pgid: i32| {
-            let _ = self.tx.send(JobMsg::Executing {
-                idx,
-                pgid: Some(pgid),
-            });
-        };
+        let timed = self.ctx.pipeline.stages[idx].timeout.is_some();
+        let on_spawn = |pgid: i32| spawned(self.job, timed, self.tx, pgid);
         let ctl = ExecControl {
             on_spawn: &on_spawn,
             cancel: &self.job.cancel,
@@ -618,7 +634,19 @@ impl ProcessHost for JobProcesses<'_> {
             log: self.log,
             job: job_facts(self.ctx, &self.ctx.pipeline.stages[idx]),
         };
-        self.ctx.executor.execute(spec, &ctl)
+        let outcome = self.ctx.executor.execute(spec, &ctl);
+        self.job.group.set(0);
+        outcome
+    }
+}
+
+/// A stage's process exists (`pgid` 0: one with no local group, such as a Slurm job, is seen
+/// running). The dispatcher is told only where it has something to do: start a timeout's clock,
+/// or stop a group spawned after the stage was cancelled (see `GroupSlot`).
+fn spawned(job: &Job, timed: bool, tx: &Sender<JobMsg>, pgid: i32) {
+    job.group.set(pgid);
+    if timed || job.cancel.is_cancelled() {
+        let _ = tx.send(JobMsg::Executing { idx: job.idx });
     }
 }
 
@@ -728,12 +756,8 @@ pub(crate) fn start_process(
     tx: &Sender<JobMsg>,
 ) -> Result<ExecOutcome, String> {
     let idx = job.idx;
-    let on_spawn = |pgid: i32| {
-        let _ = tx.send(JobMsg::Executing {
-            idx,
-            pgid: Some(pgid),
-        });
-    };
+    let timed = ctx.pipeline.stages[idx].timeout.is_some();
+    let on_spawn = |pgid: i32| spawned(job, timed, tx, pgid);
     let ctl = ExecControl {
         on_spawn: &on_spawn,
         cancel: &job.cancel,
@@ -742,7 +766,9 @@ pub(crate) fn start_process(
         job: job_facts(ctx, &ctx.pipeline.stages[idx]),
     };
     tracing::debug!(stage = %ctx.pipeline.stages[idx].id, program = %spec.program, args = ?spec.args, "spawning");
-    ctx.executor.execute(spec, &ctl).map_err(|e| {
+    let outcome = ctx.executor.execute(spec, &ctl);
+    job.group.set(0);
+    outcome.map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             format!("cannot start `{}`: command not found", spec.program)
         } else {

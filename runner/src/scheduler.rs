@@ -1,9 +1,10 @@
-//! The dispatcher: one loop that owns the run's state. Workers (a fixed pool of `--jobs` threads)
-//! take ready stages from it and report back over a channel; signals arrive on another channel;
-//! timeouts and kill escalation are deadlines the loop wakes up for. Nothing else writes run
-//! state, so there are no locks around it. `Dispatcher` holds that state and handles each kind
-//! of message in a method of its own; the worker pool is in `workers.rs`, the `Control` requests
-//! of `sluice watch` and `sluice sweep` in `control.rs`.
+//! The dispatcher: the run's state (`Dispatcher`) and who changes it. Workers (a fixed pool of
+//! `--jobs` threads, `workers.rs`) run ready stages; each records its own stage's end in the
+//! state and starts what became ready, under one mutex, so a stage's end wakes no other thread.
+//! The calling thread runs a loop for everything else: signals, the `Control` requests of
+//! `sluice watch` and `sluice sweep` (`control.rs`), and timeouts and kill escalation, which are
+//! deadlines it wakes up for. Every change goes through a `Dispatcher` method, one per kind of
+//! event, followed by `step`.
 
 use crate::cancel::{CancelReason, CancelToken};
 use crate::error::StageError;
@@ -11,13 +12,13 @@ use crate::events::{Event, Outcome};
 use crate::exec::signal_group;
 use crate::fingerprint::Overlay;
 use crate::hash::ContentHash;
-use crate::job::{check_up_to_date, Completed, Job, JobMsg, JobResult, RunCtx};
+use crate::job::{check_up_to_date, Completed, GroupSlot, Job, JobMsg, JobResult, RunCtx};
 use crate::lock::{LockEntry, LockFile, LockedOutput};
 use crate::paths::WorkPath;
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod control;
@@ -62,7 +63,7 @@ pub struct DispatchReport {
 struct Running {
     started: Instant,
     cancel: CancelToken,
-    pgid: Option<i32>,
+    group: GroupSlot,
     deadline: Option<Instant>,
     kill_at: Option<Instant>,
     cpus: usize,
@@ -74,6 +75,8 @@ const LOCK_WRITE_INTERVAL: Duration = Duration::from_millis(1000);
 /// The run's state machine; only the dispatch loop touches it.
 struct Dispatcher {
     ctx: Arc<RunCtx>,
+    /// The job queue the workers take from; `None` once the run is over.
+    queue: Option<Sender<Job>>,
     opts: DispatchOptions,
     jobs: usize,
     position: BTreeMap<usize, usize>,
@@ -104,12 +107,80 @@ pub(crate) fn dispatch(
     signals: Receiver<i32>,
     control: Receiver<Control>,
 ) -> DispatchReport {
-    let workers = Workers::spawn(&ctx, opts.jobs.max(1));
     let settled = settle_up_to_date(&ctx, &opts.selection, &opts.forced);
-    let mut d = Dispatcher::new(ctx, opts, settled);
-    d.run(&workers, signals, control);
+    let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
+    let shared = Arc::new(Mutex::new(Dispatcher::new(
+        ctx.clone(),
+        opts,
+        settled,
+        job_tx,
+    )));
+    let workers = Workers::spawn(&ctx, &shared, job_rx);
+    run(&shared, &workers.msgs, signals, control);
+    // Closing the job queue lets the workers leave.
+    lock(&shared).queue = None;
     workers.join();
+    let d = match Arc::try_unwrap(shared) {
+        Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
+        Err(_) => unreachable!("every worker has left"),
+    };
     d.into_report()
+}
+
+/// The run state, for a thread that changes it. A panic while it was held (a bug, and reported
+/// as one by that thread) leaves it as it was: the run still ends in an orderly way.
+fn lock(shared: &Mutex<Dispatcher>) -> std::sync::MutexGuard<'_, Dispatcher> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The loop on the calling thread: signals, control requests, timeouts and kill escalation,
+/// until nothing runs and nothing more will start. Jobs' ends are handled by the workers
+/// themselves (`Workers`); a worker wakes this loop only when the run may be over or a deadline
+/// may have moved.
+fn run(
+    shared: &Mutex<Dispatcher>,
+    msgs: &Receiver<JobMsg>,
+    signals: Receiver<i32>,
+    control: Receiver<Control>,
+) {
+    // A closed control channel would be ready forever; `never` keeps `select!` quiet instead.
+    let mut control = control;
+    loop {
+        let wait = {
+            let mut d = lock(shared);
+            d.check_deadlines();
+            if d.step(false).over {
+                break;
+            }
+            d.until_next_deadline()
+        };
+        select! {
+            recv(msgs) -> msg => match msg {
+                Ok(JobMsg::Executing { idx }) => lock(shared).executing(idx),
+                Ok(JobMsg::Wake) => {}
+                Err(_) => break,
+            },
+            recv(control) -> msg => match msg {
+                Ok(c) => lock(shared).control(c),
+                Err(_) => control = crossbeam_channel::never(),
+            },
+            recv(signals) -> sig => {
+                if sig.is_ok() {
+                    lock(shared).signalled();
+                }
+            }
+            default(wait) => {}
+        }
+    }
+}
+
+/// What `Dispatcher::step` did.
+pub(super) struct Step {
+    /// Nothing runs and nothing more will start.
+    pub over: bool,
+    /// The first job started, kept for the worker that asked (it runs it at once, without a
+    /// trip through the queue that would wake another thread); the rest went to the queue.
+    pub kept: Option<Job>,
 }
 
 /// Settles every stage that is up to date and whose upstream is too, wave by wave in dependency
@@ -203,7 +274,12 @@ fn settle_up_to_date(
 impl Dispatcher {
     /// The run's starting state: the settled stages finished as up to date, the others ready or
     /// waiting for their upstream.
-    fn new(ctx: Arc<RunCtx>, opts: DispatchOptions, settled: Settled) -> Dispatcher {
+    fn new(
+        ctx: Arc<RunCtx>,
+        opts: DispatchOptions,
+        settled: Settled,
+        queue: Sender<Job>,
+    ) -> Dispatcher {
         let jobs = opts.jobs.max(1);
         let graph = &ctx.pipeline.graph;
         let position: BTreeMap<usize, usize> = graph
@@ -246,6 +322,7 @@ impl Dispatcher {
         let mut d = Dispatcher {
             gpus_free: opts.gpus.clone(),
             ctx,
+            queue: Some(queue),
             jobs,
             position,
             waiting,
@@ -275,40 +352,34 @@ impl Dispatcher {
         d
     }
 
-    /// The dispatch loop: starts what fits, then handles one message (a job's, a control
-    /// request, a signal) or a deadline, until nothing runs and nothing more will start.
-    fn run(&mut self, workers: &Workers, signals: Receiver<i32>, control: Receiver<Control>) {
-        // A closed control channel would be ready forever; `never` keeps `select!` quiet instead.
-        let mut control = control;
-        loop {
-            if self.stop.is_none() {
-                self.start_ready(&workers.jobs);
-            }
-            if self.running.is_empty() && (self.ready.is_empty() || self.stop.is_some()) {
-                break;
-            }
-            select! {
-                recv(workers.msgs) -> msg => match msg {
-                    Ok(JobMsg::Executing { idx, pgid }) => self.executing(idx, pgid),
-                    Ok(JobMsg::Done { idx, result }) => self.job_done(idx, *result),
-                    Err(_) => break,
-                },
-                recv(control) -> msg => match msg {
-                    Ok(c) => self.control(c),
-                    Err(_) => control = crossbeam_channel::never(),
-                },
-                recv(signals) -> sig => {
-                    if sig.is_ok() {
-                        self.signalled();
-                    }
+    /// After any change of state: starts what fits (unless the run is stopping) and writes the
+    /// lock file when a write is due. A worker asking (`keep`) keeps the first job started.
+    pub(super) fn step(&mut self, keep: bool) -> Step {
+        let mut kept = None;
+        if self.stop.is_none() {
+            for job in self.start_ready() {
+                if keep && kept.is_none() {
+                    kept = Some(job);
+                } else if let Some(queue) = &self.queue {
+                    let _ = queue.send(job);
                 }
-                default(self.until_next_deadline()) => {}
-            }
-            self.check_deadlines();
-            if self.lock_dirty && self.lock_written.elapsed() >= self.lock_interval {
-                self.write_lock();
             }
         }
+        if self.lock_dirty && self.lock_written.elapsed() >= self.lock_interval {
+            self.write_lock();
+        }
+        Step {
+            over: self.running.is_empty() && (self.ready.is_empty() || self.stop.is_some()),
+            kept,
+        }
+    }
+
+    /// Whether a running stage has a timeout or a kill pending, which the loop on the calling
+    /// thread must wake up for.
+    pub(super) fn has_deadlines(&self) -> bool {
+        self.running
+            .values()
+            .any(|r| r.deadline.is_some() || r.kill_at.is_some())
     }
 
     /// How long the loop may wait for a message before a timeout or a kill is due.
@@ -370,7 +441,7 @@ impl Dispatcher {
         }
     }
 
-    fn start_ready(&mut self, job_tx: &Sender<Job>) {
+    fn start_ready(&mut self) -> Vec<Job> {
         // Pick in topological order what fits the free slots. Every stage takes at least one
         // CPU slot, so the scan ends as soon as they are used up: a wide ready set costs
         // nothing per message.
@@ -397,6 +468,7 @@ impl Dispatcher {
                 gpus -= need_gpus;
             }
         }
+        let mut started = Vec::with_capacity(chosen.len());
         for (pos, idx, need_cpus, need_gpus) in chosen {
             self.ready.remove(&(pos, idx));
             let stage = &self.ctx.pipeline.stages[idx];
@@ -412,42 +484,50 @@ impl Dispatcher {
             self.cpus_free -= need_cpus;
             let gpus: Vec<u32> = self.gpus_free.drain(..need_gpus).collect();
             let cancel = CancelToken::default();
+            let group = GroupSlot::default();
             self.running.insert(
                 idx,
                 Running {
                     started: Instant::now(),
                     cancel: cancel.clone(),
-                    pgid: None,
+                    group: group.clone(),
                     deadline: None,
                     kill_at: None,
                     cpus: need_cpus,
                     gpus: gpus.clone(),
                 },
             );
-            let _ = job_tx.send(Job {
+            started.push(Job {
                 idx,
                 gpus,
                 forced: self.opts.forced.contains(&idx),
                 cancel,
+                group,
                 gpu_shortfall,
             });
         }
+        started
     }
 
-    fn executing(&mut self, idx: usize, pgid: Option<i32>) {
+    /// A job said it started executing: a timeout's clock starts, and a group spawned after
+    /// the stage was cancelled is stopped (see `GroupSlot`).
+    fn executing(&mut self, idx: usize) {
         let timeout = self.ctx.pipeline.stages[idx].timeout;
         let force = self.stop == Some(CancelReason::ForceKill);
+        let grace = self.opts.kill_grace;
         let Some(r) = self.running.get_mut(&idx) else {
             return;
         };
-        r.pgid = pgid.or(r.pgid);
         if r.deadline.is_none() && r.cancel.reason() != Some(CancelReason::TimedOut) {
             // A timeout too long for the clock (thousands of years) is no deadline at all,
             // not a panic of the dispatch loop.
             r.deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         }
-        if let (Some(pgid), true) = (pgid, r.cancel.is_cancelled()) {
+        if let (Some(pgid), true) = (r.group.get(), r.cancel.is_cancelled()) {
             signal_group(pgid, if force { libc::SIGKILL } else { libc::SIGTERM });
+            if !force && r.kill_at.is_none() {
+                r.kill_at = Instant::now().checked_add(grace);
+            }
         }
     }
 
@@ -612,7 +692,7 @@ impl Dispatcher {
             }
             if r.kill_at.is_some_and(|k| k <= now) {
                 r.kill_at = None;
-                if let Some(pgid) = r.pgid {
+                if let Some(pgid) = r.group.get() {
                     signal_group(pgid, libc::SIGKILL);
                 }
             }
@@ -681,7 +761,7 @@ fn pruned_message(why: Option<&str>, rest: &str) -> String {
 /// a process group, with SIGKILL scheduled after the grace period.
 fn cancel_one(r: &mut Running, reason: CancelReason, grace: Duration) {
     r.cancel.cancel(reason);
-    if let Some(pgid) = r.pgid {
+    if let Some(pgid) = r.group.get() {
         if reason == CancelReason::ForceKill {
             signal_group(pgid, libc::SIGKILL);
             r.kill_at = None;

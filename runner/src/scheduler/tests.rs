@@ -135,8 +135,8 @@ fn start_ready_hands_out_exactly_the_free_slots() {
             ..Knobs::default()
         },
     );
-    let mut d = Dispatcher::new(ctx, opts, BTreeMap::new());
     let (tx, rx) = unbounded::<Job>();
+    let mut d = Dispatcher::new(ctx, opts, BTreeMap::new(), tx);
     let name = |i: usize| s.pipeline.stages[i].id.0.clone();
     let handed = |rx: &crossbeam_channel::Receiver<Job>| -> Vec<(String, Vec<u32>)> {
         rx.try_iter().map(|j| (name(j.idx), j.gpus)).collect()
@@ -148,7 +148,7 @@ fn start_ready_hands_out_exactly_the_free_slots() {
         let i = s.pipeline.stage(n).unwrap().idx;
         s.pipeline.graph.topo_order().iter().position(|&j| j == i)
     };
-    d.start_ready(&tx);
+    d.step(false);
     let first = handed(&rx);
     assert!(first
         .windows(2)
@@ -161,7 +161,7 @@ fn start_ready_hands_out_exactly_the_free_slots() {
     assert_eq!((gs.len(), devices), (2, vec![0, 1]), "{first:?}");
     assert_eq!(d.cpus_free, 0);
     assert!(d.gpus_free.is_empty());
-    d.start_ready(&tx);
+    d.step(false);
     assert!(handed(&rx).is_empty(), "slots were handed out twice");
     let left = |prefix: char| {
         ["0", "1", "2"]
@@ -177,14 +177,14 @@ fn start_ready_hands_out_exactly_the_free_slots() {
         s.pipeline.stage(&g).unwrap().idx,
         JobResult::Cancelled { log_tail: vec![] },
     );
-    d.start_ready(&tx);
+    d.step(false);
     assert_eq!(handed(&rx), [(left('g'), device.clone())]);
     // A two-slot stage ends: the last s stage takes its slots.
     d.job_done(
         s.pipeline.stage(&ss[0].0).unwrap().idx,
         JobResult::Cancelled { log_tail: vec![] },
     );
-    d.start_ready(&tx);
+    d.step(false);
     assert_eq!(handed(&rx), [(left('s'), vec![])]);
     assert_eq!(d.cpus_free, 0);
 }

@@ -173,9 +173,9 @@ fn a_timeout_given_before_the_prune_keeps_its_verdict() {
     let s = setup("stages:\n  slow: {run: \"fake\", outputs: [o], timeout: 1h}\n");
     let (fake, _seen) = Fake::new(&s.pipeline, &[]);
     let (ctx, opts, _events) = context(&s, &fake, Knobs::default());
-    let mut d = Dispatcher::new(ctx, opts, BTreeMap::new());
     let (tx, rx) = unbounded::<Job>();
-    d.start_ready(&tx);
+    let mut d = Dispatcher::new(ctx, opts, BTreeMap::new(), tx);
+    d.step(false);
     let job = rx.try_recv().unwrap();
     job.cancel.cancel(CancelReason::TimedOut);
     d.control(Control::Prune(vec![(job.idx, WHY.into())]));
