@@ -212,6 +212,40 @@ impl Hasher {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
+        self.hash_with_metadata(abs, meta)
+    }
+
+    /// `hash_path` for a stage's output: a regular file of at most `keep` bytes is read once,
+    /// and the bytes hashed come back with the hash, for a cache record to keep inline without
+    /// opening the file again. Anything else (larger, a directory, a link) is hashed as
+    /// `hash_path` does and comes back without content. The memo is not consulted for a kept
+    /// file (its bytes are needed anyway) but learns its hash as usual.
+    pub fn hash_output(
+        &self,
+        abs: &Path,
+        keep: u64,
+    ) -> io::Result<Option<(PathHash, Option<SmallFile>)>> {
+        let meta = match fs::symlink_metadata(abs) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !meta.is_file() || meta.len() > keep {
+            return Ok(self.hash_with_metadata(abs, meta)?.map(|h| (h, None)));
+        }
+        let Some(bytes) = read_exactly(abs, meta.len())? else {
+            // Its size moved between the `stat` and the read: someone is still writing it. It is
+            // hashed the ordinary way and left to the store, which checks it again.
+            return Ok(self.hash_path(abs)?.map(|h| (h, None)));
+        };
+        let hash = ContentHash::of(&bytes);
+        self.note(abs, Stamp::of(&meta), hash);
+        let exec = meta.mode() & 0o111 != 0;
+        let small = SmallFile { bytes, exec, hash };
+        Ok(Some((PathHash { hash, tree: None }, Some(small))))
+    }
+
+    fn hash_with_metadata(&self, abs: &Path, meta: fs::Metadata) -> io::Result<Option<PathHash>> {
         if meta.is_dir() {
             let mut entries = Vec::new();
             self.walk(abs, abs, &mut entries)?;
@@ -324,6 +358,12 @@ impl Hasher {
             }
         }
         let hash = hash_file_bytes(abs, stamp.size)?;
+        self.note(abs, stamp, hash);
+        Ok(hash)
+    }
+
+    /// Remembers `hash` for the file at `abs` as `stamp` described it before it was read.
+    fn note(&self, abs: &Path, stamp: Stamp, hash: ContentHash) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i128)
@@ -332,8 +372,54 @@ impl Hasher {
         self.memo
             .insert(abs.to_path_buf(), MemoEntry { stamp, hash, racy });
         self.dirty.store(true, Ordering::Relaxed);
-        Ok(hash)
     }
+}
+
+/// A small output's bytes exactly as `Hasher::hash_output` hashed them, with its hash and
+/// whether it was executable. Only the hasher makes one, so the content and the hash a record
+/// keeps of it cannot disagree.
+#[derive(Debug)]
+pub struct SmallFile {
+    bytes: Vec<u8>,
+    exec: bool,
+    hash: ContentHash,
+}
+
+impl SmallFile {
+    pub fn hash(&self) -> ContentHash {
+        self.hash
+    }
+    pub fn exec(&self) -> bool {
+        self.exec
+    }
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// The content of the regular file at `abs`, when it holds exactly `len` bytes; `None` when it
+/// holds more or fewer (it changed since its size was taken).
+///
+/// A read of a regular file that returns fewer bytes than asked for has reached the end, so a
+/// file whose `len` bytes come in one read costs that one read, not a second one returning 0.
+/// Asking for one byte more than `len` tells a file that grew from one that did not.
+fn read_exactly(abs: &Path, len: u64) -> io::Result<Option<Vec<u8>>> {
+    let len = len as usize;
+    let mut f = fs::File::open(abs)?;
+    let mut bytes = vec![0u8; len + 1];
+    let mut got = 0;
+    loop {
+        let n = f.read(&mut bytes[got..])?;
+        got += n;
+        if n == 0 || got >= len {
+            break;
+        }
+    }
+    if got != len {
+        return Ok(None);
+    }
+    bytes.truncate(len);
+    Ok(Some(bytes))
 }
 
 /// The memo file: `MEMO_MAGIC`, the version and the entry count, then each entry as its path's
@@ -484,6 +570,62 @@ mod tests {
         let second = h.hash_path(&f).unwrap().unwrap();
         assert_eq!(second.hash, ContentHash::of(b"world!"));
         assert!(h.hash_path(&dir.path().join("missing")).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_output_hashed_for_its_record_keeps_exactly_the_bytes_it_hashed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let h = Hasher::default();
+        let keep = 4096;
+        for len in [0usize, 5, keep as usize] {
+            let f = dir.path().join(format!("f{len}"));
+            let content: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            fs::write(&f, &content).unwrap();
+            let (ph, small) = h.hash_output(&f, keep).unwrap().unwrap();
+            let small = small.expect("small files come with their bytes");
+            assert_eq!(ph.hash, ContentHash::of(&content));
+            assert_eq!((small.hash(), small.exec()), (ph.hash, false));
+            assert_eq!(small.into_bytes(), content);
+            // The memo learnt it: hashing again is a `stat`, with the same answer.
+            assert_eq!(h.memo.get(f.as_path()).unwrap().hash, ph.hash);
+        }
+        let exec = dir.path().join("tool");
+        fs::write(&exec, b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(&exec, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(h
+            .hash_output(&exec, keep)
+            .unwrap()
+            .unwrap()
+            .1
+            .unwrap()
+            .exec());
+        // One byte over, a directory, a link, nothing: hashed as `hash_path` does, no bytes.
+        let big = dir.path().join("big");
+        fs::write(&big, vec![b'x'; keep as usize + 1]).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&exec, &link).unwrap();
+        for p in [&big, &link, &dir.path().to_path_buf()] {
+            let (ph, small) = h.hash_output(p, keep).unwrap().unwrap();
+            assert!(small.is_none(), "{}", p.display());
+            assert_eq!(ph, h.hash_path(p).unwrap().unwrap());
+        }
+        assert!(h
+            .hash_output(&dir.path().join("none"), keep)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_file_whose_size_moved_since_its_stat_is_not_read_as_that_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        fs::write(&f, b"12345").unwrap();
+        assert_eq!(read_exactly(&f, 5).unwrap().unwrap(), b"12345");
+        assert!(read_exactly(&f, 4).unwrap().is_none(), "it grew");
+        assert!(read_exactly(&f, 6).unwrap().is_none(), "it shrank");
+        fs::write(&f, b"").unwrap();
+        assert_eq!(read_exactly(&f, 0).unwrap().unwrap(), b"");
     }
 
     #[test]
