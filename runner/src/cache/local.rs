@@ -553,7 +553,9 @@ mod tests {
         let rec = f.store.lookup(&rec.key).unwrap();
         let dest = f.root.join("out/deep/a");
         let hasher = Hasher::default();
-        let ways: [(&str, fn(&Path)); 4] = [
+        /// What a test puts in the output's way before restoring it.
+        type Obstacle = fn(&Path);
+        let ways: [(&str, Obstacle); 4] = [
             ("an edited file", |p| fs::write(p, b"edited").unwrap()),
             ("a directory", |p| {
                 fs::remove_file(p).unwrap();
