@@ -599,23 +599,18 @@ fn store(
     mut completed: Completed,
     events: &StageEventSink,
 ) -> JobResult {
-    // The record takes the small outputs' content; the lock only needs paths and hashes.
-    let outputs = std::mem::take(&mut completed.outputs);
-    completed.outputs = outputs
-        .iter()
-        .map(|(name, o)| {
-            let plain = OutputRecord::new(o.path.clone(), o.hash, o.tree.clone());
-            (name.clone(), plain)
-        })
-        .collect();
+    // The outputs move into the record and back, uncopied: the small outputs' content rides
+    // along to the dispatcher, which keeps only paths and hashes (`lock_entry`).
     let record = StageRecord {
         format: RECORD_FORMAT,
         stage: stage.id.0.clone(),
         key: completed.key,
-        outputs,
+        outputs: std::mem::take(&mut completed.outputs),
     };
     tracing::debug!(stage = %stage.id, key = %record.key.short(), "storing outputs in the cache");
-    if let Err(e) = ctx.store.store(&ctx.pipeline.root, &record, &ctx.hasher) {
+    let stored = ctx.store.store(&ctx.pipeline.root, &record, &ctx.hasher);
+    completed.outputs = record.outputs;
+    if let Err(e) = stored {
         events.warn(format!("could not store outputs in the cache: {e}"));
         return JobResult::Ran(completed, false);
     }
