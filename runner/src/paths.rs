@@ -175,13 +175,13 @@ pub(crate) fn output_site(root: &Path, path: &WorkPath) -> Option<Site> {
 /// `/tmp`), and a directory has exactly one parent, so the `..` chain of the directory the
 /// output lands in is its real ancestry; if `root`'s inode is on it, at the depth the path
 /// says, the output lands inside `root`, through links or not. A directory renamed out of the
-/// workspace and replaced by a link to it is caught (its `..` is no longer `root`'s
-/// descendant). What it does not share with `canonicalize`: it compares inodes, not names, so
-/// a link to the workspace through another path (a bind mount of it, or the whole workspace
-/// moved with a link left at its old path) counts as inside, which it physically is. A `false`
-/// proves nothing: the caller falls back to `parent_resolves_inside`, which decides exactly as
-/// before (a missing directory, a dangling link, a link elsewhere inside the workspace, an
-/// output directly in `root`).
+/// workspace and replaced by a link to it is caught: it keeps its inode, but its `..` is now
+/// the directory it was moved into. What it does not share with `canonicalize`: it compares
+/// inodes, not names, so a link to the workspace through another path (a bind mount of it, or
+/// the whole workspace moved with a link left at its old path) counts as inside, which it
+/// physically is. A `false` proves nothing: the caller falls back to
+/// `parent_canonically_inside`, which decides exactly as before (a missing directory, a
+/// dangling link, a link elsewhere inside the workspace, an output directly in `root`).
 fn parent_proven_inside(root: &Path, path: &WorkPath) -> bool {
     use std::os::unix::fs::MetadataExt;
     let depth = path.as_str().matches('/').count();
