@@ -221,6 +221,37 @@ stages:
     assert!(!outside.path().join("file.txt").exists());
 }
 
+/// Most output directories are proven inside the workspace by their `..` chain, which compares
+/// inodes; a directory renamed out of the workspace keeps its inode, so a link back to it in its
+/// old place must still be refused.
+#[test]
+fn an_output_directory_moved_out_and_linked_back_is_caught_before_writing() {
+    let ws = Ws::new();
+    // Beside the workspace, on its file system, so that `mv` is a rename keeping the inode.
+    let outside = tempfile::tempdir_in(ws.root().parent().unwrap()).unwrap();
+    let moved = outside.path().join("moved");
+    ws.pipeline(
+        r#"
+stages:
+  a: {run: "echo a > ${{ outputs.o }}", outputs: {o: out/a.txt}}
+  b: {run: "mv out '{moved}' && ln -s '{moved}' out && echo > ${{ outputs.o }}", outputs: {o: b.txt}, needs: [a]}
+  c: {run: "echo hacked > ${{ outputs.o }}", outputs: {o: out/c.txt}, needs: [b]}
+"#
+        .replace("{moved}", moved.to_str().unwrap())
+        .as_str(),
+    );
+    let r = ws.run(&[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.outcomes()["b"], "ran", "{}", r.stderr);
+    assert!(
+        r.failure("c").contains("resolves outside the workspace"),
+        "{}",
+        r.failure("c")
+    );
+    assert!(moved.join("a.txt").exists(), "the move happened");
+    assert!(!moved.join("c.txt").exists());
+}
+
 #[test]
 fn inputs_that_nothing_provides() {
     let e = invalid("stages:\n  a: {run: echo, inputs: {table: data/missing.csv}}\n");

@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod memo_file;
+use memo_file::{decode_memo, MemoWriter};
+
 /// A BLAKE3 digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContentHash(pub [u8; 32]);
@@ -155,11 +158,6 @@ enum Trust {
 /// Files above this size are hashed with memory mapping across all cores.
 const PARALLEL_HASH_BYTES: u64 = 32 * 1024 * 1024;
 const RACY_NS: i128 = 2_000_000_000;
-/// The memo file's first bytes: its format, then its version.
-const MEMO_MAGIC: &[u8; 12] = b"sluice-memo\0";
-const MEMO_VERSION: u32 = 2;
-/// Bytes of one entry besides its path: length, dev, ino, size, mtime, ctime, hash.
-const MEMO_FIXED: usize = 4 + 8 * 3 + 16 * 2 + 32;
 
 /// Hashes paths, remembering what it has seen. Shared by every worker (read-mostly).
 #[derive(Default)]
@@ -212,6 +210,40 @@ impl Hasher {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
+        self.hash_with_metadata(abs, meta)
+    }
+
+    /// `hash_path` for a stage's output: a regular file of at most `keep` bytes is read once,
+    /// and the bytes hashed come back with the hash, for a cache record to keep inline without
+    /// opening the file again. Anything else (larger, a directory, a link) is hashed as
+    /// `hash_path` does and comes back without content. The memo is not consulted for a kept
+    /// file (its bytes are needed anyway) but learns its hash as usual.
+    pub fn hash_output(
+        &self,
+        abs: &Path,
+        keep: u64,
+    ) -> io::Result<Option<(PathHash, Option<SmallFile>)>> {
+        let meta = match fs::symlink_metadata(abs) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !meta.is_file() || meta.len() > keep {
+            return Ok(self.hash_with_metadata(abs, meta)?.map(|h| (h, None)));
+        }
+        let Some(bytes) = read_exactly(abs, meta.len())? else {
+            // Its size moved between the `stat` and the read: someone is still writing it. It is
+            // hashed the ordinary way and left to the store, which checks it again.
+            return Ok(self.hash_path(abs)?.map(|h| (h, None)));
+        };
+        let hash = ContentHash::of(&bytes);
+        self.note(abs, Stamp::of(&meta), hash);
+        let exec = meta.mode() & 0o111 != 0;
+        let small = SmallFile { bytes, exec, hash };
+        Ok(Some((PathHash { hash, tree: None }, Some(small))))
+    }
+
+    fn hash_with_metadata(&self, abs: &Path, meta: fs::Metadata) -> io::Result<Option<PathHash>> {
         if meta.is_dir() {
             let mut entries = Vec::new();
             self.walk(abs, abs, &mut entries)?;
@@ -324,6 +356,12 @@ impl Hasher {
             }
         }
         let hash = hash_file_bytes(abs, stamp.size)?;
+        self.note(abs, stamp, hash);
+        Ok(hash)
+    }
+
+    /// Remembers `hash` for the file at `abs` as `stamp` described it before it was read.
+    fn note(&self, abs: &Path, stamp: Stamp, hash: ContentHash) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i128)
@@ -332,86 +370,54 @@ impl Hasher {
         self.memo
             .insert(abs.to_path_buf(), MemoEntry { stamp, hash, racy });
         self.dirty.store(true, Ordering::Relaxed);
-        Ok(hash)
     }
 }
 
-/// The memo file: `MEMO_MAGIC`, the version and the entry count, then each entry as its path's
-/// length and bytes followed by fixed-size little-endian fields. A binary layout because the
-/// memo is read by every run, no-op reruns included, and parsing it as JSON (hex digests, a
-/// map per stamp) cost a large pipeline tens of milliseconds. Written entry by entry; the count
-/// in the header is filled in by `finish`.
-struct MemoWriter {
-    out: Vec<u8>,
-    count: u64,
+/// A small output's bytes exactly as `Hasher::hash_output` hashed them, with its hash and
+/// whether it was executable. Only the hasher makes one, so the content and the hash a record
+/// keeps of it cannot disagree.
+#[derive(Debug)]
+pub struct SmallFile {
+    bytes: Vec<u8>,
+    exec: bool,
+    hash: ContentHash,
 }
 
-impl MemoWriter {
-    fn with_capacity(entries: usize) -> MemoWriter {
-        let mut out = Vec::with_capacity(MEMO_MAGIC.len() + 12 + entries * (MEMO_FIXED + 48));
-        out.extend_from_slice(MEMO_MAGIC);
-        out.extend_from_slice(&MEMO_VERSION.to_le_bytes());
-        out.extend_from_slice(&0u64.to_le_bytes());
-        MemoWriter { out, count: 0 }
+impl SmallFile {
+    pub fn hash(&self) -> ContentHash {
+        self.hash
     }
-
-    fn push(&mut self, path: &Path, st: &Stamp, hash: &ContentHash) {
-        use std::os::unix::ffi::OsStrExt;
-        let p = path.as_os_str().as_bytes();
-        let out = &mut self.out;
-        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        out.extend_from_slice(p);
-        out.extend_from_slice(&st.dev.to_le_bytes());
-        out.extend_from_slice(&st.ino.to_le_bytes());
-        out.extend_from_slice(&st.size.to_le_bytes());
-        out.extend_from_slice(&st.mtime_ns.to_le_bytes());
-        out.extend_from_slice(&st.ctime_ns.to_le_bytes());
-        out.extend_from_slice(&hash.0);
-        self.count += 1;
+    pub fn exec(&self) -> bool {
+        self.exec
     }
-
-    fn finish(mut self) -> Vec<u8> {
-        let at = MEMO_MAGIC.len() + 4;
-        self.out[at..at + 8].copy_from_slice(&self.count.to_le_bytes());
-        self.out
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
     }
 }
 
-/// `MemoWriter`'s file read back; `None` for anything else (another version, a cut-off file).
-fn decode_memo(bytes: &[u8]) -> Option<Vec<(PathBuf, Stamp, ContentHash)>> {
-    use std::os::unix::ffi::OsStrExt;
-    struct Reader<'a>(&'a [u8]);
-    impl<'a> Reader<'a> {
-        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-            let (head, rest) = self.0.split_at_checked(n)?;
-            self.0 = rest;
-            Some(head)
-        }
-        fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-            self.take(N)?.try_into().ok()
+/// The content of the regular file at `abs`, when it holds exactly `len` bytes; `None` when it
+/// holds more or fewer (it changed since its size was taken).
+///
+/// A read of a regular file that returns fewer bytes than asked for has reached the end, so a
+/// file whose `len` bytes come in one read costs that one read, not a second one returning 0.
+/// Asking for one byte more than `len` tells a file that grew from one that did not.
+fn read_exactly(abs: &Path, len: u64) -> io::Result<Option<Vec<u8>>> {
+    let len = len as usize;
+    let mut f = fs::File::open(abs)?;
+    let mut bytes = vec![0u8; len + 1];
+    let mut got = 0;
+    loop {
+        let n = f.read(&mut bytes[got..])?;
+        got += n;
+        if n == 0 || got >= len {
+            break;
         }
     }
-    let mut r = Reader(bytes);
-    if r.take(MEMO_MAGIC.len())? != MEMO_MAGIC || u32::from_le_bytes(r.array()?) != MEMO_VERSION {
-        return None;
+    if got != len {
+        return Ok(None);
     }
-    let count = u64::from_le_bytes(r.array()?) as usize;
-    // Every entry takes at least `MEMO_FIXED` bytes: a damaged count cannot reserve more than
-    // the file could hold.
-    let mut entries = Vec::with_capacity(count.min(bytes.len() / MEMO_FIXED));
-    for _ in 0..count {
-        let len = u32::from_le_bytes(r.array()?) as usize;
-        let path = PathBuf::from(std::ffi::OsStr::from_bytes(r.take(len)?));
-        let stamp = Stamp {
-            dev: u64::from_le_bytes(r.array()?),
-            ino: u64::from_le_bytes(r.array()?),
-            size: u64::from_le_bytes(r.array()?),
-            mtime_ns: i128::from_le_bytes(r.array()?),
-            ctime_ns: i128::from_le_bytes(r.array()?),
-        };
-        entries.push((path, stamp, ContentHash(r.array()?)));
-    }
-    r.0.is_empty().then_some(entries)
+    bytes.truncate(len);
+    Ok(Some(bytes))
 }
 
 /// Reads and hashes a file's bytes, in parallel for large files.
@@ -484,6 +490,62 @@ mod tests {
         let second = h.hash_path(&f).unwrap().unwrap();
         assert_eq!(second.hash, ContentHash::of(b"world!"));
         assert!(h.hash_path(&dir.path().join("missing")).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_output_hashed_for_its_record_keeps_exactly_the_bytes_it_hashed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let h = Hasher::default();
+        let keep = 4096;
+        for len in [0usize, 5, keep as usize] {
+            let f = dir.path().join(format!("f{len}"));
+            let content: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            fs::write(&f, &content).unwrap();
+            let (ph, small) = h.hash_output(&f, keep).unwrap().unwrap();
+            let small = small.expect("small files come with their bytes");
+            assert_eq!(ph.hash, ContentHash::of(&content));
+            assert_eq!((small.hash(), small.exec()), (ph.hash, false));
+            assert_eq!(small.into_bytes(), content);
+            // The memo learnt it: hashing again is a `stat`, with the same answer.
+            assert_eq!(h.memo.get(f.as_path()).unwrap().hash, ph.hash);
+        }
+        let exec = dir.path().join("tool");
+        fs::write(&exec, b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(&exec, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(h
+            .hash_output(&exec, keep)
+            .unwrap()
+            .unwrap()
+            .1
+            .unwrap()
+            .exec());
+        // One byte over, a directory, a link, nothing: hashed as `hash_path` does, no bytes.
+        let big = dir.path().join("big");
+        fs::write(&big, vec![b'x'; keep as usize + 1]).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&exec, &link).unwrap();
+        for p in [&big, &link, &dir.path().to_path_buf()] {
+            let (ph, small) = h.hash_output(p, keep).unwrap().unwrap();
+            assert!(small.is_none(), "{}", p.display());
+            assert_eq!(ph, h.hash_path(p).unwrap().unwrap());
+        }
+        assert!(h
+            .hash_output(&dir.path().join("none"), keep)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_file_whose_size_moved_since_its_stat_is_not_read_as_that_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        fs::write(&f, b"12345").unwrap();
+        assert_eq!(read_exactly(&f, 5).unwrap().unwrap(), b"12345");
+        assert!(read_exactly(&f, 4).unwrap().is_none(), "it grew");
+        assert!(read_exactly(&f, 6).unwrap().is_none(), "it shrank");
+        fs::write(&f, b"").unwrap();
+        assert_eq!(read_exactly(&f, 0).unwrap().unwrap(), b"");
     }
 
     #[test]

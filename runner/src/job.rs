@@ -1,7 +1,9 @@
 //! One stage's turn in a run, on a worker thread: fingerprint, decide, then restore or execute,
 //! check and store. Reports back to the dispatcher, which alone owns the run's state.
 
-use crate::cache::{CacheStore, OutputRecord, RestoreError, StageRecord, RECORD_FORMAT};
+use crate::cache::{
+    CacheStore, Inline, OutputRecord, RestoreError, StageRecord, INLINE_MAX, RECORD_FORMAT,
+};
 use crate::cancel::CancelToken;
 use crate::error::StageError;
 use crate::events::{Event, StageEventSink};
@@ -10,7 +12,7 @@ use crate::exec::{ExecControl, ExecOutcome, Executor, ProcessSpec, StageLog, Std
 use crate::fingerprint::{Fingerprint, Overlay};
 use crate::hash::{metadata_snapshot, ContentHash, Hasher};
 use crate::lock::LockFile;
-use crate::paths::resolves_inside;
+use crate::paths::output_site;
 use crate::pipeline::{Pipeline, StageDef, StageKind};
 use crate::plan::{Checker, Decision, Reasons, RunReason};
 use crate::stage::{ProcessHost, StageContext, StageRegistry};
@@ -347,25 +349,33 @@ fn prepare(
 ) -> Result<Prepared, String> {
     let root = &ctx.pipeline.root;
     let name = &stage.id.0;
+    let mut sites = Vec::with_capacity(stage.outputs.len());
     for o in &stage.outputs {
-        if !resolves_inside(root, &o.path) {
+        let Some(site) = output_site(root, &o.path) else {
             return Err(format!(
                 "output `{}` (`{}`) resolves outside the workspace through a symbolic link",
                 o.name, o.path
             ));
-        }
+        };
+        sites.push(site);
     }
     let log = StageLog::new(
         &ctx.ws.logs_dir(&ctx.run_id).join(format!("{name}.log")),
         header,
     );
     // Stale outputs go first: a stage must never find (or leave) a previous run's files.
-    for o in &stage.outputs {
+    for (o, site) in stage.outputs.iter().zip(sites) {
         let abs = o.path.to_abs(root);
-        crate::atomic::remove_path(&abs)
-            .map_err(|e| format!("cannot remove old output `{}`: {e}", o.path))?;
-        // Most outputs share a directory that already exists: a `stat` answers that without the
-        // `mkdir` that would lock the directory the running stages are creating files in.
+        if site.occupied {
+            crate::atomic::remove_path(&abs)
+                .map_err(|e| format!("cannot remove old output `{}`: {e}", o.path))?;
+        }
+        // Most outputs share a directory that already exists (the containment check has often
+        // just gone through it): a `stat` answers that without the `mkdir` that would lock the
+        // directory the running stages are creating files in.
+        if site.dir_exists {
+            continue;
+        }
         if let Some(parent) = abs.parent().filter(|p| !p.is_dir()) {
             let _ = std::fs::create_dir_all(parent);
         }
@@ -540,8 +550,18 @@ fn hash_outputs(
 ) -> Result<BTreeMap<String, OutputRecord>, StageError> {
     let mut records = BTreeMap::new();
     for o in &stage.outputs {
-        match ctx.hasher.hash_path(&o.path.to_abs(&ctx.pipeline.root)) {
-            Ok(Some(h)) => {
+        // A small file's bytes are kept as they are hashed, for the record to hold inline: the
+        // store then neither opens it again nor has to check it did not change in between,
+        // since the content it files is the very content the hash names.
+        let abs = o.path.to_abs(&ctx.pipeline.root);
+        match ctx.hasher.hash_output(&abs, INLINE_MAX) {
+            Ok(Some((_, Some(small)))) => {
+                let (hash, inline) = Inline::hashed(small);
+                let mut record = OutputRecord::new(o.path.clone(), hash, None);
+                record.inline = Some(inline);
+                records.insert(o.name.clone(), record);
+            }
+            Ok(Some((h, None))) => {
                 records.insert(
                     o.name.clone(),
                     OutputRecord::new(o.path.clone(), h.hash, h.tree),
@@ -596,17 +616,21 @@ fn inputs_changed(
 fn store(
     ctx: &RunCtx,
     stage: &StageDef,
-    completed: Completed,
+    mut completed: Completed,
     events: &StageEventSink,
 ) -> JobResult {
+    // The outputs move into the record and back, uncopied: the small outputs' content rides
+    // along to the dispatcher, which keeps only paths and hashes (`lock_entry`).
     let record = StageRecord {
         format: RECORD_FORMAT,
         stage: stage.id.0.clone(),
         key: completed.key,
-        outputs: completed.outputs.clone(),
+        outputs: std::mem::take(&mut completed.outputs),
     };
     tracing::debug!(stage = %stage.id, key = %record.key.short(), "storing outputs in the cache");
-    if let Err(e) = ctx.store.store(&ctx.pipeline.root, &record, &ctx.hasher) {
+    let stored = ctx.store.store(&ctx.pipeline.root, &record, &ctx.hasher);
+    completed.outputs = record.outputs;
+    if let Err(e) = stored {
         events.warn(format!("could not store outputs in the cache: {e}"));
         return JobResult::Ran(completed, false);
     }

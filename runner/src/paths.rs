@@ -127,7 +127,84 @@ pub fn leaf_link_outside(root: &Path, path: &WorkPath) -> Option<PathBuf> {
     (!inside).then_some(target)
 }
 
+/// What `output_site` found at an output's place, when the output stays inside the workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Site {
+    /// The directory the output goes in exists (the check went through it), so it needs no
+    /// `mkdir`.
+    pub dir_exists: bool,
+    /// Something is at the output's path already (a previous run's output) that must go.
+    pub occupied: bool,
+}
+
+/// `resolves_inside` for a stage about to write `path`, with what the check learnt on the way:
+/// `None` when the output would escape the workspace. The leaf is looked at once, with the
+/// `lstat` that also tells whether anything is there to remove, rather than a `readlink` first
+/// and a `stat` for the removal after.
+pub(crate) fn output_site(root: &Path, path: &WorkPath) -> Option<Site> {
+    let dir_exists = parent_proven_inside(root, path);
+    if !dir_exists && !parent_canonically_inside(root, path) {
+        return None;
+    }
+    let occupied = match std::fs::symlink_metadata(path.to_abs(root)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Ok(m) if m.file_type().is_symlink() => {
+            if leaf_link_outside(root, path).is_some() {
+                return None;
+            }
+            true
+        }
+        // Anything else, an error included, is for the removal to deal with (or report).
+        _ => true,
+    };
+    Some(Site {
+        dir_exists,
+        occupied,
+    })
+}
+
+/// Whether the directory `path` goes in is, physically, a descendant of the directory at
+/// `root`: true when walking up from it by `..` as many times as `path` has directories reaches
+/// `root`'s own inode.
+///
+/// This is `parent_resolves_inside`'s question answered in two `stat`s instead of a `readlink`
+/// per component of the absolute path (`canonicalize`), which a cold run asked for every output
+/// of every stage. It needs no memo, so nothing it proved can go stale: every call looks at
+/// the file system as it is, like `canonicalize` did. Why it is sound: the kernel resolves
+/// `..` physically, after following any link on the way (`out/..` with `out -> /tmp/x` is
+/// `/tmp`), and a directory has exactly one parent, so the `..` chain of the directory the
+/// output lands in is its real ancestry; if `root`'s inode is on it, at the depth the path
+/// says, the output lands inside `root`, through links or not. A directory renamed out of the
+/// workspace and replaced by a link to it is caught: it keeps its inode, but its `..` is now
+/// the directory it was moved into. What it does not share with `canonicalize`: it compares
+/// inodes, not names, so a link to the workspace through another path (a bind mount of it, or
+/// the whole workspace moved with a link left at its old path) counts as inside, which it
+/// physically is. A `false` proves nothing: the caller falls back to
+/// `parent_canonically_inside`, which decides exactly as before (a missing directory, a
+/// dangling link, a link elsewhere inside the workspace, an output directly in `root`).
+fn parent_proven_inside(root: &Path, path: &WorkPath) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let depth = path.as_str().matches('/').count();
+    if depth == 0 {
+        return false;
+    }
+    let mut up = path.to_abs(root);
+    up.pop();
+    for _ in 0..depth {
+        up.push("..");
+    }
+    let (Ok(top), Ok(root)) = (std::fs::metadata(&up), std::fs::metadata(root)) else {
+        return false;
+    };
+    top.is_dir() && (top.dev(), top.ino()) == (root.dev(), root.ino())
+}
+
 fn parent_resolves_inside(root: &Path, path: &WorkPath) -> bool {
+    parent_proven_inside(root, path) || parent_canonically_inside(root, path)
+}
+
+/// `parent_resolves_inside` by the directory's canonical path, every link on it followed.
+fn parent_canonically_inside(root: &Path, path: &WorkPath) -> bool {
     let abs = path.to_abs(root);
     let Some(parent) = abs.parent() else {
         return false;
@@ -293,6 +370,70 @@ mod tests {
             Err(PathProblem::Escapes)
         );
         assert_eq!(WorkPath::parse(".", root), Err(PathProblem::Empty));
+    }
+
+    fn site(root: &Path, rel: &str) -> Option<Site> {
+        output_site(root, &WorkPath::parse(rel, root).unwrap())
+    }
+
+    #[test]
+    fn an_output_site_in_a_real_directory_is_proven_and_says_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("out/deep/er")).unwrap();
+        std::fs::write(root.join("out/old.txt"), b"x").unwrap();
+        let proven = |rel| parent_proven_inside(&root, &WorkPath::parse(rel, &root).unwrap());
+        assert!(proven("out/new.txt") && proven("out/deep/er/x"));
+        let fresh = Site {
+            dir_exists: true,
+            occupied: false,
+        };
+        assert_eq!(site(&root, "out/new.txt"), Some(fresh));
+        assert_eq!(site(&root, "out/deep/er/x"), Some(fresh));
+        let old = site(&root, "out/old.txt").unwrap();
+        assert!(old.dir_exists && old.occupied);
+        // Not proven, so decided the old way: a directory still to be made, or the root itself.
+        assert!(!proven("out/missing/x") && !proven("top.txt"));
+        let missing = site(&root, "out/missing/x").unwrap();
+        assert!(!missing.dir_exists && !missing.occupied);
+        assert!(site(&root, "top.txt").is_some());
+    }
+
+    #[test]
+    fn links_on_the_way_to_an_output_site_are_judged_by_where_they_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        let root = base.join("ws");
+        let outside = base.join("outside");
+        std::fs::create_dir_all(root.join("real/sub")).unwrap();
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        let link = |target: &Path, at: &str| std::os::unix::fs::symlink(target, root.join(at));
+        link(&outside, "away").unwrap();
+        link(&root.join("real/sub"), "inside").unwrap();
+        link(&base.join("nowhere"), "dangling").unwrap();
+        // Through a link out: refused at every depth, by the proof and by the fallback alike.
+        assert!(site(&root, "away/x").is_none());
+        assert!(site(&root, "away/sub/x").is_none());
+        assert!(site(&root, "dangling/x").is_none());
+        // Through a link to elsewhere inside: the `..` chain does not reach the root at the
+        // written depth, and the canonical path decides, as before.
+        assert!(!parent_proven_inside(
+            &root,
+            &WorkPath::parse("inside/x", &root).unwrap()
+        ));
+        assert!(site(&root, "inside/x").is_some());
+        // A directory moved out keeps its inode; the link back to it is still refused.
+        std::fs::create_dir_all(root.join("out")).unwrap();
+        assert!(site(&root, "out/x").is_some());
+        std::fs::rename(root.join("out"), outside.join("out")).unwrap();
+        link(&outside.join("out"), "out").unwrap();
+        assert!(site(&root, "out/x").is_none());
+        // The output itself a link: refused when it points out, removed when it points in.
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        link(&outside.join("f"), "d/leaf_out").unwrap();
+        link(&root.join("real"), "d/leaf_in").unwrap();
+        assert!(site(&root, "d/leaf_out").is_none());
+        assert!(site(&root, "d/leaf_in").unwrap().occupied);
     }
 
     #[test]

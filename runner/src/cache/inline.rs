@@ -7,7 +7,7 @@
 //! the file's content hash, checked whenever the content is put back, so a record edited behind
 //! sluice's back is refused like a damaged blob.
 
-use crate::hash::ContentHash;
+use crate::hash::{ContentHash, SmallFile};
 use base64::Engine;
 
 /// The largest file output kept inline: one file system block, which a blob of its own would
@@ -41,6 +41,13 @@ impl Inline {
                 exec,
             },
         }
+    }
+
+    /// A small output as the hasher read it, with the hash of exactly these bytes: what a
+    /// record keeps for an output it files without reading it again.
+    pub fn hashed(small: SmallFile) -> (ContentHash, Inline) {
+        let (hash, exec) = (small.hash(), small.exec());
+        (hash, Inline::new(small.into_bytes(), exec))
     }
 
     /// The content, once it is checked against `hash`; the error says what is wrong with it.

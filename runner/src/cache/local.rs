@@ -25,7 +25,7 @@ use super::{
 };
 use crate::atomic;
 use crate::hash::{hash_file_bytes, ContentHash, EntryKind, Hasher};
-use crate::paths::resolves_inside;
+use crate::paths::output_site;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
@@ -250,15 +250,17 @@ impl LocalStore {
         out: &OutputRecord,
         hasher: &Hasher,
     ) -> Result<(), RestoreError> {
-        if !resolves_inside(root, &out.path) {
+        let Some(site) = output_site(root, &out.path) else {
             return Err(RestoreError::Escapes(out.path.clone()));
-        }
+        };
         let dest = out.path.to_abs(root);
         let io_err = |e: io::Error| RestoreError::Io {
             path: out.path.to_string(),
             source: e,
         };
-        if let Some(parent) = dest.parent() {
+        // The containment check has usually gone through the directory already; a `mkdir` of
+        // an existing one would cost a failed call and a `stat`.
+        if let Some(parent) = dest.parent().filter(|_| !site.dir_exists) {
             fs::create_dir_all(parent).map_err(io_err)?;
         }
         // A run killed in here leaves this temporary behind; the next run removes it
@@ -299,7 +301,10 @@ impl LocalStore {
                     }
                 }
             }
-            atomic::remove_path(&dest).map_err(io_err)?;
+            // A file in the way is replaced by the rename itself; a directory has to go first.
+            if site.occupied {
+                atomic::remove_path(&dest).map_err(io_err)?;
+            }
             fs::rename(&tmp, &dest).map_err(io_err)
         })();
         if result.is_err() {
@@ -537,6 +542,36 @@ mod tests {
         );
         assert!(!f.store.blob_path(&ContentHash::of(b"as hashed")).exists());
         assert!(f.store.lookup(&rec.key).is_none());
+    }
+
+    /// Restoring skips the `mkdir` and the removal when the containment check saw the directory
+    /// there and nothing in the way; whatever is in the way, a file or a directory, still goes.
+    #[test]
+    fn a_restore_replaces_whatever_is_in_the_way_and_makes_missing_directories() {
+        let f = inline_fixture();
+        let rec = produce(&f, "s", "out/deep/a", b"restored");
+        let rec = f.store.lookup(&rec.key).unwrap();
+        let dest = f.root.join("out/deep/a");
+        let hasher = Hasher::default();
+        /// What a test puts in the output's way before restoring it.
+        type Obstacle = fn(&Path);
+        let ways: [(&str, Obstacle); 4] = [
+            ("an edited file", |p| fs::write(p, b"edited").unwrap()),
+            ("a directory", |p| {
+                fs::remove_file(p).unwrap();
+                fs::create_dir_all(p.join("inner")).unwrap();
+                fs::write(p.join("inner/x"), b"x").unwrap();
+            }),
+            ("nothing", |p| atomic::remove_path(p).unwrap()),
+            ("no directory either", |p| {
+                fs::remove_dir_all(p.parent().unwrap().parent().unwrap()).unwrap()
+            }),
+        ];
+        for (what, make) in ways {
+            make(&dest);
+            f.store.restore(&f.root, &rec, &hasher).unwrap();
+            assert_eq!(fs::read(&dest).unwrap(), b"restored", "over {what}");
+        }
     }
 
     #[test]
