@@ -8,20 +8,25 @@ use crate::cancel::CancelToken;
 use crate::error::StageError;
 use crate::events::{Event, StageEventSink};
 use crate::exec::protocol::{Devices, Request, PROTOCOL_VERSION};
-use crate::exec::{ExecControl, ExecOutcome, Executor, ProcessSpec, StageLog, Stdout};
+use crate::exec::{Executor, ProcessSpec, StageLog, Stdout};
 use crate::fingerprint::{Fingerprint, Overlay};
 use crate::hash::{metadata_snapshot, ContentHash, Hasher};
 use crate::lock::LockFile;
 use crate::paths::output_site;
 use crate::pipeline::{Pipeline, StageDef, StageKind};
 use crate::plan::{Checker, Decision, Reasons, RunReason};
-use crate::stage::{ProcessHost, StageContext, StageRegistry};
+use crate::stage::{StageContext, StageRegistry};
 use crate::workspace::Workspace;
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
+
+mod process;
+
+pub use process::ENV_ALLOWLIST;
+pub(crate) use process::{process_env, start_process, GroupSlot};
+use process::{run_process, JobProcesses};
 
 /// Shared, read-only context for every job of a run.
 pub(crate) struct RunCtx {
@@ -84,29 +89,6 @@ pub(crate) struct Job {
     pub gpu_shortfall: Option<String>,
 }
 
-/// The process group a job's stage runs in right now (none: 0), written by the worker as it
-/// spawns and read by the dispatcher when it stops the stage. Shared state rather than a message
-/// per stage: every message wakes the dispatcher, and a cold run of small stages is CPU-bound.
-///
-/// A stop cannot fall between the two: the worker stores the group, then reads the stage's
-/// `CancelToken`; the dispatcher cancels the token, then reads the group (all `SeqCst`), so at
-/// least one of them sees the other's write. A dispatcher that sees the group signals it; a
-/// worker that sees the token signals its own group (`exec::process`) and tells the dispatcher
-/// (`spawned`), which then escalates as it would have.
-#[derive(Clone, Default)]
-pub(crate) struct GroupSlot(Arc<AtomicI32>);
-
-impl GroupSlot {
-    pub(crate) fn set(&self, pgid: i32) {
-        self.0.store(pgid, Ordering::SeqCst);
-    }
-
-    pub(crate) fn get(&self) -> Option<i32> {
-        let pgid = self.0.load(Ordering::SeqCst);
-        (pgid > 0).then_some(pgid)
-    }
-}
-
 impl RunCtx {
     pub(crate) fn gpu_names(&self, positions: &[u32]) -> Vec<String> {
         positions
@@ -115,24 +97,6 @@ impl RunCtx {
             .collect()
     }
 }
-
-/// The environment variables passed through to external stages unless a stage declares more.
-pub const ENV_ALLOWLIST: &[&str] = &[
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "SHELL",
-    "LANG",
-    "LANGUAGE",
-    "LC_ALL",
-    "LC_CTYPE",
-    "LC_MESSAGES",
-    "LC_NUMERIC",
-    "TERM",
-    "TZ",
-    "TMPDIR",
-];
 
 /// The cheap check done inline by the dispatcher before any worker is involved: `Some` when the
 /// stage is up to date. Anything else (including errors) is left to a full job, which reports it.
@@ -635,168 +599,4 @@ fn store(
         return JobResult::Ran(completed, false);
     }
     JobResult::Ran(completed, true)
-}
-
-/// Child processes of a built-in stage, registered with the dispatcher like a plugin's.
-struct JobProcesses<'a> {
-    ctx: &'a RunCtx,
-    job: &'a Job,
-    events: &'a StageEventSink,
-    log: &'a StageLog,
-    tx: &'a Sender<JobMsg>,
-}
-
-impl ProcessHost for JobProcesses<'_> {
-    fn run(&self, spec: &ProcessSpec) -> std::io::Result<ExecOutcome> {
-        let idx = self.job.idx;
-        let timed = self.ctx.pipeline.stages[idx].timeout.is_some();
-        let on_spawn = |pgid: i32| spawned(self.job, timed, self.tx, pgid);
-        let ctl = ExecControl {
-            on_spawn: &on_spawn,
-            cancel: &self.job.cancel,
-            events: self.events,
-            log: self.log,
-            job: job_facts(self.ctx, &self.ctx.pipeline.stages[idx]),
-        };
-        let outcome = self.ctx.executor.execute(spec, &ctl);
-        self.job.group.set(0);
-        outcome
-    }
-}
-
-/// A stage's process exists (`pgid` 0: one with no local group, such as a Slurm job, is seen
-/// running). The dispatcher is told only where it has something to do: start a timeout's clock,
-/// or stop a group spawned after the stage was cancelled (see `GroupSlot`).
-fn spawned(job: &Job, timed: bool, tx: &Sender<JobMsg>, pgid: i32) {
-    job.group.set(pgid);
-    if timed || job.cancel.is_cancelled() {
-        let _ = tx.send(JobMsg::Executing { idx: job.idx });
-    }
-}
-
-fn job_facts<'a>(ctx: &'a RunCtx, stage: &'a StageDef) -> crate::exec::JobFacts<'a> {
-    crate::exec::JobFacts {
-        stage: &stage.id.0,
-        pipeline: &ctx.pipeline.name,
-        run_id: &ctx.run_id,
-        workspace: &ctx.pipeline.root,
-        cpus: stage.cpus,
-        gpus: stage.gpus,
-        memory: stage.memory,
-        timeout: stage.timeout,
-        slurm: &stage.slurm,
-    }
-}
-
-pub(crate) fn process_env(
-    ctx: &RunCtx,
-    stage: &StageDef,
-    job: &Job,
-    scratch: &std::path::Path,
-) -> BTreeMap<String, String> {
-    let mut env: BTreeMap<String, String> = ENV_ALLOWLIST
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-        .collect();
-    env.insert("PYTHONUNBUFFERED".into(), "1".into());
-    env.insert("SLUICE_STAGE".into(), stage.id.0.clone());
-    env.insert(
-        "SLUICE_WORKSPACE".into(),
-        ctx.pipeline.root.display().to_string(),
-    );
-    env.insert("SLUICE_SCRATCH".into(), scratch.display().to_string());
-    // Stages without GPUs see none, so undeclared GPU use cannot collide with a GPU stage.
-    env.insert(
-        "CUDA_VISIBLE_DEVICES".into(),
-        ctx.gpu_names(&job.gpus).join(","),
-    );
-    for (k, v) in &stage.env {
-        env.insert(k.clone(), v.clone());
-    }
-    env
-}
-
-fn run_process(
-    ctx: &RunCtx,
-    job: &Job,
-    spec: &ProcessSpec,
-    events: &StageEventSink,
-    log: &StageLog,
-    tx: &Sender<JobMsg>,
-    protocol: bool,
-) -> Result<(), String> {
-    let out = start_process(ctx, job, spec, events, log, tx)?;
-    match (out.code, out.signal) {
-        (Some(0), _) => {}
-        (Some(code), _) => {
-            let detail = out
-                .result
-                .as_ref()
-                .and_then(|r| r.message.clone())
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default();
-            return Err(format!("exited with code {code}{detail}"));
-        }
-        (None, Some(sig)) => return Err(format!("killed by signal {sig}")),
-        (None, None) => {
-            return Err(out
-                .lost
-                .unwrap_or_else(|| "ended without an exit status".into()))
-        }
-    }
-    if protocol {
-        match out.result {
-            None => {
-                return Err(
-                    "the plugin exited 0 without sending its final `result` message (see docs/plugins.md)".into(),
-                )
-            }
-            Some(r) if !r.is_ok() => {
-                return Err(format!(
-                    "the plugin reported an error: {}",
-                    r.message.unwrap_or_else(|| r.status.clone())
-                ))
-            }
-            Some(r) => {
-                for (k, v) in r.metrics {
-                    if let Some(x) = v.as_f64() {
-                        events.metric(&k, x, None);
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Runs a stage's process through the executor, registered with the dispatcher (so that
-/// cancellation, timeouts and Ctrl-C reach it), until it ends.
-pub(crate) fn start_process(
-    ctx: &RunCtx,
-    job: &Job,
-    spec: &ProcessSpec,
-    events: &StageEventSink,
-    log: &StageLog,
-    tx: &Sender<JobMsg>,
-) -> Result<ExecOutcome, String> {
-    let idx = job.idx;
-    let timed = ctx.pipeline.stages[idx].timeout.is_some();
-    let on_spawn = |pgid: i32| spawned(job, timed, tx, pgid);
-    let ctl = ExecControl {
-        on_spawn: &on_spawn,
-        cancel: &job.cancel,
-        events,
-        log,
-        job: job_facts(ctx, &ctx.pipeline.stages[idx]),
-    };
-    tracing::debug!(stage = %ctx.pipeline.stages[idx].id, program = %spec.program, args = ?spec.args, "spawning");
-    let outcome = ctx.executor.execute(spec, &ctl);
-    job.group.set(0);
-    outcome.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            format!("cannot start `{}`: command not found", spec.program)
-        } else {
-            format!("cannot start `{}`: {e}", spec.program)
-        }
-    })
 }
