@@ -203,10 +203,12 @@ fn a_resume_state_of_an_older_worker_is_not_resumed() {
 /// epoch 4 or later; checks that it left no output and no process, and returns the last epoch
 /// it reported.
 fn interrupt_training(ws: &Ws, env: &[(&str, &str)]) -> u64 {
-    // Small batches make each epoch long enough to interrupt in the middle of the run.
+    // Small batches and many epochs make the run long enough (a few seconds) to interrupt in
+    // the middle even on a loaded machine: with 150 the whole training took under a second,
+    // and a Ctrl-C that landed after it ended found no checkpoint left to resume from.
     iris_with(
         ws,
-        "    with: {model: {type: mlp, hidden: [32]}, epochs: 150, batch_size: 1, seed: 3, device: cpu}",
+        "    with: {model: {type: mlp, hidden: [32]}, epochs: 1000, batch_size: 1, seed: 3, device: cpu}",
     );
     // A grace period far beyond the wait below: the training must stop on the SIGTERM itself
     // (sent on by `sluice __stage` when it runs there), not on the SIGKILL that follows it.
