@@ -22,12 +22,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod control;
+mod lock_writer;
 #[cfg(test)]
 mod tests;
 mod workers;
 
 pub use control::Control;
 use control::Supersede;
+use lock_writer::LockWriter;
 use workers::Workers;
 
 pub struct DispatchOptions {
@@ -94,6 +96,7 @@ struct Dispatcher {
     lock_written: Instant,
     lock_interval: Duration,
     lock_error: Option<String>,
+    lock_writer: LockWriter,
     /// Running stages being stopped by a `Control`: to run again, or to be dropped.
     superseded: BTreeMap<usize, Supersede>,
     /// Running stages being stopped by `Control::Prune`, with why.
@@ -336,6 +339,7 @@ impl Dispatcher {
             lock_written: Instant::now(),
             lock_interval: LOCK_WRITE_INTERVAL,
             lock_error: None,
+            lock_writer: LockWriter::new(opts.lock_path.clone(), opts.lock_mirror_dir.clone()),
             superseded: BTreeMap::new(),
             pruning: BTreeMap::new(),
             deferred: BTreeSet::new(),
@@ -366,7 +370,7 @@ impl Dispatcher {
             }
         }
         if self.lock_dirty && self.lock_written.elapsed() >= self.lock_interval {
-            self.write_lock();
+            self.queue_lock_write();
         }
         Step {
             over: self.running.is_empty() && (self.ready.is_empty() || self.stop.is_some()),
@@ -428,6 +432,9 @@ impl Dispatcher {
                 Some(msg.into()),
                 Vec::new(),
             );
+        }
+        if let Some(e) = self.lock_writer.finish() {
+            self.lock_error.get_or_insert(e);
         }
         if self.lock_dirty {
             self.write_lock();
@@ -728,24 +735,27 @@ impl Dispatcher {
         self.done.insert(idx, StageReport { outcome, duration });
     }
 
+    /// Hands the lock as it is now to the lock writer (see `lock_writer.rs`). Writing a large
+    /// lock takes a while (~60 ms at 10,000 stages): at most once per fifty times that, so it
+    /// stays a small part of the run's CPU. A run killed between writes loses nothing: its
+    /// finished stages are found again through their cache records (appended as each stage
+    /// ends), up to date or restored, never run again.
+    fn queue_lock_write(&mut self) {
+        self.lock_writer.write(self.lock.clone());
+        self.lock_dirty = false;
+        self.lock_written = Instant::now();
+        self.lock_interval = LOCK_WRITE_INTERVAL.max(self.lock_writer.last_took() * 50);
+    }
+
+    /// Writes the lock now, on this thread: the run's last write.
     fn write_lock(&mut self) {
-        let t = Instant::now();
         if let Err(e) = self
             .lock
             .save_mirrored(&self.opts.lock_path, &self.opts.lock_mirror_dir)
         {
-            self.lock_error = Some(format!(
-                "cannot write `{}`: {e}",
-                self.opts.lock_path.display()
-            ));
+            self.lock_error = Some(lock_writer::describe(&self.opts.lock_path, &e));
         }
         self.lock_dirty = false;
-        self.lock_written = Instant::now();
-        // Writing a large lock file takes a while (~200 ms at 10,000 stages), on the thread that
-        // starts stages: keep it under a fiftieth of that thread's time. A run killed between
-        // writes loses nothing: its finished stages are found again through their cache records
-        // (appended as each stage ends), up to date or restored, never run again.
-        self.lock_interval = LOCK_WRITE_INTERVAL.max(t.elapsed() * 50);
     }
 }
 
