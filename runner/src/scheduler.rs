@@ -94,7 +94,6 @@ struct Dispatcher {
     lock: Arc<LockFile>,
     lock_dirty: bool,
     lock_written: Instant,
-    lock_interval: Duration,
     lock_error: Option<String>,
     lock_writer: LockWriter,
     /// Running stages being stopped by a `Control`: to run again, or to be dropped.
@@ -337,7 +336,6 @@ impl Dispatcher {
             lock,
             lock_dirty,
             lock_written: Instant::now(),
-            lock_interval: LOCK_WRITE_INTERVAL,
             lock_error: None,
             lock_writer: LockWriter::new(opts.lock_path.clone(), opts.lock_mirror_dir.clone()),
             superseded: BTreeMap::new(),
@@ -369,7 +367,11 @@ impl Dispatcher {
                 }
             }
         }
-        if self.lock_dirty && self.lock_written.elapsed() >= self.lock_interval {
+        if self.lock_dirty
+            && !self.lock_writer.busy()
+            && self.lock_written.elapsed()
+                >= LOCK_WRITE_INTERVAL.max(self.lock_writer.last_took() * 50)
+        {
             self.queue_lock_write();
         }
         Step {
@@ -744,7 +746,6 @@ impl Dispatcher {
         self.lock_writer.write(self.lock.clone());
         self.lock_dirty = false;
         self.lock_written = Instant::now();
-        self.lock_interval = LOCK_WRITE_INTERVAL.max(self.lock_writer.last_took() * 50);
     }
 
     /// Writes the lock now, on this thread: the run's last write.

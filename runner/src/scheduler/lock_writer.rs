@@ -10,7 +10,7 @@
 use crate::lock::LockFile;
 use crossbeam_channel::Sender;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,6 +25,8 @@ pub(super) struct LockWriter {
     running: Option<Thread>,
     /// How long the last write took, in nanoseconds.
     took: Arc<AtomicU64>,
+    /// The thread is writing a snapshot.
+    writing: Arc<AtomicBool>,
 }
 
 impl LockWriter {
@@ -34,15 +36,24 @@ impl LockWriter {
             mirror_dir,
             running: None,
             took: Arc::new(AtomicU64::new(0)),
+            writing: Arc::new(AtomicBool::new(false)),
         }
     }
 
     /// Queues `lock` to be written.
     pub(super) fn write(&mut self, lock: Arc<LockFile>) {
-        let (path, mirror_dir, took) = (&self.path, &self.mirror_dir, &self.took);
+        let (path, mirror_dir, took, writing) =
+            (&self.path, &self.mirror_dir, &self.took, &self.writing);
+        // Marked before the send, so `busy` cannot miss a snapshot between queue and thread.
+        writing.store(true, Ordering::Relaxed);
         let (tx, _) = self.running.get_or_insert_with(|| {
             let (tx, rx) = crossbeam_channel::unbounded::<Arc<LockFile>>();
-            let (path, mirror_dir, took) = (path.clone(), mirror_dir.clone(), took.clone());
+            let (path, mirror_dir, took, writing) = (
+                path.clone(),
+                mirror_dir.clone(),
+                took.clone(),
+                writing.clone(),
+            );
             let thread = std::thread::spawn(move || {
                 let mut error = None;
                 while let Ok(mut lock) = rx.recv() {
@@ -55,6 +66,9 @@ impl LockWriter {
                         error.get_or_insert(describe(&path, &e));
                     }
                     took.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    if rx.is_empty() {
+                        writing.store(false, Ordering::Relaxed);
+                    }
                 }
                 error
             });
@@ -66,6 +80,14 @@ impl LockWriter {
     /// How long the last write took (zero before the first).
     pub(super) fn last_took(&self) -> Duration {
         Duration::from_nanos(self.took.load(Ordering::Relaxed))
+    }
+
+    /// A write queued earlier is not finished: the next one waits, rather than pile up
+    /// snapshots (each costs the dispatcher a copy of the lock).
+    pub(super) fn busy(&self) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|(tx, _)| !tx.is_empty() || self.writing.load(Ordering::Relaxed))
     }
 
     /// Waits for the queued writes; the first error, if one failed.
