@@ -10,11 +10,8 @@ use crate::cancel::{CancelReason, CancelToken};
 use crate::error::StageError;
 use crate::events::{Event, Outcome};
 use crate::exec::signal_group;
-use crate::fingerprint::Overlay;
-use crate::hash::ContentHash;
-use crate::job::{check_up_to_date, Completed, GroupSlot, Job, JobMsg, JobResult, RunCtx};
+use crate::job::{Completed, GroupSlot, Job, JobMsg, JobResult, RunCtx};
 use crate::lock::{LockEntry, LockFile, LockedOutput};
-use crate::paths::WorkPath;
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -23,6 +20,7 @@ use std::time::{Duration, Instant};
 
 mod control;
 mod lock_writer;
+mod settle;
 #[cfg(test)]
 mod tests;
 mod workers;
@@ -30,6 +28,7 @@ mod workers;
 pub use control::Control;
 use control::Supersede;
 use lock_writer::LockWriter;
+use settle::{settle_up_to_date, Settled};
 use workers::Workers;
 
 pub struct DispatchOptions {
@@ -183,94 +182,6 @@ pub(super) struct Step {
     /// The first job started, kept for the worker that asked (it runs it at once, without a
     /// trip through the queue that would wake another thread); the rest went to the queue.
     pub kept: Option<Job>,
-}
-
-/// Settles every stage that is up to date and whose upstream is too, wave by wave in dependency
-/// order and in parallel within a wave, before any worker is involved: a no-op rerun then costs
-/// no thread hand-offs and uses every core for its stat calls. Each settled stage comes with its
-/// new lock entry, or `None` when the lock already holds exactly that entry (the common case,
-/// compared on the workers so a no-op neither keeps nor compares every fingerprint afterwards).
-/// The stages the up-to-date pass settled, each with its lock entry when that changed (boxed:
-/// nearly all are `None`, and 10,000 inline entries of a few hundred bytes showed in peak RSS).
-type Settled = BTreeMap<usize, Option<Box<LockEntry>>>;
-
-fn settle_up_to_date(
-    ctx: &RunCtx,
-    selection: &BTreeSet<usize>,
-    forced: &BTreeSet<usize>,
-) -> Settled {
-    use rayon::prelude::*;
-    let graph = &ctx.pipeline.graph;
-    let stages = &ctx.pipeline.stages;
-    let mut settled: Settled = BTreeMap::new();
-    let mut pending: BTreeMap<usize, usize> = selection
-        .iter()
-        .map(|&i| (i, graph.deps(i).filter(|d| selection.contains(d)).count()))
-        .collect();
-    let mut wave: Vec<usize> = pending
-        .iter()
-        .filter(|(_, &n)| n == 0)
-        .map(|(&i, _)| i)
-        .collect();
-    // Every file is hashed once per pass, as make stats it once: an input many stages share
-    // (a dataset, a config) is looked at once, and an input an upstream stage produced takes
-    // the hash that stage's check has just confirmed. The pass is one snapshot; a stage that
-    // runs checks its inputs again as it starts and after it ends.
-    let mut known: Overlay = {
-        let shared: BTreeSet<&WorkPath> = selection
-            .iter()
-            .flat_map(|&i| stages[i].inputs.iter())
-            .filter(|input| input.producer.is_none())
-            .map(|input| &input.path)
-            .collect();
-        let shared: Vec<&WorkPath> = shared.into_iter().collect();
-        shared
-            .par_iter()
-            .with_min_len(64)
-            .filter_map(|&p| {
-                let h = ctx.hasher.hash_path(&p.to_abs(&ctx.pipeline.root)).ok()??;
-                Some((p.clone(), h.hash))
-            })
-            .collect()
-    };
-    while !wave.is_empty() {
-        wave.retain(|i| !forced.contains(i));
-        type Checked = (Vec<(WorkPath, ContentHash)>, Option<Box<LockEntry>>);
-        let results: Vec<(usize, Option<Checked>)> = wave
-            .par_iter()
-            .map(|&i| {
-                let settled = check_up_to_date(ctx, i, &known).map(|c| {
-                    let produced = c
-                        .outputs
-                        .values()
-                        .map(|o| (o.path.clone(), o.hash))
-                        .collect();
-                    let entry = lock_entry(c);
-                    let locked = ctx.lock.stages.get(&stages[i].id.0);
-                    (produced, (locked != Some(&entry)).then(|| Box::new(entry)))
-                });
-                (i, settled)
-            })
-            .collect();
-        let mut next = Vec::new();
-        for (i, completed) in results {
-            let Some((produced, changed)) = completed else {
-                continue;
-            };
-            known.extend(produced);
-            settled.insert(i, changed);
-            for dep in graph.dependents(i) {
-                if let Some(n) = pending.get_mut(&dep) {
-                    *n -= 1;
-                    if *n == 0 {
-                        next.push(dep);
-                    }
-                }
-            }
-        }
-        wave = next;
-    }
-    settled
 }
 
 impl Dispatcher {

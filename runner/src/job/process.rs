@@ -64,20 +64,34 @@ pub(super) struct JobProcesses<'a> {
 
 impl ProcessHost for JobProcesses<'_> {
     fn run(&self, spec: &ProcessSpec) -> std::io::Result<ExecOutcome> {
-        let idx = self.job.idx;
-        let timed = self.ctx.pipeline.stages[idx].timeout.is_some();
-        let on_spawn = |pgid: i32| spawned(self.job, timed, self.tx, pgid);
-        let ctl = ExecControl {
-            on_spawn: &on_spawn,
-            cancel: &self.job.cancel,
-            events: self.events,
-            log: self.log,
-            job: job_facts(self.ctx, &self.ctx.pipeline.stages[idx]),
-        };
-        let outcome = self.ctx.executor.execute(spec, &ctl);
-        self.job.group.set(0);
-        outcome
+        execute(self.ctx, self.job, spec, self.events, self.log, self.tx)
     }
+}
+
+/// Runs one of the job's processes through the executor, its group in the job's `GroupSlot`
+/// while it runs.
+fn execute(
+    ctx: &RunCtx,
+    job: &Job,
+    spec: &ProcessSpec,
+    events: &StageEventSink,
+    log: &StageLog,
+    tx: &Sender<JobMsg>,
+) -> std::io::Result<ExecOutcome> {
+    let stage = &ctx.pipeline.stages[job.idx];
+    let timed = stage.timeout.is_some();
+    let on_spawn = |pgid: i32| spawned(job, timed, tx, pgid);
+    let ctl = ExecControl {
+        on_spawn: &on_spawn,
+        cancel: &job.cancel,
+        events,
+        log,
+        job: job_facts(ctx, stage),
+    };
+    tracing::debug!(stage = %stage.id, program = %spec.program, args = ?spec.args, "spawning");
+    let outcome = ctx.executor.execute(spec, &ctl);
+    job.group.set(0);
+    outcome
 }
 
 /// A stage's process exists (`pgid` 0: one with no local group, such as a Slurm job, is seen
@@ -195,20 +209,7 @@ pub(crate) fn start_process(
     log: &StageLog,
     tx: &Sender<JobMsg>,
 ) -> Result<ExecOutcome, String> {
-    let idx = job.idx;
-    let timed = ctx.pipeline.stages[idx].timeout.is_some();
-    let on_spawn = |pgid: i32| spawned(job, timed, tx, pgid);
-    let ctl = ExecControl {
-        on_spawn: &on_spawn,
-        cancel: &job.cancel,
-        events,
-        log,
-        job: job_facts(ctx, &ctx.pipeline.stages[idx]),
-    };
-    tracing::debug!(stage = %ctx.pipeline.stages[idx].id, program = %spec.program, args = ?spec.args, "spawning");
-    let outcome = ctx.executor.execute(spec, &ctl);
-    job.group.set(0);
-    outcome.map_err(|e| {
+    execute(ctx, job, spec, events, log, tx).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             format!("cannot start `{}`: command not found", spec.program)
         } else {
