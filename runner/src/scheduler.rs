@@ -73,7 +73,8 @@ struct Running {
 
 const LOCK_WRITE_INTERVAL: Duration = Duration::from_millis(1000);
 
-/// The run's state machine; only the dispatch loop touches it.
+/// The run's state machine, behind one mutex: the workers and the calling thread's loop change
+/// it only through its methods, each followed by `step`.
 struct Dispatcher {
     ctx: Arc<RunCtx>,
     /// The job queue the workers take from; `None` once the run is over.

@@ -9,15 +9,15 @@ use crate::lock::LockEntry;
 use crate::paths::WorkPath;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The stages the up-to-date pass settled, each with its lock entry when that changed (boxed:
+/// nearly all are `None`, and 10,000 inline entries of a few hundred bytes showed in peak RSS).
+pub(super) type Settled = BTreeMap<usize, Option<Box<LockEntry>>>;
+
 /// Settles every stage that is up to date and whose upstream is too, wave by wave in dependency
 /// order and in parallel within a wave, before any worker is involved: a no-op rerun then costs
 /// no thread hand-offs and uses every core for its stat calls. Each settled stage comes with its
 /// new lock entry, or `None` when the lock already holds exactly that entry (the common case,
 /// compared on the workers so a no-op neither keeps nor compares every fingerprint afterwards).
-/// The stages the up-to-date pass settled, each with its lock entry when that changed (boxed:
-/// nearly all are `None`, and 10,000 inline entries of a few hundred bytes showed in peak RSS).
-pub(super) type Settled = BTreeMap<usize, Option<Box<LockEntry>>>;
-
 pub(super) fn settle_up_to_date(
     ctx: &RunCtx,
     selection: &BTreeSet<usize>,
