@@ -201,6 +201,44 @@ stages:
     assert_all_up_to_date(&ws, "after the rerun");
 }
 
+/// A stage process that keeps no descriptor of sluice's (so the run lock does not find it)
+/// still dies with a killed sluice: the guardian kills the groups sluice registered in the
+/// table it shares with it.
+#[test]
+fn a_stage_process_that_closed_every_descriptor_dies_with_a_killed_sluice() {
+    let ws = Ws::new();
+    // The stage's own process closes every descriptor above stderr (the run lock among them)
+    // and becomes a shell that starts the sleep: nothing in the group holds the lock.
+    ws.write(
+        "hold.py",
+        "import os\nos.closerange(3, 65536)\n\
+         os.execvp('sh', ['sh', '-c', 'sleep 600 & echo $! > sleep.pid; touch started; wait'])\n",
+    );
+    ws.pipeline(
+        r#"
+name: orphan
+stages:
+  r:
+    run: "exec python3 hold.py"
+    outputs: {o: data/r.bin}
+"#,
+    );
+    let _reaper = Reaper(&ws);
+    let mut sluice = spawn_detached(&ws, &["run"]);
+    assert!(
+        wait_for(LONG, || ws.exists("started")),
+        "the stage never started"
+    );
+    let sleep: i32 = ws.read("sleep.pid").trim().parse().unwrap();
+    assert!(run_lock_held(&ws), "sluice holds the run lock");
+    sigkill(sluice.id() as i32);
+    let _ = sluice.wait();
+    assert!(
+        wait_for(LONG, || !alive(sleep)),
+        "a stage process outlived the killed sluice"
+    );
+}
+
 /// While a run's stage process lives, no other run may start: not beside a live sluice, and
 /// not after sluice and its guardian were both killed (the stage process still holds the run
 /// lock; the next run kills it before it starts).

@@ -12,6 +12,11 @@
 //! of `posix_spawn` for every stage. A child subreaper only helps while sluice lives. The pipe's
 //! end of file is the one notice that is certain to come.
 //!
+//! Live groups go into a page of memory the guardian shares (`table.rs`): a store, not a line on
+//! the pipe that would wake the guardian twice for every stage. The pipe carries Slurm jobs and
+//! groups beyond the table's last free slot. A guardian killed by hand is noticed (and warned
+//! about) only at the next line on the pipe.
+//!
 //! One guardian per sluice process, started before the first process is spawned and never
 //! stopped: the kernel closes the pipe when sluice exits. It closes every descriptor it
 //! inherited (so it never holds the run lock), sits in its own process group (a terminal's
@@ -19,13 +24,16 @@
 //! end of file on its pipe is the only thing that ends it. Library users (tests of the engine)
 //! run without one unless they call [`enable`]; the binary always does.
 
+mod table;
+
 use super::procfs::{self, ProcessId};
 use std::collections::HashSet;
 use std::io::{self, BufRead, Write};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+use table::Table;
 
 /// The hidden subcommand that runs the guardian: `sluice __guard OWNER_PID OWNER_START
 /// OWNER_PGID`.
@@ -36,6 +44,9 @@ static GUARD: Mutex<State> = Mutex::new(State {
     running: None,
     failed: false,
 });
+
+/// The table of the running guardian, once one runs with a table.
+static TABLE: OnceLock<Table> = OnceLock::new();
 
 struct State {
     /// The executable that runs [`serve`] for `__guard`.
@@ -74,11 +85,19 @@ fn ensure_running(st: &mut State) {
     let me = ProcessId::current();
     // SAFETY: getpgrp(2) cannot fail.
     let pgid = unsafe { libc::getpgrp() };
+    // The table is the guardian's stdout; without one, every group goes over the pipe.
+    let (table, table_fd) = match Table::create() {
+        Ok((t, fd)) => (Some(t), Stdio::from(fd)),
+        Err(e) => {
+            tracing::debug!(error = %e, "no shared table for the guardian; using its pipe");
+            (None, Stdio::null())
+        }
+    };
     let spawned = Command::new(&program)
         .arg(GUARD_ARG)
         .args([me.pid.to_string(), me.start.to_string(), pgid.to_string()])
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(table_fd)
         .stderr(Stdio::null())
         // Not the workspace: the guardian should keep nothing busy.
         .current_dir("/")
@@ -88,6 +107,9 @@ fn ensure_running(st: &mut State) {
         Ok(mut child) => {
             let stdin = child.stdin.take().expect("stdin is piped");
             st.running = Some((child, stdin));
+            if let Some(t) = table {
+                let _ = TABLE.set(t);
+            }
         }
         Err(e) => {
             st.failed = true;
@@ -103,17 +125,28 @@ fn ensure_running(st: &mut State) {
 #[must_use = "dropping it unregisters the group at once"]
 pub struct Tracked {
     pgid: i32,
+    /// Its slot in the guardian's table; `None`: registered over the pipe.
+    slot: Option<usize>,
 }
 
 /// Registers a process group with the guardian (starting it if needed).
 pub fn track(pgid: i32) -> Tracked {
+    if let Some(slot) = TABLE.get().and_then(|t| t.claim(pgid)) {
+        return Tracked {
+            pgid,
+            slot: Some(slot),
+        };
+    }
     send(&format!("+{pgid}\n"));
-    Tracked { pgid }
+    Tracked { pgid, slot: None }
 }
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        send(&format!("-{}\n", self.pgid));
+        match (self.slot, TABLE.get()) {
+            (Some(slot), Some(table)) => table.release(slot),
+            _ => send(&format!("-{}\n", self.pgid)),
+        }
     }
 }
 
@@ -178,7 +211,9 @@ pub fn serve(owner: i32, owner_start: u64, owner_pgid: i32) -> io::Result<()> {
             groups.remove(&g);
         }
     }
-    // Sluice has exited: whatever it registered and did not see end is killed, then anything
+    // Sluice has exited: what is in the table (its stdout) has not been seen to end either.
+    groups.extend(table::read_groups(1));
+    // Whatever it registered and did not see end is killed, then anything
     // still holding its run lock (a process that left its group, or one spawned in the instant
     // before sluice could register it).
     for g in groups {
