@@ -204,12 +204,15 @@ fn a_failing_silent_stage_has_its_log() {
 #[test]
 fn scratch_is_empty_for_each_stage_and_gone_after_the_run() {
     let ws = Ws::new();
-    // One worker runs both, `b` after `a`: they get the same directory in turn, and `b` must not
-    // see what `a` left in it.
+    // One worker runs all three, `z`, `a`, `b`: they get the same directory in turn, and `b`
+    // must not see what `a` left in it. `a` finds it as `z` left it, unchanged for a while (so
+    // the worker remembers it empty, and `b` must see `a`'s changes all the same).
     ws.pipeline(
         r#"
 stages:
+  z: {run: 'sleep 0.05; echo > ${{ outputs.o }}', outputs: [o]}
   a:
+    inputs: {after: "${{ stages.z.outputs.o }}"}
     run: 'test -d "$SLUICE_SCRATCH" && ls -A "$SLUICE_SCRATCH" > ${{ outputs.seen }}; mkdir "$SLUICE_SCRATCH/d"; echo x > "$SLUICE_SCRATCH/d/f"; echo x > "$SLUICE_SCRATCH/.hidden"; echo "$SLUICE_SCRATCH" > ${{ outputs.dir }}'
     outputs: [seen, dir]
   b:

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::exec::procfs::{self, LockedFile, ProcessId};
 
+mod scratch_seen;
+
 #[derive(Debug, Clone)]
 pub struct Workspace {
     /// Canonical.
@@ -68,6 +70,9 @@ impl Workspace {
             .join("tmp")
             .join(run_id)
             .join(format!(".worker-{slot}"));
+        if scratch_seen::still_empty(&dir) {
+            return Ok(dir);
+        }
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -94,6 +99,7 @@ impl Workspace {
             fs::rename(&dir, &aside)?;
             fs::create_dir(&dir)?;
         }
+        scratch_seen::remember_empty(&dir);
         Ok(dir)
     }
     fn locks_registry(&self) -> PathBuf {
