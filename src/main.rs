@@ -334,7 +334,7 @@ fn run(cli: &Cli, args: &cli::RunArgs) -> Result<ExitCode, Failure> {
         ev_tx,
         sig_rx,
     );
-    let _ = reporter.join();
+    reporter.finish();
     signals.close();
     let summary = result.map_err(engine_failure)?;
     Ok(if summary.interrupted {
@@ -371,14 +371,8 @@ fn run_pipeline(cli: &Cli, file: &Path, json: bool) -> Result<ExitCode, Failure>
 }
 
 /// The events' channel and the thread that shows them: JSON lines on stdout with `--json`, the
-/// live display otherwise. The thread ends when every sender is dropped.
-fn reporter(
-    cli: &Cli,
-    json: bool,
-) -> (
-    crossbeam_channel::Sender<Event>,
-    std::thread::JoinHandle<()>,
-) {
+/// live display otherwise. [`Reporter::finish`] once every sender is dropped.
+fn reporter(cli: &Cli, json: bool) -> (crossbeam_channel::Sender<Event>, Reporter) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let style = report::Style::for_cli(cli, json);
     let thread = std::thread::spawn(move || {
@@ -388,7 +382,18 @@ fn reporter(
             report::human(rx, style)
         }
     });
-    (tx, thread)
+    (tx, Reporter(thread))
+}
+
+/// The thread that shows the events (see `report::batches` for why it must be woken to end).
+struct Reporter(std::thread::JoinHandle<()>);
+
+impl Reporter {
+    /// Shows what is left and waits for it; call it once every sender has been dropped.
+    fn finish(self) {
+        self.0.thread().unpark();
+        let _ = self.0.join();
+    }
 }
 
 fn jobs(arg: Option<usize>) -> usize {

@@ -59,15 +59,39 @@ pub fn with_hint(message: &str, hint: Option<&str>) -> String {
     }
 }
 
+/// How long the reporter lets events gather before it shows them.
+const BATCH: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Hands `f` every event, a batch at a time, until the channel is closed and empty.
+///
+/// Why batches: a thread blocked in `recv` is woken by every `send`, and a stage sends two or
+/// three events; in a cold run of small stages those wake-ups (a futex call on the sending
+/// worker, a context switch and the channel's spinning on the reporter) cost more than showing
+/// the events. This thread is no channel waiter: it looks every [`BATCH`] (parked, so whoever
+/// ends the run can wake it at once: `Reporter::finish` in main.rs unparks it), and a person
+/// does not see 20 ms.
+fn batches(rx: Receiver<Event>, mut f: impl FnMut(Event)) {
+    loop {
+        loop {
+            match rx.try_recv() {
+                Ok(ev) => f(ev),
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return,
+            }
+        }
+        std::thread::park_timeout(BATCH);
+    }
+}
+
 /// Prints events as JSON lines until the channel closes.
 pub fn json(rx: Receiver<Event>) {
     let stdout = std::io::stdout();
-    for ev in rx {
+    batches(rx, |ev| {
         let mut out = stdout.lock();
         if let Ok(line) = serde_json::to_string(&ev) {
             let _ = writeln!(out, "{line}");
         }
-    }
+    });
 }
 
 struct Row {
@@ -78,9 +102,7 @@ struct Row {
 /// Draws the human display until the channel closes.
 pub fn human(rx: Receiver<Event>, style: Style) {
     let mut h = Human::new(style);
-    for ev in rx {
-        h.event(ev);
-    }
+    batches(rx, |ev| h.event(ev));
 }
 
 /// The human display's state: live bars of running stages and the rows of the current run's

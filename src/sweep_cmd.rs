@@ -261,7 +261,7 @@ pub(crate) fn run_sweep(
         ev_tx,
         signals.rx.clone(),
     );
-    let _ = reporter.join();
+    reporter.finish();
     signals.close();
     let (results, summary) = outcome.map_err(crate::engine_failure)?;
     let plot = prep.dir.join("plot.png");
