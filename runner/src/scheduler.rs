@@ -109,7 +109,13 @@ pub(crate) fn dispatch(
     signals: Receiver<i32>,
     control: Receiver<Control>,
 ) -> DispatchReport {
-    let settled = settle_up_to_date(&ctx, &opts.selection, &opts.forced);
+    // Nothing can be up to date without a lock entry or a cached record: a first run in a fresh
+    // workspace skips the pre-pass (for a wide pipeline, every stage's fingerprint).
+    let settled = if ctx.lock.stages.is_empty() && ctx.store.local_is_empty() {
+        Settled::new()
+    } else {
+        settle_up_to_date(&ctx, &opts.selection, &opts.forced)
+    };
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
     let shared = Arc::new(Mutex::new(Dispatcher::new(
         ctx.clone(),

@@ -362,6 +362,10 @@ impl CacheStore for LocalStore {
         self.log.lookup(key)
     }
 
+    fn local_is_empty(&self) -> bool {
+        self.log.is_empty()
+    }
+
     fn store(&self, root: &Path, record: &StageRecord, hasher: &Hasher) -> io::Result<()> {
         self.file(root, record, hasher).map(|_| ())
     }

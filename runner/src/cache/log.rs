@@ -192,6 +192,11 @@ impl RecordLog {
         None
     }
 
+    /// Whether no record is held: no log or an empty one, and no legacy files.
+    pub(crate) fn is_empty(&self) -> bool {
+        fs::metadata(&self.path).map_or(true, |m| m.len() == 0) && !self.legacy.is_dir()
+    }
+
     /// Whether the open log is still the one at the log's path.
     fn still_current(&self, st: &State) -> bool {
         let open = st.file.as_ref().map(|o| o.id);
@@ -480,6 +485,20 @@ mod tests {
             let whole = cut == full.len() - 1;
             assert_eq!(reader.lookup(&b.key).is_some(), whole, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn empty_only_without_a_record_anywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = RecordLog::new(dir.path());
+        assert!(log.is_empty(), "no log yet");
+        fs::write(dir.path().join("records.log"), b"").unwrap();
+        assert!(log.is_empty(), "an empty log");
+        log.append(&record(b"a", b"1")).unwrap();
+        assert!(!log.is_empty());
+        let other = tempfile::tempdir().unwrap();
+        fs::create_dir(other.path().join("stages")).unwrap();
+        assert!(!RecordLog::new(other.path()).is_empty(), "legacy records");
     }
 
     #[test]

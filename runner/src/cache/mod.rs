@@ -124,6 +124,9 @@ impl CacheStore for LocalOnly<'_> {
     fn gc(&self, keep: &HashSet<ContentHash>, opts: GcOptions) -> std::io::Result<GcStats> {
         self.0.gc(keep, opts)
     }
+    fn local_is_empty(&self) -> bool {
+        self.0.local_is_empty()
+    }
 }
 
 /// What `gc` does besides dropping unreferenced entries.
@@ -195,6 +198,12 @@ pub trait CacheStore: Send + Sync {
     /// Whether `key`'s record was found on a remote cache rather than locally (`status` says
     /// "will restore from the remote cache").
     fn is_remote(&self, _key: &ContentHash) -> bool {
+        false
+    }
+    /// Whether this machine's part certainly holds no record (a fresh `.sluice/`): a search of
+    /// it for every stage, such as the up-to-date pre-pass, would find nothing. `false` when
+    /// unsure.
+    fn local_is_empty(&self) -> bool {
         false
     }
 }

@@ -31,6 +31,10 @@ impl CacheStore for TieredStore {
         self.local.lookup(key)
     }
 
+    fn local_is_empty(&self) -> bool {
+        self.local.local_is_empty()
+    }
+
     fn store(&self, root: &Path, record: &StageRecord, hasher: &Hasher) -> std::io::Result<()> {
         let filed = self.local.file(root, record, hasher)?;
         self.remote.push_later(&self.local, &filed);
