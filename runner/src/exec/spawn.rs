@@ -67,7 +67,8 @@ pub(crate) fn available() -> bool {
 ///
 /// A failure before `execve` succeeded is the child's `errno` (`NotFound` for a missing program
 /// or directory, `PermissionDenied` for a file that is not executable), the child already
-/// reaped. `ErrorKind::Unsupported`: this kernel cannot do it; use std's spawn.
+/// reaped. `ErrorKind::Unsupported`: this kernel (or, rarely, this thread) cannot do it; use
+/// std's spawn.
 pub(crate) fn spawn_in_group(spec: &ProcessSpec, program: &Path) -> io::Result<Spawned> {
     let image = Image::new(spec, program)?;
     let stdin = dev_null()?;
@@ -85,7 +86,7 @@ pub(crate) fn spawn_in_group(spec: &ProcessSpec, program: &Path) -> io::Result<S
         errno: AtomicI32::new(0),
     };
     let mut pidfd: c_int = -1;
-    let (pid, clone_errno) = STACK.with(|stack| {
+    let cloned = STACK.try_with(|stack| {
         // SAFETY: sigfillset and pthread_sigmask write only the sets we pass. The clone: the
         // child runs `child_main` on `stack`, which belongs to this thread and which nothing
         // else uses while this thread is suspended (CLONE_VFORK: until the child has called
@@ -111,6 +112,13 @@ pub(crate) fn spawn_in_group(spec: &ProcessSpec, program: &Path) -> io::Result<S
             (pid, clone_errno)
         }
     });
+    // Only while this thread's locals are being destroyed (a spawn from a destructor).
+    let Ok((pid, clone_errno)) = cloned else {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no child stack on a thread that is ending",
+        ));
+    };
     // The child has its own copies of the write ends (or is gone): ours must close, or the
     // pipes would never reach end of file.
     drop((stdout_w, stderr_w));
@@ -130,8 +138,9 @@ pub(crate) fn spawn_in_group(spec: &ProcessSpec, program: &Path) -> io::Result<S
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let failed = args.errno.load(Ordering::Acquire);
     if failed != 0 {
-        // The child has exited (CLONE_VFORK resumed us): reap it, so no zombie is left.
-        reap(pid)?;
+        // The child has exited (CLONE_VFORK resumed us): reap it, so no zombie is left. Its
+        // errno is the error to report even if it was reaped already (SIGCHLD ignored).
+        let _ = reap(pid);
         return Err(io::Error::from_raw_os_error(failed));
     }
     Ok(Spawned {
