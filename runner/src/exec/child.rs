@@ -23,13 +23,20 @@
 //! - No `pre_exec` hook (such as `PR_SET_PDEATHSIG`, which would reach only the direct child
 //!   anyway): with one, std forks instead of using `posix_spawn`, copying sluice's page tables
 //!   for every stage.
+//! - A process without stdin or cancel token (every `run:` stage's, through
+//!   [`run_spec_in_group`]) is not started by std but by `spawn.rs`, a `clone(CLONE_VFORK)` of
+//!   our own that keeps all of the above and avoids `posix_spawn`'s costs per call (its doc
+//!   says which, and what the child does before `execve`).
 
-use super::{guard, signal_group};
+use super::spawn::{self, Spawned};
+use super::{guard, signal_group, ProcessSpec};
 use crate::cancel::CancelToken;
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::process::{ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -81,8 +88,8 @@ pub fn run_in_group(cmd: &mut Command, io: GroupIo<'_>) -> io::Result<ExitStatus
         if let Some(pidfd) = pidfd_open(pgid) {
             // The common case (every `run:` stage): both pipes and the leader's exit are
             // watched from this thread, instead of two reader threads started for each stage.
-            let exited =
-                poll_until_closed(pgid, &pidfd, child_stdout, child_stderr, stdout, stderr);
+            let (out, err) = (OwnedFd::from(child_stdout), OwnedFd::from(child_stderr));
+            let exited = poll_until_closed(pgid, &pidfd, out.into(), err.into(), stdout, stderr);
             let status = exited.and_then(|()| child.wait());
             drop(tracked);
             return status;
@@ -124,6 +131,56 @@ pub fn run_in_group(cmd: &mut Command, io: GroupIo<'_>) -> io::Result<ExitStatus
         alive.1.notify_all();
         exited.and_then(|()| child.wait())
     });
+    drop(tracked);
+    status
+}
+
+/// Runs `spec`'s process (its `program` resolved to `program`) as [`run_in_group`] does. A
+/// process without stdin and cancel token (every `run:` stage's) is started by
+/// [`spawn::spawn_in_group`], which costs less than std's spawn; any other with std's.
+pub(crate) fn run_spec_in_group(
+    spec: &ProcessSpec,
+    program: &Path,
+    io: GroupIo<'_>,
+) -> io::Result<ExitStatus> {
+    if io.stdin.is_none() && io.kill_on_cancel.is_none() && spawn::available() {
+        guard::start();
+        match spawn::spawn_in_group(spec, program) {
+            Ok(child) => return run_spawned(child, io.on_spawn, io.stdout, io.stderr),
+            // The kernel cannot: std's spawn below, from now on.
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut cmd = Command::new(program);
+    cmd.args(&spec.args)
+        .env_clear()
+        .envs(&spec.env)
+        .current_dir(&spec.cwd);
+    run_in_group(&mut cmd, io)
+}
+
+/// The rest of [`run_in_group`]'s common case for a child [`spawn::spawn_in_group`] started:
+/// the guardian, `on_spawn`, both pipes and the leader's exit watched from this thread, the
+/// group killed once the leader exits, and only then the leader reaped.
+fn run_spawned(
+    child: Spawned,
+    on_spawn: &(dyn Fn(i32) + Sync),
+    stdout: &mut (dyn FnMut(&str) + Send),
+    stderr: &mut (dyn FnMut(&str) + Send),
+) -> io::Result<ExitStatus> {
+    let pgid = child.pid;
+    let tracked = guard::track(pgid);
+    on_spawn(pgid);
+    let exited = poll_until_closed(
+        pgid,
+        &child.pidfd,
+        child.stdout,
+        child.stderr,
+        stdout,
+        stderr,
+    );
+    let status = exited.and_then(|()| spawn::reap(pgid));
     drop(tracked);
     status
 }
@@ -191,8 +248,8 @@ fn pidfd_open(pid: i32) -> Option<OwnedFd> {
 fn poll_until_closed(
     pgid: i32,
     pidfd: &OwnedFd,
-    out: ChildStdout,
-    err: ChildStderr,
+    out: File,
+    err: File,
     on_out: &mut (dyn FnMut(&str) + Send),
     on_err: &mut (dyn FnMut(&str) + Send),
 ) -> io::Result<()> {
@@ -401,5 +458,52 @@ mod tests {
         assert_eq!(out[500], "tail");
         assert_eq!(err.len(), 500);
         assert_eq!(err[499], "e499");
+    }
+
+    #[test]
+    fn a_spec_without_stdin_runs_in_its_group_and_its_stragglers_are_killed() {
+        // The path of every `run:` stage (spawn.rs's clone): the background `sleep` holds both
+        // pipes open and must be killed when `sh` exits, or this test would hang for a minute.
+        let spec = ProcessSpec {
+            program: "sh".into(),
+            args: vec![
+                "-c".into(),
+                "sleep 60 & echo up; echo err >&2; exit 5".into(),
+            ],
+            env: [("PATH".to_string(), "/usr/bin:/bin".to_string())].into(),
+            cwd: std::env::temp_dir(),
+            stdin: None,
+            stdout: super::super::Stdout::Log,
+        };
+        let program = super::super::resolve_program("sh", Some("/usr/bin:/bin"));
+        let group = AtomicI32::new(0);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let status = run_spec_in_group(
+            &spec,
+            &program,
+            GroupIo {
+                stdin: None,
+                on_spawn: &|pgid| group.store(pgid, Ordering::SeqCst),
+                stdout: &mut |l| out.push(l.to_string()),
+                stderr: &mut |l| err.push(l.to_string()),
+                kill_on_cancel: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(status.code(), Some(5));
+        assert_eq!(
+            (out, err),
+            (vec!["up".to_string()], vec!["err".to_string()])
+        );
+        let pgid = group.load(Ordering::SeqCst);
+        assert!(pgid > 0);
+        // The pipes reached their end, so the `sleep` is dead; the leader is reaped.
+        // SAFETY: waitpid(2) with WNOHANG on a pid; the status is not read.
+        let rc = unsafe { libc::waitpid(pgid, std::ptr::null_mut(), libc::WNOHANG) };
+        assert_eq!(rc, -1);
+        assert_eq!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::ECHILD)
+        );
     }
 }

@@ -9,6 +9,7 @@ mod process;
 pub mod procfs;
 pub mod protocol;
 pub mod slurm;
+mod spawn;
 
 pub use child::{output, run_in_group, GroupIo};
 pub use logfile::StageLog;

@@ -1,13 +1,12 @@
-//! `LocalExecutor`: runs a stage's process on this machine, through `child::run_in_group`
-//! (where its process group, the guardian and signal handling are documented), reading the stage
-//! protocol from its stdout.
+//! `LocalExecutor`: runs a stage's process on this machine, through `child::run_spec_in_group`
+//! (where its process group, the guardian and signal handling are documented; `spawn.rs` starts
+//! the process when it has no stdin), reading the stage protocol from its stdout.
 
-use super::child::{run_in_group, GroupIo};
+use super::child::{run_spec_in_group, GroupIo};
 use super::protocol::{self, Message};
 use super::{signal_group, ExecControl, ExecOutcome, Executor, ProcessSpec, Stdout};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 
 #[derive(Default)]
 pub struct LocalExecutor;
@@ -15,11 +14,6 @@ pub struct LocalExecutor;
 impl Executor for LocalExecutor {
     fn execute(&self, spec: &ProcessSpec, ctl: &ExecControl<'_>) -> io::Result<ExecOutcome> {
         let program = resolve_program(&spec.program, spec.env.get("PATH").map(String::as_str));
-        let mut cmd = Command::new(program);
-        cmd.args(&spec.args)
-            .env_clear()
-            .envs(&spec.env)
-            .current_dir(&spec.cwd);
         let on_spawn = |pgid: i32| {
             (ctl.on_spawn)(pgid);
             if ctl.cancel.is_cancelled() {
@@ -27,8 +21,9 @@ impl Executor for LocalExecutor {
             }
         };
         let mut result = None;
-        let status = run_in_group(
-            &mut cmd,
+        let status = run_spec_in_group(
+            spec,
+            &program,
             GroupIo {
                 stdin: spec.stdin.as_deref(),
                 on_spawn: &on_spawn,
