@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{copy_dir, repo, Run, Ws};
+use common::{copy_dir, repo, Run, Ws, BIN};
 use sluice_runner::pipeline::{Pipeline, StageKind};
 use sluice_runner::{load_cached, load_fresh, load_with, LoadOptions, PromotedParams};
 use std::collections::BTreeMap;
@@ -205,6 +205,39 @@ fn an_unchanged_pipeline_is_served_and_an_edited_one_is_not() {
     assert!(!hit(&edited));
     assert_eq!(edited.started(), ["b"]);
     run_hit(&ws, &[]).assert_ok();
+}
+
+#[test]
+fn a_rebuilt_binary_does_not_reuse_the_loads_of_the_one_before() {
+    let ws = Ws::new();
+    ws.pipeline(TWO);
+    ws.run(&[]).assert_ok();
+    run_hit(&ws, &[]).assert_ok();
+    // Another file with the same bytes, as a rebuild leaves at the same path: a new inode and
+    // mtime. It may validate differently, so it must load the pipeline afresh.
+    let dir = tempfile::tempdir().unwrap();
+    let rebuilt = dir.path().join("sluice");
+    std::fs::copy(BIN, &rebuilt).unwrap();
+    let run = |bin: &Path| {
+        let out = std::process::Command::new(bin)
+            .args(["run", "--json"])
+            .current_dir(ws.root())
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "sluice_runner::validate=debug")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).contains("load cache: hit")
+    };
+    assert!(
+        !run(&rebuilt),
+        "the rebuilt binary used the old binary's load"
+    );
+    assert!(run(&rebuilt), "the rebuilt binary's own load is reused");
+    assert!(
+        !run(Path::new(BIN)),
+        "the old binary used the rebuilt one's load"
+    );
 }
 
 #[test]
