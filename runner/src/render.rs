@@ -61,11 +61,53 @@ pub fn render_dag(p: &Pipeline, format: DagFormat) -> String {
     out
 }
 
+/// A Mermaid node id for stage `s`: ids take letters, digits and `_`, so a matrix instance's `@`,
+/// `=`, `,` and `.` (and `-`) are written as `_<hex code>_` and `_` itself as `__` (the label
+/// keeps the real name). Every name gets its own id: `a-b` and `a_b` must not become one node.
 fn mermaid_id(s: &str) -> String {
-    // Mermaid ids take letters, digits and `_`; a matrix instance's `@`, `=`, `,` and `.` (and
-    // `-`) become `_` (the label keeps the real name).
-    format!(
-        "s_{}",
-        s.replace(|c: char| !(c.is_ascii_alphanumeric() || c == '_'), "_")
-    )
+    let mut id = String::with_capacity(s.len() + 2);
+    id.push_str("s_");
+    for c in s.chars() {
+        match c {
+            c if c.is_ascii_alphanumeric() => id.push(c),
+            '_' => id.push_str("__"),
+            c => {
+                let _ = write!(id, "_{:x}_", c as u32);
+            }
+        }
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mermaid_id;
+
+    #[test]
+    fn mermaid_ids_are_plain_and_distinct_for_distinct_names() {
+        let names = [
+            "a",
+            "a_b",
+            "a-b",
+            "a__b",
+            "a_2d_b",
+            "a_5f_b",
+            "train@lr=0.1",
+            "train@lr=0_1",
+            "train@lr=0-1",
+            "x@a=1,b=2",
+            "x@a=1_b=2",
+            "x@a=1.b=2",
+        ];
+        let ids: Vec<String> = names.iter().map(|n| mermaid_id(n)).collect();
+        for id in &ids {
+            assert!(
+                id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{id}"
+            );
+        }
+        let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{ids:?}");
+        assert_eq!(mermaid_id("clean"), "s_clean");
+    }
 }
