@@ -177,6 +177,45 @@ stages:
 }
 
 #[test]
+fn a_plugins_hint_is_shown_apart_from_its_message() {
+    let ws = Ws::new();
+    // One fails by its exit code, the other by its result's status: both carry a hint.
+    ws.write(
+        "picky.py",
+        "import json, sys\nreq = json.load(sys.stdin)\n\
+         print(json.dumps({'type': 'result', 'status': 'error', 'message': 'no column `y`', \
+         'hint': 'name the label column with `with: {label: ...}`'}))\n\
+         sys.exit(int((req.get('with') or {}).get('code', 0)))\n",
+    )
+    .pipeline(
+        r#"
+plugins:
+  picky: {command: [python3, picky.py]}
+stages:
+  by_code: {uses: picky, with: {code: 2}, outputs: [o]}
+  by_status: {uses: picky, outputs: [o]}
+"#,
+    );
+    let r = ws.run(&["--keep-going"]);
+    assert_eq!(
+        r.failure("by_code"),
+        "exited with code 2: no column `y`\n  = help: name the label column with `with: {label: ...}`"
+    );
+    assert_eq!(
+        r.failure("by_status"),
+        "the plugin reported an error: no column `y`\n  = help: name the label column with `with: {label: ...}`"
+    );
+    let human = ws.sluice(&["run", "--keep-going"]);
+    assert!(
+        human
+            .stderr
+            .contains("  = help: name the label column with `with: {label: ...}`"),
+        "{}",
+        human.stderr
+    );
+}
+
+#[test]
 fn the_request_carries_paths_config_params_and_devices() {
     let ws = Ws::new();
     ws.write("dump.py", "import json, sys, shutil\nreq = json.load(sys.stdin)\njson.dump(req, open(req['outputs']['o'], 'w'))\nprint(json.dumps({'type': 'result', 'status': 'ok'}))\n")

@@ -457,7 +457,7 @@ fn invoke(
                 stdin: None,
                 stdout: Stdout::Log,
             };
-            run_process(ctx, job, &spec, events, log, tx, false).map_err(StageError::from)
+            run_process(ctx, job, &spec, events, log, tx, false)
         }
         StageKind::Plugin {
             name: kind,
@@ -488,7 +488,7 @@ fn invoke(
                 stdin: Some(body),
                 stdout: Stdout::Protocol,
             };
-            run_process(ctx, job, &spec, events, log, tx, true).map_err(StageError::from)
+            run_process(ctx, job, &spec, events, log, tx, true)
         }
     }
 }

@@ -3,6 +3,7 @@
 //! stage's success or failure.
 
 use super::{Job, JobMsg, RunCtx};
+use crate::error::StageError;
 use crate::events::StageEventSink;
 use crate::exec::{ExecControl, ExecOutcome, ProcessSpec, StageLog};
 use crate::pipeline::StageDef;
@@ -146,6 +147,9 @@ pub(crate) fn process_env(
     env
 }
 
+/// Runs a stage's process to its end and reads its exit (and, for a plugin, its final `result`
+/// message) as success or failure. A plugin's `hint` goes with its failure, shown apart from the
+/// message as every stage's hint is.
 pub(super) fn run_process(
     ctx: &RunCtx,
     job: &Job,
@@ -154,8 +158,9 @@ pub(super) fn run_process(
     log: &StageLog,
     tx: &Sender<JobMsg>,
     protocol: bool,
-) -> Result<(), String> {
+) -> Result<(), StageError> {
     let out = start_process(ctx, job, spec, events, log, tx)?;
+    let hint = out.result.as_ref().and_then(|r| r.hint.clone());
     match (out.code, out.signal) {
         (Some(0), _) => {}
         (Some(code), _) => {
@@ -165,13 +170,14 @@ pub(super) fn run_process(
                 .and_then(|r| r.message.clone())
                 .map(|m| format!(": {m}"))
                 .unwrap_or_default();
-            return Err(format!("exited with code {code}{detail}"));
+            return Err(StageError::new(format!("exited with code {code}{detail}")).hint_opt(hint));
         }
-        (None, Some(sig)) => return Err(format!("killed by signal {sig}")),
+        (None, Some(sig)) => return Err(format!("killed by signal {sig}").into()),
         (None, None) => {
             return Err(out
                 .lost
-                .unwrap_or_else(|| "ended without an exit status".into()))
+                .unwrap_or_else(|| "ended without an exit status".into())
+                .into())
         }
     }
     if protocol {
@@ -182,10 +188,11 @@ pub(super) fn run_process(
                 )
             }
             Some(r) if !r.is_ok() => {
-                return Err(format!(
+                return Err(StageError::new(format!(
                     "the plugin reported an error: {}",
                     r.message.unwrap_or_else(|| r.status.clone())
                 ))
+                .hint_opt(hint))
             }
             Some(r) => {
                 for (k, v) in r.metrics {
