@@ -3,7 +3,8 @@
 //! gave up on. The `Dispatcher` methods here are called from its loop only, so run state keeps
 //! one writer.
 
-use super::{cancel_one, pruned_message, Dispatcher};
+use super::stop::cancel_one;
+use super::{pruned_message, Dispatcher};
 use crate::cancel::CancelReason;
 use crate::events::Outcome;
 use crate::job::JobResult;
