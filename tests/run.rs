@@ -807,3 +807,23 @@ stages:
     );
     ws.run(&["--jobs", "2"]).assert_ok();
 }
+
+/// A stage's processes start with SIGPIPE at its default, as a shell's would (sluice itself, as
+/// every Rust program, ignores it): `yes | head -n 1` ends `yes` quietly instead of filling the
+/// log with write errors.
+#[test]
+fn a_stage_process_dies_quietly_of_a_closed_pipe() {
+    let ws = Ws::new();
+    ws.pipeline(
+        r#"
+stages:
+  s:
+    run: "yes | head -n 1 > ${{ outputs.o }}; echo finished >&2; exit 3"
+    outputs: [o]
+"#,
+    );
+    let r = ws.run(&[]);
+    let tail = r.finished("s")["log_tail"].to_string();
+    assert!(tail.contains("finished"), "{tail}");
+    assert!(!tail.contains("Broken pipe"), "{tail}");
+}

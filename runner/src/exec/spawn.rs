@@ -20,11 +20,14 @@
 //! memory we share and exiting with 127; we read it once we resume.
 //!
 //! Signals: all are blocked in this thread around the clone, so the child starts with them
-//! blocked; before unblocking them (restoring our mask) it resets every signal that has a
-//! handler to the default action, exactly as glibc's `posix_spawn` does. Otherwise a signal
-//! arriving between the clone and `execve` (a terminal's Ctrl-C reaches the child while it is
-//! still in sluice's process group) would run one of sluice's handlers in the child, on memory
-//! it shares with sluice. Ignored signals stay ignored, as they would through `posix_spawn`.
+//! blocked; before unblocking them it resets every signal that has a handler to the default
+//! action, exactly as glibc's `posix_spawn` does. Otherwise a signal arriving between the clone
+//! and `execve` (a terminal's Ctrl-C reaches the child while it is still in sluice's process
+//! group) would run one of sluice's handlers in the child, on memory it shares with sluice. The
+//! program then starts as std's spawn starts it: no signal blocked, and SIGPIPE at its default
+//! (Rust's runtime ignores it in sluice; a stage's `yes | head -1` must end `yes` by SIGPIPE,
+//! not by a "Broken pipe" error in its log). Other ignored signals stay ignored, as through
+//! `posix_spawn`.
 //!
 //! Descriptors: the child gets `/dev/null` and the write ends of two fresh pipes as 0, 1 and 2.
 //! Everything else sluice opens is close-on-exec (std opens all descriptors so), except the
@@ -230,7 +233,7 @@ struct ChildArgs {
     fds: [RawFd; 3],
     /// One more than the highest signal number.
     nsig: c_int,
-    /// The parent thread's signal mask before the clone, restored in the child before execve.
+    /// The parent thread's signal mask before the clone, which the parent restores after it.
     mask: libc::sigset_t,
     /// The child's `errno` when a step before execve failed; 0 while all is well.
     errno: AtomicI32,
@@ -247,6 +250,9 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         for sig in 1..args.nsig {
             reset_handler(sig);
         }
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(libc::SIGPIPE, &default, std::ptr::null_mut());
         if libc::setpgid(0, 0) != 0 {
             fail(args);
         }
@@ -264,7 +270,9 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         if libc::chdir(args.cwd) != 0 {
             fail(args);
         }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &args.mask, std::ptr::null_mut());
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         libc::execve(args.path, args.argv, args.envp);
         fail(args)
     }
