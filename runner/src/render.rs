@@ -47,67 +47,82 @@ pub fn render_dag(p: &Pipeline, format: DagFormat) -> String {
             out.push_str("}\n");
         }
         DagFormat::Mermaid => {
+            let ids = mermaid_ids(p);
             out.push_str("flowchart LR\n");
-            for s in &p.stages {
-                let _ = writeln!(out, "  {}[\"{}\"]", mermaid_id(&s.id.0), s.id);
+            for (i, s) in p.stages.iter().enumerate() {
+                let _ = writeln!(out, "  {}[\"{}\"]", ids[i], s.id);
             }
             let mut edges: Vec<(usize, usize)> = p.graph.edges().collect();
             edges.sort();
             for (a, b) in edges {
-                let _ = writeln!(out, "  {} --> {}", mermaid_id(name(a)), mermaid_id(name(b)));
+                let _ = writeln!(out, "  {} --> {}", ids[a], ids[b]);
             }
         }
     }
     out
 }
 
-/// A Mermaid node id for stage `s`: ids take letters, digits and `_`, so a matrix instance's `@`,
-/// `=`, `,` and `.` (and `-`) are written as `_<hex code>_` and `_` itself as `__` (the label
-/// keeps the real name). Every name gets its own id: `a-b` and `a_b` must not become one node.
-fn mermaid_id(s: &str) -> String {
-    let mut id = String::with_capacity(s.len() + 2);
-    id.push_str("s_");
-    for c in s.chars() {
-        match c {
-            c if c.is_ascii_alphanumeric() => id.push(c),
-            '_' => id.push_str("__"),
-            c => {
-                let _ = write!(id, "_{:x}_", c as u32);
-            }
-        }
+/// Mermaid node ids, one per stage: ids take letters, digits and `_`, so a matrix instance's
+/// `@`, `=`, `,` and `.` (and `-`) become `_` (the label keeps the real name). Two names can
+/// then meet (`a-b` and `a_b`), and one node would stand for both: in that case every id also
+/// carries its stage's number (`s3_a_b`), which keeps them apart.
+fn mermaid_ids(p: &Pipeline) -> Vec<String> {
+    let plain: Vec<String> = p.stages.iter().map(|s| sanitized(&s.id.0)).collect();
+    let distinct: std::collections::HashSet<&String> = plain.iter().collect();
+    if distinct.len() == plain.len() {
+        return plain.into_iter().map(|s| format!("s_{s}")).collect();
     }
-    id
+    plain
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| format!("s{i}_{s}"))
+        .collect()
+}
+
+fn sanitized(name: &str) -> String {
+    name.replace(|c: char| !(c.is_ascii_alphanumeric() || c == '_'), "_")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::mermaid_id;
+    use super::*;
+
+    fn mermaid(yaml: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let file = root.join("sluice.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let p = crate::validate::load(&crate::validate::LoadOptions {
+            root: &root,
+            file: &file,
+            display: "sluice.yaml".into(),
+            overrides: &[],
+            registry: &crate::StageRegistry::default(),
+            sweep: None,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        render_dag(&p, DagFormat::Mermaid)
+    }
 
     #[test]
-    fn mermaid_ids_are_plain_and_distinct_for_distinct_names() {
-        let names = [
-            "a",
-            "a_b",
-            "a-b",
-            "a__b",
-            "a_2d_b",
-            "a_5f_b",
-            "train@lr=0.1",
-            "train@lr=0_1",
-            "train@lr=0-1",
-            "x@a=1,b=2",
-            "x@a=1_b=2",
-            "x@a=1.b=2",
-        ];
-        let ids: Vec<String> = names.iter().map(|n| mermaid_id(n)).collect();
-        for id in &ids {
-            assert!(
-                id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                "{id}"
-            );
-        }
-        let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
-        assert_eq!(distinct.len(), names.len(), "{ids:?}");
-        assert_eq!(mermaid_id("clean"), "s_clean");
+    fn names_that_would_meet_in_mermaid_get_ids_of_their_own() {
+        let out = mermaid(
+            "stages:\n  a-b: {run: 'echo > ${{ outputs.o }}', outputs: [o]}\n  \
+             a_b: {run: 'cat ${{ stages.a-b.outputs.o }} > ${{ outputs.o }}', outputs: [o]}\n",
+        );
+        let nodes: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains('['))
+            .map(|l| l.trim().split('[').next().unwrap())
+            .collect();
+        assert_eq!(nodes.len(), 2, "{out}");
+        assert_ne!(nodes[0], nodes[1], "{out}");
+        assert!(
+            out.contains(&format!("{} --> {}", nodes[0], nodes[1])),
+            "{out}"
+        );
+        // Without a meeting, ids stay as they were.
+        let plain = mermaid("stages:\n  clean: {run: 'echo > ${{ outputs.o }}', outputs: [o]}\n");
+        assert!(plain.contains("s_clean[\"clean\"]"), "{plain}");
     }
 }
