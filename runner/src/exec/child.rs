@@ -143,17 +143,16 @@ pub(crate) fn run_spec_in_group(
     program: &Path,
     io: GroupIo<'_>,
 ) -> io::Result<ExitStatus> {
-    if io.stdin.is_none() && io.kill_on_cancel.is_none() && spawn::available() {
+    if io.stdin.is_none() && io.kill_on_cancel.is_none() {
         guard::start();
-        match spawn::spawn_in_group(spec, program) {
-            Ok(child) => return run_spawned(child, io.on_spawn, io.stdout, io.stderr),
-            // The kernel cannot: std's spawn below, from now on.
-            Err(e) if e.kind() == io::ErrorKind::Unsupported => {}
-            Err(e) => return Err(e),
+        if let Some(child) = spawn::spawn_in_group(spec, program)? {
+            return run_spawned(child, io.on_spawn, io.stdout, io.stderr);
         }
     }
     let mut cmd = Command::new(program);
-    cmd.args(&spec.args)
+    // `argv[0]` as written, as `spawn.rs` and a shell pass it.
+    cmd.arg0(&spec.program)
+        .args(&spec.args)
         .env_clear()
         .envs(&spec.env)
         .current_dir(&spec.cwd);
@@ -458,6 +457,32 @@ mod tests {
         assert_eq!(out[500], "tail");
         assert_eq!(err.len(), 500);
         assert_eq!(err[499], "e499");
+    }
+
+    #[test]
+    fn a_program_missing_from_the_stages_path_is_not_found() {
+        let spec = ProcessSpec {
+            program: "no-such-program-xq".into(),
+            args: Vec::new(),
+            env: [("PATH".to_string(), "/usr/bin:/bin".to_string())].into(),
+            cwd: std::env::temp_dir(),
+            stdin: None,
+            stdout: super::super::Stdout::Log,
+        };
+        let program = super::super::resolve_program(&spec.program, Some("/usr/bin:/bin"));
+        let err = run_spec_in_group(
+            &spec,
+            &program,
+            GroupIo {
+                stdin: None,
+                on_spawn: &|_| {},
+                stdout: &mut |_| {},
+                stderr: &mut |_| {},
+                kill_on_cancel: None,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
     }
 
     #[test]

@@ -24,10 +24,15 @@
 //! action, exactly as glibc's `posix_spawn` does. Otherwise a signal arriving between the clone
 //! and `execve` (a terminal's Ctrl-C reaches the child while it is still in sluice's process
 //! group) would run one of sluice's handlers in the child, on memory it shares with sluice. The
-//! program then starts as std's spawn starts it: no signal blocked, and SIGPIPE at its default
-//! (Rust's runtime ignores it in sluice; a stage's `yes | head -1` must end `yes` by SIGPIPE,
-//! not by a "Broken pipe" error in its log). Other ignored signals stay ignored, as through
-//! `posix_spawn`.
+//! program then starts as std's spawn starts it: with this thread's signal mask from before the
+//! clone, and SIGPIPE at its default (Rust's runtime ignores it in sluice; a stage's
+//! `yes | head -1` must end `yes` by SIGPIPE, not by a "Broken pipe" error in its log). Other
+//! ignored signals stay ignored, as through `posix_spawn`.
+//!
+//! Where it cannot work, [`spawn_in_group`] says so (`None`) and the caller uses std's spawn: a
+//! kernel without pollable pidfds (before 5.3: a probe with `pidfd_open` at the first spawn,
+//! because older kernels silently ignore `CLONE_PIDFD`), a program that was not found on the
+//! stage's `PATH` (std searches it and reports it missing), a thread being torn down.
 //!
 //! Descriptors: the child gets `/dev/null` and the write ends of two fresh pipes as 0, 1 and 2.
 //! Everything else sluice opens is close-on-exec (std opens all descriptors so), except the
@@ -55,13 +60,24 @@ pub(crate) struct Spawned {
     pub(crate) stderr: File,
 }
 
-/// Set once a clone with `CLONE_PIDFD` was refused (a kernel before 5.2, or a seccomp filter):
+/// Set once a clone with `CLONE_PIDFD` was refused (a seccomp filter, say) or gave no pidfd:
 /// std's spawn is used from then on.
 static REFUSED: AtomicBool = AtomicBool::new(false);
 
-/// Whether [`spawn_in_group`] may work here; `false` once the kernel refused it.
-pub(crate) fn available() -> bool {
+/// Whether [`spawn_in_group`] may work here: the kernel has pollable pidfds (Linux 5.3, the
+/// same release as `pidfd_open`; a kernel before 5.2 ignores `CLONE_PIDFD` without an error,
+/// and 5.2's pidfds cannot be polled), and no clone was refused since.
+fn available() -> bool {
+    static PIDFDS: OnceLock<bool> = OnceLock::new();
     !REFUSED.load(Ordering::Relaxed)
+        && *PIDFDS.get_or_init(|| {
+            // SAFETY: pidfd_open(2) on our own pid returns a new descriptor or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+            // SAFETY: a new descriptor that nothing else owns, closed at once.
+            (fd >= 0)
+                .then(|| drop(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+                .is_some()
+        })
 }
 
 /// Starts `program` (already resolved, see `process::resolve_program`) with `spec`'s arguments,
@@ -70,9 +86,12 @@ pub(crate) fn available() -> bool {
 ///
 /// A failure before `execve` succeeded is the child's `errno` (`NotFound` for a missing program
 /// or directory, `PermissionDenied` for a file that is not executable), the child already
-/// reaped. `ErrorKind::Unsupported`: this kernel (or, rarely, this thread) cannot do it; use
-/// std's spawn.
-pub(crate) fn spawn_in_group(spec: &ProcessSpec, program: &Path) -> io::Result<Spawned> {
+/// reaped. `Ok(None)`: it cannot be done here (see the module doc); use std's spawn.
+pub(crate) fn spawn_in_group(spec: &ProcessSpec, program: &Path) -> io::Result<Option<Spawned>> {
+    use std::os::unix::ffi::OsStrExt as _;
+    if !available() || !program.as_os_str().as_bytes().contains(&b'/') {
+        return Ok(None);
+    }
     let image = Image::new(spec, program)?;
     let stdin = dev_null()?;
     let (stdout, stdout_w) = pipe()?;
@@ -117,27 +136,35 @@ pub(crate) fn spawn_in_group(spec: &ProcessSpec, program: &Path) -> io::Result<S
     });
     // Only while this thread's locals are being destroyed (a spawn from a destructor).
     let Ok((pid, clone_errno)) = cloned else {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "no child stack on a thread that is ending",
-        ));
+        return Ok(None);
     };
     // The child has its own copies of the write ends (or is gone): ours must close, or the
     // pipes would never reach end of file.
     drop((stdout_w, stderr_w));
     if pid < 0 {
-        return Err(match clone_errno {
+        return match clone_errno {
             libc::EINVAL | libc::ENOSYS | libc::EPERM => {
                 REFUSED.store(true, Ordering::Relaxed);
-                io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "clone with CLONE_PIDFD refused by the kernel",
-                )
+                Ok(None)
             }
-            e => io::Error::from_raw_os_error(e),
-        });
+            e => Err(io::Error::from_raw_os_error(e)),
+        };
     }
-    // SAFETY: the clone succeeded, so the kernel stored a new descriptor that nothing else owns.
+    if pidfd < 0 {
+        // A kernel that passed the probe always gives one; should one not, the child (unreaped,
+        // so its pid is still its own) is asked for one, and without it stopped, not run twice.
+        // SAFETY: pidfd_open(2) on our child's pid returns a new descriptor or -1.
+        pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as c_int;
+        if pidfd < 0 {
+            REFUSED.store(true, Ordering::Relaxed);
+            super::signal_group(pid, libc::SIGKILL);
+            let _ = reap(pid);
+            return Err(io::Error::other(
+                "the kernel gave no pidfd for a started process; it was stopped",
+            ));
+        }
+    }
+    // SAFETY: a descriptor (>= 0) the kernel made for us and that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let failed = args.errno.load(Ordering::Acquire);
     if failed != 0 {
@@ -146,12 +173,12 @@ pub(crate) fn spawn_in_group(spec: &ProcessSpec, program: &Path) -> io::Result<S
         let _ = reap(pid);
         return Err(io::Error::from_raw_os_error(failed));
     }
-    Ok(Spawned {
+    Ok(Some(Spawned {
         pid,
         pidfd,
         stdout,
         stderr,
-    })
+    }))
 }
 
 /// Waits for child `pid` to exit and reaps it.
@@ -233,7 +260,8 @@ struct ChildArgs {
     fds: [RawFd; 3],
     /// One more than the highest signal number.
     nsig: c_int,
-    /// The parent thread's signal mask before the clone, which the parent restores after it.
+    /// The parent thread's signal mask before the clone, restored in the child before execve
+    /// (std's spawn leaves a child the mask of the thread that started it).
     mask: libc::sigset_t,
     /// The child's `errno` when a step before execve failed; 0 while all is well.
     errno: AtomicI32,
@@ -270,9 +298,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         if libc::chdir(args.cwd) != 0 {
             fail(args);
         }
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &args.mask, std::ptr::null_mut());
         libc::execve(args.path, args.argv, args.envp);
         fail(args)
     }
