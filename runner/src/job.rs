@@ -25,8 +25,7 @@ use std::sync::Arc;
 mod process;
 
 pub use process::ENV_ALLOWLIST;
-pub(crate) use process::{process_env, start_process, GroupSlot};
-use process::{run_process, JobProcesses};
+pub(crate) use process::{process_env, GroupSlot, JobProcesses};
 
 /// Shared, read-only context for every job of a run.
 pub(crate) struct RunCtx {
@@ -383,6 +382,13 @@ fn invoke(
 ) -> Result<(), StageError> {
     let root = &ctx.pipeline.root;
     let name = &stage.id.0;
+    let processes = JobProcesses {
+        ctx,
+        job,
+        events,
+        log,
+        tx,
+    };
     let inputs: BTreeMap<String, PathBuf> = stage
         .inputs
         .iter()
@@ -425,13 +431,7 @@ fn invoke(
                 imp.run(&StageContext {
                     key: key.to_string(),
                     env: process_env(ctx, stage, job, scratch),
-                    processes: &JobProcesses {
-                        ctx,
-                        job,
-                        events,
-                        log,
-                        tx,
-                    },
+                    processes: &processes,
                     pipeline: &ctx.pipeline.name,
                     stage: name,
                     workspace: root.clone(),
@@ -457,7 +457,7 @@ fn invoke(
                 stdin: None,
                 stdout: Stdout::Log,
             };
-            run_process(ctx, job, &spec, events, log, tx, false)
+            processes.run_checked(&spec, false)
         }
         StageKind::Plugin {
             name: kind,
@@ -488,7 +488,7 @@ fn invoke(
                 stdin: Some(body),
                 stdout: Stdout::Protocol,
             };
-            run_process(ctx, job, &spec, events, log, tx, true)
+            processes.run_checked(&spec, true)
         }
     }
 }

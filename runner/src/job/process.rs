@@ -54,45 +54,107 @@ pub const ENV_ALLOWLIST: &[&str] = &[
     "TMPDIR",
 ];
 
-/// Child processes of a built-in stage, registered with the dispatcher like a plugin's.
-pub(super) struct JobProcesses<'a> {
-    pub(super) ctx: &'a RunCtx,
-    pub(super) job: &'a Job,
-    pub(super) events: &'a StageEventSink,
-    pub(super) log: &'a StageLog,
-    pub(super) tx: &'a Sender<JobMsg>,
+/// A job's processes (a `run:` stage's shell, a plugin, a built-in stage's children, a stage
+/// submitted to run elsewhere), each registered with the dispatcher while it runs.
+pub(crate) struct JobProcesses<'a> {
+    pub(crate) ctx: &'a RunCtx,
+    pub(crate) job: &'a Job,
+    pub(crate) events: &'a StageEventSink,
+    pub(crate) log: &'a StageLog,
+    pub(crate) tx: &'a Sender<JobMsg>,
 }
 
 impl ProcessHost for JobProcesses<'_> {
     fn run(&self, spec: &ProcessSpec) -> std::io::Result<ExecOutcome> {
-        execute(self.ctx, self.job, spec, self.events, self.log, self.tx)
+        self.execute(spec)
     }
 }
 
-/// Runs one of the job's processes through the executor, its group in the job's `GroupSlot`
-/// while it runs.
-fn execute(
-    ctx: &RunCtx,
-    job: &Job,
-    spec: &ProcessSpec,
-    events: &StageEventSink,
-    log: &StageLog,
-    tx: &Sender<JobMsg>,
-) -> std::io::Result<ExecOutcome> {
-    let stage = &ctx.pipeline.stages[job.idx];
-    let timed = stage.timeout.is_some();
-    let on_spawn = |pgid: i32| spawned(job, timed, tx, pgid);
-    let ctl = ExecControl {
-        on_spawn: &on_spawn,
-        cancel: &job.cancel,
-        events,
-        log,
-        job: job_facts(ctx, stage),
-    };
-    tracing::debug!(stage = %stage.id, program = %spec.program, args = ?spec.args, "spawning");
-    let outcome = ctx.executor.execute(spec, &ctl);
-    job.group.set(0);
-    outcome
+impl JobProcesses<'_> {
+    /// Runs one of the job's processes through the executor, its group in the job's
+    /// `GroupSlot` while it runs.
+    fn execute(&self, spec: &ProcessSpec) -> std::io::Result<ExecOutcome> {
+        let (ctx, job) = (self.ctx, self.job);
+        let stage = &ctx.pipeline.stages[job.idx];
+        let timed = stage.timeout.is_some();
+        let on_spawn = |pgid: i32| spawned(job, timed, self.tx, pgid);
+        let ctl = ExecControl {
+            on_spawn: &on_spawn,
+            cancel: &job.cancel,
+            events: self.events,
+            log: self.log,
+            job: job_facts(ctx, stage),
+        };
+        tracing::debug!(stage = %stage.id, program = %spec.program, args = ?spec.args, "spawning");
+        let outcome = ctx.executor.execute(spec, &ctl);
+        job.group.set(0);
+        outcome
+    }
+
+    /// Runs a stage's process through the executor until it ends; a process that cannot start
+    /// is said so in words.
+    pub(crate) fn start(&self, spec: &ProcessSpec) -> Result<ExecOutcome, String> {
+        self.execute(spec).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!("cannot start `{}`: command not found", spec.program)
+            } else {
+                format!("cannot start `{}`: {e}", spec.program)
+            }
+        })
+    }
+
+    /// Runs a stage's process to its end and reads its exit (and, for a plugin, its final
+    /// `result` message) as success or failure. A plugin's `hint` goes with its failure, shown
+    /// apart from the message as every stage's hint is.
+    pub(super) fn run_checked(&self, spec: &ProcessSpec, protocol: bool) -> Result<(), StageError> {
+        let out = self.start(spec)?;
+        let hint = out.result.as_ref().and_then(|r| r.hint.clone());
+        match (out.code, out.signal) {
+            (Some(0), _) => {}
+            (Some(code), _) => {
+                let detail = out
+                    .result
+                    .as_ref()
+                    .and_then(|r| r.message.clone())
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default();
+                return Err(
+                    StageError::new(format!("exited with code {code}{detail}")).hint_opt(hint)
+                );
+            }
+            (None, Some(sig)) => return Err(format!("killed by signal {sig}").into()),
+            (None, None) => {
+                return Err(out
+                    .lost
+                    .unwrap_or_else(|| "ended without an exit status".into())
+                    .into())
+            }
+        }
+        if protocol {
+            match out.result {
+                None => {
+                    return Err(
+                        "the plugin exited 0 without sending its final `result` message (see docs/plugins.md)".into(),
+                    )
+                }
+                Some(r) if !r.is_ok() => {
+                    return Err(StageError::new(format!(
+                        "the plugin reported an error: {}",
+                        r.message.unwrap_or_else(|| r.status.clone())
+                    ))
+                    .hint_opt(hint))
+                }
+                Some(r) => {
+                    for (k, v) in r.metrics {
+                        if let Some(x) = v.as_f64() {
+                            self.events.metric(&k, x, None);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A stage's process exists (`pgid` 0: one with no local group, such as a Slurm job, is seen
@@ -145,82 +207,4 @@ pub(crate) fn process_env(
         env.insert(k.clone(), v.clone());
     }
     env
-}
-
-/// Runs a stage's process to its end and reads its exit (and, for a plugin, its final `result`
-/// message) as success or failure. A plugin's `hint` goes with its failure, shown apart from the
-/// message as every stage's hint is.
-pub(super) fn run_process(
-    ctx: &RunCtx,
-    job: &Job,
-    spec: &ProcessSpec,
-    events: &StageEventSink,
-    log: &StageLog,
-    tx: &Sender<JobMsg>,
-    protocol: bool,
-) -> Result<(), StageError> {
-    let out = start_process(ctx, job, spec, events, log, tx)?;
-    let hint = out.result.as_ref().and_then(|r| r.hint.clone());
-    match (out.code, out.signal) {
-        (Some(0), _) => {}
-        (Some(code), _) => {
-            let detail = out
-                .result
-                .as_ref()
-                .and_then(|r| r.message.clone())
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default();
-            return Err(StageError::new(format!("exited with code {code}{detail}")).hint_opt(hint));
-        }
-        (None, Some(sig)) => return Err(format!("killed by signal {sig}").into()),
-        (None, None) => {
-            return Err(out
-                .lost
-                .unwrap_or_else(|| "ended without an exit status".into())
-                .into())
-        }
-    }
-    if protocol {
-        match out.result {
-            None => {
-                return Err(
-                    "the plugin exited 0 without sending its final `result` message (see docs/plugins.md)".into(),
-                )
-            }
-            Some(r) if !r.is_ok() => {
-                return Err(StageError::new(format!(
-                    "the plugin reported an error: {}",
-                    r.message.unwrap_or_else(|| r.status.clone())
-                ))
-                .hint_opt(hint))
-            }
-            Some(r) => {
-                for (k, v) in r.metrics {
-                    if let Some(x) = v.as_f64() {
-                        events.metric(&k, x, None);
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Runs a stage's process through the executor, registered with the dispatcher (so that
-/// cancellation, timeouts and Ctrl-C reach it), until it ends.
-pub(crate) fn start_process(
-    ctx: &RunCtx,
-    job: &Job,
-    spec: &ProcessSpec,
-    events: &StageEventSink,
-    log: &StageLog,
-    tx: &Sender<JobMsg>,
-) -> Result<ExecOutcome, String> {
-    execute(ctx, job, spec, events, log, tx).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            format!("cannot start `{}`: command not found", spec.program)
-        } else {
-            format!("cannot start `{}`: {e}", spec.program)
-        }
-    })
 }

@@ -9,7 +9,7 @@ use crate::error::StageError;
 use crate::events::StageEventSink;
 use crate::exec::{ProcessSpec, StageLog, Stdout};
 use crate::hash::ContentHash;
-use crate::job::{process_env, start_process, Job, JobMsg, RunCtx};
+use crate::job::{process_env, Job, JobMsg, JobProcesses, RunCtx};
 use crate::pipeline::StageDef;
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
@@ -112,7 +112,14 @@ pub(crate) fn run_remotely(
         "[{STAGE_ARG}] running as its own process: {}",
         path.display()
     ));
-    let out = start_process(ctx, job, &spec, inv.events, inv.log, inv.tx)?;
+    let out = JobProcesses {
+        ctx,
+        job,
+        events: inv.events,
+        log: inv.log,
+        tx: inv.tx,
+    }
+    .start(&spec)?;
     match (out.result, out.code, out.signal) {
         (Some(r), _, _) if !r.is_ok() => {
             Err(StageError::new(r.message.unwrap_or_else(|| r.status.clone())).hint_opt(r.hint))
